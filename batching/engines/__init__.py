@@ -1,0 +1,43 @@
+"""Engines: one contract (``Engine``), one implementation per way a model is served.
+
+``make_engine`` picks the implementation from the expert's ``source.kind``; heavy imports
+(vLLM, httpx) happen only when an engine of that kind is made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batching.engines.base import Engine, chat_messages, completion_prompt
+from batching.engines.fake import FakeEngine
+from batching.engines.replay import ReplayBook, ReplayEngine, Record, iter_records, replay_book
+from batching.spec import ExpertSpec
+
+__all__ = [
+    "Engine",
+    "FakeEngine",
+    "Record",
+    "ReplayBook",
+    "ReplayEngine",
+    "chat_messages",
+    "completion_prompt",
+    "iter_records",
+    "make_engine",
+    "replay_book",
+]
+
+
+def make_engine(spec: ExpertSpec, *, cache_dir: Path) -> Engine:
+    """The engine that serves ``spec``; ``cache_dir`` holds converted packaged models."""
+    kind = spec.source.kind
+    if kind == "replay":
+        return ReplayEngine(spec)
+    if kind == "http":
+        from batching.engines.http import HTTPEngine
+
+        return HTTPEngine(spec)
+    if kind == "vllm":
+        from batching.engines.vllm_engine import VLLMEngine
+
+        return VLLMEngine(spec, cache_dir=cache_dir)
+    raise AssertionError(f"unhandled engine kind {kind!r}")  # the Source union is closed

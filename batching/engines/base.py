@@ -1,0 +1,58 @@
+"""The engine contract: load a model, generate a batch, unload, report the footprint.
+
+Every engine converts its own failures into ``common.errors.EngineError`` subclasses.
+``generate`` takes the whole batch at once so that engines with continuous batching
+(vLLM) see every request together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from batching.spec import ExpertSpec
+from batching.types import Generation, Request
+
+
+@runtime_checkable
+class Engine(Protocol):
+    spec: ExpertSpec
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def load(self) -> None:
+        """Make the model ready to generate (idempotent)."""
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        """Answer every request, in order. Raises EngineError if the engine itself fails."""
+
+    def unload(self) -> None:
+        """Give back every resource the model holds (idempotent)."""
+
+    def footprint_mb(self) -> float | None:
+        """Memory the loaded model holds, measured if possible, else declared, else None."""
+
+
+def completion_prompt(request: Request, system_prompt: str | None = None) -> str:
+    """Render a chat as a plain prompt for base models that have no chat template."""
+    parts = []
+    if system_prompt:
+        parts.append(system_prompt.strip())
+    for message in request.messages:
+        if message.role == "system":
+            parts.append(message.content.strip())
+        elif message.role == "user":
+            parts.append(f"Question: {message.content.strip()}")
+        else:
+            parts.append(f"Answer: {message.content.strip()}")
+    parts.append("Answer:")
+    return "\n\n".join(parts)
+
+
+def chat_messages(request: Request, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """The OpenAI-style message list, with the expert's system prompt first if it has one."""
+    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    if system_prompt and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages

@@ -1,0 +1,80 @@
+"""An honest fake engine for the fast test tier.
+
+It answers from a function of the request (by default a deterministic letter derived from
+the prompt), counts its loads and calls so tests can assert on them, and can be told to fail.
+It stands for a real engine in tests only; every behaviour it stands for is also tested
+against vLLM and a live HTTP server in the real tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+from batching.spec import ExpertSpec
+from batching.types import Generation, Request
+from common.errors import EngineError
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def letter_answer(spec: ExpertSpec, request: Request) -> str:
+    """A stable pseudo-answer: the letter the hash of (expert, prompt) lands on."""
+    digest = hashlib.sha256(f"{spec.name}\n{request.text}".encode()).digest()
+    return f"Thinking about it briefly. The answer is ({LETTERS[digest[0] % 4]})."
+
+
+class FakeEngine:
+    def __init__(
+        self,
+        spec: ExpertSpec,
+        answer: Callable[[ExpertSpec, Request], str] = letter_answer,
+        fail_on: Callable[[Request], bool] | None = None,
+        memory_mb: float = 100.0,
+    ) -> None:
+        self.spec = spec
+        self._answer = answer
+        self._fail_on = fail_on
+        self._memory_mb = spec.memory_mb or memory_mb
+        self._loaded = False
+        self.loads = 0
+        self.unloads = 0
+        self.batches: list[list[str]] = []
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            self.loads += 1
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        if not self._loaded:
+            raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
+        self.batches.append([r.id for r in requests])
+        out = []
+        for request in requests:
+            if self._fail_on is not None and self._fail_on(request):
+                raise EngineError(f"engine {self.spec.name!r} failed on request {request.id!r}")
+            text = self._answer(self.spec, request)
+            out.append(
+                Generation(
+                    request_id=request.id,
+                    model=self.spec.name,
+                    text=text,
+                    tokens_in=len(request.text.split()),
+                    tokens_out=len(text.split()),
+                    finish_reason="stop",
+                )
+            )
+        return out
+
+    def unload(self) -> None:
+        if self._loaded:
+            self._loaded = False
+            self.unloads += 1
+
+    def footprint_mb(self) -> float | None:
+        return self._memory_mb

@@ -1,0 +1,165 @@
+"""Replay engine: answers recorded earlier from real models, keyed by model and question id.
+
+Recordings are JSONL (gzip or not), one line per (model, question): ``model``,
+``question_id``, ``text`` and optionally ``pred`` and ``correct``. A request whose
+(model, question id) was never recorded raises ``ReplayMiss``; nothing is made up.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from batching.spec import ExpertSpec, ReplaySource
+from batching.types import Generation, Request
+from common.errors import BadInput, NotFound, ReplayMiss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    model: str
+    question_id: str
+    text: str
+    pred: str | None = None
+    correct: int | None = None
+
+
+def _open_text(path: Path):
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if gzipped else path.open(encoding="utf-8")
+
+
+def iter_records(path: Path, models: Iterable[str] | None = None) -> Iterator[Record]:
+    """Stream the records of ``path`` (only ``models`` if given), checking each line."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"replay file {path} does not exist")
+    wanted = set(models) if models is not None else None
+    with _open_text(path) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                model, qid, text = row["model"], row["question_id"], row["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise BadInput(
+                    f"{path}:{number}: not a replay record (needs JSON with model, question_id, text): {exc}"
+                ) from exc
+            if wanted is not None and model not in wanted:
+                continue
+            pred = row.get("pred")
+            correct = row.get("correct")
+            yield Record(str(model), str(qid), text or "", pred, None if correct is None else int(correct))
+
+
+class ReplayBook:
+    """Recordings of one file, indexed by (model, question id), loaded per model on demand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._by_model: dict[str, dict[str, Record]] = {}
+        self._known_models: set[str] | None = None
+        self._lock = threading.Lock()
+
+    def models(self) -> list[str]:
+        """Every model the file records (reads the file once)."""
+        with self._lock:
+            if self._known_models is None:
+                self._known_models = {record.model for record in iter_records(self.path)}
+            return sorted(self._known_models)
+
+    def load(self, models: Iterable[str]) -> None:
+        """Index the records of ``models`` (those not indexed yet) in one pass over the file."""
+        with self._lock:
+            missing = set(models) - set(self._by_model)
+            if not missing:
+                return
+            found: dict[str, dict[str, Record]] = {m: {} for m in missing}
+            for record in iter_records(self.path, missing):
+                found[record.model][record.question_id] = record
+            empty = sorted(m for m, rows in found.items() if not rows)
+            if empty:
+                raise NotFound(f"replay file {self.path} has no records for model(s) {', '.join(empty)}")
+            self._by_model.update(found)
+            log.info("replay: indexed %d model(s) from %s", len(missing), self.path)
+
+    def records(self, model: str) -> dict[str, Record]:
+        self.load([model])
+        return self._by_model[model]
+
+    def get(self, model: str, question_id: str) -> Record:
+        try:
+            return self.records(model)[str(question_id)]
+        except KeyError:
+            raise ReplayMiss(
+                f"no recorded answer of model {model!r} to question {question_id!r} in {self.path}"
+            ) from None
+
+
+_books: dict[Path, ReplayBook] = {}
+_books_lock = threading.Lock()
+
+
+def replay_book(path: Path) -> ReplayBook:
+    """The shared ``ReplayBook`` of a file, so several experts read it once."""
+    key = Path(path).resolve()
+    with _books_lock:
+        if key not in _books:
+            _books[key] = ReplayBook(key)
+        return _books[key]
+
+
+class ReplayEngine:
+    """An engine whose answers are the recorded ones; needs ``question_id`` on every request."""
+
+    def __init__(self, spec: ExpertSpec) -> None:
+        if not isinstance(spec.source, ReplaySource):
+            raise BadInput(f"expert {spec.name!r} is not a replay expert")
+        self.spec = spec
+        self._source: ReplaySource = spec.source
+        self._book: ReplayBook | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._book is not None
+
+    def load(self) -> None:
+        if self._book is None:
+            book = replay_book(self._source.path)
+            book.load([self._source.model])
+            self._book = book
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        self.load()
+        assert self._book is not None
+        out = []
+        for request in requests:
+            if request.question_id is None:
+                raise BadInput(f"request {request.id!r} has no question_id; a replay expert needs one")
+            record = self._book.get(self._source.model, request.question_id)
+            out.append(
+                Generation(
+                    request_id=request.id,
+                    model=self.spec.name,
+                    text=record.text,
+                    tokens_in=len(request.text.split()),
+                    tokens_out=len(record.text.split()),
+                    finish_reason="replay",
+                )
+            )
+        return out
+
+    def unload(self) -> None:
+        self._book = None
+
+    def footprint_mb(self) -> float | None:
+        return self.spec.memory_mb or 0.0

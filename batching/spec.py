@@ -1,0 +1,91 @@
+"""What an expert is: where its model comes from, how it is prompted, how it samples.
+
+An ``ExpertSpec`` is plain data, loaded from a pool file. The ``source`` is a
+discriminated union on ``kind``, so a pool file says ``kind = "vllm"`` (or ``http``,
+``replay``) and gets exactly that engine's fields checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sampling(_Strict):
+    """How an expert samples its answer."""
+
+    max_tokens: int = Field(256, ge=1, le=32768, description="Most new tokens per answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(0, description="Sampling seed; None draws a fresh one.")
+    stop: tuple[str, ...] = Field((), description="Strings that end an answer early.")
+
+
+class VLLMSource(_Strict):
+    """A model run by vLLM inside this machine (a child process per loaded model)."""
+
+    kind: Literal["vllm"] = "vllm"
+    model: str = Field(
+        ...,
+        min_length=1,
+        description="A Hugging Face id, a local folder, or 'packaged:NAME' for a default model.",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights dtype; 'auto' picks float32 on a CPU (measured fastest)."
+    )
+    max_model_len: int = Field(2048, ge=128, le=1_048_576, description="Context length.")
+    max_num_seqs: int = Field(32, ge=1, le=4096, description="Sequences batched at once.")
+    kv_cache_gib: float = Field(1.0, gt=0, le=1024, description="KV cache size on a CPU, GiB.")
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0.0, le=1.0, description="Share of GPU memory vLLM may take on a GPU."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per model.")
+    enforce_eager: bool = Field(True, description="Skip graph capture: much faster start.")
+
+
+class HTTPSource(_Strict):
+    """Any OpenAI-compatible server someone runs (vLLM serve, a hosted API)."""
+
+    kind: Literal["http"] = "http"
+    base_url: str = Field(..., pattern=r"^https?://", description="Server root, e.g. http://host:8000/v1.")
+    model: str = Field(..., min_length=1, description="The model name the server expects.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="Per-request timeout.")
+    retries: int = Field(2, ge=0, le=10, description="Retries after a failed request.")
+    concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once.")
+
+
+class ReplaySource(_Strict):
+    """Answers recorded earlier from a real model, looked up by question id."""
+
+    kind: Literal["replay"] = "replay"
+    path: Path = Field(..., description="JSONL file (gzip or not) of recorded answers.")
+    model: str = Field(..., min_length=1, description="The model's name in the recordings.")
+
+
+Source = Annotated[VLLMSource | HTTPSource | ReplaySource, Field(discriminator="kind")]
+
+
+class ExpertSpec(_Strict):
+    """One model of a pool, as an expert or an aggregator."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="Unique name within the pool.")
+    source: Source
+    prompt_mode: Literal["chat", "completion"] = Field(
+        "chat", description="'completion' for base models without a chat template."
+    )
+    chat_template: str | None = Field(None, description="Jinja chat template overriding the model's.")
+    system_prompt: str | None = Field(None, description="System message put before every chat.")
+    sampling: Sampling = Field(default_factory=Sampling)
+    memory_mb: float | None = Field(
+        None, gt=0, description="Declared footprint when loaded; measured values take precedence."
+    )
+    description: str = Field("", description="Free text shown in listings.")

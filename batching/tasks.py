@@ -1,0 +1,33 @@
+"""Tasks: the unit the planner schedules and the executor runs.
+
+A task asks one model for one generation. A task with ``after`` needs the generations of
+other tasks first (an aggregation needs its experts' answers); its request is built at run
+time by the caller's ``Compose`` function from those generations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from batching.types import Generation, Request
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(..., min_length=1)
+    model: str = Field(..., min_length=1, description="Name of the expert/aggregator that runs it.")
+    request: Request | None = Field(None, description="Fixed request; None when composed from inputs.")
+    after: tuple[str, ...] = Field((), description="Tasks whose generations this one needs.")
+
+    @model_validator(mode="after")
+    def _has_a_request(self) -> Task:
+        if self.request is None and not self.after:
+            raise ValueError(f"task {self.id!r} has neither a request nor inputs to compose one from")
+        return self
+
+
+Compose = Callable[[Task, Mapping[str, Generation]], Request]
+"""Builds a dependent task's request from the generations of the tasks it waits on."""

@@ -1,0 +1,53 @@
+"""Requests and generations: what crosses the engine contract."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Request(BaseModel):
+    """One prompt for one model. ``question_id`` lets a replay engine find its record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(..., min_length=1)
+    messages: tuple[Message, ...] = Field(..., min_length=1)
+    question_id: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Overrides the expert's.")
+
+    @classmethod
+    def user(cls, id: str, text: str, **fields) -> Request:  # noqa: A002 - matches the field
+        return cls(id=id, messages=(Message(role="user", content=text),), **fields)
+
+    @property
+    def text(self) -> str:
+        """The last user message: what the request asks."""
+        return next(m.content for m in reversed(self.messages) if m.role == "user")
+
+
+class Generation(BaseModel):
+    """One finished answer (or a failure with its reason)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    model: str
+    text: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    finish_reason: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None

@@ -1,0 +1,18 @@
+"""Benchmarks as data (loaders, prompts, extraction, metrics) and, later, runs and reports."""
+
+from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark
+from eval.data import data_dir, replay_path
+from eval.extract import integer_extractor, letter_extractor, strip_thinking
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "Question",
+    "choice_prompt",
+    "data_dir",
+    "get_benchmark",
+    "integer_extractor",
+    "letter_extractor",
+    "replay_path",
+    "strip_thinking",
+]

@@ -1,0 +1,144 @@
+"""Pool files: the experts, the aggregator and the pool's artefacts, in one directory.
+
+    my-pool/
+      pool.toml        experts, aggregator (this format, documented in README)
+      profiles/        skill profiles built by ``coe profile`` (versioned)
+      router/          router artefacts (classifier)
+
+``pool.toml``::
+
+    [pool]
+    name = "default"
+    version = 1
+    aggregator = "smollm2"          # a model below
+    experts = ["smollm2", "gemma3"] # optional; default: every model
+
+    [[models]]
+    name = "smollm2"
+    [models.source]
+    kind = "vllm"                   # vllm | http | replay
+    model = "packaged:smollm2-135m-instruct"
+
+Paths in replay sources may use ``{data_dir}``; relative paths are read from the pool directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from batching.spec import NAME_PATTERN, ExpertSpec, ReplaySource
+from common.errors import ConfigError, NotFound
+from common.names import unknown_name
+
+POOL_FILE = "pool.toml"
+
+
+class PoolHeader(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., pattern=NAME_PATTERN)
+    version: int = Field(1, ge=1)
+    description: str = ""
+    aggregator: str = Field(..., description="Name of the model that writes the final answer.")
+    experts: tuple[str, ...] | None = Field(None, description="Models used as experts; default all.")
+
+
+class Pool(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: PoolHeader
+    models: tuple[ExpertSpec, ...] = Field(..., min_length=1)
+    directory: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Pool:
+        names = [m.name for m in self.models]
+        duplicate = sorted({n for n in names if names.count(n) > 1})
+        if duplicate:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicate)}")
+        for name in (self.pool.aggregator, *(self.pool.experts or ())):
+            if name not in names:
+                raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.pool.name
+
+    @property
+    def expert_names(self) -> list[str]:
+        return list(self.pool.experts or (m.name for m in self.models))
+
+    @property
+    def aggregator(self) -> ExpertSpec:
+        return self.spec(self.pool.aggregator)
+
+    @property
+    def specs(self) -> dict[str, ExpertSpec]:
+        return {m.name: m for m in self.models}
+
+    def spec(self, name: str) -> ExpertSpec:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise unknown_name("expert", name, self.specs)
+
+    def artefact_dir(self, kind: str) -> Path:
+        """Folder for one kind of artefact (``profiles``, ``router``), created on demand."""
+        path = self.directory / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _expand(raw: dict, directory: Path, data_dir: Path) -> dict:
+    for model in raw.get("models", []) if isinstance(raw.get("models"), list) else []:
+        source = model.get("source") if isinstance(model, dict) else None
+        if isinstance(source, dict) and source.get("kind") == "replay" and isinstance(source.get("path"), str):
+            path = Path(source["path"].replace("{data_dir}", str(data_dir)))
+            source["path"] = str(path if path.is_absolute() else directory / path)
+        if isinstance(source, dict) and source.get("kind") == "vllm" and isinstance(source.get("model"), str):
+            model_ref = source["model"]
+            if model_ref.startswith((".", "/")) or model_ref.startswith("~"):
+                local = Path(model_ref).expanduser()
+                source["model"] = str(local if local.is_absolute() else (directory / local).resolve())
+    return raw
+
+
+def load_pool(path: Path, data_dir: Path) -> Pool:
+    """Read a pool directory (or its pool.toml); errors name the file, the field and the problem."""
+    path = Path(path)
+    file = path / POOL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise NotFound(f"pool file {file} does not exist")
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text") from exc
+    raw = _expand(raw, file.parent, data_dir)
+    try:
+        return Pool(**raw, directory=file.parent)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = list(error["loc"])
+        # say "models[1].source.kind" rather than "models.1.vllm.kind"
+        parts: list[str] = []
+        for item in loc:
+            if isinstance(item, int):
+                parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+            elif item in ("vllm", "http", "replay") and parts and parts[-1] == "source":
+                continue
+            else:
+                parts.append(str(item))
+        field = ".".join(parts) or "pool"
+        raise ConfigError(f"{file}: {field}: {error['msg']}") from exc
+    except TypeError as exc:  # e.g. [pool] given as a value instead of a table
+        raise ConfigError(f"{file}: {exc}") from exc
+
+
+def replay_sources(pool: Pool) -> list[ReplaySource]:
+    return [m.source for m in pool.models if isinstance(m.source, ReplaySource)]

@@ -1,0 +1,70 @@
+"""The one settings object, built once by ``load_settings`` (never at import time).
+
+Each setting has one default, here. The environment (``COE_*``) may replace a default;
+CLI options and SDK arguments override both by passing ``overrides``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: Path = Field(PROJECT_ROOT / "pools" / "default", description="Pool directory (holds pool.toml).")
+    data_dir: Path = Field(
+        PROJECT_ROOT.parent / "shared" / "data", description="Benchmarks and replay recordings."
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "symbolic-coe", description="Converted models and other caches."
+    )
+    runs_dir: Path = Field(Path(".coe") / "runs", description="Run stores (checkpoints) and metrics.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    max_question_chars: int = Field(
+        16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters."
+    )
+    memory_budget_mb: float | None = Field(
+        None, gt=0, description="Memory models may hold at once; None measures the machine."
+    )
+    devices: int = Field(1, ge=1, le=64, description="Devices (GPUs) the planner may spread phases over.")
+    policy: str = Field("all", min_length=1, description="Routing policy used by answer().")
+    k: int = Field(3, ge=1, le=64, description="Experts per question for policies that take k.")
+
+    @model_validator(mode="after")
+    def _paths_distinct(self) -> Settings:
+        if self.cache_dir.resolve() == self.pool.resolve():
+            raise ValueError(f"cache_dir and pool are the same folder ({self.cache_dir})")
+        return self
+
+
+_ENV = {
+    "pool": "COE_POOL",
+    "data_dir": "COE_DATA_DIR",
+    "cache_dir": "COE_CACHE_DIR",
+    "runs_dir": "COE_RUNS_DIR",
+    "log_level": "COE_LOG_LEVEL",
+    "memory_budget_mb": "COE_MEMORY_BUDGET_MB",
+    "policy": "COE_POLICY",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Defaults, then ``COE_*`` environment variables, then ``overrides`` (None = not given)."""
+    values: dict[str, object] = {k: os.environ[v] for k, v in _ENV.items() if os.environ.get(v)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        source = f" (from {_ENV[field]})" if field in _ENV and field not in overrides else ""
+        raise ConfigError(f"setting {field}{source}: {error['msg']}") from exc
