@@ -1,0 +1,54 @@
+"""Shared fixtures: where the data is, and the fast-tier pool of fake experts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batching import ExpertSpec
+from eval.data import data_dir as _data_dir
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need_path(path: Path) -> Path:
+    """Skip when ``path`` is missing, except under CI=true where missing data is a failure."""
+    if not path.exists():
+        if IN_CI:
+            pytest.fail(f"required data {path} is missing (CI=true)")
+        pytest.skip(f"data {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return need_path(_data_dir())
+
+
+@pytest.fixture(scope="session")
+def replay_file(data_dir: Path) -> Path:
+    return need_path(data_dir / "replay" / "mmlu_pro_replay.jsonl.gz")
+
+
+@pytest.fixture
+def replay_spec():
+    """Make a replay ExpertSpec for one recorded model of a given file."""
+
+    def make(path: Path, model: str, name: str | None = None) -> ExpertSpec:
+        return ExpertSpec(
+            name=name or model.lower(), source={"kind": "replay", "path": path, "model": model}
+        )
+
+    return make
+
+
+@pytest.fixture
+def vllm_spec():
+    """Make a vLLM ExpertSpec; used by fast tests with FakeEngine standing in for vLLM."""
+
+    def make(name: str, model: str = "packaged:smollm2-135m-instruct", memory_mb: float = 1000) -> ExpertSpec:
+        return ExpertSpec(name=name, source={"kind": "vllm", "model": model}, memory_mb=memory_mb)
+
+    return make
