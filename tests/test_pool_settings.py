@@ -1,0 +1,101 @@
+"""Pool files and settings: valid files load, malformed ones give one line naming file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import ConfigError, NotFound
+from orchestrator.pool import load_pool
+from orchestrator.settings import PROJECT_ROOT, load_settings
+
+GOOD = """
+[pool]
+name = "p"
+aggregator = "a"
+
+[[models]]
+name = "a"
+[models.source]
+kind = "vllm"
+model = "packaged:smollm2-135m-instruct"
+
+[[models]]
+name = "b"
+prompt_mode = "completion"
+[models.source]
+kind = "http"
+base_url = "http://127.0.0.1:9/v1"
+model = "m"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "pool.toml").write_text(text)
+    return tmp_path
+
+
+def test_example_pools_load():
+    default = load_pool(PROJECT_ROOT / "pools" / "default", Path("/data"))
+    assert default.expert_names == ["smollm2", "gemma3"]
+    assert default.aggregator.name == "smollm2"
+    assert default.spec("gemma3").prompt_mode == "completion"
+    small = load_pool(PROJECT_ROOT / "pools" / "replay-small", Path("/data"))
+    assert len(small.expert_names) == 6 and "smollm2" not in small.expert_names
+    assert str(small.spec("mathstral-7b").source.path) == "/data/replay/mmlu_pro_replay.jsonl.gz"
+
+
+def test_good_pool(tmp_path):
+    pool = load_pool(write(tmp_path, GOOD), Path("/d"))
+    assert pool.specs["b"].source.kind == "http"
+    assert pool.directory == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('kind = "http"', 'kind = "grpc"'), "models[1].source"),
+        (('base_url = "http://127.0.0.1:9/v1"', 'base_url = "ftp://x"'), "models[1].source.base_url"),
+        (('aggregator = "a"', 'aggregator = "zzz"'), "'zzz' is not one of the pool's models"),
+        (('name = "b"', 'name = "a"'), "repeated: a"),
+        (('prompt_mode = "completion"', 'prompt_mode = "poetry"'), "models[1].prompt_mode"),
+        (('name = "p"', 'name = "p"\ncolour = "red"'), "pool.colour"),
+        (('[pool]', '[pool'), "not valid TOML"),
+    ],
+)
+def test_malformed_pool_names_file_and_field(tmp_path, change, expected):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(ConfigError) as info:
+        load_pool(path, Path("/d"))
+    message = str(info.value)
+    assert str(path / "pool.toml") in message
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_pool(tmp_path):
+    with pytest.raises(NotFound, match="does not exist"):
+        load_pool(tmp_path / "nope", Path("/d"))
+
+
+def test_unknown_expert_suggests(tmp_path):
+    pool = load_pool(write(tmp_path, GOOD), Path("/d"))
+    with pytest.raises(NotFound, match="did you mean 'a'"):
+        pool.spec("aa")
+
+
+def test_settings_env_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("COE_CACHE_DIR", str(tmp_path))
+    assert load_settings().cache_dir == tmp_path
+    assert load_settings(cache_dir=tmp_path / "x").cache_dir == tmp_path / "x"
+    monkeypatch.setenv("COE_LOG_LEVEL", "LOUD")
+    with pytest.raises(ConfigError, match=r"log_level \(from COE_LOG_LEVEL\)"):
+        load_settings()
+
+
+def test_settings_bounds():
+    with pytest.raises(ConfigError, match="k"):
+        load_settings(k=0)
+    with pytest.raises(ConfigError, match="colour: Extra inputs"):
+        load_settings(colour="red")
