@@ -1,0 +1,76 @@
+"""Turning k expert answers into one: LLM synthesis, choosing the aggregator, vote baselines.
+
+Aggregators never parse benchmark formats: callers pass an ``extract`` function and an
+``answer_format`` instruction for their benchmark.
+"""
+
+from aggregators.result import (
+    AggregationResult,
+    Competence,
+    ExpertAnswer,
+    Extract,
+    agreement,
+    resolve_competence,
+    wilson_interval,
+)
+from aggregators.selection import (
+    CHOICE_FILE,
+    AggregatorChoice,
+    CandidateScore,
+    Run,
+    Score,
+    SyntheticCase,
+    ValidationItem,
+    load_choice,
+    records_for,
+    save_choice,
+    select_aggregator,
+    synthetic_cases,
+)
+from aggregators.synthesis import (
+    SynthesisComposer,
+    SynthesisJob,
+    SynthesisOptions,
+    bound_text,
+    compose,
+    order_answers,
+    synthesis_prompt,
+    synthesis_request,
+    synthesis_result,
+)
+from aggregators.vote import VOTERS, get_voter, log_odds_weight, majority, weighted
+
+__all__ = [
+    "CHOICE_FILE",
+    "VOTERS",
+    "AggregationResult",
+    "AggregatorChoice",
+    "CandidateScore",
+    "Competence",
+    "ExpertAnswer",
+    "Extract",
+    "Run",
+    "Score",
+    "SynthesisComposer",
+    "SynthesisJob",
+    "SynthesisOptions",
+    "SyntheticCase",
+    "ValidationItem",
+    "agreement",
+    "bound_text",
+    "compose",
+    "get_voter",
+    "load_choice",
+    "log_odds_weight",
+    "majority",
+    "order_answers",
+    "records_for",
+    "resolve_competence",
+    "save_choice",
+    "select_aggregator",
+    "synthesis_prompt",
+    "synthesis_request",
+    "synthesis_result",
+    "synthetic_cases",
+    "weighted",
+]

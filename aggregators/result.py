@@ -1,0 +1,114 @@
+"""The data aggregators take and give: expert answers in, one aggregation result out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from pydantic import BaseModel, ConfigDict, Field
+
+from batching.types import Generation
+from common.errors import BadInput
+
+Extract = Callable[[str], "str | None"]
+"""Reads the benchmark's answer (a letter, an integer) out of a text; None when there is none."""
+
+Competence = Mapping[str, float] | Callable[[str], float | None]
+"""Accuracy of each expert on this question's skill: a mapping or a function of the expert name."""
+
+
+class ExpertAnswer(BaseModel):
+    """One expert's answer to one question, as an aggregator sees it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    expert: str = Field(..., min_length=1, description="Name of the expert that wrote it.")
+    text: str = Field("", description="The expert's full output (reasoning and answer).")
+    choice: str | None = Field(None, description="The answer extracted from the text; None if none.")
+    competence: float | None = Field(
+        None, ge=0.0, le=1.0, description="The expert's accuracy on this question's skill, if known."
+    )
+    tokens_in: int = Field(0, ge=0)
+    tokens_out: int = Field(0, ge=0)
+    seconds: float = Field(0.0, ge=0.0)
+
+    @classmethod
+    def from_generation(
+        cls, generation: Generation, extract: Extract | None = None, competence: float | None = None
+    ) -> ExpertAnswer:
+        """Wrap a finished generation; ``extract`` fills ``choice``. A failed one is BadInput."""
+        if generation.error is not None:
+            raise BadInput(f"generation {generation.request_id!r} failed: {generation.error}")
+        return cls(
+            expert=generation.model,
+            text=generation.text,
+            choice=extract(generation.text) if extract is not None else None,
+            competence=competence,
+            tokens_in=generation.tokens_in,
+            tokens_out=generation.tokens_out,
+            seconds=generation.seconds,
+        )
+
+
+class AggregationResult(BaseModel):
+    """What an aggregator made of k expert answers. Field names are a stable contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str = Field(..., description="Aggregator used: 'majority', 'weighted', 'synthesis:<model>'.")
+    text: str = Field(..., description="The final answer text.")
+    choice: str | None = Field(..., description="The answer extracted from it; None if unreadable.")
+    agreed_with: tuple[str, ...] = Field((), description="Experts whose choice equals the final choice.")
+    inputs: tuple[str, ...] = Field((), description="Experts whose answers were used.")
+    left_out: tuple[str, ...] = Field((), description="Inputs not used, each 'name: reason'.")
+    confidence: float = Field(
+        ...,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "majority: the winner's vote share; weighted: the winner's posterior share, "
+            "exp(score) normalised over the options; synthesis: the share of used experts "
+            "whose choice equals the aggregator's."
+        ),
+    )
+    scores: dict[str, float] = Field(default_factory=dict, description="Votes: score per choice.")
+    tokens_in: int = Field(0, ge=0, description="Tokens the aggregator read (0 for votes).")
+    tokens_out: int = Field(0, ge=0, description="Tokens the aggregator wrote (0 for votes).")
+    seconds: float = Field(0.0, ge=0.0, description="Time the aggregation took.")
+
+
+def resolve_competence(
+    answers: Iterable[ExpertAnswer], competence: Competence | None
+) -> list[ExpertAnswer]:
+    """The answers with ``competence`` (if given) written into each; it overrides their own."""
+    answers = list(answers)
+    if competence is None:
+        return answers
+    out = []
+    for answer in answers:
+        if isinstance(competence, Mapping):
+            value = competence.get(answer.expert)
+        else:
+            value = competence(answer.expert)
+        if value is not None and not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+            raise BadInput(f"competence of expert {answer.expert!r} must be in [0, 1], got {value!r}")
+        out.append(answer.model_copy(update={"competence": None if value is None else float(value)}))
+    return out
+
+
+def agreement(answers: Iterable[ExpertAnswer], choice: str | None) -> tuple[tuple[str, ...], float]:
+    """The experts whose choice equals ``choice`` and their share of all ``answers``."""
+    answers = list(answers)
+    agreed = tuple(a.expert for a in answers if choice is not None and a.choice == choice)
+    return agreed, (len(agreed) / len(answers) if answers else 0.0)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default); (0, 1) when n is 0."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+

@@ -1,0 +1,253 @@
+"""Choosing the aggregator on a synthetic aggregation task.
+
+For each validation question, one correct and ``n_wrong`` incorrect recorded answers are
+taken from different experts and shuffled; every candidate aggregator model is asked to
+synthesise them, and scored by how often its extracted answer equals the gold one. The
+result (per candidate accuracy with a 95% interval and n, the best overall and per skill)
+is stored as ``pool_dir/aggregator.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aggregators.result import ExpertAnswer, Extract, wilson_interval
+from aggregators.synthesis import SynthesisOptions, synthesis_request
+from batching.engines.replay import Record, ReplayBook
+from batching.tasks import Task
+from batching.types import Generation
+from common.errors import BadInput, ConfigError, NotFound
+
+log = logging.getLogger(__name__)
+
+CHOICE_FILE = "aggregator.json"
+
+Run = Callable[[list[Task]], dict[str, Generation]]
+"""Runs tasks (through the batch executor, or a test engine) and returns generations by task id."""
+
+
+@dataclass(frozen=True)
+class ValidationItem:
+    """A validation question as the selection needs it (the caller formats it for its benchmark)."""
+
+    question_id: str
+    question_text: str
+    gold: str
+    skill: str
+    answer_format: str
+    extract: Extract
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    """One synthetic aggregation: a question and its shuffled answers (exactly one correct)."""
+
+    item: ValidationItem
+    answers: tuple[ExpertAnswer, ...]
+    correct_expert: str
+
+
+def _is_correct(record: Record, gold: str) -> bool:
+    return bool(record.correct) if record.correct is not None else record.pred == gold
+
+
+def synthetic_cases(
+    items: Sequence[ValidationItem],
+    records: Mapping[str, Mapping[str, Record]],
+    *,
+    n_wrong: int = 2,
+    seed: int = 0,
+) -> list[SyntheticCase]:
+    """Cases for the items that have a correct and ``n_wrong`` incorrect answers from distinct experts.
+
+    ``records`` maps an expert name to its recorded answers by question id. Items without
+    enough answers are skipped (logged). The draw and the shuffle are seeded per question.
+    """
+    if n_wrong < 1:
+        raise BadInput(f"n_wrong must be at least 1, got {n_wrong}")
+    cases = []
+    skipped = 0
+    for item in items:
+        right, wrong = [], []
+        for expert in sorted(records):
+            record = records[expert].get(item.question_id)
+            if record is None or not record.text.strip():
+                continue
+            (right if _is_correct(record, item.gold) else wrong).append((expert, record))
+        if not right or len(wrong) < n_wrong:
+            skipped += 1
+            continue
+        rng = random.Random(f"{seed}\x00{item.question_id}")
+        chosen = [rng.choice(right), *rng.sample(wrong, n_wrong)]
+        correct_expert = chosen[0][0]
+        rng.shuffle(chosen)
+        answers = tuple(
+            ExpertAnswer(expert=expert, text=record.text, choice=record.pred) for expert, record in chosen
+        )
+        cases.append(SyntheticCase(item, answers, correct_expert))
+    log.info("aggregator selection: %d synthetic case(s), %d question(s) skipped", len(cases), skipped)
+    return cases
+
+
+def records_for(book: ReplayBook, experts: Mapping[str, str]) -> dict[str, dict[str, Record]]:
+    """Recorded answers of each expert (name -> recorded model name) from a replay book."""
+    return {name: book.records(model) for name, model in experts.items()}
+
+
+class Score(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    correct: int = Field(..., ge=0)
+    n: int = Field(..., ge=0)
+    accuracy: float = Field(..., ge=0.0, le=1.0)
+    ci95: tuple[float, float]
+
+    @classmethod
+    def of(cls, correct: int, n: int) -> Score:
+        return cls(correct=correct, n=n, accuracy=correct / n if n else 0.0, ci95=wilson_interval(correct, n))
+
+
+class CandidateScore(Score):
+    failed: int = Field(0, ge=0, description="Generations that failed or never came (scored wrong).")
+    per_skill: dict[str, Score] = Field(default_factory=dict)
+
+
+class AggregatorChoice(BaseModel):
+    """The stored outcome of an aggregator selection (``pool_dir/aggregator.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = Field(1, description="Schema version of this file.")
+    revision: int = Field(1, ge=1, description="Increases with every selection saved in this pool.")
+    created: str = Field(..., description="UTC time the selection finished (ISO 8601).")
+    seed: int
+    n_wrong: int = Field(..., ge=1)
+    options: SynthesisOptions
+    candidates: dict[str, CandidateScore] = Field(..., min_length=1)
+    best: str
+    best_per_skill: dict[str, str] = Field(default_factory=dict)
+
+    def for_skill(self, skill: str | None) -> str:
+        """The best aggregator for ``skill``, or the best overall when the skill was not measured."""
+        return self.best_per_skill.get(skill, self.best) if skill is not None else self.best
+
+
+def _best(scores: Mapping[str, Score]) -> str:
+    # highest accuracy, then more items, then name order
+    return min(scores, key=lambda name: (-scores[name].accuracy, -scores[name].n, name))
+
+
+def select_aggregator(
+    candidates: Sequence[str],
+    items: Sequence[ValidationItem],
+    records: Mapping[str, Mapping[str, Record]],
+    run: Run,
+    *,
+    options: SynthesisOptions | None = None,
+    n_wrong: int = 2,
+    seed: int = 0,
+) -> AggregatorChoice:
+    """Score each candidate aggregator on the synthetic task; the caller saves the result."""
+    candidates = list(dict.fromkeys(candidates))
+    if not candidates:
+        raise BadInput("aggregator selection needs at least one candidate model")
+    options = (options or SynthesisOptions()).model_copy(update={"order": "given"})
+    cases = synthetic_cases(items, records, n_wrong=n_wrong, seed=seed)
+    if not cases:
+        raise BadInput(
+            f"no validation question of {len(items)} has one correct and {n_wrong} incorrect recorded answers"
+        )
+    tasks: list[Task] = []
+    for candidate in candidates:
+        for case in cases:
+            task_id = f"aggsel/{candidate}/{case.item.question_id}"
+            request = synthesis_request(
+                task_id,
+                case.item.question_text,
+                list(case.answers),
+                case.item.answer_format,
+                options,
+                question_id=case.item.question_id,
+            )
+            tasks.append(Task(id=task_id, model=candidate, request=request))
+    log.info("aggregator selection: %d candidate(s) x %d case(s)", len(candidates), len(cases))
+    generations = run(tasks)
+    scores: dict[str, CandidateScore] = {}
+    for candidate in candidates:
+        right = failed = 0
+        by_skill: dict[str, list[int]] = {}
+        for case in cases:
+            generation = generations.get(f"aggsel/{candidate}/{case.item.question_id}")
+            ok = generation is not None and generation.error is None
+            hit = ok and case.item.extract(generation.text) == case.item.gold
+            failed += not ok
+            right += hit
+            tally = by_skill.setdefault(case.item.skill, [0, 0])
+            tally[0] += hit
+            tally[1] += 1
+        base = Score.of(right, len(cases))
+        scores[candidate] = CandidateScore(
+            **base.model_dump(),
+            failed=failed,
+            per_skill={skill: Score.of(c, n) for skill, (c, n) in sorted(by_skill.items())},
+        )
+        log.info("aggregator selection: %s %.3f (n=%d, failed %d)", candidate, base.accuracy, base.n, failed)
+    skills = sorted({case.item.skill for case in cases})
+    return AggregatorChoice(
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        seed=seed,
+        n_wrong=n_wrong,
+        options=options,
+        candidates=scores,
+        best=_best(scores),
+        best_per_skill={s: _best({c: scores[c].per_skill[s] for c in candidates}) for s in skills},
+    )
+
+
+def load_choice(pool_dir: Path) -> AggregatorChoice:
+    """Read ``pool_dir/aggregator.json``; a malformed file is a ConfigError naming file and field."""
+    file = Path(pool_dir) / CHOICE_FILE
+    if not file.is_file():
+        raise NotFound(f"no aggregator selection at {file}; run the aggregator selection first")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a JSON object, got {type(raw).__name__}")
+    try:
+        return AggregatorChoice.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "file"
+        raise ConfigError(f"{file}: {field}: {error['msg']}") from exc
+
+
+def save_choice(pool_dir: Path, choice: AggregatorChoice) -> Path:
+    """Write the selection; an earlier valid one is kept as ``aggregator.r<N>.json``.
+
+    An existing file that does not parse is never overwritten (ConfigError): move it away first.
+    """
+    pool_dir = Path(pool_dir)
+    file = pool_dir / CHOICE_FILE
+    previous = load_choice(pool_dir) if file.exists() else None  # ConfigError if malformed
+    revision = previous.revision + 1 if previous is not None else 1
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    stored = choice.model_copy(update={"revision": revision})
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(stored.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if previous is not None:
+        os.replace(file, pool_dir / f"aggregator.r{previous.revision}.json")
+    os.replace(tmp, file)
+    log.info("aggregator selection saved to %s (revision %d, best %s)", file, revision, stored.best)
+    return file

@@ -1,0 +1,157 @@
+"""Vote aggregators: no model needed, only the experts' extracted choices.
+
+``majority``  one vote per expert; ties go to the choice whose supporters have the larger
+              summed competence, then to the smaller choice string (deterministic).
+``weighted``  each vote weighs the log-odds of the expert's accuracy on the question's skill,
+              log(p / (1 - p)) with p clipped to [clip, 1 - clip]; with ``n_options`` given the
+              weight is log((n_options - 1) p / (1 - p)), the multi-class form (a vote weighs
+              more than nothing only when the expert beats chance, 1 / n_options).
+
+Answers without a choice (unparseable) count in the denominator of a vote share but vote for
+nothing. Competence comes from each answer's ``competence`` field, or from the ``competence``
+argument (a mapping or a function of the expert name), which overrides it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from aggregators.result import AggregationResult, Competence, ExpertAnswer, agreement, resolve_competence
+from common.errors import BadInput
+from common.names import unknown_name
+
+
+class Voter(Protocol):
+    def __call__(
+        self, answers: Sequence[ExpertAnswer], *, competence: Competence | None = None
+    ) -> AggregationResult: ...
+
+
+def _check(answers: Sequence[ExpertAnswer]) -> list[ExpertAnswer]:
+    answers = list(answers)
+    if not answers:
+        raise BadInput("a vote needs at least one expert answer; got none")
+    names = [a.expert for a in answers]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BadInput(f"each expert may vote once; repeated: {', '.join(repeated)}")
+    return answers
+
+
+def _support(answers: Sequence[ExpertAnswer], choice: str) -> list[ExpertAnswer]:
+    return [a for a in answers if a.choice == choice]
+
+
+def _competence_sum(answers: Sequence[ExpertAnswer]) -> float:
+    return sum(a.competence or 0.0 for a in answers)
+
+
+def _voice(answers: Sequence[ExpertAnswer], choice: str | None) -> str:
+    """The text of the most competent expert that made ``choice`` (first one on a tie)."""
+    backers = _support(answers, choice) if choice is not None else []
+    if not backers:
+        return ""
+    best = max(backers, key=lambda a: a.competence if a.competence is not None else -1.0)
+    return best.text
+
+
+def _result(
+    method: str,
+    answers: list[ExpertAnswer],
+    choice: str | None,
+    confidence: float,
+    scores: dict[str, float],
+    started: float,
+) -> AggregationResult:
+    agreed, _ = agreement(answers, choice)
+    return AggregationResult(
+        method=method,
+        text=_voice(answers, choice),
+        choice=choice,
+        agreed_with=agreed,
+        inputs=tuple(a.expert for a in answers),
+        confidence=min(1.0, max(0.0, confidence)),
+        scores=scores,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def majority(
+    answers: Sequence[ExpertAnswer], *, competence: Competence | None = None
+) -> AggregationResult:
+    """One vote per expert; confidence is the winner's share of all answers."""
+    started = time.perf_counter()
+    answers = resolve_competence(_check(answers), competence)
+    counts: dict[str, float] = {}
+    for answer in answers:
+        if answer.choice is not None:
+            counts[answer.choice] = counts.get(answer.choice, 0) + 1
+    if not counts:
+        return _result("majority", answers, None, 0.0, {}, started)
+    choice = max(
+        sorted(counts),
+        key=lambda c: (counts[c], _competence_sum(_support(answers, c))),
+    )
+    return _result("majority", answers, choice, counts[choice] / len(answers), counts, started)
+
+
+def log_odds_weight(p: float, *, n_options: int | None = None, clip: float = 0.01) -> float:
+    """log(p / (1 - p)), plus log(n_options - 1) when the number of options is given."""
+    if not 0.0 < clip < 0.5:
+        raise BadInput(f"clip must be in (0, 0.5), got {clip}")
+    if n_options is not None and n_options < 2:
+        raise BadInput(f"n_options must be at least 2, got {n_options}")
+    p = min(1.0 - clip, max(clip, p))
+    weight = math.log(p / (1.0 - p))
+    return weight + (math.log(n_options - 1) if n_options is not None else 0.0)
+
+
+def weighted(
+    answers: Sequence[ExpertAnswer],
+    *,
+    competence: Competence | None = None,
+    n_options: int | None = None,
+    clip: float = 0.01,
+) -> AggregationResult:
+    """Competence-weighted vote. Every expert needs a competence (BadInput names those without).
+
+    The score of a choice is the sum of its voters' log-odds weights; the winner is the
+    highest-scoring choice someone voted for (ties: more voters, then the smaller string).
+    Confidence is exp(score) of the winner over the sum of exp(score) of every option
+    (options nobody chose score 0 and count when ``n_options`` is given).
+    """
+    started = time.perf_counter()
+    answers = resolve_competence(_check(answers), competence)
+    missing = sorted(a.expert for a in answers if a.competence is None)
+    if missing:
+        raise BadInput(f"weighted vote needs the competence of every expert; missing: {', '.join(missing)}")
+    scores: dict[str, float] = {}
+    voters: dict[str, int] = {}
+    for answer in answers:
+        if answer.choice is None:
+            continue
+        weight = log_odds_weight(answer.competence or 0.0, n_options=n_options, clip=clip)
+        scores[answer.choice] = scores.get(answer.choice, 0.0) + weight
+        voters[answer.choice] = voters.get(answer.choice, 0) + 1
+    if not scores:
+        return _result("weighted", answers, None, 0.0, {}, started)
+    choice = max(sorted(scores), key=lambda c: (round(scores[c], 12), voters[c]))
+    unvoted = max(0, (n_options or 0) - len(scores))
+    top = max(max(scores.values()), 0.0 if unvoted else -math.inf)
+    mass = sum(math.exp(s - top) for s in scores.values()) + unvoted * math.exp(-top)
+    confidence = math.exp(scores[choice] - top) / mass
+    return _result("weighted", answers, choice, confidence, scores, started)
+
+
+VOTERS: dict[str, Callable[..., AggregationResult]] = {"majority": majority, "weighted": weighted}
+
+
+def get_voter(name: str) -> Callable[..., AggregationResult]:
+    """The vote aggregator called ``name``; an unknown name suggests the closest."""
+    try:
+        return VOTERS[name]
+    except KeyError:
+        raise unknown_name("vote aggregator", name, VOTERS) from None

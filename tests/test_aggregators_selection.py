@@ -1,0 +1,187 @@
+"""Choosing the aggregator: synthetic cases from a tiny replay file, scoring fake candidates,
+storing the choice (versioned, never overwriting a malformed file)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from aggregators import (
+    AggregatorChoice,
+    ValidationItem,
+    load_choice,
+    records_for,
+    save_choice,
+    select_aggregator,
+    synthetic_cases,
+)
+from batching import ExpertSpec, FakeEngine, Generation, Request, Task
+from batching.engines import ReplayBook
+from common.errors import BadInput, ConfigError, NotFound
+from eval.extract import letter_extractor
+
+FORMAT = 'End with "The answer is (X)".'
+EXPERTS = {"e1": "M1", "e2": "M2", "e3": "M3", "e4": "M4"}
+GOLD = {f"q{i}": "ABCD"[i % 4] for i in range(12)}
+SKILL = {qid: ("math" if int(qid[1:]) < 6 else "law") for qid in GOLD}
+
+
+def wrong_letter(gold: str, offset: int) -> str:
+    return "ABCD"[("ABCD".index(gold) + offset) % 4]
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Path:
+    """Four recorded experts; a correct answer says 'I checked'; q11 has only one wrong answer."""
+    lines = []
+    for qid, gold in GOLD.items():
+        for number, model in enumerate(EXPERTS.values()):
+            right = (number + int(qid[1:])) % 4 == 0  # exactly one expert right per question
+            if qid == "q11" and number >= 2:
+                continue  # leaves q11 with one right and at most one wrong: skipped
+            pred = gold if right else wrong_letter(gold, number % 3 + 1)
+            text = f"{'I checked twice' if right else 'Guessing'}. The answer is ({pred})."
+            row = {"model": model, "question_id": qid, "text": text, "pred": pred, "correct": int(right)}
+            lines.append(json.dumps(row))
+    path = tmp_path / "replay.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def items() -> list[ValidationItem]:
+    return [
+        ValidationItem(
+            qid, f"Question {qid}? (A) a (B) b (C) c (D) d", gold, SKILL[qid], FORMAT, letter_extractor(4)
+        )
+        for qid, gold in GOLD.items()
+    ]
+
+
+def careful(spec: ExpertSpec, request: Request) -> str:
+    """Picks the answer whose text says it was checked: right whenever that answer is shown."""
+    block = re.search(r"I checked twice\. The answer is \(([A-D])\)", request.text)
+    return f"Going with the checked one. The answer is ({block.group(1) if block else 'A'})."
+
+
+def first(spec: ExpertSpec, request: Request) -> str:
+    """Copies Answer 1: right only when the shuffle put the correct answer first."""
+    block = re.search(r"Answer 1:\n.*?The answer is \(([A-D])\)", request.text, re.DOTALL)
+    return f"The answer is ({block.group(1)})."
+
+
+def fake_run(behaviour: dict, failing: set[str] = frozenset()):
+    engines = {
+        name: FakeEngine(
+            ExpertSpec(name=name, source={"kind": "vllm", "model": name}),
+            answer=fn,
+        )
+        for name, fn in behaviour.items()
+    }
+    calls: list[list[str]] = []
+
+    def run(tasks: list[Task]) -> dict[str, Generation]:
+        calls.append([t.id for t in tasks])
+        out = {}
+        for name, engine in engines.items():
+            engine.load()
+            mine = [t for t in tasks if t.model == name and t.id not in failing]
+            for task, generation in zip(mine, engine.generate([t.request for t in mine]), strict=True):
+                out[task.id] = generation
+            engine.unload()
+        return out
+
+    return run, calls
+
+
+def test_cases_have_one_correct_two_wrong_from_distinct_experts(replay: Path):
+    records = records_for(ReplayBook(replay), EXPERTS)
+    cases = synthetic_cases(items(), records, seed=1)
+    assert {c.item.question_id for c in cases} == set(GOLD) - {"q11"}
+    firsts = set()
+    for case in cases:
+        experts = [a.expert for a in case.answers]
+        assert len(experts) == 3 == len(set(experts))
+        assert sum(a.choice == case.item.gold for a in case.answers) == 1
+        assert next(a for a in case.answers if a.choice == case.item.gold).expert == case.correct_expert
+        firsts.add(case.answers[0].expert == case.correct_expert)
+    assert firsts == {True, False}  # shuffled: the correct one is not always first
+    again = synthetic_cases(items(), records, seed=1)
+    assert [c.answers for c in again] == [c.answers for c in cases]
+    with pytest.raises(BadInput):
+        synthetic_cases(items(), records, n_wrong=0)
+
+
+def test_selection_scores_candidates_and_picks_the_best(replay: Path):
+    records = records_for(ReplayBook(replay), EXPERTS)
+    run, calls = fake_run({"careful": careful, "first": first})
+    choice = select_aggregator(["careful", "first"], items(), records, run, seed=1)
+    assert len(calls) == 1 and len(calls[0]) == 2 * 11
+    good, naive = choice.candidates["careful"], choice.candidates["first"]
+    assert good.accuracy == 1.0 and good.n == 11 and good.correct == 11
+    assert good.ci95[0] > 0.7 and good.ci95[1] == 1.0
+    assert 0.0 < naive.accuracy < 1.0  # right exactly when the shuffle put the correct answer first
+    assert choice.best == "careful"
+    assert set(choice.best_per_skill) == {"math", "law"}
+    assert good.per_skill["math"].n + good.per_skill["law"].n == 11
+    assert choice.for_skill("law") == "careful" and choice.for_skill("unknown") == "careful"
+
+
+def test_failed_generations_count_as_wrong(replay: Path):
+    records = records_for(ReplayBook(replay), EXPERTS)
+    run, _ = fake_run({"careful": careful}, failing={"aggsel/careful/q0", "aggsel/careful/q1"})
+    choice = select_aggregator(["careful"], items(), records, run)
+    assert choice.candidates["careful"].failed == 2
+    assert choice.candidates["careful"].correct == 9
+
+
+def test_selection_input_errors(replay: Path):
+    records = records_for(ReplayBook(replay), EXPERTS)
+    run, _ = fake_run({"careful": careful})
+    with pytest.raises(BadInput, match="at least one candidate"):
+        select_aggregator([], items(), records, run)
+    with pytest.raises(BadInput, match="no validation question"):
+        select_aggregator(["careful"], items(), records, run, n_wrong=4)
+
+
+def test_save_load_versioned(replay: Path, tmp_path: Path):
+    records = records_for(ReplayBook(replay), EXPERTS)
+    run, _ = fake_run({"careful": careful, "first": first})
+    choice = select_aggregator(["careful", "first"], items(), records, run)
+    pool = tmp_path / "pool"
+    with pytest.raises(NotFound):
+        load_choice(pool)
+    save_choice(pool, choice)
+    loaded = load_choice(pool)
+    assert isinstance(loaded, AggregatorChoice) and loaded.revision == 1
+    assert loaded.candidates == choice.candidates and loaded.best == "careful"
+    save_choice(pool, choice)
+    assert load_choice(pool).revision == 2
+    assert json.loads((pool / "aggregator.r1.json").read_text())["revision"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"version": 1, "created": "x", "seed": 0}', "n_wrong"),
+    ],
+)
+def test_malformed_choice_file_is_a_config_error_and_never_overwritten(
+    tmp_path: Path, replay: Path, content, message
+):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "aggregator.json").write_text(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_choice(pool)
+    assert "aggregator.json" in str(info.value)
+    records = records_for(ReplayBook(replay), EXPERTS)
+    run, _ = fake_run({"careful": careful})
+    choice = select_aggregator(["careful"], items(), records, run)
+    with pytest.raises(ConfigError):
+        save_choice(pool, choice)
+    assert (pool / "aggregator.json").read_text() == content
