@@ -1,0 +1,432 @@
+"""The executor: runs a ``Plan`` phase by phase, one batch per model per wave.
+
+Per phase: load its models (co-resident ones in parallel threads), then in waves hand each
+model the whole list of its ready requests in one ``engine.generate`` call; tasks composed
+from inputs (aggregation) become ready once their inputs are resolved. Finished generations
+go to the run store batch by batch, and tasks already there are skipped (resume). An engine
+that fails mid-phase is reloaded once and its unfinished requests retried; requests that
+still fail are isolated by halving the batch and marked failed with the reason. At the end
+of a phase each engine is unloaded, or put to sleep where it ``supports_sleep`` (kept for
+the next run; ``close()`` unloads it). Phases on different devices run in parallel threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batching.engines.base import Engine
+from batching.plan import Phase, Plan
+from batching.runstore import RunStore
+from batching.spec import ExpertSpec
+from batching.tasks import Compose, Task
+from batching.types import Generation, Request
+from common.errors import BadInput, CoeError, EngineError
+from common.names import unknown_name
+
+__all__ = ["Executor", "ProgressEvent", "RunMetrics", "RunResult"]
+
+log = logging.getLogger(__name__)
+
+
+class ProgressEvent(BaseModel):
+    """One step of a run, passed to the progress callback (from the thread that did it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["phase_start", "phase_skipped", "model_loaded", "batch_done", "phase_done"]
+    phase: int
+    device: int
+    model: str | None = None
+    done: int = Field(0, description="Tasks of the phase resolved so far (finished or failed).")
+    failed: int = 0
+    total: int = Field(0, description="Tasks of the phase left to run when it started.")
+    seconds: float = 0.0
+
+
+class RunMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    loads: int = 0
+    loads_per_model: dict[str, int] = Field(default_factory=dict)
+    load_seconds: float = 0.0
+    generate_seconds: float = 0.0
+    unload_seconds: float = 0.0
+    engine_seconds: float = Field(0.0, description="Wall time during which any engine call was running.")
+    generate_calls: int = 0
+    requests_per_model: dict[str, int] = Field(default_factory=dict)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    phases_run: int = 0
+    phases_skipped: int = 0
+    resumed: int = Field(0, description="Tasks found finished in the run store and not run again.")
+    failed: int = 0
+    wall_seconds: float = 0.0
+    overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    generations: dict[str, Generation] = Field(..., description="Every task's generation; failed ones carry .error.")
+    failed: dict[str, str] = Field(..., description="Failed task id -> reason.")
+    metrics: RunMetrics
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class _Run:
+    """Mutable state of one run, shared by device threads under one lock."""
+
+    def __init__(self, run_id: str, tasks: Mapping[str, Task]) -> None:
+        self.run_id = run_id
+        self.tasks = tasks
+        self.lock = threading.Lock()
+        self.results: dict[str, Generation] = {}
+        self.failed: dict[str, str] = {}
+        self.metrics = RunMetrics()
+        self.intervals: list[tuple[float, float]] = []
+        self.done: dict[int, threading.Event] = {}
+        self.abort: BaseException | None = None
+
+    def resolved(self, task_id: str) -> bool:
+        return task_id in self.results
+
+    def record(self, task_id: str, generation: Generation) -> None:
+        self.results[task_id] = generation
+        if not generation.ok:
+            self.failed[task_id] = generation.error or "failed"
+
+
+class Executor:
+    """Runs plans on engines made by ``engine_factory``; checkpoints into ``store`` if given."""
+
+    def __init__(
+        self,
+        engine_factory: Callable[[ExpertSpec], Engine],
+        store: RunStore | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.engine_factory = engine_factory
+        self.store = store
+        self.progress = progress
+        self._sleeping: dict[str, Engine] = {}
+
+    # -- public -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        plan: Plan,
+        tasks: Sequence[Task],
+        specs: Mapping[str, ExpertSpec],
+        compose: Compose,
+        *,
+        run_id: str = "run",
+    ) -> RunResult:
+        """Run every task of ``plan``; resumes from the store when ``run_id`` has finished work."""
+        by_id = {t.id: t for t in tasks}
+        planned = plan.phase_of()
+        if len(by_id) != len(tasks) or set(by_id) != set(planned):
+            extra = sorted(set(by_id) - set(planned))[:3]
+            missing = sorted(set(planned) - set(by_id))[:3]
+            raise BadInput(f"plan does not match the tasks (not planned: {extra}; unknown: {missing})")
+        for task in tasks:
+            if task.model not in specs:
+                raise unknown_name("model", task.model, specs)
+        state = _Run(run_id, by_id)
+        started = time.perf_counter()
+        if self.store is not None:
+            for task_id, generation in self.store.get_many(run_id, list(by_id)).items():
+                state.results[task_id] = generation
+            state.metrics.resumed = len(state.results)
+            if state.results:
+                log.info("run %s: resuming, %d of %d task(s) already finished", run_id, len(state.results), len(by_id))
+        state.done = {p.index: threading.Event() for p in plan.phases}
+        per_device: dict[int, list[Phase]] = {}
+        for phase in plan.phases:
+            per_device.setdefault(phase.device, []).append(phase)
+        if len(per_device) <= 1:
+            for phase in plan.phases:
+                self._phase(phase, state, specs, compose)
+        else:
+            threads = [
+                threading.Thread(target=self._device, args=(phases, state, specs, compose), name=f"device-{d}")
+                for d, phases in sorted(per_device.items())
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if state.abort is not None:
+                raise state.abort
+        metrics = state.metrics
+        metrics.wall_seconds = time.perf_counter() - started
+        metrics.engine_seconds = _union(state.intervals)
+        metrics.overhead_seconds = metrics.wall_seconds - metrics.engine_seconds
+        metrics.failed = len(state.failed)
+        ordered = {tid: state.results[tid] for tid in by_id if tid in state.results}
+        return RunResult(run_id=run_id, generations=ordered, failed=dict(state.failed), metrics=metrics)
+
+    def close(self) -> None:
+        """Unload the engines kept asleep between runs."""
+        while self._sleeping:
+            _, engine = self._sleeping.popitem()
+            engine.unload()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _device(self, phases: list[Phase], state: _Run, specs, compose) -> None:
+        try:
+            for phase in phases:
+                for before in phase.after:
+                    state.done[before].wait()
+                if state.abort is not None:
+                    return
+                self._phase(phase, state, specs, compose)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises
+            state.abort = exc
+            for event in state.done.values():
+                event.set()
+
+    def _phase(self, phase: Phase, state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
+        try:
+            pending = [tid for tid in phase.tasks if not state.resolved(tid)]
+            to_run, total = list(pending), len(pending)
+            if not pending:
+                log.info("phase %d: every task already finished; skipped", phase.index)
+                with state.lock:
+                    state.metrics.phases_skipped += 1
+                self._emit(ProgressEvent(kind="phase_skipped", phase=phase.index, device=phase.device))
+                return
+            started = time.perf_counter()
+            models = list(dict.fromkeys(state.tasks[tid].model for tid in pending))
+            log.info(
+                "phase %d on device %d: %s, %d task(s)", phase.index, phase.device, ", ".join(models), total
+            )
+            self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=total))
+            engines: dict[str, Engine] = {}
+            broken: dict[str, str] = {}
+            reloaded: set[str] = set()
+            with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}") as pool:
+                loaded = pool.map(lambda m: self._load(m, specs[m], state), models)
+                for model, (engine, error) in zip(models, loaded, strict=True):
+                    engines[model] = engine
+                    if error is not None:
+                        broken[model] = error
+                    else:
+                        self._emit(ProgressEvent(kind="model_loaded", phase=phase.index, device=phase.device, model=model))
+                try:
+                    while pending:
+                        ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
+                        if not ready:
+                            raise BadInput(
+                                f"phase {phase.index}: tasks {pending[:3]} wait on inputs no earlier phase produced"
+                            )
+                        batches: dict[str, list[tuple[str, Request]]] = {}
+                        for tid in ready:
+                            task = state.tasks[tid]
+                            request = self._request(task, state, compose, broken)
+                            if request is not None:
+                                batches.setdefault(task.model, []).append((tid, request))
+                        jobs = [
+                            pool.submit(self._batch, model, engines[model], items, state, reloaded)
+                            for model, items in batches.items()
+                        ]
+                        for job in jobs:
+                            model = job.result()
+                            with state.lock:
+                                done = sum(1 for t in to_run if state.resolved(t))
+                                failed = sum(1 for t in to_run if t in state.failed)
+                            self._emit(ProgressEvent(
+                                kind="batch_done", phase=phase.index, device=phase.device, model=model,
+                                done=done, total=total, failed=failed,
+                            ))
+                        done = set(ready)
+                        pending = [tid for tid in pending if tid not in done]
+                finally:
+                    list(pool.map(lambda m: self._release(engines[m], state), list(engines)))
+            seconds = time.perf_counter() - started
+            with state.lock:
+                state.metrics.phases_run += 1
+                failed = sum(1 for t in to_run if t in state.failed)
+            log.info("phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, total, failed)
+            self._emit(ProgressEvent(
+                kind="phase_done", phase=phase.index, device=phase.device, done=total, total=total,
+                failed=failed, seconds=seconds,
+            ))
+        finally:
+            state.done[phase.index].set()
+
+    def _request(self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]) -> Request | None:
+        """The task's request, or None after recording why it cannot run."""
+        if task.model in broken:
+            self._fail(task, broken[task.model], state)
+            return None
+        if not task.after:
+            return task.request
+        inputs = {d: state.results[d] for d in task.after if state.results[d].ok}
+        if not inputs:
+            reasons = "; ".join(f"{d}: {state.failed.get(d, '?')}" for d in task.after)
+            self._fail(task, f"every input failed ({reasons})", state)
+            return None
+        try:
+            return compose(task, inputs)
+        except CoeError as exc:
+            self._fail(task, f"could not compose its request: {exc}", state)
+            return None
+
+    def _fail(self, task: Task, reason: str, state: _Run) -> None:
+        request_id = task.request.id if task.request is not None else task.id
+        with state.lock:
+            state.record(task.id, Generation(request_id=request_id, model=task.model, error=reason))
+        log.warning("task %s failed: %s", task.id, reason)
+
+    # -- engines ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _timed(self, state: _Run, field: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            end = time.perf_counter()
+            with state.lock:
+                state.intervals.append((start, end))
+                setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
+
+    def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine, str | None]:
+        """Load (or wake) the model's engine; a failed load is tried once more."""
+        engine = self._sleeping.pop(model, None)
+        if engine is not None and engine.loaded:
+            with self._timed(state, "load_seconds"):
+                wake = getattr(engine, "wake", None)
+                if callable(wake):
+                    wake()
+            return engine, None
+        engine = engine or self.engine_factory(spec)
+        error = None
+        for attempt in (1, 2):
+            try:
+                with self._timed(state, "load_seconds"):
+                    engine.load()
+            except CoeError as exc:
+                error = f"could not load {model!r}: {exc}"
+                log.warning("%s (attempt %d)", error, attempt)
+                if not isinstance(exc, EngineError):
+                    break
+                continue
+            with state.lock:
+                state.metrics.loads += 1
+                state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
+            return engine, None
+        return engine, error
+
+    def _release(self, engine: Engine, state: _Run) -> None:
+        with self._timed(state, "unload_seconds"):
+            if getattr(engine, "supports_sleep", False) and engine.loaded:
+                try:
+                    engine.sleep()  # type: ignore[attr-defined]
+                    self._sleeping[engine.spec.name] = engine
+                    return
+                except CoeError as exc:
+                    log.warning("could not put %s to sleep (%s); unloading it", engine.spec.name, exc)
+            engine.unload()
+
+    def _batch(
+        self, model: str, engine: Engine, items: list[tuple[str, Request]], state: _Run, reloaded: set[str]
+    ) -> str:
+        """Run one model's whole ready batch and store what finished; returns the model."""
+        log.info("%s: generating %d request(s)", model, len(items))
+        try:
+            out = self._call(engine, items, state)
+        except EngineError as exc:
+            out = None
+            if model not in reloaded:
+                reloaded.add(model)
+                log.warning("%s failed mid-phase (%s); reloading it and retrying %d request(s)", model, exc, len(items))
+                with self._timed(state, "unload_seconds"):
+                    engine.unload()
+                try:
+                    with self._timed(state, "load_seconds"):
+                        engine.load()
+                    with state.lock:
+                        state.metrics.loads += 1
+                        state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
+                    out = self._call(engine, items, state)
+                except CoeError as again:
+                    exc = again
+            if out is None:
+                out = self._isolate(engine, items, state, str(exc))
+        except CoeError as exc:
+            out = self._isolate(engine, items, state, str(exc))
+        finished = {tid: g for tid, g in out.items() if g.ok}
+        if self.store is not None and finished:
+            self.store.put(state.run_id, finished)
+        with state.lock:
+            for tid, generation in out.items():
+                state.record(tid, generation)
+            state.metrics.requests_per_model[model] = state.metrics.requests_per_model.get(model, 0) + len(items)
+            state.metrics.tokens_in += sum(g.tokens_in for g in finished.values())
+            state.metrics.tokens_out += sum(g.tokens_out for g in finished.values())
+        for tid, generation in out.items():
+            if not generation.ok:
+                log.warning("task %s failed on %s: %s", tid, model, generation.error)
+        return model
+
+    def _call(self, engine: Engine, items: list[tuple[str, Request]], state: _Run) -> dict[str, Generation]:
+        requests = [request for _, request in items]
+        with self._timed(state, "generate_seconds"):
+            out = engine.generate(requests)
+        with state.lock:
+            state.metrics.generate_calls += 1
+        if len(out) != len(requests):
+            raise EngineError(f"engine {engine.spec.name!r} answered {len(out)} of {len(requests)} requests")
+        return {tid: generation for (tid, _), generation in zip(items, out, strict=True)}
+
+    def _isolate(
+        self, engine: Engine, items: list[tuple[str, Request]], state: _Run, reason: str
+    ) -> dict[str, Generation]:
+        """Halve a failing batch until the requests that fail on their own are found."""
+        if len(items) == 1 or not engine.loaded:
+            return {tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items}
+        out: dict[str, Generation] = {}
+        middle = len(items) // 2
+        for half in (items[:middle], items[middle:]):
+            try:
+                out.update(self._call(engine, half, state))
+            except CoeError as exc:
+                out.update(self._isolate(engine, half, state, str(exc)))
+        return out
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by possibly overlapping intervals."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total

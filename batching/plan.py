@@ -1,0 +1,402 @@
+"""The batch plan: which models are resident together, on which device, serving which tasks.
+
+Every model is loaded once per run. Models that depend on each other's output (a task of
+one needs a task of the other, both ways) must be resident together; they form a *group*.
+Groups are scheduled in dependency order by list scheduling over the devices (highest
+remaining critical path first, aggregators last, each on the device that can start it
+soonest: LPT when groups are independent), and a group joins the device's current phase
+when it fits the memory budget and adds no new wait on another device.
+
+The cost model is deliberately simple: a model costs its load seconds plus its prompt and
+output tokens over its throughputs; co-resident models share one device, so a phase costs
+the sum of its models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batching.spec import ExpertSpec
+from batching.tasks import Task
+from common.errors import BadInput, ConfigError
+from common.names import unknown_name
+
+__all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "task_order"]
+
+
+class ModelCost(BaseModel):
+    """Predicted cost of one model: a load, then tokens at its batched throughputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    load_seconds: float = Field(30.0, ge=0, description="Seconds to load the model.")
+    tokens_per_second: float = Field(50.0, gt=0, description="Output tokens/s for a whole batch.")
+    prompt_tokens_per_second: float = Field(1000.0, gt=0, description="Prompt tokens/s (prefill).")
+
+
+DEFAULT_COSTS: dict[str, ModelCost] = {
+    "vllm": ModelCost(load_seconds=30.0, tokens_per_second=50.0, prompt_tokens_per_second=1000.0),
+    "http": ModelCost(load_seconds=0.0, tokens_per_second=200.0, prompt_tokens_per_second=5000.0),
+    "replay": ModelCost(load_seconds=1.0, tokens_per_second=1e6, prompt_tokens_per_second=1e6),
+}
+"""Defaults per engine kind, measured roughly on a 2-core CPU for vLLM; override per model."""
+
+_COMPOSED_OVERHEAD_TOKENS = 100  # instructions around the answers an aggregation prompt quotes
+
+
+class Phase(BaseModel):
+    """Models resident together on one device and the tasks they serve, in dependency order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(..., ge=0)
+    device: int = Field(..., ge=0)
+    models: tuple[str, ...]
+    tasks: tuple[str, ...] = Field(..., description="Task ids in dependency order.")
+    after: tuple[int, ...] = Field((), description="Phases on other devices that must finish first.")
+    requests: dict[str, int] = Field(..., description="Tasks per model.")
+    composed: dict[str, int] = Field(..., description="Of those, tasks composed from inputs (aggregation).")
+    memory_mb: float
+    predicted_start: float
+    predicted_seconds: float
+
+
+class Plan(BaseModel):
+    """Ordered phases; on each device, phases run in index order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phases: tuple[Phase, ...]
+    devices: int
+    budget_mb: float
+    aggregators: tuple[str, ...]
+    predicted_loads: int
+    predicted_seconds: float = Field(..., description="Predicted makespan over all devices.")
+
+    def phase_of(self) -> dict[str, int]:
+        """Task id -> index of the phase that serves it."""
+        return {task: phase.index for phase in self.phases for task in phase.tasks}
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def render(self) -> str:
+        """A readable text table of the plan."""
+        head = (
+            f"plan: {len(self.phases)} phase(s) on {self.devices} device(s), "
+            f"{self.predicted_loads} load(s), predicted {self.predicted_seconds:.1f} s, "
+            f"budget {self.budget_mb:g} MB"
+        )
+        rows = [("phase", "device", "after", "start_s", "time_s", "memory_mb", "models (requests)")]
+        for p in self.phases:
+            served = []
+            for model in p.models:
+                n, agg = p.requests.get(model, 0), p.composed.get(model, 0)
+                count = f"{n - agg} + {agg} agg" if agg else str(n)
+                mark = "*" if model in self.aggregators else ""
+                served.append(f"{model}{mark} ({count})")
+            rows.append((
+                str(p.index), str(p.device), ",".join(map(str, p.after)) or "-",
+                f"{p.predicted_start:.1f}", f"{p.predicted_seconds:.1f}", f"{p.memory_mb:g}", ", ".join(served),
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        lines = [head]
+        for row in rows:
+            cells = [cell.rjust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+            lines.append("  ".join([*cells, row[-1]]))
+        if self.aggregators:
+            lines.append("* aggregator")
+        return "\n".join(lines)
+
+
+def task_order(tasks: Sequence[Task]) -> list[Task]:
+    """Tasks in dependency order (stable); errors on duplicates, unknown inputs and cycles."""
+    by_id: dict[str, Task] = {}
+    for task in tasks:
+        if task.id in by_id:
+            raise BadInput(f"task id {task.id!r} appears twice")
+        by_id[task.id] = task
+    for task in tasks:
+        for dep in task.after:
+            if dep not in by_id:
+                raise BadInput(f"task {task.id!r} waits on unknown task {dep!r}")
+            if dep == task.id:
+                raise BadInput(f"task {task.id!r} waits on itself")
+    waiting = {t.id: len(set(t.after)) for t in tasks}
+    users: dict[str, list[str]] = {t.id: [] for t in tasks}
+    for task in tasks:
+        for dep in set(task.after):
+            users[dep].append(task.id)
+    ready = [t.id for t in tasks if waiting[t.id] == 0]
+    order: list[str] = []
+    while ready:
+        current, ready = ready, []
+        for tid in current:
+            order.append(tid)
+            for user in users[tid]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    ready.append(user)
+    if len(order) < len(tasks):
+        stuck = sorted(tid for tid, n in waiting.items() if n > 0)
+        raise BadInput(f"tasks wait on each other in a cycle: {', '.join(stuck[:5])}")
+    return [by_id[tid] for tid in order]
+
+
+def _footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]) -> float:
+    if name in footprints:
+        return float(footprints[name])
+    if spec.memory_mb is not None:
+        return float(spec.memory_mb)
+    if spec.source.kind in ("replay", "http"):
+        return 0.0  # served from a file or from elsewhere: holds no local accelerator memory
+    raise ConfigError(
+        f"model {name!r} has no memory footprint: set memory_mb in its pool entry or pass a measured one"
+    )
+
+
+def _tokens(task: Task, spec: ExpertSpec, by_id: Mapping[str, Task], specs: Mapping[str, ExpertSpec]) -> tuple[int, int]:
+    """Predicted (prompt, output) tokens of one task: ~4 characters a token."""
+    out = spec.sampling.max_tokens
+    if task.request is not None:
+        out = task.request.max_tokens or out
+        chars = sum(len(m.content) for m in task.request.messages) + len(spec.system_prompt or "")
+        return chars // 4 + 1, out
+    quoted = 0
+    for dep in task.after:
+        dep_task = by_id[dep]
+        dep_spec = specs[dep_task.model]
+        quoted += (dep_task.request.max_tokens if dep_task.request else None) or dep_spec.sampling.max_tokens
+    return quoted + _COMPOSED_OVERHEAD_TOKENS, out
+
+
+def _groups(models: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of the model graph (Tarjan), in first-seen order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(root: str) -> None:
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for nxt in successors:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(edges[nxt]))))
+                    advanced = True
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                found.append(group)
+
+    for model in models:
+        if model not in index:
+            visit(model)
+    rank = {m: i for i, m in enumerate(models)}
+    return [sorted(g, key=rank.__getitem__) for g in found]
+
+
+def make_plan(
+    tasks: Sequence[Task],
+    specs: Mapping[str, ExpertSpec],
+    *,
+    budget_mb: float,
+    footprints: Mapping[str, float] | None = None,
+    devices: int = 1,
+    aggregators: Iterable[str] | None = None,
+    costs: Mapping[str, ModelCost] | None = None,
+) -> Plan:
+    """Plan ``tasks`` so each model loads once, under ``budget_mb`` per device.
+
+    ``footprints`` are measured sizes (MB) that take precedence over ``spec.memory_mb``;
+    ``aggregators`` are scheduled after every other ready model (default: the models that
+    run composed tasks); ``costs`` override the cost model per model name.
+    """
+    if not budget_mb > 0:
+        raise BadInput(f"memory budget must be positive, got {budget_mb}")
+    if devices < 1:
+        raise BadInput(f"devices must be at least 1, got {devices}")
+    footprints = dict(footprints or {})
+    costs = dict(costs or {})
+    ordered = task_order(tasks)
+    by_id = {t.id: t for t in ordered}
+    models: list[str] = []
+    for task in tasks:
+        if task.model not in specs:
+            raise unknown_name("model", task.model, specs)
+        if task.model not in models:
+            models.append(task.model)
+    aggs = set(aggregators) if aggregators is not None else {t.model for t in tasks if t.after}
+    unknown = sorted(aggs - set(specs))
+    if unknown:
+        raise unknown_name("aggregator", unknown[0], specs)
+
+    size = {m: _footprint(m, specs[m], footprints) for m in models}
+    for model in models:
+        if size[model] > budget_mb:
+            raise BadInput(
+                f"model {model!r} needs {size[model]:g} MB, more than the memory budget of {budget_mb:g} MB"
+            )
+
+    # predicted seconds per model
+    prompt = {m: 0 for m in models}
+    output = {m: 0 for m in models}
+    for task in ordered:
+        p, o = _tokens(task, specs[task.model], by_id, specs)
+        prompt[task.model] += p
+        output[task.model] += o
+    seconds = {}
+    for m in models:
+        cost = costs.get(m) or DEFAULT_COSTS[specs[m].source.kind]
+        seconds[m] = cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
+
+    # model graph (edge: input model -> model that needs it) and its groups
+    needs: dict[str, set[str]] = {m: set() for m in models}
+    for task in ordered:
+        for dep in task.after:
+            if by_id[dep].model != task.model:
+                needs[task.model].add(by_id[dep].model)
+    feeds: dict[str, set[str]] = {m: set() for m in models}
+    for model, inputs in needs.items():
+        for source in inputs:
+            feeds[source].add(model)
+    groups = _groups(models, feeds)
+    group_of = {m: gi for gi, g in enumerate(groups) for m in g}
+    for group in groups:
+        total = sum(size[m] for m in group)
+        if total > budget_mb:
+            raise BadInput(
+                f"models {', '.join(group)} need each other's output so must be resident together, "
+                f"but need {total:g} MB, more than the memory budget of {budget_mb:g} MB"
+            )
+    g_needs = [{group_of[d] for m in g for d in needs[m]} - {gi} for gi, g in enumerate(groups)]
+    g_feeds: list[set[int]] = [set() for _ in groups]
+    for gi, inputs in enumerate(g_needs):
+        for source in inputs:
+            g_feeds[source].add(gi)
+    g_cost = [sum(seconds[m] for m in g) for g in groups]
+    g_size = [sum(size[m] for m in g) for g in groups]
+    g_agg = [any(m in aggs for m in g) for g in groups]
+
+    rank: dict[int, float] = {}  # upward rank: own cost + longest path after it
+    for gi in reversed(_group_order(g_needs)):
+        rank[gi] = g_cost[gi] + max((rank[s] for s in g_feeds[gi]), default=0.0)
+
+    # list scheduling over devices; a phase is a dict being built
+    phases: list[dict] = []
+    current: list[int | None] = [None] * devices  # open phase per device
+    free = [0.0] * devices
+    finish: dict[int, float] = {}
+    phase_of_group: dict[int, int] = {}
+    waiting = {gi: len(g_needs[gi]) for gi in range(len(groups))}
+    ready = [gi for gi, n in waiting.items() if n == 0]
+    while ready:
+        ready.sort(key=lambda gi: (g_agg[gi], -rank[gi], gi))
+        gi = ready.pop(0)
+        best = None
+        for d in range(devices):
+            dep_phases = {phase_of_group[s] for s in g_needs[gi]}
+            open_phase = current[d]
+            if open_phase is not None:
+                ph = phases[open_phase]
+                allowed = {open_phase, *ph["after"]} | {p["index"] for p in phases if p["device"] == d}
+                if ph["memory"] + g_size[gi] <= budget_mb and dep_phases <= allowed:
+                    option = (free[d], 0, d, True)
+                    best = option if best is None or option < best else best
+                    continue
+            start = max([free[d], *(finish[s] for s in g_needs[gi])])
+            option = (start, 1, d, False)
+            best = option if best is None or option < best else best
+        assert best is not None
+        start, _, d, merge = best
+        if merge:
+            ph = phases[current[d]]
+        else:
+            ph = {"index": len(phases), "device": d, "groups": [], "memory": 0.0, "start": start,
+                  "after": sorted({phase_of_group[s] for s in g_needs[gi]}
+                                  - {p["index"] for p in phases if p["device"] == d})}
+            phases.append(ph)
+            current[d] = ph["index"]
+        ph["groups"].append(gi)
+        ph["memory"] += g_size[gi]
+        phase_of_group[gi] = ph["index"]
+        free[d] = start + g_cost[gi]
+        finish[gi] = free[d]
+        for user in g_feeds[gi]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+
+    # phases ordered by predicted start (creation order breaks ties, so inputs come first)
+    order = sorted(range(len(phases)), key=lambda i: (phases[i]["start"], i))
+    renumber = {old: new for new, old in enumerate(order)}
+    out = []
+    for new, old in enumerate(order):
+        ph = phases[old]
+        phase_models = [m for gi in ph["groups"] for m in groups[gi]]
+        served = [t for t in ordered if group_of[t.model] in ph["groups"]]
+        out.append(
+            Phase(
+                index=new,
+                device=ph["device"],
+                models=tuple(phase_models),
+                tasks=tuple(t.id for t in served),
+                after=tuple(sorted(renumber[a] for a in ph["after"])),
+                requests={m: sum(t.model == m for t in served) for m in phase_models},
+                composed={m: sum(t.model == m and t.request is None for t in served) for m in phase_models},
+                memory_mb=ph["memory"],
+                predicted_start=round(ph["start"], 3),
+                predicted_seconds=round(sum(g_cost[gi] for gi in ph["groups"]), 3),
+            )
+        )
+    return Plan(
+        phases=tuple(out),
+        devices=devices,
+        budget_mb=budget_mb,
+        aggregators=tuple(sorted(aggs & set(models))),
+        predicted_loads=sum(len(p.models) for p in out),
+        predicted_seconds=round(max(finish.values(), default=0.0), 3),
+    )
+
+
+def _group_order(needs: list[set[int]]) -> list[int]:
+    """Groups in topological order (inputs first); the group graph is acyclic by construction."""
+    waiting = [len(n) for n in needs]
+    feeds: list[list[int]] = [[] for _ in needs]
+    for gi, inputs in enumerate(needs):
+        for source in inputs:
+            feeds[source].append(gi)
+    ready = [gi for gi, n in enumerate(waiting) if n == 0]
+    order = []
+    while ready:
+        gi = ready.pop(0)
+        order.append(gi)
+        for user in feeds[gi]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    return order

@@ -1,0 +1,171 @@
+"""Run stores: every finished generation of a batch run, so a killed run resumes where it was.
+
+``RunStore`` is the protocol the executor uses (``get_many``, ``put``, ``finished_ids``);
+``SQLiteRunStore`` keeps one table keyed by (run id, task id) in a WAL-mode SQLite file and
+commits once per ``put`` (one batch). Only successful generations are kept: a failed task is
+tried again when the run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pydantic import ValidationError
+
+from batching.types import Generation
+from common.errors import BadInput, CoeError
+
+__all__ = ["RunStore", "SQLiteRunStore"]
+
+log = logging.getLogger(__name__)
+
+_FORMAT = "symbolic-coe-runstore"
+_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS generations (
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    generation TEXT NOT NULL,
+    finished_at REAL NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+);
+"""
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """Finished generations of batch runs, keyed by (run id, task id)."""
+
+    def get_many(self, run_id: str, task_ids: Iterable[str]) -> dict[str, Generation]:
+        """The stored generations among ``task_ids`` (missing ones are left out)."""
+
+    def put(self, run_id: str, generations: Mapping[str, Generation]) -> None:
+        """Store finished generations by task id, all in one commit."""
+
+    def finished_ids(self, run_id: str) -> set[str]:
+        """Ids of the tasks of ``run_id`` that have a stored generation."""
+
+
+class SQLiteRunStore:
+    """A run store in one SQLite file (created if missing; never overwritten if foreign or corrupt)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise BadInput(f"run store {self.path} is a directory, not a file")
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise BadInput(f"run store {self.path} cannot be opened: {exc}") from exc
+        try:
+            self._check_or_create(fresh)
+        except CoeError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise BadInput(f"run store {self.path} is unreadable or corrupt ({exc}); leaving it untouched") from exc
+
+    def _check_or_create(self, fresh: bool) -> None:
+        db = self._db
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not fresh and tables and "meta" not in tables:
+            raise BadInput(f"{self.path} is an SQLite file but not a run store (tables: {', '.join(sorted(tables))})")
+        if tables:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise BadInput(f"run store {self.path} is corrupt ({check}); leaving it untouched")
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("format") != _FORMAT:
+                raise BadInput(f"{self.path} is not a run store (format {meta.get('format')!r})")
+            if meta.get("version") != _VERSION:
+                raise BadInput(f"run store {self.path} has version {meta.get('version')!r}; this code reads {_VERSION}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        if not tables:
+            db.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO meta VALUES ('format', ?), ('version', ?)", (_FORMAT, _VERSION))
+            db.execute("COMMIT")
+            log.info("run store: created %s", self.path)
+
+    def get_many(self, run_id: str, task_ids: Iterable[str]) -> dict[str, Generation]:
+        wanted = list(dict.fromkeys(task_ids))
+        out: dict[str, Generation] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._read(
+                    f"SELECT task_id, generation FROM generations WHERE run_id = ? AND task_id IN ({marks})",
+                    (run_id, *chunk),
+                )
+                for task_id, text in rows:
+                    try:
+                        out[task_id] = Generation.model_validate_json(text)
+                    except ValidationError as exc:
+                        raise BadInput(
+                            f"run store {self.path}: stored generation of task {task_id!r} is unreadable"
+                        ) from exc
+        return out
+
+    def put(self, run_id: str, generations: Mapping[str, Generation]) -> None:
+        rows = [
+            (run_id, task_id, g.model, g.model_dump_json(), time.time())
+            for task_id, g in generations.items()
+            if g.ok
+        ]
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise BadInput(f"run store {self.path} cannot be written: {exc}") from exc
+
+    def finished_ids(self, run_id: str) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self._read("SELECT task_id FROM generations WHERE run_id = ?", (run_id,))}
+
+    def finished_at(self, run_id: str) -> dict[str, float]:
+        """When each stored generation of ``run_id`` was written (Unix seconds)."""
+        with self._lock:
+            rows = self._read("SELECT task_id, finished_at FROM generations WHERE run_id = ?", (run_id,))
+        return {task_id: at for task_id, at in rows}
+
+    def runs(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._read("SELECT DISTINCT run_id FROM generations ORDER BY run_id", ())]
+
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise BadInput(f"run store {self.path} cannot be read: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SQLiteRunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

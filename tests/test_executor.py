@@ -1,0 +1,281 @@
+"""The executor on FakeEngine: one load per model, whole batches, aggregation, resume, failures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+import pytest
+
+from batching import ExpertSpec, FakeEngine, Generation, Request, Task
+from batching.executor import Executor, ProgressEvent
+from batching.plan import make_plan
+from batching.runstore import SQLiteRunStore
+from common.errors import BadInput, EngineLoadError
+
+
+def spec(name: str, memory_mb: float = 1000) -> ExpertSpec:
+    return ExpertSpec(name=name, source={"kind": "vllm", "model": "packaged:x"}, memory_mb=memory_mb)
+
+
+def moe(questions: int, experts: list[str], aggregator: str, k: int = 2) -> list[Task]:
+    tasks = []
+    for q in range(questions):
+        ids = []
+        for i in range(k):
+            name = experts[(q + i) % len(experts)]
+            tasks.append(Task(id=f"q{q}/{name}", model=name, request=Request.user(f"q{q}/{name}", f"question {q}?")))
+            ids.append(f"q{q}/{name}")
+        tasks.append(Task(id=f"q{q}/final", model=aggregator, after=tuple(ids)))
+    return tasks
+
+
+def compose(task: Task, inputs: Mapping[str, Generation]) -> Request:
+    quoted = "\n".join(f"[{tid}] {g.text}" for tid, g in sorted(inputs.items()))
+    return Request.user(task.id, f"Combine these answers:\n{quoted}")
+
+
+class Factory:
+    """Makes FakeEngines and keeps every one it made, so tests can count loads and batches."""
+
+    def __init__(self, **engine_args) -> None:
+        self.engine_args = engine_args
+        self.made: dict[str, list[FakeEngine]] = {}
+
+    def __call__(self, spec: ExpertSpec) -> FakeEngine:
+        engine = FakeEngine(spec, **self.engine_args)
+        self.made.setdefault(spec.name, []).append(engine)
+        return engine
+
+    def loads(self, name: str) -> int:
+        return sum(e.loads for e in self.made.get(name, []))
+
+    def batches(self, name: str) -> list[list[str]]:
+        return [b for e in self.made.get(name, []) for b in e.batches]
+
+
+SPECS = {n: spec(n) for n in ("a", "b", "c", "agg")}
+
+
+def test_each_model_loads_once_and_gets_whole_batches():
+    tasks = moe(12, ["a", "b", "c"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    factory = Factory()
+    result = Executor(factory).run(plan, tasks, SPECS, compose)
+    assert not result.failed and set(result.generations) == {t.id for t in tasks}
+    for name in SPECS:
+        assert factory.loads(name) == 1
+        assert all(not e.loaded for e in factory.made[name])  # unloaded after its phase
+    assert [len(b) for b in factory.batches("a")] == [8]  # one generate call with every request
+    assert [len(b) for b in factory.batches("agg")] == [12]
+    m = result.metrics
+    assert m.loads == 4 and m.generate_calls == 4 and m.requests_per_model == {"a": 8, "b": 8, "c": 8, "agg": 12}
+    assert m.tokens_out > 0 and m.wall_seconds >= m.engine_seconds > 0
+    assert m.overhead_seconds == pytest.approx(m.wall_seconds - m.engine_seconds)
+
+
+def test_aggregation_is_composed_from_its_inputs():
+    tasks = moe(3, ["a", "b"], "agg")
+    seen: dict[str, dict[str, str]] = {}
+
+    def recording(task: Task, inputs: Mapping[str, Generation]) -> Request:
+        seen[task.id] = {tid: g.text for tid, g in inputs.items()}
+        return compose(task, inputs)
+
+    result = Executor(Factory()).run(make_plan(tasks, SPECS, budget_mb=4000), tasks, SPECS, recording)
+    assert set(seen["q1/final"]) == {"q1/b", "q1/a"}
+    assert seen["q1/final"]["q1/b"] == result.generations["q1/b"].text
+    assert result.generations["q1/final"].model == "agg"
+
+
+def test_aggregator_that_is_also_an_expert_shares_one_load():
+    tasks = moe(6, ["a", "b", "c"], "a")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    factory = Factory()
+    result = Executor(factory).run(plan, tasks, SPECS, compose)
+    assert not result.failed
+    assert factory.loads("a") == 1
+    first, second = factory.batches("a")  # two waves: then the aggregations that needed a's answers
+    assert sorted(first) == sorted([f"q{q}/a" for q in (0, 2, 3, 5)] + ["q1/final", "q4/final"])
+    assert sorted(second) == [f"q{q}/final" for q in (0, 2, 3, 5)]
+
+
+def test_co_resident_models_generate_concurrently():
+    tasks = [Task(id=n, model=n, request=Request.user(n, "hi")) for n in ("a", "b")]
+    plan = make_plan(tasks, SPECS, budget_mb=2000)
+    assert len(plan.phases) == 1
+    meet = threading.Barrier(2, timeout=10)
+
+    def answer(spec: ExpertSpec, request: Request) -> str:
+        meet.wait()  # both models must be generating at the same time to get past this
+        return "The answer is (A)."
+
+    result = Executor(Factory(answer=answer)).run(plan, tasks, SPECS, compose)
+    assert not result.failed
+
+
+def test_phases_on_two_devices_run_in_parallel():
+    tasks = moe(4, ["a", "b"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000, devices=2)
+    assert {p.device for p in plan.phases} == {0, 1}
+    meet = threading.Barrier(2, timeout=10)
+
+    def answer(spec: ExpertSpec, request: Request) -> str:
+        if request.text == "question 0?":
+            meet.wait()  # a and b both answer question 0, on different devices
+        return "The answer is (B)."
+
+    result = Executor(Factory(answer=answer)).run(plan, tasks, SPECS, compose)
+    assert not result.failed and len(result.generations) == len(tasks)
+
+
+def test_resume_skips_what_the_store_holds(tmp_path):
+    tasks = moe(6, ["a", "b", "c"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    store = SQLiteRunStore(tmp_path / "run.sqlite")
+    first = Executor(Factory(), store=store).run(plan, tasks, SPECS, compose, run_id="r")
+    # forget everything of c and the aggregator, as if the run had been killed after b
+    kept = {t: g for t, g in first.generations.items() if not t.endswith(("/c", "/final"))}
+    store.close()
+    fresh = SQLiteRunStore(tmp_path / "resumed.sqlite")
+    fresh.put("r", kept)
+    factory = Factory()
+    second = Executor(factory, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
+    assert factory.loads("a") == factory.loads("b") == 0  # their phases were skipped
+    assert factory.loads("c") == factory.loads("agg") == 1
+    assert sorted(x for b in factory.batches("c") for x in b) == sorted(t.id for t in tasks if t.id.endswith("/c"))
+    assert second.metrics.resumed == len(kept) and second.metrics.phases_skipped == 2
+    assert {t: g.text for t, g in second.generations.items()} == {t: g.text for t, g in first.generations.items()}
+    assert fresh.finished_ids("r") == {t.id for t in tasks}
+    again = Factory()
+    third = Executor(again, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
+    assert again.made == {} and third.metrics.resumed == len(tasks)
+
+
+def test_a_transient_engine_failure_is_reloaded_and_retried():
+    calls = {"n": 0}
+
+    def flaky(request: Request) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 1  # the very first request of the run fails once
+
+    tasks = moe(4, ["a", "b"], "agg")
+    factory = Factory(fail_on=flaky)
+    result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
+    assert not result.failed
+    first_model = make_plan(tasks, SPECS, budget_mb=1000).phases[0].models[0]
+    assert factory.loads(first_model) == 2 and result.metrics.loads == 4
+
+
+def test_requests_that_keep_failing_are_isolated_and_dependents_degrade():
+    def bad(request: Request) -> bool:
+        return request.text in ("question 1?", "question 2?") and not request.text.startswith("Combine")
+
+    # q1 goes to a and b: both inputs fail -> q1/final fails; q2 goes to b and a: same
+    tasks = moe(4, ["a", "b"], "agg") + [
+        Task(id="solo/a", model="a", request=Request.user("solo/a", "question 1?")),
+        Task(id="solo/c", model="c", request=Request.user("solo/c", "fine")),
+        Task(id="solo/final", model="agg", after=("solo/a", "solo/c")),
+    ]
+    factory = Factory(fail_on=bad)
+    quoted: dict[str, set[str]] = {}
+
+    def recording(task: Task, inputs: Mapping[str, Generation]) -> Request:
+        quoted[task.id] = set(inputs)
+        return compose(task, inputs)
+
+    result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, recording)
+    assert set(result.failed) == {"q1/a", "q1/b", "q2/a", "q2/b", "solo/a", "q1/final", "q2/final"}
+    assert "failed on request" in result.failed["q1/a"]
+    assert result.failed["q1/final"].startswith("every input failed")
+    assert result.generations["q1/a"].error == result.failed["q1/a"]
+    assert result.generations["q0/final"].ok and result.generations["solo/final"].ok  # degraded, not failed
+    assert quoted["solo/final"] == {"solo/c"} and "q1/final" not in quoted  # only what arrived
+    assert factory.loads("a") == 2  # reloaded once, not more
+
+
+class BrokenEngine(FakeEngine):
+    def load(self) -> None:
+        raise EngineLoadError(f"cannot load {self.spec.name!r}: out of memory")
+
+
+def test_a_model_that_cannot_load_fails_its_tasks_and_the_run_goes_on(caplog):
+    tasks = moe(3, ["a", "b"], "agg")
+    made = []
+
+    def factory(spec: ExpertSpec):
+        engine = (BrokenEngine if spec.name == "b" else FakeEngine)(spec)
+        made.append(engine)
+        return engine
+
+    with caplog.at_level(logging.WARNING, logger="batching.executor"):
+        result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
+    assert set(result.failed) == {"q0/b", "q1/b", "q2/b"}
+    assert "out of memory" in result.failed["q0/b"]
+    assert all(result.generations[f"q{q}/final"].ok for q in range(3))
+    assert "attempt 2" in caplog.text
+
+
+class SleepyEngine(FakeEngine):
+    supports_sleep = True
+
+    def __init__(self, spec: ExpertSpec) -> None:
+        super().__init__(spec)
+        self.asleep = False
+        self.wakes = 0
+
+    def sleep(self) -> None:
+        self.asleep = True
+
+    def wake(self) -> None:
+        self.asleep, self.wakes = False, self.wakes + 1
+
+
+def test_sleeping_engines_are_kept_for_the_next_run_and_closed():
+    tasks = moe(2, ["a", "b"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    made: list[SleepyEngine] = []
+
+    def factory(spec: ExpertSpec) -> SleepyEngine:
+        made.append(SleepyEngine(spec))
+        return made[-1]
+
+    with Executor(factory) as executor:
+        executor.run(plan, tasks, SPECS, compose, run_id="1")
+        assert len(made) == 3 and all(e.asleep and e.loaded for e in made)
+        second = executor.run(plan, tasks, SPECS, compose, run_id="2")
+        assert len(made) == 3 and second.metrics.loads == 0 and all(e.wakes == 1 for e in made)
+    assert all(not e.loaded for e in made)
+
+
+def test_progress_events_and_log_lines(caplog):
+    tasks = moe(3, ["a", "b"], "agg")
+    events: list[ProgressEvent] = []
+    with caplog.at_level(logging.INFO, logger="batching.executor"):
+        Executor(Factory(), progress=events.append).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
+    kinds = [e.kind for e in events]
+    assert kinds.count("phase_start") == kinds.count("phase_done") == 3
+    assert kinds.count("model_loaded") == 3 and kinds.count("batch_done") == 3
+    done = [e for e in events if e.kind == "phase_done"]
+    assert [e.total for e in done] == [3, 3, 3] and all(e.done == e.total for e in done)
+    assert sum("phase 0 on device 0" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_plan_and_tasks_must_match():
+    tasks = moe(2, ["a", "b"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    with pytest.raises(BadInput, match="plan does not match"):
+        Executor(Factory()).run(plan, tasks[:-1], SPECS, compose)
+
+
+def test_a_compose_error_fails_only_that_task():
+    tasks = moe(2, ["a", "b"], "agg")
+
+    def picky(task: Task, inputs: Mapping[str, Generation]) -> Request:
+        if task.id == "q0/final":
+            raise BadInput("aggregation prompt would be too long")
+        return compose(task, inputs)
+
+    result = Executor(Factory()).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, picky)
+    assert set(result.failed) == {"q0/final"} and "too long" in result.failed["q0/final"]
