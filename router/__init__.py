@@ -1,0 +1,44 @@
+"""Routing: query -> skill weights (a scorer) -> experts (a named policy) -> ``RouteDecision``.
+
+    from skills import build_profile_from_replay, make_embedder
+    from router import Router, ClassifierScorer, train_classifier, save_classifier, load_classifier
+
+    clf = train_classifier([q.text for q in train], [q.category for q in train], embedder)
+    save_classifier(clf, pool_dir)                    # pool_dir/router/classifier.v<N>.{json,joblib}
+    router = Router(profile, ClassifierScorer(load_classifier(pool_dir), embedder),
+                    policy="adaptive", k=3, seed=0)
+    decisions = router.route(texts, question_ids)     # list[RouteDecision]
+
+Scorers (``skill_weights(texts) -> [{skill: weight}]``): ``ClassifierScorer`` (embeddings +
+calibrated logistic regression), ``KeywordScorer`` (annotator keywords -> nearest skills).
+Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive; their
+thresholds live in ``Selection``. ``Router.route_weights`` routes from known skill weights.
+"""
+
+from router.classifier import ClassifierMeta, SkillClassifier, load_classifier, save_classifier, train_classifier
+from router.decision import ExpertChoice, RouteDecision
+from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
+from router.router import Router
+from router.scorers import ClassifierScorer, KeywordScorer, Scorer, annotator_keywords
+from router.vote_model import vote_accuracy
+
+__all__ = [
+    "POLICIES",
+    "ClassifierMeta",
+    "ClassifierScorer",
+    "ExpertChoice",
+    "KeywordScorer",
+    "RouteDecision",
+    "Router",
+    "Scorer",
+    "Selection",
+    "SkillClassifier",
+    "annotator_keywords",
+    "expected_accuracy",
+    "get_policy",
+    "load_classifier",
+    "save_classifier",
+    "symbolic_scores",
+    "train_classifier",
+    "vote_accuracy",
+]

@@ -1,0 +1,35 @@
+"""What a routing decision records; it goes into the answer's trace."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExpertChoice(BaseModel):
+    """One chosen expert and the score the policy gave it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    expert: str
+    score: float
+
+
+class RouteDecision(BaseModel):
+    """Skills seen in a query, the experts chosen for it, how sure the router was, and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question_id: str | None = None
+    skills: dict[str, float] = Field(..., description="Skill -> weight (sums to 1 when any).")
+    experts: tuple[ExpertChoice, ...] = Field(..., min_length=1, description="Best first.")
+    confidence: float = Field(..., ge=0.0, le=1.0, description="Weight of the top skill.")
+    policy: str
+    fallback: bool = Field(False, description="True when low confidence sent the query to a general expert.")
+
+    @property
+    def expert_names(self) -> list[str]:
+        return [choice.expert for choice in self.experts]
+
+    @property
+    def top_skill(self) -> str | None:
+        return max(self.skills, key=self.skills.__getitem__) if self.skills else None

@@ -1,0 +1,156 @@
+"""Expert selection: the named policies, in one registry, and the settings they share.
+
+Every policy sees the profile, one query's skill weights, the selection settings and a
+seeded random generator, and returns the chosen experts (best first) with their scores.
+
+- ``symbolic``: Symbolic-MoE. Expert score = global competence x sum over the query's skills
+  of weight x local score (+1 right, -1 wrong); k experts drawn without replacement with
+  probability proportional to the positive part of the score (competence when none is
+  positive; experts with no positive score fill remaining places by score).
+- ``topk``: the k best by the same score, deterministically.
+- ``category``: Composition of Experts. The top skill, if its weight reaches
+  ``threshold``, picks the k experts most accurate on it; below, the k best overall.
+- ``single-best``: the best expert overall. ``random``: k at random. ``all``: every expert.
+- ``adaptive``: ours. Experts ranked by expected accuracy on the query (skill-weighted
+  smoothed accuracies); the first j of them are used, j chosen to maximise the estimated
+  accuracy of their majority vote minus ``cost`` per expert (see router.vote_model).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.names import unknown_name
+from router.decision import ExpertChoice
+from router.vote_model import vote_accuracy
+from skills.profile import Profile
+
+
+class Selection(BaseModel):
+    """Settings of the selection layer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(3, ge=1, le=64, description="Experts per query (policies with a fixed k).")
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="category: top-skill weight below which the best overall expert answers."
+    )
+    cost: float = Field(
+        0.01, ge=0.0, le=1.0, description="adaptive: estimated accuracy an extra expert must add."
+    )
+    max_k: int = Field(5, ge=1, le=64, description="adaptive: most experts per query.")
+    n_options: int = Field(10, ge=2, le=26, description="adaptive: answer options a wrong vote spreads over.")
+    agreement: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="adaptive: how strongly experts' errors go together (0 independent, 1 identical).",
+    )
+
+
+Chosen = tuple[list[ExpertChoice], bool]  # experts best first, whether a fallback was used
+Policy = Callable[[Profile, Mapping[str, float], Selection, random.Random], Chosen]
+
+
+def symbolic_scores(profile: Profile, skills: Mapping[str, float]) -> dict[str, float]:
+    """Symbolic-MoE score of every expert for a query with these skill weights."""
+    return {
+        e: profile.competence(e) * sum(w * profile.score(e, s) for s, w in skills.items())
+        for e in profile.experts
+    }
+
+
+def expected_accuracy(profile: Profile, skills: Mapping[str, float]) -> dict[str, float]:
+    """Each expert's smoothed accuracy, averaged over the query's skills by weight (overall when none)."""
+    total = sum(skills.values())
+    if total <= 0:
+        return {e: profile.accuracy(e) for e in profile.experts}
+    return {e: sum(w * profile.accuracy(e, s) for s, w in skills.items()) / total for e in profile.experts}
+
+
+def _ranked(scores: Mapping[str, float], profile: Profile) -> list[str]:
+    return sorted(scores, key=lambda e: (-scores[e], -profile.competence(e), e))
+
+
+def _choices(experts: list[str], scores: Mapping[str, float]) -> list[ExpertChoice]:
+    return [ExpertChoice(expert=e, score=float(scores[e])) for e in experts]
+
+
+def _symbolic(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    scores = symbolic_scores(profile, skills)
+    weights = {e: max(s, 0.0) for e, s in scores.items()}
+    if not any(weights.values()):
+        weights = {e: profile.competence(e) for e in profile.experts}
+    k = min(sel.k, len(profile.experts))
+    pool = [e for e in profile.experts if weights[e] > 0]
+    picked: list[str] = []
+    while pool and len(picked) < k:
+        total = sum(weights[e] for e in pool)
+        point, upto = rng.random() * total, 0.0
+        for expert in pool:
+            upto += weights[expert]
+            if point < upto:
+                break
+        picked.append(expert)
+        pool.remove(expert)
+    picked += [e for e in _ranked(scores, profile) if e not in picked][: k - len(picked)]
+    return _choices(sorted(picked, key=_ranked(scores, profile).index), scores), False
+
+
+def _topk(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    scores = symbolic_scores(profile, skills)
+    return _choices(_ranked(scores, profile)[: sel.k], scores), False
+
+
+def _category(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    top = max(skills, key=skills.__getitem__) if skills else None
+    if top is not None and skills[top] >= sel.threshold:
+        scores = {e: profile.accuracy(e, top) for e in profile.experts}
+        return _choices(_ranked(scores, profile)[: sel.k], scores), False
+    scores = {e: profile.accuracy(e) for e in profile.experts}
+    return _choices(_ranked(scores, profile)[: sel.k], scores), True
+
+
+def _single_best(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    scores = {e: profile.accuracy(e) for e in profile.experts}
+    return _choices(_ranked(scores, profile)[:1], scores), False
+
+
+def _random(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    picked = rng.sample(profile.experts, min(sel.k, len(profile.experts)))
+    return _choices(picked, {e: 0.0 for e in picked}), False
+
+
+def _all(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    scores = expected_accuracy(profile, skills)
+    return _choices(_ranked(scores, profile), scores), False
+
+
+def _adaptive(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    scores = expected_accuracy(profile, skills)
+    ranked = _ranked(scores, profile)[: sel.max_k]
+    best_j, best_value = 1, float("-inf")
+    for j in range(1, len(ranked) + 1):
+        value = vote_accuracy([scores[e] for e in ranked[:j]], sel.n_options, sel.agreement) - sel.cost * j
+        if value > best_value + 1e-12:
+            best_j, best_value = j, value
+    return _choices(ranked[:best_j], scores), False
+
+
+POLICIES: dict[str, Policy] = {
+    "symbolic": _symbolic,
+    "topk": _topk,
+    "category": _category,
+    "single-best": _single_best,
+    "random": _random,
+    "all": _all,
+    "adaptive": _adaptive,
+}
+
+
+def get_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise unknown_name("routing policy", name, POLICIES) from None

@@ -1,0 +1,86 @@
+"""The router: a scorer says which skills a query needs, a policy picks the experts."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+
+from common.errors import BadInput
+from router.decision import RouteDecision
+from router.policies import Selection, get_policy
+from router.scorers import Scorer
+from skills.profile import Profile
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    """``Router(profile, scorer, policy="adaptive", k=3, seed=0).route(texts) -> [RouteDecision]``.
+
+    ``selection`` holds every threshold of the selection layer; ``k`` (if given) overrides
+    its ``k``. Random policies draw from a generator seeded by ``seed`` and the question id
+    (or position), so a decision does not depend on what else is in the batch.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        scorer: Scorer,
+        policy: str = "adaptive",
+        *,
+        k: int | None = None,
+        seed: int = 0,
+        selection: Selection | None = None,
+    ) -> None:
+        selection = selection or Selection()
+        if k is not None:
+            selection = selection.model_copy(update={"k": Selection(k=k).k})
+        self.profile = profile
+        self.scorer = scorer
+        self.policy_name = policy
+        self.policy = get_policy(policy)
+        self.selection = selection
+        self.seed = seed
+
+    def route(self, texts: Sequence[str], question_ids: Sequence[str] | None = None) -> list[RouteDecision]:
+        """One decision per query text, in order."""
+        if isinstance(texts, str):
+            raise BadInput("route() takes a list of queries, not one string")
+        texts = list(texts)
+        return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+
+    def route_weights(
+        self, weights: Sequence[Mapping[str, float]], question_ids: Sequence[str] | None = None
+    ) -> list[RouteDecision]:
+        """Decisions for queries whose skill weights are already known (e.g. dataset labels)."""
+        if question_ids is not None and len(question_ids) != len(weights):
+            raise BadInput(f"{len(question_ids)} question ids for {len(weights)} queries")
+        decisions = []
+        for index, skills in enumerate(weights):
+            qid = None if question_ids is None else str(question_ids[index])
+            skills = _normalised(skills)
+            rng = random.Random(f"{self.seed}:{qid if qid is not None else index}")
+            chosen, fallback = self.policy(self.profile, skills, self.selection, rng)
+            decisions.append(
+                RouteDecision(
+                    question_id=qid,
+                    skills=skills,
+                    experts=tuple(chosen),
+                    confidence=max(skills.values(), default=0.0),
+                    policy=self.policy_name,
+                    fallback=fallback,
+                )
+            )
+        log.debug("router: %d decisions by %s", len(decisions), self.policy_name)
+        return decisions
+
+
+def _normalised(skills: Mapping[str, float]) -> dict[str, float]:
+    for skill, weight in skills.items():
+        if not weight >= 0.0:  # also catches NaN
+            raise BadInput(f"skill {skill!r} has weight {weight}; weights must be >= 0")
+    total = sum(skills.values())
+    if total <= 0:
+        return {}
+    return {s: min(1.0, w / total) for s, w in sorted(skills.items(), key=lambda kv: -kv[1]) if w > 0}

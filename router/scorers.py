@@ -1,0 +1,112 @@
+"""Scorers: one contract, ``skill_weights(texts) -> [{skill: weight}]`` per query.
+
+A scorer only says which skills a query needs; thresholds, fallback and the choice of
+experts live in the selection layer (router.policies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from batching.types import Generation
+from batching.tasks import Task
+from common.errors import BadInput, ConfigError
+from eval.benchmarks import Question
+from router.classifier import SkillClassifier
+from skills.annotate import SkillMapper, annotate
+from skills.embed import Embedder
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Skill weights (summing to 1, or empty when nothing is known) for each query."""
+
+    name: str
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]: ...
+
+
+def _check(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise BadInput("skill_weights() takes a list of queries, not one string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise BadInput(f"query {i} is empty or not text")
+    return texts
+
+
+def _rows_to_weights(probabilities: np.ndarray, labels: Sequence[str]) -> list[dict[str, float]]:
+    out = []
+    for row in probabilities:
+        total = float(row.sum())
+        row = row / total if total > 0 else row
+        order = np.argsort(-row, kind="stable")
+        out.append({labels[i]: float(row[i]) for i in order if row[i] > 0})
+    return out
+
+
+class ClassifierScorer:
+    """Skill probabilities from the embedding classifier."""
+
+    name = "classifier"
+
+    def __init__(self, classifier: SkillClassifier, embedder: Embedder) -> None:
+        if embedder.name != classifier.meta.embedder:
+            raise ConfigError(
+                f"classifier was trained on {classifier.meta.embedder!r} embeddings, got embedder {embedder.name!r}"
+            )
+        self.classifier = classifier
+        self.embedder = embedder
+
+    def weights_from_vectors(self, vectors: np.ndarray) -> list[dict[str, float]]:
+        """Skill weights for queries already embedded (by the same embedder)."""
+        return _rows_to_weights(self.classifier.predict_proba(vectors), self.classifier.labels)
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        texts = _check(texts)
+        if not texts:
+            return []
+        return self.weights_from_vectors(self.embedder.embed(texts))
+
+
+KeywordsOf = Callable[[list[str]], list[list[str]]]
+"""Keywords for each query (e.g. from the LLM annotator)."""
+
+
+class KeywordScorer:
+    """Skill weights from keywords, each mapped to its nearest known skill."""
+
+    name = "keywords"
+
+    def __init__(self, mapper: SkillMapper, keywords_of: KeywordsOf, *, min_similarity: float = 0.3) -> None:
+        self.mapper = mapper
+        self.keywords_of = keywords_of
+        self.min_similarity = min_similarity
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        texts = _check(texts)
+        keywords = self.keywords_of(texts)
+        if len(keywords) != len(texts):
+            raise BadInput(f"keywords_of returned {len(keywords)} lists for {len(texts)} queries")
+        return [self.mapper.weights(k, self.min_similarity) for k in keywords]
+
+
+def annotator_keywords(
+    run: Callable[[list[Task]], dict[str, Generation]],
+    annotator: str | Sequence[str],
+    *,
+    samples: int = 3,
+    min_votes: int = 2,
+) -> KeywordsOf:
+    """A ``keywords_of`` that asks the LLM annotator (through ``run``) about each query."""
+
+    def keywords_of(texts: list[str]) -> list[list[str]]:
+        questions = [Question(id=f"query-{i}", benchmark="query", text=t, answer="") for i, t in enumerate(texts)]
+        found = annotate(questions, run, annotator, samples=samples, min_votes=min_votes)
+        return [found[q.id] for q in questions]
+
+    return keywords_of

@@ -1,0 +1,204 @@
+"""Profiles: counts and scores, smoothing, building from replay and live runs, versioned storage."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from batching.types import Generation
+from common.errors import BadInput, ConfigError, NotFound
+from eval.benchmarks import Question
+from skills import (
+    Profile,
+    ProfileBuilder,
+    build_profile_from_replay,
+    build_profile_live,
+    latest_profile_path,
+    load_latest_profile,
+    load_profile,
+    save_profile,
+)
+
+
+def _profile() -> Profile:
+    b = ProfileBuilder(["a", "b"], prior_strength=4.0)
+    for right in [1, 1, 1, 0]:
+        b.add("a", ["Math"], bool(right))
+    for right in [0, 0, 1]:
+        b.add("a", ["law"], bool(right))
+    for right in [1] * 2 + [0] * 8:
+        b.add("b", ["law", "mathematics"], bool(right))
+    return b.build()
+
+
+def test_counts_and_symbolic_score():
+    p = _profile()
+    assert (p.counts("a", "mathematics").n, p.counts("a", "math").correct) == (4, 3)
+    assert p.score("a", "mathematics") == 2  # 3 right - 1 wrong
+    assert p.score("a", "law") == -1
+    assert p.score("b", "law") == -6
+    assert p.score("a", "biology") == 0  # unseen
+    assert p.counts("b").n == 10  # a question with two skills counts once overall
+    assert p.skills == ["law", "mathematics"]
+
+
+def test_competence_and_smoothed_accuracy():
+    p = _profile()
+    assert p.competence("a") == pytest.approx((4 + 1) / (7 + 2))
+    prior = p.competence("a")
+    # 3 of 4 right, shrunk toward the expert's overall accuracy with 4 pseudo-answers
+    assert p.accuracy("a", "mathematics") == pytest.approx((3 + 4 * prior) / (4 + 4))
+    assert p.accuracy("a", "biology") == pytest.approx(prior)  # unseen skill: the prior
+    assert p.accuracy("a") == pytest.approx(prior)
+    assert p.best_expert("mathematics") == "a"
+    assert p.best_expert() == "a"
+
+
+def test_uncertainty_shrinks_with_more_answers():
+    few, many = ProfileBuilder(["x"]), ProfileBuilder(["x"])
+    for i in range(4):
+        few.add("x", ["s"], i % 2 == 0)
+    for i in range(400):
+        many.add("x", ["s"], i % 2 == 0)
+    assert many.build().uncertainty("x", "s") < few.build().uncertainty("x", "s") / 5
+
+
+def test_unknown_expert_suggests_closest():
+    with pytest.raises(NotFound, match="did you mean 'a'"):
+        _profile().accuracy("aa", "law")
+    with pytest.raises(NotFound):
+        ProfileBuilder(["a"]).add("z", ["law"], True)
+
+
+def test_profile_rejects_inconsistent_counts():
+    with pytest.raises(ValueError, match="exceeds n"):
+        Profile(experts=["a"], stats={"a": {"law": {"n": 1, "correct": 2}}})
+    with pytest.raises(ValueError, match="not in experts"):
+        Profile(experts=["a"], overall={"b": {"n": 1, "correct": 0}})
+
+
+def test_save_never_overwrites_and_latest_loads_back(tmp_path):
+    p = _profile()
+    first = save_profile(p, tmp_path)
+    second = save_profile(p.model_copy(update={"source": "again"}), tmp_path)
+    assert first.name == "profile.v1.json" and second.name == "profile.v2.json"
+    assert load_profile(first) == p
+    assert latest_profile_path(tmp_path) == second
+    assert load_latest_profile(tmp_path).source == "again"
+    with pytest.raises(NotFound):
+        latest_profile_path(tmp_path, "other")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda raw: raw["stats"]["a"].__setitem__("law", {"n": "many", "correct": 0}), "stats.a.law.n"),
+        (lambda raw: raw.__setitem__("experts", []), "experts"),
+        (lambda raw: raw.__setitem__("colour", "red"), "colour"),
+        (lambda raw: raw.__setitem__("format_version", 99), "format_version"),
+    ],
+)
+def test_malformed_profile_names_file_and_field(tmp_path, mutate, field):
+    path = save_profile(_profile(), tmp_path)
+    raw = json.loads(path.read_text())
+    mutate(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_not_json_is_a_config_error(tmp_path):
+    bad = tmp_path / "profiles" / "profile.v1.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_latest_profile(tmp_path)
+
+
+def _questions():
+    return [
+        Question(id="1", benchmark="mmlu_pro", text="q1", options=("x", "y", "z"), answer="A", category="math"),
+        Question(id="2", benchmark="mmlu_pro", text="q2", options=("x", "y", "z"), answer="B", category="law"),
+        Question(id="3", benchmark="mmlu_pro", text="q3", options=("x", "y", "z"), answer="C", category="law"),
+    ]
+
+
+def _write_replay(path, rows):
+    with gzip.open(path, "wt") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+
+
+def test_build_from_replay_uses_correct_then_pred_then_text(tmp_path):
+    replay = tmp_path / "r.jsonl.gz"
+    _write_replay(replay, [
+        {"model": "M1", "question_id": "1", "text": "", "pred": "B", "correct": 1},  # trusted flag
+        {"model": "M1", "question_id": "2", "text": "", "pred": "B"},  # no flag: pred vs gold
+        {"model": "M1", "question_id": "3", "text": "so the answer is (A)"},  # extracted: wrong
+        {"model": "M2", "question_id": "2", "text": "The answer is (B)", "pred": None},  # extracted: right
+        {"model": "M2", "question_id": "99", "text": "", "pred": "A", "correct": 1},  # not asked about
+        {"model": "Other", "question_id": "1", "text": "", "pred": "A", "correct": 1},
+    ])
+    p = build_profile_from_replay(replay, _questions(), {"one": "M1", "two": "M2"}, name="demo")
+    assert p.name == "demo" and p.experts == ["one", "two"]
+    assert (p.counts("one", "mathematics").correct, p.counts("one", "mathematics").n) == (1, 1)
+    assert (p.counts("one", "law").correct, p.counts("one", "law").n) == (1, 2)
+    assert (p.counts("two").correct, p.counts("two").n) == (1, 1)
+    # skills from another source (e.g. the annotator), by question id
+    q = build_profile_from_replay(replay, _questions(), ["M1"], skills_of={"2": ["contract law"]})
+    assert q.skills == ["contract law"] and q.counts("M1").n == 3
+
+
+def test_build_from_replay_without_matching_answers_is_bad_input(tmp_path):
+    replay = tmp_path / "r.jsonl"
+    replay.write_text(json.dumps({"model": "M1", "question_id": "77", "text": "x"}) + "\n")
+    with pytest.raises(BadInput, match="no answers"):
+        build_profile_from_replay(replay, _questions(), ["M1"])
+    with pytest.raises(NotFound):
+        build_profile_from_replay(tmp_path / "missing.jsonl", _questions(), ["M1"])
+
+
+def test_build_live_scores_with_the_extractor():
+    answers = {"good": {"1": "A", "2": "B", "3": "C"}, "bad": {"1": "B", "2": "B", "3": "A"}}
+    seen = []
+
+    def run(tasks):
+        seen.extend(tasks)
+        out = {}
+        for t in tasks:
+            qid = t.request.question_id
+            if t.model == "bad" and qid == "3":
+                out[t.id] = Generation(request_id=t.id, model=t.model, error="timeout")
+            else:
+                out[t.id] = Generation(request_id=t.id, model=t.model, text=f"... The answer is ({answers[t.model][qid]})")
+        return out
+
+    p = build_profile_live(_questions(), ["good", "bad"], run)
+    assert len(seen) == 6 and all("Options" in t.request.text for t in seen)
+    assert p.counts("good").correct == 3 and p.counts("good").n == 3
+    assert p.counts("bad").n == 2 and p.counts("bad").correct == 1  # the failed one is not counted
+    assert p.score("bad", "law") == 1 - 0
+
+
+def test_build_live_all_failed_is_an_error():
+    def run(tasks):
+        return {}
+
+    with pytest.raises(BadInput, match="all 3 generations"):
+        build_profile_live(_questions(), ["x"], run)
+
+
+@pytest.mark.data
+def test_profile_from_real_replay_matches_reference(data_dir, replay_file):
+    from eval.benchmarks import get_benchmark
+
+    questions = get_benchmark("mmlu_pro").questions(data_dir)
+    p = build_profile_from_replay(replay_file, questions, {"llama": "Meta-Llama-3_1-8B-Instruct"})
+    assert p.counts("llama").n == 12032
+    assert p.counts("llama").correct / 12032 == pytest.approx(0.442, abs=0.001)
+    assert len(p.skills) == 14 and "mathematics" in p.skills
+    assert p.accuracy("llama", "biology") > p.accuracy("llama", "law")

@@ -1,0 +1,252 @@
+"""Router: policies and their registry, the Router facade, scorers, the classifier artefact."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import router
+from common.errors import BadInput, ConfigError, NotFound
+from router import (
+    POLICIES,
+    ClassifierScorer,
+    KeywordScorer,
+    RouteDecision,
+    Router,
+    Selection,
+    get_policy,
+    load_classifier,
+    save_classifier,
+    symbolic_scores,
+    train_classifier,
+    vote_accuracy,
+)
+from skills import HashingEmbedder, ProfileBuilder, SkillMapper
+
+
+def test_all_is_exported():
+    for name in router.__all__:
+        assert hasattr(router, name), name
+
+
+def profile():
+    """strong: good at maths; lawyer: good at law; weak: bad at both; mid: average."""
+    b = ProfileBuilder(["strong", "lawyer", "weak", "mid"])
+    table = {"strong": (0.9, 0.3), "lawyer": (0.3, 0.8), "weak": (0.1, 0.1), "mid": (0.5, 0.5)}
+    for expert, (maths, law) in table.items():
+        for i in range(100):
+            b.add(expert, ["mathematics"], i < maths * 100)
+            b.add(expert, ["law"], i < law * 100)
+    return b.build()
+
+
+class FixedScorer:
+    """Skill weights looked up per query text (a stand-in for the classifier)."""
+
+    name = "fixed"
+
+    def __init__(self, table):
+        self.table = table
+
+    def skill_weights(self, texts):
+        return [self.table[t] for t in texts]
+
+
+MATHS = {"mathematics": 0.9, "law": 0.1}
+LAW = {"law": 1.0}
+UNSURE = {"law": 0.4, "mathematics": 0.35, "history": 0.25}
+SCORER = FixedScorer({"m": MATHS, "l": LAW, "u": UNSURE})
+
+
+def route(policy, text, **kw):
+    return Router(profile(), SCORER, policy, **kw).route([text])[0]
+
+
+def test_registry_has_the_named_policies_and_suggests_on_typos():
+    assert set(POLICIES) == {"symbolic", "topk", "category", "single-best", "random", "all", "adaptive"}
+    with pytest.raises(NotFound, match="did you mean 'adaptive'"):
+        get_policy("adaptiv")
+    with pytest.raises(NotFound, match="did you mean 'topk'"):
+        Router(profile(), SCORER, "top-k")
+
+
+def test_symbolic_scores_follow_skills_and_competence():
+    p = profile()
+    scores = symbolic_scores(p, MATHS)
+    # strong: 0.9*(80) + 0.1*(-40) = 68, times its competence 0.6
+    assert scores["strong"] == pytest.approx(p.competence("strong") * (0.9 * 80 + 0.1 * -40))
+    assert max(scores, key=scores.get) == "strong"
+    assert max(symbolic_scores(p, LAW), key=symbolic_scores(p, LAW).get) == "lawyer"
+
+
+def test_topk_is_deterministic_top_k():
+    d = route("topk", "m", k=2)
+    assert d.expert_names == ["strong", "mid"]
+    assert d.policy == "topk" and d.skills == MATHS and d.confidence == pytest.approx(0.9)
+    assert route("topk", "l", k=1).expert_names == ["lawyer"]
+
+
+def test_symbolic_samples_by_positive_score_without_replacement():
+    counts = Counter()
+    for seed in range(300):
+        names = route("symbolic", "m", k=2, seed=seed).expert_names
+        assert len(set(names)) == 2
+        counts.update(names)
+    # only strong (68) and mid (0) ... mid's score is 0: strong always, then the next by score
+    assert counts["strong"] == 300
+    law = Counter(n for s in range(300) for n in route("symbolic", "l", k=1, seed=s).expert_names)
+    assert set(law) == {"lawyer"}  # the only expert with a positive law score
+    # same seed and question: same draw, whatever else is routed with it
+    r = Router(profile(), SCORER, "symbolic", k=2, seed=7)
+    alone = r.route(["u"], question_ids=["q9"])[0]
+    batch = r.route(["m", "u"], question_ids=["q1", "q9"])[1]
+    assert alone.experts == batch.experts
+
+
+def test_symbolic_draw_frequencies_are_proportional():
+    b = ProfileBuilder(["x", "y"])
+    for i in range(10):
+        b.add("x", ["s"], True)
+        b.add("y", ["s"], i < 7)  # score 4 vs 10, equal competence? no: y's lower, counted below
+    p = b.build()
+    scores = symbolic_scores(p, {"s": 1.0})
+    share = scores["x"] / (scores["x"] + scores["y"])
+    firsts = Counter(Router(p, FixedScorer({"q": {"s": 1.0}}), "symbolic", k=1, seed=s).route(["q"])[0].expert_names[0]
+                     for s in range(2000))
+    assert firsts["x"] / 2000 == pytest.approx(share, abs=0.04)
+
+
+def test_category_maps_top_skill_and_falls_back_below_threshold():
+    d = route("category", "l", k=1)
+    assert d.expert_names == ["lawyer"] and not d.fallback
+    unsure = route("category", "u", k=1)  # top skill weight 0.4 < 0.5: best overall expert
+    assert unsure.fallback and unsure.expert_names == [profile().best_expert()]
+    lenient = Router(profile(), SCORER, "category", k=1, selection=Selection(threshold=0.3)).route(["u"])[0]
+    assert lenient.expert_names == ["lawyer"] and not lenient.fallback
+
+
+def test_single_best_random_and_all():
+    assert route("single-best", "l", k=3).expert_names == [profile().best_expert()]
+    r = route("random", "m", k=3, seed=1)
+    assert len(set(r.expert_names)) == 3
+    assert r.expert_names == route("random", "m", k=3, seed=1).expert_names
+    draws = {tuple(route("random", "m", k=2, seed=s).expert_names) for s in range(30)}
+    assert len(draws) > 5
+    assert sorted(route("all", "m").expert_names) == sorted(profile().experts)
+    assert route("all", "m").expert_names[0] == "strong"
+
+
+def test_adaptive_adds_experts_only_when_worth_the_cost():
+    cheap = Selection(cost=0.0, agreement=0.0, max_k=4)
+    costly = Selection(cost=0.5, agreement=0.0, max_k=4)
+    many = Router(profile(), SCORER, "adaptive", selection=cheap).route(["u"])[0]
+    one = Router(profile(), SCORER, "adaptive", selection=costly).route(["u"])[0]
+    assert len(one.experts) == 1
+    assert len(many.experts) >= 3
+    # errors that always go together: a second opinion is worth nothing
+    together = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.001, agreement=1.0)).route(["u"])[0]
+    assert len(together.experts) == 1
+    # a clear specialist (strong at maths, 0.9) is not outvoted: adding two weaker experts lowers the vote
+    assert Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.0, agreement=0.0)).route(["m"])[0].expert_names[0] == "strong"
+
+
+def test_vote_accuracy():
+    assert vote_accuracy([0.7]) == pytest.approx(0.7)
+    assert vote_accuracy([0.7, 0.4]) == pytest.approx(0.7)  # a tie goes to the first-ranked
+    three = 0.6**3 + 3 * 0.6**2 * 0.4 + 0.6 * 0.4 * 0.4  # >= 2 right, or only the first right
+    assert vote_accuracy([0.6, 0.6, 0.6]) == pytest.approx(three)
+    assert vote_accuracy([0.6, 0.6, 0.6], agreement=1.0) == pytest.approx(0.6)
+    # distinct wrong letters cannot outvote a right one: only "first wrong, both others right" adds
+    assert vote_accuracy([0.9, 0.2, 0.2]) == pytest.approx(0.9 + 0.1 * 0.2 * 0.2)
+    # with two options the wrong votes coincide and can outvote the specialist
+    assert vote_accuracy([0.9, 0.2, 0.2], n_options=2) < 0.9
+    with pytest.raises(BadInput):
+        vote_accuracy([])
+    with pytest.raises(BadInput):
+        vote_accuracy([1.5])
+
+
+def test_route_decision_validation_and_inputs():
+    with pytest.raises(ValueError):
+        RouteDecision(skills={}, experts=(), confidence=0.5, policy="x")
+    r = Router(profile(), SCORER, "topk")
+    with pytest.raises(BadInput):
+        r.route("m")
+    with pytest.raises(BadInput, match="question ids"):
+        r.route(["m"], question_ids=["1", "2"])
+    with pytest.raises(BadInput, match="weight"):
+        r.route_weights([{"law": -1.0}])
+    empty = r.route_weights([{}])[0]  # nothing known: overall competence decides
+    assert empty.skills == {} and empty.confidence == 0.0 and len(empty.experts) == 3
+    assert json.loads(empty.model_dump_json())["policy"] == "topk"
+
+
+TRAIN = [
+    ("integrate the polynomial and find the derivative", "math"),
+    ("solve the equation for x using algebra", "math"),
+    ("compute the integral of the function", "math"),
+    ("find the derivative of the function at x", "math"),
+    ("the court ruled the contract void", "law"),
+    ("a tort claim against the defendant in court", "law"),
+    ("the plaintiff sued for breach of contract", "law"),
+    ("is the statute constitutional under the court ruling", "law"),
+]
+
+
+def test_classifier_train_save_load_and_score(tmp_path):
+    emb = HashingEmbedder(256)
+    texts, labels = zip(*(TRAIN * 3))
+    clf = train_classifier(texts, labels, emb, seed=0)
+    assert clf.labels == ["law", "mathematics"]
+    path = save_classifier(clf, tmp_path)
+    assert path == tmp_path / "router" / "classifier.v1.json"
+    assert save_classifier(clf, tmp_path).name == "classifier.v2.json"
+    meta = json.loads(path.read_text())
+    assert meta["embedder"] == "hashing-256" and meta["labels"] == ["law", "mathematics"]
+    loaded = load_classifier(tmp_path)
+    scorer = ClassifierScorer(loaded, emb)
+    weights = scorer.skill_weights(["the derivative of the integral", "the court and the contract"])
+    assert max(weights[0], key=weights[0].get) == "mathematics"
+    assert max(weights[1], key=weights[1].get) == "law"
+    assert all(abs(sum(w.values()) - 1) < 1e-9 for w in weights)
+    assert np.allclose(
+        loaded.predict_proba(emb.embed(["court"])), clf.predict_proba(emb.embed(["court"]))
+    )
+    with pytest.raises(ConfigError, match="trained on 'hashing-256'"):
+        ClassifierScorer(loaded, HashingEmbedder(64))
+
+
+def test_classifier_bad_inputs_and_artefacts(tmp_path):
+    emb = HashingEmbedder(64)
+    with pytest.raises(BadInput, match="two distinct"):
+        train_classifier(["a", "b"], ["law", "law"], emb)
+    with pytest.raises(BadInput, match="labels"):
+        train_classifier(["a", "b"], ["law"], emb)
+    with pytest.raises(NotFound):
+        load_classifier(tmp_path)
+    texts, labels = zip(*(TRAIN * 3))
+    path = save_classifier(train_classifier(texts, labels, emb, calibrate=False), tmp_path)
+    meta = json.loads(path.read_text())
+    meta["labels"] = "law"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="labels"):
+        load_classifier(path)
+    path.with_suffix(".joblib").write_bytes(b"not a pickle")
+    meta["labels"] = ["law", "mathematics"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="not a readable classifier"):
+        load_classifier(path)
+
+
+def test_keyword_scorer_maps_keywords_to_skills():
+    mapper = SkillMapper(["organic chemistry", "contract law"], HashingEmbedder())
+    scorer = KeywordScorer(mapper, lambda texts: [["contract law", "organic chemistry", "contract law"]] * len(texts))
+    (weights,) = scorer.skill_weights(["any question"])
+    assert weights["contract law"] == pytest.approx(2 / 3)
+    d = Router(profile(), scorer, "category", selection=Selection(threshold=0.6)).route(["q"])[0]
+    assert d.top_skill == "contract law" and not d.fallback
+    with pytest.raises(BadInput):
+        KeywordScorer(mapper, lambda texts: []).skill_weights(["q"])
