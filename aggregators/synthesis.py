@@ -175,7 +175,8 @@ class SynthesisComposer:
     Called with an aggregation task and the generations of the tasks in its ``after``, it
     leaves out failed, missing and empty inputs (noted in ``left_out`` and the log), and
     builds the synthesis request from the rest. With no input left it raises GenerationFailed.
-    ``used``/``left_out`` keep, per task id, what went into each prompt, for ``result``.
+    ``used``/``left_out``/``requests`` keep, per task id, what went into each prompt (for
+    ``result`` and the trace).
     """
 
     def __init__(self, jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> None:
@@ -183,6 +184,7 @@ class SynthesisComposer:
         self.options = options or SynthesisOptions()
         self.used: dict[str, list[ExpertAnswer]] = {}
         self.left_out: dict[str, list[str]] = {}
+        self.requests: dict[str, Request] = {}
         self._lock = threading.Lock()
 
     def __call__(self, task: Task, inputs: Mapping[str, Generation]) -> Request:
@@ -212,9 +214,12 @@ class SynthesisComposer:
                 f"aggregation {task.id!r}: none of its {len(task.after)} expert answers arrived "
                 f"({'; '.join(notes)})"
             )
-        return synthesis_request(
+        request = synthesis_request(
             task.id, job.question_text, answers, job.answer_format, self.options, question_id=job.question_id
         )
+        with self._lock:
+            self.requests[task.id] = request
+        return request
 
     def result(
         self, task_id: str, generation: Generation, extract: Extract | None = None

@@ -2,7 +2,7 @@
 
 from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark
 from eval.data import data_dir, replay_path
-from eval.extract import integer_extractor, letter_extractor, strip_thinking
+from eval.extract import final_line_extractor, integer_extractor, letter_extractor, strip_thinking
 
 __all__ = [
     "BENCHMARKS",
@@ -11,6 +11,7 @@ __all__ = [
     "choice_prompt",
     "data_dir",
     "get_benchmark",
+    "final_line_extractor",
     "integer_extractor",
     "letter_extractor",
     "replay_path",

@@ -80,3 +80,15 @@ def strip_thinking(text: str) -> str:
     if "</think>" in text:
         text = text.split("</think>")[-1]
     return text.strip()
+
+
+_FINAL = re.compile(r"final answer\s*[:\-]\s*(.+)", re.IGNORECASE)
+
+
+def final_line_extractor(text: str) -> str | None:
+    """For free-form questions: the text after the last 'Final answer:', else None."""
+    if not text:
+        return None
+    found = _FINAL.findall(strip_thinking(text))
+    answer = found[-1].strip().strip("*").strip() if found else ""
+    return answer or None

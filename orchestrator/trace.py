@@ -59,6 +59,7 @@ class Answer(BaseModel):
     question_id: str
     text: str
     choice: str | None = None
+    error: str | None = Field(None, description="Why no answer could be given (every expert failed).")
     trace: Trace
 
     def summary(self) -> str:

