@@ -154,3 +154,12 @@ def test_synthesis_result_unreadable_answer_has_no_choice():
     generation = _gen("agg", "aggr", "I cannot decide.")
     result = synthesis_result(generation, [answer("a", "The answer is (A)")], letter_extractor(4))
     assert result.choice is None and result.confidence == 0.0 and result.agreed_with == ()
+
+
+def test_composer_keeps_the_request_it_built():
+    composer = compose({"agg": SynthesisJob(QUESTION, FORMAT)})
+    task = Task(id="agg", model="aggregator", after=("x",))
+    request = composer(task, {"x": _gen("x", "e1", "The answer is (B).")})
+    assert composer.requests["agg"] == request
+    with pytest.raises(BadInput, match="never composed"):
+        composer.result("other", _gen("other", "aggregator", "The answer is (B)."))

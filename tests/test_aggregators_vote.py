@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import aggregators
 from aggregators import ExpertAnswer, get_voter, log_odds_weight, majority, weighted
@@ -134,3 +136,29 @@ def test_registry_finds_voters_and_suggests_on_typos():
     assert get_voter("weighted") is weighted
     with pytest.raises(NotFound, match="did you mean 'weighted'"):
         get_voter("weigted")
+
+
+choices = st.lists(st.sampled_from(["A", "B", "C", "D", None]), min_size=1, max_size=8)
+
+
+@given(choices)
+def test_majority_winner_has_the_most_votes(picks):
+    votes = answers(*((f"e{i}", c) for i, c in enumerate(picks)))
+    result = majority(votes)
+    counted = {c: picks.count(c) for c in picks if c is not None}
+    if not counted:
+        assert result.choice is None
+        return
+    assert counted[result.choice] == max(counted.values())
+    assert result.confidence == pytest.approx(counted[result.choice] / len(picks))
+    assert len(result.agreed_with) == counted[result.choice]
+
+
+@given(choices, st.floats(min_value=0.11, max_value=0.99))
+def test_weighted_with_equal_competence_agrees_with_majority(picks, p):
+    votes = answers(*((f"e{i}", c) for i, c in enumerate(picks)))
+    same = {f"e{i}": p for i in range(len(picks))}
+    counted = {c: picks.count(c) for c in picks if c is not None}
+    if not counted or list(counted.values()).count(max(counted.values())) > 1:
+        return  # ties are broken differently by design
+    assert weighted(votes, competence=same, n_options=10).choice == majority(votes).choice
