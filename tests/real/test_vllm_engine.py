@@ -1,0 +1,130 @@
+"""VLLMEngine against real vLLM (CPU build here) and the packaged default models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from batching.engines.vllm_engine import VLLMEngine
+from batching.spec import ExpertSpec
+from batching.types import Message, Request
+from common.errors import EngineError, EngineLoadError, NotFound
+
+MB = 2**20
+
+
+def smollm2(**fields) -> ExpertSpec:
+    return ExpertSpec(
+        name="smollm2",
+        source={"kind": "vllm", "model": "packaged:smollm2-135m-instruct", "max_model_len": 1024},
+        sampling={"max_tokens": 24},
+        **fields,
+    )
+
+
+def used_mb() -> float:
+    return psutil.virtual_memory().used / MB
+
+
+def test_chat_batch_then_unload_returns_memory(cache_dir: Path) -> None:
+    parent = psutil.Process()
+    rss_before, used_before = parent.memory_info().rss / MB, used_mb()
+    engine = VLLMEngine(smollm2(system_prompt="Answer in one short sentence."), cache_dir=cache_dir)
+    assert not engine.loaded
+    engine.load()
+    try:
+        child = psutil.Process(engine.pid)
+        loaded_mb = engine.footprint_mb()
+        assert loaded_mb is not None and loaded_mb > 500  # measured, not the (absent) declared size
+        assert not engine.supports_sleep  # CPU platform
+        requests = [Request.user(f"q{i}", f"Name a colour that starts with the letter {c}.") for i, c in enumerate("BGRPYW")]
+        requests.append(Request.user("short", "Write a long story about a dragon and a knight.", max_tokens=5))
+        generations = engine.generate(requests)
+    finally:
+        engine.unload()
+    assert [g.request_id for g in generations] == [r.id for r in requests]
+    for generation in generations:
+        assert generation.ok and generation.text.strip()
+        assert generation.tokens_in > 5 and 0 < generation.tokens_out <= 24
+        assert generation.seconds > 0 and generation.finish_reason in ("stop", "length")
+        assert generation.model == "smollm2"
+    assert generations[-1].tokens_out <= 5 < max(g.tokens_out for g in generations[:-1])
+
+    assert not engine.loaded and not child.is_running()
+    assert engine.footprint_mb() is None  # nothing declared, nothing loaded
+    engine.unload()  # idempotent
+    assert parent.memory_info().rss / MB - rss_before < 200
+    # other work shares this machine; the model's memory must at least be mostly gone
+    assert used_mb() - used_before < loaded_mb / 2
+
+
+def test_child_crash_is_an_engine_error_and_load_recovers(cache_dir: Path) -> None:
+    engine = VLLMEngine(smollm2(), cache_dir=cache_dir)
+    engine.load()
+    try:
+        os.kill(engine.pid, signal.SIGKILL)
+        with pytest.raises(EngineError, match="died during generate"):
+            engine.generate([Request.user("a", "Say hello.")])
+        assert not engine.loaded
+        engine.load()
+        [generation] = engine.generate([Request(id="b", messages=(Message(role="user", content="Say hello."),))])
+        assert generation.text.strip() and generation.tokens_out > 0
+    finally:
+        engine.unload()
+
+
+def test_gemma_base_model_in_completion_mode(cache_dir: Path) -> None:
+    spec = ExpertSpec(
+        name="gemma3",
+        source={"kind": "vllm", "model": "packaged:gemma3-270m", "max_model_len": 1024},
+        prompt_mode="completion",
+        sampling={"max_tokens": 16},
+    )
+    engine = VLLMEngine(spec, cache_dir=cache_dir)
+    engine.load()
+    try:
+        generations = engine.generate(
+            [Request.user("capital", "What is the capital of France?"), Request.user("sum", "What is 2 + 2?")]
+        )
+    finally:
+        engine.unload()
+    for generation in generations:
+        assert generation.text.strip() and 0 < generation.tokens_out <= 16 and generation.tokens_in > 5
+
+
+def test_broken_model_folder_is_a_load_error_quoting_the_child(cache_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "broken-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    spec = ExpertSpec(name="broken", source={"kind": "vllm", "model": str(folder)})
+    engine = VLLMEngine(spec, cache_dir=cache_dir)
+    with pytest.raises(EngineLoadError, match="broken") as info:
+        engine.load()
+    assert "no-such-architecture" in str(info.value) or "Error" in str(info.value)
+    assert not engine.loaded
+
+
+def test_missing_local_folder_is_not_found_without_a_child(cache_dir: Path, tmp_path: Path) -> None:
+    spec = ExpertSpec(name="gone", source={"kind": "vllm", "model": str(tmp_path / "nothing-here")})
+    engine = VLLMEngine(spec, cache_dir=cache_dir)
+    with pytest.raises(NotFound, match="nothing-here"):
+        engine.load()
+    assert engine.pid is None
+
+
+def test_packaged_smollm2_converts_from_its_gguf(tmp_path: Path) -> None:
+    from batching.models import prepare_models, verify_manifest
+
+    lines: list[str] = []
+    folder = prepare_models(["smollm2-135m-instruct"], tmp_path, progress=lines.append)["smollm2-135m-instruct"]
+    assert verify_manifest(folder) is None
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert (folder / "model.safetensors").stat().st_size > 200 * MB
+    assert "{%" in (folder / "chat_template.jinja").read_text()  # an instruct model keeps its template
+    assert lines[0].endswith("preparing") and "ready in" in lines[-1]
