@@ -1,0 +1,289 @@
+"""Batch planning schemes on the same instances: loads, wall time, and our orchestration overhead.
+
+Instances: MMLU-Pro test questions, k=2 experts each (a seeded draw from the pool's experts),
+plus one aggregation per question (aggregators.compose: the real synthesis prompt). Schemes,
+all run by the same Executor so only the schedule differs:
+
+    planner     batching.plan.make_plan: each model loaded once, aggregator last, co-residence
+                under the memory budget
+    naive       per question: load the models it needs (aggregator included), generate, unload
+    first_seen  Symbolic-MoE's order: one group per expert in first-seen order, then a separate
+                load of the aggregator at the end (without its 10 s sleeps)
+
+``overhead_ratio`` (planner) = planner wall time / pure engine time for the same prompts run
+directly on fresh engines (each model: load, the same generate calls, unload; nothing else).
+
+Engines: ``replay`` = pools/replay-small's six recorded experts; the aggregator is the replay of
+Meta-Llama-3_1-8B-Instruct (also an expert; replay cannot write new text, so it returns that
+model's recorded answer: a systems figure, not a quality one). The recordings are indexed once
+before any scheme runs, so replay loads are lookups. ``vllm`` = pools/default (SmolLM2 + Gemma-3,
+aggregator SmolLM2) on real vLLM; naive runs on a few instances and is extrapolated per instance.
+
+    .venv/bin/python benchmarks/batch_plan.py --engine replay
+    .venv/bin/python benchmarks/batch_plan.py --engine vllm [--naive-instances 3 --max-tokens 32]
+
+Prints the figures and writes benchmarks/results/batch_plan.json (keeping the other engine's part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from aggregators import SynthesisJob, SynthesisOptions, compose  # noqa: E402
+from batching.engines import Engine, make_engine, replay_book  # noqa: E402
+from batching.executor import Executor, RunResult  # noqa: E402
+from batching.plan import Phase, Plan, make_plan  # noqa: E402
+from batching.spec import ExpertSpec, ReplaySource  # noqa: E402
+from batching.tasks import Task  # noqa: E402
+from batching.types import Generation, Request  # noqa: E402
+from eval.benchmarks import get_benchmark  # noqa: E402
+from eval.data import data_dir  # noqa: E402
+from orchestrator.pool import load_pool  # noqa: E402
+
+log = logging.getLogger("benchmarks.batch_plan")
+RESULTS = ROOT / "benchmarks" / "results" / "batch_plan.json"
+REPLAY_AGGREGATOR = "meta-llama-3_1-8b-instruct"
+
+
+class Recording:
+    """Wraps an engine and keeps the request lists it was asked to generate."""
+
+    def __init__(self, engine: Engine, calls: list[tuple[str, list[Request]]]) -> None:
+        self.engine, self.spec, self.calls = engine, engine.spec, calls
+
+    @property
+    def loaded(self) -> bool:
+        return self.engine.loaded
+
+    def load(self) -> None:
+        self.engine.load()
+
+    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        self.calls.append((self.spec.name, list(requests)))
+        return self.engine.generate(requests)
+
+    def unload(self) -> None:
+        self.engine.unload()
+
+    def footprint_mb(self) -> float | None:
+        return self.engine.footprint_mb()
+
+
+def instances(
+    questions, experts: list[str], aggregator: str, *, k: int, seed: int, max_tokens: int | None
+) -> tuple[list[Task], dict[str, SynthesisJob]]:
+    """k experts per question (seeded), then one synthesis task per question."""
+    bench = get_benchmark("mmlu_pro")
+    rng = random.Random(seed)
+    tasks: list[Task] = []
+    jobs: dict[str, SynthesisJob] = {}
+    for q in questions:
+        prompt = bench.prompt(q)
+        chosen = rng.sample(experts, k)
+        ids = []
+        for name in chosen:
+            tid = f"{q.id}/{name}"
+            tasks.append(Task(id=tid, model=name, request=Request.user(tid, prompt, question_id=q.id, max_tokens=max_tokens)))
+            ids.append(tid)
+        final = f"{q.id}/final"
+        tasks.append(Task(id=final, model=aggregator, after=tuple(ids)))
+        jobs[final] = SynthesisJob(question_text=prompt, answer_format=bench.answer_format, question_id=q.id)
+    return tasks, jobs
+
+
+def first_seen_plan(tasks: Sequence[Task], aggregator: str, budget_mb: float) -> Plan:
+    """Symbolic-MoE's schedule: expert groups in first-seen order, then the aggregator again."""
+    groups: dict[str, list[str]] = {}
+    finals = []
+    for task in tasks:
+        if task.after:
+            finals.append(task.id)
+        else:
+            groups.setdefault(task.model, []).append(task.id)
+    parts = [*((m, ids, 0) for m, ids in groups.items()), (aggregator, finals, len(finals))]
+    phases = tuple(
+        Phase(index=i, device=0, models=(m,), tasks=tuple(ids), requests={m: len(ids)}, composed={m: agg},
+              memory_mb=0.0, predicted_start=0.0, predicted_seconds=0.0)
+        for i, (m, ids, agg) in enumerate(parts)
+    )
+    return Plan(phases=phases, devices=1, budget_mb=budget_mb, aggregators=(aggregator,),
+                predicted_loads=len(phases), predicted_seconds=0.0)
+
+
+def run(plan: Plan, tasks, specs, factory, jobs, max_tokens) -> RunResult:
+    composer = compose(jobs, SynthesisOptions(max_tokens=max_tokens, order="given"))
+    return Executor(factory).run(plan, tasks, specs, composer)
+
+
+def summary(result: RunResult, instances_run: int) -> dict:
+    m = result.metrics
+    return {
+        "loads": m.loads,
+        "wall_s": round(m.wall_seconds, 3),
+        "requests": sum(m.requests_per_model.values()),
+        "load_s": round(m.load_seconds, 3),
+        "generate_s": round(m.generate_seconds, 3),
+        "unload_s": round(m.unload_seconds, 3),
+        "overhead_s": round(m.overhead_seconds, 3),
+        "failed": m.failed,
+        "instances": instances_run,
+    }
+
+
+def direct_seconds(calls: list[tuple[str, list[Request]]], specs, make: Callable[[ExpertSpec], Engine]) -> dict:
+    """Pure engine time for the same generate calls: per model, load, its calls in order, unload."""
+    by_model: dict[str, list[list[Request]]] = {}
+    for name, requests in calls:
+        by_model.setdefault(name, []).append(requests)
+    load = generate = unload = 0.0
+    for name, batches in by_model.items():
+        engine = make(specs[name])
+        t0 = time.perf_counter()
+        engine.load()
+        t1 = time.perf_counter()
+        for requests in batches:
+            engine.generate(requests)
+        t2 = time.perf_counter()
+        engine.unload()
+        t3 = time.perf_counter()
+        load, generate, unload = load + t1 - t0, generate + t2 - t1, unload + t3 - t2
+    return {"load_s": round(load, 3), "generate_s": round(generate, 3), "unload_s": round(unload, 3),
+            "total_s": round(load + generate + unload, 3)}
+
+
+def measure(engine_kind: str, specs, experts, aggregator, questions, args, make) -> dict:
+    tasks, jobs = instances(questions, experts, aggregator, k=args.k, seed=args.seed, max_tokens=args.max_tokens)
+    out: dict = {}
+
+    calls: list[tuple[str, list[Request]]] = []
+    plan = make_plan(tasks, specs, budget_mb=args.budget_mb)
+    print(plan.render())
+    planned = run(plan, tasks, specs, lambda s: Recording(make(s), calls), jobs, args.max_tokens)
+    out["planner"] = summary(planned, len(questions))
+    direct = direct_seconds(calls, specs, make)
+    out["planner"].update(
+        distinct_models=len({t.model for t in tasks}), predicted_loads=plan.predicted_loads,
+        phases=len(plan.phases), generate_calls=planned.metrics.generate_calls, direct_engine=direct,
+        overhead_ratio=round(planned.metrics.wall_seconds / direct["total_s"], 4),
+    )
+
+    first = run(first_seen_plan(tasks, aggregator, args.budget_mb), tasks, specs, make, jobs, args.max_tokens)
+    out["first_seen"] = summary(first, len(questions))
+
+    naive_n = min(args.naive_instances or len(questions), len(questions))
+    loads = walls = requests = failed = 0
+    exact_loads = 0
+    for index, q in enumerate(questions):
+        q_tasks = [t for t in tasks if t.id.startswith(f"{q.id}/")]
+        exact_loads += len({t.model for t in q_tasks})
+        if index >= naive_n:
+            continue
+        result = run(make_plan(q_tasks, specs, budget_mb=args.budget_mb), q_tasks, specs, make,
+                     {t.id: jobs[t.id] for t in q_tasks if t.after}, args.max_tokens)
+        loads += result.metrics.loads
+        walls += result.metrics.wall_seconds
+        requests += sum(result.metrics.requests_per_model.values())
+        failed += result.metrics.failed
+    scale = len(questions) / naive_n
+    out["naive"] = {
+        "loads": exact_loads,
+        "wall_s": round(walls * scale, 3),
+        "requests": round(requests * scale),
+        "failed": failed,
+        "instances": len(questions),
+        "measured_instances": naive_n,
+        "measured_loads": loads,
+        "measured_wall_s": round(walls, 3),
+        "extrapolated": naive_n < len(questions),
+    }
+    if naive_n < len(questions):
+        out["naive"]["note"] = (
+            f"measured on the first {naive_n} instances; wall_s and requests scaled by {scale:g}; "
+            "loads counted exactly from each instance's models"
+        )
+    return out
+
+
+def replay_part(args) -> dict:
+    pool = load_pool(ROOT / "pools" / "replay-small", data_dir())
+    experts = pool.expert_names
+    specs = {name: pool.spec(name) for name in experts}
+    source = specs[REPLAY_AGGREGATOR].source
+    assert isinstance(source, ReplaySource)
+    book = replay_book(source.path)
+    t0 = time.perf_counter()
+    book.load([specs[n].source.model for n in experts])
+    index_s = time.perf_counter() - t0
+    recorded = set.intersection(*(set(book.records(specs[n].source.model)) for n in experts))
+    questions = [q for q in get_benchmark("mmlu_pro").questions(data_dir()) if q.id in recorded]
+    questions = random.Random(args.seed).sample(questions, args.questions)
+    out = measure("replay", specs, experts, REPLAY_AGGREGATOR, questions, args, lambda s: make_engine(s, cache_dir=args.cache_dir))
+    out["setup"] = {
+        "pool": "pools/replay-small (6 recorded experts)",
+        "aggregator": f"replay of {source.model} (also an expert; returns its recorded answer)",
+        "index_recordings_s": round(index_s, 2),
+        "note": "recordings indexed once before the schemes, so replay loads are lookups",
+        "questions": len(questions), "k": args.k, "budget_mb": args.budget_mb,
+    }
+    return out
+
+
+def vllm_part(args) -> dict:
+    pool = load_pool(ROOT / "pools" / "default", data_dir())
+    specs = pool.specs
+    questions = random.Random(args.seed).sample(get_benchmark("mmlu_pro").questions(data_dir()), args.questions)
+    out = measure("vllm", specs, pool.expert_names, pool.pool.aggregator, questions, args,
+                  lambda s: make_engine(s, cache_dir=args.cache_dir))
+    out["setup"] = {
+        "pool": "pools/default (smollm2 + gemma3, real vLLM on this CPU)",
+        "aggregator": pool.pool.aggregator,
+        "questions": len(questions), "k": args.k, "max_tokens": args.max_tokens, "budget_mb": args.budget_mb,
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=["replay", "vllm"], required=True)
+    parser.add_argument("--questions", type=int, default=60)
+    parser.add_argument("--k", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--budget-mb", type=float, default=None, help="default: 3000 (one vLLM model at a time)")
+    parser.add_argument("--naive-instances", type=int, default=None, help="default: all (replay), 3 (vllm)")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+    from batching.models import default_cache_dir
+
+    args.cache_dir = args.cache_dir or default_cache_dir()
+    args.budget_mb = args.budget_mb or 3000.0
+    if args.engine == "vllm" and args.naive_instances is None:
+        args.naive_instances = 3
+    part = replay_part(args) if args.engine == "replay" else vllm_part(args)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[args.engine] = part
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({args.engine: part}, indent=2))
+    p = part["planner"]
+    print(f"{args.engine}: planner {p['loads']} loads (distinct models {p['distinct_models']}), "
+          f"first_seen {part['first_seen']['loads']}, naive {part['naive']['loads']}; "
+          f"overhead ratio {p['overhead_ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
