@@ -1,0 +1,40 @@
+"""The main job for real: `coe ask` on the default pool, SmolLM2 and Gemma on vLLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psutil
+
+
+def _vllm_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+
+
+def test_coe_ask_default_pool(cache_dir):
+    env = {**os.environ, "COE_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "ask", "--json", "--option", "Oxygen", "--option", "Carbon dioxide",
+         "--option", "Nitrogen", "Which gas do plants take from the air to make sugar?"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout)
+    trace = answer["trace"]
+    assert [c["expert"] for c in trace["experts"]] == ["gemma3", "smollm2"] or \
+        sorted(c["expert"] for c in trace["experts"]) == ["gemma3", "smollm2"]
+    for call in trace["experts"]:
+        assert call["error"] is None, call
+        assert call["text"].strip() and call["tokens_out"] > 0 and call["tokens_in"] > 0
+    aggregator = trace["aggregator"]
+    assert aggregator["model"] == "smollm2" and aggregator["method"] == "synthesis:smollm2"
+    assert aggregator["tokens_out"] > 0 and "Which gas do plants take" in aggregator["prompt"]
+    assert answer["text"].strip()
+    assert trace["loads"] == 2  # smollm2 answered and aggregated on one load
+    assert trace["stage_seconds"]["run"] > 0
+    # progress per phase and per model went to stderr
+    assert "[phase 0]" in done.stderr and "model loaded" in done.stderr
+    assert not _vllm_children()  # every model process was given back
