@@ -69,7 +69,9 @@ class RunMetrics(BaseModel):
     resumed: int = Field(0, description="Tasks found finished in the run store and not run again.")
     failed: int = 0
     wall_seconds: float = 0.0
-    overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")
+    overhead_seconds: float = Field(
+        0.0, description="wall_seconds - engine_seconds: time spent outside engines."
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -79,7 +81,9 @@ class RunResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
-    generations: dict[str, Generation] = Field(..., description="Every task's generation; failed ones carry .error.")
+    generations: dict[str, Generation] = Field(
+        ..., description="Every task's generation; failed ones carry .error."
+    )
     failed: dict[str, str] = Field(..., description="Failed task id -> reason.")
     metrics: RunMetrics
 
@@ -152,7 +156,12 @@ class Executor:
                 state.results[task_id] = generation
             state.metrics.resumed = len(state.results)
             if state.results:
-                log.info("run %s: resuming, %d of %d task(s) already finished", run_id, len(state.results), len(by_id))
+                log.info(
+                    "run %s: resuming, %d of %d task(s) already finished",
+                    run_id,
+                    len(state.results),
+                    len(by_id),
+                )
         state.done = {p.index: threading.Event() for p in plan.phases}
         per_device: dict[int, list[Phase]] = {}
         for phase in plan.phases:
@@ -162,7 +171,9 @@ class Executor:
                 self._phase(phase, state, specs, compose)
         else:
             threads = [
-                threading.Thread(target=self._device, args=(phases, state, specs, compose), name=f"device-{d}")
+                threading.Thread(
+                    target=self._device, args=(phases, state, specs, compose), name=f"device-{d}"
+                )
                 for d, phases in sorted(per_device.items())
             ]
             for thread in threads:
@@ -209,7 +220,6 @@ class Executor:
     def _phase(self, phase: Phase, state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
         try:
             pending = [tid for tid in phase.tasks if not state.resolved(tid)]
-            to_run, total = list(pending), len(pending)
             if not pending:
                 log.info("phase %d: every task already finished; skipped", phase.index)
                 with state.lock:
@@ -219,63 +229,108 @@ class Executor:
             started = time.perf_counter()
             models = list(dict.fromkeys(state.tasks[tid].model for tid in pending))
             log.info(
-                "phase %d on device %d: %s, %d task(s)", phase.index, phase.device, ", ".join(models), total
+                "phase %d on device %d: %s, %d task(s)",
+                phase.index,
+                phase.device,
+                ", ".join(models),
+                len(pending),
             )
-            self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=total))
+            self._emit(
+                ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending))
+            )
             engines: dict[str, Engine] = {}
-            broken: dict[str, str] = {}
-            reloaded: set[str] = set()
-            with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}") as pool:
-                loaded = pool.map(lambda m: self._load(m, specs[m], state), models)
-                for model, (engine, error) in zip(models, loaded, strict=True):
-                    engines[model] = engine
-                    if error is not None:
-                        broken[model] = error
-                    else:
-                        self._emit(ProgressEvent(kind="model_loaded", phase=phase.index, device=phase.device, model=model))
+            with ThreadPoolExecutor(
+                max_workers=len(models), thread_name_prefix=f"phase{phase.index}"
+            ) as pool:
                 try:
-                    while pending:
-                        ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
-                        if not ready:
-                            raise BadInput(
-                                f"phase {phase.index}: tasks {pending[:3]} wait on inputs no earlier phase produced"
-                            )
-                        batches: dict[str, list[tuple[str, Request]]] = {}
-                        for tid in ready:
-                            task = state.tasks[tid]
-                            request = self._request(task, state, compose, broken)
-                            if request is not None:
-                                batches.setdefault(task.model, []).append((tid, request))
-                        jobs = [
-                            pool.submit(self._batch, model, engines[model], items, state, reloaded)
-                            for model, items in batches.items()
-                        ]
-                        for job in jobs:
-                            model = job.result()
-                            with state.lock:
-                                done = sum(1 for t in to_run if state.resolved(t))
-                                failed = sum(1 for t in to_run if t in state.failed)
-                            self._emit(ProgressEvent(
-                                kind="batch_done", phase=phase.index, device=phase.device, model=model,
-                                done=done, total=total, failed=failed,
-                            ))
-                        done = set(ready)
-                        pending = [tid for tid in pending if tid not in done]
+                    self._waves(phase, pending, models, engines, pool, state, specs, compose)
                 finally:
-                    list(pool.map(lambda m: self._release(engines[m], state), list(engines)))
+                    list(pool.map(lambda e: self._release(e, state), list(engines.values())))
             seconds = time.perf_counter() - started
             with state.lock:
                 state.metrics.phases_run += 1
-                failed = sum(1 for t in to_run if t in state.failed)
-            log.info("phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, total, failed)
-            self._emit(ProgressEvent(
-                kind="phase_done", phase=phase.index, device=phase.device, done=total, total=total,
-                failed=failed, seconds=seconds,
-            ))
+                failed = sum(1 for t in pending if t in state.failed)
+            log.info(
+                "phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, len(pending), failed
+            )
+            self._emit(
+                ProgressEvent(
+                    kind="phase_done",
+                    phase=phase.index,
+                    device=phase.device,
+                    done=len(pending),
+                    total=len(pending),
+                    failed=failed,
+                    seconds=seconds,
+                )
+            )
         finally:
             state.done[phase.index].set()
 
-    def _request(self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]) -> Request | None:
+    def _waves(
+        self,
+        phase: Phase,
+        to_run: list[str],
+        models: list[str],
+        engines: dict[str, Engine],
+        pool: ThreadPoolExecutor,
+        state: _Run,
+        specs: Mapping[str, ExpertSpec],
+        compose: Compose,
+    ) -> None:
+        """Load the phase's models, then run its tasks wave by wave, one batch per model per wave."""
+        broken: dict[str, str] = {}
+        reloaded: set[str] = set()
+        loads = [pool.submit(self._load, m, specs[m], state) for m in models]
+        for model, job in zip(models, loads, strict=True):
+            engine, error = job.result()
+            if engine is not None:
+                engines[model] = engine
+            if error is not None:
+                broken[model] = error
+            else:
+                self._emit(
+                    ProgressEvent(kind="model_loaded", phase=phase.index, device=phase.device, model=model)
+                )
+        pending = list(to_run)
+        while pending:
+            ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
+            if not ready:
+                raise BadInput(
+                    f"phase {phase.index}: tasks {pending[:3]} wait on inputs no earlier phase made"
+                )
+            batches: dict[str, list[tuple[str, Request]]] = {}
+            for tid in ready:
+                task = state.tasks[tid]
+                request = self._request(task, state, compose, broken)
+                if request is not None:
+                    batches.setdefault(task.model, []).append((tid, request))
+            jobs = [
+                pool.submit(self._batch, model, engines[model], items, state, reloaded)
+                for model, items in batches.items()
+            ]
+            for job in jobs:
+                model = job.result()
+                with state.lock:
+                    done = sum(1 for t in to_run if state.resolved(t))
+                    failed = sum(1 for t in to_run if t in state.failed)
+                self._emit(
+                    ProgressEvent(
+                        kind="batch_done",
+                        phase=phase.index,
+                        device=phase.device,
+                        model=model,
+                        done=done,
+                        total=len(to_run),
+                        failed=failed,
+                    )
+                )
+            finished = set(ready)
+            pending = [tid for tid in pending if tid not in finished]
+
+    def _request(
+        self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]
+    ) -> Request | None:
         """The task's request, or None after recording why it cannot run."""
         if task.model in broken:
             self._fail(task, broken[task.model], state)
@@ -312,7 +367,7 @@ class Executor:
                 state.intervals.append((start, end))
                 setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
 
-    def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine, str | None]:
+    def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None]:
         """Load (or wake) the model's engine; a failed load is tried once more."""
         engine = self._sleeping.pop(model, None)
         if engine is not None and engine.loaded:
@@ -321,7 +376,12 @@ class Executor:
                 if callable(wake):
                     wake()
             return engine, None
-        engine = engine or self.engine_factory(spec)
+        if engine is None:
+            try:
+                engine = self.engine_factory(spec)
+            except CoeError as exc:
+                log.warning("could not make an engine for %r: %s", model, exc)
+                return None, f"could not make an engine for {model!r}: {exc}"
         error = None
         for attempt in (1, 2):
             try:
@@ -361,7 +421,12 @@ class Executor:
             out = None
             if model not in reloaded:
                 reloaded.add(model)
-                log.warning("%s failed mid-phase (%s); reloading it and retrying %d request(s)", model, exc, len(items))
+                log.warning(
+                    "%s failed mid-phase (%s); reloading it and retrying %d request(s)",
+                    model,
+                    exc,
+                    len(items),
+                )
                 with self._timed(state, "unload_seconds"):
                     engine.unload()
                 try:
@@ -383,7 +448,9 @@ class Executor:
         with state.lock:
             for tid, generation in out.items():
                 state.record(tid, generation)
-            state.metrics.requests_per_model[model] = state.metrics.requests_per_model.get(model, 0) + len(items)
+            state.metrics.requests_per_model[model] = state.metrics.requests_per_model.get(model, 0) + len(
+                items
+            )
             state.metrics.tokens_in += sum(g.tokens_in for g in finished.values())
             state.metrics.tokens_out += sum(g.tokens_out for g in finished.values())
         for tid, generation in out.items():
@@ -406,7 +473,9 @@ class Executor:
     ) -> dict[str, Generation]:
         """Halve a failing batch until the requests that fail on their own are found."""
         if len(items) == 1 or not engine.loaded:
-            return {tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items}
+            return {
+                tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items
+            }
         out: dict[str, Generation] = {}
         middle = len(items) // 2
         for half in (items[:middle], items[middle:]):

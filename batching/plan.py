@@ -97,10 +97,17 @@ class Plan(BaseModel):
                 count = f"{n - agg} + {agg} agg" if agg else str(n)
                 mark = "*" if model in self.aggregators else ""
                 served.append(f"{model}{mark} ({count})")
-            rows.append((
-                str(p.index), str(p.device), ",".join(map(str, p.after)) or "-",
-                f"{p.predicted_start:.1f}", f"{p.predicted_seconds:.1f}", f"{p.memory_mb:g}", ", ".join(served),
-            ))
+            rows.append(
+                (
+                    str(p.index),
+                    str(p.device),
+                    ",".join(map(str, p.after)) or "-",
+                    f"{p.predicted_start:.1f}",
+                    f"{p.predicted_seconds:.1f}",
+                    f"{p.memory_mb:g}",
+                    ", ".join(served),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         lines = [head]
         for row in rows:
@@ -157,7 +164,9 @@ def _footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]) -> 
     )
 
 
-def _tokens(task: Task, spec: ExpertSpec, by_id: Mapping[str, Task], specs: Mapping[str, ExpertSpec]) -> tuple[int, int]:
+def _tokens(
+    task: Task, spec: ExpertSpec, by_id: Mapping[str, Task], specs: Mapping[str, ExpertSpec]
+) -> tuple[int, int]:
     """Predicted (prompt, output) tokens of one task: ~4 characters a token."""
     out = spec.sampling.max_tokens
     if task.request is not None:
@@ -272,7 +281,9 @@ def make_plan(
     seconds = {}
     for m in models:
         cost = costs.get(m) or DEFAULT_COSTS[specs[m].source.kind]
-        seconds[m] = cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
+        seconds[m] = (
+            cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
+        )
 
     # model graph (edge: input model -> model that needs it) and its groups
     needs: dict[str, set[str]] = {m: set() for m in models}
@@ -336,9 +347,17 @@ def make_plan(
         if merge:
             ph = phases[current[d]]
         else:
-            ph = {"index": len(phases), "device": d, "groups": [], "memory": 0.0, "start": start,
-                  "after": sorted({phase_of_group[s] for s in g_needs[gi]}
-                                  - {p["index"] for p in phases if p["device"] == d})}
+            ph = {
+                "index": len(phases),
+                "device": d,
+                "groups": [],
+                "memory": 0.0,
+                "start": start,
+                "after": sorted(
+                    {phase_of_group[s] for s in g_needs[gi]}
+                    - {p["index"] for p in phases if p["device"] == d}
+                ),
+            }
             phases.append(ph)
             current[d] = ph["index"]
         ph["groups"].append(gi)

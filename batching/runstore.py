@@ -75,13 +75,17 @@ class SQLiteRunStore:
             raise
         except sqlite3.Error as exc:
             self._db.close()
-            raise BadInput(f"run store {self.path} is unreadable or corrupt ({exc}); leaving it untouched") from exc
+            raise BadInput(
+                f"run store {self.path} is unreadable or corrupt ({exc}); leaving it untouched"
+            ) from exc
 
     def _check_or_create(self, fresh: bool) -> None:
         db = self._db
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not fresh and tables and "meta" not in tables:
-            raise BadInput(f"{self.path} is an SQLite file but not a run store (tables: {', '.join(sorted(tables))})")
+            raise BadInput(
+                f"{self.path} is an SQLite file but not a run store (tables: {', '.join(sorted(tables))})"
+            )
         if tables:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
@@ -90,7 +94,9 @@ class SQLiteRunStore:
             if meta.get("format") != _FORMAT:
                 raise BadInput(f"{self.path} is not a run store (format {meta.get('format')!r})")
             if meta.get("version") != _VERSION:
-                raise BadInput(f"run store {self.path} has version {meta.get('version')!r}; this code reads {_VERSION}")
+                raise BadInput(
+                    f"run store {self.path} has version {meta.get('version')!r}; this code reads {_VERSION}"
+                )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         if not tables:
@@ -142,7 +148,9 @@ class SQLiteRunStore:
 
     def finished_ids(self, run_id: str) -> set[str]:
         with self._lock:
-            return {row[0] for row in self._read("SELECT task_id FROM generations WHERE run_id = ?", (run_id,))}
+            return {
+                row[0] for row in self._read("SELECT task_id FROM generations WHERE run_id = ?", (run_id,))
+            }
 
     def finished_at(self, run_id: str) -> dict[str, float]:
         """When each stored generation of ``run_id`` was written (Unix seconds)."""
@@ -152,7 +160,9 @@ class SQLiteRunStore:
 
     def runs(self) -> list[str]:
         with self._lock:
-            return [row[0] for row in self._read("SELECT DISTINCT run_id FROM generations ORDER BY run_id", ())]
+            return [
+                row[0] for row in self._read("SELECT DISTINCT run_id FROM generations ORDER BY run_id", ())
+            ]
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:

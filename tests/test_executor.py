@@ -25,7 +25,9 @@ def moe(questions: int, experts: list[str], aggregator: str, k: int = 2) -> list
         ids = []
         for i in range(k):
             name = experts[(q + i) % len(experts)]
-            tasks.append(Task(id=f"q{q}/{name}", model=name, request=Request.user(f"q{q}/{name}", f"question {q}?")))
+            tasks.append(
+                Task(id=f"q{q}/{name}", model=name, request=Request.user(f"q{q}/{name}", f"question {q}?"))
+            )
             ids.append(f"q{q}/{name}")
         tasks.append(Task(id=f"q{q}/final", model=aggregator, after=tuple(ids)))
     return tasks
@@ -70,7 +72,9 @@ def test_each_model_loads_once_and_gets_whole_batches():
     assert [len(b) for b in factory.batches("a")] == [8]  # one generate call with every request
     assert [len(b) for b in factory.batches("agg")] == [12]
     m = result.metrics
-    assert m.loads == 4 and m.generate_calls == 4 and m.requests_per_model == {"a": 8, "b": 8, "c": 8, "agg": 12}
+    assert (
+        m.loads == 4 and m.generate_calls == 4 and m.requests_per_model == {"a": 8, "b": 8, "c": 8, "agg": 12}
+    )
     assert m.tokens_out > 0 and m.wall_seconds >= m.engine_seconds > 0
     assert m.overhead_seconds == pytest.approx(m.wall_seconds - m.engine_seconds)
 
@@ -144,9 +148,13 @@ def test_resume_skips_what_the_store_holds(tmp_path):
     second = Executor(factory, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
     assert factory.loads("a") == factory.loads("b") == 0  # their phases were skipped
     assert factory.loads("c") == factory.loads("agg") == 1
-    assert sorted(x for b in factory.batches("c") for x in b) == sorted(t.id for t in tasks if t.id.endswith("/c"))
+    assert sorted(x for b in factory.batches("c") for x in b) == sorted(
+        t.id for t in tasks if t.id.endswith("/c")
+    )
     assert second.metrics.resumed == len(kept) and second.metrics.phases_skipped == 2
-    assert {t: g.text for t, g in second.generations.items()} == {t: g.text for t, g in first.generations.items()}
+    assert {t: g.text for t, g in second.generations.items()} == {
+        t: g.text for t, g in first.generations.items()
+    }
     assert fresh.finished_ids("r") == {t.id for t in tasks}
     again = Factory()
     third = Executor(again, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
@@ -217,6 +225,19 @@ def test_a_model_that_cannot_load_fails_its_tasks_and_the_run_goes_on(caplog):
     assert "attempt 2" in caplog.text
 
 
+def test_an_engine_that_cannot_be_made_fails_its_tasks():
+    tasks = moe(2, ["a", "b"], "agg")
+
+    def factory(spec: ExpertSpec) -> FakeEngine:
+        if spec.name == "a":
+            raise EngineLoadError("packaged model 'x' is not installed")
+        return FakeEngine(spec)
+
+    result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=4000), tasks, SPECS, compose)
+    assert set(result.failed) == {"q0/a", "q1/a"} and "not installed" in result.failed["q0/a"]
+    assert result.generations["q0/final"].ok
+
+
 class SleepyEngine(FakeEngine):
     supports_sleep = True
 
@@ -253,7 +274,9 @@ def test_progress_events_and_log_lines(caplog):
     tasks = moe(3, ["a", "b"], "agg")
     events: list[ProgressEvent] = []
     with caplog.at_level(logging.INFO, logger="batching.executor"):
-        Executor(Factory(), progress=events.append).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
+        Executor(Factory(), progress=events.append).run(
+            make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose
+        )
     kinds = [e.kind for e in events]
     assert kinds.count("phase_start") == kinds.count("phase_done") == 3
     assert kinds.count("model_loaded") == 3 and kinds.count("batch_done") == 3

@@ -161,8 +161,10 @@ def test_models_needing_each_other_are_resident_together_or_refused():
 
 def test_devices_shorten_the_makespan_lpt():
     specs = {n: spec(n, 1000) for n in ("a", "b", "c", "d", "agg")}
-    costs = {n: ModelCost(load_seconds=s, tokens_per_second=1e9, prompt_tokens_per_second=1e9)
-             for n, s in {"a": 40, "b": 30, "c": 20, "d": 10, "agg": 5}.items()}
+    costs = {
+        n: ModelCost(load_seconds=s, tokens_per_second=1e9, prompt_tokens_per_second=1e9)
+        for n, s in {"a": 40, "b": 30, "c": 20, "d": 10, "agg": 5}.items()
+    }
     tasks = moe_tasks(8, ["a", "b", "c", "d"], "agg")
     one = make_plan(tasks, specs, budget_mb=1000, costs=costs)
     two = make_plan(tasks, specs, budget_mb=1000, devices=2, costs=costs)

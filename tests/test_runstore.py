@@ -49,6 +49,7 @@ def test_wal_mode_and_many_ids(tmp_path):
 
 def test_concurrent_puts_from_threads(tmp_path):
     with SQLiteRunStore(tmp_path / "s.sqlite") as store:
+
         def work(k: int) -> None:
             for i in range(20):
                 store.put("r", {f"{k}-{i}": gen(f"{k}-{i}")})
@@ -90,9 +91,8 @@ def test_damaged_store_is_refused(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[4096 * 2 : 4096 * 2 + 600] = b"\xff" * 600  # scribble over a page past the schema
     path.write_bytes(bytes(raw))
-    with pytest.raises(BadInput, match="run store"):
-        with SQLiteRunStore(path) as store:
-            store.get_many("r", [f"t{i}" for i in range(50)])
+    with pytest.raises(BadInput, match="run store"), SQLiteRunStore(path) as store:
+        store.get_many("r", [f"t{i}" for i in range(50)])
 
 
 def test_directory_and_wrong_version(tmp_path):

@@ -55,7 +55,9 @@ def workload(replay_file: Path, chosen: list[str], with_vllm: bool, max_tokens: 
     from eval.benchmarks import get_benchmark
 
     specs = {
-        m.lower(): ExpertSpec(name=m.lower(), source={"kind": "replay", "path": replay_file, "model": m}, memory_mb=1500)
+        m.lower(): ExpertSpec(
+            name=m.lower(), source={"kind": "replay", "path": replay_file, "model": m}, memory_mb=1500
+        )
         for m in REPLAY_MODELS
     }
     if with_vllm:
@@ -72,10 +74,17 @@ def workload(replay_file: Path, chosen: list[str], with_vllm: bool, max_tokens: 
         ids = []
         for name in rng.sample(sorted(specs), 2):
             ids.append(f"{qid}/{name}")
-            tasks.append(Task(id=ids[-1], model=name,
-                              request=Request.user(ids[-1], prompt, question_id=qid, max_tokens=max_tokens)))
+            tasks.append(
+                Task(
+                    id=ids[-1],
+                    model=name,
+                    request=Request.user(ids[-1], prompt, question_id=qid, max_tokens=max_tokens),
+                )
+            )
         tasks.append(Task(id=f"{qid}/final", model=aggregator, after=tuple(ids)))
-        jobs[f"{qid}/final"] = SynthesisJob(question_text=prompt, answer_format=bench.answer_format, question_id=qid)
+        jobs[f"{qid}/final"] = SynthesisJob(
+            question_text=prompt, answer_format=bench.answer_format, question_id=qid
+        )
     return specs, tasks, compose(jobs, SynthesisOptions(max_tokens=max_tokens, order="given"))
 
 
@@ -122,7 +131,9 @@ def child(argv: Sequence[str]) -> int:
     store = SQLiteRunStore(store_path)
     result = Executor(Logged, store=store).run(plan, tasks, specs, composer, run_id=RUN_ID)
     store.close()
-    log.write(json.dumps({"pid": os.getpid(), "done": result.metrics.model_dump(), "failed": result.failed}) + "\n")
+    log.write(
+        json.dumps({"pid": os.getpid(), "done": result.metrics.model_dump(), "failed": result.failed}) + "\n"
+    )
     log.close()
     return 0
 
@@ -131,13 +142,24 @@ def child(argv: Sequence[str]) -> int:
 
 
 def start(replay_file: Path, tmp: Path, with_vllm: bool, cache_dir: Path) -> subprocess.Popen:
-    args = [str(replay_file), str(tmp / "run.sqlite"), str(tmp / "calls.jsonl"), str(tmp / "questions.json"),
-            "1" if with_vllm else "0", "24", str(cache_dir)]
+    args = [
+        str(replay_file),
+        str(tmp / "run.sqlite"),
+        str(tmp / "calls.jsonl"),
+        str(tmp / "questions.json"),
+        "1" if with_vllm else "0",
+        "24",
+        str(cache_dir),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(tmp / f"child-{time.time_ns()}.log", "w") as output:
         return subprocess.Popen(
-            [sys.executable, __file__, *args], cwd=ROOT, env=env, start_new_session=True,
-            stdout=output, stderr=subprocess.STDOUT,
+            [sys.executable, __file__, *args],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
 
 
@@ -172,8 +194,16 @@ def calls(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def kill_and_resume(replay_file: Path, tmp: Path, *, questions: int, with_vllm: bool, cache_dir: Path,
-                    kill_when: str, timeout_s: float) -> None:
+def kill_and_resume(
+    replay_file: Path,
+    tmp: Path,
+    *,
+    questions: int,
+    with_vllm: bool,
+    cache_dir: Path,
+    kill_when: str,
+    timeout_s: float,
+) -> None:
     chosen = question_ids(replay_file, questions)
     (tmp / "questions.json").write_text(json.dumps(chosen))
     specs, tasks, _ = workload(replay_file, chosen, with_vllm, 24)
@@ -229,15 +259,29 @@ def kill_and_resume(replay_file: Path, tmp: Path, *, questions: int, with_vllm: 
 
 
 def test_killed_replay_run_resumes_without_regenerating(replay_file, tmp_path):
-    kill_and_resume(replay_file, tmp_path, questions=40, with_vllm=False, cache_dir=tmp_path / "cache",
-                    kill_when="first_phase", timeout_s=120)
+    kill_and_resume(
+        replay_file,
+        tmp_path,
+        questions=40,
+        with_vllm=False,
+        cache_dir=tmp_path / "cache",
+        kill_when="first_phase",
+        timeout_s=120,
+    )
 
 
 def test_killed_vllm_run_resumes_without_regenerating(replay_file, tmp_path, cache_dir):
     pytest.importorskip("vllm")
     pytest.importorskip("batching.engines.vllm_engine")
-    kill_and_resume(replay_file, tmp_path, questions=24, with_vllm=True, cache_dir=cache_dir,
-                    kill_when="experts_done", timeout_s=600)
+    kill_and_resume(
+        replay_file,
+        tmp_path,
+        questions=24,
+        with_vllm=True,
+        cache_dir=cache_dir,
+        kill_when="experts_done",
+        timeout_s=600,
+    )
 
 
 if __name__ == "__main__":
