@@ -7,6 +7,8 @@ import threading
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batching import ExpertSpec, FakeEngine, Generation, Request, Task
 from batching.executor import Executor, ProgressEvent
@@ -302,3 +304,51 @@ def test_a_compose_error_fails_only_that_task():
 
     result = Executor(Factory()).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, picky)
     assert set(result.failed) == {"q0/final"} and "too long" in result.failed["q0/final"]
+
+
+def test_failed_tasks_are_retried_when_the_run_resumes(tmp_path):
+    tasks = moe(4, ["a", "b"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    store = SQLiteRunStore(tmp_path / "run.sqlite")
+    first = Executor(Factory(fail_on=lambda r: r.text == "question 2?"), store=store).run(
+        plan, tasks, SPECS, compose, run_id="r"
+    )
+    assert set(first.failed) == {"q2/a", "q2/b", "q2/final"}
+    factory = Factory()
+    second = Executor(factory, store=store).run(plan, tasks, SPECS, compose, run_id="r")
+    assert not second.failed
+    generated = sorted(x for name in SPECS for b in factory.batches(name) for x in b)
+    assert generated == ["q2/a", "q2/b", "q2/final"]
+    store.close()
+
+
+@st.composite
+def workloads(draw):
+    names = [f"m{i}" for i in range(draw(st.integers(1, 4)))]
+    tasks: list[Task] = []
+    for i in range(draw(st.integers(1, 20))):
+        model = draw(st.sampled_from(names))
+        inputs = draw(st.lists(st.integers(0, max(i - 1, 0)), max_size=3, unique=True)) if i else []
+        if inputs:
+            tasks.append(Task(id=f"t{i}", model=model, after=tuple(f"t{j}" for j in inputs)))
+        else:
+            tasks.append(Task(id=f"t{i}", model=model, request=Request.user(f"t{i}", f"prompt {i}")))
+    return names, tasks, draw(st.sampled_from([1000, 2000, 4000])), draw(st.integers(1, 3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workloads())
+def test_any_plan_runs_every_task_once_with_one_load_per_model(workload):
+    names, tasks, budget, devices = workload
+    specs = {n: spec(n) for n in names}
+    try:
+        plan = make_plan(tasks, specs, budget_mb=budget, devices=devices)
+    except BadInput:
+        return  # models that need each other do not fit together: refused by the planner
+    factory = Factory()
+    result = Executor(factory).run(plan, tasks, specs, compose)
+    assert not result.failed and set(result.generations) == {t.id for t in tasks}
+    generated = [x for n in names for b in factory.batches(n) for x in b]
+    assert sorted(generated) == sorted(t.id for t in tasks)
+    assert all(factory.loads(n) == 1 for n in {t.model for t in tasks})
+    assert result.metrics.loads == len({t.model for t in tasks})
