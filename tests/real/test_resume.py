@@ -175,19 +175,33 @@ def stored(path: Path) -> dict[str, float]:
         db.close()
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    import psutil
+
+    alive = []
+    for process in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(process.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return alive
+
+
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the child and everything it started (vLLM workers), and wait until all are gone."""
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while group_members(process.pid):
+        if time.monotonic() > deadline:
+            pytest.fail(f"processes {group_members(process.pid)} of group {process.pid} survived SIGKILL")
         try:
-            os.killpg(process.pid, 0)
+            os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        os.killpg(process.pid, signal.SIGKILL)
+            break
         time.sleep(0.2)
-    pytest.fail(f"processes of group {process.pid} survived SIGKILL")
 
 
 def calls(path: Path) -> list[dict]:
