@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import closing
 
 import pytest
 
@@ -43,7 +44,8 @@ def test_wal_mode_and_many_ids(tmp_path):
     with SQLiteRunStore(path) as store:
         store.put("r", {f"t{i}": gen(f"t{i}") for i in range(1200)})
         assert len(store.get_many("r", [f"t{i}" for i in range(0, 1200, 1)])) == 1200
-    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    with closing(sqlite3.connect(path)) as db:
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
 
@@ -87,7 +89,8 @@ def test_damaged_store_is_refused(tmp_path):
     path = tmp_path / "s.sqlite"
     with SQLiteRunStore(path) as store:
         store.put("r", {f"t{i}": gen(f"t{i}", "x" * 2000) for i in range(50)})
-    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     raw = bytearray(path.read_bytes())
     raw[4096 * 2 : 4096 * 2 + 600] = b"\xff" * 600  # scribble over a page past the schema
     path.write_bytes(bytes(raw))
