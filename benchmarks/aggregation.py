@@ -1,20 +1,24 @@
 """Vote aggregators on the replay small pool: majority vs competence-weighted, all vs routed.
 
 Six recorded 6B-8B instruct models answer the MMLU-Pro test questions (../shared/data/replay).
-Question ids are split with a seed into a train part (competence: per-category smoothed
-accuracy of each expert) and a disjoint test part (reported). On the test part:
+Question ids are split with a seed into a train part, from which the skill ``Profile`` is
+built (skills.build_profile_from_replay: per-skill smoothed accuracy), and a disjoint test
+part, reported. A question's skills come from its dataset category (``--scorer labels``) or
+from the router's embedding classifier trained on the train part (``--scorer classifier``).
+An expert's competence on a question is its skill-weighted smoothed accuracy
+(router.expected_accuracy); the routed experts are the ``Router``'s choice. On the test part:
 
     single_best            the expert with the best train accuracy, alone
     majority_all           one vote per expert, all six
-    weighted_all           log-odds weights log(p/(1-p)), p = per-category train accuracy
+    weighted_all           log-odds weights log(p/(1-p)), p = the expert's competence
     weighted_all_kclass    log((K-1) p/(1-p)), K = number of options (multi-class form)
-    majority_routed        majority over the k experts routed to the question
+    majority_routed        majority over the experts the router chose (--policy, --k)
     weighted_routed        weighted over the routed experts (and _kclass)
-    oracle                 some expert was right (upper bound of any aggregator)
+    oracle_*               some expert was right (upper bound of any aggregator)
 
-Routing: the k experts with the best smoothed accuracy on the question's category.
+and, per routing policy, the same votes over that policy's experts (``by_policy``).
 
-    .venv/bin/python benchmarks/aggregation.py [--k 3] [--seed 0] [--train-fraction 0.5]
+    .venv/bin/python benchmarks/aggregation.py [--policy topk] [--k 3] [--scorer labels]
 
 Prints the figures and writes benchmarks/results/aggregation.json (keeping any
 ``live_default_pool`` section written by benchmarks/aggregator_live.py).
@@ -28,7 +32,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +43,9 @@ from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wil
 from batching.engines import iter_records  # noqa: E402
 from eval.benchmarks import Question, load_mmlu_pro  # noqa: E402
 from eval.data import data_dir, replay_path  # noqa: E402
+from router import POLICIES, Router, expected_accuracy  # noqa: E402
+from skills import build_profile_from_replay, question_skills  # noqa: E402
+from skills.profile import Profile  # noqa: E402
 
 log = logging.getLogger("benchmarks.aggregation")
 
@@ -51,16 +58,22 @@ SMALL_POOL = (
     "Qwen1.5-7B-Chat",
     "Yi-6b-Chat",
 )
-PRIOR_STRENGTH = 4.0
+POLICIES_COMPARED = ("topk", "symbolic", "category", "adaptive")
 
 Preds = dict[str, dict[str, str | None]]  # expert -> question id -> recorded choice
+Weights = list[dict[str, float]]  # per test question: skill -> weight
 
 
 def split_ids(ids: Sequence[str], *, seed: int, train_fraction: float) -> tuple[set[str], set[str]]:
-    """Seeded split of question ids into disjoint train and test sets."""
-    ordered = sorted(ids, key=lambda i: (len(i), i))
+    """Seeded split of question ids into disjoint train and test sets.
+
+    The same convention as benchmarks/routing.py (ids in numeric order, shuffled by
+    ``random.Random(seed)``, the first ``int(n * fraction)`` to train), so both report on
+    the same test questions.
+    """
+    ordered = sorted(ids, key=lambda i: (0, int(i), "") if i.isdigit() else (1, 0, i))
     random.Random(seed).shuffle(ordered)
-    cut = round(len(ordered) * train_fraction)
+    cut = int(len(ordered) * train_fraction)
     return set(ordered[:cut]), set(ordered[cut:])
 
 
@@ -71,49 +84,51 @@ def load_preds(path: Path, experts: Sequence[str]) -> Preds:
     return preds
 
 
-class CategoryCompetence:
-    """Per-category smoothed accuracy from train answers (Beta prior on overall accuracy)."""
+class KnownWeights:
+    """A scorer whose skill weights were computed beforehand (dataset labels or the classifier)."""
 
-    def __init__(self, questions: Sequence[Question], preds: Preds, prior_strength: float = PRIOR_STRENGTH):
-        self.overall: dict[str, float] = {}
-        self.table: dict[tuple[str, str], float] = {}
-        for expert, answers in preds.items():
-            n = right = 0
-            per: dict[str, list[int]] = {}
-            for q in questions:
-                hit = int(answers.get(q.id) == q.answer)
-                n, right = n + 1, right + hit
-                tally = per.setdefault(q.category or "", [0, 0])
-                tally[0] += 1
-                tally[1] += hit
-            prior = (right + 1) / (n + 2)
-            self.overall[expert] = prior
-            for category, (cn, cr) in per.items():
-                self.table[(expert, category)] = (cr + prior_strength * prior) / (cn + prior_strength)
+    def __init__(self, texts: Sequence[str], weights: Weights) -> None:
+        self._by_text = dict(zip(texts, weights, strict=True))
 
-    def __call__(self, expert: str, category: str | None) -> float:
-        return self.table.get((expert, category or ""), self.overall[expert])
+    def skill_weights(self, texts: Sequence[str]) -> Weights:
+        return [self._by_text[t] for t in texts]
 
 
-def route_topk(
-    competence: CategoryCompetence, experts: Sequence[str], k: int
-) -> Callable[[Question], list[str]]:
-    def route(question: Question) -> list[str]:
-        ranked = sorted(experts, key=lambda e: (-competence(e, question.category), e))
-        return ranked[:k]
-
-    return route
+def label_weights(questions: Sequence[Question]) -> Weights:
+    """Skill weights from the dataset's own category label."""
+    return [{skill: 1.0 for skill in question_skills(q)} for q in questions]
 
 
-def expert_answers(question: Question, experts: Sequence[str], preds: Preds, competence: CategoryCompetence):
+def classifier_weights(
+    every: Sequence[Question], train: Sequence[Question], test: Sequence[Question], seed: int
+) -> Weights:
+    """Skill weights from the router's embedding classifier, trained on the train questions' labels.
+
+    Every question is embedded in file order, as benchmarks/routing.py does, so the two share
+    one embedding cache.
+    """
+    from router import ClassifierScorer, train_classifier
+    from skills import cached_embed, make_embedder
+
+    embedder = make_embedder()
+    vectors = cached_embed(embedder, [q.text for q in every])
+    row = {q.id: i for i, q in enumerate(every)}
+    train_vectors = vectors[[row[q.id] for q in train]]
+    test_vectors = vectors[[row[q.id] for q in test]]
+    labels = [question_skills(q)[0] for q in train]
+    classifier = train_classifier(None, labels, embedder, vectors=train_vectors, seed=seed)
+    return ClassifierScorer(classifier, embedder).weights_from_vectors(test_vectors)
+
+
+def expert_answers(question: Question, preds: Preds, competence: Mapping[str, float]) -> list[ExpertAnswer]:
     return [
         ExpertAnswer(
             expert=e,
             text=f"The answer is ({preds[e][question.id]})." if preds[e].get(question.id) else "",
             choice=preds[e].get(question.id),
-            competence=competence(e, question.category),
+            competence=competence[e],
         )
-        for e in experts
+        for e in preds
     ]
 
 
@@ -141,45 +156,53 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], *, seed: int = 0, ro
     }
 
 
+VOTES = ("majority", "weighted", "weighted_kclass")
+
+
+def votes(answers: list[ExpertAnswer], n_options: int) -> dict[str, AggregationResult]:
+    return {
+        "majority": majority(answers),
+        "weighted": weighted(answers),
+        "weighted_kclass": weighted(answers, n_options=n_options),
+    }
+
+
 def evaluate(
     test: Sequence[Question],
     preds: Preds,
-    competence: CategoryCompetence,
-    route: Callable[[Question], list[str]],
-    experts: Sequence[str],
-) -> tuple[dict[str, list[bool]], dict[str, float]]:
-    best = max(experts, key=lambda e: (competence.overall[e], e))
-    hits: dict[str, list[bool]] = {name: [] for name in (
-        "single_best", "majority_all", "weighted_all", "weighted_all_kclass",
-        "majority_routed", "weighted_routed", "weighted_routed_kclass", "oracle_all", "oracle_routed",
-    )}
-    confidence: dict[str, list[float]] = {"majority_all": [], "weighted_all_kclass": []}
-    for question in test:
-        everyone = expert_answers(question, experts, preds, competence)
-        routed_names = set(route(question))
-        routed = [a for a in everyone if a.expert in routed_names]
-        k_options = len(question.options)
-        results: dict[str, AggregationResult] = {
-            "majority_all": majority(everyone),
-            "weighted_all": weighted(everyone),
-            "weighted_all_kclass": weighted(everyone, n_options=k_options),
-            "majority_routed": majority(routed),
-            "weighted_routed": weighted(routed),
-            "weighted_routed_kclass": weighted(routed, n_options=k_options),
-        }
-        for name, result in results.items():
-            hits[name].append(result.choice == question.answer)
-        for name in confidence:
-            confidence[name].append(results[name].confidence)
+    profile: Profile,
+    weights: Weights,
+    routes: Mapping[str, list[list[str]]],
+) -> tuple[dict[str, list[bool]], dict[str, list[float]], dict[str, list[int]]]:
+    """Hits per method (``<vote>_all``, ``<vote>_<policy>``, oracles), confidences and routed k."""
+    best = profile.best_expert()
+    hits: dict[str, list[bool]] = {"single_best": [], "oracle_all": []}
+    confidence: dict[str, list[float]] = {}
+    sizes: dict[str, list[int]] = {policy: [] for policy in routes}
+    for index, question in enumerate(test):
+        competence = expected_accuracy(profile, weights[index])
+        everyone = expert_answers(question, preds, competence)
+        groups = {"all": everyone}
+        for policy, chosen in routes.items():
+            names = set(chosen[index])
+            groups[policy] = [a for a in everyone if a.expert in names]
+            sizes[policy].append(len(names))
+        for group, answers in groups.items():
+            for vote, result in votes(answers, len(question.options)).items():
+                hits.setdefault(f"{vote}_{group}", []).append(result.choice == question.answer)
+                confidence.setdefault(f"{vote}_{group}", []).append(result.confidence)
+            if group != "all":
+                right = any(a.choice == question.answer for a in answers)
+                hits.setdefault(f"oracle_{group}", []).append(right)
         hits["single_best"].append(preds[best].get(question.id) == question.answer)
         hits["oracle_all"].append(any(a.choice == question.answer for a in everyone))
-        hits["oracle_routed"].append(any(a.choice == question.answer for a in routed))
-    calibration = {}
-    for name, values in confidence.items():
-        # accuracy among the more confident half: a check that confidence means something
-        order = sorted(range(len(values)), key=lambda i: -values[i])[: len(values) // 2]
-        calibration[name] = round(sum(hits[name][i] for i in order) / max(1, len(order)), 4)
-    return hits, calibration
+    return hits, confidence, sizes
+
+
+def confident_half(hits: Sequence[bool], confidence: Sequence[float]) -> float:
+    """Accuracy among the more confident half: does the confidence measure mean something?"""
+    order = sorted(range(len(confidence)), key=lambda i: -confidence[i])[: len(confidence) // 2]
+    return round(sum(hits[i] for i in order) / max(1, len(order)), 4)
 
 
 def router_reference() -> dict | None:
@@ -193,38 +216,111 @@ def router_reference() -> dict | None:
         return {"file": str(path.relative_to(ROOT)), "error": "not valid JSON"}
 
 
+def measure(
+    test: Sequence[Question],
+    preds: Preds,
+    profile: Profile,
+    weights: Weights,
+    *,
+    policy: str,
+    k: int,
+    seed: int,
+) -> dict:
+    """Every method's accuracy on ``test`` with these skill weights, routed by ``policy``."""
+    scorer = KnownWeights([q.text for q in test], weights)
+    policies = list(dict.fromkeys([policy, *POLICIES_COMPARED]))
+    routes = {}
+    for name in policies:
+        router = Router(profile, scorer, name, k=k, seed=seed)
+        routes[name] = [d.expert_names for d in router.route([q.text for q in test], [q.id for q in test])]
+    hits, confidence, sizes = evaluate(test, preds, profile, weights, routes)
+    keys = {
+        "single_best": "single_best",
+        "majority_all": "majority_all",
+        "weighted_all": "weighted_all",
+        "weighted_all_kclass": "weighted_kclass_all",
+        "majority_routed": f"majority_{policy}",
+        "weighted_routed": f"weighted_{policy}",
+        "weighted_routed_kclass": f"weighted_kclass_{policy}",
+        "oracle_all": "oracle_all",
+        "oracle_routed": f"oracle_{policy}",
+    }
+    pairs = (
+        ("weighted_all", "majority_all"),
+        ("weighted_all_kclass", "majority_all"),
+        ("majority_routed", "majority_all"),
+        ("weighted_routed", "majority_routed"),
+        ("weighted_routed_kclass", "majority_routed"),
+        ("majority_all", "single_best"),
+    )
+    return {
+        "routing": {"policy": policy, "k": k, "seed": seed},
+        "methods": {name: summary(hits[key]) for name, key in keys.items()},
+        "by_policy": {
+            name: {
+                "mean_experts": round(sum(sizes[name]) / len(sizes[name]), 3),
+                **{vote: summary(hits[f"{vote}_{name}"]) for vote in VOTES},
+                "oracle": summary(hits[f"oracle_{name}"]),
+            }
+            for name in policies
+        },
+        "paired_differences": {
+            f"{x}-{y}": paired_difference(hits[keys[x]], hits[keys[y]], seed=seed) for x, y in pairs
+        },
+        "accuracy_in_more_confident_half": {
+            name: confident_half(hits[keys[name]], confidence[keys[name]])
+            for name in ("majority_all", "weighted_all_kclass", "majority_routed", "weighted_routed_kclass")
+        },
+    }
+
+
+def show(title: str, block: Mapping) -> None:
+    print(title)
+    for name, row in block["methods"].items():
+        print(f"  {name:24s} {row['accuracy']:.3f}  [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]")
+    for policy, row in block["by_policy"].items():
+        cells = "  ".join(f"{vote} {row[vote]['accuracy']:.3f}" for vote in VOTES)
+        oracle = row["oracle"]["accuracy"]
+        print(f"  policy {policy:10s} k~{row['mean_experts']:.2f}  {cells}  oracle {oracle:.3f}")
+    for name, row in block["paired_differences"].items():
+        print(f"  {name:45s} {row['difference']:+.3f}  [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--k", type=int, default=3, help="Experts routed per question.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the train/test split of question ids.")
+    parser.add_argument("--policy", default="topk", choices=sorted(POLICIES), help="Policy of *_routed.")
+    parser.add_argument("--k", type=int, default=3, help="Experts per question (policies that take k).")
+    parser.add_argument("--scorer", default="both", choices=("classifier", "labels", "both"),
+                        help="Skills of a test question: router's classifier, dataset label, or both.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the split and of random policies.")
     parser.add_argument("--train-fraction", type=float, default=0.5, help="Share of question ids in train.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     started = time.perf_counter()
-    questions = {q.id: q for q in load_mmlu_pro(data_dir() / "benchmarks", "test")}
     preds = load_preds(replay_path(), SMALL_POOL)
-    answered = [qid for qid in questions if all(qid in preds[e] for e in SMALL_POOL)]
+    every = [
+        q
+        for q in load_mmlu_pro(data_dir() / "benchmarks", "test")
+        if all(q.id in preds[e] for e in SMALL_POOL)
+    ]
+    questions = {q.id: q for q in every}
+    answered = list(questions)
     train_ids, test_ids = split_ids(answered, seed=args.seed, train_fraction=args.train_fraction)
     train = [questions[i] for i in sorted(train_ids)]
     test = [questions[i] for i in sorted(test_ids)]
-    competence = CategoryCompetence(train, preds)
-    route = route_topk(competence, SMALL_POOL, args.k)
-    hits, calibration = evaluate(test, preds, competence, route, SMALL_POOL)
-
-    methods = {name: summary(values) for name, values in hits.items()}
-    comparisons = {
-        f"{a}-{b}": paired_difference(hits[a], hits[b], seed=args.seed)
-        for a, b in (
-            ("weighted_all", "majority_all"),
-            ("weighted_all_kclass", "majority_all"),
-            ("majority_routed", "majority_all"),
-            ("weighted_routed", "majority_routed"),
-            ("weighted_routed_kclass", "majority_routed"),
-            ("majority_all", "single_best"),
-        )
-    }
+    profile = build_profile_from_replay(
+        replay_path(), train, {e: e for e in SMALL_POOL}, name="aggregation-bench"
+    )
+    blocks = {}
+    for scorer in ("classifier", "labels") if args.scorer == "both" else (args.scorer,):
+        if scorer == "labels":
+            weights = label_weights(test)
+        else:
+            weights = classifier_weights(every, train, test, args.seed)
+        blocks[scorer] = measure(test, preds, profile, weights, policy=args.policy, k=args.k, seed=args.seed)
+    main_scorer = next(iter(blocks))
     report = {
         "benchmark": "mmlu_pro",
         "pool": "replay-small",
@@ -232,21 +328,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "split": {"seed": args.seed, "train_fraction": args.train_fraction, "by": "question_id",
                   "train": len(train), "test": len(test)},
         "competence": (
-            f"per-category accuracy on train, Beta prior on overall accuracy ({PRIOR_STRENGTH:g} answers)"
+            "skills.Profile from the train part (per-skill smoothed accuracy, Beta prior on overall "
+            f"accuracy, {profile.prior_strength:g} pseudo-answers), skill-weighted (router.expected_accuracy)"
         ),
-        "routing": f"top-{args.k} experts by per-category competence (dataset category)",
-        "methods": methods,
-        "paired_differences": comparisons,
-        "accuracy_in_more_confident_half": calibration,
+        "skills_from": {
+            "labels": "dataset category", "classifier": "router's embedding classifier"
+        }[main_scorer],
+        **blocks[main_scorer],
         "router_reference": router_reference(),
-        "seconds": round(time.perf_counter() - started, 1),
     }
+    if "labels" in blocks and main_scorer != "labels":
+        report["with_dataset_labels"] = blocks["labels"]
+    report["seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out)
-    print(f"test questions: {len(test)} (train {len(train)}), k={args.k}")
-    for name, row in methods.items():
-        print(f"  {name:24s} {row['accuracy']:.3f}  [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]")
-    for name, row in comparisons.items():
-        print(f"  {name:45s} {row['difference']:+.3f}  [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]")
+    print(f"test questions: {len(test)} (train {len(train)}), routing {args.policy} k={args.k}")
+    for scorer, block in blocks.items():
+        show(f"skills from {scorer}:", block)
     print(f"wrote {args.out}")
     return report
 
@@ -260,7 +357,7 @@ def write_report(report: Mapping, out: Path) -> None:
         except json.JSONDecodeError:
             previous = {}
     merged = dict(report)
-    for key in ("live_default_pool",):
+    for key in ("live_default_pool", "live_aggregator_selection"):
         if key in previous:
             merged[key] = previous[key]
     out.parent.mkdir(parents=True, exist_ok=True)

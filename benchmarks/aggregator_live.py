@@ -8,9 +8,15 @@ experts' majority (and any expert) and the gold one, with parse rates, tokens an
 
     .venv/bin/python benchmarks/aggregator_live.py [--n 20] [--seed 0]
     .venv/bin/python benchmarks/aggregator_live.py --dry-run   # FakeEngine: plumbing only
+    .venv/bin/python benchmarks/aggregator_live.py --select 30 [--skip-answer] [--pool-dir D]
+
+``--select N`` also chooses the aggregator among the pool's models on the synthetic task:
+N questions of the train part of benchmarks/aggregation.py's split, each with one correct
+and two incorrect recorded answers of the replay small pool; ``--pool-dir`` saves the
+choice as D/aggregator.json.
 
 Writes the figures into benchmarks/results/aggregation.json under ``live_default_pool``
-(a dry run writes nothing).
+(and ``live_aggregator_selection``); a dry run writes nothing.
 """
 
 from __future__ import annotations
@@ -117,17 +123,57 @@ def score(bench, questions, experts, result, composer) -> dict:
     }
 
 
+def select(n: int, seed: int, answer_tokens: int, candidates: Sequence[str], run) -> dict:
+    """The synthetic aggregation task on the replay small pool's recorded answers."""
+    from aggregators import SynthesisOptions, ValidationItem, records_for, select_aggregator
+    from batching.engines import replay_book
+    from benchmarks.aggregation import SMALL_POOL, split_ids
+    from eval.benchmarks import format_options, get_benchmark
+    from eval.data import data_dir, replay_path
+    from skills import question_skills
+
+    bench = get_benchmark("mmlu_pro")
+    questions = bench.questions(data_dir())
+    train_ids, _ = split_ids([q.id for q in questions], seed=0, train_fraction=0.5)
+    pool = [q for q in questions if q.id in train_ids and len(bench.prompt(q)) <= MAX_PROMPT_CHARS]
+    records = records_for(replay_book(replay_path()), {m: m for m in SMALL_POOL})
+    items = [
+        ValidationItem(
+            q.id,
+            f"{q.text.strip()}\n\nOptions:\n{format_options(q.options)}",
+            q.answer,
+            question_skills(q)[0],
+            bench.answer_format,
+            bench.extractor(q),
+        )
+        for q in sorted(pool, key=lambda q: int(q.id))
+    ]
+    # draw n among the questions that can make a case (one right, two wrong answers)
+    usable = [
+        item for item in items
+        if sum(records[m][item.question_id].correct == 1 for m in SMALL_POOL) >= 1
+        and sum(records[m][item.question_id].correct == 0 for m in SMALL_POOL) >= 2
+    ]
+    drawn = random.Random(seed).sample(usable, n)
+    options = SynthesisOptions(answer_limit=answer_tokens, limit_unit="tokens", seed=seed)
+    choice = select_aggregator(candidates, drawn, records, run, options=options, seed=seed)
+    return choice.model_dump(mode="json")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20, help="Questions.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the question draw and answer order.")
     parser.add_argument("--answer-tokens", type=int, default=200, help="Bound per quoted answer, tokens.")
     parser.add_argument("--dry-run", action="store_true", help="FakeEngine instead of vLLM; writes nothing.")
+    parser.add_argument("--select", type=int, default=0, help="Also choose the aggregator (N cases).")
+    parser.add_argument("--skip-answer", action="store_true", help="Only the selection.")
+    parser.add_argument("--pool-dir", type=Path, default=None, help="Save it as DIR/aggregator.json.")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from aggregators import SynthesisOptions, compose
+    from aggregators import AggregatorChoice, SynthesisOptions, compose, save_choice
     from batching import FakeEngine, make_engine
     from batching.executor import Executor
     from batching.plan import make_plan
@@ -151,6 +197,28 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if args.dry_run:
             return FakeEngine(spec)
         return make_engine(spec, cache_dir=settings.cache_dir)
+
+    sections = {}
+    if args.select:
+        def run(select_tasks):
+            select_plan = make_plan(select_tasks, specs, budget_mb=settings.memory_budget_mb or 8000)
+            with Executor(factory) as executor:
+                done = executor.run(select_plan, select_tasks, specs, composer, run_id="aggregator-select")
+            return done.generations
+
+        started = time.perf_counter()
+        choice = select(args.select, args.seed, args.answer_tokens, [m.name for m in pool.models], run)
+        choice["wall_seconds"] = round(time.perf_counter() - started, 1)
+        sections["live_aggregator_selection"] = choice
+        for name, row in choice["candidates"].items():
+            print(f"selection {name:10s} {row['correct']}/{row['n']} = {row['accuracy']:.2f}  "
+                  f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]  failed {row['failed']}")
+        print(f"selection best: {choice['best']}")
+        if args.pool_dir is not None and not args.dry_run:
+            del choice["wall_seconds"]
+            print(f"saved {save_choice(args.pool_dir, AggregatorChoice.model_validate(choice))}")
+    if args.skip_answer:
+        return finish(sections, args)
 
     started = time.perf_counter()
     with Executor(factory) as executor:
@@ -185,13 +253,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
         parsed = report["experts_parsed"][expert]["hits"]
         print(f"expert {expert:25s} correct {row['hits']}/{row['n']}, parsed {parsed}")
     print(f"wall {wall:.0f} s, failed tasks {len(result.failed)}")
-    if not args.dry_run:
+    sections["live_default_pool"] = report
+    return finish(sections, args)
+
+
+def finish(sections: dict, args) -> dict:
+    """Write the sections into the results file (not on a dry run)."""
+    if sections and not args.dry_run:
         current = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        current["live_default_pool"] = report
+        current.update(sections)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(current, indent=2) + "\n")
-        print(f"wrote live_default_pool into {args.out}")
-    return report
+        print(f"wrote {', '.join(sections)} into {args.out}")
+    return sections
 
 
 if __name__ == "__main__":
