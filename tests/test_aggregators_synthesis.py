@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aggregators import (
     ExpertAnswer,
@@ -16,7 +18,7 @@ from aggregators import (
 )
 from batching import ExpertSpec, FakeEngine, Generation, Request, Task
 from common.errors import BadInput, GenerationFailed
-from eval.extract import letter_extractor
+from eval.extract import letter_extractor, strip_thinking
 
 FORMAT = 'End with "The answer is (X)".'
 QUESTION = "Which planet is largest?\n(A) Mars (B) Jupiter (C) Venus"
@@ -163,3 +165,15 @@ def test_composer_keeps_the_request_it_built():
     assert composer.requests["agg"] == request
     with pytest.raises(BadInput, match="never composed"):
         composer.result("other", _gen("other", "aggregator", "The answer is (B)."))
+
+
+@given(st.text(min_size=0, max_size=3000), st.integers(min_value=8, max_value=2000))
+def test_bound_text_never_exceeds_and_keeps_the_end(text, limit):
+    cut = bound_text(text, limit)
+    plain = strip_thinking(text)
+    if len(plain) <= limit:
+        assert cut == plain
+    else:
+        assert len(cut) <= limit and cut.startswith("[...]")
+        tail = cut[len("[...] "):]
+        assert plain.endswith(tail)
