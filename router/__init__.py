@@ -10,7 +10,9 @@
     decisions = router.route(texts, question_ids)     # list[RouteDecision]
 
 Scorers (``skill_weights(texts) -> [{skill: weight}]``): ``ClassifierScorer`` (embeddings +
-calibrated logistic regression), ``KeywordScorer`` (annotator keywords -> nearest skills).
+calibrated logistic regression), ``TopicScorer`` (soft k-means topics of embeddings, finer skills
+named ``topic:<i>``), ``KeywordScorer`` (annotator keywords -> nearest skills), and
+``MixtureScorer`` adding several with fixed shares.
 Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive; their
 thresholds live in ``Selection``. ``Router.route_weights`` routes from known skill weights.
 """
@@ -19,7 +21,8 @@ from router.classifier import ClassifierMeta, SkillClassifier, load_classifier, 
 from router.decision import ExpertChoice, RouteDecision
 from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
 from router.router import Router
-from router.scorers import ClassifierScorer, KeywordScorer, Scorer, annotator_keywords
+from router.scorers import ClassifierScorer, KeywordScorer, MixtureScorer, Scorer, annotator_keywords
+from router.topics import TopicModel, TopicScorer, load_topics, save_topics, train_topics
 from router.vote_model import vote_accuracy
 
 __all__ = [
@@ -28,17 +31,23 @@ __all__ = [
     "ClassifierScorer",
     "ExpertChoice",
     "KeywordScorer",
+    "MixtureScorer",
     "RouteDecision",
     "Router",
     "Scorer",
     "Selection",
     "SkillClassifier",
+    "TopicModel",
+    "TopicScorer",
     "annotator_keywords",
     "expected_accuracy",
     "get_policy",
     "load_classifier",
+    "load_topics",
     "save_classifier",
+    "save_topics",
     "symbolic_scores",
     "train_classifier",
+    "train_topics",
     "vote_accuracy",
 ]

@@ -13,7 +13,8 @@ seeded random generator, and returns the chosen experts (best first) with their 
 - ``single-best``: the best expert overall. ``random``: k at random. ``all``: every expert.
 - ``adaptive``: ours. Experts ranked by expected accuracy on the query (skill-weighted
   smoothed accuracies); the first j of them are used, j chosen to maximise the estimated
-  accuracy of their majority vote minus ``cost`` per expert (see router.vote_model).
+  accuracy of their majority vote (router.vote_model: experts share a question's difficulty)
+  minus ``cost`` per expert. A clear specialist stays alone; comparable experts are pooled.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ class Selection(BaseModel):
     cost: float = Field(
         0.01, ge=0.0, le=1.0, description="adaptive: estimated accuracy an extra expert must add."
     )
-    max_k: int = Field(5, ge=1, le=64, description="adaptive: most experts per query.")
+    max_k: int = Field(6, ge=1, le=64, description="adaptive: most experts per query.")
     n_options: int = Field(10, ge=2, le=26, description="adaptive: answer options a wrong vote spreads over.")
-    agreement: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="adaptive: how strongly experts' errors go together (0 independent, 1 identical).",
+    spread: float = Field(
+        4.0, ge=0.0, le=50.0,
+        description="adaptive: spread of shared question difficulty (logit scale); 0 = independent experts.",
     )
 
 
@@ -132,7 +133,7 @@ def _adaptive(profile: Profile, skills: Mapping[str, float], sel: Selection, rng
     ranked = _ranked(scores, profile)[: sel.max_k]
     best_j, best_value = 1, float("-inf")
     for j in range(1, len(ranked) + 1):
-        value = vote_accuracy([scores[e] for e in ranked[:j]], sel.n_options, sel.agreement) - sel.cost * j
+        value = vote_accuracy([scores[e] for e in ranked[:j]], sel.n_options, sel.spread) - sel.cost * j
         if value > best_value + 1e-12:
             best_j, best_value = j, value
     return _choices(ranked[:best_j], scores), False

@@ -110,3 +110,40 @@ def annotator_keywords(
         return [found[q.id] for q in questions]
 
     return keywords_of
+
+
+class MixtureScorer:
+    """Several scorers' weights added with fixed shares (e.g. categories 0.5 + topics 0.5)."""
+
+    name = "mixture"
+
+    def __init__(self, parts: Sequence[tuple[Scorer, float]]) -> None:
+        if not parts:
+            raise BadInput("a mixture needs at least one scorer")
+        total = sum(share for _, share in parts)
+        if any(share < 0 for _, share in parts) or total <= 0:
+            raise BadInput("mixture shares must be >= 0 and not all zero")
+        self.parts = [(scorer, share / total) for scorer, share in parts]
+
+    @staticmethod
+    def _mix(rows: list[tuple[list[dict[str, float]], float]]) -> list[dict[str, float]]:
+        out: list[dict[str, float]] = [{} for _ in rows[0][0]] if rows else []
+        for weights, share in rows:
+            for target, row in zip(out, weights):
+                for skill, weight in row.items():
+                    target[skill] = target.get(skill, 0.0) + share * weight
+        return [dict(sorted(row.items(), key=lambda kv: -kv[1])) for row in out]
+
+    def weights_from_vectors(self, vectors: np.ndarray) -> list[dict[str, float]]:
+        """For parts that all score from embeddings of the same embedder."""
+        return self._mix([(scorer.weights_from_vectors(vectors), share) for scorer, share in self.parts])  # type: ignore[attr-defined]
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        texts = _check(texts)
+        embedders = {getattr(scorer, "embedder", None) for scorer, _ in self.parts}
+        if len(embedders) == 1 and None not in embedders and all(
+            hasattr(scorer, "weights_from_vectors") for scorer, _ in self.parts
+        ):
+            # one embedding pass for all parts
+            return self.weights_from_vectors(next(iter(embedders)).embed(texts)) if texts else []
+        return self._mix([(scorer.skill_weights(texts), share) for scorer, share in self.parts])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from eval.benchmarks import Question
 
@@ -47,6 +48,7 @@ def _singular(word: str) -> str:
     return word
 
 
+@lru_cache(maxsize=65536)
 def normalise_skill(text: str) -> str:
     """Lowercase, drop parentheticals and punctuation, singularise each word, map synonyms.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from common.errors import BadInput
 from common.names import unknown_name
@@ -64,6 +64,7 @@ class Profile(BaseModel):
     overall: dict[str, SkillStats] = Field(
         default_factory=dict, description="expert -> counts over all answered questions."
     )
+    _memo: dict[tuple[str, str | None], tuple[float, float]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _experts_consistent(self) -> Profile:
@@ -103,6 +104,15 @@ class Profile(BaseModel):
         return (total.correct + 1.0) / (total.n + 2.0)
 
     def _posterior(self, expert: str, skill: str | None) -> tuple[float, float]:
+        # memoised: routing asks for the same (expert, skill) pairs over and over; a profile is
+        # not changed after it is built (ProfileBuilder makes a new one)
+        key = (expert, skill)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._compute_posterior(expert, skill)
+        return found
+
+    def _compute_posterior(self, expert: str, skill: str | None) -> tuple[float, float]:
         if skill is None:
             total = self.counts(expert)
             return total.correct + 1.0, total.n - total.correct + 1.0

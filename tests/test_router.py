@@ -140,17 +140,18 @@ def test_single_best_random_and_all():
 
 
 def test_adaptive_adds_experts_only_when_worth_the_cost():
-    cheap = Selection(cost=0.0, agreement=0.0, max_k=4)
-    costly = Selection(cost=0.5, agreement=0.0, max_k=4)
+    cheap = Selection(cost=0.0, spread=0.0, max_k=4)
+    costly = Selection(cost=0.5, spread=0.0, max_k=4)
     many = Router(profile(), SCORER, "adaptive", selection=cheap).route(["u"])[0]
     one = Router(profile(), SCORER, "adaptive", selection=costly).route(["u"])[0]
     assert len(one.experts) == 1
     assert len(many.experts) >= 3
-    # errors that always go together: a second opinion is worth nothing
-    together = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.001, agreement=1.0)).route(["u"])[0]
-    assert len(together.experts) == 1
-    # a clear specialist (strong at maths, 0.9) is not outvoted: adding two weaker experts lowers the vote
-    assert Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.0, agreement=0.0)).route(["m"])[0].expert_names[0] == "strong"
+    # errors that nearly always go together: a second opinion is worth little
+    apart = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.01, spread=0.0)).route(["u"])[0]
+    together = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.01, spread=8.0)).route(["u"])[0]
+    assert len(together.experts) < len(apart.experts)
+    # a clear specialist is ranked first
+    assert Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.0)).route(["m"])[0].expert_names[0] == "strong"
 
 
 def test_vote_accuracy():
@@ -158,7 +159,12 @@ def test_vote_accuracy():
     assert vote_accuracy([0.7, 0.4]) == pytest.approx(0.7)  # a tie goes to the first-ranked
     three = 0.6**3 + 3 * 0.6**2 * 0.4 + 0.6 * 0.4 * 0.4  # >= 2 right, or only the first right
     assert vote_accuracy([0.6, 0.6, 0.6]) == pytest.approx(three)
-    assert vote_accuracy([0.6, 0.6, 0.6], agreement=1.0) == pytest.approx(0.6)
+    # shared difficulty: the same marginal accuracies gain less from voting, and nearly nothing
+    # when the experts are right or wrong together
+    by_spread = [vote_accuracy([0.6, 0.6, 0.6], spread=s) for s in (0.0, 1.0, 2.0, 4.0)]
+    assert by_spread[0] == pytest.approx(three)
+    assert all(a > b > 0.6 for a, b in zip(by_spread, by_spread[1:]))
+    assert vote_accuracy([0.6], spread=3.0) == pytest.approx(0.6)
     # distinct wrong letters cannot outvote a right one: only "first wrong, both others right" adds
     assert vote_accuracy([0.9, 0.2, 0.2]) == pytest.approx(0.9 + 0.1 * 0.2 * 0.2)
     # with two options the wrong votes coincide and can outvote the specialist
@@ -250,3 +256,47 @@ def test_keyword_scorer_maps_keywords_to_skills():
     assert d.top_skill == "contract law" and not d.fallback
     with pytest.raises(BadInput):
         KeywordScorer(mapper, lambda texts: []).skill_weights(["q"])
+
+
+def _clustered(rng, centres, n):
+    rows = np.repeat(centres, n, axis=0) + 0.05 * rng.standard_normal((len(centres) * n, centres.shape[1]))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_topics_cluster_and_score_softly(tmp_path):
+    from router import TopicScorer, load_topics, save_topics, train_topics
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:3]
+    vectors = _clustered(rng, centres, 30)
+    emb = HashingEmbedder(8)
+    topics = train_topics(vectors, emb, 3, seed=0)
+    labels = topics.labels(vectors)
+    # the three planted groups come out as three topics, one per group
+    groups = [set(labels[i * 30:(i + 1) * 30]) for i in range(3)]
+    assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
+    scorer = TopicScorer(topics, emb)
+    (weights,) = scorer.weights_from_vectors(vectors[:1])
+    assert max(weights, key=weights.get) == labels[0]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    path = save_topics(topics, tmp_path)
+    assert path.name == "topics.v1.json"
+    assert load_topics(tmp_path).labels(vectors) == labels
+    with pytest.raises(ConfigError):
+        TopicScorer(topics, HashingEmbedder(16))
+    with pytest.raises(BadInput):
+        train_topics(vectors[:2], emb, 3)
+
+
+def test_mixture_scorer_adds_weighted_parts():
+    from router import MixtureScorer
+
+    a = FixedScorer({"q": {"law": 1.0}})
+    b = FixedScorer({"q": {"law": 0.5, "topic:1": 0.5}})
+    (weights,) = MixtureScorer([(a, 3.0), (b, 1.0)]).skill_weights(["q"])
+    assert weights == pytest.approx({"law": 0.75 + 0.125, "topic:1": 0.125})
+    assert list(weights) == ["law", "topic:1"]
+    with pytest.raises(BadInput):
+        MixtureScorer([])
+    with pytest.raises(BadInput):
+        MixtureScorer([(a, -1.0), (b, 1.0)])

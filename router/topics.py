@@ -1,0 +1,135 @@
+"""Topics: finer skills than a dataset's categories, found by clustering question embeddings.
+
+``train_topics`` runs k-means on the embeddings of training questions; each cluster is a
+skill named ``topic:<i>``, so a profile counts every expert's answers per topic like per
+category (``topic_labels`` gives training questions their topic). ``TopicScorer`` turns a
+query's similarity to the cluster centres into soft topic weights. Saved as
+``<pool_dir>/router/topics.v<N>.npz`` with a JSON beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.errors import BadInput, ConfigError, NotFound
+from skills.embed import Embedder
+
+log = logging.getLogger(__name__)
+
+_FILE = re.compile(r"^topics\.v(\d+)\.json$")
+
+
+class TopicMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = Field(1, ge=1, le=1)
+    embedder: str = Field(..., min_length=1)
+    n_topics: int = Field(..., ge=2)
+    temperature: float = Field(0.05, gt=0.0, le=10.0, description="Softmax temperature over cosine similarity.")
+    n_train: int = Field(..., ge=1)
+
+
+class TopicModel:
+    """Unit-length cluster centres and how sharply a query is assigned to them."""
+
+    def __init__(self, centres: np.ndarray, meta: TopicMeta) -> None:
+        if centres.ndim != 2 or centres.shape[0] != meta.n_topics:
+            raise ConfigError(f"topic centres have shape {centres.shape}, expected {meta.n_topics} rows")
+        norms = np.linalg.norm(centres, axis=1, keepdims=True)
+        self.centres = (centres / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+        self.meta = meta
+
+    @property
+    def names(self) -> list[str]:
+        return [f"topic:{i}" for i in range(self.meta.n_topics)]
+
+    def labels(self, vectors: np.ndarray) -> list[str]:
+        """The nearest topic of each row."""
+        return [f"topic:{i}" for i in np.argmax(vectors @ self.centres.T, axis=1)]
+
+    def weights(self, vectors: np.ndarray) -> np.ndarray:
+        """Soft topic weights per row (softmax of similarity / temperature)."""
+        logits = (vectors @ self.centres.T) / self.meta.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        out = np.exp(logits)
+        return out / out.sum(axis=1, keepdims=True)
+
+
+def train_topics(vectors: np.ndarray, embedder: Embedder, n_topics: int = 20, *, seed: int = 0,
+                 temperature: float = 0.05) -> TopicModel:
+    """Cluster training embeddings into ``n_topics`` topics."""
+    from sklearn.cluster import KMeans
+
+    if len(vectors) < n_topics:
+        raise BadInput(f"{len(vectors)} questions cannot make {n_topics} topics")
+    km = KMeans(n_clusters=n_topics, random_state=seed, n_init=1).fit(vectors)
+    log.info("router: %d topics from %d questions", n_topics, len(vectors))
+    meta = TopicMeta(embedder=embedder.name, n_topics=n_topics, temperature=temperature, n_train=len(vectors))
+    return TopicModel(np.asarray(km.cluster_centers_), meta)
+
+
+class TopicScorer:
+    """Soft topic weights of each query."""
+
+    name = "topics"
+
+    def __init__(self, topics: TopicModel, embedder: Embedder) -> None:
+        if embedder.name != topics.meta.embedder:
+            raise ConfigError(f"topics were made from {topics.meta.embedder!r} embeddings, got {embedder.name!r}")
+        self.topics, self.embedder = topics, embedder
+
+    def weights_from_vectors(self, vectors: np.ndarray) -> list[dict[str, float]]:
+        names = self.topics.names
+        return [{names[i]: float(w) for i in np.argsort(-row) if (w := row[i]) > 1e-6} for row in
+                self.topics.weights(vectors)]
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        texts = list(texts)
+        return self.weights_from_vectors(self.embedder.embed(texts)) if texts else []
+
+
+def save_topics(topics: TopicModel, pool_dir: Path) -> Path:
+    folder = Path(pool_dir) / "router"
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        version = max((int(m.group(1)) for p in folder.iterdir() if (m := _FILE.match(p.name))), default=0) + 1
+        path = folder / f"topics.v{version}.json"
+        try:
+            with path.open("x", encoding="utf-8") as out:
+                out.write(topics.meta.model_dump_json(indent=1))
+        except FileExistsError:
+            continue
+        np.save(path.with_suffix(".npy"), topics.centres)
+        return path
+
+
+def load_topics(path: Path) -> TopicModel:
+    """Read topics: ``path`` is the JSON file, or a pool directory (latest version)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "router" if (path / "router").is_dir() else path
+        versions = {int(m.group(1)): p for p in folder.iterdir() if (m := _FILE.match(p.name))}
+        if not versions:
+            raise NotFound(f"no topics in {folder}")
+        path = versions[max(versions)]
+    if not path.is_file():
+        raise NotFound(f"topics file {path} does not exist")
+    try:
+        meta = TopicMeta.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"{path}: {'.'.join(map(str, error['loc'])) or 'meta'}: {error['msg']}") from exc
+    try:
+        centres = np.load(path.with_suffix(".npy"), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path.with_suffix('.npy')}: not readable topic centres: {exc}") from exc
+    return TopicModel(centres, meta)
