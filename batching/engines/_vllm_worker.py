@@ -96,11 +96,43 @@ def _sampling(raw: dict[str, Any]):
     )
 
 
-def generate(llm, jobs: list[dict[str, Any]], chat_template: str | None) -> list[dict[str, Any]]:
+def _prompt_tokens(tokenizer, job: dict[str, Any], chat_template: str | None) -> int:
+    if "prompt" in job:
+        return len(tokenizer.encode(job["prompt"]))
+    text = tokenizer.apply_chat_template(
+        job["messages"], chat_template=chat_template, add_generation_prompt=True, tokenize=False
+    )
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def screen(llm, jobs: list[dict[str, Any]], chat_template: str | None, max_model_len: int) -> dict[int, str]:
+    """Errors of the jobs vLLM would reject (prompt too long, chat without a template), by index.
+
+    One bad prompt would otherwise fail the whole batch. ``max_tokens`` is trimmed to the room left.
+    """
+    tokenizer = llm.get_tokenizer()
+    errors: dict[int, str] = {}
+    for i, job in enumerate(jobs):
+        try:
+            count = _prompt_tokens(tokenizer, job, chat_template)
+        except Exception as exc:  # noqa: BLE001 - e.g. a base model without a chat template
+            errors[i] = f"cannot build the prompt: {_describe(exc)}"
+            continue
+        if count >= max_model_len:
+            errors[i] = f"prompt has {count} tokens; the model's context (max_model_len) is {max_model_len}"
+        else:
+            job["sampling"]["max_tokens"] = min(job["sampling"]["max_tokens"], max_model_len - count)
+    return errors
+
+
+def generate(
+    llm, jobs: list[dict[str, Any]], chat_template: str | None, max_model_len: int
+) -> list[dict[str, Any]]:
     """Run every job in one vLLM call per prompt kind; results in job order."""
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
-    chats = [i for i, job in enumerate(jobs) if "messages" in job]
-    prompts = [i for i, job in enumerate(jobs) if "prompt" in job]
+    errors = screen(llm, jobs, chat_template, max_model_len)
+    results: list[dict[str, Any] | None] = [{"error": errors[i]} if i in errors else None for i in range(len(jobs))]
+    chats = [i for i, job in enumerate(jobs) if "messages" in job and i not in errors]
+    prompts = [i for i, job in enumerate(jobs) if "prompt" in job and i not in errors]
     started = time.monotonic()
     outputs: dict[int, Any] = {}
     if chats:
@@ -141,7 +173,7 @@ def serve(conn, config: dict[str, Any]) -> None:
         traceback.print_exc()
         kind = "NotFound" if type(exc).__name__ == "NotFound" else "load"
         conn.send(("error", kind, _describe(exc)))
-        return
+        _exit(1)
     conn.send(("ready", info))
     while True:
         try:
@@ -153,7 +185,7 @@ def serve(conn, config: dict[str, Any]) -> None:
             break
         try:
             if command == "generate":
-                conn.send(("ok", generate(llm, message[1], config.get("chat_template"))))
+                conn.send(("ok", generate(llm, message[1], config.get("chat_template"), config["max_model_len"])))
             elif command == "sleep":
                 llm.sleep(level=1)
                 conn.send(("ok", None))
@@ -167,10 +199,15 @@ def serve(conn, config: dict[str, Any]) -> None:
             conn.send(("error", "generate", _describe(exc)))
     _shutdown(llm)
     conn.close()
+    _exit(0)
+
+
+def _exit(code: int) -> None:
+    """Leave without interpreter teardown, which can hang on vLLM's background threads."""
     _release_semaphores()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)  # skip interpreter teardown, which can hang on vLLM's background threads
+    os._exit(code)
 
 
 def _release_semaphores() -> None:

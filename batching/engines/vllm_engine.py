@@ -30,7 +30,7 @@ _POLL_S = 0.2
 
 
 class VLLMEngine:
-    """Serves one ``ExpertSpec`` with a ``vllm.source`` from a child process."""
+    """Serves one ``ExpertSpec`` whose source is a ``VLLMSource``, from a child process."""
 
     def __init__(
         self,
@@ -192,6 +192,11 @@ class VLLMEngine:
     # -- generation ---------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[Request]) -> list[Generation]:
+        """Run the batch together; each Generation's ``seconds`` is the whole batch's wall time.
+
+        A request vLLM would reject (prompt longer than the context, chat on a model without a
+        template) comes back with ``error`` set; the others still run. A dead child is EngineError.
+        """
         if not self.loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
         if not requests:

@@ -44,9 +44,11 @@ def test_chat_batch_then_unload_returns_memory(cache_dir: Path) -> None:
         assert not engine.supports_sleep  # CPU platform
         requests = [Request.user(f"q{i}", f"Name a colour that starts with the letter {c}.") for i, c in enumerate("BGRPYW")]
         requests.append(Request.user("short", "Write a long story about a dragon and a knight.", max_tokens=5))
-        generations = engine.generate(requests)
+        generations = engine.generate([*requests, Request.user("huge", "word " * 1500)])
     finally:
         engine.unload()
+    huge = generations.pop()
+    assert not huge.ok and "max_model_len" in huge.error and "1024" in huge.error  # the rest still ran
     assert [g.request_id for g in generations] == [r.id for r in requests]
     for generation in generations:
         assert generation.ok and generation.text.strip()
@@ -95,6 +97,36 @@ def test_gemma_base_model_in_completion_mode(cache_dir: Path) -> None:
         engine.unload()
     for generation in generations:
         assert generation.text.strip() and 0 < generation.tokens_out <= 16 and generation.tokens_in > 5
+
+
+class _TokenizerOnly:
+    """Stands in for vllm.LLM where the worker's screening only needs the real tokenizer."""
+
+    def __init__(self, folder: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+
+def test_screen_finds_requests_vllm_would_reject(cache_dir: Path) -> None:
+    from batching.engines._vllm_worker import screen
+    from batching.models import resolve_model
+
+    sampling = {"max_tokens": 100, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ()}
+    gemma = _TokenizerOnly(resolve_model("packaged:gemma3-270m", cache_dir))
+    jobs = [{"messages": [{"role": "user", "content": "Hi"}], "sampling": dict(sampling)}]
+    jobs.append({"prompt": "Question: Hi\n\nAnswer:", "sampling": dict(sampling)})
+    errors = screen(gemma, jobs, chat_template=None, max_model_len=64)
+    assert list(errors) == [0] and "cannot build the prompt" in errors[0]  # a base model has no chat template
+    assert jobs[1]["sampling"]["max_tokens"] < 64  # trimmed to the room left in the context
+
+    smol = _TokenizerOnly(resolve_model("packaged:smollm2-135m-instruct", cache_dir))
+    jobs = [{"messages": [{"role": "user", "content": text}], "sampling": dict(sampling)} for text in ("Hi", "word " * 200)]
+    errors = screen(smol, jobs, chat_template=None, max_model_len=128)
+    assert list(errors) == [1] and "max_model_len) is 128" in errors[1]
 
 
 def test_broken_model_folder_is_a_load_error_quoting_the_child(cache_dir: Path, tmp_path: Path) -> None:
