@@ -300,3 +300,34 @@ def test_mixture_scorer_adds_weighted_parts():
         MixtureScorer([])
     with pytest.raises(BadInput):
         MixtureScorer([(a, -1.0), (b, 1.0)])
+
+
+def test_router_artefacts_train_save_load(tmp_path):
+    from eval.benchmarks import Question
+    from router import MixtureScorer, load_scorer, save_router, train_router
+
+    questions = [
+        Question(id=str(i), benchmark="mmlu_pro", text=text, answer="A", category=label)
+        for i, (text, label) in enumerate(TRAIN * 3)
+    ]
+    emb = HashingEmbedder(128)
+    arts = train_router(questions, emb, n_topics=3, seed=0)
+    assert arts.skills_of["0"][0] == "mathematics" and arts.skills_of["0"][1].startswith("topic:")
+    paths = save_router(arts, tmp_path)
+    assert [p.name for p in paths] == ["classifier.v1.json", "topics.v1.json"]
+    scorer = load_scorer(tmp_path, emb)
+    assert isinstance(scorer, MixtureScorer)
+    (weights,) = scorer.skill_weights(["the court ruled on the contract"])
+    assert sum(w for s, w in weights.items() if s.startswith("topic:")) == pytest.approx(0.5)
+    assert max((s for s in weights if not s.startswith("topic:")), key=weights.get) == "law"
+    # profile skills and scorer skills meet: the router finds counts for both kinds
+    profile_ = ProfileBuilder(["x", "y"])
+    for q in questions:
+        profile_.add("x", arts.skills_of[q.id], q.category == "law")
+        profile_.add("y", arts.skills_of[q.id], q.category == "math")
+    d = Router(profile_.build(), scorer, "topk", k=1).route(["a tort claim in court"])[0]
+    assert d.expert_names == ["x"]
+    no_topics = train_router(questions, emb, n_topics=None)
+    assert all(len(skills) == 1 for skills in no_topics.skills_of.values())
+    with pytest.raises(BadInput, match="no category"):
+        train_router([questions[0].model_copy(update={"category": None})], emb)
