@@ -206,14 +206,24 @@ def confident_half(hits: Sequence[bool], confidence: Sequence[float]) -> float:
 
 
 def router_reference() -> dict | None:
-    """The router's own figures (benchmarks/results/routing.json), if written yet."""
+    """The router's own figures (benchmarks/results/routing.json, same split), if written yet."""
     path = ROOT / "benchmarks" / "results" / "routing.json"
     if not path.is_file():
         return None
     try:
-        return {"file": str(path.relative_to(ROOT)), "content": json.loads(path.read_text())}
-    except json.JSONDecodeError:
-        return {"file": str(path.relative_to(ROOT)), "error": "not valid JSON"}
+        content = json.loads(path.read_text())
+        return {
+            "file": str(path.relative_to(ROOT)),
+            "seed": content.get("seed"),
+            "n_test": content.get("n_test"),
+            "policies": {
+                name: {key: row.get(key) for key in ("accuracy", "ci95", "experts_per_question")}
+                for name, row in content.get("policies", {}).items()
+            },
+            "reference": content.get("reference"),
+        }
+    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        return {"file": str(path.relative_to(ROOT)), "error": f"unreadable: {exc}"}
 
 
 def measure(
