@@ -169,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--select", type=int, default=0, help="Also choose the aggregator (N cases).")
     parser.add_argument("--skip-answer", action="store_true", help="Only the selection.")
     parser.add_argument("--pool-dir", type=Path, default=None, help="Save it as DIR/aggregator.json.")
+    parser.add_argument("--budget-mb", type=float, default=8000.0,
+                        help="Memory models may hold at once (8000: one model at a time on this machine).")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -190,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     composer = compose(jobs, options)
     specs = pool.specs
-    plan = make_plan(tasks, specs, budget_mb=settings.memory_budget_mb or 8000)
+    plan = make_plan(tasks, specs, budget_mb=args.budget_mb)
     log.info("plan:\n%s", plan.render())
 
     def factory(spec):
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sections = {}
     if args.select:
         def run(select_tasks):
-            select_plan = make_plan(select_tasks, specs, budget_mb=settings.memory_budget_mb or 8000)
+            select_plan = make_plan(select_tasks, specs, budget_mb=args.budget_mb)
             with Executor(factory) as executor:
                 done = executor.run(select_plan, select_tasks, specs, composer, run_id="aggregator-select")
             return done.generations
