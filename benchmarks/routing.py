@@ -42,7 +42,9 @@ MODELS = [
     "Yi-6b-Chat",
 ]
 # policy -> k used for it (None: the policy decides)
-POLICY_K = {"symbolic": 3, "topk": 3, "category": 1, "single-best": 1, "random": 3, "all": None, "adaptive": None}
+POLICY_K = {
+    "symbolic": 3, "topk": 3, "category": 1, "single-best": 1, "random": 3, "all": None, "adaptive": None,
+}
 COSTS = (0.0, 0.005, 0.01, 0.015, 0.02)
 N_TOPICS = 20
 TOPIC_SHARE = 0.5  # adaptive's scorer: categories (classifier) and topics, half each
@@ -190,7 +192,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-fraction", type=float, default=0.5)
-    parser.add_argument("--max-experts", type=float, default=4.0, help="adaptive must stay below this on average")
+    parser.add_argument(
+        "--max-experts", type=float, default=4.0, help="adaptive must stay below this on average"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "routing.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -219,7 +223,8 @@ def main() -> None:
     policies, ids = {}, [q.id for q in test]
     for name, k in POLICY_K.items():
         selection = adaptive if name == "adaptive" else Selection(k=k or 3)
-        router = Router(profile, mixture if name == "adaptive" else scorer, name, seed=args.seed, selection=selection)
+        scorer_ = mixture if name == "adaptive" else scorer
+        router = Router(profile, scorer_, name, seed=args.seed, selection=selection)
         decisions = router.route_weights(mixed_weights if name == "adaptive" else weights, ids)
         policies[name] = {"scorer": router.scorer.name, **score(decisions, test, preds, profile)}
         log.info("%-11s accuracy %.4f %s, %.2f experts/question", name, policies[name]["accuracy"],
@@ -229,15 +234,19 @@ def main() -> None:
     reference = {
         "best_single_on_test": round(sum(preds[q.id][best_single] == q.answer for q in test) / len(test), 4),
         "majority_all_on_test": policies["all"]["accuracy"],
-        "oracle_on_test": round(sum(any(preds[q.id][m] == q.answer for m in MODELS) for q in test) / len(test), 4),
+        "oracle_on_test": round(
+            sum(any(preds[q.id][m] == q.answer for m in MODELS) for q in test) / len(test), 4
+        ),
         "published_on_all_questions": {"best_single": 0.442, "majority_all": 0.469, "oracle": 0.726},
     }
     ceilings = category_ceilings(train, test, preds, profile)
     log.info("ceilings of per-category selection: %s", ceilings)
     ablations = {}
-    for label, scorer_, rows in (("adaptive_categories_only", scorer, weights), ("topk_mixture", mixture, mixed_weights)):
+    variants = (("adaptive_categories_only", scorer, weights), ("topk_mixture", mixture, mixed_weights))
+    for label, scorer_, rows in variants:
         policy = label.split("_")[0]
-        router = Router(profile, scorer_, policy, seed=args.seed, selection=adaptive if policy == "adaptive" else Selection(k=3))
+        selection = adaptive if policy == "adaptive" else Selection(k=3)
+        router = Router(profile, scorer_, policy, seed=args.seed, selection=selection)
         ablations[label] = score(router.route_weights(rows, ids), test, preds, profile)
         log.info("%s: accuracy %.4f, %.2f experts/question", label, ablations[label]["accuracy"],
                  ablations[label]["experts_per_question"])
@@ -272,7 +281,8 @@ def main() -> None:
         print(f"{name:<12} {r['accuracy']:>8.4f}  {str(r['ci95']):<18} {r['experts_per_question']:.2f}")
     print(f"reference on test: {reference}")
     print(f"per-category selection ceilings: {ceilings}")
-    print(f"routing: {qps:.1f} questions/s batched, {ms_single:.1f} ms for one question (median; fastest {ms_fastest:.1f}; embedding included)")
+    print(f"routing: {qps:.1f} questions/s batched, {ms_single:.1f} ms for one question "
+          f"(median; fastest {ms_fastest:.1f}; embedding included)")
     print(f"wrote {args.out}")
 
 

@@ -25,7 +25,13 @@ thresholds live in ``Selection``. ``Router.route_weights`` routes from known ski
 """
 
 from router.artefacts import RouterArtefacts, load_scorer, save_router, train_router
-from router.classifier import ClassifierMeta, SkillClassifier, load_classifier, save_classifier, train_classifier
+from router.classifier import (
+    ClassifierMeta,
+    SkillClassifier,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from router.decision import ExpertChoice, RouteDecision
 from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
 from router.router import Router

@@ -40,7 +40,8 @@ class RouterArtefacts:
         categories = ClassifierScorer(self.classifier, self.embedder)
         if self.topics is None or topic_share == 0:
             return categories
-        return MixtureScorer([(categories, 1 - topic_share), (TopicScorer(self.topics, self.embedder), topic_share)])
+        topics = TopicScorer(self.topics, self.embedder)
+        return MixtureScorer([(categories, 1 - topic_share), (topics, topic_share)])
 
 
 def train_router(
@@ -57,7 +58,8 @@ def train_router(
         raise BadInput(f"{len(questions) - len(labelled)} question(s) have no category to train on")
     if vectors is None:
         vectors = embedder.embed([q.text for q in questions])
-    classifier = train_classifier(None, [q.category or "" for q in questions], embedder, vectors=vectors, seed=seed)
+    labels = [q.category or "" for q in questions]
+    classifier = train_classifier(None, labels, embedder, vectors=vectors, seed=seed)
     topics = train_topics(vectors, embedder, n_topics, seed=seed) if n_topics else None
     topic_of = topics.labels(vectors) if topics is not None else [None] * len(questions)
     skills_of = {q.id: [*question_skills(q), *([t] if t else [])] for q, t in zip(questions, topic_of)}

@@ -22,7 +22,9 @@ class RouteDecision(BaseModel):
     question_id: str | None = None
     skills: dict[str, float] = Field(..., description="Skill -> weight (sums to 1 when any).")
     experts: tuple[ExpertChoice, ...] = Field(..., min_length=1, description="Best first.")
-    confidence: float = Field(..., ge=0.0, le=1.0, description="Weight of the top skill.")
+    confidence: float = Field(
+        ..., ge=0.0, le=1.0, description="Weight of the top named skill (topics left aside), renormalised."
+    )
     policy: str
     fallback: bool = Field(False, description="True when low confidence sent the query to a general expert.")
 

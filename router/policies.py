@@ -8,8 +8,8 @@ seeded random generator, and returns the chosen experts (best first) with their 
   probability proportional to the positive part of the score (competence when none is
   positive; experts with no positive score fill remaining places by score).
 - ``topk``: the k best by the same score, deterministically.
-- ``category``: Composition of Experts. The top skill, if its weight reaches
-  ``threshold``, picks the k experts most accurate on it; below, the k best overall.
+- ``category``: Composition of Experts. The top named skill (topics left aside), if its
+  weight reaches ``threshold``, picks the k experts most accurate on it; below, the k best overall.
 - ``single-best``: the best expert overall. ``random``: k at random. ``all``: every expert.
 - ``adaptive``: ours. Experts ranked by expected accuracy on the query (skill-weighted
   smoothed accuracies); the first j of them are used, j chosen to maximise the estimated
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.names import unknown_name
 from router.decision import ExpertChoice
+from router.topics import TOPIC_PREFIX
 from router.vote_model import vote_accuracy
 from skills.profile import Profile
 
@@ -37,7 +38,8 @@ class Selection(BaseModel):
 
     k: int = Field(3, ge=1, le=64, description="Experts per query (policies with a fixed k).")
     threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="category: top-skill weight below which the best overall expert answers."
+        0.5, ge=0.0, le=1.0,
+        description="category: top-skill weight below which the best overall expert answers.",
     )
     cost: float = Field(
         0.01, ge=0.0, le=1.0, description="adaptive: estimated accuracy an extra expert must add."
@@ -104,9 +106,17 @@ def _topk(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: ra
     return _choices(_ranked(scores, profile)[: sel.k], scores), False
 
 
+def category_weights(skills: Mapping[str, float]) -> dict[str, float]:
+    """The named skills (not clustering topics), renormalised; all skills when there are only topics."""
+    named = {s: w for s, w in skills.items() if not s.startswith(TOPIC_PREFIX)}
+    total = sum(named.values())
+    return {s: w / total for s, w in named.items()} if total > 0 else dict(skills)
+
+
 def _category(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    top = max(skills, key=skills.__getitem__) if skills else None
-    if top is not None and skills[top] >= sel.threshold:
+    categories = category_weights(skills)
+    top = max(categories, key=categories.__getitem__) if categories else None
+    if top is not None and categories[top] >= sel.threshold:
         scores = {e: profile.accuracy(e, top) for e in profile.experts}
         return _choices(_ranked(scores, profile)[: sel.k], scores), False
     scores = {e: profile.accuracy(e) for e in profile.experts}

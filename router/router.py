@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from common.errors import BadInput
 from router.decision import RouteDecision
-from router.policies import Selection, get_policy
+from router.policies import Selection, category_weights, get_policy
 from router.scorers import Scorer
 from skills.profile import Profile
 
@@ -67,7 +67,7 @@ class Router:
                     question_id=qid,
                     skills=skills,
                     experts=tuple(chosen),
-                    confidence=max(skills.values(), default=0.0),
+                    confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
                     policy=self.policy_name,
                     fallback=fallback,
                 )

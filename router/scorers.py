@@ -57,7 +57,8 @@ class ClassifierScorer:
     def __init__(self, classifier: SkillClassifier, embedder: Embedder) -> None:
         if embedder.name != classifier.meta.embedder:
             raise ConfigError(
-                f"classifier was trained on {classifier.meta.embedder!r} embeddings, got embedder {embedder.name!r}"
+                f"classifier was trained on {classifier.meta.embedder!r} embeddings, "
+                f"got embedder {embedder.name!r}"
             )
         self.classifier = classifier
         self.embedder = embedder
@@ -105,7 +106,9 @@ def annotator_keywords(
     """A ``keywords_of`` that asks the LLM annotator (through ``run``) about each query."""
 
     def keywords_of(texts: list[str]) -> list[list[str]]:
-        questions = [Question(id=f"query-{i}", benchmark="query", text=t, answer="") for i, t in enumerate(texts)]
+        questions = [
+            Question(id=f"query-{i}", benchmark="query", text=t, answer="") for i, t in enumerate(texts)
+        ]
         found = annotate(questions, run, annotator, samples=samples, min_votes=min_votes)
         return [found[q.id] for q in questions]
 
@@ -136,7 +139,9 @@ class MixtureScorer:
 
     def weights_from_vectors(self, vectors: np.ndarray) -> list[dict[str, float]]:
         """For parts that all score from embeddings of the same embedder."""
-        return self._mix([(scorer.weights_from_vectors(vectors), share) for scorer, share in self.parts])  # type: ignore[attr-defined]
+        return self._mix(
+            [(scorer.weights_from_vectors(vectors), share) for scorer, share in self.parts]  # type: ignore
+        )
 
     def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
         texts = _check(texts)

@@ -24,6 +24,7 @@ from skills.embed import Embedder
 log = logging.getLogger(__name__)
 
 _FILE = re.compile(r"^topics\.v(\d+)\.json$")
+TOPIC_PREFIX = "topic:"
 
 
 class TopicMeta(BaseModel):
@@ -32,7 +33,9 @@ class TopicMeta(BaseModel):
     format_version: int = Field(1, ge=1, le=1)
     embedder: str = Field(..., min_length=1)
     n_topics: int = Field(..., ge=2)
-    temperature: float = Field(0.05, gt=0.0, le=10.0, description="Softmax temperature over cosine similarity.")
+    temperature: float = Field(
+        0.05, gt=0.0, le=10.0, description="Softmax temperature over cosine similarity."
+    )
     n_train: int = Field(..., ge=1)
 
 
@@ -48,11 +51,11 @@ class TopicModel:
 
     @property
     def names(self) -> list[str]:
-        return [f"topic:{i}" for i in range(self.meta.n_topics)]
+        return [f"{TOPIC_PREFIX}{i}" for i in range(self.meta.n_topics)]
 
     def labels(self, vectors: np.ndarray) -> list[str]:
         """The nearest topic of each row."""
-        return [f"topic:{i}" for i in np.argmax(vectors @ self.centres.T, axis=1)]
+        return [f"{TOPIC_PREFIX}{i}" for i in np.argmax(vectors @ self.centres.T, axis=1)]
 
     def weights(self, vectors: np.ndarray) -> np.ndarray:
         """Soft topic weights per row (softmax of similarity / temperature)."""
@@ -82,7 +85,9 @@ class TopicScorer:
 
     def __init__(self, topics: TopicModel, embedder: Embedder) -> None:
         if embedder.name != topics.meta.embedder:
-            raise ConfigError(f"topics were made from {topics.meta.embedder!r} embeddings, got {embedder.name!r}")
+            raise ConfigError(
+                f"topics were made from {topics.meta.embedder!r} embeddings, got {embedder.name!r}"
+            )
         self.topics, self.embedder = topics, embedder
 
     def weights_from_vectors(self, vectors: np.ndarray) -> list[dict[str, float]]:
@@ -99,7 +104,8 @@ def save_topics(topics: TopicModel, pool_dir: Path) -> Path:
     folder = Path(pool_dir) / "router"
     folder.mkdir(parents=True, exist_ok=True)
     while True:
-        version = max((int(m.group(1)) for p in folder.iterdir() if (m := _FILE.match(p.name))), default=0) + 1
+        taken = [int(m.group(1)) for p in folder.iterdir() if (m := _FILE.match(p.name))]
+        version = max(taken, default=0) + 1
         path = folder / f"topics.v{version}.json"
         try:
             with path.open("x", encoding="utf-8") as out:

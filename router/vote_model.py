@@ -4,8 +4,9 @@ Experts do not err independently: some questions are hard for all of them. The m
 gives each question a shared difficulty ``d ~ N(0, spread^2)`` on the logit scale; given
 ``d`` the experts answer independently, expert ``e`` right with probability
 ``sigmoid(a_e - d)``, where ``a_e`` is set so that its average over ``d`` (a 9-point
-Gauss-Hermite rule) is the expert's accuracy (rounded to 4 places). Wrong answers spread as evenly as possible over the ``n_options - 1`` wrong
-letters (so with many options they rarely coincide). Ties go to the expert ranked first,
+Gauss-Hermite rule) is the expert's accuracy (rounded to 4 places). Wrong answers spread
+as evenly as possible over the ``n_options - 1`` wrong letters (so with many options they
+rarely coincide). Ties go to the expert ranked first,
 as the vote does (ties broken by competence). ``spread = 0`` means independent experts;
 a large spread makes them right or wrong together, so extra experts add little.
 """

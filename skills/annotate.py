@@ -90,7 +90,12 @@ def consensus(annotations: Iterable[Sequence[str]], min_votes: int) -> list[str]
 
 
 def annotate(
-    questions: Sequence[Question], run: Run, annotator: str | Sequence[str], *, samples: int = 3, min_votes: int = 2
+    questions: Sequence[Question],
+    run: Run,
+    annotator: str | Sequence[str],
+    *,
+    samples: int = 3,
+    min_votes: int = 2,
 ) -> dict[str, list[str]]:
     """Question id -> consensus keywords, from ``samples`` annotations each (failed ones count as empty)."""
     if min_votes > samples:

@@ -100,13 +100,17 @@ def build_profile_from_replay(
             builder.add(expert, skills(question), right)
         seen += 1
     if seen == 0:
-        raise BadInput(f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions")
+        raise BadInput(
+            f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions"
+        )
     log.info("profile %s: %d recorded answers, %d experts, %.1f s", name, seen, len(mapping),
              time.perf_counter() - started)
     return builder.build()
 
 
-def profile_tasks(questions: Iterable[Question], experts: Sequence[str], *, max_tokens: int | None = None) -> list[Task]:
+def profile_tasks(
+    questions: Iterable[Question], experts: Sequence[str], *, max_tokens: int | None = None
+) -> list[Task]:
     """One task per (expert, question): the benchmark's own prompt, with the question id."""
     tasks = []
     for question in questions:

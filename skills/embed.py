@@ -127,7 +127,8 @@ class SentenceEmbedder:
 
 
 def make_embedder(name: str | None = None) -> Embedder:
-    """``None``/``"all-MiniLM-L6-v2"``: the packaged default; ``hashing-N``: the fake; else a model path or name."""
+    """``None`` or ``"all-MiniLM-L6-v2"``: the packaged default; ``hashing-N``: the fake;
+    anything else: a sentence-transformers model path or name."""
     if name is None or name == DEFAULT_MODEL:
         return SentenceEmbedder()
     if m := re.fullmatch(r"hashing-(\d+)", name):
@@ -152,7 +153,9 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: Path | Non
         vectors = np.load(file)
         if vectors.shape[0] == len(texts):
             return vectors
-        log.warning("embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts))
+        log.warning(
+            "embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts)
+        )
     vectors = embedder.embed(texts)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".tmp{os.getpid()}.npy")

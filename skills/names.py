@@ -31,7 +31,9 @@ SYNONYMS: dict[str, str] = {
 
 # Words whose final "s" is not a plural.
 _KEEP_S = ("ss", "us", "is", "ics", "ous", "sis", "xis", "as", "os")
-_INVARIANT = frozenset({"series", "species", "news", "means", "diabetes", "rabies", "herpes", "measles", "mumps", "arms"})
+_INVARIANT = frozenset(
+    {"series", "species", "news", "means", "diabetes", "rabies", "herpes", "measles", "mumps", "arms"}
+)
 _SPACES = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^a-z0-9&+#' ]+")
 

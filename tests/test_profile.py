@@ -120,10 +120,10 @@ def test_not_json_is_a_config_error(tmp_path):
 
 
 def _questions():
+    rows = [("1", "A", "math"), ("2", "B", "law"), ("3", "C", "law")]
     return [
-        Question(id="1", benchmark="mmlu_pro", text="q1", options=("x", "y", "z"), answer="A", category="math"),
-        Question(id="2", benchmark="mmlu_pro", text="q2", options=("x", "y", "z"), answer="B", category="law"),
-        Question(id="3", benchmark="mmlu_pro", text="q3", options=("x", "y", "z"), answer="C", category="law"),
+        Question(id=i, benchmark="mmlu_pro", text=f"q{i}", options=("x", "y", "z"), answer=a, category=c)
+        for i, a, c in rows
     ]
 
 
@@ -174,7 +174,8 @@ def test_build_live_scores_with_the_extractor():
             if t.model == "bad" and qid == "3":
                 out[t.id] = Generation(request_id=t.id, model=t.model, error="timeout")
             else:
-                out[t.id] = Generation(request_id=t.id, model=t.model, text=f"... The answer is ({answers[t.model][qid]})")
+                text = f"... The answer is ({answers[t.model][qid]})"
+                out[t.id] = Generation(request_id=t.id, model=t.model, text=text)
         return out
 
     p = build_profile_live(_questions(), ["good", "bad"], run)

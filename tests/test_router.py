@@ -110,12 +110,14 @@ def test_symbolic_draw_frequencies_are_proportional():
     b = ProfileBuilder(["x", "y"])
     for i in range(10):
         b.add("x", ["s"], True)
-        b.add("y", ["s"], i < 7)  # score 4 vs 10, equal competence? no: y's lower, counted below
+        b.add("y", ["s"], i < 7)  # local scores 10 and 4
     p = b.build()
     scores = symbolic_scores(p, {"s": 1.0})
     share = scores["x"] / (scores["x"] + scores["y"])
-    firsts = Counter(Router(p, FixedScorer({"q": {"s": 1.0}}), "symbolic", k=1, seed=s).route(["q"])[0].expert_names[0]
-                     for s in range(2000))
+    scorer = FixedScorer({"q": {"s": 1.0}})
+    firsts = Counter(
+        Router(p, scorer, "symbolic", k=1, seed=s).route(["q"])[0].expert_names[0] for s in range(2000)
+    )
     assert firsts["x"] / 2000 == pytest.approx(share, abs=0.04)
 
 
@@ -148,10 +150,12 @@ def test_adaptive_adds_experts_only_when_worth_the_cost():
     assert len(many.experts) >= 3
     # errors that nearly always go together: a second opinion is worth little
     apart = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.01, spread=0.0)).route(["u"])[0]
-    together = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.01, spread=8.0)).route(["u"])[0]
+    together_sel = Selection(cost=0.01, spread=8.0)
+    together = Router(profile(), SCORER, "adaptive", selection=together_sel).route(["u"])[0]
     assert len(together.experts) < len(apart.experts)
     # a clear specialist is ranked first
-    assert Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.0)).route(["m"])[0].expert_names[0] == "strong"
+    specialist = Router(profile(), SCORER, "adaptive", selection=Selection(cost=0.0)).route(["m"])[0]
+    assert specialist.expert_names[0] == "strong"
 
 
 def test_vote_accuracy():
@@ -249,13 +253,23 @@ def test_classifier_bad_inputs_and_artefacts(tmp_path):
 
 def test_keyword_scorer_maps_keywords_to_skills():
     mapper = SkillMapper(["organic chemistry", "contract law"], HashingEmbedder())
-    scorer = KeywordScorer(mapper, lambda texts: [["contract law", "organic chemistry", "contract law"]] * len(texts))
+    keywords = ["contract law", "organic chemistry", "contract law"]
+    scorer = KeywordScorer(mapper, lambda texts: [keywords] * len(texts))
     (weights,) = scorer.skill_weights(["any question"])
     assert weights["contract law"] == pytest.approx(2 / 3)
     d = Router(profile(), scorer, "category", selection=Selection(threshold=0.6)).route(["q"])[0]
     assert d.top_skill == "contract law" and not d.fallback
     with pytest.raises(BadInput):
         KeywordScorer(mapper, lambda texts: []).skill_weights(["q"])
+
+
+def test_category_policy_and_confidence_leave_topics_aside():
+    scorer = FixedScorer({"q": {"law": 0.4, "mathematics": 0.1, "topic:3": 0.5}})
+    d = Router(profile(), scorer, "category", k=1, selection=Selection(threshold=0.6)).route(["q"])[0]
+    assert d.confidence == pytest.approx(0.8)  # law's share of the named skills
+    assert d.expert_names == ["lawyer"] and not d.fallback
+    only_topics = Router(profile(), FixedScorer({"q": {"topic:1": 1.0}}), "category", k=1).route(["q"])[0]
+    assert only_topics.confidence == 1.0
 
 
 def _clustered(rng, centres, n):

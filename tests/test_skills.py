@@ -62,7 +62,8 @@ def test_question_skills_from_dataset_labels():
 
 def test_hashing_embedder_normalised_and_similar_texts_closer():
     emb = HashingEmbedder(256)
-    v = emb.embed(["the derivative of a polynomial", "derivative of the polynomial x", "contract law breach", ""])
+    texts = ["the derivative of a polynomial", "derivative of the polynomial x", "contract law breach", ""]
+    v = emb.embed(texts)
     assert v.shape == (4, 256)
     assert np.allclose(np.linalg.norm(v[:3], axis=1), 1.0, atol=1e-5)
     assert not v[3].any()  # nothing to hash: a zero row, not NaN
@@ -182,5 +183,6 @@ def test_real_embedder_maps_keywords_to_meaningful_skills():
     assert vectors.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     mapper = SkillMapper(["mathematics", "law", "biology", "economics", "history"], emb)
-    got = [s for s, _ in mapper.nearest(["calculus", "criminal justice", "genetics", "inflation", "world war"])]
+    keywords = ["calculus", "criminal justice", "genetics", "inflation", "world war"]
+    got = [s for s, _ in mapper.nearest(keywords)]
     assert got == ["mathematics", "law", "biology", "economics", "history"]
