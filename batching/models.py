@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "packaged:"
 MANIFEST = "coe-manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: tokenizers of models that need a BOS token add it (Gemma)
 
 
 class PackagedModel(BaseModel):
@@ -66,6 +66,7 @@ class PackagedModel(BaseModel):
     gguf_file: str
     chat: bool
     description: str
+    add_bos: bool = False  # the GGUF tokenizer does not say so, but the model needs <bos> first
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -84,6 +85,7 @@ PACKAGED: dict[str, PackagedModel] = {
             gguf_file="gemma-3-270m-q4_k_m.gguf",
             chat=False,
             description="Gemma-3-270M base model (use completion prompts)",
+            add_bos=True,
         ),
     )
 }
@@ -250,7 +252,7 @@ def convert_packaged(model: PackagedModel, out: Path) -> None:
     """Write ``model`` as a Hugging Face folder ``out``, from the GGUF file its package ships."""
     scratch = out.parent / "gguf"
     try:
-        _convert(_gguf_path(model, scratch), out)
+        _convert(_gguf_path(model, scratch), out, add_bos=model.add_bos)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -276,8 +278,12 @@ def _gguf_path(model: PackagedModel, scratch: Path) -> Path:
         raise EngineLoadError(f"could not assemble {model.gguf_file} from {model.package}: {exc}") from exc
 
 
-def _convert(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF file into a safetensors Hugging Face folder."""
+def _convert(gguf: Path, out: Path, *, add_bos: bool = False) -> None:
+    """Dequantise a GGUF file into a safetensors Hugging Face folder.
+
+    Gemma degenerates into repetition without its <bos> token, and the tokenizer rebuilt from
+    its GGUF file does not add one; ``add_bos`` makes the saved tokenizer add it.
+    """
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -286,8 +292,13 @@ def _convert(gguf: Path, out: Path) -> None:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(out, safe_serialization=True)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        extra = {"add_bos_token": True} if add_bos else {}
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, **extra)
         tokenizer.save_pretrained(out)
+        if add_bos:
+            saved = AutoTokenizer.from_pretrained(out)
+            if saved.bos_token_id is None or saved.encode("a")[:1] != [saved.bos_token_id]:
+                raise EngineLoadError(f"converted tokenizer of {gguf.name} does not add its BOS token")
     except CoeError:
         raise
     except Exception as exc:  # transformers/gguf raise many kinds; report them as one

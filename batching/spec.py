@@ -27,6 +27,9 @@ class Sampling(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(0, description="Sampling seed; None draws a fresh one.")
     stop: tuple[str, ...] = Field((), description="Strings that end an answer early.")
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=2.0, description="Above 1 discourages repeating tokens (base models loop)."
+    )
 
 
 class VLLMSource(_Strict):

@@ -28,7 +28,9 @@ class Settings(BaseModel):
         Path.home() / ".cache" / "symbolic-coe", description="Converted models and other caches."
     )
     runs_dir: Path = Field(Path(".coe") / "runs", description="Run stores (checkpoints) and metrics.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Logging level of the CLI (progress lines are printed regardless)."
+    )
     max_question_chars: int = Field(
         16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters."
     )

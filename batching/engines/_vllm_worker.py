@@ -93,6 +93,7 @@ def _sampling(raw: dict[str, Any]):
         top_p=raw["top_p"],
         seed=raw["seed"],
         stop=list(raw["stop"]) or None,
+        repetition_penalty=raw.get("repetition_penalty", 1.0),
     )
 
 

@@ -202,6 +202,8 @@ class HTTPEngine:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sampling.repetition_penalty  # a vLLM server extension
         if chat:
             body["messages"] = chat_messages(request, self.spec.system_prompt)
             if self.spec.chat_template:
