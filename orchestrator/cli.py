@@ -126,8 +126,8 @@ def profile(
     questions = sample(get_benchmark(benchmark).questions(settings.data_dir, split), limit, seed)
     report = profile_pool(Orchestrator(settings, progress=_progress), questions, classifier=classifier)
     print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
-    if report.classifier_path:
-        print(f"skill classifier: {report.classifier_path}")
+    for path in report.router_paths:
+        print(f"router artefact: {path}")
 
 
 @models_app.command("prepare")

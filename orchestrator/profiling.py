@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batching import ReplaySource
+from common.errors import BadInput
 from eval.benchmarks import Question
 from orchestrator.sdk import Orchestrator
-from router import save_classifier, train_classifier
+from router import save_router, train_router
 from skills import build_profile_from_replay, build_profile_live, make_embedder, save_profile
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ProfileReport:
     profile_path: Path
-    classifier_path: Path | None
+    router_paths: list[Path]
     questions: int
     source: str
 
@@ -44,22 +45,29 @@ def profile_pool(
     embedder: str | None = None,
     max_tokens: int | None = None,
 ) -> ProfileReport:
+    """Profile the pool's experts on ``questions``; with ``classifier``, also train the router's
+    skill classifier and topics on them, and profile the experts on those finer skills too."""
     pool = coe.pool
     specs = [pool.spec(name) for name in pool.expert_names]
+    artefacts = None
+    if classifier:
+        labelled = [q for q in questions if q.category]
+        if len({q.category for q in labelled}) < 2 or len(labelled) != len(questions):
+            raise BadInput("training the skill classifier needs questions of at least two labelled "
+                           "categories; use --no-classifier for unlabelled ones")
+        artefacts = train_router(questions, make_embedder(embedder))
+    skills_of = artefacts.skills_of if artefacts is not None else None
     replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}
     if len(replays) == 1 and all(isinstance(s.source, ReplaySource) for s in specs):
         experts = {s.name: s.source.model for s in specs}
-        profile = build_profile_from_replay(next(iter(replays)), questions, experts)
+        profile = build_profile_from_replay(next(iter(replays)), questions, experts, skills_of=skills_of)
         source = "replay"
     else:
-        profile = build_profile_live(questions, [s.name for s in specs], coe.run_tasks, max_tokens=max_tokens)
+        profile = build_profile_live(questions, [s.name for s in specs], coe.run_tasks, skills_of=skills_of,
+                                     max_tokens=max_tokens)
         source = "live"
     profile_path = save_profile(profile, pool.directory)
     log.info("profile: %s profile of %d experts on %d questions -> %s", source, len(specs), len(questions),
              profile_path)
-    classifier_path = None
-    labelled = [q for q in questions if q.category]
-    if classifier and len({q.category for q in labelled}) >= 2:
-        model = train_classifier([q.text for q in labelled], [q.category for q in labelled], make_embedder(embedder))
-        classifier_path = save_classifier(model, pool.directory)
-    return ProfileReport(profile_path, classifier_path, len(questions), source)
+    router_paths = save_router(artefacts, pool.directory) if artefacts is not None else []
+    return ProfileReport(profile_path, router_paths, len(questions), source)

@@ -6,9 +6,9 @@ import logging
 from collections.abc import Sequence
 
 from orchestrator.pool import Pool
-from router import ClassifierScorer, Router, load_classifier
+from router import Router, load_scorer
 from router.scorers import Scorer
-from skills import ProfileBuilder, load_latest_profile, make_embedder
+from skills import ProfileBuilder, load_latest_profile
 from skills.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:
 
 
 def pool_scorer(pool: Pool) -> Scorer:
-    """The pool's latest skill classifier with the embedder it was trained on, if it has one."""
+    """The pool's latest skill classifier (and topics, if trained) with the embedder they were
+    trained on; a pool without them knows no skills."""
     if not any((pool.directory / "router").glob("classifier.v*.json")):
         return NoSkillScorer()
-    classifier = load_classifier(pool.directory)
-    return ClassifierScorer(classifier, make_embedder(classifier.meta.embedder))
+    return load_scorer(pool.directory)

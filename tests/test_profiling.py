@@ -1,0 +1,57 @@
+"""`coe profile` on a replay pool: profile + router artefacts stored as new versions, then used."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from common.errors import BadInput
+from eval.benchmarks import get_benchmark
+from orchestrator import Orchestrator, load_settings
+from orchestrator.profiling import profile_pool, sample
+from orchestrator.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture
+def pool_copy(tmp_path):
+    target = tmp_path / "pool"
+    shutil.copytree(PROJECT_ROOT / "pools" / "replay-small", target,
+                    ignore=shutil.ignore_patterns("profiles", "router"))
+    return target
+
+
+def test_profile_then_route(pool_copy, data_dir, replay_file):
+    settings = load_settings(pool=pool_copy, data_dir=data_dir, policy="adaptive")
+    questions = sample(get_benchmark("mmlu_pro").questions(data_dir), 400, seed=1)
+    report = profile_pool(Orchestrator(settings), questions, embedder="hashing-256")
+    assert report.source == "replay" and report.questions == 400
+    assert report.profile_path.name == "profile.v1.json"
+    assert {p.name for p in report.router_paths} == {"classifier.v1.json", "topics.v1.json"}
+
+    again = profile_pool(Orchestrator(settings), questions[:200], embedder="hashing-256")
+    assert again.profile_path.name == "profile.v2.json"  # a new version, the old one kept
+    assert (pool_copy / "profiles" / "profile.v1.json").is_file()
+
+    decision = Orchestrator(settings).route("Compute the integral of 2x from 0 to 3.")
+    assert decision.policy == "adaptive" and decision.skills
+    assert 1 <= len(decision.experts) <= 6
+    assert all(e.expert in Orchestrator(settings).pool.expert_names for e in decision.experts)
+
+
+def test_unlabelled_questions_need_no_classifier(pool_copy, data_dir):
+    settings = load_settings(pool=pool_copy, data_dir=data_dir)
+    questions = [q.model_copy(update={"category": None}) for q in get_benchmark("mmlu_pro").questions(data_dir)[:50]]
+    with pytest.raises(BadInput, match="--no-classifier"):
+        profile_pool(Orchestrator(settings), questions, embedder="hashing-256")
+
+
+def test_shipped_replay_pool_routes(data_dir):
+    """pools/replay-small ships a profile and classifier built by `coe profile -n 3000`."""
+    coe = Orchestrator(load_settings(pool=PROJECT_ROOT / "pools" / "replay-small", data_dir=data_dir,
+                                     policy="topk", k=2))
+    decision = coe.route("Which enzyme unwinds DNA during replication?")
+    assert decision.top_skill in {"biology", "health", "chemistry"} or decision.top_skill.startswith("topic:")
+    assert len(decision.experts) == 2
