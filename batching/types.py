@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batching.spec import Sampling
+
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -23,6 +25,14 @@ class Request(BaseModel):
     messages: tuple[Message, ...] = Field(..., min_length=1)
     question_id: str | None = None
     max_tokens: int | None = Field(None, ge=1, le=32768, description="Overrides the expert's.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Overrides the expert's.")
+    seed: int | None = Field(None, description="Overrides the expert's (distinct samples of one prompt).")
+
+    def sampling(self, base: Sampling) -> Sampling:
+        """The expert's sampling with this request's overrides applied."""
+        changes = {k: v for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature),
+                                     ("seed", self.seed)) if v is not None}
+        return base.model_copy(update=changes) if changes else base
 
     @classmethod
     def user(cls, id: str, text: str, **fields) -> Request:  # noqa: A002 - matches the field

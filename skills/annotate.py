@@ -42,11 +42,15 @@ def annotation_prompt(question: Question | str, count: int = 3) -> str:
 
 
 def annotation_tasks(
-    questions: Sequence[Question], annotator: str | Sequence[str], *, samples: int = 3, max_tokens: int = 48
+    questions: Sequence[Question],
+    annotator: str | Sequence[str],
+    *,
+    samples: int = 3,
+    max_tokens: int = 48,
+    temperature: float = 0.7,
 ) -> list[Task]:
-    """``samples`` tasks per question. Sample ``i`` goes to ``annotator[i % len(annotator)]``: give
-    several pool entries of one model with different sampling seeds/temperatures (a Request carries
-    no sampling of its own) to get distinct samples."""
+    """``samples`` tasks per question, sample ``i`` drawn with seed ``i`` at ``temperature`` and sent
+    to ``annotator[i % len(annotator)]`` (one model, or several to mix annotators)."""
     models = [annotator] if isinstance(annotator, str) else list(annotator)
     if samples < 1:
         raise BadInput(f"samples must be >= 1, got {samples}")
@@ -57,7 +61,8 @@ def annotation_tasks(
         prompt = annotation_prompt(question)
         for sample in range(samples):
             task_id = f"annotate:{question.id}:{sample}"
-            request = Request.user(task_id, prompt, question_id=question.id, max_tokens=max_tokens)
+            request = Request.user(task_id, prompt, question_id=question.id, max_tokens=max_tokens,
+                                   temperature=temperature, seed=sample)
             tasks.append(Task(id=task_id, model=models[sample % len(models)], request=request))
     return tasks
 

@@ -191,10 +191,10 @@ class HTTPEngine:
         )
 
     def _body(self, request: Request, chat: bool) -> dict[str, Any]:
-        sampling = self.spec.sampling
+        sampling = request.sampling(self.spec.sampling)
         body: dict[str, Any] = {
             "model": self.source.model,
-            "max_tokens": request.max_tokens or sampling.max_tokens,
+            "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
         }

@@ -211,9 +211,7 @@ class VLLMEngine:
         ]
 
     def _job(self, request: Request) -> dict[str, Any]:
-        sampling = self.spec.sampling.model_dump()
-        if request.max_tokens is not None:
-            sampling["max_tokens"] = request.max_tokens
+        sampling = request.sampling(self.spec.sampling).model_dump()
         if self.spec.prompt_mode == "completion":
             return {"prompt": completion_prompt(request, self.spec.system_prompt), "sampling": sampling}
         return {"messages": chat_messages(request, self.spec.system_prompt), "sampling": sampling}
