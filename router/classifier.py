@@ -8,17 +8,16 @@ reads it back and checks the two agree.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from common.artefacts import latest, read_model, write_new_version
 from common.errors import BadInput, ConfigError, NotFound
 from skills.embed import Embedder
 from skills.names import normalise_skill
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 
 ROUTER_DIR = "router"
 FORMAT_VERSION = 1
-_FILE = re.compile(r"^classifier\.v(\d+)\.json$")
 
 
 class ClassifierMeta(BaseModel):
@@ -102,31 +100,13 @@ def train_classifier(
     return SkillClassifier(estimator, meta)
 
 
-def _versions(folder: Path) -> dict[int, Path]:
-    out = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if m := _FILE.match(path.name):
-                out[int(m.group(1))] = path
-    return out
-
-
 def save_classifier(classifier: SkillClassifier, pool_dir: Path) -> Path:
     """Write the next version under ``<pool_dir>/router/``; returns the JSON file's path."""
     import joblib
 
-    folder = Path(pool_dir) / ROUTER_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    while True:
-        version = max(_versions(folder), default=0) + 1
-        meta_path = folder / f"classifier.v{version}.json"
-        try:
-            with meta_path.open("x", encoding="utf-8") as out:
-                out.write(classifier.meta.model_dump_json(indent=1))
-        except FileExistsError:
-            continue
-        joblib.dump(classifier.estimator, meta_path.with_suffix(".joblib"))
-        return meta_path
+    meta_path = write_new_version(Path(pool_dir) / ROUTER_DIR, "classifier", classifier.meta.model_dump_json(indent=1))
+    joblib.dump(classifier.estimator, meta_path.with_suffix(".joblib"))
+    return meta_path
 
 
 def load_classifier(path: Path) -> SkillClassifier:
@@ -135,20 +115,10 @@ def load_classifier(path: Path) -> SkillClassifier:
 
     path = Path(path)
     if path.is_dir():
-        folder = path / ROUTER_DIR if (path / ROUTER_DIR).is_dir() else path
-        versions = _versions(folder)
-        if not versions:
-            raise NotFound(f"no classifier in {folder}")
-        path = versions[max(versions)]
+        path = latest(path / ROUTER_DIR if (path / ROUTER_DIR).is_dir() else path, "classifier", "classifier")
     if not path.is_file():
         raise NotFound(f"classifier file {path} does not exist")
-    try:
-        meta = ClassifierMeta.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigError(f"{path}: {'.'.join(map(str, error['loc'])) or 'meta'}: {error['msg']}") from exc
+    meta = read_model(path, ClassifierMeta)
     blob = path.with_suffix(".joblib")
     if not blob.is_file():
         raise NotFound(f"classifier model {blob} (beside {path.name}) does not exist")

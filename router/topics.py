@@ -9,21 +9,19 @@ query's similarity to the cluster centres into soft topic weights. Saved as
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from common.artefacts import latest, read_model, write_new_version
 from common.errors import BadInput, ConfigError, NotFound
 from skills.embed import Embedder
 
 log = logging.getLogger(__name__)
 
-_FILE = re.compile(r"^topics\.v(\d+)\.json$")
 TOPIC_PREFIX = "topic:"
 
 
@@ -101,39 +99,19 @@ class TopicScorer:
 
 
 def save_topics(topics: TopicModel, pool_dir: Path) -> Path:
-    folder = Path(pool_dir) / "router"
-    folder.mkdir(parents=True, exist_ok=True)
-    while True:
-        taken = [int(m.group(1)) for p in folder.iterdir() if (m := _FILE.match(p.name))]
-        version = max(taken, default=0) + 1
-        path = folder / f"topics.v{version}.json"
-        try:
-            with path.open("x", encoding="utf-8") as out:
-                out.write(topics.meta.model_dump_json(indent=1))
-        except FileExistsError:
-            continue
-        np.save(path.with_suffix(".npy"), topics.centres)
-        return path
+    path = write_new_version(Path(pool_dir) / "router", "topics", topics.meta.model_dump_json(indent=1))
+    np.save(path.with_suffix(".npy"), topics.centres)
+    return path
 
 
 def load_topics(path: Path) -> TopicModel:
     """Read topics: ``path`` is the JSON file, or a pool directory (latest version)."""
     path = Path(path)
     if path.is_dir():
-        folder = path / "router" if (path / "router").is_dir() else path
-        versions = {int(m.group(1)): p for p in folder.iterdir() if (m := _FILE.match(p.name))}
-        if not versions:
-            raise NotFound(f"no topics in {folder}")
-        path = versions[max(versions)]
+        path = latest(path / "router" if (path / "router").is_dir() else path, "topics", "topics")
     if not path.is_file():
         raise NotFound(f"topics file {path} does not exist")
-    try:
-        meta = TopicMeta.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigError(f"{path}: {'.'.join(map(str, error['loc'])) or 'meta'}: {error['msg']}") from exc
+    meta = read_model(path, TopicMeta)
     try:
         centres = np.load(path.with_suffix(".npy"), allow_pickle=False)
     except (OSError, ValueError) as exc:
