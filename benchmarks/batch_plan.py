@@ -189,6 +189,14 @@ def direct_seconds(
     }
 
 
+def save(engine_kind: str, part: dict) -> None:
+    """Write one engine's part into the results file, keeping the other engine's."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[engine_kind] = part
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def measure(engine_kind: str, specs, experts, aggregator, questions, args, make) -> dict:
     tasks, jobs = instances(
         questions, experts, aggregator, k=args.k, seed=args.seed, max_tokens=args.max_tokens
@@ -213,8 +221,10 @@ def measure(engine_kind: str, specs, experts, aggregator, questions, args, make)
         ),
     )
 
+    save(engine_kind, {**out, "partial": True})
     first = run(first_seen_plan(tasks, aggregator, args.budget_mb), tasks, specs, make, jobs, args.max_tokens)
     out["first_seen"] = summary(first, len(questions))
+    save(engine_kind, {**out, "partial": True})
 
     naive_n = min(args.naive_instances or len(questions), len(questions))
     loads = walls = requests = failed = 0
@@ -328,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
-        "--budget-mb", type=float, default=None, help="default: 3000 (one vLLM model at a time)"
+        "--budget-mb", type=float, default=None, help="default: 8000 for vllm (one model at a time), 3000 for replay"
     )
     parser.add_argument("--naive-instances", type=int, default=None, help="default: all (replay), 3 (vllm)")
     parser.add_argument("--cache-dir", type=Path, default=None)
@@ -338,14 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     from batching.models import default_cache_dir
 
     args.cache_dir = args.cache_dir or default_cache_dir()
-    args.budget_mb = args.budget_mb or 3000.0
+    # vllm: room for either default model (4000 / 7200 MB measured) but not both: one at a time
+    args.budget_mb = args.budget_mb or (8000.0 if args.engine == "vllm" else 3000.0)
     if args.engine == "vllm" and args.naive_instances is None:
         args.naive_instances = 3
     part = replay_part(args) if args.engine == "replay" else vllm_part(args)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[args.engine] = part
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    save(args.engine, part)
     print(json.dumps({args.engine: part}, indent=2))
     p = part["planner"]
     print(
