@@ -142,9 +142,13 @@ class AggregatorChoice(BaseModel):
         return self.best_per_skill.get(skill, self.best) if skill is not None else self.best
 
 
-def _best(scores: Mapping[str, Score]) -> str:
-    # highest accuracy, then more items, then name order
-    return min(scores, key=lambda name: (-scores[name].accuracy, -scores[name].n, name))
+def _best(scores: Mapping[str, Score], overall: Mapping[str, Score] | None = None) -> str:
+    """Highest accuracy; ties go to the better one overall (if given), then more items, then name."""
+    def rank(name: str) -> tuple:
+        tie = -overall[name].accuracy if overall is not None else 0.0
+        return (-scores[name].accuracy, tie, -scores[name].n, name)
+
+    return min(scores, key=rank)
 
 
 def select_aggregator(
@@ -210,7 +214,7 @@ def select_aggregator(
         options=options,
         candidates=scores,
         best=_best(scores),
-        best_per_skill={s: _best({c: scores[c].per_skill[s] for c in candidates}) for s in skills},
+        best_per_skill={s: _best({c: scores[c].per_skill[s] for c in candidates}, scores) for s in skills},
     )
 
 

@@ -185,3 +185,21 @@ def test_malformed_choice_file_is_a_config_error_and_never_overwritten(
     with pytest.raises(ConfigError):
         save_choice(pool, choice)
     assert (pool / "aggregator.json").read_text() == content
+
+
+def test_a_skill_tie_goes_to_the_best_overall(replay: Path):
+    records = records_for(ReplayBook(replay), EXPERTS)
+
+    def never(spec: ExpertSpec, request: Request) -> str:
+        return "No idea."
+
+    def law_blind(spec: ExpertSpec, request: Request) -> str:
+        # careful except on law questions (q6..q10), where it fails like "never"
+        return "No idea." if re.search(r"Question q(6|7|8|9|10)\?", request.text) else careful(spec, request)
+
+    run, _ = fake_run({"a-never": never, "z-law-blind": law_blind})
+    choice = select_aggregator(["a-never", "z-law-blind"], items(), records, run)
+    assert choice.candidates["z-law-blind"].per_skill["law"].accuracy == 0.0
+    assert choice.candidates["a-never"].per_skill["law"].accuracy == 0.0
+    assert choice.best == "z-law-blind"
+    assert choice.best_per_skill == {"law": "z-law-blind", "math": "z-law-blind"}
