@@ -217,8 +217,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                   f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]  failed {row['failed']}")
         print(f"selection best: {choice['best']}")
         if args.pool_dir is not None and not args.dry_run:
-            del choice["wall_seconds"]
-            print(f"saved {save_choice(args.pool_dir, AggregatorChoice.model_validate(choice))}")
+            stored = {k: v for k, v in choice.items() if k != "wall_seconds"}
+            print(f"saved {save_choice(args.pool_dir, AggregatorChoice.model_validate(stored))}")
     if args.skip_answer:
         return finish(sections, args)
 
