@@ -337,8 +337,8 @@ class Executor:
             return None
         if not task.after:
             return task.request
-        inputs = {d: state.results[d] for d in task.after if state.results[d].ok}
-        if not inputs:
+        inputs = {d: state.results[d] for d in task.after}  # failed ones too: compose notes why
+        if not any(g.ok for g in inputs.values()):
             reasons = "; ".join(f"{d}: {state.failed.get(d, '?')}" for d in task.after)
             self._fail(task, f"every input failed ({reasons})", state)
             return None

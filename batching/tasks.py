@@ -30,4 +30,5 @@ class Task(BaseModel):
 
 
 Compose = Callable[[Task, Mapping[str, Generation]], Request]
-"""Builds a dependent task's request from the generations of the tasks it waits on."""
+"""Builds a dependent task's request from the generations of the tasks it waits on (failed ones
+included, with ``error`` set, so the request or its trace can say what was left out)."""

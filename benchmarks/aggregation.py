@@ -10,10 +10,13 @@ An expert's competence on a question is its skill-weighted smoothed accuracy
 
     single_best            the expert with the best train accuracy, alone
     majority_all           one vote per expert, all six
-    weighted_all           log-odds weights log(p/(1-p)), p = the expert's competence
-    weighted_all_kclass    log((K-1) p/(1-p)), K = number of options (multi-class form)
+    weighted_all           log-odds weights log((K-1) p/(1-p)), p = the expert's competence,
+                           K = number of options: the odds of being right against one given
+                           wrong option (the vote we use)
+    weighted_all_binary    log(p/(1-p)): two-option log-odds, kept for comparison; with ten
+                           options most experts have p < 0.5 and vote against themselves
     majority_routed        majority over the experts the router chose (--policy, --k)
-    weighted_routed        weighted over the routed experts (and _kclass)
+    weighted_routed        weighted over the routed experts (and _binary)
     oracle_*               some expert was right (upper bound of any aggregator)
 
 and, per routing policy, the same votes over that policy's experts (``by_policy``).
@@ -247,20 +250,20 @@ def measure(
     keys = {
         "single_best": "single_best",
         "majority_all": "majority_all",
-        "weighted_all": "weighted_all",
-        "weighted_all_kclass": "weighted_kclass_all",
+        "weighted_all": "weighted_kclass_all",
+        "weighted_all_binary": "weighted_all",
         "majority_routed": f"majority_{policy}",
-        "weighted_routed": f"weighted_{policy}",
-        "weighted_routed_kclass": f"weighted_kclass_{policy}",
+        "weighted_routed": f"weighted_kclass_{policy}",
+        "weighted_routed_binary": f"weighted_{policy}",
         "oracle_all": "oracle_all",
         "oracle_routed": f"oracle_{policy}",
     }
     pairs = (
         ("weighted_all", "majority_all"),
-        ("weighted_all_kclass", "majority_all"),
+        ("weighted_all_binary", "majority_all"),
         ("majority_routed", "majority_all"),
         ("weighted_routed", "majority_routed"),
-        ("weighted_routed_kclass", "majority_routed"),
+        ("weighted_routed_binary", "majority_routed"),
         ("majority_all", "single_best"),
     )
     return {
@@ -279,7 +282,7 @@ def measure(
         },
         "accuracy_in_more_confident_half": {
             name: confident_half(hits[keys[name]], confidence[keys[name]])
-            for name in ("majority_all", "weighted_all_kclass", "majority_routed", "weighted_routed_kclass")
+            for name in ("majority_all", "weighted_all", "majority_routed", "weighted_routed")
         },
     }
 

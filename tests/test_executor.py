@@ -192,7 +192,8 @@ def test_requests_that_keep_failing_are_isolated_and_dependents_degrade():
     quoted: dict[str, set[str]] = {}
 
     def recording(task: Task, inputs: Mapping[str, Generation]) -> Request:
-        quoted[task.id] = set(inputs)
+        quoted[task.id] = {d for d, g in inputs.items() if g.ok}
+        assert all(g.error for d, g in inputs.items() if not g.ok)  # failed inputs come with their reason
         return compose(task, inputs)
 
     result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, recording)
@@ -201,7 +202,7 @@ def test_requests_that_keep_failing_are_isolated_and_dependents_degrade():
     assert result.failed["q1/final"].startswith("every input failed")
     assert result.generations["q1/a"].error == result.failed["q1/a"]
     assert result.generations["q0/final"].ok and result.generations["solo/final"].ok  # degraded, not failed
-    assert quoted["solo/final"] == {"solo/c"} and "q1/final" not in quoted  # only what arrived
+    assert quoted["solo/final"] == {"solo/c"} and "q1/final" not in quoted  # what arrived, and no compose without it
     assert factory.loads("a") == 2  # reloaded once, not more
 
 

@@ -156,3 +156,10 @@ def test_cli_route_unknown_policy():
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "route", "hi", "--policy", "topkk"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "did you mean 'topk'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_failed_expert_reason_reaches_the_aggregation_trace(settings, caplog):
+    engines = Engines(fail_models={"gemma3"})
+    with caplog.at_level("INFO", logger="aggregators.synthesis"):
+        Orchestrator(settings, engine_factory=engines).answer("Pick one.", options=["a", "b"])
+    assert any("gemma3: engine 'gemma3' failed" in r.getMessage() for r in caplog.records)
