@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aggregators import ExpertAnswer, SynthesisJob, SynthesisOptions, compose, majority
+from aggregators import AggregatorChoice, ExpertAnswer, SynthesisJob, SynthesisOptions, compose, majority
 from batching import Engine, ExpertSpec, Request, Task
 from batching.executor import Executor, ProgressCallback, RunResult
 from batching.plan import make_plan
@@ -77,6 +77,14 @@ class Pipeline:
     store: RunStore | None = None
     progress: ProgressCallback | None = None
     synthesis: SynthesisOptions = SynthesisOptions(order="competence")
+    choice: AggregatorChoice | None = None
+
+    def aggregator_for(self, decision: RouteDecision) -> str:
+        """The stored selection's best aggregator for the question's top skill, else the pool's."""
+        if self.choice is None:
+            return self.pool.aggregator.name
+        name = self.choice.for_skill(decision.top_skill)
+        return name if name in self.pool.specs else self.pool.aggregator.name
 
     def run(
         self, questions: Sequence[Question], benchmark: Benchmark | None = None, *, run_id: str | None = None
@@ -95,7 +103,7 @@ class Pipeline:
         composer = compose(jobs, self.synthesis)
         plan = make_plan(
             tasks, self.pool.specs, budget_mb=self.budget_mb, devices=self.devices,
-            aggregators={self.pool.aggregator.name},
+            aggregators={t.model for t in tasks if t.after},
         )
         log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
                  len(questions), len(tasks), len(plan.phases), plan.predicted_loads)
@@ -114,9 +122,9 @@ class Pipeline:
         asked = asked or {q.id: prompting(q, benchmark) for q in questions}
         tasks: list[Task] = []
         jobs: dict[str, SynthesisJob] = {}
-        aggregator = self.pool.aggregator.name
         for question, decision in zip(questions, decisions):
             how = asked[question.id]
+            aggregator = self.aggregator_for(decision)
             expert_ids = []
             for name in decision.expert_names:
                 self.pool.spec(name)  # an unknown expert is an error, named
@@ -154,7 +162,7 @@ class Pipeline:
             ))
         agg_id = f"{question.id}/{AGGREGATE}"
         generation = result.generations.get(agg_id)
-        aggregator = self.pool.aggregator.name
+        aggregator = self.aggregator_for(decision)
         trace = Trace(
             question_id=question.id, pool=self.pool.name, policy=decision.policy,
             route=decision.model_dump(mode="json"), experts=calls, loads=result.metrics.loads,

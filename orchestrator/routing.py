@@ -1,10 +1,12 @@
-"""Builds the pool's router from its stored artefacts (profile, skill classifier)."""
+"""Builds the pool's router and aggregator choice from its stored artefacts (profile, skill
+classifier, aggregator selection)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
+from aggregators import CHOICE_FILE, AggregatorChoice, load_choice
 from orchestrator.pool import Pool
 from router import Router, load_scorer
 from router.scorers import Scorer
@@ -48,3 +50,15 @@ def pool_scorer(pool: Pool) -> Scorer:
     if not any((pool.directory / "router").glob("classifier.v*.json")):
         return NoSkillScorer()
     return load_scorer(pool.directory)
+
+
+def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
+    """The pool's stored aggregator selection (``aggregator.json``), if one was made."""
+    if not (pool.directory / CHOICE_FILE).is_file():
+        return None
+    choice = load_choice(pool.directory)
+    unknown = sorted({choice.best, *choice.best_per_skill.values()} - set(pool.specs))
+    if unknown:
+        log.warning("aggregator selection of pool %s names model(s) %s it does not have; using %s instead",
+                    pool.name, unknown, pool.aggregator.name)
+    return choice

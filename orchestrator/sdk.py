@@ -21,7 +21,7 @@ from orchestrator.inputs import check_options, check_question, free_question
 from orchestrator.pipeline import AGGREGATE, Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import memory_budget_mb
-from orchestrator.routing import pool_router
+from orchestrator.routing import pool_aggregator_choice, pool_router
 from orchestrator.settings import Settings, load_settings
 from orchestrator.trace import Answer
 from router import RouteDecision, Router
@@ -107,7 +107,7 @@ class Orchestrator:
         decisions = pipeline.router.route([q.text for q in questions], [q.id for q in questions])
         tasks, _ = pipeline.tasks(questions, decisions)
         return make_plan(tasks, self.pool.specs, budget_mb=pipeline.budget_mb, devices=self.settings.devices,
-                         aggregators={self.pool.aggregator.name})
+                         aggregators={t.model for t in tasks if t.after})
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run arbitrary tasks (profiling, annotation) through the planner: each model loads once."""
@@ -127,6 +127,7 @@ class Orchestrator:
             devices=self.settings.devices,
             store=store,
             progress=self.progress,
+            choice=pool_aggregator_choice(self.pool),
         )
 
 

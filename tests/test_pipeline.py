@@ -163,3 +163,22 @@ def test_failed_expert_reason_reaches_the_aggregation_trace(settings, caplog):
     with caplog.at_level("INFO", logger="aggregators.synthesis"):
         Orchestrator(settings, engine_factory=engines).answer("Pick one.", options=["a", "b"])
     assert any("gemma3: engine 'gemma3' failed" in r.getMessage() for r in caplog.records)
+
+
+def test_stored_aggregator_choice_is_used(tmp_path):
+    import shutil
+
+    from aggregators import AggregatorChoice, CandidateScore, SynthesisOptions, save_choice
+
+    pool = tmp_path / "pool"
+    shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
+    save_choice(pool, AggregatorChoice(
+        created="2026-11-22T00:00:00Z", seed=0, n_wrong=2, options=SynthesisOptions(),
+        candidates={"gemma3": CandidateScore.of(3, 4), "smollm2": CandidateScore.of(1, 4)}, best="gemma3",
+    ))
+    settings = load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=8000, policy="all")
+    engines = Engines()
+    answer = Orchestrator(settings, engine_factory=engines).answer("Pick.", options=["a", "b"])
+    assert answer.trace.aggregator.model == "gemma3"
+    assert answer.trace.aggregator.method == "synthesis:gemma3"
+    assert {n: e.loads for n, e in engines.made.items()} == {"gemma3": 1, "smollm2": 1}
