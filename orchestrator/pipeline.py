@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aggregators import AggregatorChoice, ExpertAnswer, SynthesisJob, SynthesisOptions, compose, majority
 from batching import Engine, ExpertSpec, Request, Task
@@ -73,6 +73,7 @@ class Pipeline:
     router: Router
     engine_factory: Callable[[ExpertSpec], Engine]
     budget_mb: float
+    footprints: dict[str, float] = field(default_factory=dict)
     devices: int = 1
     store: RunStore | None = None
     progress: ProgressCallback | None = None
@@ -102,7 +103,7 @@ class Pipeline:
         tasks, jobs = self.tasks(questions, decisions, asked)
         composer = compose(jobs, self.synthesis)
         plan = make_plan(
-            tasks, self.pool.specs, budget_mb=self.budget_mb, devices=self.devices,
+            tasks, self.pool.specs, budget_mb=self.budget_mb, footprints=self.footprints, devices=self.devices,
             aggregators={t.model for t in tasks if t.after},
         )
         log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",

@@ -20,7 +20,7 @@ from eval.benchmarks import Benchmark, Question
 from orchestrator.inputs import check_options, check_question, free_question
 from orchestrator.pipeline import AGGREGATE, Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
-from orchestrator.resources import memory_budget_mb
+from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
 from orchestrator.routing import pool_aggregator_choice, pool_router
 from orchestrator.settings import Settings, load_settings
 from orchestrator.trace import Answer
@@ -50,6 +50,15 @@ class Orchestrator:
         self.engine_factory = engine_factory or (lambda spec: make_engine(spec, cache_dir=cache_dir))
         self.progress = progress
         self._routers: dict[tuple[str, int], Router] = {}
+        self._memory: tuple[float, dict[str, float]] | None = None
+
+    def memory(self) -> tuple[float, dict[str, float]]:
+        """The planner's memory budget (MB) and the footprints that override the declared ones."""
+        if self._memory is None:
+            gpu = gpu_memory_mb()
+            budget = self.settings.memory_budget_mb or memory_budget_mb(gpu)
+            self._memory = (budget, footprints_mb(self.pool.specs, gpu))
+        return self._memory
 
     def router(self, policy: str | None = None, k: int | None = None) -> Router:
         key = (policy or self.settings.policy, k or self.settings.k)
@@ -106,13 +115,14 @@ class Orchestrator:
         pipeline = self._pipeline(policy, k, None)
         decisions = pipeline.router.route([q.text for q in questions], [q.id for q in questions])
         tasks, _ = pipeline.tasks(questions, decisions)
-        return make_plan(tasks, self.pool.specs, budget_mb=pipeline.budget_mb, devices=self.settings.devices,
-                         aggregators={t.model for t in tasks if t.after})
+        return make_plan(tasks, self.pool.specs, budget_mb=pipeline.budget_mb, footprints=pipeline.footprints,
+                         devices=self.settings.devices, aggregators={t.model for t in tasks if t.after})
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run arbitrary tasks (profiling, annotation) through the planner: each model loads once."""
         tasks = list(tasks)
-        the_plan = make_plan(tasks, self.pool.specs, budget_mb=self.settings.memory_budget_mb or memory_budget_mb(),
+        budget, footprints = self.memory()
+        the_plan = make_plan(tasks, self.pool.specs, budget_mb=budget, footprints=footprints,
                              devices=self.settings.devices)
         with Executor(self.engine_factory, None, self.progress) as executor:
             result = executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks")
@@ -123,7 +133,8 @@ class Orchestrator:
             pool=self.pool,
             router=self.router(policy, k),
             engine_factory=self.engine_factory,
-            budget_mb=self.settings.memory_budget_mb or memory_budget_mb(),
+            budget_mb=self.memory()[0],
+            footprints=self.memory()[1],
             devices=self.settings.devices,
             store=store,
             progress=self.progress,

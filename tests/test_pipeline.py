@@ -182,3 +182,11 @@ def test_stored_aggregator_choice_is_used(tmp_path):
     assert answer.trace.aggregator.model == "gemma3"
     assert answer.trace.aggregator.method == "synthesis:gemma3"
     assert {n: e.loads for n, e in engines.made.items()} == {"gemma3": 1, "smollm2": 1}
+
+
+def test_gpu_footprint_is_vllms_reserved_share(vllm_spec):
+    from orchestrator.resources import footprints_mb
+
+    specs = {"a": vllm_spec("a"), "b": vllm_spec("b")}
+    assert footprints_mb(specs, None) == {}
+    assert footprints_mb(specs, 80_000) == {"a": 0.85 * 80_000, "b": 0.85 * 80_000}

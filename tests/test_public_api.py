@@ -23,6 +23,8 @@ def test_all_is_complete(name):
 def test_imports_are_light():
     code = (
         "import sys; import orchestrator, router, skills, aggregators, batching, eval;"
+        "from orchestrator import Orchestrator, load_settings;"
+        "Orchestrator(load_settings(memory_budget_mb=None)).memory();"
         "heavy = [m for m in ('vllm', 'torch', 'sentence_transformers', 'sklearn', 'transformers') if m in sys.modules];"
         "print(','.join(heavy))"
     )

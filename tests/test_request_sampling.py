@@ -42,3 +42,27 @@ def test_annotation_samples_differ_by_seed():
     tasks = annotation_tasks([q], "smollm2", samples=3)
     assert [t.request.seed for t in tasks] == [0, 1, 2]
     assert all(t.request.temperature == 0.7 for t in tasks)
+
+
+def test_http_transport_errors_are_one_line_errors():
+    import pytest
+
+    from common.errors import EndpointError
+
+    def slow_models(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("read timed out", request=request)
+
+    spec = ExpertSpec(name="e", source={"kind": "http", "base_url": "http://h/v1", "model": "m", "retries": 0})
+    with pytest.raises(EndpointError, match="cannot reach http://h/v1/models"):
+        HTTPEngine(spec, transport=httpx.MockTransport(slow_models)).load()
+
+    def broken_write(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/models"):
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        raise httpx.WriteError("connection dropped", request=request)
+
+    engine = HTTPEngine(spec, transport=httpx.MockTransport(broken_write))
+    engine.load()
+    out = engine.generate([Request.user("a", "q"), Request.user("b", "q")])
+    engine.unload()
+    assert all(g.error and "WriteError" in g.error for g in out)

@@ -109,6 +109,8 @@ class HTTPEngine:
             response = self._send(client, "GET", "/models")
         except _Unreachable as exc:
             raise EndpointError(f"cannot reach {url}: {exc}") from exc
+        except httpx.HTTPError as exc:  # timeouts, dropped writes: no usable answer
+            raise EndpointError(f"cannot reach {url}: {_describe(exc)}") from exc
         if response.status_code == 404:
             raise EndpointError(f"{url} answered 404 Not Found: is base_url right? (it usually ends in /v1)")
         if response.status_code in (401, 403):
@@ -166,6 +168,8 @@ class HTTPEngine:
             response = self._send(client, "POST", path, json=body)
         except httpx.TimeoutException as exc:
             return failed(f"timed out after {self.source.timeout_s:.0f}s on {path} ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return failed(f"{path} failed: {_describe(exc)}")
         if response.status_code != 200:
             return failed(f"{path} answered HTTP {response.status_code}: {_error_text(response)}")
         try:
