@@ -6,8 +6,8 @@ from inputs (aggregation) become ready once their inputs are resolved. Finished 
 go to the run store batch by batch, and tasks already there are skipped (resume). An engine
 that fails mid-phase is reloaded once and its unfinished requests retried; requests that
 still fail are isolated by halving the batch and marked failed with the reason. At the end
-of a phase each engine is unloaded, or put to sleep where it ``supports_sleep`` (kept for
-the next run; ``close()`` unloads it). Phases on different devices run in parallel threads.
+of a phase each engine is unloaded, or, for an executor made with ``keep_warm``, put to sleep
+where it ``supports_sleep`` (kept for the next run; ``close()`` unloads it). Phases on different devices run in parallel threads.
 """
 
 from __future__ import annotations
@@ -122,10 +122,13 @@ class Executor:
         engine_factory: Callable[[ExpertSpec], Engine],
         store: RunStore | None = None,
         progress: ProgressCallback | None = None,
+        *,
+        keep_warm: bool = False,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
         self.progress = progress
+        self.keep_warm = keep_warm  # sleep engines that can, for this executor's next run
         self._sleeping: dict[str, Engine] = {}
 
     # -- public -------------------------------------------------------------------------------
@@ -371,11 +374,15 @@ class Executor:
         """Load (or wake) the model's engine; a failed load is tried once more."""
         engine = self._sleeping.pop(model, None)
         if engine is not None and engine.loaded:
-            with self._timed(state, "load_seconds"):
-                wake = getattr(engine, "wake", None)
-                if callable(wake):
-                    wake()
-            return engine, None
+            try:
+                with self._timed(state, "load_seconds"):
+                    wake = getattr(engine, "wake", None)
+                    if callable(wake):
+                        wake()
+                return engine, None
+            except CoeError as exc:  # a model that will not wake is loaded afresh
+                log.warning("could not wake %s (%s); reloading it", model, exc)
+                engine.unload()
         if engine is None:
             try:
                 engine = self.engine_factory(spec)
@@ -401,7 +408,7 @@ class Executor:
 
     def _release(self, engine: Engine, state: _Run) -> None:
         with self._timed(state, "unload_seconds"):
-            if getattr(engine, "supports_sleep", False) and engine.loaded:
+            if self.keep_warm and getattr(engine, "supports_sleep", False) and engine.loaded:
                 try:
                     engine.sleep()  # type: ignore[attr-defined]
                     self._sleeping[engine.spec.name] = engine
@@ -419,7 +426,7 @@ class Executor:
             out = self._call(engine, items, state)
         except EngineError as exc:
             out = None
-            if model not in reloaded:
+            if model not in reloaded and not engine.loaded:  # the engine died: restart it once
                 reloaded.add(model)
                 log.warning(
                     "%s failed mid-phase (%s); reloading it and retrying %d request(s)",

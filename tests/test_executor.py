@@ -14,7 +14,7 @@ from batching import ExpertSpec, FakeEngine, Generation, Request, Task
 from batching.executor import Executor, ProgressEvent
 from batching.plan import make_plan
 from batching.runstore import SQLiteRunStore
-from common.errors import BadInput, EngineLoadError
+from common.errors import BadInput, EngineError, EngineLoadError
 
 
 def spec(name: str, memory_mb: float = 1000) -> ExpertSpec:
@@ -170,12 +170,41 @@ def test_a_transient_engine_failure_is_reloaded_and_retried():
         calls["n"] += 1
         return calls["n"] == 1  # the very first request of the run fails once
 
+    class DyingEngine(FakeEngine):
+        """A failure takes the whole engine down, as a crashed vLLM child does."""
+
+        def generate(self, requests):
+            try:
+                return super().generate(requests)
+            except EngineError:
+                self._loaded = False
+                raise
+
     tasks = moe(4, ["a", "b"], "agg")
-    factory = Factory(fail_on=flaky)
+    made: list[DyingEngine] = []
+
+    def factory(spec: ExpertSpec) -> DyingEngine:
+        made.append(DyingEngine(spec, fail_on=flaky))
+        return made[-1]
+
     result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
     assert not result.failed
     first_model = make_plan(tasks, SPECS, budget_mb=1000).phases[0].models[0]
-    assert factory.loads(first_model) == 2 and result.metrics.loads == 4
+    assert next(e for e in made if e.spec.name == first_model).loads == 2 and result.metrics.loads == 4
+
+
+def test_a_live_engine_that_errors_is_not_reloaded():
+    calls = {"n": 0}
+
+    def flaky(request: Request) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 1
+
+    tasks = moe(4, ["a", "b"], "agg")
+    factory = Factory(fail_on=flaky)
+    result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
+    assert not result.failed  # the batch was retried request by request on the same load
+    assert result.metrics.loads == 3
 
 
 def test_requests_that_keep_failing_are_isolated_and_dependents_degrade():
@@ -203,7 +232,7 @@ def test_requests_that_keep_failing_are_isolated_and_dependents_degrade():
     assert result.generations["q1/a"].error == result.failed["q1/a"]
     assert result.generations["q0/final"].ok and result.generations["solo/final"].ok  # degraded, not failed
     assert quoted["solo/final"] == {"solo/c"} and "q1/final" not in quoted  # what arrived, and no compose without it
-    assert factory.loads("a") == 2  # reloaded once, not more
+    assert factory.loads("a") == 1  # still alive: its requests were isolated, not the model reloaded
 
 
 class BrokenEngine(FakeEngine):
@@ -265,7 +294,11 @@ def test_sleeping_engines_are_kept_for_the_next_run_and_closed():
         made.append(SleepyEngine(spec))
         return made[-1]
 
-    with Executor(factory) as executor:
+    Executor(factory).run(plan, tasks, SPECS, compose, run_id="0")  # not kept warm: unloaded at once
+    assert len(made) == 3 and not any(e.loaded for e in made)
+    made.clear()
+
+    with Executor(factory, keep_warm=True) as executor:
         executor.run(plan, tasks, SPECS, compose, run_id="1")
         assert len(made) == 3 and all(e.asleep and e.loaded for e in made)
         second = executor.run(plan, tasks, SPECS, compose, run_id="2")
