@@ -56,8 +56,13 @@ def _jsonl(path: Path) -> list[dict]:
     return rows
 
 
+_MMLU_PRO_FILES = {"test": "test.jsonl.gz", "validation": "validation.jsonl"}
+
+
 def load_mmlu_pro(root: Path, split: str = "test") -> list[Question]:
-    name = "test.jsonl.gz" if split == "test" else "validation.jsonl"
+    if split not in _MMLU_PRO_FILES:
+        raise unknown_name("MMLU-Pro split", split, _MMLU_PRO_FILES)
+    name = _MMLU_PRO_FILES[split]
     out = []
     for row in _jsonl(root / "mmlu_pro" / name):
         options = tuple(o for o in row["options"] if o.strip() != "N/A")

@@ -28,15 +28,26 @@ class NoSkillScorer:
 
 
 def pool_profile(pool: Pool) -> Profile:
-    """The pool's latest stored profile, or an empty one (no evidence about any expert)."""
+    """The pool's latest stored profile over exactly the pool's experts: models the profile knows
+    but the pool no longer lists as experts are dropped, experts it lacks join with no evidence
+    (they are chosen on the prior alone). With no stored profile, every expert starts so."""
     if not any((pool.directory / "profiles").glob("profile.v*.json")):
         log.info("pool %s has no profile yet (coe profile builds one); experts are treated alike", pool.name)
         return ProfileBuilder(pool.expert_names, name="empty").build()
     profile = load_latest_profile(pool.directory)
-    missing = sorted(set(pool.expert_names) - set(profile.experts))
+    experts = pool.expert_names
+    if profile.experts == experts:
+        return profile
+    missing = sorted(set(experts) - set(profile.experts))
     if missing:
-        log.warning("profile of pool %s lacks expert(s) %s; they can only be chosen by 'all'", pool.name, missing)
-    return profile
+        log.warning("profile of pool %s has no evidence on expert(s) %s", pool.name, ", ".join(missing))
+    raw = profile.model_dump()
+    return Profile.model_validate({
+        **raw,
+        "experts": experts,
+        "stats": {e: raw["stats"][e] for e in experts if e in raw["stats"]},
+        "overall": {e: raw["overall"][e] for e in experts if e in raw["overall"]},
+    })
 
 
 def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:

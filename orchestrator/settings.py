@@ -68,5 +68,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"]) or "settings"
-        source = f" (from {_ENV[field]})" if field in _ENV and field not in overrides else ""
+        source = f" (from {_ENV[field]})" if field in _ENV and overrides.get(field) is None else ""
         raise ConfigError(f"setting {field}{source}: {error['msg']}") from exc

@@ -66,3 +66,8 @@ def test_gpqa_shuffle_is_stable(data_dir):
     first = [q.answer for q in BENCHMARKS["gpqa"].questions(data_dir)]
     again = [q.answer for q in BENCHMARKS["gpqa"].questions(data_dir)]
     assert first == again and len(set(first)) == 4
+
+
+def test_unknown_split_is_named(tmp_path):
+    with pytest.raises(NotFound, match="unknown MMLU-Pro split 'train'"):
+        get_benchmark("mmlu_pro").questions(tmp_path, "train")

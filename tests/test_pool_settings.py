@@ -92,6 +92,8 @@ def test_settings_env_and_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("COE_LOG_LEVEL", "LOUD")
     with pytest.raises(ConfigError, match=r"log_level \(from COE_LOG_LEVEL\)"):
         load_settings()
+    with pytest.raises(ConfigError, match=r"log_level \(from COE_LOG_LEVEL\)"):
+        load_settings(log_level=None, pool=None)  # the CLI passes None for options not given
 
 
 def test_settings_bounds():

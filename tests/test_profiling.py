@@ -55,3 +55,18 @@ def test_shipped_replay_pool_routes(data_dir):
     decision = coe.route("Which enzyme unwinds DNA during replication?")
     assert decision.top_skill in {"biology", "health", "chemistry"} or decision.top_skill.startswith("topic:")
     assert len(decision.experts) == 2
+
+
+def test_router_candidates_are_the_pools_experts(tmp_path, data_dir):
+    """A profile naming a model the pool no longer lists as an expert never routes to it; a pool
+    expert the profile lacks can still be chosen."""
+    pool = tmp_path / "pool"
+    shutil.copytree(PROJECT_ROOT / "pools" / "replay-small", pool)
+    text = (pool / "pool.toml").read_text()
+    (pool / "pool.toml").write_text(text.replace('"yi-6b-chat"]', '"yi-6b-chat", "smollm2"]')
+                                    .replace('experts = ["meta-llama-3_1-8b-instruct", ', 'experts = ['))
+    coe = Orchestrator(load_settings(pool=pool, data_dir=data_dir, policy="all"))
+    decision = coe.route("What is 2 + 2?")
+    names = {e.expert for e in decision.experts}
+    assert "meta-llama-3_1-8b-instruct" not in names and "smollm2" in names
+    assert names == set(coe.pool.expert_names)
