@@ -42,12 +42,13 @@ class Selection(BaseModel):
         description="category: top-skill weight below which the best overall expert answers.",
     )
     cost: float = Field(
-        0.01, ge=0.0, le=1.0, description="adaptive: estimated accuracy an extra expert must add."
+        0.005, ge=0.0, le=1.0,
+        description="adaptive: estimated accuracy an extra expert must add (default: tuned by routing.py).",
     )
     max_k: int = Field(6, ge=1, le=64, description="adaptive: most experts per query.")
     n_options: int = Field(10, ge=2, le=26, description="adaptive: answer options a wrong vote spreads over.")
     spread: float = Field(
-        4.0, ge=0.0, le=50.0,
+        5.0, ge=0.0, le=50.0,
         description="adaptive: spread of shared question difficulty (logit scale); 0 = independent experts.",
     )
 
