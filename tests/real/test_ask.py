@@ -10,11 +10,18 @@ import sys
 import psutil
 
 
-def _vllm_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+def _model_processes() -> set[int]:
+    """Every live process that is a vLLM engine or a spawned model child, on the whole machine."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and ("VLLM" in cmdline or "spawn_main" in cmdline):
+            found.add(proc.info["pid"])
+    return found
 
 
 def test_coe_ask_default_pool(cache_dir):
+    before = _model_processes()
     env = {**os.environ, "COE_CACHE_DIR": str(cache_dir)}
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "ask", "--json", "--option", "Oxygen", "--option", "Carbon dioxide",
@@ -37,4 +44,4 @@ def test_coe_ask_default_pool(cache_dir):
     assert trace["stage_seconds"]["run"] > 0
     # progress per phase and per model went to stderr
     assert "[phase 0]" in done.stderr and "model loaded" in done.stderr
-    assert not _vllm_children()  # every model process was given back
+    assert not (_model_processes() - before)  # every model process was given back
