@@ -73,4 +73,5 @@ __all__ = [
     "synthesis_result",
     "synthetic_cases",
     "weighted",
+    "wilson_interval",
 ]

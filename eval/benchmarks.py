@@ -129,6 +129,13 @@ def load_gpqa(root: Path, split: str = "diamond") -> list[Question]:
     return out
 
 
+def with_options(question: Question) -> str:
+    """The question followed by its lettered options (the question alone when it has none)."""
+    if not question.options:
+        return question.text
+    return f"{question.text}\n\nOptions:\n{format_options(question.options)}"
+
+
 def format_options(options: tuple[str, ...]) -> str:
     return "\n".join(f"({LETTERS[i]}) {option}" for i, option in enumerate(options))
 
@@ -166,18 +173,18 @@ class Benchmark:
         return self.load(Path(data_dir) / "benchmarks", split or self.default_split)
 
 
-_LETTER_FORMAT = 'End with the line "The answer is (X)", X being the letter of the chosen option.'
+LETTER_FORMAT = 'End with the line "The answer is (X)", X being the letter of the chosen option.'
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mmlu_pro": Benchmark(
-        "mmlu_pro", "1", "test", load_mmlu_pro, choice_prompt, _LETTER_FORMAT,
+        "mmlu_pro", "1", "test", load_mmlu_pro, choice_prompt, LETTER_FORMAT,
         lambda q: letter_extractor(len(q.options) or 10),
     ),
     "gpqa": Benchmark(
-        "gpqa", "1", "diamond", load_gpqa, choice_prompt, _LETTER_FORMAT, lambda q: letter_extractor(4)
+        "gpqa", "1", "diamond", load_gpqa, choice_prompt, LETTER_FORMAT, lambda q: letter_extractor(4)
     ),
     "medmcqa": Benchmark(
-        "medmcqa", "1", "dev", load_medmcqa, choice_prompt, _LETTER_FORMAT, lambda q: letter_extractor(4)
+        "medmcqa", "1", "dev", load_medmcqa, choice_prompt, LETTER_FORMAT, lambda q: letter_extractor(4)
     ),
     "aime": Benchmark(
         "aime", "1", "aime24", load_aime, integer_prompt,

@@ -20,9 +20,9 @@ from batching.executor import Executor, ProgressCallback, RunResult
 from batching.plan import make_plan
 from batching.runstore import RunStore
 from common.errors import BadInput, GenerationFailed
-from eval.benchmarks import LETTERS, Benchmark, Question, choice_prompt
+from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
-from orchestrator.inputs import FREE, FREE_FORMAT
+from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
 from orchestrator.trace import AggregatorCall, Answer, ExpertCall, Trace
 from router import RouteDecision, Router
@@ -30,7 +30,6 @@ from router import RouteDecision, Router
 log = logging.getLogger(__name__)
 
 AGGREGATE = "aggregate"
-_LETTER_FORMAT = 'End with the line "The answer is (X)", X being the letter of the chosen option.'
 
 
 @dataclass(frozen=True)
@@ -47,24 +46,17 @@ def prompting(question: Question, benchmark: Benchmark | None) -> Prompting:
     if benchmark is not None:
         return Prompting(
             benchmark.prompt(question), benchmark.answer_format,
-            lambda text: benchmark.extract(question, text), _with_options(question),
+            lambda text: benchmark.extract(question, text), with_options(question),
         )
     if question.options:
         return Prompting(
-            choice_prompt(question), _LETTER_FORMAT, letter_extractor(len(question.options)),
-            _with_options(question),
+            choice_prompt(question), LETTER_FORMAT, letter_extractor(len(question.options)),
+            with_options(question),
         )
     return Prompting(
         f"{question.text}\n\nThink it through briefly. {FREE_FORMAT}", FREE_FORMAT,
         final_line_extractor, question.text,
     )
-
-
-def _with_options(question: Question) -> str:
-    if not question.options:
-        return question.text
-    options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(question.options))
-    return f"{question.text}\n\nOptions:\n{options}"
 
 
 @dataclass

@@ -72,3 +72,14 @@ def test_shared_recordings(replay_file, replay_spec):
     engine = ReplayEngine(replay_spec(replay_file, "Phi-3-mini-4k-instruct"))
     out = engine.generate([Request.user("x", "q", question_id="70")])
     assert out[0].text.strip()
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(b'{"model": "m1", "question_id": 1, "text": "x"}\n' * 50)[:40])
+    with pytest.raises(BadInput, match="cut.jsonl.gz: cannot be read"):
+        ReplayBook(truncated).load(["m1"])
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({"model": "m1", "question_id": 1, "text": "x", "correct": "yes"}) + "\n")
+    with pytest.raises(BadInput, match="odd.jsonl:1: 'correct' must be 0 or 1"):
+        ReplayBook(odd).load(["m1"])

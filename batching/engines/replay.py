@@ -43,6 +43,13 @@ def iter_records(path: Path, models: Iterable[str] | None = None) -> Iterator[Re
     if not path.is_file():
         raise NotFound(f"replay file {path} does not exist")
     wanted = set(models) if models is not None else None
+    try:
+        yield from _records(path, wanted)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # truncated gzip, not text
+        raise BadInput(f"{path}: cannot be read as JSONL: {type(exc).__name__}: {exc}") from exc
+
+
+def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
     with _open_text(path) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -58,6 +65,8 @@ def iter_records(path: Path, models: Iterable[str] | None = None) -> Iterator[Re
                 continue
             pred = row.get("pred")
             correct = row.get("correct")
+            if correct is not None and correct not in (0, 1, True, False):
+                raise BadInput(f"{path}:{number}: 'correct' must be 0 or 1, got {correct!r}")
             yield Record(str(model), str(qid), text or "", pred, None if correct is None else int(correct))
 
 
