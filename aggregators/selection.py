@@ -9,7 +9,6 @@ is stored as ``pool_dir/aggregator.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -19,14 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators.result import ExpertAnswer, Extract, wilson_interval
 from aggregators.synthesis import SynthesisOptions, synthesis_request
 from batching.engines.replay import Record, ReplayBook
 from batching.tasks import Task
 from batching.types import Generation
-from common.errors import BadInput, ConfigError, NotFound
+from common.artefacts import read_model
+from common.errors import BadInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +223,7 @@ def load_choice(pool_dir: Path) -> AggregatorChoice:
     file = Path(pool_dir) / CHOICE_FILE
     if not file.is_file():
         raise NotFound(f"no aggregator selection at {file}; run the aggregator selection first")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: expected a JSON object, got {type(raw).__name__}")
-    try:
-        return AggregatorChoice.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "file"
-        raise ConfigError(f"{file}: {field}: {error['msg']}") from exc
+    return read_model(file, AggregatorChoice)
 
 
 def save_choice(pool_dir: Path, choice: AggregatorChoice) -> Path:
