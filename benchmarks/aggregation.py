@@ -46,6 +46,7 @@ from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wil
 from batching.engines import iter_records  # noqa: E402
 from eval.benchmarks import Question, load_mmlu_pro  # noqa: E402
 from eval.data import data_dir, replay_path  # noqa: E402
+from orchestrator.pool import small_replay_models  # noqa: E402
 from router import POLICIES, Router, expected_accuracy  # noqa: E402
 from skills import build_profile_from_replay, question_skills  # noqa: E402
 from skills.profile import Profile  # noqa: E402
@@ -53,14 +54,7 @@ from skills.profile import Profile  # noqa: E402
 log = logging.getLogger("benchmarks.aggregation")
 
 RESULTS = ROOT / "benchmarks" / "results" / "aggregation.json"
-SMALL_POOL = (
-    "Meta-Llama-3_1-8B-Instruct",
-    "mathstral-7B",
-    "Phi-3-mini-4k-instruct",
-    "Mistral-7B-Instruct-v0.2",
-    "Qwen1.5-7B-Chat",
-    "Yi-6b-Chat",
-)
+SMALL_POOL = tuple(small_replay_models())  # the six small instruct models of pools/replay-small
 POLICIES_COMPARED = ("topk", "symbolic", "category", "adaptive")
 
 Preds = dict[str, dict[str, str | None]]  # expert -> question id -> recorded choice

@@ -27,20 +27,14 @@ sys.path.insert(0, str(ROOT))
 from batching.engines.replay import iter_records  # noqa: E402
 from eval.benchmarks import Question, get_benchmark  # noqa: E402
 from eval.data import data_dir as default_data_dir  # noqa: E402
+from orchestrator.pool import small_replay_models  # noqa: E402
 from router import RouteDecision, Router, Selection, expected_accuracy, train_router  # noqa: E402
 from skills import SentenceEmbedder, build_profile_from_replay, cached_embed, question_skills  # noqa: E402
 from skills.profile import Profile  # noqa: E402
 
 log = logging.getLogger("benchmarks.routing")
 
-MODELS = [
-    "Meta-Llama-3_1-8B-Instruct",
-    "mathstral-7B",
-    "Phi-3-mini-4k-instruct",
-    "Mistral-7B-Instruct-v0.2",
-    "Qwen1.5-7B-Chat",
-    "Yi-6b-Chat",
-]
+MODELS = small_replay_models()  # the six small instruct models of pools/replay-small
 # policy -> k used for it (None: the policy decides)
 POLICY_K = {
     "symbolic": 3, "topk": 3, "category": 1, "single-best": 1, "random": 3, "all": None, "adaptive": None,

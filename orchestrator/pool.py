@@ -140,5 +140,13 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
         raise ConfigError(f"{file}: {exc}") from exc
 
 
-def replay_sources(pool: Pool) -> list[ReplaySource]:
-    return [m.source for m in pool.models if isinstance(m.source, ReplaySource)]
+def recorded_models(pool: Pool) -> dict[str, str]:
+    """Expert name -> recorded model name, for the pool's replay experts, in expert order."""
+    specs = [pool.spec(name) for name in pool.expert_names]
+    return {s.name: s.source.model for s in specs if isinstance(s.source, ReplaySource)}
+
+
+def small_replay_models() -> list[str]:
+    """The recorded models of the shipped ``pools/replay-small`` pool (the benchmarks' pool)."""
+    root = Path(__file__).resolve().parent.parent / "pools" / "replay-small"
+    return list(recorded_models(load_pool(root, Path("."))).values())

@@ -15,6 +15,7 @@ from pathlib import Path
 from batching import ReplaySource
 from common.errors import BadInput
 from eval.benchmarks import Question
+from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
 from router import save_router, train_router
 from skills import build_profile_from_replay, build_profile_live, make_embedder, save_profile
@@ -59,7 +60,7 @@ def profile_pool(
     skills_of = artefacts.skills_of if artefacts is not None else None
     replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}
     if len(replays) == 1 and all(isinstance(s.source, ReplaySource) for s in specs):
-        experts = {s.name: s.source.model for s in specs}
+        experts = recorded_models(pool)
         profile = build_profile_from_replay(next(iter(replays)), questions, experts, skills_of=skills_of)
         source = "replay"
     else:
