@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
-from batching.types import Generation
+from common.requests import Generation
 from common.errors import BadInput
 
 Extract = Callable[[str], "str | None"]

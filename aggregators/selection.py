@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators.result import ExpertAnswer, Extract, wilson_interval
 from aggregators.synthesis import SynthesisOptions, synthesis_request
-from batching.engines.replay import Record, ReplayBook
-from batching.tasks import Task
-from batching.types import Generation
+from common.recordings import Record, ReplayBook
+from common.tasks import RunTasks, Task
+from common.requests import Generation
 from common.artefacts import read_model
 from common.errors import BadInput, NotFound
 
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 CHOICE_FILE = "aggregator.json"
 
-Run = Callable[[list[Task]], dict[str, Generation]]
-"""Runs tasks (through the batch executor, or a test engine) and returns generations by task id."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,7 @@ def select_aggregator(
     candidates: Sequence[str],
     items: Sequence[ValidationItem],
     records: Mapping[str, Mapping[str, Record]],
-    run: Run,
+    run: RunTasks,
     *,
     options: SynthesisOptions | None = None,
     n_wrong: int = 2,

@@ -28,10 +28,10 @@ from aggregators.result import (
     agreement,
     resolve_competence,
 )
-from batching.tasks import Task
-from batching.types import Generation, Request
+from common.tasks import Task
+from common.requests import Generation, Request
 from common.errors import BadInput, GenerationFailed
-from eval.extract import strip_thinking
+from common.text import strip_thinking
 
 log = logging.getLogger(__name__)
 

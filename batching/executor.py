@@ -26,8 +26,8 @@ from batching.engines.base import Engine
 from batching.plan import Phase, Plan
 from batching.runstore import RunStore
 from batching.spec import ExpertSpec
-from batching.tasks import Compose, Task
-from batching.types import Generation, Request
+from common.tasks import Compose, Task
+from common.requests import Generation, Request
 from common.errors import BadInput, CoeError, EngineError
 from common.names import unknown_name
 

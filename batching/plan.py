@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from batching.spec import ExpertSpec
-from batching.tasks import Task
+from common.tasks import Task
 from common.errors import BadInput, ConfigError
 from common.names import unknown_name
 

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from batching.types import Generation
+from common.requests import Generation
 from common.errors import BadInput, CoeError
 
 __all__ = ["RunStore", "SQLiteRunStore"]

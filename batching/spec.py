@@ -12,24 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.requests import Sampling
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Sampling(_Strict):
-    """How an expert samples its answer."""
-
-    max_tokens: int = Field(256, ge=1, le=32768, description="Most new tokens per answer.")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    seed: int | None = Field(0, description="Sampling seed; None draws a fresh one.")
-    stop: tuple[str, ...] = Field((), description="Strings that end an answer early.")
-    repetition_penalty: float = Field(
-        1.0, gt=0.0, le=2.0, description="Above 1 discourages repeating tokens (base models loop)."
-    )
 
 
 class VLLMSource(_Strict):

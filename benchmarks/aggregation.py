@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wilson_interval  # noqa: E402
-from batching.engines import iter_records  # noqa: E402
+from common.recordings import iter_records  # noqa: E402
 from eval.benchmarks import Question, load_mmlu_pro  # noqa: E402
 from eval.data import data_dir, replay_path  # noqa: E402
 from orchestrator.pool import small_replay_models  # noqa: E402

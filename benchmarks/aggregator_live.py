@@ -51,7 +51,8 @@ def pick_questions(n: int, seed: int):
 
 def build_tasks(bench, questions, experts: Sequence[str], aggregator: str):
     from aggregators import SynthesisJob
-    from batching import Request, Task
+    from common.requests import Request
+    from common.tasks import Task
     from eval.benchmarks import format_options
 
     tasks, jobs = [], {}
@@ -126,7 +127,7 @@ def score(bench, questions, experts, result, composer) -> dict:
 def select(n: int, seed: int, answer_tokens: int, candidates: Sequence[str], run) -> dict:
     """The synthetic aggregation task on the replay small pool's recorded answers."""
     from aggregators import SynthesisOptions, ValidationItem, records_for, select_aggregator
-    from batching.engines import replay_book
+    from common.recordings import replay_book
     from benchmarks.aggregation import SMALL_POOL, split_ids
     from eval.benchmarks import format_options, get_benchmark
     from eval.data import data_dir, replay_path

@@ -41,12 +41,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from aggregators import SynthesisJob, SynthesisOptions, compose  # noqa: E402
-from batching.engines import Engine, make_engine, replay_book  # noqa: E402
+from batching.engines import Engine, make_engine
+from common.recordings import replay_book  # noqa: E402
 from batching.executor import Executor, RunResult  # noqa: E402
 from batching.plan import Phase, Plan, make_plan  # noqa: E402
 from batching.spec import ExpertSpec, ReplaySource  # noqa: E402
-from batching.tasks import Task  # noqa: E402
-from batching.types import Generation, Request  # noqa: E402
+from common.tasks import Task  # noqa: E402
+from common.requests import Generation, Request  # noqa: E402
 from eval.benchmarks import get_benchmark  # noqa: E402
 from eval.data import data_dir  # noqa: E402
 from orchestrator.pool import load_pool  # noqa: E402

@@ -64,7 +64,7 @@ def parent_rss_mb() -> float:
 def measure(name: str, cache_dir: Path, max_tokens: int) -> dict:
     from batching.engines.vllm_engine import VLLMEngine
     from batching.spec import ExpertSpec
-    from batching.types import Request
+    from common.requests import Request
 
     model, mode = MODELS[name]
     spec = ExpertSpec(

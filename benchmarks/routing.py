@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from batching.engines.replay import iter_records  # noqa: E402
+from common.recordings import iter_records  # noqa: E402
 from eval.benchmarks import Question, get_benchmark  # noqa: E402
 from eval.data import data_dir as default_data_dir  # noqa: E402
 from orchestrator.pool import small_replay_models  # noqa: E402

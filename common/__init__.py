@@ -1,27 +1,42 @@
-"""Pieces every package shares: the error tree and a few plain helpers."""
+"""The leaf every layer may use: the error tree and the small shared vocabulary (requests,
+generations, tasks, the "run these tasks" callable, recordings)."""
 
 from common.errors import (
     BadInput,
     CoeError,
     ConfigError,
+    EndpointError,
     EngineError,
     EngineLoadError,
     EngineTimeout,
-    EndpointError,
     GenerationFailed,
     NotFound,
     ReplayMiss,
 )
+from common.recordings import Record, ReplayBook, iter_records, replay_book
+from common.requests import Generation, Message, Request, Sampling
+from common.tasks import Compose, RunTasks, Task
 
 __all__ = [
     "BadInput",
     "CoeError",
+    "Compose",
     "ConfigError",
+    "EndpointError",
     "EngineError",
     "EngineLoadError",
     "EngineTimeout",
-    "EndpointError",
+    "Generation",
     "GenerationFailed",
+    "Message",
     "NotFound",
+    "Record",
+    "ReplayBook",
     "ReplayMiss",
+    "Request",
+    "RunTasks",
+    "Sampling",
+    "Task",
+    "iter_records",
+    "replay_book",
 ]

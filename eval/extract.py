@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from common.text import strip_thinking
+
 Extractor = Callable[[str], str | None]
 
 
@@ -69,17 +71,6 @@ def integer_extractor(low: int = 0, high: int = 999) -> Extractor:
         return in_range(numbers[-1]) if numbers else None
 
     return extract
-
-
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-
-
-def strip_thinking(text: str) -> str:
-    """Drop ``<think>...</think>`` blocks (and an unclosed leading one's opening tag)."""
-    text = _THINK.sub("", text)
-    if "</think>" in text:
-        text = text.split("</think>")[-1]
-    return text.strip()
 
 
 _FINAL = re.compile(r"final answer\s*[:\-]\s*(.+)", re.IGNORECASE)

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aggregators import AggregatorChoice, ExpertAnswer, SynthesisJob, SynthesisOptions, compose, majority
-from batching import Engine, ExpertSpec, Request, Task
+from batching import Engine, ExpertSpec
+from common.requests import Request
+from common.tasks import Task
 from batching.executor import Executor, ProgressCallback, RunResult
 from batching.plan import make_plan
 from batching.runstore import RunStore

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from batching import Engine, ExpertSpec, Generation, Request, Task, make_engine
+from batching import Engine, ExpertSpec, make_engine
+from common.requests import Generation, Request
+from common.tasks import Task
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
@@ -81,9 +83,9 @@ class Orchestrator:
         """Answer one question (optionally multiple-choice). Raises if no expert answered."""
         text = check_question(question, self.settings.max_question_chars)
         item = free_question(text, check_options(options))
-        return require_answer(self.answer_many([item], policy=policy, k=k)[0])
+        return require_answer(self.answer_batch([item], policy=policy, k=k)[0])
 
-    def answer_many(
+    def answer_batch(
         self,
         questions: Sequence[Question],
         *,
@@ -96,7 +98,7 @@ class Orchestrator:
         checkpointed under ``settings.runs_dir``, and the same call resumes a killed run."""
         for question in questions:
             if not isinstance(question, Question):
-                raise BadInput(f"answer_many takes eval.Question items, got {type(question).__name__}")
+                raise BadInput(f"answer_batch takes eval.Question items, got {type(question).__name__}")
             check_question(question.text, self.settings.max_question_chars, field=f"question {question.id}")
         store = None
         if run_id is not None:
@@ -111,7 +113,7 @@ class Orchestrator:
     def plan(
         self, questions: Sequence[Question], *, policy: str | None = None, k: int | None = None
     ) -> Plan:
-        """The batch plan ``answer_many`` would run (routing included), without running it."""
+        """The batch plan ``answer_batch`` would run (routing included), without running it."""
         pipeline = self._pipeline(policy, k, None)
         decisions = pipeline.router.route([q.text for q in questions], [q.id for q in questions])
         tasks, _ = pipeline.tasks(questions, decisions)

@@ -11,8 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from batching.types import Generation
-from batching.tasks import Task
+from common.tasks import RunTasks
 from common.errors import BadInput, ConfigError
 from eval.benchmarks import Question
 from router.classifier import SkillClassifier
@@ -97,7 +96,7 @@ class KeywordScorer:
 
 
 def annotator_keywords(
-    run: Callable[[list[Task]], dict[str, Generation]],
+    run: RunTasks,
     annotator: str | Sequence[str],
     *,
     samples: int = 3,

@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from batching.tasks import Task
-from batching.types import Generation, Request
+from common.tasks import RunTasks, Task
+from common.requests import Generation, Request
 from common.errors import BadInput
 from eval.benchmarks import Question
 from skills.embed import Embedder
 from skills.names import normalise_skill
 
-Run = Callable[[list[Task]], dict[str, Generation]]
 
 ANNOTATION_PROMPT = (
     "Which areas of knowledge does a person need to answer the question below? "
@@ -96,7 +95,7 @@ def consensus(annotations: Iterable[Sequence[str]], min_votes: int) -> list[str]
 
 def annotate(
     questions: Sequence[Question],
-    run: Run,
+    run: RunTasks,
     annotator: str | Sequence[str],
     *,
     samples: int = 3,

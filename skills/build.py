@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from batching.engines.replay import iter_records
-from batching.tasks import Task
-from batching.types import Generation, Request
+from common.recordings import iter_records
+from common.tasks import RunTasks, Task
+from common.requests import Generation, Request
 from common.errors import BadInput
 from eval.benchmarks import Question, get_benchmark
 from skills.names import question_skills
@@ -23,8 +23,6 @@ from skills.profile import Profile, ProfileBuilder
 
 log = logging.getLogger(__name__)
 
-Run = Callable[[list[Task]], dict[str, Generation]]
-"""Runs tasks (through the batch planner/executor) and returns generations by task id."""
 
 SkillsOf = Callable[[Question], Sequence[str]] | Mapping[str, Sequence[str]]
 
@@ -125,7 +123,7 @@ def profile_tasks(
 def build_profile_live(
     questions: Iterable[Question],
     experts: Sequence[str],
-    run: Run,
+    run: RunTasks,
     *,
     skills_of: SkillsOf | None = None,
     name: str = "profile",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from aggregators import SynthesisJob, SynthesisOptions, compose
-from batching import ExpertSpec, FakeEngine, Request, Task
+from batching import ExpertSpec, FakeEngine
+from common.requests import Request
+from common.tasks import Task
 from batching.executor import Executor
 from batching.plan import make_plan
 from eval.extract import letter_extractor

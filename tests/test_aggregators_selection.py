@@ -18,8 +18,10 @@ from aggregators import (
     select_aggregator,
     synthetic_cases,
 )
-from batching import ExpertSpec, FakeEngine, Generation, Request, Task
-from batching.engines import ReplayBook
+from batching import ExpertSpec, FakeEngine
+from common.requests import Generation, Request
+from common.tasks import Task
+from common.recordings import ReplayBook
 from common.errors import BadInput, ConfigError, NotFound
 from eval.extract import letter_extractor
 

@@ -16,7 +16,9 @@ from aggregators import (
     synthesis_request,
     synthesis_result,
 )
-from batching import ExpertSpec, FakeEngine, Generation, Request, Task
+from batching import ExpertSpec, FakeEngine
+from common.requests import Generation, Request
+from common.tasks import Task
 from common.errors import BadInput, GenerationFailed
 from eval.extract import letter_extractor, strip_thinking
 

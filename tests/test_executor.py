@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batching import ExpertSpec, FakeEngine, Generation, Request, Task
+from batching import ExpertSpec, FakeEngine
+from common.requests import Generation, Request
+from common.tasks import Task
 from batching.executor import Executor, ProgressEvent
 from batching.plan import make_plan
 from batching.runstore import SQLiteRunStore

@@ -62,7 +62,7 @@ def test_answer_runs_every_stage(settings):
 
 def test_batch_loads_each_model_once(settings):
     engines = Engines()
-    answers = Orchestrator(settings, engine_factory=engines).answer_many(questions(12))
+    answers = Orchestrator(settings, engine_factory=engines).answer_batch(questions(12))
     assert len(answers) == 12 and all(a.error is None for a in answers)
     assert {name: e.loads for name, e in engines.made.items()} == {"smollm2": 1, "gemma3": 1}
     # each model got its whole list of expert requests in one call
@@ -126,15 +126,15 @@ def test_bad_input(settings, question, options, message):
 def test_repeated_ids_rejected(settings):
     qs = questions(2)
     with pytest.raises(BadInput, match="repeated: 'q0'"):
-        Orchestrator(settings, engine_factory=Engines()).answer_many([qs[0], qs[0]])
+        Orchestrator(settings, engine_factory=Engines()).answer_batch([qs[0], qs[0]])
 
 
 def test_resume_skips_finished_work(settings):
     engines = Engines()
     coe = Orchestrator(settings, engine_factory=engines)
-    first = coe.answer_many(questions(4), run_id="r1")
+    first = coe.answer_batch(questions(4), run_id="r1")
     again_engines = Engines()
-    again = Orchestrator(settings, engine_factory=again_engines).answer_many(questions(4), run_id="r1")
+    again = Orchestrator(settings, engine_factory=again_engines).answer_batch(questions(4), run_id="r1")
     assert [a.text for a in again] == [a.text for a in first]
     assert not any(e.batches for e in again_engines.made.values())  # nothing regenerated
 

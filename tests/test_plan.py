@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batching import ExpertSpec, Request, Task
+from batching import ExpertSpec
+from common.requests import Request
+from common.tasks import Task
 from batching.plan import ModelCost, Plan, make_plan
 from common.errors import BadInput, ConfigError, NotFound
 

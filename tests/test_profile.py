@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from batching.types import Generation
+from common.requests import Generation
 from common.errors import BadInput, ConfigError, NotFound
 from eval.benchmarks import Question
 from skills import (

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from batching import Request
-from batching.engines import ReplayBook, ReplayEngine
+from common.requests import Request
+from batching.engines import ReplayEngine
+from common.recordings import ReplayBook
 from common.errors import BadInput, NotFound, ReplayMiss
 
 ROWS = [

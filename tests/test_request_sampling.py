@@ -6,7 +6,8 @@ import json
 
 import httpx
 
-from batching import ExpertSpec, Request, Sampling
+from batching import ExpertSpec
+from common.requests import Request, Sampling
 from batching.engines.http import HTTPEngine
 from eval.benchmarks import Question
 from skills import annotation_tasks

@@ -28,7 +28,7 @@ def test_profile_and_router_pick_better_than_chance(data_dir, replay_file):
     accuracy = sum(max(w, key=w.get) == t for w, t in zip(weights, truth)) / len(test)
     assert accuracy > 0.5  # 14 categories: chance is about 0.11
 
-    from batching.engines.replay import iter_records
+    from common.recordings import iter_records
 
     wanted = {q.id for q in test}
     right = {(r.model, r.question_id): bool(r.correct) for r in iter_records(replay_file, MODELS)

@@ -9,7 +9,7 @@ from contextlib import closing
 import pytest
 
 from batching.runstore import RunStore, SQLiteRunStore
-from batching.types import Generation
+from common.requests import Generation
 from common.errors import BadInput
 
 

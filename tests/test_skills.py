@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import skills
-from batching.types import Generation
+from common.requests import Generation
 from common.errors import BadInput
 from eval.benchmarks import Question
 from skills import (

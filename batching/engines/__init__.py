@@ -10,20 +10,16 @@ from pathlib import Path
 
 from batching.engines.base import Engine, chat_messages, completion_prompt
 from batching.engines.fake import FakeEngine
-from batching.engines.replay import ReplayBook, ReplayEngine, Record, iter_records, replay_book
+from batching.engines.replay import ReplayEngine
 from batching.spec import ExpertSpec
 
 __all__ = [
     "Engine",
     "FakeEngine",
-    "Record",
-    "ReplayBook",
     "ReplayEngine",
     "chat_messages",
     "completion_prompt",
-    "iter_records",
     "make_engine",
-    "replay_book",
 ]
 
 

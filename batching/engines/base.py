@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from batching.spec import ExpertSpec
-from batching.types import Generation, Request
+from common.requests import Generation, Request
 
 
 @runtime_checkable

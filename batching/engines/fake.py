@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from batching.spec import ExpertSpec
-from batching.types import Generation, Request
+from common.requests import Generation, Request
 from common.errors import EngineError
 
 LETTERS = "ABCDEFGHIJ"

@@ -19,7 +19,7 @@ import httpx
 
 from batching.engines.base import chat_messages, completion_prompt
 from batching.spec import ExpertSpec, HTTPSource
-from batching.types import Generation, Request
+from common.requests import Generation, Request
 from common.errors import EndpointError, EngineError
 
 __all__ = ["HTTPEngine"]

@@ -19,7 +19,7 @@ from typing import Any
 from batching.engines.base import chat_messages, completion_prompt
 from batching.models import check_ref
 from batching.spec import ExpertSpec, VLLMSource
-from batching.types import Generation, Request
+from common.requests import Generation, Request
 from common.errors import EngineError, EngineLoadError, EngineTimeout, NotFound
 
 __all__ = ["VLLMEngine"]

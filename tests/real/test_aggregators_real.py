@@ -18,8 +18,10 @@ from aggregators import (
     synthesis_request,
     synthesis_result,
 )
-from batching import ExpertSpec, Generation, Task, make_engine
-from batching.engines import ReplayBook
+from batching import ExpertSpec, make_engine
+from common.requests import Generation
+from common.tasks import Task
+from common.recordings import ReplayBook
 from eval.extract import letter_extractor
 
 pytestmark = pytest.mark.real

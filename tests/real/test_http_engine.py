@@ -12,7 +12,7 @@ import pytest
 from batching.engines.http import HTTPEngine
 from batching.serve import VLLMServer, free_port
 from batching.spec import ExpertSpec
-from batching.types import Request
+from common.requests import Request
 from common.errors import EndpointError, EngineLoadError
 
 

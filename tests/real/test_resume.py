@@ -41,7 +41,7 @@ REPLAY_MODELS = ("Qwen1.5-7B-Chat", "Yi-6b-Chat")
 
 def question_ids(replay_file: Path, questions: int) -> list[str]:
     """The first ``questions`` MMLU-Pro ids that every replay expert recorded (read in the parent)."""
-    from batching.engines import ReplayBook
+    from common.recordings import ReplayBook
 
     book = ReplayBook(replay_file)  # not the shared one: the parent must not warm anything up
     recorded = set.intersection(*(set(book.records(m)) for m in REPLAY_MODELS))
@@ -51,7 +51,9 @@ def question_ids(replay_file: Path, questions: int) -> list[str]:
 def workload(replay_file: Path, chosen: list[str], with_vllm: bool, max_tokens: int):
     """The same specs, tasks and composer in every process (the child reads no recordings here)."""
     from aggregators import SynthesisJob, SynthesisOptions, compose
-    from batching import ExpertSpec, Request, Task
+    from batching import ExpertSpec
+    from common.requests import Request
+    from common.tasks import Task
     from eval.benchmarks import get_benchmark
 
     specs = {

@@ -12,7 +12,7 @@ import pytest
 
 from batching.engines.vllm_engine import VLLMEngine
 from batching.spec import ExpertSpec
-from batching.types import Message, Request
+from common.requests import Message, Request
 from common.errors import EngineError, EngineLoadError, NotFound
 
 MB = 2**20

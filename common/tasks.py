@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from batching.types import Generation, Request
+from common.requests import Generation, Request
 
 
 class Task(BaseModel):
@@ -32,3 +32,8 @@ class Task(BaseModel):
 Compose = Callable[[Task, Mapping[str, Generation]], Request]
 """Builds a dependent task's request from the generations of the tasks it waits on (failed ones
 included, with ``error`` set, so the request or its trace can say what was left out)."""
+
+
+RunTasks = Callable[[list[Task]], dict[str, Generation]]
+"""Runs tasks (each model loaded once) and returns every task's generation by task id; the
+orchestrator supplies it to the packages that need generations but never call engines."""

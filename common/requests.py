@@ -1,4 +1,4 @@
-"""Requests and generations: what crosses the engine contract."""
+"""Requests and generations: what crosses the engine contract, and how a request samples."""
 
 from __future__ import annotations
 
@@ -6,7 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batching.spec import Sampling
+
+class Sampling(BaseModel):
+    """How an expert samples its answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(256, ge=1, le=32768, description="Most new tokens per answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    seed: int | None = Field(0, description="Sampling seed; None draws a fresh one.")
+    stop: tuple[str, ...] = Field((), description="Strings that end an answer early.")
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=2.0, description="Above 1 discourages repeating tokens (base models loop)."
+    )
 
 
 class Message(BaseModel):
