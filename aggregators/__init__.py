@@ -27,7 +27,6 @@ from aggregators.selection import (
     synthetic_cases,
 )
 from aggregators.synthesis import (
-    SynthesisComposer,
     SynthesisJob,
     SynthesisOptions,
     bound_text,
@@ -35,6 +34,7 @@ from aggregators.synthesis import (
     order_answers,
     synthesis_prompt,
     synthesis_request,
+    synthesis_outcome,
     synthesis_result,
 )
 from aggregators.vote import VOTERS, get_voter, log_odds_weight, majority, weighted
@@ -49,7 +49,6 @@ __all__ = [
     "ExpertAnswer",
     "Extract",
     "Score",
-    "SynthesisComposer",
     "SynthesisJob",
     "SynthesisOptions",
     "SyntheticCase",
@@ -68,6 +67,7 @@ __all__ = [
     "select_aggregator",
     "synthesis_prompt",
     "synthesis_request",
+    "synthesis_outcome",
     "synthesis_result",
     "synthetic_cases",
     "weighted",

@@ -17,7 +17,10 @@ Competence = Mapping[str, float] | Callable[[str], float | None]
 
 
 class ExpertAnswer(BaseModel):
-    """One expert's answer to one question, as an aggregator sees it."""
+    """One expert's answer to one question: what aggregators read and what the trace shows.
+
+    A failed expert call is an answer with ``error`` set and no text; votes and synthesis
+    leave such answers out."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,25 +30,37 @@ class ExpertAnswer(BaseModel):
     competence: float | None = Field(
         None, ge=0.0, le=1.0, description="The expert's accuracy on this question's skill, if known."
     )
+    score: float | None = Field(None, description="The router's score for this expert on the question.")
     tokens_in: int = Field(0, ge=0)
     tokens_out: int = Field(0, ge=0)
     seconds: float = Field(0.0, ge=0.0)
+    error: str | None = Field(None, description="Why the expert gave no answer (failed or not run).")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     @classmethod
     def from_generation(
-        cls, generation: Generation, extract: Extract | None = None, competence: float | None = None
+        cls,
+        generation: Generation,
+        extract: Extract | None = None,
+        competence: float | None = None,
+        *,
+        score: float | None = None,
     ) -> ExpertAnswer:
-        """Wrap a finished generation; ``extract`` fills ``choice``. A failed one is BadInput."""
-        if generation.error is not None:
-            raise BadInput(f"generation {generation.request_id!r} failed: {generation.error}")
+        """Wrap a generation, failed or not; ``extract`` (run once, on a finished one) fills ``choice``."""
+        ok = generation.error is None
         return cls(
             expert=generation.model,
-            text=generation.text,
-            choice=extract(generation.text) if extract is not None else None,
+            text=generation.text if ok else "",
+            choice=extract(generation.text) if ok and extract is not None else None,
             competence=competence,
+            score=score,
             tokens_in=generation.tokens_in,
             tokens_out=generation.tokens_out,
             seconds=generation.seconds,
+            error=generation.error,
         )
 
 
@@ -71,6 +86,10 @@ class AggregationResult(BaseModel):
         ),
     )
     scores: dict[str, float] = Field(default_factory=dict, description="Votes: score per choice.")
+    prompt: str = Field("", description="What the aggregator model was asked (empty for votes).")
+    fallback: str | None = Field(
+        None, description="Why a vote stands in for the aggregator model (it failed or did not run)."
+    )
     tokens_in: int = Field(0, ge=0, description="Tokens the aggregator read (0 for votes).")
     tokens_out: int = Field(0, ge=0, description="Tokens the aggregator wrote (0 for votes).")
     seconds: float = Field(0.0, ge=0.0, description="Time the aggregation took.")

@@ -5,30 +5,27 @@ stripped of ``<think>`` blocks and cut to a bound from the front (the end, where
 is, is kept); the order is seeded-random, by competence, or as given. It ends with the
 benchmark's answer-format instruction, which the caller supplies.
 
-``synthesis_request`` builds one request; ``compose`` makes the executor's ``Compose``
-callback for aggregation tasks whose inputs are the experts' generations.
+``synthesis_request`` builds one request; ``compose`` makes the executor's (pure) ``Compose``
+function for aggregation tasks whose inputs are the experts' generations.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators.result import (
     AggregationResult,
-    Competence,
     ExpertAnswer,
     Extract,
     agreement,
-    resolve_competence,
 )
-from common.tasks import Task
+from common.tasks import Compose, Composed, Task
 from common.requests import Generation, Request
 from common.errors import BadInput, GenerationFailed
 from common.text import strip_thinking
@@ -136,9 +133,10 @@ def synthesis_result(
     answers: Sequence[ExpertAnswer],
     extract: Extract,
     *,
+    prompt: str = "",
     left_out: Sequence[str] = (),
 ) -> AggregationResult:
-    """The aggregator's generation as a result; confidence is the share of experts it agrees with."""
+    """The aggregator's generation as a result; confidence is the share of ``answers`` it agrees with."""
     if generation.error is not None:
         raise GenerationFailed(f"aggregator {generation.model!r} failed on {generation.request_id!r}: "
                                f"{generation.error}")
@@ -152,87 +150,73 @@ def synthesis_result(
         inputs=tuple(a.expert for a in answers),
         left_out=tuple(left_out),
         confidence=share,
+        prompt=prompt,
         tokens_in=generation.tokens_in,
         tokens_out=generation.tokens_out,
         seconds=generation.seconds,
     )
 
 
+def synthesis_outcome(
+    composed: Composed, generation: Generation, answers: Mapping[str, ExpertAnswer], extract: Extract
+) -> AggregationResult:
+    """The result of one aggregation from the record of what went into it (``composed``), the
+    aggregator's generation and the expert answers by input task id."""
+    used = [answers[task_id] for task_id in composed.used]
+    left_out = [f"{answers[task_id].expert if task_id in answers else task_id}: {why}"
+                for task_id, why in composed.left_out]
+    return synthesis_result(generation, used, extract, prompt=composed.request.text, left_out=left_out)
+
+
 @dataclass(frozen=True)
 class SynthesisJob:
-    """What the composer needs to know about one aggregation task's question."""
+    """What composing one aggregation task needs to know about its question."""
 
     question_text: str
     answer_format: str
-    extract: Extract | None = None
-    competence: Competence | None = None
+    competence: Mapping[str, float] = field(default_factory=dict)
+    """Each expert's accuracy on the question's skill (experts without evidence left out)."""
     question_id: str | None = None
 
 
-class SynthesisComposer:
-    """The executor's ``Compose`` callback for aggregation tasks (see ``compose``).
+def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> Compose:
+    """The executor's ``Compose`` for the aggregation tasks named in ``jobs`` (keyed by task id).
 
-    Called with an aggregation task and the generations of the tasks in its ``after``, it
-    leaves out failed, missing and empty inputs (noted in ``left_out`` and the log), and
-    builds the synthesis request from the rest. With no input left it raises GenerationFailed.
-    ``used``/``left_out``/``requests`` keep, per task id, what went into each prompt (for
-    ``result`` and the trace).
+    A pure function: it leaves out failed, missing and empty inputs (named in ``left_out``)
+    and writes the synthesis request from the rest; with no input left it raises
+    GenerationFailed. The ``Composed`` record it returns is what went into the aggregation.
     """
+    options = options or SynthesisOptions()
 
-    def __init__(self, jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> None:
-        self.jobs = dict(jobs)
-        self.options = options or SynthesisOptions()
-        self.used: dict[str, list[ExpertAnswer]] = {}
-        self.left_out: dict[str, list[str]] = {}
-        self.requests: dict[str, Request] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, task: Task, inputs: Mapping[str, Generation]) -> Request:
-        job = self.jobs.get(task.id)
+    def composed(task: Task, inputs: Mapping[str, Generation]) -> Composed:
+        job = jobs.get(task.id)
         if job is None:
             raise BadInput(f"no synthesis job for aggregation task {task.id!r}")
         answers: list[ExpertAnswer] = []
-        notes: list[str] = []
+        used: list[str] = []
+        left_out: list[tuple[str, str]] = []
         for input_id in task.after:
             generation = inputs.get(input_id)
             if generation is None:
-                notes.append(f"{input_id}: no generation arrived")
+                left_out.append((input_id, "no generation arrived"))
             elif generation.error is not None:
-                notes.append(f"{generation.model}: {generation.error}")
+                left_out.append((input_id, generation.error))
             elif not strip_thinking(generation.text):
-                notes.append(f"{generation.model}: empty answer")
+                left_out.append((input_id, "empty answer"))
             else:
-                answers.append(ExpertAnswer.from_generation(generation, job.extract))
-        answers = resolve_competence(answers, job.competence)
-        with self._lock:
-            self.used[task.id] = answers
-            self.left_out[task.id] = notes
-        if notes:
-            log.info("aggregation %s: left out %d input(s): %s", task.id, len(notes), "; ".join(notes))
+                used.append(input_id)
+                answers.append(ExpertAnswer(expert=generation.model, text=generation.text,
+                                            competence=job.competence.get(generation.model)))
+        if left_out:
+            log.info("aggregation %s: left out %s", task.id, "; ".join(f"{i}: {why}" for i, why in left_out))
         if not answers:
             raise GenerationFailed(
                 f"aggregation {task.id!r}: none of its {len(task.after)} expert answers arrived "
-                f"({'; '.join(notes)})"
+                f"({'; '.join(f'{i}: {why}' for i, why in left_out)})"
             )
         request = synthesis_request(
-            task.id, job.question_text, answers, job.answer_format, self.options, question_id=job.question_id
+            task.id, job.question_text, answers, job.answer_format, options, question_id=job.question_id
         )
-        with self._lock:
-            self.requests[task.id] = request
-        return request
+        return Composed(request=request, used=tuple(used), left_out=tuple(left_out))
 
-    def result(
-        self, task_id: str, generation: Generation, extract: Extract | None = None
-    ) -> AggregationResult:
-        """The aggregation result of a task this composer composed."""
-        if task_id not in self.used:
-            raise BadInput(f"aggregation task {task_id!r} was never composed")
-        extract = extract or self.jobs[task_id].extract
-        if extract is None:
-            raise BadInput(f"aggregation task {task_id!r}: no extract function to read its answer")
-        return synthesis_result(generation, self.used[task_id], extract, left_out=self.left_out[task_id])
-
-
-def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> SynthesisComposer:
-    """A ``Compose`` callback for the aggregation tasks named in ``jobs`` (keyed by task id)."""
-    return SynthesisComposer(jobs, options)
+    return composed

@@ -6,8 +6,9 @@ from inputs (aggregation) become ready once their inputs are resolved. Finished 
 go to the run store batch by batch, and tasks already there are skipped (resume). An engine
 that fails mid-phase is reloaded once and its unfinished requests retried; requests that
 still fail are isolated by halving the batch and marked failed with the reason. At the end
-of a phase each engine is unloaded, or, for an executor made with ``keep_warm``, put to sleep
-where it ``supports_sleep`` (kept for the next run; ``close()`` unloads it). Phases on different devices run in parallel threads.
+of a phase each engine is unloaded. Phases on different devices run in parallel threads.
+The result holds every task's generation and, for composed tasks, the ``Composed`` record of
+what went into their request.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from batching.engines.base import Engine
 from batching.plan import Phase, Plan
-from batching.runstore import RunStore
+from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
-from common.tasks import Compose, Task
+from common.tasks import Compose, Composed, Task
 from common.requests import Generation, Request
 from common.errors import BadInput, CoeError, EngineError
 from common.names import unknown_name
@@ -85,6 +86,9 @@ class RunResult(BaseModel):
         ..., description="Every task's generation; failed ones carry .error."
     )
     failed: dict[str, str] = Field(..., description="Failed task id -> reason.")
+    composed: dict[str, Composed] = Field(
+        default_factory=dict, description="Composed task id -> what went into its request."
+    )
     metrics: RunMetrics
 
 
@@ -100,6 +104,7 @@ class _Run:
         self.lock = threading.Lock()
         self.results: dict[str, Generation] = {}
         self.failed: dict[str, str] = {}
+        self.composed: dict[str, Composed] = {}
         self.metrics = RunMetrics()
         self.intervals: list[tuple[float, float]] = []
         self.done: dict[int, threading.Event] = {}
@@ -122,14 +127,10 @@ class Executor:
         engine_factory: Callable[[ExpertSpec], Engine],
         store: RunStore | None = None,
         progress: ProgressCallback | None = None,
-        *,
-        keep_warm: bool = False,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
         self.progress = progress
-        self.keep_warm = keep_warm  # sleep engines that can, for this executor's next run
-        self._sleeping: dict[str, Engine] = {}
 
     # -- public -------------------------------------------------------------------------------
 
@@ -142,7 +143,8 @@ class Executor:
         *,
         run_id: str = "run",
     ) -> RunResult:
-        """Run every task of ``plan``; resumes from the store when ``run_id`` has finished work."""
+        """Run every task of ``plan``. With a store, a task whose request (model source, prompt,
+        sampling) already has a generation stored under ``run_id`` is not run again."""
         by_id = {t.id: t for t in tasks}
         planned = plan.phase_of()
         if len(by_id) != len(tasks) or set(by_id) != set(planned):
@@ -154,17 +156,6 @@ class Executor:
                 raise unknown_name("model", task.model, specs)
         state = _Run(run_id, by_id)
         started = time.perf_counter()
-        if self.store is not None:
-            for task_id, generation in self.store.get_many(run_id, list(by_id)).items():
-                state.results[task_id] = generation
-            state.metrics.resumed = len(state.results)
-            if state.results:
-                log.info(
-                    "run %s: resuming, %d of %d task(s) already finished",
-                    run_id,
-                    len(state.results),
-                    len(by_id),
-                )
         state.done = {p.index: threading.Event() for p in plan.phases}
         per_device: dict[int, list[Phase]] = {}
         for phase in plan.phases:
@@ -191,19 +182,8 @@ class Executor:
         metrics.overhead_seconds = metrics.wall_seconds - metrics.engine_seconds
         metrics.failed = len(state.failed)
         ordered = {tid: state.results[tid] for tid in by_id if tid in state.results}
-        return RunResult(run_id=run_id, generations=ordered, failed=dict(state.failed), metrics=metrics)
-
-    def close(self) -> None:
-        """Unload the engines kept asleep between runs."""
-        while self._sleeping:
-            _, engine = self._sleeping.popitem()
-            engine.unload()
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return RunResult(run_id=run_id, generations=ordered, failed=dict(state.failed),
+                         composed=dict(state.composed), metrics=metrics)
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -223,6 +203,9 @@ class Executor:
     def _phase(self, phase: Phase, state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
         try:
             pending = [tid for tid in phase.tasks if not state.resolved(tid)]
+            if self.store is not None and pending:
+                self._from_store(pending, state, specs, compose)
+                pending = [tid for tid in pending if not state.resolved(tid)]
             if not pending:
                 log.info("phase %d: every task already finished; skipped", phase.index)
                 with state.lock:
@@ -331,6 +314,32 @@ class Executor:
             finished = set(ready)
             pending = [tid for tid in pending if tid not in finished]
 
+    def _from_store(
+        self, pending: list[str], state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose
+    ) -> None:
+        """Resolve the phase's tasks whose request already has a stored generation, before any
+        model loads: wave by wave, since a composed task's request is known once its inputs are."""
+        assert self.store is not None
+        left = list(pending)
+        while left:
+            ready = [tid for tid in left if all(state.resolved(d) for d in state.tasks[tid].after)]
+            keys: dict[str, str] = {}
+            for tid in ready:
+                request = self._request(state.tasks[tid], state, compose, {})
+                if request is not None:
+                    keys[tid] = request_key(specs[state.tasks[tid].model], request)
+            stored = self.store.get_many(state.run_id, keys.values())
+            found = {tid: stored[key] for tid, key in keys.items() if key in stored}
+            with state.lock:
+                for tid, generation in found.items():
+                    state.record(tid, generation)
+                state.metrics.resumed += len(found)
+            if found:
+                log.info("run %s: %d task(s) found finished in the store", state.run_id, len(found))
+            left = [tid for tid in left if not state.resolved(tid)]
+            if not found:
+                return
+
     def _request(
         self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]
     ) -> Request | None:
@@ -340,16 +349,21 @@ class Executor:
             return None
         if not task.after:
             return task.request
+        if task.id in state.composed:  # composed already while looking in the store
+            return state.composed[task.id].request
         inputs = {d: state.results[d] for d in task.after}  # failed ones too: compose notes why
         if not any(g.ok for g in inputs.values()):
             reasons = "; ".join(f"{d}: {state.failed.get(d, '?')}" for d in task.after)
             self._fail(task, f"every input failed ({reasons})", state)
             return None
         try:
-            return compose(task, inputs)
+            composed = compose(task, inputs)
         except CoeError as exc:
             self._fail(task, f"could not compose its request: {exc}", state)
             return None
+        with state.lock:
+            state.composed[task.id] = composed
+        return composed.request
 
     def _fail(self, task: Task, reason: str, state: _Run) -> None:
         request_id = task.request.id if task.request is not None else task.id
@@ -371,24 +385,12 @@ class Executor:
                 setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
 
     def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None]:
-        """Load (or wake) the model's engine; a failed load is tried once more."""
-        engine = self._sleeping.pop(model, None)
-        if engine is not None and engine.loaded:
-            try:
-                with self._timed(state, "load_seconds"):
-                    wake = getattr(engine, "wake", None)
-                    if callable(wake):
-                        wake()
-                return engine, None
-            except CoeError as exc:  # a model that will not wake is loaded afresh
-                log.warning("could not wake %s (%s); reloading it", model, exc)
-                engine.unload()
-        if engine is None:
-            try:
-                engine = self.engine_factory(spec)
-            except CoeError as exc:
-                log.warning("could not make an engine for %r: %s", model, exc)
-                return None, f"could not make an engine for {model!r}: {exc}"
+        """Load the model's engine; a failed load is tried once more."""
+        try:
+            engine = self.engine_factory(spec)
+        except CoeError as exc:
+            log.warning("could not make an engine for %r: %s", model, exc)
+            return None, f"could not make an engine for {model!r}: {exc}"
         error = None
         for attempt in (1, 2):
             try:
@@ -408,13 +410,6 @@ class Executor:
 
     def _release(self, engine: Engine, state: _Run) -> None:
         with self._timed(state, "unload_seconds"):
-            if self.keep_warm and getattr(engine, "supports_sleep", False) and engine.loaded:
-                try:
-                    engine.sleep()  # type: ignore[attr-defined]
-                    self._sleeping[engine.spec.name] = engine
-                    return
-                except CoeError as exc:
-                    log.warning("could not put %s to sleep (%s); unloading it", engine.spec.name, exc)
             engine.unload()
 
     def _batch(
@@ -451,7 +446,8 @@ class Executor:
             out = self._isolate(engine, items, state, str(exc))
         finished = {tid: g for tid, g in out.items() if g.ok}
         if self.store is not None and finished:
-            self.store.put(state.run_id, finished)
+            requests = dict(items)
+            self.store.put(state.run_id, {request_key(engine.spec, requests[tid]): g for tid, g in finished.items()})
         with state.lock:
             for tid, generation in out.items():
                 state.record(tid, generation)

@@ -1,13 +1,19 @@
 """Run stores: every finished generation of a batch run, so a killed run resumes where it was.
 
-``RunStore`` is the protocol the executor uses (``get_many``, ``put``, ``finished_ids``);
-``SQLiteRunStore`` keeps one table keyed by (run id, task id) in a WAL-mode SQLite file and
-commits once per ``put`` (one batch). Only successful generations are kept: a failed task is
-tried again when the run resumes.
+Generations are keyed by what was asked: ``request_key`` digests the model's source and
+prompting, the request's messages and question id, and its effective sampling. A reused run
+id with a changed pool, policy or prompt therefore regenerates exactly what changed, and never
+returns an answer to a different request.
+
+``RunStore`` is the protocol the executor uses (``get_many``, ``put``); ``SQLiteRunStore``
+keeps one table keyed by (run id, request key) in a WAL-mode SQLite file and commits once per
+``put``. Only successful generations are kept: a failed task is tried again on resume.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import sqlite3
 import threading
@@ -18,40 +24,56 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from common.requests import Generation
+from batching.spec import ExpertSpec
+from common.requests import Generation, Request
 from common.errors import BadInput, CoeError
 
-__all__ = ["RunStore", "SQLiteRunStore"]
+__all__ = ["RunStore", "SQLiteRunStore", "request_key"]
 
 log = logging.getLogger(__name__)
 
 _FORMAT = "symbolic-coe-runstore"
-_VERSION = "1"
+_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS generations (
     run_id TEXT NOT NULL,
+    request_key TEXT NOT NULL,
     task_id TEXT NOT NULL,
     model TEXT NOT NULL,
     generation TEXT NOT NULL,
     finished_at REAL NOT NULL,
-    PRIMARY KEY (run_id, task_id)
+    PRIMARY KEY (run_id, request_key)
 );
 """
 
 
+def request_key(spec: ExpertSpec, request: Request) -> str:
+    """A digest of everything that decides a generation: the expert (its name, model source and
+    prompting), the request's messages and question id (replay answers by it), and the sampling
+    in effect. The request's own id is not part of it."""
+    asked = {
+        "expert": spec.name,
+        "source": spec.source.model_dump(mode="json"),
+        "prompt_mode": spec.prompt_mode,
+        "chat_template": spec.chat_template,
+        "system_prompt": spec.system_prompt,
+        "messages": [m.model_dump(mode="json") for m in request.messages],
+        "question_id": request.question_id,
+        "sampling": request.sampling(spec.sampling).model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
 @runtime_checkable
 class RunStore(Protocol):
-    """Finished generations of batch runs, keyed by (run id, task id)."""
+    """Finished generations of batch runs, keyed by (run id, request key)."""
 
-    def get_many(self, run_id: str, task_ids: Iterable[str]) -> dict[str, Generation]:
-        """The stored generations among ``task_ids`` (missing ones are left out)."""
+    def get_many(self, run_id: str, keys: Iterable[str]) -> dict[str, Generation]:
+        """The stored generations among ``keys`` (missing ones are left out)."""
 
     def put(self, run_id: str, generations: Mapping[str, Generation]) -> None:
-        """Store finished generations by task id, all in one commit."""
-
-    def finished_ids(self, run_id: str) -> set[str]:
-        """Ids of the tasks of ``run_id`` that have a stored generation."""
+        """Store finished generations by request key, all in one commit."""
 
 
 class SQLiteRunStore:
@@ -108,20 +130,21 @@ class SQLiteRunStore:
             db.execute("COMMIT")
             log.info("run store: created %s", self.path)
 
-    def get_many(self, run_id: str, task_ids: Iterable[str]) -> dict[str, Generation]:
-        wanted = list(dict.fromkeys(task_ids))
+    def get_many(self, run_id: str, keys: Iterable[str]) -> dict[str, Generation]:
+        wanted = list(dict.fromkeys(keys))
         out: dict[str, Generation] = {}
         with self._lock:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = self._read(
-                    f"SELECT task_id, generation FROM generations WHERE run_id = ? AND task_id IN ({marks})",
+                    f"SELECT request_key, task_id, generation FROM generations "
+                    f"WHERE run_id = ? AND request_key IN ({marks})",
                     (run_id, *chunk),
                 )
-                for task_id, text in rows:
+                for key, task_id, text in rows:
                     try:
-                        out[task_id] = Generation.model_validate_json(text)
+                        out[key] = Generation.model_validate_json(text)
                     except ValidationError as exc:
                         raise BadInput(
                             f"run store {self.path}: stored generation of task {task_id!r} is unreadable"
@@ -130,8 +153,8 @@ class SQLiteRunStore:
 
     def put(self, run_id: str, generations: Mapping[str, Generation]) -> None:
         rows = [
-            (run_id, task_id, g.model, g.model_dump_json(), time.time())
-            for task_id, g in generations.items()
+            (run_id, key, g.request_id, g.model, g.model_dump_json(), time.time())
+            for key, g in generations.items()
             if g.ok
         ]
         if not rows:
@@ -139,30 +162,12 @@ class SQLiteRunStore:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?)", rows)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise BadInput(f"run store {self.path} cannot be written: {exc}") from exc
-
-    def finished_ids(self, run_id: str) -> set[str]:
-        with self._lock:
-            return {
-                row[0] for row in self._read("SELECT task_id FROM generations WHERE run_id = ?", (run_id,))
-            }
-
-    def finished_at(self, run_id: str) -> dict[str, float]:
-        """When each stored generation of ``run_id`` was written (Unix seconds)."""
-        with self._lock:
-            rows = self._read("SELECT task_id, finished_at FROM generations WHERE run_id = ?", (run_id,))
-        return {task_id: at for task_id, at in rows}
-
-    def runs(self) -> list[str]:
-        with self._lock:
-            return [
-                row[0] for row in self._read("SELECT DISTINCT run_id FROM generations ORDER BY run_id", ())
-            ]
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:

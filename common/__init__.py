@@ -14,13 +14,15 @@ from common.errors import (
     ReplayMiss,
 )
 from common.recordings import Record, ReplayBook, iter_records, replay_book
+from common.query import Query, query_id
 from common.requests import Generation, Message, Request, Sampling
-from common.tasks import Compose, RunTasks, Task
+from common.tasks import Compose, Composed, RunTasks, Task
 
 __all__ = [
     "BadInput",
     "CoeError",
     "Compose",
+    "Composed",
     "ConfigError",
     "EndpointError",
     "EngineError",
@@ -30,6 +32,7 @@ __all__ = [
     "GenerationFailed",
     "Message",
     "NotFound",
+    "Query",
     "Record",
     "ReplayBook",
     "ReplayMiss",
@@ -38,5 +41,6 @@ __all__ = [
     "Sampling",
     "Task",
     "iter_records",
+    "query_id",
     "replay_book",
 ]

@@ -29,9 +29,23 @@ class Task(BaseModel):
         return self
 
 
-Compose = Callable[[Task, Mapping[str, Generation]], Request]
+class Composed(BaseModel):
+    """What a dependent task was asked, and which of its inputs went into the request.
+
+    Returned by ``Compose`` and handed back, unchanged, in the run's result: the record of
+    what went into each aggregation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request: Request
+    used: tuple[str, ...] = Field(..., description="Input task ids whose generations the request holds.")
+    left_out: tuple[tuple[str, str], ...] = Field((), description="(input task id, why it was left out).")
+
+
+Compose = Callable[[Task, Mapping[str, Generation]], Composed]
 """Builds a dependent task's request from the generations of the tasks it waits on (failed ones
-included, with ``error`` set, so the request or its trace can say what was left out)."""
+included, with ``error`` set, so the record can say what was left out). It is a pure function
+of its arguments: a resumed run composes the same request again."""
 
 
 RunTasks = Callable[[list[Task]], dict[str, Generation]]

@@ -16,24 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from common.errors import BadInput, NotFound
 from common.names import unknown_name
+from common.query import Query
 from eval.extract import Extractor, integer_extractor, letter_extractor
 
 LETTERS = "ABCDEFGHIJ"
 
 
-class Question(BaseModel):
-    """One benchmark item, normalised across benchmarks."""
+class Question(Query):
+    """One benchmark item, normalised across benchmarks: a query with its gold answer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
     benchmark: str
-    text: str = Field(..., min_length=1)
-    options: tuple[str, ...] = ()
     answer: str
     category: str | None = None
 
@@ -129,7 +123,7 @@ def load_gpqa(root: Path, split: str = "diamond") -> list[Question]:
     return out
 
 
-def with_options(question: Question) -> str:
+def with_options(question: Query) -> str:
     """The question followed by its lettered options (the question alone when it has none)."""
     if not question.options:
         return question.text
@@ -140,7 +134,7 @@ def format_options(options: tuple[str, ...]) -> str:
     return "\n".join(f"({LETTERS[i]}) {option}" for i, option in enumerate(options))
 
 
-def choice_prompt(question: Question) -> str:
+def choice_prompt(question: Query) -> str:
     letters = LETTERS[: len(question.options)]
     return (
         f"{question.text.strip()}\n\nOptions:\n{format_options(question.options)}\n\n"

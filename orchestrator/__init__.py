@@ -1,17 +1,23 @@
 """The public surface: the SDK, its settings, pools, and the answer types."""
 
+from aggregators import AggregationResult, ExpertAnswer
+from common.query import Query
 from orchestrator.pool import Pool, load_pool
 from orchestrator.sdk import Orchestrator
 from orchestrator.settings import Settings, load_settings
-from orchestrator.trace import AggregatorCall, Answer, ExpertCall, Trace
+from orchestrator.trace import Answer, Timings, Trace
+from router import RouteDecision
 
 __all__ = [
-    "AggregatorCall",
+    "AggregationResult",
     "Answer",
-    "ExpertCall",
+    "ExpertAnswer",
     "Orchestrator",
     "Pool",
+    "Query",
+    "RouteDecision",
     "Settings",
+    "Timings",
     "Trace",
     "load_pool",
     "load_settings",

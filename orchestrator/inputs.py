@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from common.errors import BadInput
-from eval.benchmarks import Question
+from common.query import MAX_OPTIONS, Query
 
-FREE = "free"
 FREE_FORMAT = 'End with a line "Final answer: ..." giving the answer in a few words.'
 
 
@@ -22,24 +19,32 @@ def check_question(text: object, max_chars: int, *, field: str = "question") -> 
     return text
 
 
-def check_options(options: object) -> tuple[str, ...]:
+def check_options(options: object, *, field: str = "options") -> tuple[str, ...]:
     if options is None:
         return ()
     if isinstance(options, str) or not isinstance(options, list | tuple):
-        raise BadInput(f"options must be a list of strings, got {type(options).__name__}")
-    if len(options) > 10:
-        raise BadInput(f"at most 10 options (A-J) are supported, got {len(options)}")
+        raise BadInput(f"{field} must be a list of strings, got {type(options).__name__}")
+    if len(options) > MAX_OPTIONS:
+        raise BadInput(f"at most {MAX_OPTIONS} {field} (A-J) are supported, got {len(options)}")
     out = []
     for i, option in enumerate(options):
         if not isinstance(option, str) or not option.strip():
-            raise BadInput(f"options[{i}] must be a non-empty string")
+            raise BadInput(f"{field}[{i}] must be a non-empty string")
         out.append(option.strip())
     if len(out) == 1:
-        raise BadInput("options needs at least two choices")
+        raise BadInput(f"{field} needs at least two choices")
     return tuple(out)
 
 
-def free_question(text: str, options: tuple[str, ...] = ()) -> Question:
-    """Wrap a user's question; its id is a digest of the text so caches can key on it."""
-    digest = hashlib.sha256(("\n".join((text, *options))).encode()).hexdigest()[:16]
-    return Question(id=f"q-{digest}", benchmark=FREE, text=text, options=options, answer="")
+def as_query(item: object, max_chars: int, *, options: object = None, field: str = "question") -> Query:
+    """A checked ``Query`` from a plain string (with ``options``) or a ``Query`` (and its subclasses,
+    such as benchmark items, which are kept as they are)."""
+    if isinstance(item, Query):
+        if options is not None:
+            raise BadInput(f"{field}: give options inside the Query, not beside it")
+        check_question(item.text, max_chars, field=field)
+        check_options(item.options or None, field=f"{field}.options")
+        return item
+    if not isinstance(item, str):
+        raise BadInput(f"{field} must be a string, got {type(item).__name__} (or give a Query)")
+    return Query(text=check_question(item, max_chars, field=field), options=check_options(options))

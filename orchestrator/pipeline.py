@@ -1,42 +1,54 @@
-"""The pipeline: route -> expert generations -> aggregation, for a batch of questions.
+"""The pipeline: route -> expert generations -> aggregation, for a batch of queries.
 
-Every model runs through the batch planner and executor, so a batch loads each model
-once; the aggregator's work is the last phase and composes its prompt from the expert
-answers that arrived. An expert that fails is dropped from that answer with its reason;
-if the aggregator fails, the answer falls back to the experts' majority vote (ties broken
-by competence) and says so in the trace.
+One straight path. Each query is decided once (``Asked``: its route, prompt, aggregator and
+the experts' competence); the task graph is built from those records; the batch planner and
+executor run it (each model loaded once, the aggregator's work last, composing its prompt from
+the expert answers that arrived); and each ``Answer`` is a pure function of the ``Asked``
+record and the run's result, which carries what went into every aggregation.
+
+An expert that fails is dropped from that answer with its reason; if the aggregator fails,
+the experts' majority vote (ties broken by competence) stands in and the trace says why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aggregators import AggregatorChoice, ExpertAnswer, SynthesisJob, SynthesisOptions, compose, majority
+from aggregators import (
+    AggregationResult,
+    AggregatorChoice,
+    ExpertAnswer,
+    SynthesisJob,
+    SynthesisOptions,
+    compose,
+    majority,
+    synthesis_outcome,
+)
 from batching import Engine, ExpertSpec
-from common.requests import Request
-from common.tasks import Task
 from batching.executor import Executor, ProgressCallback, RunResult
-from batching.plan import make_plan
+from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
 from common.errors import BadInput, GenerationFailed
+from common.query import Query
+from common.requests import Request
+from common.tasks import Task
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
-from orchestrator.trace import AggregatorCall, Answer, ExpertCall, Trace
+from orchestrator.trace import Answer, Timings, Trace
 from router import RouteDecision, Router
 
 log = logging.getLogger(__name__)
 
-AGGREGATE = "aggregate"
-
 
 @dataclass(frozen=True)
 class Prompting:
-    """How one question is asked and how its answers are read."""
+    """How one query is asked and how its answers are read."""
 
     prompt: str
     answer_format: str
@@ -44,21 +56,110 @@ class Prompting:
     shown_question: str
 
 
-def prompting(question: Question, benchmark: Benchmark | None) -> Prompting:
+def prompting(query: Query, benchmark: Benchmark | None) -> Prompting:
     if benchmark is not None:
+        if not isinstance(query, Question):
+            raise BadInput(f"query {query.id!r}: a benchmark prompt needs a benchmark item (eval.Question)")
         return Prompting(
-            benchmark.prompt(question), benchmark.answer_format,
-            lambda text: benchmark.extract(question, text), with_options(question),
+            benchmark.prompt(query), benchmark.answer_format,
+            lambda text: benchmark.extract(query, text), with_options(query),
         )
-    if question.options:
+    if query.options:
         return Prompting(
-            choice_prompt(question), LETTER_FORMAT, letter_extractor(len(question.options)),
-            with_options(question),
+            choice_prompt(query), LETTER_FORMAT, letter_extractor(len(query.options)), with_options(query),
         )
     return Prompting(
-        f"{question.text}\n\nThink it through briefly. {FREE_FORMAT}", FREE_FORMAT,
-        final_line_extractor, question.text,
+        f"{query.text}\n\nThink it through briefly. {FREE_FORMAT}", FREE_FORMAT, final_line_extractor, query.text,
     )
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One query as the pipeline asks it, decided once: used by the task graph and the answer."""
+
+    query: Query
+    decision: RouteDecision
+    prompting: Prompting
+    aggregator: str
+    competence: dict[str, float] = field(default_factory=dict)
+    """Accuracy of each chosen expert on the query's top skill (experts the profile knows)."""
+
+    @property
+    def expert_tasks(self) -> dict[str, str]:
+        """Chosen expert -> the id of its task."""
+        return {name: f"{self.query.id}/expert/{name}" for name in self.decision.expert_names}
+
+    @property
+    def aggregate_task(self) -> str:
+        return f"{self.query.id}/aggregate"
+
+
+def task_graph(asked: Sequence[Asked]) -> tuple[list[Task], dict[str, SynthesisJob]]:
+    """The expert tasks and, per query, one aggregation task waiting on them (with its job)."""
+    tasks: list[Task] = []
+    jobs: dict[str, SynthesisJob] = {}
+    for one in asked:
+        for name, task_id in one.expert_tasks.items():
+            request = Request.user(task_id, one.prompting.prompt, question_id=one.query.id)
+            tasks.append(Task(id=task_id, model=name, request=request))
+        tasks.append(Task(id=one.aggregate_task, model=one.aggregator, after=tuple(one.expert_tasks.values())))
+        jobs[one.aggregate_task] = SynthesisJob(
+            question_text=one.prompting.shown_question,
+            answer_format=one.prompting.answer_format,
+            competence=one.competence,
+            question_id=one.query.id,
+        )
+    return tasks, jobs
+
+
+def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: float) -> Answer:
+    """The answer to one query from its record and the run's result (nothing is composed again)."""
+    scores = {c.expert: c.score for c in one.decision.experts}
+    experts = tuple(_expert_answer(one, name, task_id, scores[name], result)
+                    for name, task_id in one.expert_tasks.items())
+    by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
+    generation = result.generations.get(one.aggregate_task)
+    composed = result.composed.get(one.aggregate_task)
+    aggregation: AggregationResult | None
+    error = None
+    if generation is not None and generation.ok and composed is not None:
+        aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract)
+    else:
+        reason = (generation.error if generation is not None else None) or "aggregator did not run"
+        arrived = [e for e in experts if e.ok]
+        if arrived:
+            vote = majority(arrived)
+            aggregation = vote.model_copy(update={"fallback": reason})
+        else:
+            aggregation = None
+            error = f"no expert answer arrived for question {one.query.id!r}: {reason}"
+    trace = Trace(
+        question_id=one.query.id,
+        pool=pool,
+        route=one.decision,
+        experts=experts,
+        aggregator=one.aggregator,
+        aggregation=aggregation,
+        loads=result.metrics.loads,
+        timings=Timings(
+            route=route_seconds,
+            load=result.metrics.load_seconds,
+            experts=max((e.seconds for e in experts), default=0.0),
+            aggregate=aggregation.seconds if aggregation is not None else 0.0,
+            run=result.metrics.wall_seconds,
+        ),
+    )
+    if aggregation is None:
+        return Answer(question_id=one.query.id, text="", error=error, trace=trace)
+    return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
+
+
+def _expert_answer(one: Asked, name: str, task_id: str, score: float, result: RunResult) -> ExpertAnswer:
+    generation = result.generations.get(task_id)
+    competence = one.competence.get(name)
+    if generation is None:
+        return ExpertAnswer(expert=name, score=score, competence=competence, error="not run")
+    return ExpertAnswer.from_generation(generation, one.prompting.extract, competence, score=score)
 
 
 @dataclass
@@ -75,133 +176,52 @@ class Pipeline:
     choice: AggregatorChoice | None = None
 
     def aggregator_for(self, decision: RouteDecision) -> str:
-        """The stored selection's best aggregator for the question's top skill, else the pool's."""
+        """The stored selection's best aggregator for the query's top skill, else the pool's."""
         if self.choice is None:
             return self.pool.aggregator.name
         name = self.choice.for_skill(decision.top_skill)
         return name if name in self.pool.specs else self.pool.aggregator.name
 
-    def run(
-        self, questions: Sequence[Question], benchmark: Benchmark | None = None, *, run_id: str | None = None
-    ) -> list[Answer]:
-        """Answer every question; a question whose experts all failed gets ``error`` set."""
-        ids = [q.id for q in questions]
-        if not questions:
+    def ask(self, queries: Sequence[Query], benchmark: Benchmark | None = None) -> list[Asked]:
+        """Route the batch and decide, once per query, everything its answer depends on."""
+        ids = [q.id for q in queries]
+        if not queries:
             raise BadInput("no questions to answer")
         if len(set(ids)) != len(ids):
             raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
-        started = time.perf_counter()
-        decisions = self.router.route([q.text for q in questions], ids)
-        route_s = time.perf_counter() - started
-        asked = {q.id: prompting(q, benchmark) for q in questions}
-        tasks, jobs = self.tasks(questions, decisions, asked)
-        composer = compose(jobs, self.synthesis)
-        plan = make_plan(
+        decisions = self.router.route([q.text for q in queries], ids)
+        profile = self.router.profile
+        asked = []
+        for query, decision in zip(queries, decisions, strict=True):
+            for name in decision.expert_names:
+                self.pool.spec(name)  # an unknown expert is an error, named
+            skill = decision.top_skill
+            competence = {e: profile.accuracy(e, skill) for e in decision.expert_names if e in profile.experts}
+            asked.append(Asked(query, decision, prompting(query, benchmark), self.aggregator_for(decision),
+                               competence))
+        return asked
+
+    def plan(self, tasks: Sequence[Task]) -> Plan:
+        return make_plan(
             tasks, self.pool.specs, budget_mb=self.budget_mb, footprints=self.footprints, devices=self.devices,
             aggregators={t.model for t in tasks if t.after},
         )
+
+    def run(
+        self, queries: Sequence[Query], benchmark: Benchmark | None = None, *, run_id: str | None = None
+    ) -> list[Answer]:
+        """Answer every query; one whose experts all failed gets ``error`` set."""
+        started = time.perf_counter()
+        asked = self.ask(queries, benchmark)
+        route_seconds = (time.perf_counter() - started) / len(asked)
+        tasks, jobs = task_graph(asked)
+        plan = self.plan(tasks)
         log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
-                 len(questions), len(tasks), len(plan.phases), plan.predicted_loads)
-        with Executor(self.engine_factory, self.store, self.progress) as executor:
-            result = executor.run(plan, tasks, self.pool.specs, composer, run_id=run_id or _run_id(ids))
-        return [
-            self._answer(q, d, asked[q.id], result, composer, route_s / len(questions))
-            for q, d in zip(questions, decisions)
-        ]
-
-    def tasks(
-        self, questions: Sequence[Question], decisions: Sequence[RouteDecision],
-        asked: dict[str, Prompting] | None = None, benchmark: Benchmark | None = None,
-    ) -> tuple[list[Task], dict[str, SynthesisJob]]:
-        """The expert tasks and aggregation tasks (with their synthesis jobs) for a routed batch."""
-        asked = asked or {q.id: prompting(q, benchmark) for q in questions}
-        tasks: list[Task] = []
-        jobs: dict[str, SynthesisJob] = {}
-        for question, decision in zip(questions, decisions):
-            how = asked[question.id]
-            aggregator = self.aggregator_for(decision)
-            expert_ids = []
-            for name in decision.expert_names:
-                self.pool.spec(name)  # an unknown expert is an error, named
-                task_id = f"{question.id}/{name}"
-                request = Request.user(task_id, how.prompt, question_id=question.id)
-                tasks.append(Task(id=task_id, model=name, request=request))
-                expert_ids.append(task_id)
-            agg_id = f"{question.id}/{AGGREGATE}"
-            tasks.append(Task(id=agg_id, model=aggregator, after=tuple(expert_ids)))
-            skill = decision.top_skill
-            jobs[agg_id] = SynthesisJob(
-                question_text=how.shown_question,
-                answer_format=how.answer_format,
-                extract=how.extract,
-                competence=lambda expert, s=skill: self.router.profile.accuracy(expert, s)
-                if expert in self.router.profile.experts else None,
-                question_id=question.id,
-            )
-        return tasks, jobs
-
-    def _answer(self, question, decision: RouteDecision, how: Prompting, result: RunResult, composer,
-                route_s: float) -> Answer:
-        scores = {c.expert: c.score for c in decision.experts}
-        calls = []
-        for name in decision.expert_names:
-            generation = result.generations.get(f"{question.id}/{name}")
-            if generation is None:
-                calls.append(ExpertCall(expert=name, score=scores[name], error="not run"))
-                continue
-            calls.append(ExpertCall(
-                expert=name, score=scores[name], text=generation.text,
-                choice=how.extract(generation.text) if generation.ok else None,
-                tokens_in=generation.tokens_in, tokens_out=generation.tokens_out,
-                seconds=generation.seconds, error=generation.error,
-            ))
-        agg_id = f"{question.id}/{AGGREGATE}"
-        generation = result.generations.get(agg_id)
-        aggregator = self.aggregator_for(decision)
-        trace = Trace(
-            question_id=question.id, pool=self.pool.name, policy=decision.policy,
-            route=decision.model_dump(mode="json"), experts=calls, loads=result.metrics.loads,
-            stage_seconds={
-                "route": route_s,
-                "experts": max((c.seconds for c in calls), default=0.0),
-                "aggregate": generation.seconds if generation is not None else 0.0,
-                "run": result.metrics.wall_seconds,
-            },
-        )
-        error = None
-        if generation is not None and generation.ok and agg_id not in composer.used:
-            # resumed from the run store: rebuild the (deterministic) prompt for the trace
-            inputs = {f"{question.id}/{n}": result.generations[f"{question.id}/{n}"]
-                      for n in decision.expert_names if f"{question.id}/{n}" in result.generations}
-            composer(Task(id=agg_id, model=aggregator, after=tuple(inputs)), inputs)
-        if generation is not None and generation.ok:
-            agg = composer.result(agg_id, generation)
-            trace.aggregator = AggregatorCall(
-                model=aggregator, method=agg.method, prompt=_prompt_of(composer, agg_id), text=agg.text,
-                tokens_in=agg.tokens_in, tokens_out=agg.tokens_out, seconds=agg.seconds,
-            )
-            text, choice = agg.text, agg.choice
-        else:
-            reason = (generation.error if generation is not None else None) or "aggregator did not run"
-            arrived = [
-                ExpertAnswer(expert=c.expert, text=c.text, choice=c.choice) for c in calls if c.error is None
-            ]
-            if not arrived:
-                error = f"no expert answer arrived for question {question.id!r}: {reason}"
-                text, choice = "", None
-            else:
-                competence = {c.expert: self.router.profile.accuracy(c.expert, decision.top_skill)
-                              for c in calls if c.expert in self.router.profile.experts}
-                vote = majority(arrived, competence=competence or None)
-                text, choice = vote.text, vote.choice
-                trace.aggregator = AggregatorCall(model=aggregator, method=f"{vote.method} (fallback)",
-                                                  text=vote.text, error=reason)
-        return Answer(question_id=question.id, text=text, choice=choice, trace=trace, error=error)
-
-
-def _prompt_of(composer, task_id: str) -> str:
-    request = composer.requests.get(task_id)
-    return request.text if request is not None else ""
+                 len(asked), len(tasks), len(plan.phases), plan.predicted_loads)
+        executor = Executor(self.engine_factory, self.store, self.progress)
+        result = executor.run(plan, tasks, self.pool.specs, compose(jobs, self.synthesis),
+                              run_id=run_id or _run_id([q.id for q in queries]))
+        return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds) for one in asked]
 
 
 def _first_repeat(ids: Sequence[str]) -> str:
@@ -214,8 +234,6 @@ def _first_repeat(ids: Sequence[str]) -> str:
 
 
 def _run_id(ids: Sequence[str]) -> str:
-    import hashlib
-
     return "run-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 

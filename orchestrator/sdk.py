@@ -1,26 +1,28 @@
 """The public SDK: ``Orchestrator(settings).answer("...")``.
 
-    from orchestrator import Orchestrator, load_settings
+    from orchestrator import Orchestrator, Query, load_settings
     coe = Orchestrator(load_settings(pool="pools/default"))
     answer = coe.answer("Which planet is largest?")
     print(answer.text); print(answer.summary())
+    answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from batching import Engine, ExpertSpec, make_engine
-from common.requests import Generation, Request
-from common.tasks import Task
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
-from eval.benchmarks import Benchmark, Question
-from orchestrator.inputs import check_options, check_question, free_question
-from orchestrator.pipeline import AGGREGATE, Pipeline, require_answer
+from common.query import Query
+from common.requests import Generation
+from common.tasks import Composed, Task
+from eval.benchmarks import Benchmark
+from orchestrator.inputs import as_query
+from orchestrator.pipeline import Pipeline, require_answer, task_graph
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
 from orchestrator.routing import pool_aggregator_choice, pool_router
@@ -68,67 +70,79 @@ class Orchestrator:
             self._routers[key] = pool_router(self.pool, *key)
         return self._routers[key]
 
-    def route(self, question: str, *, policy: str | None = None, k: int | None = None) -> RouteDecision:
-        text = check_question(question, self.settings.max_question_chars)
-        return self.router(policy, k).route([text], [free_question(text).id])[0]
+    def route(self, question: str | Query, *, policy: str | None = None, k: int | None = None) -> RouteDecision:
+        """The routing decision for one question: skills, chosen experts and their scores."""
+        query = as_query(question, self.settings.max_question_chars)
+        return self.router(policy, k).route([query.text], [query.id])[0]
 
     def answer(
         self,
-        question: str,
+        question: str | Query,
         *,
         options: Sequence[str] | None = None,
         policy: str | None = None,
         k: int | None = None,
     ) -> Answer:
-        """Answer one question (optionally multiple-choice). Raises if no expert answered."""
-        text = check_question(question, self.settings.max_question_chars)
-        item = free_question(text, check_options(options))
-        return require_answer(self.answer_batch([item], policy=policy, k=k)[0])
+        """Answer one question (multiple-choice when ``options`` are given). Raises if no expert answered."""
+        query = as_query(question, self.settings.max_question_chars, options=options)
+        return require_answer(self._run([query], None, policy, k, None)[0])
 
     def answer_batch(
         self,
-        questions: Sequence[Question],
+        questions: Sequence[str | Query],
         *,
         benchmark: Benchmark | None = None,
         policy: str | None = None,
         k: int | None = None,
         run_id: str | None = None,
     ) -> list[Answer]:
-        """Answer a batch, each model loaded once. With ``run_id`` every finished generation is
-        checkpointed under ``settings.runs_dir``, and the same call resumes a killed run."""
-        for question in questions:
-            if not isinstance(question, Question):
-                raise BadInput(f"answer_batch takes eval.Question items, got {type(question).__name__}")
-            check_question(question.text, self.settings.max_question_chars, field=f"question {question.id}")
-        store = None
-        if run_id is not None:
-            self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
-            store = SQLiteRunStore(self.settings.runs_dir / "runs.sqlite")
-        try:
-            return self._pipeline(policy, k, store).run(questions, benchmark, run_id=run_id)
-        finally:
-            if store is not None:
-                store.close()
+        """Answer a batch, each model loaded once. Items are strings or ``Query`` records (benchmark
+        items with ``benchmark``). With ``run_id`` every finished generation is checkpointed under
+        ``settings.runs_dir``, and the same call resumes a killed run. A question whose experts
+        all failed comes back with ``error`` set."""
+        if isinstance(questions, str) or not isinstance(questions, Sequence):
+            raise BadInput("answer_batch takes a list of questions")
+        queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
+                   for i, q in enumerate(questions)]
+        return self._run(queries, benchmark, policy, k, run_id)
 
     def plan(
-        self, questions: Sequence[Question], *, policy: str | None = None, k: int | None = None
+        self,
+        questions: Sequence[str | Query],
+        *,
+        benchmark: Benchmark | None = None,
+        policy: str | None = None,
+        k: int | None = None,
     ) -> Plan:
         """The batch plan ``answer_batch`` would run (routing included), without running it."""
+        queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
+                   for i, q in enumerate(questions)]
         pipeline = self._pipeline(policy, k, None)
-        decisions = pipeline.router.route([q.text for q in questions], [q.id for q in questions])
-        tasks, _ = pipeline.tasks(questions, decisions)
-        return make_plan(tasks, self.pool.specs, budget_mb=pipeline.budget_mb, footprints=pipeline.footprints,
-                         devices=self.settings.devices, aggregators={t.model for t in tasks if t.after})
+        tasks, _ = task_graph(pipeline.ask(queries, benchmark))
+        return pipeline.plan(tasks)
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
-        """Run arbitrary tasks (profiling, annotation) through the planner: each model loads once."""
+        """Run independent tasks (profiling, annotation) through the planner: each model loads once."""
         tasks = list(tasks)
         budget, footprints = self.memory()
         the_plan = make_plan(tasks, self.pool.specs, budget_mb=budget, footprints=footprints,
                              devices=self.settings.devices)
-        with Executor(self.engine_factory, None, self.progress) as executor:
-            result = executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks")
-        return result.generations
+        executor = Executor(self.engine_factory, None, self.progress)
+        return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
+
+    def _run(self, queries: list[Query], benchmark: Benchmark | None, policy: str | None, k: int | None,
+             run_id: str | None) -> list[Answer]:
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise BadInput(f"run_id must be a non-empty string, got {run_id!r}")
+        store = None
+        if run_id is not None:
+            self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
+            store = SQLiteRunStore(self.settings.runs_dir / "generations.sqlite")
+        try:
+            return self._pipeline(policy, k, store).run(queries, benchmark, run_id=run_id)
+        finally:
+            if store is not None:
+                store.close()
 
     def _pipeline(self, policy: str | None, k: int | None, store) -> Pipeline:
         return Pipeline(
@@ -144,8 +158,8 @@ class Orchestrator:
         )
 
 
-def _no_compose(task: Task, inputs) -> Request:
+def _no_compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:
     raise BadInput(f"task {task.id!r} waits on other tasks; run_tasks only runs independent tasks")
 
 
-__all__ = ["AGGREGATE", "Orchestrator"]
+__all__ = ["Orchestrator"]

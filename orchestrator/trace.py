@@ -1,60 +1,58 @@
-"""What one answer went through: route, expert answers, aggregation, tokens and timings."""
+"""What one answer went through: the route, the expert answers, the aggregation, tokens, times.
+
+The trace is made of the same records the packages produce (``RouteDecision``,
+``aggregators.ExpertAnswer``, ``aggregators.AggregationResult``): one family of answer types
+serves aggregation and the trace.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class ExpertCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    expert: str
-    score: float | None = None
-    text: str = ""
-    choice: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    seconds: float = 0.0
-    error: str | None = None
+from aggregators import AggregationResult, ExpertAnswer
+from router import RouteDecision
 
 
-class AggregatorCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Timings(BaseModel):
+    """Seconds per stage of one answer. Batch stages are shared by every question of the batch."""
 
-    model: str
-    method: str
-    prompt: str = ""
-    text: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    seconds: float = 0.0
-    error: str | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: float = Field(0.0, description="This question's share of routing the batch.")
+    load: float = Field(0.0, description="Loading models, for the whole batch.")
+    experts: float = Field(0.0, description="The slowest of this question's expert generations.")
+    aggregate: float = Field(0.0, description="This question's aggregation.")
+    run: float = Field(0.0, description="The batch run, loads and generations included.")
 
 
 class Trace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     question_id: str
     pool: str
-    policy: str
-    route: dict[str, Any] = Field(default_factory=dict, description="The router's decision, as data.")
-    experts: list[ExpertCall] = Field(default_factory=list)
-    aggregator: AggregatorCall | None = None
-    stage_seconds: dict[str, float] = Field(default_factory=dict)
-    loads: int = 0
+    route: RouteDecision
+    experts: tuple[ExpertAnswer, ...] = Field(..., description="One per chosen expert, in route order.")
+    aggregator: str = Field(..., description="The model chosen to aggregate this question.")
+    aggregation: AggregationResult | None = Field(None, description="None when no expert answered.")
+    timings: Timings = Field(default_factory=Timings)
+    loads: int = Field(0, description="Model loads of the batch run.")
+
+    @property
+    def policy(self) -> str:
+        return self.route.policy
 
     @property
     def tokens(self) -> tuple[int, int]:
-        calls = [*self.experts, *([self.aggregator] if self.aggregator else [])]
+        """Tokens read and written by the experts and the aggregator."""
+        aggregation = [self.aggregation] if self.aggregation is not None else []
+        calls = [*self.experts, *aggregation]
         return sum(c.tokens_in for c in calls), sum(c.tokens_out for c in calls)
 
 
 class Answer(BaseModel):
     """The final answer to one question, with its trace."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     question_id: str
     text: str
@@ -66,18 +64,21 @@ class Answer(BaseModel):
         """A short human-readable account: experts asked, their answers, aggregator, costs."""
         t = self.trace
         lines = [f"Answer: {self.text.strip() or '(empty)'}"]
+        if self.error:
+            lines.append(f"Error: {self.error}")
         if self.choice is not None:
             lines.append(f"Choice: {self.choice}")
-        lines.append(f"Route: policy={t.policy} experts={', '.join(c.expert for c in t.experts)}")
-        for call in t.experts:
-            said = " ".join(call.text.split())
+        lines.append(f"Route: policy={t.policy} experts={', '.join(e.expert for e in t.experts)}")
+        for expert in t.experts:
+            said = " ".join(expert.text.split())
             said = (said[:157] + "...") if len(said) > 160 else said
-            state = f"error: {call.error}" if call.error else f"{call.tokens_out} tokens, {call.seconds:.1f}s"
-            lines.append(f"  - {call.expert} ({state}): {said or '(no text)'}")
-        if t.aggregator is not None:
-            a = t.aggregator
-            lines.append(f"Aggregator: {a.model} ({a.method}, {a.tokens_out} tokens, {a.seconds:.1f}s)")
+            state = f"error: {expert.error}" if expert.error else f"{expert.tokens_out} tokens, {expert.seconds:.1f}s"
+            lines.append(f"  - {expert.expert} ({state}): {said or '(no text)'}")
+        if t.aggregation is not None:
+            a = t.aggregation
+            how = f"{a.method}, fallback: {a.fallback}" if a.fallback else a.method
+            lines.append(f"Aggregator: {t.aggregator} ({how}, {a.tokens_out} tokens, {a.seconds:.1f}s)")
         tin, tout = t.tokens
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.stage_seconds.items())
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.timings.model_dump().items())
         lines.append(f"Tokens: {tin} in, {tout} out; model loads: {t.loads}; {stages}")
         return "\n".join(lines)

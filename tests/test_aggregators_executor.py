@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregators import SynthesisJob, SynthesisOptions, compose
+from aggregators import ExpertAnswer, SynthesisJob, SynthesisOptions, compose, synthesis_outcome
 from batching import ExpertSpec, FakeEngine
 from common.requests import Request
 from common.tasks import Task
@@ -50,9 +50,7 @@ def test_aggregation_phase_runs_last_and_leaves_out_failed_experts():
             tasks.append(Task(id=task_id, model=expert, request=request))
             ids.append(task_id)
         tasks.append(Task(id=f"{qid}/agg", model="agg", after=tuple(ids)))
-        jobs[f"{qid}/agg"] = SynthesisJob(
-            f"Question {qid}", FORMAT, extract=letter_extractor(4), question_id=qid
-        )
+        jobs[f"{qid}/agg"] = SynthesisJob(f"Question {qid}", FORMAT, question_id=qid)
     specs = {n: spec(n) for n in (*EXPERTS, "agg")}
     composer = compose(jobs, SynthesisOptions(order="random", seed=7))
     made: dict[str, FakeEngine] = {}
@@ -68,7 +66,9 @@ def test_aggregation_phase_runs_last_and_leaves_out_failed_experts():
     for qid, gold in GOLD.items():
         generation = result.generations[f"{qid}/agg"]
         assert generation.ok, generation.error
-        outcome = composer.result(f"{qid}/agg", generation)
+        by_task = {tid: ExpertAnswer.from_generation(g, letter_extractor(4))
+                   for tid, g in result.generations.items() if tid.startswith(f"{qid}/")}
+        outcome = synthesis_outcome(result.composed[f"{qid}/agg"], generation, by_task, letter_extractor(4))
         assert outcome.choice == gold
         assert set(outcome.inputs) == {"good", "bad"}
         assert outcome.agreed_with == ("good",)

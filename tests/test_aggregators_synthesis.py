@@ -13,6 +13,7 @@ from aggregators import (
     bound_text,
     compose,
     order_answers,
+    synthesis_outcome,
     synthesis_request,
     synthesis_result,
 )
@@ -104,7 +105,7 @@ def _gen(task_id: str, model: str, text: str = "", error: str | None = None) -> 
 def test_compose_leaves_out_failed_missing_and_empty_inputs():
     extract = letter_extractor(3)
     composer = compose(
-        {"agg": SynthesisJob(QUESTION, FORMAT, extract=extract, competence={"e1": 0.9, "e2": 0.4})},
+        {"agg": SynthesisJob(QUESTION, FORMAT, competence={"e1": 0.9, "e2": 0.4})},
         SynthesisOptions(order="competence"),
     )
     task = Task(id="agg", model="aggregator", after=("q/e1", "q/e2", "q/e3", "q/e4", "q/e5"))
@@ -114,17 +115,19 @@ def test_compose_leaves_out_failed_missing_and_empty_inputs():
         "q/e3": _gen("q/e3", "e3", error="timed out after 60 s"),
         "q/e4": _gen("q/e4", "e4", "<think>hmm</think>"),
     }
-    request = composer(task, inputs)
+    composed = composer(task, inputs)
+    request = composed.request
     assert isinstance(request, Request)
     assert "Clearly Jupiter" in request.text and "Mars it is" in request.text
     assert request.text.index("Clearly Jupiter") < request.text.index("Mars it is")  # by competence
-    assert [a.expert for a in composer.used["agg"]] == ["e1", "e2"]
-    assert [a.choice for a in composer.used["agg"]] == ["B", "A"]
-    assert composer.left_out["agg"] == [
-        "e3: timed out after 60 s",
-        "e4: empty answer",
-        "q/e5: no generation arrived",
-    ]
+    assert composed.used == ("q/e1", "q/e2")
+    answers = {tid: ExpertAnswer.from_generation(g, extract) for tid, g in inputs.items()}
+    assert [answers[t].choice for t in composed.used] == ["B", "A"]
+    assert composed.left_out == (
+        ("q/e3", "timed out after 60 s"),
+        ("q/e4", "empty answer"),
+        ("q/e5", "no generation arrived"),
+    )
 
     # run the composed request on a fake aggregator and read the result
     engine = FakeEngine(
@@ -133,8 +136,10 @@ def test_compose_leaves_out_failed_missing_and_empty_inputs():
     )
     engine.load()
     (generation,) = engine.generate([request])
-    result = composer.result("agg", generation)
+    result = synthesis_outcome(composed, generation, answers, extract)
     assert result.choice == "B" and result.method == "synthesis:aggregator"
+    assert result.prompt == request.text
+    assert result.left_out == ("e3: timed out after 60 s", "e4: empty answer", "q/e5: no generation arrived")
     assert result.agreed_with == ("e1",) and result.confidence == pytest.approx(0.5)
     assert result.inputs == ("e1", "e2") and len(result.left_out) == 3
     assert result.tokens_out == generation.tokens_out > 0
@@ -160,13 +165,13 @@ def test_synthesis_result_unreadable_answer_has_no_choice():
     assert result.choice is None and result.confidence == 0.0 and result.agreed_with == ()
 
 
-def test_composer_keeps_the_request_it_built():
-    composer = compose({"agg": SynthesisJob(QUESTION, FORMAT)})
-    task = Task(id="agg", model="aggregator", after=("x",))
-    request = composer(task, {"x": _gen("x", "e1", "The answer is (B).")})
-    assert composer.requests["agg"] == request
-    with pytest.raises(BadInput, match="never composed"):
-        composer.result("other", _gen("other", "aggregator", "The answer is (B)."))
+def test_compose_is_pure_the_same_inputs_give_the_same_record():
+    composer = compose({"agg": SynthesisJob(QUESTION, FORMAT)}, SynthesisOptions(order="random", seed=3))
+    task = Task(id="agg", model="aggregator", after=("x", "y"))
+    inputs = {"x": _gen("x", "e1", "The answer is (B)."), "y": _gen("y", "e2", "The answer is (C).")}
+    first = composer(task, inputs)
+    assert composer(task, dict(reversed(inputs.items()))) == first
+    assert first.used == ("x", "y") and first.left_out == ()
 
 
 @given(st.text(min_size=0, max_size=3000), st.integers(min_value=8, max_value=2000))

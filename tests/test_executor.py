@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from batching import ExpertSpec, FakeEngine
 from common.requests import Generation, Request
-from common.tasks import Task
+from common.tasks import Composed, Task
 from batching.executor import Executor, ProgressEvent
 from batching.plan import make_plan
-from batching.runstore import SQLiteRunStore
+from batching.runstore import SQLiteRunStore, request_key
 from common.errors import BadInput, EngineError, EngineLoadError
 
 
@@ -37,9 +37,9 @@ def moe(questions: int, experts: list[str], aggregator: str, k: int = 2) -> list
     return tasks
 
 
-def compose(task: Task, inputs: Mapping[str, Generation]) -> Request:
+def compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:
     quoted = "\n".join(f"[{tid}] {g.text}" for tid, g in sorted(inputs.items()))
-    return Request.user(task.id, f"Combine these answers:\n{quoted}")
+    return Composed(request=Request.user(task.id, f"Combine these answers:\n{quoted}"), used=tuple(sorted(inputs)))
 
 
 class Factory:
@@ -87,7 +87,7 @@ def test_aggregation_is_composed_from_its_inputs():
     tasks = moe(3, ["a", "b"], "agg")
     seen: dict[str, dict[str, str]] = {}
 
-    def recording(task: Task, inputs: Mapping[str, Generation]) -> Request:
+    def recording(task: Task, inputs: Mapping[str, Generation]) -> Composed:
         seen[task.id] = {tid: g.text for tid, g in inputs.items()}
         return compose(task, inputs)
 
@@ -95,6 +95,9 @@ def test_aggregation_is_composed_from_its_inputs():
     assert set(seen["q1/final"]) == {"q1/b", "q1/a"}
     assert seen["q1/final"]["q1/b"] == result.generations["q1/b"].text
     assert result.generations["q1/final"].model == "agg"
+    record = result.composed["q1/final"]  # what went into the aggregation comes back with the result
+    assert record.used == ("q1/a", "q1/b") and "Combine these answers" in record.request.text
+    assert set(result.composed) == {"q0/final", "q1/final", "q2/final"}
 
 
 def test_aggregator_that_is_also_an_expert_shares_one_load():
@@ -143,8 +146,14 @@ def test_resume_skips_what_the_store_holds(tmp_path):
     plan = make_plan(tasks, SPECS, budget_mb=1000)
     store = SQLiteRunStore(tmp_path / "run.sqlite")
     first = Executor(Factory(), store=store).run(plan, tasks, SPECS, compose, run_id="r")
+    by_id = {t.id: t for t in tasks}
+
+    def key(tid: str) -> str:
+        request = by_id[tid].request or first.composed[tid].request
+        return request_key(SPECS[by_id[tid].model], request)
+
     # forget everything of c and the aggregator, as if the run had been killed after b
-    kept = {t: g for t, g in first.generations.items() if not t.endswith(("/c", "/final"))}
+    kept = {key(t): g for t, g in first.generations.items() if not t.endswith(("/c", "/final"))}
     store.close()
     fresh = SQLiteRunStore(tmp_path / "resumed.sqlite")
     fresh.put("r", kept)
@@ -159,7 +168,7 @@ def test_resume_skips_what_the_store_holds(tmp_path):
     assert {t: g.text for t, g in second.generations.items()} == {
         t: g.text for t, g in first.generations.items()
     }
-    assert fresh.finished_ids("r") == {t.id for t in tasks}
+    assert len(fresh.get_many("r", [key(t.id) for t in tasks])) == len(tasks)
     again = Factory()
     third = Executor(again, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
     assert again.made == {} and third.metrics.resumed == len(tasks)
@@ -222,7 +231,7 @@ def test_requests_that_keep_failing_are_isolated_and_dependents_degrade():
     factory = Factory(fail_on=bad)
     quoted: dict[str, set[str]] = {}
 
-    def recording(task: Task, inputs: Mapping[str, Generation]) -> Request:
+    def recording(task: Task, inputs: Mapping[str, Generation]) -> Composed:
         quoted[task.id] = {d for d, g in inputs.items() if g.ok}
         assert all(g.error for d, g in inputs.items() if not g.ok)  # failed inputs come with their reason
         return compose(task, inputs)
@@ -270,42 +279,6 @@ def test_an_engine_that_cannot_be_made_fails_its_tasks():
     result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=4000), tasks, SPECS, compose)
     assert set(result.failed) == {"q0/a", "q1/a"} and "not installed" in result.failed["q0/a"]
     assert result.generations["q0/final"].ok
-
-
-class SleepyEngine(FakeEngine):
-    supports_sleep = True
-
-    def __init__(self, spec: ExpertSpec) -> None:
-        super().__init__(spec)
-        self.asleep = False
-        self.wakes = 0
-
-    def sleep(self) -> None:
-        self.asleep = True
-
-    def wake(self) -> None:
-        self.asleep, self.wakes = False, self.wakes + 1
-
-
-def test_sleeping_engines_are_kept_for_the_next_run_and_closed():
-    tasks = moe(2, ["a", "b"], "agg")
-    plan = make_plan(tasks, SPECS, budget_mb=1000)
-    made: list[SleepyEngine] = []
-
-    def factory(spec: ExpertSpec) -> SleepyEngine:
-        made.append(SleepyEngine(spec))
-        return made[-1]
-
-    Executor(factory).run(plan, tasks, SPECS, compose, run_id="0")  # not kept warm: unloaded at once
-    assert len(made) == 3 and not any(e.loaded for e in made)
-    made.clear()
-
-    with Executor(factory, keep_warm=True) as executor:
-        executor.run(plan, tasks, SPECS, compose, run_id="1")
-        assert len(made) == 3 and all(e.asleep and e.loaded for e in made)
-        second = executor.run(plan, tasks, SPECS, compose, run_id="2")
-        assert len(made) == 3 and second.metrics.loads == 0 and all(e.wakes == 1 for e in made)
-    assert all(not e.loaded for e in made)
 
 
 def test_progress_events_and_log_lines(caplog):
@@ -388,3 +361,26 @@ def test_any_plan_runs_every_task_once_with_one_load_per_model(workload):
     assert sorted(generated) == sorted(t.id for t in tasks)
     assert all(factory.loads(n) == 1 for n in {t.model for t in tasks})
     assert result.metrics.loads == len({t.model for t in tasks})
+
+
+def test_a_changed_request_under_the_same_run_id_is_generated_again(tmp_path):
+    """Stored generations are keyed by what was asked: change one expert's prompt and exactly
+    its tasks (and the aggregations that read them) run again."""
+    tasks = moe(4, ["a", "b"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    with SQLiteRunStore(tmp_path / "run.sqlite") as store:
+        before = Executor(Factory(), store=store).run(plan, tasks, SPECS, compose, run_id="r")
+        changed = [
+            t.model_copy(update={"request": Request.user(t.id, "a different prompt")}) if t.id.endswith("/b") else t
+            for t in tasks
+        ]
+        factory = Factory()
+        result = Executor(factory, store=store).run(plan, changed, SPECS, compose, run_id="r")
+        assert factory.loads("a") == 0 and factory.loads("b") == 1 and factory.loads("agg") == 1
+        assert sorted(x for b in factory.batches("b") for x in b) == [f"q{q}/b" for q in range(4)]
+        same_aggregations = sum(result.composed[f"q{q}/final"] == before.composed[f"q{q}/final"] for q in range(4))
+        assert same_aggregations < 4  # an aggregation runs again when what it reads changed...
+        assert result.metrics.resumed == 4 + same_aggregations  # ...and only then; a's four tasks are reused
+        unchanged = Factory()
+        again = Executor(unchanged, store=store).run(plan, changed, SPECS, compose, run_id="r")
+        assert unchanged.made == {} and again.metrics.resumed == len(tasks)

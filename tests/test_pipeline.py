@@ -51,11 +51,12 @@ def test_answer_runs_every_stage(settings):
     trace = answer.trace
     assert [c.expert for c in trace.experts] == ["gemma3", "smollm2"]
     assert all(c.text and c.tokens_out > 0 for c in trace.experts)
-    assert trace.aggregator.model == "smollm2" and trace.aggregator.method == "synthesis:smollm2"
-    assert "Is water wet?" in trace.aggregator.prompt
-    assert all(c.text.split("The answer is")[0].strip() in trace.aggregator.prompt for c in trace.experts)
+    assert trace.aggregator == "smollm2" and trace.aggregation.method == "synthesis:smollm2"
+    assert "Is water wet?" in trace.aggregation.prompt
+    assert all(c.text.split("The answer is")[0].strip() in trace.aggregation.prompt for c in trace.experts)
     assert answer.choice in {"A", "B"} and answer.text
-    assert set(trace.stage_seconds) == {"route", "experts", "aggregate", "run"}
+    assert set(trace.timings.model_dump()) == {"route", "load", "experts", "aggregate", "run"}
+    assert trace.route.expert_names == ["gemma3", "smollm2"] and trace.policy == "all"  # the typed decision
     assert trace.loads == 2  # smollm2 answers and aggregates on one load
     assert "Aggregator: smollm2" in answer.summary()
 
@@ -75,7 +76,8 @@ def test_failed_expert_is_dropped_with_reason(settings):
     failed = {c.expert: c.error for c in answer.trace.experts}
     assert failed["gemma3"] and "gemma3" in failed["gemma3"]
     assert failed["smollm2"] is None
-    assert answer.trace.aggregator.method.startswith("synthesis")
+    assert answer.trace.aggregation.method.startswith("synthesis")
+    assert answer.trace.aggregation.inputs == ("smollm2",)
 
 
 def test_aggregator_failure_falls_back_to_vote(settings):
@@ -94,8 +96,8 @@ def test_aggregator_failure_falls_back_to_vote(settings):
 
     answer = Orchestrator(settings, engine_factory=Factory()).answer("Pick.", options=["a", "b"])
     assert answer.choice == "B"
-    assert answer.trace.aggregator.method == "majority (fallback)"
-    assert answer.trace.aggregator.error
+    assert answer.trace.aggregation.method == "majority"
+    assert answer.trace.aggregation.fallback
 
 
 def test_no_expert_answer_is_an_error(settings):
@@ -179,8 +181,8 @@ def test_stored_aggregator_choice_is_used(tmp_path):
     settings = load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=8000, policy="all")
     engines = Engines()
     answer = Orchestrator(settings, engine_factory=engines).answer("Pick.", options=["a", "b"])
-    assert answer.trace.aggregator.model == "gemma3"
-    assert answer.trace.aggregator.method == "synthesis:gemma3"
+    assert answer.trace.aggregator == "gemma3"
+    assert answer.trace.aggregation.method == "synthesis:gemma3"
     assert {n: e.loads for n, e in engines.made.items()} == {"gemma3": 1, "smollm2": 1}
 
 

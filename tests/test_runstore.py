@@ -17,26 +17,32 @@ def gen(request_id: str, text: str = "The answer is (A).", error: str | None = N
     return Generation(request_id=request_id, model="m", text=text, tokens_in=3, tokens_out=5, error=error)
 
 
+def stored(store: SQLiteRunStore, run_id: str) -> set[str]:
+    """The request keys a run has stored (read with SQL, beside the store's own API)."""
+    with closing(sqlite3.connect(store.path)) as db:
+        return {row[0] for row in db.execute("SELECT request_key FROM generations WHERE run_id = ?", (run_id,))}
+
+
 def test_round_trip_and_reopen(tmp_path):
     path = tmp_path / "runs" / "store.sqlite"
     with SQLiteRunStore(path) as store:
         assert isinstance(store, RunStore)
         store.put("r1", {"t1": gen("t1"), "t2": gen("t2", "two")})
         store.put("r2", {"t1": gen("t1", "other run")})
-        assert store.finished_ids("r1") == {"t1", "t2"}
+        assert stored(store, "r1") == {"t1", "t2"}
         got = store.get_many("r1", ["t2", "t1", "missing"])
         assert set(got) == {"t1", "t2"} and got["t2"].text == "two" and got["t1"].tokens_out == 5
     with SQLiteRunStore(path) as again:
         assert again.get_many("r2", ["t1"])["t1"].text == "other run"
-        assert again.finished_ids("nothing") == set()
-        assert again.runs() == ["r1", "r2"]
-        assert set(again.finished_at("r1")) == {"t1", "t2"}
+        assert stored(again, "nothing") == set()
+        assert again.get_many("r1", ["t1"])["t1"].text == "The answer is (A)."  # runs stay apart
+        assert stored(again, "r1") == {"t1", "t2"} and stored(again, "r2") == {"t1"}
 
 
 def test_failed_generations_are_not_stored(tmp_path):
     with SQLiteRunStore(tmp_path / "s.sqlite") as store:
         store.put("r", {"ok": gen("ok"), "bad": gen("bad", "", error="engine died")})
-        assert store.finished_ids("r") == {"ok"}
+        assert stored(store, "r") == {"ok"}
 
 
 def test_wal_mode_and_many_ids(tmp_path):
@@ -61,7 +67,7 @@ def test_concurrent_puts_from_threads(tmp_path):
             t.start()
         for t in threads:
             t.join()
-        assert len(store.finished_ids("r")) == 80
+        assert len(stored(store, "r")) == 80
 
 
 def test_garbage_file_is_refused_and_left_untouched(tmp_path):
@@ -109,3 +115,22 @@ def test_directory_and_wrong_version(tmp_path):
     db.close()
     with pytest.raises(BadInput, match="has version '99'"):
         SQLiteRunStore(path)
+
+
+def test_request_key_changes_with_what_was_asked():
+    from batching import ExpertSpec
+    from batching.runstore import request_key
+    from common.requests import Request
+
+    spec = ExpertSpec(name="m", source={"kind": "vllm", "model": "packaged:smollm2-135m-instruct"})
+    ask = Request.user("t1", "What is 2+2?", question_id="q1")
+    key = request_key(spec, ask)
+    assert request_key(spec, Request.user("other-task-id", "What is 2+2?", question_id="q1")) == key
+    changed = [
+        request_key(spec, Request.user("t1", "What is 2+3?", question_id="q1")),  # prompt
+        request_key(spec, Request.user("t1", "What is 2+2?", question_id="q2")),  # question (replay)
+        request_key(spec, Request.user("t1", "What is 2+2?", question_id="q1", temperature=0.7)),  # sampling
+        request_key(spec.model_copy(update={"system_prompt": "Be brief."}), ask),  # prompting
+        request_key(ExpertSpec(name="m", source={"kind": "vllm", "model": "other/model"}), ask),  # model
+    ]
+    assert len({key, *changed}) == 6

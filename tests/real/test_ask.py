@@ -36,12 +36,12 @@ def test_coe_ask_default_pool(cache_dir):
     for call in trace["experts"]:
         assert call["error"] is None, call
         assert call["text"].strip() and call["tokens_out"] > 0 and call["tokens_in"] > 0
-    aggregator = trace["aggregator"]
-    assert aggregator["model"] == "smollm2" and aggregator["method"] == "synthesis:smollm2"
-    assert aggregator["tokens_out"] > 0 and "Which gas do plants take" in aggregator["prompt"]
+    aggregation = trace["aggregation"]
+    assert trace["aggregator"] == "smollm2" and aggregation["method"] == "synthesis:smollm2"
+    assert aggregation["tokens_out"] > 0 and "Which gas do plants take" in aggregation["prompt"]
     assert answer["text"].strip()
     assert trace["loads"] == 2  # smollm2 answered and aggregated on one load
-    assert trace["stage_seconds"]["run"] > 0
+    assert trace["timings"]["run"] > 0 and trace["timings"]["load"] > 0
     # progress per phase and per model went to stderr
     assert "[phase 0]" in done.stderr and "model loaded" in done.stderr
     assert not (_model_processes() - before)  # every model process was given back
