@@ -14,6 +14,8 @@ the sum of its models.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -229,6 +231,18 @@ def _groups(models: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
     return [sorted(g, key=rank.__getitem__) for g in found]
 
 
+@dataclass
+class _Draft:
+    """A phase while the list scheduler builds it."""
+
+    index: int
+    device: int
+    start: float
+    after: list[int]
+    groups: list[int] = field(default_factory=list)
+    memory: float = 0.0
+
+
 def make_plan(
     tasks: Sequence[Task],
     specs: Mapping[str, ExpertSpec],
@@ -317,8 +331,8 @@ def make_plan(
     for gi in reversed(_group_order(g_needs)):
         rank[gi] = g_cost[gi] + max((rank[s] for s in g_feeds[gi]), default=0.0)
 
-    # list scheduling over devices; a phase is a dict being built
-    phases: list[dict] = []
+    # list scheduling over devices; a phase is a draft being built
+    phases: list[_Draft] = []
     current: list[int | None] = [None] * devices  # open phase per device
     free = [0.0] * devices
     finish: dict[int, float] = {}
@@ -334,8 +348,8 @@ def make_plan(
             open_phase = current[d]
             if open_phase is not None:
                 ph = phases[open_phase]
-                allowed = {open_phase, *ph["after"]} | {p["index"] for p in phases if p["device"] == d}
-                if ph["memory"] + g_size[gi] <= budget_mb and dep_phases <= allowed:
+                allowed = {open_phase, *ph.after} | {p.index for p in phases if p.device == d}
+                if ph.memory + g_size[gi] <= budget_mb and dep_phases <= allowed:
                     option = (free[d], 0, d, True)
                     best = option if best is None or option < best else best
                     continue
@@ -347,22 +361,17 @@ def make_plan(
         if merge:
             ph = phases[current[d]]
         else:
-            ph = {
-                "index": len(phases),
-                "device": d,
-                "groups": [],
-                "memory": 0.0,
-                "start": start,
-                "after": sorted(
-                    {phase_of_group[s] for s in g_needs[gi]}
-                    - {p["index"] for p in phases if p["device"] == d}
-                ),
-            }
+            ph = _Draft(
+                index=len(phases),
+                device=d,
+                start=start,
+                after=sorted({phase_of_group[s] for s in g_needs[gi]} - {p.index for p in phases if p.device == d}),
+            )
             phases.append(ph)
-            current[d] = ph["index"]
-        ph["groups"].append(gi)
-        ph["memory"] += g_size[gi]
-        phase_of_group[gi] = ph["index"]
+            current[d] = ph.index
+        ph.groups.append(gi)
+        ph.memory += g_size[gi]
+        phase_of_group[gi] = ph.index
         free[d] = start + g_cost[gi]
         finish[gi] = free[d]
         for user in g_feeds[gi]:
@@ -371,25 +380,25 @@ def make_plan(
                 ready.append(user)
 
     # phases ordered by predicted start (creation order breaks ties, so inputs come first)
-    order = sorted(range(len(phases)), key=lambda i: (phases[i]["start"], i))
+    order = sorted(range(len(phases)), key=lambda i: (phases[i].start, i))
     renumber = {old: new for new, old in enumerate(order)}
     out = []
     for new, old in enumerate(order):
         ph = phases[old]
-        phase_models = [m for gi in ph["groups"] for m in groups[gi]]
-        served = [t for t in ordered if group_of[t.model] in ph["groups"]]
+        phase_models = [m for gi in ph.groups for m in groups[gi]]
+        served = [t for t in ordered if group_of[t.model] in ph.groups]
         out.append(
             Phase(
                 index=new,
-                device=ph["device"],
+                device=ph.device,
                 models=tuple(phase_models),
                 tasks=tuple(t.id for t in served),
-                after=tuple(sorted(renumber[a] for a in ph["after"])),
+                after=tuple(sorted(renumber[a] for a in ph.after)),
                 requests={m: sum(t.model == m for t in served) for m in phase_models},
                 composed={m: sum(t.model == m and t.request is None for t in served) for m in phase_models},
-                memory_mb=ph["memory"],
-                predicted_start=round(ph["start"], 3),
-                predicted_seconds=round(sum(g_cost[gi] for gi in ph["groups"]), 3),
+                memory_mb=ph.memory,
+                predicted_start=round(ph.start, 3),
+                predicted_seconds=round(sum(g_cost[gi] for gi in ph.groups), 3),
             )
         )
     return Plan(
