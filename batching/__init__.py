@@ -2,9 +2,10 @@
 
 from batching.engines import Engine, FakeEngine, ReplayEngine, make_engine
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
-from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, task_order
+from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
 from batching.runstore import RunStore, SQLiteRunStore
 from batching.spec import ExpertSpec, HTTPSource, ReplaySource, VLLMSource
+from batching.warm import WarmEngines
 
 __all__ = [
     "DEFAULT_COSTS",
@@ -24,7 +25,9 @@ __all__ = [
     "RunStore",
     "SQLiteRunStore",
     "VLLMSource",
+    "WarmEngines",
     "make_engine",
     "make_plan",
+    "model_footprint",
     "task_order",
 ]

@@ -27,6 +27,7 @@ from batching.engines.base import Engine
 from batching.plan import Phase, Plan
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
+from batching.warm import WarmEngines
 from common.tasks import Compose, Composed, Task
 from common.requests import Generation, Request
 from common.errors import BadInput, CoeError, EngineError
@@ -127,10 +128,12 @@ class Executor:
         engine_factory: Callable[[ExpertSpec], Engine],
         store: RunStore | None = None,
         progress: ProgressCallback | None = None,
+        warm: WarmEngines | None = None,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
         self.progress = progress
+        self.warm = warm  # a warm session: engines stay loaded between runs while they fit
 
     # -- public -------------------------------------------------------------------------------
 
@@ -267,6 +270,9 @@ class Executor:
         """Load the phase's models, then run its tasks wave by wave, one batch per model per wave."""
         broken: dict[str, str] = {}
         reloaded: set[str] = set()
+        if self.warm is not None:
+            cold = [m for m in models if m not in self.warm.names]
+            self.warm.make_room(sum(self.warm.sizes.get(m, 0.0) for m in cold), keep=models)
         loads = [pool.submit(self._load, m, specs[m], state) for m in models]
         for model, job in zip(models, loads, strict=True):
             engine, error = job.result()
@@ -385,7 +391,12 @@ class Executor:
                 setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
 
     def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None]:
-        """Load the model's engine; a failed load is tried once more."""
+        """Load the model's engine (or take it warm); a failed load is tried once more."""
+        if self.warm is not None:
+            warm = self.warm.take(spec)
+            if warm is not None:
+                log.info("%s: still loaded from the session's last run", model)
+                return warm, None
         try:
             engine = self.engine_factory(spec)
         except CoeError as exc:
@@ -409,6 +420,8 @@ class Executor:
         return engine, error
 
     def _release(self, engine: Engine, state: _Run) -> None:
+        if self.warm is not None and self.warm.give_back(engine):
+            return
         with self._timed(state, "unload_seconds"):
             engine.unload()
 

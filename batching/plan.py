@@ -25,7 +25,7 @@ from common.tasks import Task
 from common.errors import BadInput, ConfigError
 from common.names import unknown_name
 
-__all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "task_order"]
+__all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "model_footprint", "task_order"]
 
 
 class ModelCost(BaseModel):
@@ -154,7 +154,9 @@ def task_order(tasks: Sequence[Task]) -> list[Task]:
     return [by_id[tid] for tid in order]
 
 
-def _footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]) -> float:
+def model_footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]) -> float:
+    """The memory (MB) the planner counts for a model: measured, else declared, else 0 for models
+    served from elsewhere; a local model with neither is a ConfigError."""
     if name in footprints:
         return float(footprints[name])
     if spec.memory_mb is not None:
@@ -278,7 +280,7 @@ def make_plan(
     if unknown:
         raise unknown_name("aggregator", unknown[0], specs)
 
-    size = {m: _footprint(m, specs[m], footprints) for m in models}
+    size = {m: model_footprint(m, specs[m], footprints) for m in models}
     for model in models:
         if size[model] > budget_mb:
             raise BadInput(

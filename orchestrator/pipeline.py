@@ -28,7 +28,7 @@ from aggregators import (
     majority,
     synthesis_outcome,
 )
-from batching import Engine, ExpertSpec
+from batching import Engine, ExpertSpec, WarmEngines
 from batching.executor import Executor, ProgressCallback, RunResult
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
@@ -174,6 +174,7 @@ class Pipeline:
     progress: ProgressCallback | None = None
     synthesis: SynthesisOptions = SynthesisOptions(order="competence")
     choice: AggregatorChoice | None = None
+    warm: WarmEngines | None = None
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -218,7 +219,7 @@ class Pipeline:
         plan = self.plan(tasks)
         log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
                  len(asked), len(tasks), len(plan.phases), plan.predicted_loads)
-        executor = Executor(self.engine_factory, self.store, self.progress)
+        executor = Executor(self.engine_factory, self.store, self.progress, self.warm)
         result = executor.run(plan, tasks, self.pool.specs, compose(jobs, self.synthesis),
                               run_id=run_id or _run_id([q.id for q in queries]))
         return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds) for one in asked]

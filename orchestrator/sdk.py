@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from batching import Engine, ExpertSpec, make_engine
+from batching import Engine, ExpertSpec, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
@@ -37,7 +37,10 @@ class Orchestrator:
     """Routes questions to a pool's experts, runs them in batches and aggregates their answers.
 
     ``engine_factory`` replaces how engines are made (tests pass fakes); by default each
-    expert gets the engine its pool entry names (vLLM, HTTP or replay).
+    expert gets the engine its pool entry names (vLLM, HTTP or replay). Used as a context
+    manager (``with Orchestrator(...) as coe:``) it keeps engines loaded between calls while
+    they fit the memory budget, and unloads them on exit; otherwise each call loads and
+    unloads its models.
     """
 
     def __init__(
@@ -55,6 +58,24 @@ class Orchestrator:
         self.progress = progress
         self._routers: dict[tuple[str, int], Router] = {}
         self._memory: tuple[float, dict[str, float]] | None = None
+        self._warm: WarmEngines | None = None
+
+    def __enter__(self) -> Orchestrator:
+        """A warm session: engines stay loaded between calls while they fit the memory budget."""
+        if self._warm is None:
+            budget, footprints = self.memory()
+            sizes = {name: model_footprint(name, spec, footprints) for name, spec in self.pool.specs.items()}
+            self._warm = WarmEngines(budget, sizes)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unload the engines a warm session kept (nothing to do outside one)."""
+        if self._warm is not None:
+            warm, self._warm = self._warm, None
+            warm.close()
 
     def memory(self) -> tuple[float, dict[str, float]]:
         """The planner's memory budget (MB) and the footprints that override the declared ones."""
@@ -127,7 +148,7 @@ class Orchestrator:
         budget, footprints = self.memory()
         the_plan = make_plan(tasks, self.pool.specs, budget_mb=budget, footprints=footprints,
                              devices=self.settings.devices)
-        executor = Executor(self.engine_factory, None, self.progress)
+        executor = Executor(self.engine_factory, None, self.progress, self._warm)
         return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
     def _run(self, queries: list[Query], benchmark: Benchmark | None, policy: str | None, k: int | None,
@@ -155,6 +176,7 @@ class Orchestrator:
             store=store,
             progress=self.progress,
             choice=pool_aggregator_choice(self.pool),
+            warm=self._warm,
         )
 
 

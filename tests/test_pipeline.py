@@ -192,3 +192,46 @@ def test_gpu_footprint_is_vllms_reserved_share(vllm_spec):
     specs = {"a": vllm_spec("a"), "b": vllm_spec("b")}
     assert footprints_mb(specs, None) == {}
     assert footprints_mb(specs, 80_000) == {"a": 0.85 * 80_000, "b": 0.85 * 80_000}
+
+
+def test_a_warm_session_keeps_engines_loaded_between_calls(tmp_path):
+    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
+                             memory_budget_mb=20000, policy="all")  # both default models fit
+    engines = Engines()
+    with Orchestrator(settings, engine_factory=engines) as coe:
+        first = coe.answer("Is water wet?", options=["yes", "no"])
+        second = coe.answer("Is fire hot?", options=["yes", "no"])
+        assert first.trace.loads == 2 and second.trace.loads == 0  # the second call loads nothing
+        assert all(e.loaded for e in engines.made.values())
+    assert {n: (e.loads, e.loaded) for n, e in engines.made.items()} == {
+        "gemma3": (1, False), "smollm2": (1, False)}  # unloaded on leaving the session
+
+
+def test_a_warm_session_unloads_what_does_not_fit(tmp_path):
+    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
+                             memory_budget_mb=9000, policy="all")  # one default model at a time
+    made: list[FakeEngine] = []
+    resident: list[int] = []
+
+    class Counted(FakeEngine):
+        def load(self) -> None:
+            super().load()
+            resident.append(sum(e.loaded for e in made))
+
+    def factory(spec):
+        made.append(Counted(spec))
+        return made[-1]
+
+    with Orchestrator(settings, engine_factory=factory) as coe:
+        coe.answer("Is water wet?", options=["yes", "no"])
+        assert sum(e.loaded for e in made) == 1  # the last model stays warm...
+        coe.answer("Is fire hot?", options=["yes", "no"])
+    assert resident and max(resident) == 1  # ...but never beside another: the budget holds one
+    assert not any(e.loaded for e in made)
+
+
+def test_without_a_session_every_call_gives_its_engines_back(settings):
+    engines = Engines()
+    coe = Orchestrator(settings, engine_factory=engines)
+    coe.answer("Is water wet?", options=["yes", "no"])
+    assert not any(e.loaded for e in engines.made.values())
