@@ -27,6 +27,9 @@ class RouteDecision(BaseModel):
     )
     policy: str
     fallback: bool = Field(False, description="True when low confidence sent the query to a general expert.")
+    unmeasured: tuple[str, ...] = Field(
+        (), description="Chosen experts the profile has no evidence on (ranked below every measured one)."
+    )
 
     @property
     def expert_names(self) -> list[str]:

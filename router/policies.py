@@ -74,7 +74,9 @@ def expected_accuracy(profile: Profile, skills: Mapping[str, float]) -> dict[str
 
 
 def _ranked(scores: Mapping[str, float], profile: Profile) -> list[str]:
-    return sorted(scores, key=lambda e: (-scores[e], -profile.competence(e), e))
+    """Best first; experts without evidence after every measured one, whatever their score
+    (Symbolic-MoE's score is 0 for them, above any measured expert with a negative score)."""
+    return sorted(scores, key=lambda e: (not profile.measured(e), -scores[e], -profile.competence(e), e))
 
 
 def _choices(experts: list[str], scores: Mapping[str, float]) -> list[ExpertChoice]:

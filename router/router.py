@@ -70,6 +70,7 @@ class Router:
                     confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
                     policy=self.policy_name,
                     fallback=fallback,
+                    unmeasured=tuple(c.expert for c in chosen if not self.profile.measured(c.expert)),
                 )
             )
         log.debug("router: %d decisions by %s", len(decisions), self.policy_name)

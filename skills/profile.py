@@ -6,7 +6,9 @@ Per (expert, skill) a ``Profile`` keeps counts (n, correct). From them:
 - ``accuracy``: a smoothed accuracy, the mean of a Beta posterior whose prior is centred on
   the expert's overall accuracy with ``prior_strength`` pseudo-answers; ``uncertainty`` is
   that posterior's standard deviation;
-- ``competence``: the expert's overall accuracy (Beta(1, 1)-smoothed), the global prior.
+- ``competence``: the expert's overall accuracy (Beta(1, 1)-smoothed), the global prior. An
+  expert with no evidence at all is given just less than the weakest measured expert, so it
+  never outranks one (``measured`` says which experts have evidence).
 
 Profiles are built from recorded answers (skills.build) or live generations, and stored
 as versioned JSON (skills.store).
@@ -24,6 +26,8 @@ from common.names import unknown_name
 from skills.names import normalise_skill
 
 FORMAT_VERSION = 1
+UNMEASURED_MARGIN = 0.01
+"""How far below the weakest measured expert an expert without evidence is placed."""
 
 
 class SkillStats(BaseModel):
@@ -98,8 +102,21 @@ class Profile(BaseModel):
         """Symbolic-MoE local score of ``expert`` on ``skill`` (0 when unseen)."""
         return self.counts(expert, skill).score
 
+    def measured(self, expert: str) -> bool:
+        """Whether the profile holds any scored answer of ``expert``."""
+        return self.counts(expert).n > 0
+
     def competence(self, expert: str) -> float:
-        """Overall accuracy of ``expert``, Beta(1, 1)-smoothed: the global competence prior."""
+        """Overall accuracy of ``expert``, Beta(1, 1)-smoothed: the global competence prior.
+
+        Without evidence: just below the weakest measured expert (0.5 when nobody is measured)."""
+        total = self.counts(expert)
+        if total.n == 0:
+            measured = [self._smoothed(e) for e in self.experts if self.counts(e).n > 0]
+            return max(0.0, min(measured) - UNMEASURED_MARGIN) if measured else 0.5
+        return self._smoothed(expert)
+
+    def _smoothed(self, expert: str) -> float:
         total = self.counts(expert)
         return (total.correct + 1.0) / (total.n + 2.0)
 
@@ -115,6 +132,9 @@ class Profile(BaseModel):
     def _compute_posterior(self, expert: str, skill: str | None) -> tuple[float, float]:
         if skill is None:
             total = self.counts(expert)
+            if total.n == 0:  # no evidence: the competence prior, as two pseudo-answers
+                prior = self.competence(expert)
+                return 2.0 * prior, 2.0 * (1.0 - prior)
             return total.correct + 1.0, total.n - total.correct + 1.0
         counts = self.counts(expert, skill)
         prior = self.competence(expert)

@@ -203,3 +203,42 @@ def test_profile_from_real_replay_matches_reference(data_dir, replay_file):
     assert p.counts("llama").correct / 12032 == pytest.approx(0.442, abs=0.001)
     assert len(p.skills) == 14 and "mathematics" in p.skills
     assert p.accuracy("llama", "biology") > p.accuracy("llama", "law")
+
+
+def test_an_expert_without_evidence_never_outranks_a_measured_one():
+    from skills import ProfileBuilder
+
+    builder = ProfileBuilder(["weak", "strong", "new"])
+    for i in range(100):
+        builder.add("weak", ["law"], i < 30)
+        builder.add("strong", ["law"], i < 48)
+    profile = builder.build()
+    assert not profile.measured("new") and profile.measured("weak")
+    assert profile.competence("new") < profile.competence("weak") < profile.competence("strong")
+    assert profile.accuracy("new") < profile.accuracy("weak")
+    assert profile.accuracy("new", "law") < profile.accuracy("weak", "law")
+    assert profile.best_expert("law") == "strong"
+    nobody = ProfileBuilder(["a", "b"]).build()
+    assert nobody.competence("a") == nobody.competence("b") == 0.5  # nobody measured: alike
+
+
+def test_the_route_says_which_chosen_experts_had_no_evidence():
+    from router import Router
+    from router.policies import Selection
+    from skills import ProfileBuilder
+
+    builder = ProfileBuilder(["weak", "strong", "new"])
+    for i in range(50):
+        builder.add("weak", ["law"], i < 15)
+        builder.add("strong", ["law"], i < 24)
+
+    class Law:
+        name = "law"
+
+        def skill_weights(self, texts):
+            return [{"law": 1.0} for _ in texts]
+
+    decision = Router(builder.build(), Law(), "topk", k=3, selection=Selection()).route(["a tort?"])[0]
+    assert decision.expert_names[-1] == "new" and decision.unmeasured == ("new",)
+    top = Router(builder.build(), Law(), "topk", k=1).route(["a tort?"])[0]
+    assert top.expert_names == ["strong"] and top.unmeasured == ()
