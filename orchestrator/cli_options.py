@@ -9,7 +9,9 @@ import typer
 
 PoolOpt = Annotated[Path | None, typer.Option("--pool", help="Pool directory (default: settings.pool).")]
 PolicyOpt = Annotated[str | None, typer.Option("--policy", help="Routing policy (default: settings.policy).")]
-KOpt = Annotated[int | None, typer.Option("--k", "-k", min=1, help="Experts per question (default: settings.k).")]
+KOpt = Annotated[
+    int | None, typer.Option("--k", "-k", min=1, max=64, help="Experts per question (default: settings.k).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache (default: settings.cache_dir).")]
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Shared data folder (default: settings.data_dir).")]

@@ -14,9 +14,32 @@ def check_question(text: object, max_chars: int, *, field: str = "question") -> 
     text = text.strip()
     if not text:
         raise BadInput(f"{field} is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the command line arrive as lone surrogates
+        raise BadInput(f"{field} is not valid UTF-8 text") from None
     if len(text) > max_chars:
         raise BadInput(f"{field} is {len(text)} characters long; the limit is {max_chars}")
     return text
+
+
+def check_k(k: object, default: int, experts: int) -> int:
+    """Experts per question: an int from 1 to the pool's number of experts (``default`` when None)."""
+    if k is None:
+        return min(default, experts)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise BadInput(f"k must be an integer, got {type(k).__name__}")
+    if not 1 <= k <= experts:
+        raise BadInput(f"k must be from 1 to {experts} (the pool's experts), got {k}")
+    return k
+
+
+def check_policy(policy: object, default: str) -> str:
+    if policy is None:
+        return default
+    if not isinstance(policy, str) or not policy.strip():
+        raise BadInput(f"policy must be a policy name, got {policy!r}")
+    return policy
 
 
 def check_options(options: object, *, field: str = "options") -> tuple[str, ...]:
@@ -30,7 +53,7 @@ def check_options(options: object, *, field: str = "options") -> tuple[str, ...]
     for i, option in enumerate(options):
         if not isinstance(option, str) or not option.strip():
             raise BadInput(f"{field}[{i}] must be a non-empty string")
-        out.append(option.strip())
+        out.append(check_question(option, 10_000, field=f"{field}[{i}]"))
     if len(out) == 1:
         raise BadInput(f"{field} needs at least two choices")
     return tuple(out)

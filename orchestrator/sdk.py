@@ -21,7 +21,7 @@ from common.query import Query
 from common.requests import Generation
 from common.tasks import Composed, Task
 from eval.benchmarks import Benchmark
-from orchestrator.inputs import as_query
+from orchestrator.inputs import as_query, check_k, check_policy
 from orchestrator.pipeline import Pipeline, require_answer, task_graph
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
@@ -86,7 +86,8 @@ class Orchestrator:
         return self._memory
 
     def router(self, policy: str | None = None, k: int | None = None) -> Router:
-        key = (policy or self.settings.policy, k or self.settings.k)
+        """The pool's router for ``policy`` and ``k`` (the settings' when None), built once."""
+        key = (check_policy(policy, self.settings.policy), check_k(k, self.settings.k, len(self.pool.expert_names)))
         if key not in self._routers:
             self._routers[key] = pool_router(self.pool, *key)
         return self._routers[key]

@@ -16,7 +16,7 @@ from pathlib import Path
 from common.recordings import iter_records
 from common.tasks import RunTasks, Task
 from common.requests import Generation, Request
-from common.errors import BadInput
+from common.errors import BadInput, GenerationFailed
 from eval.benchmarks import Question, get_benchmark
 from skills.names import question_skills
 from skills.profile import Profile, ProfileBuilder
@@ -140,15 +140,18 @@ def build_profile_live(
     generations = run(tasks)
     builder = ProfileBuilder(experts, name=name, source="live", prior_strength=prior_strength)
     failed = 0
+    cause = ""
     for task in tasks:
         generation = generations.get(task.id)
         if generation is None or not generation.ok:
             failed += 1
+            cause = cause or (generation.error if generation is not None else None) or "no generation came back"
             continue
         question = table[task.request.question_id]  # type: ignore[union-attr,index]
         builder.add(task.model, skills(question), score_answer(question, text=generation.text))
     if failed == len(tasks):
-        raise BadInput(f"profile {name}: all {failed} generations failed or are missing")
+        raise GenerationFailed(f"profile {name}: all {failed} generations failed; the first because: {cause}")
     if failed:
-        log.warning("profile %s: %d of %d generations failed and were not counted", name, failed, len(tasks))
+        log.warning("profile %s: %d of %d generations failed and were not counted (first: %s)",
+                    name, failed, len(tasks), cause)
     return builder.build()

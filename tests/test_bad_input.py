@@ -1,0 +1,63 @@
+"""The bad-input table (tests/data/bad_input.toml) against the CLI and the SDK: one line
+``coe: error: ...`` with exit status 2, or the project's own error, and nothing run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import common.errors as errors
+from batching import FakeEngine
+from orchestrator import Orchestrator, load_settings
+from orchestrator.settings import PROJECT_ROOT
+
+TABLE = tomllib.loads((Path(__file__).parent / "data" / "bad_input.toml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def bad_pool(tmp_path_factory) -> Path:
+    pool = tmp_path_factory.mktemp("bad") / "pool"
+    pool.mkdir()
+    (pool / "pool.toml").write_text("[pool\nname = 'x'\n", encoding="utf-8")
+    return pool
+
+
+@pytest.mark.parametrize("case", TABLE["cli"], ids=lambda c: " ".join(c["args"])[:40] or "(none)")
+def test_cli(case, bad_pool):
+    args = [a.replace("{bad_pool}", str(bad_pool)) for a in case["args"]]
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("coe: error: "), done.stderr[-2000:]
+    assert case["message"] in lines[0]
+
+
+def test_cli_non_utf8_argument():
+    done = subprocess.run([sys.executable.encode(), b"-m", b"orchestrator.cli", b"ask", b"\xff\xfe caf\xe9?"],
+                          capture_output=True, cwd=PROJECT_ROOT, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == "coe: error: question is not valid UTF-8 text"
+
+
+@pytest.mark.parametrize("case", TABLE["sdk"], ids=lambda c: f"{c['call']}:{c['message'][:30]}")
+def test_sdk(case, tmp_path):
+    made: list[FakeEngine] = []
+
+    def factory(spec):
+        made.append(FakeEngine(spec))
+        return made[-1]
+
+    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
+                             memory_budget_mb=20000)
+    coe = Orchestrator(settings, engine_factory=factory)
+    kwargs = {k: case[k] for k in ("options", "policy", "k", "run_id") if k in case}
+    with pytest.raises(getattr(errors, case["error"]), match=case["message"]):
+        getattr(coe, case["call"])(case["question"], **kwargs)
+    assert not made  # refused before any model was touched
+    assert not (tmp_path / "runs").exists()  # and nothing was stored
