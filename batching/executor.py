@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,18 +40,27 @@ log = logging.getLogger(__name__)
 
 
 class ProgressEvent(BaseModel):
-    """One step of a run, passed to the progress callback (from the thread that did it)."""
+    """One step of a run, passed to the progress callback (from the thread that did it).
+
+    ``route_start``/``route_done`` come from the pipeline (no phase); the rest from the executor:
+    per phase ``phase_start`` ... ``phase_done`` (or ``phase_skipped``), per model
+    ``model_loading``, ``model_loaded`` (with its load time) and ``generated`` (its tasks done so
+    far out of its total in the phase)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["phase_start", "phase_skipped", "model_loaded", "batch_done", "phase_done"]
-    phase: int
-    device: int
+    kind: Literal[
+        "route_start", "route_done", "phase_start", "phase_skipped", "model_loading", "model_loaded",
+        "generated", "phase_done",
+    ]
+    phase: int | None = None
+    device: int = 0
     model: str | None = None
-    done: int = Field(0, description="Tasks of the phase resolved so far (finished or failed).")
+    done: int = Field(0, description="Tasks resolved so far (of the phase, or of the model's share of it).")
     failed: int = 0
-    total: int = Field(0, description="Tasks of the phase left to run when it started.")
-    seconds: float = 0.0
+    total: int = Field(0, description="Tasks to run (of the phase, or of the model's share of it).")
+    tokens: int = Field(0, description="Tokens written so far (generated events).")
+    seconds: float = Field(0.0, description="How long the step took (load, phase, routing).")
 
 
 class RunMetrics(BaseModel):
@@ -239,9 +249,8 @@ class Executor:
             with state.lock:
                 state.metrics.phases_run += 1
                 failed = sum(1 for t in pending if t in state.failed)
-            log.info(
-                "phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, len(pending), failed
-            )
+            log.log(logging.WARNING if failed else logging.INFO,
+                    "phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, len(pending), failed)
             self._emit(
                 ProgressEvent(
                     kind="phase_done",
@@ -273,17 +282,19 @@ class Executor:
         if self.warm is not None:
             cold = [m for m in models if m not in self.warm.names]
             self.warm.make_room(sum(self.warm.sizes.get(m, 0.0) for m in cold), keep=models)
+        totals = Counter(state.tasks[tid].model for tid in to_run)
+        for model in models:
+            self._emit(ProgressEvent(kind="model_loading", phase=phase.index, device=phase.device, model=model,
+                                     total=totals[model]))
         loads = [pool.submit(self._load, m, specs[m], state) for m in models]
         for model, job in zip(models, loads, strict=True):
-            engine, error = job.result()
+            engine, error, seconds = job.result()
             if engine is not None:
                 engines[model] = engine
             if error is not None:
                 broken[model] = error
-            else:
-                self._emit(
-                    ProgressEvent(kind="model_loaded", phase=phase.index, device=phase.device, model=model)
-                )
+            self._emit(ProgressEvent(kind="model_loaded", phase=phase.index, device=phase.device, model=model,
+                                     total=totals[model], failed=totals[model] if error else 0, seconds=seconds))
         pending = list(to_run)
         while pending:
             ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
@@ -303,20 +314,13 @@ class Executor:
             ]
             for job in jobs:
                 model = job.result()
+                mine = [t for t in to_run if state.tasks[t].model == model]
                 with state.lock:
-                    done = sum(1 for t in to_run if state.resolved(t))
-                    failed = sum(1 for t in to_run if t in state.failed)
-                self._emit(
-                    ProgressEvent(
-                        kind="batch_done",
-                        phase=phase.index,
-                        device=phase.device,
-                        model=model,
-                        done=done,
-                        total=len(to_run),
-                        failed=failed,
-                    )
-                )
+                    done = sum(1 for t in mine if state.resolved(t))
+                    failed = sum(1 for t in mine if t in state.failed)
+                    tokens = sum(state.results[t].tokens_out for t in mine if t in state.results)
+                self._emit(ProgressEvent(kind="generated", phase=phase.index, device=phase.device, model=model,
+                                         done=done, total=len(mine), failed=failed, tokens=tokens))
             finished = set(ready)
             pending = [tid for tid in pending if tid not in finished]
 
@@ -375,7 +379,7 @@ class Executor:
         request_id = task.request.id if task.request is not None else task.id
         with state.lock:
             state.record(task.id, Generation(request_id=request_id, model=task.model, error=reason))
-        log.warning("task %s failed: %s", task.id, reason)
+        log.info("task %s failed: %s", task.id, reason)
 
     # -- engines ------------------------------------------------------------------------------
 
@@ -390,8 +394,14 @@ class Executor:
                 state.intervals.append((start, end))
                 setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
 
-    def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None]:
-        """Load the model's engine (or take it warm); a failed load is tried once more."""
+    def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None, float]:
+        """Load the model's engine (or take it warm); a failed load is tried once more. Returns the
+        engine, the error if it could not be loaded, and the seconds it took."""
+        started = time.perf_counter()
+        engine, error = self._load_once_or_twice(model, spec, state)
+        return engine, error, time.perf_counter() - started
+
+    def _load_once_or_twice(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None]:
         if self.warm is not None:
             warm = self.warm.take(spec)
             if warm is not None:
@@ -471,7 +481,7 @@ class Executor:
             state.metrics.tokens_out += sum(g.tokens_out for g in finished.values())
         for tid, generation in out.items():
             if not generation.ok:
-                log.warning("task %s failed on %s: %s", tid, model, generation.error)
+                log.info("task %s failed on %s: %s", tid, model, generation.error)
         return model
 
     def _call(self, engine: Engine, items: list[tuple[str, Request]], state: _Run) -> dict[str, Generation]:

@@ -35,15 +35,6 @@ def _settings(**overrides):
     return settings
 
 
-def _progress(event) -> None:
-    """One line per phase and per model, on stderr, so stdout stays the answer."""
-    model = f" {event.model}" if event.model else ""
-    counts = f" {event.done}/{event.total}" if event.total else ""
-    failed = f" ({event.failed} failed)" if event.failed else ""
-    print(f"[phase {event.phase}] {event.kind.replace('_', ' ')}{model}{counts}{failed} {event.seconds:.1f}s",
-          file=sys.stderr, flush=True)
-
-
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
@@ -57,7 +48,10 @@ def ask(
     from orchestrator.sdk import Orchestrator
 
     settings = _settings(pool=pool)
-    answer = Orchestrator(settings, progress=_progress).answer(question, options=option, policy=policy, k=k)
+    from orchestrator.progress import LiveProgress
+
+    with LiveProgress() as display:
+        answer = Orchestrator(settings, progress=display).answer(question, options=option, policy=policy, k=k)
     print(answer.model_dump_json(indent=2) if as_json else answer.summary())
 
 
@@ -123,7 +117,10 @@ def profile(
 
     settings = _settings(pool=pool, data_dir=data_dir)
     questions = sample(get_benchmark(benchmark).questions(settings.data_dir, split), limit, seed)
-    report = profile_pool(Orchestrator(settings, progress=_progress), questions, classifier=classifier)
+    from orchestrator.progress import LiveProgress
+
+    with LiveProgress() as display:
+        report = profile_pool(Orchestrator(settings, progress=display), questions, classifier=classifier)
     print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
     for path in report.router_paths:
         print(f"router artefact: {path}")

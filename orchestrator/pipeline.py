@@ -29,7 +29,7 @@ from aggregators import (
     synthesis_outcome,
 )
 from batching import Engine, ExpertSpec, WarmEngines
-from batching.executor import Executor, ProgressCallback, RunResult
+from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
 from common.errors import BadInput, GenerationFailed
@@ -213,8 +213,11 @@ class Pipeline:
     ) -> list[Answer]:
         """Answer every query; one whose experts all failed gets ``error`` set."""
         started = time.perf_counter()
+        self._emit(ProgressEvent(kind="route_start", total=len(queries)))
         asked = self.ask(queries, benchmark)
-        route_seconds = (time.perf_counter() - started) / len(asked)
+        routed = time.perf_counter() - started
+        self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
+        route_seconds = routed / len(asked)
         tasks, jobs = task_graph(asked)
         plan = self.plan(tasks)
         log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
@@ -223,6 +226,10 @@ class Pipeline:
         result = executor.run(plan, tasks, self.pool.specs, compose(jobs, self.synthesis),
                               run_id=run_id or _run_id([q.id for q in queries]))
         return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds) for one in asked]
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
 
 
 def _first_repeat(ids: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from common.recordings import iter_records
 from common.tasks import RunTasks, Task
 from common.requests import Generation, Request
-from common.errors import BadInput, GenerationFailed
+from common.errors import BadInput
 from eval.benchmarks import Question, get_benchmark
 from skills.names import question_skills
 from skills.profile import Profile, ProfileBuilder
@@ -150,7 +150,7 @@ def build_profile_live(
         question = table[task.request.question_id]  # type: ignore[union-attr,index]
         builder.add(task.model, skills(question), score_answer(question, text=generation.text))
     if failed == len(tasks):
-        raise GenerationFailed(f"profile {name}: all {failed} generations failed; the first because: {cause}")
+        raise BadInput(f"profile {name}: all {failed} generations failed; the first because: {cause}")
     if failed:
         log.warning("profile %s: %d of %d generations failed and were not counted (first: %s)",
                     name, failed, len(tasks), cause)

@@ -290,7 +290,11 @@ def test_progress_events_and_log_lines(caplog):
         )
     kinds = [e.kind for e in events]
     assert kinds.count("phase_start") == kinds.count("phase_done") == 3
-    assert kinds.count("model_loaded") == 3 and kinds.count("batch_done") == 3
+    assert kinds.count("model_loaded") == 3 and kinds.count("generated") == 3
+    loaded = [e for e in events if e.kind == "model_loaded"]
+    assert all(e.seconds > 0 and e.total == 3 for e in loaded)  # real load times, per model
+    generated = [e for e in events if e.kind == "generated"]
+    assert all(e.done == e.total == 3 and e.tokens > 0 for e in generated)
     done = [e for e in events if e.kind == "phase_done"]
     assert [e.total for e in done] == [3, 3, 3] and all(e.done == e.total for e in done)
     assert sum("phase 0 on device 0" in r.getMessage() for r in caplog.records) == 1

@@ -192,6 +192,13 @@ def test_build_live_all_failed_is_an_error():
     with pytest.raises(BadInput, match="all 3 generations"):
         build_profile_live(_questions(), ["x"], run)
 
+    def fails(tasks):
+        return {t.id: Generation(request_id=t.id, model=t.model, error="engine 'x' died: out of memory")
+                for t in tasks}
+
+    with pytest.raises(BadInput, match="the first because: engine 'x' died: out of memory"):
+        build_profile_live(_questions(), ["x"], fails)
+
 
 @pytest.mark.data
 def test_profile_from_real_replay_matches_reference(data_dir, replay_file):
