@@ -18,6 +18,7 @@ from orchestrator.cli_options import (
     LimitOpt,
     PolicyOpt,
     PoolOpt,
+    ScorerOpt,
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -42,6 +43,7 @@ def ask(
     pool: PoolOpt = None,
     policy: PolicyOpt = None,
     k: KOpt = None,
+    scorer: ScorerOpt = "classifier",
     as_json: JsonOpt = False,
 ) -> None:
     """Answer one question with the pool's experts and aggregator; print the answer and a trace."""
@@ -51,7 +53,9 @@ def ask(
     from orchestrator.progress import LiveProgress
 
     with LiveProgress() as display:
-        answer = Orchestrator(settings, progress=display).answer(question, options=option, policy=policy, k=k)
+        answer = Orchestrator(settings, progress=display).answer(
+            question, options=option, policy=policy, k=k, scorer=scorer  # type: ignore[arg-type]
+        )
     print(answer.model_dump_json(indent=2) if as_json else answer.summary())
 
 
@@ -61,12 +65,13 @@ def route(
     pool: PoolOpt = None,
     policy: PolicyOpt = None,
     k: KOpt = None,
+    scorer: ScorerOpt = "classifier",
     as_json: JsonOpt = False,
 ) -> None:
     """Show the routing decision for a question: skills, chosen experts, scores, confidence."""
     from orchestrator.sdk import Orchestrator
 
-    decision = Orchestrator(_settings(pool=pool)).route(question, policy=policy, k=k)
+    decision = Orchestrator(_settings(pool=pool)).route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
     if as_json:
         print(decision.model_dump_json(indent=2))
         return

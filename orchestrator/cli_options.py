@@ -17,3 +17,6 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache 
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Shared data folder (default: settings.data_dir).")]
 BenchmarkOpt = Annotated[str, typer.Option("--benchmark", "-b", help="mmlu_pro, gpqa, medmcqa or aime.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="How many questions.")]
+ScorerOpt = Annotated[
+    str, typer.Option("--scorer", help="classifier (the pool's skill classifier) or keywords (LLM annotation).")
+]

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 from collections.abc import Callable, Mapping, Sequence
 
 from batching import Engine, ExpertSpec, WarmEngines, make_engine, model_footprint
@@ -22,6 +23,7 @@ from common.requests import Generation
 from common.tasks import Composed, Task
 from eval.benchmarks import Benchmark
 from orchestrator.inputs import as_query, check_k, check_policy
+from orchestrator.keywords import keyword_scorer
 from orchestrator.pipeline import Pipeline, require_answer, task_graph
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
@@ -29,6 +31,10 @@ from orchestrator.routing import pool_aggregator_choice, pool_router
 from orchestrator.settings import Settings, load_settings
 from orchestrator.trace import Answer
 from router import RouteDecision, Router
+from skills import make_embedder
+
+Scorer = Literal["classifier", "keywords"]
+"""Where routing takes a question's skills from."""
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ class Orchestrator:
         cache_dir = self.settings.cache_dir
         self.engine_factory = engine_factory or (lambda spec: make_engine(spec, cache_dir=cache_dir))
         self.progress = progress
-        self._routers: dict[tuple[str, int], Router] = {}
+        self._routers: dict[tuple[str, int, str], Router] = {}
         self._memory: tuple[float, dict[str, float]] | None = None
         self._warm: WarmEngines | None = None
 
@@ -85,17 +91,30 @@ class Orchestrator:
             self._memory = (budget, footprints_mb(self.pool.specs, gpu))
         return self._memory
 
-    def router(self, policy: str | None = None, k: int | None = None) -> Router:
-        """The pool's router for ``policy`` and ``k`` (the settings' when None), built once."""
-        key = (check_policy(policy, self.settings.policy), check_k(k, self.settings.k, len(self.pool.expert_names)))
+    def router(self, policy: str | None = None, k: int | None = None, *, scorer: Scorer = "classifier") -> Router:
+        """The pool's router for ``policy`` and ``k`` (the settings' when None), built once.
+
+        ``scorer``: ``classifier`` (the pool's trained skill classifier) or ``keywords`` (the
+        pool's aggregator annotates each question with keywords, mapped onto the profile's
+        skills: Symbolic-MoE's way; it runs the annotator model)."""
+        if scorer not in ("classifier", "keywords"):
+            raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
+        key = (check_policy(policy, self.settings.policy),
+               check_k(k, self.settings.k, len(self.pool.expert_names)), scorer)
         if key not in self._routers:
-            self._routers[key] = pool_router(self.pool, *key)
+            router = pool_router(self.pool, key[0], key[1])
+            if scorer == "keywords":
+                keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
+                router = Router(router.profile, keywords, key[0], k=key[1])
+            self._routers[key] = router
         return self._routers[key]
 
-    def route(self, question: str | Query, *, policy: str | None = None, k: int | None = None) -> RouteDecision:
+    def route(
+        self, question: str | Query, *, policy: str | None = None, k: int | None = None, scorer: Scorer = "classifier"
+    ) -> RouteDecision:
         """The routing decision for one question: skills, chosen experts and their scores."""
         query = as_query(question, self.settings.max_question_chars)
-        return self.router(policy, k).route([query.text], [query.id])[0]
+        return self.router(policy, k, scorer=scorer).route([query.text], [query.id])[0]
 
     def answer(
         self,
@@ -104,10 +123,11 @@ class Orchestrator:
         options: Sequence[str] | None = None,
         policy: str | None = None,
         k: int | None = None,
+        scorer: Scorer = "classifier",
     ) -> Answer:
         """Answer one question (multiple-choice when ``options`` are given). Raises if no expert answered."""
         query = as_query(question, self.settings.max_question_chars, options=options)
-        return require_answer(self._run([query], None, policy, k, None)[0])
+        return require_answer(self._run([query], None, self.router(policy, k, scorer=scorer), None)[0])
 
     def answer_batch(
         self,
@@ -116,6 +136,7 @@ class Orchestrator:
         benchmark: Benchmark | None = None,
         policy: str | None = None,
         k: int | None = None,
+        scorer: Scorer = "classifier",
         run_id: str | None = None,
     ) -> list[Answer]:
         """Answer a batch, each model loaded once. Items are strings or ``Query`` records (benchmark
@@ -126,7 +147,7 @@ class Orchestrator:
             raise BadInput("answer_batch takes a list of questions")
         queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
                    for i, q in enumerate(questions)]
-        return self._run(queries, benchmark, policy, k, run_id)
+        return self._run(queries, benchmark, self.router(policy, k, scorer=scorer), run_id)
 
     def plan(
         self,
@@ -139,7 +160,7 @@ class Orchestrator:
         """The batch plan ``answer_batch`` would run (routing included), without running it."""
         queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
                    for i, q in enumerate(questions)]
-        pipeline = self._pipeline(policy, k, None)
+        pipeline = self._pipeline(self.router(policy, k), None)
         tasks, _ = task_graph(pipeline.ask(queries, benchmark))
         return pipeline.plan(tasks)
 
@@ -152,7 +173,7 @@ class Orchestrator:
         executor = Executor(self.engine_factory, None, self.progress, self._warm)
         return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
-    def _run(self, queries: list[Query], benchmark: Benchmark | None, policy: str | None, k: int | None,
+    def _run(self, queries: list[Query], benchmark: Benchmark | None, router: Router,
              run_id: str | None) -> list[Answer]:
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise BadInput(f"run_id must be a non-empty string, got {run_id!r}")
@@ -161,15 +182,15 @@ class Orchestrator:
             self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
             store = SQLiteRunStore(self.settings.runs_dir / "generations.sqlite")
         try:
-            return self._pipeline(policy, k, store).run(queries, benchmark, run_id=run_id)
+            return self._pipeline(router, store).run(queries, benchmark, run_id=run_id)
         finally:
             if store is not None:
                 store.close()
 
-    def _pipeline(self, policy: str | None, k: int | None, store) -> Pipeline:
+    def _pipeline(self, router: Router, store: SQLiteRunStore | None) -> Pipeline:
         return Pipeline(
             pool=self.pool,
-            router=self.router(policy, k),
+            router=router,
             engine_factory=self.engine_factory,
             budget_mb=self.memory()[0],
             footprints=self.memory()[1],

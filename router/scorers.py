@@ -13,7 +13,7 @@ import numpy as np
 
 from common.tasks import RunTasks
 from common.errors import BadInput, ConfigError
-from eval.benchmarks import Question
+from common.query import Query
 from router.classifier import SkillClassifier
 from skills.annotate import SkillMapper, annotate
 from skills.embed import Embedder
@@ -105,9 +105,7 @@ def annotator_keywords(
     """A ``keywords_of`` that asks the LLM annotator (through ``run``) about each query."""
 
     def keywords_of(texts: list[str]) -> list[list[str]]:
-        questions = [
-            Question(id=f"query-{i}", benchmark="query", text=t, answer="") for i, t in enumerate(texts)
-        ]
+        questions = [Query(id=f"query-{i}", text=t) for i, t in enumerate(texts)]
         found = annotate(questions, run, annotator, samples=samples, min_votes=min_votes)
         return [found[q.id] for q in questions]
 

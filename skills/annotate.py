@@ -18,7 +18,7 @@ import numpy as np
 from common.tasks import RunTasks, Task
 from common.requests import Generation, Request
 from common.errors import BadInput
-from eval.benchmarks import Question
+from common.query import Query
 from skills.embed import Embedder
 from skills.names import normalise_skill
 
@@ -33,15 +33,15 @@ _MAX_KEYWORD_WORDS = 4
 _LEAD = re.compile(r"^\s*(?:keywords?|skills?|areas?)\s*:\s*", re.IGNORECASE)
 
 
-def annotation_prompt(question: Question | str, count: int = 3) -> str:
-    text = question.text if isinstance(question, Question) else question
+def annotation_prompt(question: Query | str, count: int = 3) -> str:
+    text = question.text if isinstance(question, Query) else question
     if not text or not text.strip():
         raise BadInput("cannot annotate an empty question")
     return ANNOTATION_PROMPT.format(count=count, question=text.strip())
 
 
 def annotation_tasks(
-    questions: Sequence[Question],
+    questions: Sequence[Query],
     annotator: str | Sequence[str],
     *,
     samples: int = 3,
@@ -94,14 +94,14 @@ def consensus(annotations: Iterable[Sequence[str]], min_votes: int) -> list[str]
 
 
 def annotate(
-    questions: Sequence[Question],
+    questions: Sequence[Query],
     run: RunTasks,
     annotator: str | Sequence[str],
     *,
     samples: int = 3,
     min_votes: int = 2,
 ) -> dict[str, list[str]]:
-    """Question id -> consensus keywords, from ``samples`` annotations each (failed ones count as empty)."""
+    """Query id -> consensus keywords, from ``samples`` annotations each (failed ones count as empty)."""
     if min_votes > samples:
         raise BadInput(f"min_votes ({min_votes}) cannot exceed samples ({samples})")
     tasks = annotation_tasks(questions, annotator, samples=samples)

@@ -235,3 +235,40 @@ def test_without_a_session_every_call_gives_its_engines_back(settings):
     coe = Orchestrator(settings, engine_factory=engines)
     coe.answer("Is water wet?", options=["yes", "no"])
     assert not any(e.loaded for e in engines.made.values())
+
+
+def test_the_keyword_scorer_routes_through_the_sdk(tmp_path):
+    """Symbolic-MoE's routing: the aggregator annotates the question with keywords (here a fake
+    engine writes them), each mapped to the nearest skill of the profile, which picks the expert."""
+    import shutil
+
+    from skills import ProfileBuilder, save_profile
+
+    pool = tmp_path / "pool"
+    shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
+    builder = ProfileBuilder(["smollm2", "gemma3"])
+    for i in range(40):
+        builder.add("gemma3", ["law"], i < 30)
+        builder.add("smollm2", ["law"], i < 10)
+        builder.add("gemma3", ["physics"], i < 8)
+        builder.add("smollm2", ["physics"], i < 28)
+    save_profile(builder.build(), pool)
+    settings = load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=20000)
+
+    def keywords(spec, request):
+        return "contract law, law, torts" if "breach of contract" in request.text else "physics, mechanics"
+
+    made: list[FakeEngine] = []
+
+    def factory(spec):
+        made.append(FakeEngine(spec, answer=keywords))
+        return made[-1]
+
+    coe = Orchestrator(settings, engine_factory=factory)
+    law = coe.route("Is a breach of contract a tort?", policy="topk", k=1, scorer="keywords")
+    assert law.expert_names == ["gemma3"] and max(law.skills, key=law.skills.get) == "law"
+    physics = coe.route("How fast does a dropped ball fall?", policy="topk", k=1, scorer="keywords")
+    assert physics.expert_names == ["smollm2"] and "physics" in physics.skills
+    assert {e.spec.name for e in made} == {"smollm2"}  # the aggregator annotated
+    with pytest.raises(BadInput, match="scorer must be"):
+        coe.route("Anything?", scorer="vibes")
