@@ -13,6 +13,7 @@ import logging
 from typing import Literal
 from collections.abc import Callable, Mapping, Sequence
 
+from aggregators import SynthesisJob
 from batching import Engine, ExpertSpec, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
@@ -158,11 +159,22 @@ class Orchestrator:
         k: int | None = None,
     ) -> Plan:
         """The batch plan ``answer_batch`` would run (routing included), without running it."""
+        tasks, _ = self.tasks(questions, benchmark=benchmark, policy=policy, k=k)
+        return self._pipeline(self.router(policy, k), None).plan(tasks)
+
+    def tasks(
+        self,
+        questions: Sequence[str | Query],
+        *,
+        benchmark: Benchmark | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+    ) -> tuple[list[Task], dict[str, SynthesisJob]]:
+        """The expert and aggregation tasks ``answer_batch`` would run (routing included), with each
+        aggregation task's synthesis job, without running them."""
         queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
                    for i, q in enumerate(questions)]
-        pipeline = self._pipeline(self.router(policy, k), None)
-        tasks, _ = task_graph(pipeline.ask(queries, benchmark))
-        return pipeline.plan(tasks)
+        return task_graph(self._pipeline(self.router(policy, k), None).ask(queries, benchmark))
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run independent tasks (profiling, annotation) through the planner: each model loads once."""
