@@ -12,7 +12,8 @@
         └── GenerationFailed      a request failed after its retries
 
 Outside errors (httpx, vLLM, sqlite, pydantic, OS) are converted at the boundary with
-``raise ... from exc``. Every message is one line that names what is wrong.
+``raise ... from exc``. Every message is one line that names what is wrong; a pydantic
+ValidationError becomes ``config_error(exc, where)``: "<where>: <field>: <problem>".
 """
 
 from __future__ import annotations

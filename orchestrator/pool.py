@@ -86,6 +86,11 @@ class Pool(BaseModel):
     def specs(self) -> dict[str, ExpertSpec]:
         return {m.name: m for m in self.models}
 
+    @property
+    def artefacts(self) -> PoolArtefacts:
+        """What ``coe profile`` and the aggregator selection stored in the pool's directory."""
+        return PoolArtefacts(self.directory)
+
     def spec(self, name: str) -> ExpertSpec:
         for model in self.models:
             if model.name == name:
@@ -126,7 +131,7 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
         raise config_error(exc, str(file), skip=SOURCE_KINDS) from exc
     except TypeError as exc:  # e.g. [pool] given as a value instead of a table
         raise ConfigError(f"{file}: {exc}") from exc
-    for pickled in PoolArtefacts(pool.directory).pickles():
+    for pickled in pool.artefacts.pickles():
         log.warning("%s is a pickle: pools store none, and it is never read (delete it)", pickled)
     return pool
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from batching import ReplaySource
 from common.errors import BadInput
 from eval.benchmarks import Question
-from orchestrator.artefacts import PoolArtefacts
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
 from router import train_router
@@ -68,7 +67,7 @@ def profile_pool(
         profile = build_profile_live(questions, [s.name for s in specs], coe.run_tasks, skills_of=skills_of,
                                      max_tokens=max_tokens)
         source = "live"
-    stored = PoolArtefacts(pool.directory)
+    stored = pool.artefacts
     profile_path = stored.save_profile(profile)
     log.info("profile: %s profile of %d experts on %d questions -> %s", source, len(specs), len(questions),
              profile_path)

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 
 from aggregators import AggregatorChoice
-from orchestrator.artefacts import PoolArtefacts
 from orchestrator.pool import Pool
 from router import Router
 from router.scorers import Scorer
@@ -31,7 +30,7 @@ def pool_profile(pool: Pool) -> Profile:
     """The pool's latest stored profile over exactly the pool's experts: models the profile knows
     but the pool no longer lists as experts are dropped, experts it lacks join with no evidence
     (they are chosen on the prior alone). With no stored profile, every expert starts so."""
-    profile = PoolArtefacts(pool.directory).latest_profile()
+    profile = pool.artefacts.latest_profile()
     if profile is None:
         log.info("pool %s has no profile yet (coe profile builds one); experts are treated alike", pool.name)
         return ProfileBuilder(pool.expert_names, name="empty").build()
@@ -58,13 +57,13 @@ def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:
 def pool_scorer(pool: Pool) -> Scorer:
     """The pool's latest skill classifier (and topics, if trained) with the embedder they were
     trained on; a pool without them knows no skills."""
-    scorer = PoolArtefacts(pool.directory).latest_scorer()
+    scorer = pool.artefacts.latest_scorer()
     return scorer if scorer is not None else NoSkillScorer()
 
 
 def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
     """The pool's latest stored aggregator selection, if one was made."""
-    choice = PoolArtefacts(pool.directory).latest_choice()
+    choice = pool.artefacts.latest_choice()
     if choice is None:
         return None
     unknown = sorted({choice.best, *choice.best_per_skill.values()} - set(pool.specs))
