@@ -14,15 +14,12 @@ from aggregators.result import (
     wilson_interval,
 )
 from aggregators.selection import (
-    CHOICE_FILE,
     AggregatorChoice,
     CandidateScore,
     Score,
     SyntheticCase,
     ValidationItem,
-    load_choice,
     records_for,
-    save_choice,
     select_aggregator,
     synthetic_cases,
 )
@@ -40,7 +37,6 @@ from aggregators.synthesis import (
 from aggregators.vote import VOTERS, get_voter, log_odds_weight, majority, weighted
 
 __all__ = [
-    "CHOICE_FILE",
     "VOTERS",
     "AggregationResult",
     "AggregatorChoice",
@@ -57,13 +53,11 @@ __all__ = [
     "bound_text",
     "compose",
     "get_voter",
-    "load_choice",
     "log_odds_weight",
     "majority",
     "order_answers",
     "records_for",
     "resolve_competence",
-    "save_choice",
     "select_aggregator",
     "synthesis_prompt",
     "synthesis_request",

@@ -3,19 +3,17 @@
 For each validation question, one correct and ``n_wrong`` incorrect recorded answers are
 taken from different experts and shuffled; every candidate aggregator model is asked to
 synthesise them, and scored by how often its extracted answer equals the gold one. The
-result (per candidate accuracy with a 95% interval and n, the best overall and per skill)
-is stored as ``pool_dir/aggregator.json``.
+result (per candidate accuracy with a 95% interval and n, the best overall and per skill) is an
+``AggregatorChoice``; a pool stores it through ``orchestrator.artefacts.PoolArtefacts``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,14 +23,9 @@ from aggregators.synthesis import SynthesisOptions, synthesis_request
 from common.recordings import Record, ReplayBook
 from common.tasks import RunTasks, Task
 from common.requests import Generation
-from common.artefacts import read_model
-from common.errors import BadInput, NotFound
+from common.errors import BadInput
 
 log = logging.getLogger(__name__)
-
-CHOICE_FILE = "aggregator.json"
-
-
 
 @dataclass(frozen=True)
 class ValidationItem:
@@ -121,12 +114,12 @@ class CandidateScore(Score):
 
 
 class AggregatorChoice(BaseModel):
-    """The stored outcome of an aggregator selection (``pool_dir/aggregator.json``)."""
+    """The outcome of an aggregator selection, as a pool stores it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1] = Field(1, description="Schema version of this file.")
-    revision: int = Field(1, ge=1, description="Increases with every selection saved in this pool.")
+    revision: int = Field(1, ge=1, description="The version this selection was stored as in its pool.")
     created: str = Field(..., description="UTC time the selection finished (ISO 8601).")
     seed: int
     n_wrong: int = Field(..., ge=1)
@@ -214,31 +207,3 @@ def select_aggregator(
         best=_best(scores),
         best_per_skill={s: _best({c: scores[c].per_skill[s] for c in candidates}, scores) for s in skills},
     )
-
-
-def load_choice(pool_dir: Path) -> AggregatorChoice:
-    """Read ``pool_dir/aggregator.json``; a malformed file is a ConfigError naming file and field."""
-    file = Path(pool_dir) / CHOICE_FILE
-    if not file.is_file():
-        raise NotFound(f"no aggregator selection at {file}; run the aggregator selection first")
-    return read_model(file, AggregatorChoice)
-
-
-def save_choice(pool_dir: Path, choice: AggregatorChoice) -> Path:
-    """Write the selection; an earlier valid one is kept as ``aggregator.r<N>.json``.
-
-    An existing file that does not parse is never overwritten (ConfigError): move it away first.
-    """
-    pool_dir = Path(pool_dir)
-    file = pool_dir / CHOICE_FILE
-    previous = load_choice(pool_dir) if file.exists() else None  # ConfigError if malformed
-    revision = previous.revision + 1 if previous is not None else 1
-    pool_dir.mkdir(parents=True, exist_ok=True)
-    stored = choice.model_copy(update={"revision": revision})
-    tmp = file.with_suffix(".json.tmp")
-    tmp.write_text(stored.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    if previous is not None:
-        os.replace(file, pool_dir / f"aggregator.r{previous.revision}.json")
-    os.replace(tmp, file)
-    log.info("aggregator selection saved to %s (revision %d, best %s)", file, revision, stored.best)
-    return file

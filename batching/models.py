@@ -6,12 +6,11 @@ together with a manifest of sha256 sums; a reused folder is checked against its 
 rebuilt if it is partial or corrupt. Conversion happens in a temporary folder that is renamed
 into place, under a lock file, so two processes never convert the same model at once.
 
-    python -m batching.models prepare [--cache-dir D] [NAME ...]
+    coe models prepare [--cache-dir D] [NAME ...]      (orchestrator/cli.py; cache_dir from settings)
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import importlib.util
@@ -19,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,9 +36,7 @@ __all__ = [
     "PackagedModel",
     "check_ref",
     "convert_packaged",
-    "default_cache_dir",
     "ensure_packaged",
-    "main",
     "model_dir",
     "packaged",
     "prepare_models",
@@ -89,12 +85,6 @@ PACKAGED: dict[str, PackagedModel] = {
         ),
     )
 }
-
-
-def default_cache_dir() -> Path:
-    """``COE_CACHE_DIR`` if set, else ``~/.cache/symbolic-coe``."""
-    env = os.environ.get("COE_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "symbolic-coe"
 
 
 def model_dir(name: str, cache_dir: Path) -> Path:
@@ -303,27 +293,3 @@ def _convert(gguf: Path, out: Path, *, add_bos: bool = False) -> None:
         raise
     except Exception as exc:  # transformers/gguf raise many kinds; report them as one
         raise EngineLoadError(f"converting {gguf.name} failed: {type(exc).__name__}: {exc}") from exc
-
-
-# -- command line --------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batching.models", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="convert the packaged default models into the cache")
-    prep.add_argument("names", nargs="*", help=f"models to prepare (default: {', '.join(PACKAGED)})")
-    prep.add_argument("--cache-dir", type=Path, default=None, help="default: COE_CACHE_DIR or ~/.cache/symbolic-coe")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cache_dir = args.cache_dir or default_cache_dir()
-    try:
-        prepare_models(args.names or list(PACKAGED), cache_dir, progress=lambda line: print(line, flush=True))
-    except CoeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

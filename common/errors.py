@@ -12,10 +12,17 @@
         └── GenerationFailed      a request failed after its retries
 
 Outside errors (httpx, vLLM, sqlite, pydantic, OS) are converted at the boundary with
-``raise ... from exc``. Every message is one line that names what is wrong.
+``raise ... from exc``. Every message is one line that names what is wrong; a pydantic
+ValidationError becomes ``config_error(exc, where)``: "<where>: <field>: <problem>".
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class CoeError(Exception):
@@ -59,3 +66,45 @@ class EngineTimeout(EngineError, TimeoutError):
 
 class GenerationFailed(EngineError):
     """A request still failed after its retries."""
+
+
+def field_path(loc: Sequence[object], skip: Collection[str] = ()) -> str:
+    """A pydantic error location as a reader writes it: ``models[1].source.kind``.
+
+    ``skip`` names location parts that are not fields (e.g. the tags pydantic adds for the
+    branch of a discriminated union).
+    """
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                parts.append(f"[{item}]")
+        elif str(item) not in skip:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def config_error(
+    exc: ValidationError,
+    where: str,
+    *,
+    skip: Collection[str] = (),
+    describe: Callable[[str], str] | None = None,
+) -> ConfigError:
+    """The one-line ConfigError ``<where>: <field>: <problem>`` for a pydantic ValidationError.
+
+    The first error is named (a check on the whole object has no field); the count of the
+    others follows. ``describe`` may add to the
+    field's name (e.g. the environment variable a setting came from). Raise it ``from exc``.
+    """
+    errors = exc.errors()
+    if not errors:
+        return ConfigError(f"{where}: {exc}")
+    first = errors[0]
+    field = field_path(first["loc"], skip)
+    if field and describe is not None:
+        field = describe(field)
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return ConfigError(f"{where}: {field + ': ' if field else ''}{first['msg']}{more}")

@@ -1,7 +1,7 @@
 """Benchmarks as data (loaders, prompts, extraction, metrics) and, later, runs and reports."""
 
 from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark
-from eval.data import data_dir, replay_path
+from eval.data import replay_path
 from eval.extract import final_line_extractor, integer_extractor, letter_extractor, strip_thinking
 
 __all__ = [
@@ -9,7 +9,6 @@ __all__ = [
     "Benchmark",
     "Question",
     "choice_prompt",
-    "data_dir",
     "get_benchmark",
     "final_line_extractor",
     "integer_extractor",

@@ -1,17 +1,13 @@
-"""Where the shared data lives: ``COE_DATA_DIR``, else ``../shared/data`` beside the project."""
+"""Where files lie inside the shared data folder. The folder itself is a setting
+(``Settings.data_dir``); callers pass it in."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REPLAY_FILE = Path("replay") / "mmlu_pro_replay.jsonl.gz"
 
 
-def data_dir() -> Path:
-    env = os.environ.get("COE_DATA_DIR")
-    return Path(env) if env else PROJECT_ROOT.parent / "shared" / "data"
-
-
-def replay_path() -> Path:
-    return data_dir() / "replay" / "mmlu_pro_replay.jsonl.gz"
+def replay_path(data_dir: Path) -> Path:
+    """The MMLU-Pro replay recordings inside ``data_dir``."""
+    return Path(data_dir) / REPLAY_FILE

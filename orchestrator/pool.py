@@ -1,9 +1,9 @@
-"""Pool files: the experts, the aggregator and the pool's artefacts, in one directory.
+"""Pool files: the experts and the aggregator of a pool, read from its ``pool.toml``.
 
     my-pool/
       pool.toml        experts, aggregator (this format, documented in README)
-      profiles/        skill profiles built by ``coe profile`` (versioned)
-      router/          router artefacts (classifier)
+      ...              artefacts built by ``coe profile`` and the aggregator selection:
+                       their layout belongs to ``orchestrator.artefacts.PoolArtefacts``
 
 ``pool.toml``::
 
@@ -24,16 +24,22 @@ Paths in replay sources may use ``{data_dir}``; relative paths are read from the
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from batching.spec import NAME_PATTERN, ExpertSpec, ReplaySource
-from common.errors import ConfigError, NotFound
+from common.errors import ConfigError, NotFound, config_error
 from common.names import unknown_name
+from orchestrator.artefacts import PoolArtefacts
+from orchestrator.settings import shipped_pool
+
+log = logging.getLogger(__name__)
 
 POOL_FILE = "pool.toml"
+SOURCE_KINDS = ("vllm", "http", "replay")  # the tags pydantic puts in the location of a source's error
 
 
 class PoolHeader(BaseModel):
@@ -80,17 +86,16 @@ class Pool(BaseModel):
     def specs(self) -> dict[str, ExpertSpec]:
         return {m.name: m for m in self.models}
 
+    @property
+    def artefacts(self) -> PoolArtefacts:
+        """What ``coe profile`` and the aggregator selection stored in the pool's directory."""
+        return PoolArtefacts(self.directory)
+
     def spec(self, name: str) -> ExpertSpec:
         for model in self.models:
             if model.name == name:
                 return model
         raise unknown_name("expert", name, self.specs)
-
-    def artefact_dir(self, kind: str) -> Path:
-        """Folder for one kind of artefact (``profiles``, ``router``), created on demand."""
-        path = self.directory / kind
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 def _expand(raw: dict, directory: Path, data_dir: Path) -> dict:
@@ -121,23 +126,14 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
         raise ConfigError(f"{file}: not UTF-8 text") from exc
     raw = _expand(raw, file.parent, data_dir)
     try:
-        return Pool(**raw, directory=file.parent)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = list(error["loc"])
-        # say "models[1].source.kind" rather than "models.1.vllm.kind"
-        parts: list[str] = []
-        for item in loc:
-            if isinstance(item, int):
-                parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
-            elif item in ("vllm", "http", "replay") and parts and parts[-1] == "source":
-                continue
-            else:
-                parts.append(str(item))
-        field = ".".join(parts) or "pool"
-        raise ConfigError(f"{file}: {field}: {error['msg']}") from exc
+        pool = Pool(**raw, directory=file.parent)
+    except ValidationError as exc:  # "models[1].source.kind", without the union's "vllm" tag
+        raise config_error(exc, str(file), skip=SOURCE_KINDS) from exc
     except TypeError as exc:  # e.g. [pool] given as a value instead of a table
         raise ConfigError(f"{file}: {exc}") from exc
+    for pickled in pool.artefacts.pickles():
+        log.warning("%s is a pickle: pools store none, and it is never read (delete it)", pickled)
+    return pool
 
 
 def recorded_models(pool: Pool) -> dict[str, str]:
@@ -148,5 +144,4 @@ def recorded_models(pool: Pool) -> dict[str, str]:
 
 def small_replay_models() -> list[str]:
     """The recorded models of the shipped ``pools/replay-small`` pool (the benchmarks' pool)."""
-    root = Path(__file__).resolve().parent.parent / "pools" / "replay-small"
-    return list(recorded_models(load_pool(root, Path("."))).values())
+    return list(recorded_models(load_pool(shipped_pool("replay-small"), Path("."))).values())

@@ -17,8 +17,8 @@ from common.errors import BadInput
 from eval.benchmarks import Question
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
-from router import save_router, train_router
-from skills import build_profile_from_replay, build_profile_live, make_embedder, save_profile
+from router import train_router
+from skills import build_profile_from_replay, build_profile_live, make_embedder
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,9 @@ def profile_pool(
         profile = build_profile_live(questions, [s.name for s in specs], coe.run_tasks, skills_of=skills_of,
                                      max_tokens=max_tokens)
         source = "live"
-    profile_path = save_profile(profile, pool.directory)
+    stored = pool.artefacts
+    profile_path = stored.save_profile(profile)
     log.info("profile: %s profile of %d experts on %d questions -> %s", source, len(specs), len(questions),
              profile_path)
-    router_paths = save_router(artefacts, pool.directory) if artefacts is not None else []
+    router_paths = stored.save_router(artefacts) if artefacts is not None else []
     return ProfileReport(profile_path, router_paths, len(questions), source)

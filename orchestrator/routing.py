@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from aggregators import CHOICE_FILE, AggregatorChoice, load_choice
+from aggregators import AggregatorChoice
 from orchestrator.pool import Pool
-from router import Router, load_scorer
+from router import Router
 from router.scorers import Scorer
-from skills import ProfileBuilder, load_latest_profile
-from skills.profile import Profile
+from skills import Profile, ProfileBuilder
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,10 @@ def pool_profile(pool: Pool) -> Profile:
     """The pool's latest stored profile over exactly the pool's experts: models the profile knows
     but the pool no longer lists as experts are dropped, experts it lacks join with no evidence
     (they are chosen on the prior alone). With no stored profile, every expert starts so."""
-    if not any((pool.directory / "profiles").glob("profile.v*.json")):
+    profile = pool.artefacts.latest_profile()
+    if profile is None:
         log.info("pool %s has no profile yet (coe profile builds one); experts are treated alike", pool.name)
         return ProfileBuilder(pool.expert_names, name="empty").build()
-    profile = load_latest_profile(pool.directory)
     experts = pool.expert_names
     if profile.experts == experts:
         return profile
@@ -58,16 +57,15 @@ def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:
 def pool_scorer(pool: Pool) -> Scorer:
     """The pool's latest skill classifier (and topics, if trained) with the embedder they were
     trained on; a pool without them knows no skills."""
-    if not any((pool.directory / "router").glob("classifier.v*.json")):
-        return NoSkillScorer()
-    return load_scorer(pool.directory)
+    scorer = pool.artefacts.latest_scorer()
+    return scorer if scorer is not None else NoSkillScorer()
 
 
 def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
-    """The pool's stored aggregator selection (``aggregator.json``), if one was made."""
-    if not (pool.directory / CHOICE_FILE).is_file():
+    """The pool's latest stored aggregator selection, if one was made."""
+    choice = pool.artefacts.latest_choice()
+    if choice is None:
         return None
-    choice = load_choice(pool.directory)
     unknown = sorted({choice.best, *choice.best_per_skill.values()} - set(pool.specs))
     if unknown:
         log.warning("aggregator selection of pool %s names model(s) %s it does not have; using %s instead",

@@ -1,7 +1,9 @@
 """The one settings object, built once by ``load_settings`` (never at import time).
 
 Each setting has one default, here. The environment (``COE_*``) may replace a default;
-CLI options and SDK arguments override both by passing ``overrides``.
+CLI options and SDK arguments override both by passing ``overrides``. This module is the only
+reader of ``COE_*`` variables and of where the project lies; every package gets the paths it
+needs (cache, data) as arguments.
 """
 
 from __future__ import annotations
@@ -10,17 +12,22 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from common.errors import ConfigError
+from common.errors import config_error
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_pool(name: str) -> Path:
+    """The folder of a pool shipped with the project (``pools/<name>``)."""
+    return PROJECT_ROOT / "pools" / name
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pool: Path = Field(PROJECT_ROOT / "pools" / "default", description="Pool directory (holds pool.toml).")
+    pool: Path = Field(shipped_pool("default"), description="Pool directory (holds pool.toml).")
     data_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data", description="Benchmarks and replay recordings."
     )
@@ -40,6 +47,16 @@ class Settings(BaseModel):
     devices: int = Field(1, ge=1, le=64, description="Devices (GPUs) the planner may spread phases over.")
     policy: str = Field("all", min_length=1, description="Routing policy used by answer().")
     k: int = Field(3, ge=1, le=64, description="Experts per question for policies that take k.")
+
+    @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """Where sentence embeddings are cached (``skills.cached_embed``)."""
+        return self.cache_dir / "embeddings"
 
     @model_validator(mode="after")
     def _paths_distinct(self) -> Settings:
@@ -66,7 +83,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
-        source = f" (from {_ENV[field]})" if field in _ENV and overrides.get(field) is None else ""
-        raise ConfigError(f"setting {field}{source}: {error['msg']}") from exc
+
+        def source(field: str) -> str:
+            from_env = field in _ENV and overrides.get(field) is None and field in values
+            return f"{field} (from {_ENV[field]})" if from_env else field
+
+        raise config_error(exc, "settings", describe=source) from exc

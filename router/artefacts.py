@@ -1,9 +1,13 @@
-"""The router's artefacts as one unit: skill classifier + topics, trained, saved and loaded together.
+"""The router's artefacts as one unit: skill classifier + topics, trained together and scored
+together.
 
     arts = train_router(questions, embedder, n_topics=20, seed=0)
     profile = build_profile_from_replay(replay, questions, experts, skills_of=arts.skills_of)
-    save_router(arts, pool_dir)                       # pool_dir/router/{classifier,topics}.v<N>.*
-    scorer = load_scorer(pool_dir)                    # categories + topics, half each
+    scorer = arts.scorer()                            # categories + topics, half each
+    scorer = RouterArtefacts.of(classifier, topics).scorer()   # from stored payloads
+
+Storing them is the orchestrator's business (``orchestrator.artefacts.PoolArtefacts``); each
+object turns itself into plain data with ``to_payload()``.
 
 A profile built with ``skills_of`` counts each question under its category and its topic,
 which is what the mixture scorer's weights refer to.
@@ -13,15 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from common.errors import BadInput
 from eval.benchmarks import Question
-from router.classifier import ROUTER_DIR, SkillClassifier, load_classifier, save_classifier, train_classifier
+from router.classifier import SkillClassifier, train_classifier
 from router.scorers import ClassifierScorer, MixtureScorer, Scorer
-from router.topics import TopicModel, TopicScorer, load_topics, save_topics, train_topics
+from router.topics import TopicModel, TopicScorer, train_topics
 from skills.embed import Embedder, make_embedder
 from skills.names import question_skills
 
@@ -35,6 +38,12 @@ class RouterArtefacts:
     embedder: Embedder
     skills_of: dict[str, list[str]] = field(default_factory=dict)
     """Training question id -> its skills (category, and topic when there are topics)."""
+
+    @classmethod
+    def of(cls, classifier: SkillClassifier, topics: TopicModel | None = None,
+           embedder: Embedder | None = None) -> RouterArtefacts:
+        """Stored artefacts with the embedder they were trained on (made by name when not given)."""
+        return cls(classifier, topics, embedder or make_embedder(classifier.meta.embedder))
 
     def scorer(self, topic_share: float = TOPIC_SHARE) -> Scorer:
         categories = ClassifierScorer(self.classifier, self.embedder)
@@ -64,19 +73,3 @@ def train_router(
     topic_of = topics.labels(vectors) if topics is not None else [None] * len(questions)
     skills_of = {q.id: [*question_skills(q), *([t] if t else [])] for q, t in zip(questions, topic_of)}
     return RouterArtefacts(classifier, topics, embedder, skills_of)
-
-
-def save_router(artefacts: RouterArtefacts, pool_dir: Path) -> list[Path]:
-    paths = [save_classifier(artefacts.classifier, pool_dir)]
-    if artefacts.topics is not None:
-        paths.append(save_topics(artefacts.topics, pool_dir))
-    return paths
-
-
-def load_scorer(pool_dir: Path, embedder: Embedder | None = None, topic_share: float = TOPIC_SHARE) -> Scorer:
-    """The pool's latest classifier (and topics, if saved) as one scorer."""
-    classifier = load_classifier(pool_dir)
-    embedder = embedder or make_embedder(classifier.meta.embedder)
-    folder = Path(pool_dir) / ROUTER_DIR
-    topics = load_topics(pool_dir) if any(folder.glob("topics.v*.json")) else None
-    return RouterArtefacts(classifier, topics, embedder).scorer(topic_share)

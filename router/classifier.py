@@ -1,9 +1,11 @@
-"""Query -> skill probabilities: a scikit-learn classifier on sentence embeddings.
+"""Query -> skill probabilities: a linear classifier on sentence embeddings.
 
-``train_classifier`` fits a calibrated logistic regression on labelled questions;
-``save_classifier`` writes it to ``<pool_dir>/router/classifier.v<N>.joblib`` with a JSON
-beside it (format version, labels, embedder name, training size); ``load_classifier``
-reads it back and checks the two agree.
+``train_classifier`` fits scikit-learn's calibrated logistic regression on labelled questions
+(one regression per cross-validation fold, each with per-skill Platt scaling, averaged). The
+fitted model is kept as plain numbers, never as a pickled estimator: ``SkillClassifier``
+predicts from its coefficient arrays with numpy alone, ``to_payload()`` turns it into a
+JSON-able ``ClassifierPayload`` and ``from_payload()`` rebuilds it. Where the payload is stored
+is not this module's concern (the orchestrator's pool artefacts decide).
 """
 
 from __future__ import annotations
@@ -12,52 +14,195 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from common.artefacts import latest, read_model, write_new_version
-from common.errors import BadInput, ConfigError, NotFound
+from common.errors import BadInput
+from router._numbers import float32_rows
 from skills.embed import Embedder
 from skills.names import normalise_skill
 
 log = logging.getLogger(__name__)
 
-ROUTER_DIR = "router"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1 kept the estimator in a pickle beside the JSON; no longer read
 
 
 class ClassifierMeta(BaseModel):
-    """The JSON written beside a classifier artefact."""
+    """What a classifier was trained on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: int = Field(FORMAT_VERSION, ge=1, le=FORMAT_VERSION)
-    labels: list[str] = Field(..., min_length=2)
-    embedder: str = Field(..., min_length=1)
-    n_train: int = Field(..., ge=1)
-    calibrated: bool = True
-    sklearn_version: str = ""
+    labels: list[str] = Field(..., min_length=2, description="Skills, in probability-column order.")
+    embedder: str = Field(..., min_length=1, description="Name of the embedder of its inputs.")
+    n_features: int = Field(..., ge=1, description="Length of the embedding vectors it takes.")
+    n_train: int = Field(..., ge=1, description="Training questions.")
+    calibrated: bool = Field(True, description="Platt-scaled cross-validation members.")
+    sklearn_version: str = Field("", description="scikit-learn version that fitted it.")
+
+
+class LinearMember(BaseModel):
+    """One fitted logistic regression, and its per-row Platt scaling when calibrated.
+
+    ``coef`` has one row per label (or a single row, for the second label, when there are two
+    labels); a calibrated member turns each row's score ``s`` into ``1 / (1 + exp(a s + b))``.
+    ``coef`` and ``intercept`` are float32 values (the embeddings' precision), written in their
+    shortest decimal form; prediction runs in float64.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coef: list[list[float]] = Field(..., min_length=1)
+    intercept: list[float] = Field(..., min_length=1)
+    platt_a: list[float] | None = None
+    platt_b: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _shapes(self) -> LinearMember:
+        rows, width = len(self.coef), len(self.coef[0])
+        if width == 0 or any(len(row) != width for row in self.coef):
+            raise ValueError("coef rows must all have the same, non-zero length")
+        if len(self.intercept) != rows:
+            raise ValueError(f"intercept has {len(self.intercept)} values for {rows} coef rows")
+        if (self.platt_a is None) != (self.platt_b is None):
+            raise ValueError("platt_a and platt_b come together")
+        if self.platt_a is not None and (len(self.platt_a) != rows or len(self.platt_b or ()) != rows):
+            raise ValueError(f"platt_a and platt_b need {rows} values each")
+        return self
+
+
+class ClassifierPayload(BaseModel):
+    """A skill classifier as plain data: what it was trained on and its linear members."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = Field(
+        FORMAT_VERSION, description="2: coefficients stored here (1 used a pickle and is not read)."
+    )
+    meta: ClassifierMeta
+    members: list[LinearMember] = Field(..., min_length=1)
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_format(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("format 1 kept the classifier in a pickle, which is never read; "
+                             "train it again (coe profile)")
+        if value != FORMAT_VERSION:
+            raise ValueError(f"format {value} is not known (this version reads {FORMAT_VERSION})")
+        return value
+
+    @model_validator(mode="after")
+    def _members_fit_labels(self) -> ClassifierPayload:
+        labels = len(self.meta.labels)
+        expected_rows = 1 if labels == 2 else labels
+        width = self.meta.n_features
+        for i, member in enumerate(self.members):
+            if len(member.coef) != expected_rows:
+                raise ValueError(f"members[{i}] has {len(member.coef)} coef rows; {labels} labels need "
+                                 f"{expected_rows}")
+            if len(member.coef[0]) != width:
+                raise ValueError(f"members[{i}] takes {len(member.coef[0])} features, meta.n_features is {width}")
+            if (member.platt_a is not None) != self.meta.calibrated:
+                raise ValueError(f"members[{i}] {'lacks' if self.meta.calibrated else 'has'} Platt scaling "
+                                 f"but calibrated is {self.meta.calibrated}")
+        return self
+
+
+class _Member:
+    """One member as arrays, ready to predict."""
+
+    def __init__(self, spec: LinearMember) -> None:
+        self.coef = np.asarray(spec.coef, dtype=np.float32).astype(np.float64)
+        self.intercept = np.asarray(spec.intercept, dtype=np.float32).astype(np.float64)
+        self.platt = (
+            (np.asarray(spec.platt_a, dtype=np.float64), np.asarray(spec.platt_b, dtype=np.float64))
+            if spec.platt_a is not None
+            else None
+        )
+
+    def spec(self) -> LinearMember:
+        platt = {} if self.platt is None else {"platt_a": self.platt[0].tolist(), "platt_b": self.platt[1].tolist()}
+        return LinearMember(coef=float32_rows(self.coef), intercept=float32_rows(self.intercept), **platt)
+
+    def predict_proba(self, vectors: np.ndarray, n_labels: int) -> np.ndarray:
+        scores = vectors @ self.coef.T + self.intercept
+        if self.platt is not None:  # one-vs-rest Platt scaling, then rows renormalised
+            a, b = self.platt
+            proba = _expit(-(a * scores + b))
+            if n_labels == 2:
+                return np.column_stack([1.0 - proba[:, 0], proba[:, 0]])
+            total = proba.sum(axis=1, keepdims=True)
+            uniform = np.full_like(proba, 1.0 / n_labels)
+            return np.divide(proba, total, out=uniform, where=total != 0)
+        if n_labels == 2:
+            positive = _expit(scores[:, 0])
+            return np.column_stack([1.0 - positive, positive])
+        scores -= scores.max(axis=1, keepdims=True)  # multinomial: softmax of the scores
+        out = np.exp(scores)
+        return out / out.sum(axis=1, keepdims=True)
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    positive = x >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
+    e = np.exp(x[~positive])
+    out[~positive] = e / (1.0 + e)
+    return out
 
 
 class SkillClassifier:
-    """A fitted estimator plus the labels its probability columns stand for."""
+    """Skill probabilities from an average of linear members; the labels name the columns."""
 
-    def __init__(self, estimator, meta: ClassifierMeta) -> None:
-        self.estimator = estimator
-        self.meta = meta
-        classes = [str(c) for c in estimator.classes_]
-        if classes != meta.labels:
-            raise ConfigError(f"classifier classes {classes} differ from its labels {meta.labels}")
+    def __init__(self, meta: ClassifierMeta, members: Sequence[LinearMember]) -> None:
+        payload = ClassifierPayload(meta=meta, members=list(members))  # checks the shapes
+        self.meta = payload.meta
+        self._members = [_Member(m) for m in payload.members]
 
     @property
     def labels(self) -> list[str]:
         return self.meta.labels
 
+    @property
+    def n_features(self) -> int:
+        return self.meta.n_features
+
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         """Rows of skill probabilities (columns in ``labels`` order)."""
-        return np.asarray(self.estimator.predict_proba(vectors), dtype=np.float64)
+        vectors = np.asarray(vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.n_features:
+            raise BadInput(f"classifier takes rows of {self.n_features} numbers, got shape {vectors.shape}")
+        total = np.zeros((len(vectors), len(self.labels)))
+        for member in self._members:
+            total += member.predict_proba(vectors, len(self.labels))
+        return total / len(self._members)
+
+    def to_payload(self) -> ClassifierPayload:
+        """The classifier as plain JSON-able data."""
+        return ClassifierPayload(meta=self.meta, members=[m.spec() for m in self._members])
+
+    @classmethod
+    def from_payload(cls, payload: ClassifierPayload) -> SkillClassifier:
+        return cls(payload.meta, payload.members)
+
+
+def _members_of(estimator, labels: list[str]) -> list[LinearMember]:
+    """The linear members of a fitted LogisticRegression or sigmoid CalibratedClassifierCV."""
+    fitted = getattr(estimator, "calibrated_classifiers_", None)
+    if fitted is None:
+        return [LinearMember(coef=float32_rows(estimator.coef_), intercept=float32_rows(estimator.intercept_))]
+    members = []
+    for pair in fitted:
+        inner = pair.estimator
+        if [str(c) for c in inner.classes_] != labels:  # stratified folds keep every label
+            raise BadInput(f"a calibration fold saw labels {list(inner.classes_)}, not {labels}")
+        members.append(LinearMember(
+            coef=float32_rows(inner.coef_),
+            intercept=float32_rows(inner.intercept_),
+            platt_a=[float(c.a_) for c in pair.calibrators],
+            platt_b=[float(c.b_) for c in pair.calibrators],
+        ))
+    return members
 
 
 def train_classifier(
@@ -89,43 +234,13 @@ def train_classifier(
     base = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     folds = min(3, min(counts.values()))
     if calibrate and folds >= 2:
-        estimator = CalibratedClassifierCV(base, method="sigmoid", cv=folds)
+        estimator = CalibratedClassifierCV(base, method="sigmoid", cv=folds, ensemble=True)
     else:
         calibrate, estimator = False, base
     estimator.fit(vectors, labels)
-    meta = ClassifierMeta(labels=[str(x) for x in estimator.classes_], embedder=embedder.name,
+    names = [str(x) for x in estimator.classes_]
+    meta = ClassifierMeta(labels=names, embedder=embedder.name, n_features=int(np.shape(vectors)[1]),
                           n_train=len(labels), calibrated=calibrate, sklearn_version=sklearn_version)
     log.info("router: trained skill classifier on %d questions, %d skills, %.1f s", len(labels),
              len(meta.labels), time.perf_counter() - started)
-    return SkillClassifier(estimator, meta)
-
-
-def save_classifier(classifier: SkillClassifier, pool_dir: Path) -> Path:
-    """Write the next version under ``<pool_dir>/router/``; returns the JSON file's path."""
-    import joblib
-
-    meta_path = write_new_version(Path(pool_dir) / ROUTER_DIR, "classifier", classifier.meta.model_dump_json(indent=1))
-    joblib.dump(classifier.estimator, meta_path.with_suffix(".joblib"))
-    return meta_path
-
-
-def load_classifier(path: Path) -> SkillClassifier:
-    """Read a classifier: ``path`` is its JSON file, or a pool directory (latest version)."""
-    import joblib
-
-    path = Path(path)
-    if path.is_dir():
-        path = latest(path / ROUTER_DIR if (path / ROUTER_DIR).is_dir() else path, "classifier", "classifier")
-    if not path.is_file():
-        raise NotFound(f"classifier file {path} does not exist")
-    meta = read_model(path, ClassifierMeta)
-    blob = path.with_suffix(".joblib")
-    if not blob.is_file():
-        raise NotFound(f"classifier model {blob} (beside {path.name}) does not exist")
-    try:
-        estimator = joblib.load(blob)
-    except Exception as exc:  # unpickling can fail in many ways; all mean a bad artefact
-        raise ConfigError(f"{blob}: not a readable classifier: {exc}") from exc
-    if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
-        raise ConfigError(f"{blob}: holds a {type(estimator).__name__}, not a fitted classifier")
-    return SkillClassifier(estimator, meta)
+    return SkillClassifier(meta, _members_of(estimator, names))

@@ -3,21 +3,19 @@
 ``train_topics`` runs k-means on the embeddings of training questions; each cluster is a
 skill named ``topic:<i>``, so a profile counts every expert's answers per topic like per
 category (``topic_labels`` gives training questions their topic). ``TopicScorer`` turns a
-query's similarity to the cluster centres into soft topic weights. Saved as
-``<pool_dir>/router/topics.v<N>.npz`` with a JSON beside it.
+query's similarity to the cluster centres into soft topic weights. ``TopicModel.to_payload()``
+gives it as plain JSON-able data (the centres as lists of numbers), ``from_payload()`` rebuilds it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.artefacts import latest, read_model, write_new_version
-from common.errors import BadInput, ConfigError, NotFound
+from common.errors import BadInput, ConfigError
+from router._numbers import float32_rows
 from skills.embed import Embedder
 
 log = logging.getLogger(__name__)
@@ -26,15 +24,33 @@ TOPIC_PREFIX = "topic:"
 
 
 class TopicMeta(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: int = Field(1, ge=1, le=1)
     embedder: str = Field(..., min_length=1)
     n_topics: int = Field(..., ge=2)
     temperature: float = Field(
         0.05, gt=0.0, le=10.0, description="Softmax temperature over cosine similarity."
     )
     n_train: int = Field(..., ge=1)
+
+
+class TopicPayload(BaseModel):
+    """Topics as plain data: what they were made from and their centres, one row per topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = Field(2, ge=2, le=2, description="2: centres stored here (1 kept them in a .npy).")
+    meta: TopicMeta
+    centres: list[list[float]] = Field(..., min_length=2)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TopicPayload:
+        width = len(self.centres[0])
+        if width == 0 or any(len(row) != width for row in self.centres):
+            raise ValueError("centres rows must all have the same, non-zero length")
+        if len(self.centres) != self.meta.n_topics:
+            raise ValueError(f"{len(self.centres)} centres for n_topics = {self.meta.n_topics}")
+        return self
 
 
 class TopicModel:
@@ -54,6 +70,13 @@ class TopicModel:
     def labels(self, vectors: np.ndarray) -> list[str]:
         """The nearest topic of each row."""
         return [f"{TOPIC_PREFIX}{i}" for i in np.argmax(vectors @ self.centres.T, axis=1)]
+
+    def to_payload(self) -> TopicPayload:
+        return TopicPayload(meta=self.meta, centres=float32_rows(self.centres))
+
+    @classmethod
+    def from_payload(cls, payload: TopicPayload) -> TopicModel:
+        return cls(np.asarray(payload.centres, dtype=np.float32), payload.meta)
 
     def weights(self, vectors: np.ndarray) -> np.ndarray:
         """Soft topic weights per row (softmax of similarity / temperature)."""
@@ -96,24 +119,3 @@ class TopicScorer:
     def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
         texts = list(texts)
         return self.weights_from_vectors(self.embedder.embed(texts)) if texts else []
-
-
-def save_topics(topics: TopicModel, pool_dir: Path) -> Path:
-    path = write_new_version(Path(pool_dir) / "router", "topics", topics.meta.model_dump_json(indent=1))
-    np.save(path.with_suffix(".npy"), topics.centres)
-    return path
-
-
-def load_topics(path: Path) -> TopicModel:
-    """Read topics: ``path`` is the JSON file, or a pool directory (latest version)."""
-    path = Path(path)
-    if path.is_dir():
-        path = latest(path / "router" if (path / "router").is_dir() else path, "topics", "topics")
-    if not path.is_file():
-        raise NotFound(f"topics file {path} does not exist")
-    meta = read_model(path, TopicMeta)
-    try:
-        centres = np.load(path.with_suffix(".npy"), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path.with_suffix('.npy')}: not readable topic centres: {exc}") from exc
-    return TopicModel(centres, meta)

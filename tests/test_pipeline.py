@@ -170,11 +170,12 @@ def test_failed_expert_reason_reaches_the_aggregation_trace(settings, caplog):
 def test_stored_aggregator_choice_is_used(tmp_path):
     import shutil
 
-    from aggregators import AggregatorChoice, CandidateScore, SynthesisOptions, save_choice
+    from aggregators import AggregatorChoice, CandidateScore, SynthesisOptions
+    from orchestrator.artefacts import PoolArtefacts
 
     pool = tmp_path / "pool"
     shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
-    save_choice(pool, AggregatorChoice(
+    PoolArtefacts(pool).save_choice(AggregatorChoice(
         created="2026-11-22T00:00:00Z", seed=0, n_wrong=2, options=SynthesisOptions(),
         candidates={"gemma3": CandidateScore.of(3, 4), "smollm2": CandidateScore.of(1, 4)}, best="gemma3",
     ))

@@ -8,7 +8,7 @@ import pytest
 
 from common.errors import ConfigError, NotFound
 from orchestrator.pool import load_pool
-from orchestrator.settings import PROJECT_ROOT, load_settings
+from orchestrator.settings import PROJECT_ROOT, load_settings, shipped_pool
 
 GOOD = """
 [pool]
@@ -101,3 +101,45 @@ def test_settings_bounds():
         load_settings(k=0)
     with pytest.raises(ConfigError, match="colour: Extra inputs"):
         load_settings(colour="red")
+
+
+def test_settings_expand_home_in_every_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("COE_CACHE_DIR", "~/cache")
+    settings = load_settings(data_dir="~/data", runs_dir="~/runs", pool="~/pool")
+    assert settings.cache_dir == tmp_path / "cache" and settings.data_dir == tmp_path / "data"
+    assert settings.runs_dir == tmp_path / "runs" and settings.pool == tmp_path / "pool"
+    assert settings.embeddings_dir == tmp_path / "cache" / "embeddings"
+
+
+def test_settings_errors_say_where_a_value_came_from(monkeypatch, tmp_path):
+    monkeypatch.setenv("COE_POOL", str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load_settings(cache_dir=tmp_path)
+    assert str(info.value) == f"settings: Value error, cache_dir and pool are the same folder ({tmp_path})"
+    monkeypatch.delenv("COE_POOL")
+    with pytest.raises(ConfigError, match=r"^settings: k: Input should be greater than or equal to 1$"):
+        load_settings(k=0)
+
+
+def test_settings_module_is_the_only_reader_of_coe_variables_and_the_project_root():
+    """Packages get paths as arguments; only orchestrator/settings.py reads COE_* or finds the project."""
+    offenders = []
+    for package in ("common", "batching", "eval", "skills", "router", "aggregators", "orchestrator"):
+        for path in (PROJECT_ROOT / package).rglob("*.py"):
+            if path == PROJECT_ROOT / "orchestrator" / "settings.py":
+                continue
+            text = path.read_text(encoding="utf-8")
+            if '"COE_' in text or "'COE_" in text or "__file__" in text:
+                offenders.append(str(path.relative_to(PROJECT_ROOT)))
+    assert offenders == []
+    assert shipped_pool("replay-small") == PROJECT_ROOT / "pools" / "replay-small"
+
+
+def test_shipped_replay_pool_holds_no_pickle():
+    from orchestrator.artefacts import PoolArtefacts
+
+    pool = shipped_pool("replay-small")
+    assert PoolArtefacts(pool).pickles() == []
+    assert not [p for p in pool.rglob("*") if p.suffix in {".joblib", ".pkl", ".pickle", ".npy", ".npz"}]
+    assert PoolArtefacts(pool).latest_classifier().labels[0] == "biology"

@@ -7,18 +7,16 @@ import json
 
 import pytest
 
-from common.requests import Generation
+from common.artefacts import read_model
 from common.errors import BadInput, ConfigError, NotFound
+from common.requests import Generation
 from eval.benchmarks import Question
+from orchestrator.artefacts import PoolArtefacts
 from skills import (
     Profile,
     ProfileBuilder,
     build_profile_from_replay,
     build_profile_live,
-    latest_profile_path,
-    load_latest_profile,
-    load_profile,
-    save_profile,
 )
 
 
@@ -81,14 +79,17 @@ def test_profile_rejects_inconsistent_counts():
 
 def test_save_never_overwrites_and_latest_loads_back(tmp_path):
     p = _profile()
-    first = save_profile(p, tmp_path)
-    second = save_profile(p.model_copy(update={"source": "again"}), tmp_path)
+    stored = PoolArtefacts(tmp_path)
+    first = stored.save_profile(p)
+    second = stored.save_profile(p.model_copy(update={"source": "again"}))
     assert first.name == "profile.v1.json" and second.name == "profile.v2.json"
-    assert load_profile(first) == p
-    assert latest_profile_path(tmp_path) == second
-    assert load_latest_profile(tmp_path).source == "again"
-    with pytest.raises(NotFound):
-        latest_profile_path(tmp_path, "other")
+    assert first.parent == tmp_path / "profiles"
+    assert read_model(first, Profile) == p
+    assert stored.profile_versions() == {1: first, 2: second}
+    assert stored.latest_profile().source == "again"
+    assert stored.latest_profile("other") is None
+    # no temporary file is left behind
+    assert sorted(f.name for f in (tmp_path / "profiles").iterdir()) == ["profile.v1.json", "profile.v2.json"]
 
 
 @pytest.mark.parametrize(
@@ -101,12 +102,12 @@ def test_save_never_overwrites_and_latest_loads_back(tmp_path):
     ],
 )
 def test_malformed_profile_names_file_and_field(tmp_path, mutate, field):
-    path = save_profile(_profile(), tmp_path)
+    path = PoolArtefacts(tmp_path).save_profile(_profile())
     raw = json.loads(path.read_text())
     mutate(raw)
     path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError) as err:
-        load_profile(path)
+        PoolArtefacts(tmp_path).latest_profile()
     assert str(path) in str(err.value) and field in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -116,7 +117,7 @@ def test_not_json_is_a_config_error(tmp_path):
     bad.parent.mkdir()
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        load_latest_profile(tmp_path)
+        PoolArtefacts(tmp_path).latest_profile()
 
 
 def _questions():

@@ -18,12 +18,11 @@ from router import (
     Router,
     Selection,
     get_policy,
-    load_classifier,
-    save_classifier,
     symbolic_scores,
     train_classifier,
     vote_accuracy,
 )
+from orchestrator.artefacts import PoolArtefacts
 from skills import HashingEmbedder, ProfileBuilder, SkillMapper
 
 
@@ -211,12 +210,13 @@ def test_classifier_train_save_load_and_score(tmp_path):
     texts, labels = zip(*(TRAIN * 3))
     clf = train_classifier(texts, labels, emb, seed=0)
     assert clf.labels == ["law", "mathematics"]
-    path = save_classifier(clf, tmp_path)
+    stored = PoolArtefacts(tmp_path)
+    path = stored.save_classifier(clf)
     assert path == tmp_path / "router" / "classifier.v1.json"
-    assert save_classifier(clf, tmp_path).name == "classifier.v2.json"
-    meta = json.loads(path.read_text())
+    assert stored.save_classifier(clf).name == "classifier.v2.json"
+    meta = json.loads(path.read_text())["meta"]
     assert meta["embedder"] == "hashing-256" and meta["labels"] == ["law", "mathematics"]
-    loaded = load_classifier(tmp_path)
+    loaded = stored.latest_classifier()
     scorer = ClassifierScorer(loaded, emb)
     weights = scorer.skill_weights(["the derivative of the integral", "the court and the contract"])
     assert max(weights[0], key=weights[0].get) == "mathematics"
@@ -229,26 +229,58 @@ def test_classifier_train_save_load_and_score(tmp_path):
         ClassifierScorer(loaded, HashingEmbedder(64))
 
 
+CHEMISTRY = [
+    ("balance the redox reaction of the acid", "chemistry"),
+    ("the molar mass of the compound and its bonds", "chemistry"),
+    ("an exothermic reaction releases heat from the bonds", "chemistry"),
+    ("titrate the base with the acid solution", "chemistry"),
+]
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+@pytest.mark.parametrize("rows", [TRAIN, TRAIN + CHEMISTRY], ids=["two-labels", "three-labels"])
+def test_classifier_from_plain_numbers_predicts_like_sklearn(calibrate, rows):
+    """The stored numbers reproduce scikit-learn's own probabilities, with no estimator kept."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+
+    from router import ClassifierPayload, SkillClassifier
+    from skills import normalise_skill
+
+    emb = HashingEmbedder(128)
+    texts, labels = zip(*(rows * 3))
+    clf = train_classifier(texts, labels, emb, calibrate=calibrate, seed=0)
+    base = LogisticRegression(C=4.0, max_iter=2000, random_state=0)
+    reference = CalibratedClassifierCV(base, method="sigmoid", cv=3) if calibrate else base
+    reference.fit(emb.embed(list(texts)), [normalise_skill(label) for label in labels])
+    queries = emb.embed(["the court and the acid", "integral of the contract", "heat", "nothing known"])
+    assert clf.labels == [str(c) for c in reference.classes_]
+    assert np.allclose(clf.predict_proba(queries), reference.predict_proba(queries), atol=1e-6)
+    again = SkillClassifier.from_payload(ClassifierPayload.model_validate_json(clf.to_payload().model_dump_json()))
+    assert np.array_equal(again.predict_proba(queries), clf.predict_proba(queries))
+    assert len(clf.to_payload().members) == (3 if calibrate else 1)
+
+
 def test_classifier_bad_inputs_and_artefacts(tmp_path):
     emb = HashingEmbedder(64)
     with pytest.raises(BadInput, match="two distinct"):
         train_classifier(["a", "b"], ["law", "law"], emb)
     with pytest.raises(BadInput, match="labels"):
         train_classifier(["a", "b"], ["law"], emb)
-    with pytest.raises(NotFound):
-        load_classifier(tmp_path)
+    stored = PoolArtefacts(tmp_path)
+    assert stored.latest_classifier() is None
     texts, labels = zip(*(TRAIN * 3))
-    path = save_classifier(train_classifier(texts, labels, emb, calibrate=False), tmp_path)
-    meta = json.loads(path.read_text())
-    meta["labels"] = "law"
-    path.write_text(json.dumps(meta))
+    path = stored.save_classifier(train_classifier(texts, labels, emb, calibrate=False))
+    raw = json.loads(path.read_text())
+    raw["meta"]["labels"] = "law"
+    path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="labels"):
-        load_classifier(path)
-    path.with_suffix(".joblib").write_bytes(b"not a pickle")
-    meta["labels"] = ["law", "mathematics"]
-    path.write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="not a readable classifier"):
-        load_classifier(path)
+        stored.latest_classifier()
+    raw["meta"]["labels"] = ["law", "mathematics"]
+    raw["members"][0]["coef"][0] = raw["members"][0]["coef"][0][:-1]  # one number short
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"members\[0\] takes 63 features, meta.n_features is 64"):
+        stored.latest_classifier()
 
 
 def test_keyword_scorer_maps_keywords_to_skills():
@@ -278,7 +310,7 @@ def _clustered(rng, centres, n):
 
 
 def test_topics_cluster_and_score_softly(tmp_path):
-    from router import TopicScorer, load_topics, save_topics, train_topics
+    from router import TopicScorer, train_topics
 
     rng = np.random.default_rng(0)
     centres = np.eye(8, dtype=np.float32)[:3]
@@ -293,9 +325,9 @@ def test_topics_cluster_and_score_softly(tmp_path):
     (weights,) = scorer.weights_from_vectors(vectors[:1])
     assert max(weights, key=weights.get) == labels[0]
     assert sum(weights.values()) == pytest.approx(1.0)
-    path = save_topics(topics, tmp_path)
+    path = PoolArtefacts(tmp_path).save_topics(topics)
     assert path.name == "topics.v1.json"
-    assert load_topics(tmp_path).labels(vectors) == labels
+    assert PoolArtefacts(tmp_path).latest_topics().labels(vectors) == labels
     with pytest.raises(ConfigError):
         TopicScorer(topics, HashingEmbedder(16))
     with pytest.raises(BadInput):
@@ -318,7 +350,7 @@ def test_mixture_scorer_adds_weighted_parts():
 
 def test_router_artefacts_train_save_load(tmp_path):
     from eval.benchmarks import Question
-    from router import MixtureScorer, load_scorer, save_router, train_router
+    from router import MixtureScorer, train_router
 
     questions = [
         Question(id=str(i), benchmark="mmlu_pro", text=text, answer="A", category=label)
@@ -327,9 +359,9 @@ def test_router_artefacts_train_save_load(tmp_path):
     emb = HashingEmbedder(128)
     arts = train_router(questions, emb, n_topics=3, seed=0)
     assert arts.skills_of["0"][0] == "mathematics" and arts.skills_of["0"][1].startswith("topic:")
-    paths = save_router(arts, tmp_path)
+    paths = PoolArtefacts(tmp_path).save_router(arts)
     assert [p.name for p in paths] == ["classifier.v1.json", "topics.v1.json"]
-    scorer = load_scorer(tmp_path, emb)
+    scorer = PoolArtefacts(tmp_path).latest_scorer(emb)
     assert isinstance(scorer, MixtureScorer)
     (weights,) = scorer.skill_weights(["the court ruled on the contract"])
     assert sum(w for s, w in weights.items() if s.startswith("topic:")) == pytest.approx(0.5)

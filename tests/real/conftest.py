@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batching.models import default_cache_dir
+from orchestrator.settings import load_settings
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -19,6 +19,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """Converted default models live here (COE_CACHE_DIR or ~/.cache/symbolic-coe), reused across runs."""
-    path = default_cache_dir()
+    path = load_settings().cache_dir
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -11,9 +11,7 @@ from aggregators import (
     ExpertAnswer,
     SynthesisOptions,
     ValidationItem,
-    load_choice,
     records_for,
-    save_choice,
     select_aggregator,
     synthesis_request,
     synthesis_result,
@@ -23,6 +21,7 @@ from common.requests import Generation
 from common.tasks import Task
 from common.recordings import ReplayBook
 from eval.extract import letter_extractor
+from orchestrator.artefacts import PoolArtefacts
 
 pytestmark = pytest.mark.real
 
@@ -83,5 +82,5 @@ def test_selection_through_a_real_engine(smollm2, tmp_path: Path):
     choice = select_aggregator(["smollm2"], items, records, run)
     score = choice.candidates["smollm2"]
     assert score.n == 3 and score.failed == 0 and 0 <= score.correct <= 3
-    save_choice(tmp_path / "pool", choice)
-    assert load_choice(tmp_path / "pool").best == "smollm2"
+    PoolArtefacts(tmp_path / "pool").save_choice(choice)
+    assert PoolArtefacts(tmp_path / "pool").latest_choice().best == "smollm2"

@@ -1,0 +1,144 @@
+"""Everything a pool directory holds besides ``pool.toml``, and the one place that knows where.
+
+    my-pool/
+      pool.toml
+      profiles/profile.v<N>.json        skill profiles (skills.Profile)
+      router/classifier.v<N>.json       skill classifier (router.ClassifierPayload)
+      router/topics.v<N>.json           topics (router.TopicPayload)
+      aggregator/choice.v<N>.json       aggregator selection (aggregators.AggregatorChoice)
+
+Every artefact is one JSON file: versioned, written atomically, never overwritten (through
+``common.artefacts``), validated when read, so a malformed one is one ConfigError line naming
+the file and the field. Nothing is ever unpickled: a pickle file (``.joblib``, ``.pkl``) left in
+a pool is never opened, only named in a warning when the pool is loaded. The packages keep the (de)serialisation of
+their own objects; this module decides the names.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from aggregators import AggregatorChoice
+from common.artefacts import read_model, versions, write_new_version
+from router import ClassifierPayload, RouterArtefacts, Scorer, SkillClassifier, TopicModel, TopicPayload
+from skills import Embedder, Profile
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+class PoolArtefacts:
+    """The artefacts of the pool in ``directory``: where each lies, and reading and writing it."""
+
+    PROFILES = "profiles"
+    ROUTER = "router"
+    AGGREGATOR = "aggregator"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    # -- layout -----------------------------------------------------------------------------------
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.directory / self.PROFILES
+
+    @property
+    def router_dir(self) -> Path:
+        return self.directory / self.ROUTER
+
+    @property
+    def aggregator_dir(self) -> Path:
+        return self.directory / self.AGGREGATOR
+
+    def profile_versions(self, name: str = "profile") -> dict[int, Path]:
+        return versions(self.profiles_dir, name)
+
+    def classifier_versions(self) -> dict[int, Path]:
+        return versions(self.router_dir, "classifier")
+
+    def topics_versions(self) -> dict[int, Path]:
+        return versions(self.router_dir, "topics")
+
+    def choice_versions(self) -> dict[int, Path]:
+        return versions(self.aggregator_dir, "choice")
+
+    def pickles(self) -> list[Path]:
+        """Pickle files lying in the pool's artefact folders: never read, listed so that loading
+        the pool can warn about them."""
+        folders = (self.directory, self.profiles_dir, self.router_dir, self.aggregator_dir)
+        return sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir()
+                      if p.suffix.lower() in PICKLE_SUFFIXES)
+
+    @staticmethod
+    def _latest(found: dict[int, Path], model: type[M]) -> M | None:
+        return read_model(found[max(found)], model) if found else None
+
+    # -- profiles ---------------------------------------------------------------------------------
+
+    def save_profile(self, profile: Profile) -> Path:
+        """Write ``profile`` as the next version of its name; returns the new file."""
+        return write_new_version(self.profiles_dir, profile.name, profile.model_dump_json(indent=1))
+
+    def latest_profile(self, name: str = "profile") -> Profile | None:
+        """The newest stored profile called ``name``; None when there is none."""
+        return self._latest(self.profile_versions(name), Profile)
+
+    # -- router -----------------------------------------------------------------------------------
+
+    def save_classifier(self, classifier: SkillClassifier) -> Path:
+        return write_new_version(self.router_dir, "classifier", classifier.to_payload().model_dump_json())
+
+    def save_topics(self, topics: TopicModel) -> Path:
+        return write_new_version(self.router_dir, "topics", topics.to_payload().model_dump_json())
+
+    def save_router(self, artefacts: RouterArtefacts) -> list[Path]:
+        """The classifier and, when trained, the topics; returns the new files."""
+        paths = [self.save_classifier(artefacts.classifier)]
+        if artefacts.topics is not None:
+            paths.append(self.save_topics(artefacts.topics))
+        return paths
+
+    def latest_classifier(self) -> SkillClassifier | None:
+        payload = self._latest(self.classifier_versions(), ClassifierPayload)
+        return SkillClassifier.from_payload(payload) if payload is not None else None
+
+    def latest_topics(self) -> TopicModel | None:
+        payload = self._latest(self.topics_versions(), TopicPayload)
+        return TopicModel.from_payload(payload) if payload is not None else None
+
+    def latest_router(self, embedder: Embedder | None = None) -> RouterArtefacts | None:
+        """The newest classifier and topics with the embedder they were trained on; None when
+        no classifier was trained."""
+        classifier = self.latest_classifier()
+        if classifier is None:
+            return None
+        return RouterArtefacts.of(classifier, self.latest_topics(), embedder)
+
+    def latest_scorer(self, embedder: Embedder | None = None, topic_share: float | None = None) -> Scorer | None:
+        """The newest classifier (and topics) as one scorer; None when no classifier was trained."""
+        artefacts = self.latest_router(embedder)
+        if artefacts is None:
+            return None
+        return artefacts.scorer() if topic_share is None else artefacts.scorer(topic_share)
+
+    # -- aggregator selection ---------------------------------------------------------------------
+
+    def save_choice(self, choice: AggregatorChoice) -> Path:
+        """Write the selection as the next version; its ``revision`` is that version number."""
+        path = write_new_version(
+            self.aggregator_dir, "choice",
+            lambda version: choice.model_copy(update={"revision": version}).model_dump_json(indent=2),
+        )
+        log.info("aggregator selection saved to %s (best %s)", path, choice.best)
+        return path
+
+    def latest_choice(self) -> AggregatorChoice | None:
+        return self._latest(self.choice_versions(), AggregatorChoice)
