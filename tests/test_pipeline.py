@@ -243,7 +243,8 @@ def test_the_keyword_scorer_routes_through_the_sdk(tmp_path):
     engine writes them), each mapped to the nearest skill of the profile, which picks the expert."""
     import shutil
 
-    from skills import ProfileBuilder, save_profile
+    from orchestrator.artefacts import PoolArtefacts
+    from skills import ProfileBuilder
 
     pool = tmp_path / "pool"
     shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
@@ -253,7 +254,7 @@ def test_the_keyword_scorer_routes_through_the_sdk(tmp_path):
         builder.add("smollm2", ["law"], i < 10)
         builder.add("gemma3", ["physics"], i < 8)
         builder.add("smollm2", ["physics"], i < 28)
-    save_profile(builder.build(), pool)
+    PoolArtefacts(pool).save_profile(builder.build())
     settings = load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=20000)
 
     def keywords(spec, request):
