@@ -234,11 +234,12 @@ class VLLMEngine:
                 continue
             if isinstance(message, Failed) and message.kind is ErrorKind.GENERATE:
                 raise EngineError(f"vLLM generate failed for {self.spec.name!r}: {message.message}")
-            self._cleanup()
             what = message.message if isinstance(message, Failed) else f"unexpected {type(message).__name__}"
+            code = self._stopped_code()
+            self._cleanup()
             raise EngineError(
-                f"vLLM engine of {self.spec.name!r} died during generate: {self._log_cause() or what}; "
-                f"log: {self.log_path}"
+                f"vLLM engine of {self.spec.name!r} died during generate (child exit code {code}): "
+                f"{self._log_cause() or what}; log: {self.log_path}"
             )
         missing = [requests[i].id for i, generation in enumerate(out) if generation is None]
         if missing:
@@ -286,6 +287,13 @@ class VLLMEngine:
                 )
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineTimeout(f"vLLM {what} of {self.spec.name!r} took longer than {timeout_s:.0f}s")
+
+    def _stopped_code(self, wait_s: float = 10.0) -> int | None:
+        """The child's exit code once it has exited (it does after its engine died), else None."""
+        if self._process is None:
+            return None
+        self._process.join(wait_s)
+        return self._process.exitcode
 
     def _log_cause(self) -> str | None:
         """The last error line of the child's log (the root cause vLLM printed), on one line."""

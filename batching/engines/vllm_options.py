@@ -143,6 +143,7 @@ def engine_args(
             tensor_parallel_size=source.tensor_parallel_size,
         )
     bound = tuple(sorted(set(cpus))) if cpus else tuple(sorted(os.sched_getaffinity(0)))
+    _bind_mask(bound, source.tensor_parallel_size)  # fail here, not in the child, if the cores are too few
     batch_tokens = min(max(source.max_model_len, _CPU_BATCH_TOKENS), source.max_num_seqs * source.max_model_len)
     return VLLMArgs(
         **common,
