@@ -198,5 +198,7 @@ def test_log_cause_is_the_root_error_not_the_engine_dead_notice(tmp_path: Path) 
         "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above)\n"
     )
     assert engine._log_cause() == "RuntimeError: Worker failed with error 'x'"
+    engine.log_path.write_text("INFO shutting down\ncoe error: vLLM's engine process 42 exited unexpectedly\nINFO done\n")
+    assert engine._log_cause() == "coe error: vLLM's engine process 42 exited unexpectedly"
     engine.log_path.write_text("just\nsome lines\n\n")
     assert engine._log_cause() == "some lines"

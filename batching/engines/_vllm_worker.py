@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -189,18 +190,61 @@ def _engine_dead(exc: BaseException) -> bool:
     return isinstance(exc, EngineDeadError)
 
 
+class _Pipe:
+    """The child's end of the pipe, safe to send on from the main thread and the engine watch."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+
+def _watch_engine(pipe: _Pipe, stopping: threading.Event, poll_s: float = 1.0) -> None:
+    """Report and exit if vLLM's engine process dies between or during batches.
+
+    vLLM's client notices the death and shuts down, but a batch already waiting for output then
+    waits forever (vLLM 0.32), so the death is watched here too.
+    """
+    import psutil
+
+    me = psutil.Process()
+    engines = [p for p in me.children() if "VLLM" in p.name() or "VLLM" in " ".join(p.cmdline())]
+
+    def watch() -> None:
+        while not stopping.wait(poll_s):
+            for proc in engines:
+                try:
+                    alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    alive = False
+                if not alive and not stopping.is_set():
+                    print(f"coe error: vLLM's engine process {proc.pid} exited unexpectedly", flush=True)
+                    try:
+                        pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=f"vLLM's engine process {proc.pid} exited"))
+                    finally:
+                        _exit(1)
+
+    threading.Thread(target=watch, name="engine-watch", daemon=True).start()
+
+
 def serve(conn, config: WorkerConfig) -> None:
     """Child entry point: build the model, then answer commands until told to stop."""
     guard_group(config.parent_pid)  # first: vLLM's processes must start inside the guarded group
     _redirect_output(config.log_path)
+    pipe = _Pipe(conn)
     try:
         llm, ready = build_llm(config)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as one line
         traceback.print_exc()
         kind = ErrorKind.NOT_FOUND if isinstance(exc, NotFound) else ErrorKind.LOAD
-        conn.send(Failed(kind=kind, message=str(exc) if kind is ErrorKind.NOT_FOUND else _describe(exc)))
+        pipe.send(Failed(kind=kind, message=str(exc) if kind is ErrorKind.NOT_FOUND else _describe(exc)))
         _exit(1)
-    conn.send(ready)
+    stopping = threading.Event()
+    _watch_engine(pipe, stopping)
+    pipe.send(ready)
     code = 0
     while True:
         try:
@@ -210,17 +254,18 @@ def serve(conn, config: WorkerConfig) -> None:
         if isinstance(message, Stop):
             break
         if not isinstance(message, Generate):
-            conn.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
+            pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
             continue
         try:
-            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, conn.send)
+            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             traceback.print_exc()
             if _engine_dead(exc):
-                conn.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=_describe(exc)))
+                pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=_describe(exc)))
                 code = 1
                 break
-            conn.send(Failed(kind=ErrorKind.GENERATE, message=_describe(exc)))
+            pipe.send(Failed(kind=ErrorKind.GENERATE, message=_describe(exc)))
+    stopping.set()
     _shutdown(llm)
     conn.close()
     _exit(code)

@@ -46,7 +46,7 @@ __all__ = ["VLLMEngine"]
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.2
-_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception|Exit)\b: ")
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception|Exit)\b: |^coe error: ")  # vLLM's, or the child's own
 _VLLM_PREFIX = re.compile(r"^(\(\w+ pid=\d+\) )?(ERROR|WARNING|INFO) \d\d-\d\d [\d:]+ \[[^\]]*\] ")
 
 
@@ -201,6 +201,13 @@ class VLLMEngine:
         naming the cause found in its log and where the log is. If ``on_result`` raises, the
         batch is abandoned (the engine is unloaded) and the exception propagates.
         """
+        if self._process is not None and not self._process.is_alive():
+            code = self._stopped_code()
+            self._cleanup()
+            raise EngineError(
+                f"vLLM child of {self.spec.name!r} died before generate (exit code {code}): "
+                f"{self._log_cause() or 'no error in its log'}; log: {self.log_path}"
+            )
         if not self.loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
         if not requests:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -164,6 +165,35 @@ def test_packaged_smollm2_converts_from_its_gguf(tmp_path: Path) -> None:
     assert lines[0].endswith("preparing") and "ready in" in lines[-1]
 
 
+def _vllm_processes(root_pid: int) -> dict[str, psutil.Process]:
+    found = {}
+    for proc in psutil.Process(root_pid).children(recursive=True):
+        line = " ".join(proc.cmdline()) + " " + proc.name()
+        for role in ("EngineCore", "Worker"):
+            if role in line:
+                found[role] = proc
+    return found
+
+
+def test_dead_engine_error_names_the_cause_and_keeps_the_log(cache_dir: Path) -> None:
+    engine = VLLMEngine(smollm2(), cache_dir=cache_dir, cpus=(1,))
+    engine.load()
+    try:
+        processes = _vllm_processes(engine.pid)
+        assert processes["Worker"].cpu_affinity() == [1]  # bound to the cores it was given
+        assert {os.getpgid(p.pid) for p in processes.values()} == {engine.pid}  # all in the child's group
+        processes["EngineCore"].kill()
+        with pytest.raises(EngineError, match=r"died (during|before) generate .*exit code 1.*log: ") as info:
+            engine.generate([Request.user("a", "Say hello.")])
+    finally:
+        engine.unload()
+    message = str(info.value)
+    assert "\n" not in message and str(engine.log_path) in message
+    assert re.search(r"exit code 1\): \S.*; log: ", message)  # a cause from the log
+    assert engine.log_path is not None and engine.log_path.exists()  # kept: the engine died
+    assert not any(p.is_running() for p in processes.values())
+
+
 @pytest.fixture(scope="module")
 def loaded(cache_dir: Path) -> Iterator[VLLMEngine]:
     engine = VLLMEngine(smollm2(), cache_dir=cache_dir)
@@ -202,31 +232,3 @@ def test_seeded_sampling_with_long_prompts_completes_and_honours_seeds(loaded: V
     assert all(g.ok and g.tokens_out > 0 for g in out), [g.error for g in out]
     again = loaded.generate(requests[:3])
     assert [g.text for g in again] == [g.text for g in out[:3]]  # the same seed gives the same text
-
-
-def _vllm_processes(root_pid: int) -> dict[str, psutil.Process]:
-    found = {}
-    for proc in psutil.Process(root_pid).children(recursive=True):
-        line = " ".join(proc.cmdline()) + " " + proc.name()
-        for role in ("EngineCore", "Worker"):
-            if role in line:
-                found[role] = proc
-    return found
-
-
-def test_dead_engine_error_names_the_cause_and_keeps_the_log(cache_dir: Path) -> None:
-    engine = VLLMEngine(smollm2(), cache_dir=cache_dir, cpus=(1,))
-    engine.load()
-    try:
-        processes = _vllm_processes(engine.pid)
-        assert processes["Worker"].cpu_affinity() == [1]  # bound to the cores it was given
-        assert {os.getpgid(p.pid) for p in processes.values()} == {engine.pid}  # all in the child's group
-        processes["EngineCore"].kill()
-        with pytest.raises(EngineError, match=r"died during generate .*exit code 1.*log: ") as info:
-            engine.generate([Request.user("a", "Say hello.")])
-    finally:
-        engine.unload()
-    message = str(info.value)
-    assert "\n" not in message and str(engine.log_path) in message
-    assert engine.log_path is not None and engine.log_path.exists()  # kept: the engine died
-    assert not any(p.is_running() for p in processes.values())
