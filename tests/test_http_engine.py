@@ -311,3 +311,26 @@ def test_dead_port_gives_a_clear_error() -> None:
     with pytest.raises(EndpointError, match=rf"cannot reach http://127.0.0.1:{port}/v1/models: connection refused"):
         eng.load()
     assert not eng.loaded
+
+
+def test_each_answer_is_reported_in_the_calling_thread_as_it_arrives() -> None:
+    slow_may_finish = threading.Event()
+
+    def script(request: httpx.Request, n: int) -> httpx.Response | None:
+        if request.url.path.endswith("completions") and b"slow" in request.content:
+            assert slow_may_finish.wait(5), "the fast answers were not reported while the slow one ran"
+        return None
+
+    seen: list[tuple[int, str, str]] = []
+
+    def on_result(i: int, generation) -> None:
+        seen.append((i, generation.text, threading.current_thread().name))
+        if len(seen) == 2:
+            slow_may_finish.set()  # only now may the slow request answer
+
+    eng = engine(Server(script), concurrency=3)
+    eng.load()
+    out = eng.generate([Request.user("a", "slow"), Request.user("b", "fast"), Request.user("c", "quick")], on_result=on_result)
+    assert [g.text for g in out] == ["echo: slow", "echo: fast", "echo: quick"]
+    assert sorted(i for i, _, _ in seen[:2]) == [1, 2] and seen[2][:2] == (0, "echo: slow")
+    assert {name for _, _, name in seen} == {threading.current_thread().name}

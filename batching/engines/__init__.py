@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batching.engines.base import Engine, chat_messages, completion_prompt
+from batching.engines.base import Engine, ResultCallback, chat_messages, completion_prompt
 from batching.engines.fake import FakeEngine
 from batching.engines.replay import ReplayEngine
 from batching.spec import ExpertSpec
@@ -17,14 +17,19 @@ __all__ = [
     "Engine",
     "FakeEngine",
     "ReplayEngine",
+    "ResultCallback",
     "chat_messages",
     "completion_prompt",
     "make_engine",
 ]
 
 
-def make_engine(spec: ExpertSpec, *, cache_dir: Path) -> Engine:
-    """The engine that serves ``spec``; ``cache_dir`` holds converted packaged models."""
+def make_engine(spec: ExpertSpec, *, cache_dir: Path, cpus: tuple[int, ...] | None = None) -> Engine:
+    """The engine that serves ``spec``; ``cache_dir`` holds converted packaged models.
+
+    ``cpus``: the cores a vLLM engine on the CPU build is bound to (None: all); engines of the
+    other kinds compute elsewhere and take no cores.
+    """
     kind = spec.source.kind
     if kind == "replay":
         return ReplayEngine(spec)
@@ -35,5 +40,5 @@ def make_engine(spec: ExpertSpec, *, cache_dir: Path) -> Engine:
     if kind == "vllm":
         from batching.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(spec, cache_dir=cache_dir)
+        return VLLMEngine(spec, cache_dir=cache_dir, cpus=cpus)
     raise AssertionError(f"unhandled engine kind {kind!r}")  # the Source union is closed

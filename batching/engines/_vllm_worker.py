@@ -1,13 +1,12 @@
 """The child process that holds one vLLM model (started by ``VLLMEngine`` with spawn).
 
-Protocol over a ``multiprocessing`` pipe, one tuple per message:
+It speaks the typed messages of ``_vllm_protocol``. It writes its stdout/stderr (vLLM's
+logs) to the config's ``log_path`` so the parent can quote them, and exits non-zero when its
+engine died, so the parent keeps that log.
 
-    child -> parent   ("ready", info) | ("error", "Type: message")
-    parent -> child   ("generate", jobs) | ("sleep",) | ("wake",) | ("stop",)
-    child -> parent   ("ok", result) | ("error", "Type: message")
-
-``jobs`` is a list of dicts: ``{"prompt": str}`` or ``{"messages": [...]}`` plus ``"sampling"``.
-The child writes its stdout/stderr (vLLM's logs) to ``log_path`` so the parent can quote them.
+No process outlives the parent: the child leads its own process group, which vLLM's engine
+and worker processes join, and kills that group as soon as the parent is gone
+(``_orphans.guard_group``).
 """
 
 from __future__ import annotations
@@ -20,15 +19,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-GIB = 1 << 30
-
-
-def _watch_parent(parent_pid: int) -> None:
-    """Exit if the parent dies, so no model is left holding memory."""
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(3)
-        time.sleep(1.0)
+from batching.engines._orphans import guard_group
+from batching.engines._vllm_protocol import (
+    BatchDone,
+    ErrorKind,
+    Failed,
+    Finished,
+    Generate,
+    Job,
+    Ready,
+    Stop,
+    WorkerConfig,
+)
+from batching.engines.vllm_options import engine_args
+from common.errors import NotFound
 
 
 def _redirect_output(log_path: str) -> None:
@@ -44,75 +48,64 @@ def _describe(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
 
 
-def build_llm(config: dict[str, Any]):
-    """Make the ``vllm.LLM`` for ``config``; returns (llm, info)."""
+def build_llm(config: WorkerConfig):
+    """Make the ``vllm.LLM`` for ``config``; returns (llm, ready message)."""
     from batching.models import resolve_model
 
-    model = resolve_model(config["model"], Path(config["cache_dir"]))
+    model = resolve_model(config.source.model, Path(config.cache_dir))
     # vLLM's own engine and worker processes stay (VLLM_ENABLE_V1_MULTIPROCESSING=1, its default):
     # running the engine inside this child started faster (14 s vs 31 s, 2.6 vs 4.2 GB for SmolLM2
     # on a CPU) but generated 25x slower (4 chats x 32 tokens: 57 s vs 2.2 s)
-    from vllm import LLM
     from vllm.platforms import current_platform
 
     on_cpu = current_platform.is_cpu()
-    sleep = bool(current_platform.is_sleep_mode_available()) and not on_cpu
-    dtype = config["dtype"]
-    if dtype == "auto" and on_cpu:
-        dtype = "float32"  # measured 4.5x faster than bfloat16 on AVX2 CPUs
-    options: dict[str, Any] = {
-        "model": model,
-        "dtype": dtype,
-        "max_model_len": config["max_model_len"],
-        "max_num_seqs": config["max_num_seqs"],
-        "enforce_eager": config["enforce_eager"],
-        "seed": config["seed"],
-    }
-    if on_cpu:
-        gib = float(config["kv_cache_gib"])
-        if gib.is_integer():
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(gib))
-        else:
-            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
-            options["kv_cache_memory_bytes"] = int(gib * GIB)
-    else:
-        options["gpu_memory_utilization"] = config["gpu_memory_utilization"]
-        options["tensor_parallel_size"] = config["tensor_parallel_size"]
-        options["enable_sleep_mode"] = sleep
-    llm = LLM(**options)
-    info = {"model": model, "device": "cpu" if on_cpu else current_platform.device_type, "sleep": sleep}
-    return llm, info
+    args = engine_args(
+        config.source, model, cpu=on_cpu, seed=config.seed, chat_template=config.chat_template, cpus=config.cpus
+    )
+    os.environ.update(args.environment())
+    if args.kv_cache_bytes is not None:
+        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # the byte count is passed to LLM instead
+    print(f"coe: vLLM options {args.llm_kwargs()} environment {args.environment()}", flush=True)
+    from vllm import LLM
+
+    llm = LLM(**args.llm_kwargs())
+    return llm, Ready(model=model, device="cpu" if on_cpu else str(current_platform.device_type))
 
 
-def _sampling(raw: dict[str, Any]):
+def _sampling(job: Job, max_tokens: int):
     from vllm import SamplingParams
 
+    raw = job.sampling
     return SamplingParams(
-        max_tokens=raw["max_tokens"],
-        temperature=raw["temperature"],
-        top_p=raw["top_p"],
-        seed=raw["seed"],
-        stop=list(raw["stop"]) or None,
-        repetition_penalty=raw.get("repetition_penalty", 1.0),
+        max_tokens=max_tokens,
+        temperature=raw.temperature,
+        top_p=raw.top_p,
+        seed=raw.seed,
+        stop=list(raw.stop) or None,
+        repetition_penalty=raw.repetition_penalty,
     )
 
 
-def _prompt_tokens(tokenizer, job: dict[str, Any], chat_template: str | None) -> int:
-    if "prompt" in job:
-        return len(tokenizer.encode(job["prompt"]))
+def _prompt_tokens(tokenizer, job: Job, chat_template: str | None) -> int:
+    if job.prompt is not None:
+        return len(tokenizer.encode(job.prompt))
     text = tokenizer.apply_chat_template(
-        job["messages"], chat_template=chat_template, add_generation_prompt=True, tokenize=False
+        job.chat(), chat_template=chat_template, add_generation_prompt=True, tokenize=False
     )
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def screen(llm, jobs: list[dict[str, Any]], chat_template: str | None, max_model_len: int) -> dict[int, str]:
-    """Errors of the jobs vLLM would reject (prompt too long, chat without a template), by index.
+def screen(
+    llm, jobs: tuple[Job, ...] | list[Job], chat_template: str | None, max_model_len: int
+) -> tuple[dict[int, str], list[int]]:
+    """Errors of the jobs vLLM would reject (prompt too long, chat without a template), by index,
+    and every job's ``max_tokens`` trimmed to the room its prompt leaves in the context.
 
-    One bad prompt would otherwise fail the whole batch. ``max_tokens`` is trimmed to the room left.
+    One bad prompt would otherwise fail the whole batch.
     """
     tokenizer = llm.get_tokenizer()
     errors: dict[int, str] = {}
+    max_tokens = [job.sampling.max_tokens for job in jobs]
     for i, job in enumerate(jobs):
         try:
             count = _prompt_tokens(tokenizer, job, chat_template)
@@ -122,85 +115,160 @@ def screen(llm, jobs: list[dict[str, Any]], chat_template: str | None, max_model
         if count >= max_model_len:
             errors[i] = f"prompt has {count} tokens; the model's context (max_model_len) is {max_model_len}"
         else:
-            job["sampling"]["max_tokens"] = min(job["sampling"]["max_tokens"], max_model_len - count)
-    return errors
+            max_tokens[i] = min(max_tokens[i], max_model_len - count)
+    return errors, max_tokens
 
 
-def generate(
-    llm, jobs: list[dict[str, Any]], chat_template: str | None, max_model_len: int
-) -> list[dict[str, Any]]:
-    """Run every job in one vLLM call per prompt kind; results in job order."""
-    errors = screen(llm, jobs, chat_template, max_model_len)
-    results: list[dict[str, Any] | None] = [{"error": errors[i]} if i in errors else None for i in range(len(jobs))]
-    chats = [i for i, job in enumerate(jobs) if "messages" in job and i not in errors]
-    prompts = [i for i, job in enumerate(jobs) if "prompt" in job and i not in errors]
+def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_len: int, send) -> None:
+    """Run the batch as one continuous batch; ``send`` each request's ``Finished`` as it ends,
+    then ``BatchDone``. Screened-out requests are reported first."""
+    errors, max_tokens = screen(llm, jobs, chat_template, max_model_len)
+    for i, error in errors.items():
+        send(Finished(index=i, error=error))
+    chats = [i for i, job in enumerate(jobs) if job.messages is not None and i not in errors]
+    prompts = [i for i, job in enumerate(jobs) if job.prompt is not None and i not in errors]
     started = time.monotonic()
-    outputs: dict[int, Any] = {}
-    if chats:
-        done = llm.chat(
-            [jobs[i]["messages"] for i in chats],
-            [_sampling(jobs[i]["sampling"]) for i in chats],
-            use_tqdm=False,
-            chat_template=chat_template,
-        )
-        outputs.update(zip(chats, done, strict=True))
-    if prompts:
-        done = llm.generate(
-            [jobs[i]["prompt"] for i in prompts],
-            [_sampling(jobs[i]["sampling"]) for i in prompts],
-            use_tqdm=False,
-        )
-        outputs.update(zip(prompts, done, strict=True))
-    seconds = time.monotonic() - started
-    for i, output in outputs.items():
-        completion = output.outputs[0]
-        results[i] = {
-            "text": completion.text,
-            "tokens_in": len(output.prompt_token_ids or ()),
-            "tokens_out": len(completion.token_ids),
-            "finish_reason": completion.finish_reason,
-            "seconds": seconds,
-        }
-    return results  # type: ignore[return-value]
-
-
-def serve(conn, config: dict[str, Any]) -> None:
-    """Child entry point: build the model, then answer commands until told to stop."""
-    _redirect_output(config["log_path"])
-    threading.Thread(target=_watch_parent, args=(config["parent_pid"],), daemon=True).start()
+    pending: dict[str, tuple[int, str]] = {}  # vLLM's external id -> (index, internal id)
+    engine = llm.llm_engine
     try:
-        llm, info = build_llm(config)
+        if chats:
+            ids = llm.enqueue_chat(
+                [jobs[i].chat() for i in chats],
+                [_sampling(jobs[i], max_tokens[i]) for i in chats],
+                use_tqdm=False,
+                chat_template=chat_template,
+            )
+            pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, chats, strict=True)})
+        if prompts:
+            texts = [jobs[i].prompt for i in prompts]
+            ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
+            pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
+        while pending and engine.has_unfinished_requests():
+            for output in engine.step():
+                if not output.finished:
+                    continue
+                i, _ = pending.pop(output.request_id)
+                completion = output.outputs[0]
+                send(
+                    Finished(
+                        index=i,
+                        text=completion.text,
+                        tokens_in=len(output.prompt_token_ids or ()),
+                        tokens_out=len(completion.token_ids),
+                        finish_reason=completion.finish_reason,
+                        seconds=time.monotonic() - started,
+                    )
+                )
+    except BaseException:
+        _abort(engine, [rid for _, rid in pending.values()])
+        raise
+    if pending:
+        raise RuntimeError(f"vLLM stopped with {len(pending)} request(s) of the batch unanswered")
+    send(BatchDone(count=len(jobs)))
+
+
+def _external_id(request_id: str) -> str:
+    """The id vLLM reports on outputs for an id ``enqueue`` returned.
+
+    ``enqueue`` returns the engine's internal id, the counter value it assigned plus ``-`` and a
+    random suffix; outputs carry the counter value alone.
+    """
+    return request_id.split("-", 1)[0]
+
+
+def _abort(engine, internal_ids: list[str]) -> None:
+    """Drop what a failed batch left in the engine, so the next batch starts clean."""
+    try:
+        engine.abort_request(internal_ids, internal=True)
+    except Exception:  # noqa: BLE001 - the engine may be dead; the batch has failed anyway
+        traceback.print_exc()
+
+
+def _engine_dead(exc: BaseException) -> bool:
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    return isinstance(exc, EngineDeadError)
+
+
+class _Pipe:
+    """The child's end of the pipe, safe to send on from the main thread and the engine watch."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+
+def _watch_engine(pipe: _Pipe, stopping: threading.Event, poll_s: float = 1.0) -> None:
+    """Report and exit if vLLM's engine process dies between or during batches.
+
+    vLLM's client notices the death and shuts down, but a batch already waiting for output then
+    waits forever (vLLM 0.32), so the death is watched here too.
+    """
+    import psutil
+
+    me = psutil.Process()
+    engines = [p for p in me.children() if "VLLM" in p.name() or "VLLM" in " ".join(p.cmdline())]
+
+    def watch() -> None:
+        while not stopping.wait(poll_s):
+            for proc in engines:
+                try:
+                    alive = proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+                except psutil.NoSuchProcess:
+                    alive = False
+                if not alive and not stopping.is_set():
+                    print(f"coe error: vLLM's engine process {proc.pid} exited unexpectedly", flush=True)
+                    try:
+                        pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=f"vLLM's engine process {proc.pid} exited"))
+                    finally:
+                        _exit(1)
+
+    threading.Thread(target=watch, name="engine-watch", daemon=True).start()
+
+
+def serve(conn, config: WorkerConfig) -> None:
+    """Child entry point: build the model, then answer commands until told to stop."""
+    guard_group(config.parent_pid)  # first: vLLM's processes must start inside the guarded group
+    _redirect_output(config.log_path)
+    pipe = _Pipe(conn)
+    try:
+        llm, ready = build_llm(config)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as one line
         traceback.print_exc()
-        kind = "NotFound" if type(exc).__name__ == "NotFound" else "load"
-        conn.send(("error", kind, _describe(exc)))
+        kind = ErrorKind.NOT_FOUND if isinstance(exc, NotFound) else ErrorKind.LOAD
+        pipe.send(Failed(kind=kind, message=str(exc) if kind is ErrorKind.NOT_FOUND else _describe(exc)))
         _exit(1)
-    conn.send(("ready", info))
+    stopping = threading.Event()
+    _watch_engine(pipe, stopping)
+    pipe.send(ready)
+    code = 0
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             break
-        command = message[0]
-        if command == "stop":
+        if isinstance(message, Stop):
             break
+        if not isinstance(message, Generate):
+            pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
+            continue
         try:
-            if command == "generate":
-                conn.send(("ok", generate(llm, message[1], config.get("chat_template"), config["max_model_len"])))
-            elif command == "sleep":
-                llm.sleep(level=1)
-                conn.send(("ok", None))
-            elif command == "wake":
-                llm.wake_up()
-                conn.send(("ok", None))
-            else:
-                conn.send(("error", "command", f"unknown command {command!r}"))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, the child stays usable
+            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
             traceback.print_exc()
-            conn.send(("error", "generate", _describe(exc)))
+            if _engine_dead(exc):
+                pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=_describe(exc)))
+                code = 1
+                break
+            pipe.send(Failed(kind=ErrorKind.GENERATE, message=_describe(exc)))
+    stopping.set()
     _shutdown(llm)
     conn.close()
-    _exit(0)
+    _exit(code)
 
 
 def _exit(code: int) -> None:
@@ -221,7 +289,7 @@ def _release_semaphores() -> None:
         traceback.print_exc()
 
 
-def _shutdown(llm) -> None:
+def _shutdown(llm: Any) -> None:
     """Stop vLLM's engine process explicitly rather than waiting for garbage collection."""
     try:
         llm.llm_engine.engine_core.shutdown()

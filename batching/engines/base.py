@@ -2,16 +2,21 @@
 
 Every engine converts its own failures into ``common.errors.EngineError`` subclasses.
 ``generate`` takes the whole batch at once so that engines with continuous batching
-(vLLM) see every request together.
+(vLLM) see every request together, and reports each request through ``on_result`` as soon
+as it is finished, so a caller can checkpoint it before the batch ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from batching.spec import ExpertSpec
 from common.requests import Generation, Request
+
+ResultCallback: TypeAlias = Callable[[int, Generation], None]
+"""Called with (index of the request in the batch, its generation) as each request finishes,
+in the thread that called ``generate``; an exception it raises ends the batch."""
 
 
 @runtime_checkable
@@ -24,8 +29,13 @@ class Engine(Protocol):
     def load(self) -> None:
         """Make the model ready to generate (idempotent)."""
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        """Answer every request, in order. Raises EngineError if the engine itself fails."""
+    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
+        """Answer every request; the list is complete and in request order.
+
+        ``on_result(i, generation)`` is called once per request as soon as it is finished
+        (in completion order, before ``generate`` returns). Raises EngineError if the engine
+        itself fails.
+        """
 
     def unload(self) -> None:
         """Give back every resource the model holds (idempotent)."""

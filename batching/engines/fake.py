@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
+from batching.engines.base import ResultCallback
 from batching.spec import ExpertSpec
-from common.requests import Generation, Request
 from common.errors import EngineError
+from common.requests import Generation, Request
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -50,25 +51,28 @@ class FakeEngine:
             self._loaded = True
             self.loads += 1
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
+        """Answers in order, reporting each through ``on_result`` before the next is made;
+        a request ``fail_on`` picks raises EngineError after the earlier ones were reported."""
         if not self._loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
         self.batches.append([r.id for r in requests])
         out = []
-        for request in requests:
+        for i, request in enumerate(requests):
             if self._fail_on is not None and self._fail_on(request):
                 raise EngineError(f"engine {self.spec.name!r} failed on request {request.id!r}")
             text = self._answer(self.spec, request)
-            out.append(
-                Generation(
-                    request_id=request.id,
-                    model=self.spec.name,
-                    text=text,
-                    tokens_in=len(request.text.split()),
-                    tokens_out=len(text.split()),
-                    finish_reason="stop",
-                )
+            generation = Generation(
+                request_id=request.id,
+                model=self.spec.name,
+                text=text,
+                tokens_in=len(request.text.split()),
+                tokens_out=len(text.split()),
+                finish_reason="stop",
             )
+            out.append(generation)
+            if on_result is not None:
+                on_result(i, generation)
         return out
 
     def unload(self) -> None:

@@ -12,12 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import httpx
 
-from batching.engines.base import chat_messages, completion_prompt
+from batching.engines.base import ResultCallback, chat_messages, completion_prompt
 from batching.spec import ExpertSpec, HTTPSource
 from common.requests import Generation, Request
 from common.errors import EndpointError, EngineError
@@ -131,7 +131,10 @@ class HTTPEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
+        """Send the batch ``concurrency`` requests at a time; ``on_result`` (called in this
+        thread) as each answer arrives. If ``on_result`` raises, requests not yet sent are
+        cancelled and the exception propagates."""
         client = self._client
         if client is None:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
@@ -146,12 +149,23 @@ class HTTPEngine:
                 unreachable.append(str(exc))
                 return Generation(request_id=request.id, model=self.spec.name, error=f"cannot reach {self.base_url}: {exc}")
 
+        out: list[Generation | None] = [None] * len(requests)
         workers = min(self.source.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{self.spec.name}") as pool:
-            out = list(pool.map(one, requests))
+            futures = {pool.submit(one, request): i for i, request in enumerate(requests)}
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    out[i] = future.result()
+                    if on_result is not None:
+                        on_result(i, out[i])
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
         if len(unreachable) == len(requests):
             raise EndpointError(f"{self.base_url} unreachable for all {len(requests)} request(s): {unreachable[-1]}")
-        return out
+        return out  # type: ignore[return-value]  # every future filled its slot
 
     def _generate_one(self, client: httpx.Client, request: Request) -> Generation:
         chat = self.spec.prompt_mode == "chat"

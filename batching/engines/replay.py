@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from batching.engines.base import ResultCallback
 from batching.spec import ExpertSpec, ReplaySource
 from common.errors import BadInput
 from common.recordings import ReplayBook, replay_book
@@ -33,24 +34,26 @@ class ReplayEngine:
             book.load([self._source.model])
             self._book = book
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
+    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
+        """The recorded answers in order, each reported through ``on_result`` as it is looked up."""
         self.load()
         assert self._book is not None
         out = []
-        for request in requests:
+        for i, request in enumerate(requests):
             if request.question_id is None:
                 raise BadInput(f"request {request.id!r} has no question_id; a replay expert needs one")
             record = self._book.get(self._source.model, request.question_id)
-            out.append(
-                Generation(
-                    request_id=request.id,
-                    model=self.spec.name,
-                    text=record.text,
-                    tokens_in=len(request.text.split()),
-                    tokens_out=len(record.text.split()),
-                    finish_reason="replay",
-                )
+            generation = Generation(
+                request_id=request.id,
+                model=self.spec.name,
+                text=record.text,
+                tokens_in=len(request.text.split()),
+                tokens_out=len(record.text.split()),
+                finish_reason="replay",
             )
+            out.append(generation)
+            if on_result is not None:
+                on_result(i, generation)
         return out
 
     def unload(self) -> None:

@@ -2,8 +2,13 @@
 
 The parent never imports vLLM or torch. ``load`` spawns the child
 (``batching.engines._vllm_worker.serve``), which converts a packaged model if needed, builds
-``vllm.LLM`` and says "ready"; ``generate`` sends the whole batch in one message; ``unload``
-asks the child to stop and kills its process tree if it does not.
+``vllm.LLM`` and answers ``Ready``; ``generate`` sends the whole batch in one message and
+receives one ``Finished`` message per request as vLLM finishes it; ``unload`` asks the child
+to stop and kills its process group if it does not. The messages are the typed records of
+``_vllm_protocol``.
+
+The child leads its own process group, which holds vLLM's engine and worker processes too;
+it kills that group when this process dies, and this process kills it when the child dies.
 """
 
 from __future__ import annotations
@@ -11,49 +16,71 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from batching.engines.base import chat_messages, completion_prompt
+from batching.engines._vllm_protocol import (
+    BatchDone,
+    ErrorKind,
+    Failed,
+    Finished,
+    FromChild,
+    Generate,
+    Job,
+    Ready,
+    Stop,
+    WorkerConfig,
+)
+from batching.engines.base import ResultCallback, chat_messages, completion_prompt
 from batching.models import check_ref
 from batching.spec import ExpertSpec, VLLMSource
-from common.requests import Generation, Request
 from common.errors import EngineError, EngineLoadError, EngineTimeout, NotFound
+from common.requests import Generation, Request
 
 __all__ = ["VLLMEngine"]
 
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.2
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception|Exit)\b: |^coe error: ")  # vLLM's, or the child's own
+_VLLM_PREFIX = re.compile(r"^(\(\w+ pid=\d+\) )?(ERROR|WARNING|INFO) \d\d-\d\d [\d:]+ \[[^\]]*\] ")
 
 
 class VLLMEngine:
-    """Serves one ``ExpertSpec`` whose source is a ``VLLMSource``, from a child process."""
+    """Serves one ``ExpertSpec`` whose source is a ``VLLMSource``, from a child process.
+
+    ``cpus``: on the CPU build, the cores this engine's model worker is bound to (give
+    co-resident engines disjoint sets); None means every core this process may use.
+    """
 
     def __init__(
         self,
         spec: ExpertSpec,
         cache_dir: Path,
         *,
+        cpus: tuple[int, ...] | None = None,
         load_timeout_s: float = 900.0,
         generate_timeout_s: float | None = None,
         stop_timeout_s: float = 30.0,
     ) -> None:
         if not isinstance(spec.source, VLLMSource):
             raise EngineLoadError(f"expert {spec.name!r} is not a vllm source (kind={spec.source.kind!r})")
+        if cpus is not None and not cpus:
+            raise EngineLoadError(f"expert {spec.name!r}: cpus is empty; give at least one core or None for all")
         self.spec = spec
         self.source: VLLMSource = spec.source
         self.cache_dir = Path(cache_dir)
+        self.cpus = tuple(cpus) if cpus is not None else None
         self.load_timeout_s = load_timeout_s
         self.generate_timeout_s = generate_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
-        self._info: dict[str, Any] = {}
-        self._asleep = False
-        self._tree: list[Any] = []  # psutil.Process of the child and its descendants
+        self._ready: Ready | None = None
         self.log_path: Path | None = None
 
     # -- state --------------------------------------------------------------------------------
@@ -64,29 +91,22 @@ class VLLMEngine:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id while loaded."""
+        """The child's process id while loaded (also the id of its process group)."""
         return self._process.pid if self._process is not None else None
 
     @property
-    def supports_sleep(self) -> bool:
-        """True where vLLM sleep mode works (GPU platforms); known once loaded, False on a CPU."""
-        return bool(self._info.get("sleep"))
-
-    @property
     def device(self) -> str | None:
-        return self._info.get("device")
+        return self._ready.device if self._ready is not None else None
 
     def footprint_mb(self) -> float | None:
         """Resident memory of the child and its descendants when loaded, else the declared size."""
-        if self.loaded and self._process is not None and self._process.pid is not None:
+        if self.loaded and self.pid is not None:
             import psutil
 
             try:
-                root = psutil.Process(self._process.pid)
-                procs = [root, *root.children(recursive=True)]
-                self._tree = _merge(self._tree, procs)
+                root = psutil.Process(self.pid)
                 total = 0
-                for proc in procs:
+                for proc in [root, *root.children(recursive=True)]:
                     try:
                         total += proc.memory_info().rss
                     except psutil.NoSuchProcess:
@@ -101,26 +121,21 @@ class VLLMEngine:
     def load(self) -> None:
         if self.loaded:
             return
-        self._cleanup()  # a child that crashed earlier: reap it before starting a new one
+        self._cleanup()  # a child that crashed earlier: reap its group before starting a new one
         check_ref(self.source.model)
         logs = self.cache_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"vllm-{self.spec.name}-{os.getpid()}-{time.time_ns()}.log"
-        config = {
-            "model": self.source.model,
-            "cache_dir": str(self.cache_dir),
-            "dtype": self.source.dtype,
-            "max_model_len": self.source.max_model_len,
-            "max_num_seqs": self.source.max_num_seqs,
-            "enforce_eager": self.source.enforce_eager,
-            "kv_cache_gib": self.source.kv_cache_gib,
-            "gpu_memory_utilization": self.source.gpu_memory_utilization,
-            "tensor_parallel_size": self.source.tensor_parallel_size,
-            "seed": self.spec.sampling.seed or 0,
-            "chat_template": self.spec.chat_template,
-            "log_path": str(self.log_path),
-            "parent_pid": os.getpid(),
-        }
+        config = WorkerConfig(
+            expert=self.spec.name,
+            source=self.source,
+            cache_dir=str(self.cache_dir),
+            seed=self.spec.sampling.seed or 0,
+            chat_template=self.spec.chat_template,
+            cpus=self.cpus,
+            log_path=str(self.log_path),
+            parent_pid=os.getpid(),
+        )
         from batching.engines._vllm_worker import serve
 
         context = multiprocessing.get_context("spawn")
@@ -140,15 +155,15 @@ class VLLMEngine:
         except EngineError as exc:
             self._cleanup()
             raise EngineLoadError(str(exc)) from exc
-        if message[0] != "ready":
+        if not isinstance(message, Ready):
             self._cleanup()
-            kind, text = message[1], message[2]
-            if kind == "NotFound":
-                raise NotFound(text.removeprefix("NotFound: "))
-            raise EngineLoadError(f"vLLM could not load {self.spec.name!r} ({self.source.model}): {text}")
-        self._info = message[1]
-        self._asleep = False
-        self._snapshot_tree()
+            if isinstance(message, Failed) and message.kind is ErrorKind.NOT_FOUND:
+                raise NotFound(message.message)
+            text = message.message if isinstance(message, Failed) else f"unexpected {type(message).__name__}"
+            raise EngineLoadError(
+                f"vLLM could not load {self.spec.name!r} ({self.source.model}): {text}; log: {self.log_path}"
+            )
+        self._ready = message
         logger.info(
             "loaded %s on %s in %.1fs (%.0f MB)",
             self.spec.name,
@@ -161,10 +176,9 @@ class VLLMEngine:
         if self._process is None:
             return
         process = self._process
-        self._snapshot_tree()
         if process.is_alive() and self._conn is not None:
             try:
-                self._conn.send(("stop",))
+                self._conn.send(Stop())
             except (OSError, ValueError):
                 pass
             process.join(self.stop_timeout_s)
@@ -172,70 +186,95 @@ class VLLMEngine:
         self._cleanup()
         if clean and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)  # kept only when something went wrong
+        elif self.log_path is not None:
+            logger.warning("the vLLM child of %s did not end cleanly; its log: %s", self.spec.name, self.log_path)
         logger.info("unloaded %s", self.spec.name)
-
-    def sleep(self) -> None:
-        """Offload the weights and drop the KV cache, keeping the process (GPU sleep mode)."""
-        if not self.supports_sleep:
-            raise EngineError(f"engine {self.spec.name!r} does not support sleep mode on {self.device or 'this platform'}")
-        if not self._asleep:
-            self._command(("sleep",), "sleep")
-            self._asleep = True
-            logger.info("put %s to sleep", self.spec.name)
-
-    def wake(self) -> None:
-        if self._asleep:
-            self._command(("wake",), "wake")
-            self._asleep = False
-            logger.info("woke %s", self.spec.name)
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[Request]) -> list[Generation]:
-        """Run the batch together; each Generation's ``seconds`` is the whole batch's wall time.
+    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
+        """Run the batch together; ``on_result(i, generation)`` as each request finishes.
 
-        A request vLLM would reject (prompt longer than the context, chat on a model without a
-        template) comes back with ``error`` set; the others still run. A dead child is EngineError.
+        A request's ``seconds`` runs from the start of the batch to its own end. A request vLLM
+        would reject (prompt longer than the context, chat on a model without a template) comes
+        back with ``error`` set; the others still run. A dead child or engine is EngineError,
+        naming the cause found in its log and where the log is. If ``on_result`` raises, the
+        batch is abandoned (the engine is unloaded) and the exception propagates.
         """
+        if self._process is not None and not self._process.is_alive():
+            code = self._stopped_code()
+            self._cleanup()
+            raise EngineError(
+                f"vLLM child of {self.spec.name!r} died before generate (exit code {code}): "
+                f"{self._log_cause() or 'no error in its log'}; log: {self.log_path}"
+            )
         if not self.loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
         if not requests:
             return []
-        if self._asleep:
-            self.wake()
-        jobs = [self._job(request) for request in requests]
-        results = self._command(("generate", jobs), "generate", self.generate_timeout_s)
-        return [
-            Generation(request_id=request.id, model=self.spec.name, **result)
-            for request, result in zip(requests, results, strict=True)
-        ]
+        jobs = tuple(self._job(request) for request in requests)
+        try:
+            self._conn.send(Generate(jobs=jobs))
+        except (OSError, ValueError) as exc:
+            self._cleanup()
+            raise EngineError(f"vLLM child of {self.spec.name!r} is gone: {exc}; log: {self.log_path}") from exc
+        deadline = None if self.generate_timeout_s is None else time.monotonic() + self.generate_timeout_s
+        out: list[Generation | None] = [None] * len(requests)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                message = self._receive(left, "generate")
+            except EngineError:
+                self._cleanup()  # a dead or stuck child is unusable; load() starts a fresh one
+                raise
+            if isinstance(message, BatchDone):
+                break
+            if isinstance(message, Finished):
+                generation = self._generation(requests[message.index], message)
+                out[message.index] = generation
+                if on_result is not None:
+                    try:
+                        on_result(message.index, generation)
+                    except BaseException:
+                        self._cleanup()  # the rest of the batch is still in the pipe
+                        raise
+                continue
+            if isinstance(message, Failed) and message.kind is ErrorKind.GENERATE:
+                raise EngineError(f"vLLM generate failed for {self.spec.name!r}: {message.message}")
+            what = message.message if isinstance(message, Failed) else f"unexpected {type(message).__name__}"
+            code = self._stopped_code()
+            self._cleanup()
+            raise EngineError(
+                f"vLLM engine of {self.spec.name!r} died during generate (child exit code {code}): "
+                f"{self._log_cause() or what}; log: {self.log_path}"
+            )
+        missing = [requests[i].id for i, generation in enumerate(out) if generation is None]
+        if missing:
+            raise EngineError(f"vLLM child of {self.spec.name!r} finished the batch without {len(missing)} request(s)")
+        return out  # type: ignore[return-value]  # no None left
 
-    def _job(self, request: Request) -> dict[str, Any]:
-        sampling = request.sampling(self.spec.sampling).model_dump()
+    def _job(self, request: Request) -> Job:
+        sampling = request.sampling(self.spec.sampling)
         if self.spec.prompt_mode == "completion":
-            return {"prompt": completion_prompt(request, self.spec.system_prompt), "sampling": sampling}
-        return {"messages": chat_messages(request, self.spec.system_prompt), "sampling": sampling}
+            return Job(sampling=sampling, prompt=completion_prompt(request, self.spec.system_prompt))
+        messages = chat_messages(request, self.spec.system_prompt)
+        return Job(sampling=sampling, messages=tuple((m["role"], m["content"]) for m in messages))
+
+    def _generation(self, request: Request, done: Finished) -> Generation:
+        return Generation(
+            request_id=request.id,
+            model=self.spec.name,
+            text=done.text,
+            tokens_in=done.tokens_in,
+            tokens_out=done.tokens_out,
+            seconds=done.seconds,
+            finish_reason=done.finish_reason,
+            error=done.error,
+        )
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _command(self, message: tuple, what: str, timeout_s: float | None = None) -> Any:
-        if not self.loaded:
-            raise EngineError(f"engine {self.spec.name!r} is not loaded")
-        try:
-            self._conn.send(message)
-        except (OSError, ValueError) as exc:
-            self._cleanup()
-            raise EngineError(f"vLLM child of {self.spec.name!r} is gone: {exc}") from exc
-        try:
-            reply = self._receive(timeout_s, what)
-        except EngineError:
-            self._cleanup()  # a dead or stuck child is unusable; load() starts a fresh one
-            raise
-        if reply[0] != "ok":
-            raise EngineError(f"vLLM {what} failed for {self.spec.name!r}: {reply[2]}")
-        return reply[1]
-
-    def _receive(self, timeout_s: float | None, what: str) -> tuple:
+    def _receive(self, timeout_s: float | None, what: str) -> FromChild:
         """The child's next message; EngineError if it dies, EngineTimeout if it takes too long."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -250,59 +289,53 @@ class VLLMEngine:
                     process.join(5)
                 code = process.exitcode if process is not None else None
                 raise EngineError(
-                    f"vLLM child of {self.spec.name!r} died during {what} (exit code {code}): {self._last_log_line()}"
+                    f"vLLM child of {self.spec.name!r} died during {what} (exit code {code}): "
+                    f"{self._log_cause() or 'no error in its log'}; log: {self.log_path}"
                 )
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineTimeout(f"vLLM {what} of {self.spec.name!r} took longer than {timeout_s:.0f}s")
 
-    def _last_log_line(self) -> str:
+    def _stopped_code(self, wait_s: float = 10.0) -> int | None:
+        """The child's exit code once it has exited (it does after its engine died), else None."""
+        if self._process is None:
+            return None
+        self._process.join(wait_s)
+        return self._process.exitcode
+
+    def _log_cause(self) -> str | None:
+        """The last error line of the child's log (the root cause vLLM printed), on one line."""
         if self.log_path is None or not self.log_path.exists():
-            return "no log"
+            return None
         with self.log_path.open("rb") as handle:
-            handle.seek(max(0, self.log_path.stat().st_size - 16384))
-            lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines()]
-        lines = [line for line in lines if line]
-        errors = [line for line in lines if "Error" in line or "error" in line]
-        return (errors or lines or ["empty log"])[-1][:500]
-
-    def _snapshot_tree(self) -> None:
-        """Remember the child's process tree, so orphans can be killed after the child is gone."""
-        import psutil
-
-        if self._process is None or self._process.pid is None:
-            return
-        try:
-            root = psutil.Process(self._process.pid)
-            self._tree = _merge(self._tree, [root, *root.children(recursive=True)])
-        except psutil.NoSuchProcess:
-            pass
+            handle.seek(max(0, self.log_path.stat().st_size - 65536))
+            lines = [" ".join(line.split()) for line in handle.read().decode("utf-8", "replace").splitlines()]
+        errors = [_VLLM_PREFIX.sub("", line) for line in lines if _ERROR_LINE.search(line)]
+        # vLLM's "engine is dead" errors only point back at the real one
+        specific = [line for line in errors if "EngineDeadError" not in line and "EngineCore encountered" not in line]
+        found = specific or errors or [line for line in lines if line]
+        return found[-1][:500] if found else None
 
     def _cleanup(self) -> None:
-        """Stop the child and every process it started; forget them."""
-        if self._process is not None and self._process.is_alive():
-            self._snapshot_tree()
-        process, conn, tree = self._process, self._conn, self._tree
-        self._process, self._conn, self._info, self._asleep, self._tree = None, None, {}, False, []
+        """Stop the child and every process it started (its process group); forget them."""
+        process, conn = self._process, self._conn
+        self._process, self._conn, self._ready = None, None, None
         if conn is not None:
             conn.close()
         if process is None:
             return
-        import psutil
-
-        alive = [proc for proc in tree if proc.is_running()]  # is_running also checks the pid was not reused
-        for proc in alive:
+        pid = process.pid
+        if pid is not None and pid != os.getpgrp():
+            # the child made itself leader of group ``pid``; vLLM's processes are in it, and the
+            # group id stays valid while any of them lives, even after the child is gone
             try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                continue
-        _, alive = psutil.wait_procs(alive, timeout=10)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                continue
-        psutil.wait_procs(alive, timeout=10)
-        process.join(10)
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if process.is_alive():
+            process.kill()  # killed before it could make its group
+        process.join(10)  # reap it first: a zombie still counts as a member of the group
+        if pid is not None and pid != os.getpgrp():
+            _wait_group_gone(pid, 10.0)
         if not process.is_alive():
             process.close()
 
@@ -313,6 +346,11 @@ class VLLMEngine:
             pass
 
 
-def _merge(known: list[Any], found: list[Any]) -> list[Any]:
-    pids = {proc.pid for proc in known}
-    return known + [proc for proc in found if proc.pid not in pids]
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""HTTPEngine against a real vLLM OpenAI-compatible server (VLLMServer) of SmolLM2."""
+"""HTTPEngine against a real vLLM OpenAI-compatible server (tests/real/vllm_server.py) of SmolLM2."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import psutil
 import pytest
 
 from batching.engines.http import HTTPEngine
-from batching.serve import VLLMServer, free_port
 from batching.spec import ExpertSpec
-from common.requests import Request
 from common.errors import EndpointError, EngineLoadError
+from common.requests import Request
+from .vllm_server import VLLMServer, free_port
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -12,8 +15,8 @@ import pytest
 
 from batching.engines.vllm_engine import VLLMEngine
 from batching.spec import ExpertSpec
-from common.requests import Message, Request
 from common.errors import EngineError, EngineLoadError, NotFound
+from common.requests import Generation, Message, Request, Sampling
 
 MB = 2**20
 
@@ -41,7 +44,7 @@ def test_chat_batch_then_unload_returns_memory(cache_dir: Path) -> None:
         child = psutil.Process(engine.pid)
         loaded_mb = engine.footprint_mb()
         assert loaded_mb is not None and loaded_mb > 500  # measured, not the (absent) declared size
-        assert not engine.supports_sleep  # CPU platform
+        assert engine.device == "cpu"
         requests = [Request.user(f"q{i}", f"Name a colour that starts with the letter {c}.") for i, c in enumerate("BGRPYW")]
         requests.append(Request.user("short", "Write a long story about a dragon and a knight.", max_tokens=5))
         generations = engine.generate([*requests, Request.user("huge", "word " * 1500)])
@@ -112,20 +115,20 @@ class _TokenizerOnly:
 
 
 def test_screen_finds_requests_vllm_would_reject(cache_dir: Path) -> None:
+    from batching.engines._vllm_protocol import Job
     from batching.engines._vllm_worker import screen
     from batching.models import resolve_model
 
-    sampling = {"max_tokens": 100, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ()}
+    sampling = Sampling(max_tokens=100, temperature=0.0, top_p=1.0, seed=0, stop=())
     gemma = _TokenizerOnly(resolve_model("packaged:gemma3-270m", cache_dir))
-    jobs = [{"messages": [{"role": "user", "content": "Hi"}], "sampling": dict(sampling)}]
-    jobs.append({"prompt": "Question: Hi\n\nAnswer:", "sampling": dict(sampling)})
-    errors = screen(gemma, jobs, chat_template=None, max_model_len=64)
+    jobs = [Job(sampling=sampling, messages=(("user", "Hi"),)), Job(sampling=sampling, prompt="Question: Hi\n\nAnswer:")]
+    errors, max_tokens = screen(gemma, jobs, chat_template=None, max_model_len=64)
     assert list(errors) == [0] and "cannot build the prompt" in errors[0]  # a base model has no chat template
-    assert jobs[1]["sampling"]["max_tokens"] < 64  # trimmed to the room left in the context
+    assert max_tokens[1] < 64  # trimmed to the room left in the context
 
     smol = _TokenizerOnly(resolve_model("packaged:smollm2-135m-instruct", cache_dir))
-    jobs = [{"messages": [{"role": "user", "content": text}], "sampling": dict(sampling)} for text in ("Hi", "word " * 200)]
-    errors = screen(smol, jobs, chat_template=None, max_model_len=128)
+    jobs = [Job(sampling=sampling, messages=(("user", text),)) for text in ("Hi", "word " * 200)]
+    errors, _ = screen(smol, jobs, chat_template=None, max_model_len=128)
     assert list(errors) == [1] and "max_model_len) is 128" in errors[1]
 
 
@@ -160,3 +163,72 @@ def test_packaged_smollm2_converts_from_its_gguf(tmp_path: Path) -> None:
     assert (folder / "model.safetensors").stat().st_size > 200 * MB
     assert "{%" in (folder / "chat_template.jinja").read_text()  # an instruct model keeps its template
     assert lines[0].endswith("preparing") and "ready in" in lines[-1]
+
+
+def _vllm_processes(root_pid: int) -> dict[str, psutil.Process]:
+    found = {}
+    for proc in psutil.Process(root_pid).children(recursive=True):
+        line = " ".join(proc.cmdline()) + " " + proc.name()
+        for role in ("EngineCore", "Worker"):
+            if role in line:
+                found[role] = proc
+    return found
+
+
+def test_dead_engine_error_names_the_cause_and_keeps_the_log(cache_dir: Path) -> None:
+    engine = VLLMEngine(smollm2(), cache_dir=cache_dir, cpus=(1,))
+    engine.load()
+    try:
+        processes = _vllm_processes(engine.pid)
+        assert processes["Worker"].cpu_affinity() == [1]  # bound to the cores it was given
+        assert {os.getpgid(p.pid) for p in processes.values()} == {engine.pid}  # all in the child's group
+        processes["EngineCore"].kill()
+        with pytest.raises(EngineError, match=r"died (during|before) generate .*exit code 1.*log: ") as info:
+            engine.generate([Request.user("a", "Say hello.")])
+    finally:
+        engine.unload()
+    message = str(info.value)
+    assert "\n" not in message and str(engine.log_path) in message
+    assert re.search(r"exit code 1\): \S.*; log: ", message)  # a cause from the log
+    assert engine.log_path is not None and engine.log_path.exists()  # kept: the engine died
+    assert not any(p.is_running() for p in processes.values())
+
+
+@pytest.fixture(scope="module")
+def loaded(cache_dir: Path) -> Iterator[VLLMEngine]:
+    engine = VLLMEngine(smollm2(), cache_dir=cache_dir)
+    engine.load()
+    yield engine
+    engine.unload()
+
+
+def test_each_request_is_reported_as_soon_as_it_finishes(loaded: VLLMEngine) -> None:
+    started = time.monotonic()
+    seen: list[tuple[int, float, Generation]] = []
+    lengths = [64, 2, 32, 8]
+    requests = [Request.user(f"n{n}", "Tell me a long story about a cat and a dog.", max_tokens=n) for n in lengths]
+    requests.append(Request.user("huge", "word " * 1500))  # screened out: reported first, without running
+    out = loaded.generate(requests, on_result=lambda i, g: seen.append((i, time.monotonic() - started, g)))
+    returned = time.monotonic() - started
+    assert seen[0][0] == 4 and not seen[0][2].ok  # the screened-out request is reported at once
+    assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3, 4]
+    assert [g for _, _, g in sorted(seen, key=lambda s: s[0])] == out  # the same generations, in request order
+    finished = [g.tokens_out for _, _, g in seen[1:]]
+    assert finished == sorted(finished)  # started together, so the shorter answers finished first
+    assert out[1].tokens_out <= 2 < out[0].tokens_out
+    when = {i: t for i, t, _ in seen}
+    assert when[1] < when[0] <= returned  # the 2-token answer was reported well before the long one
+    assert out[1].seconds < out[0].seconds  # each one's seconds ends when it finished
+
+
+def test_seeded_sampling_with_long_prompts_completes_and_honours_seeds(loaded: VLLMEngine) -> None:
+    filler = "The quick brown fox jumps over the lazy dog. "
+    requests = [
+        Request.user(f"s{i}", f"Topic {i}. " + filler * (20 + 6 * i), temperature=0.7, seed=i, max_tokens=16)
+        for i in range(10)
+    ]  # about 4,700 prompt tokens together: more than one prefill step holds
+    out = loaded.generate(requests)
+    assert sum(g.tokens_in for g in out) > 4096
+    assert all(g.ok and g.tokens_out > 0 for g in out), [g.error for g in out]
+    again = loaded.generate(requests[:3])
+    assert [g.text for g in again] == [g.text for g in out[:3]]  # the same seed gives the same text

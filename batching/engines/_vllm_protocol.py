@@ -1,0 +1,95 @@
+"""The messages between ``VLLMEngine`` (parent) and its worker child, over a multiprocessing pipe.
+
+    parent -> child   Generate(jobs) | Stop()
+    child -> parent   Ready(...) | Failed(kind, message)                 after start
+                      Finished(index, ...) per request, as each ends,
+                      then BatchDone(count) | Failed(kind, message)      after Generate
+
+Plain frozen dataclasses of this project (pickled by the pipe), so both sides agree on the
+fields and an error's kind is an enum member, not a class name in a string.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from batching.spec import VLLMSource
+from common.requests import Sampling
+
+
+class ErrorKind(enum.Enum):
+    NOT_FOUND = "not_found"  # the model reference names nothing that exists
+    LOAD = "load"  # vLLM could not build the engine
+    GENERATE = "generate"  # a batch failed; the engine is still usable
+    ENGINE_DEAD = "engine_dead"  # vLLM's engine process died; the child exits non-zero
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the child needs to load one expert's model."""
+
+    expert: str
+    source: VLLMSource
+    cache_dir: str
+    seed: int
+    chat_template: str | None
+    cpus: tuple[int, ...] | None
+    log_path: str
+    parent_pid: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request of a batch: a plain prompt (completion mode) or OpenAI-style chat messages."""
+
+    sampling: Sampling
+    prompt: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None  # (role, content)
+
+    def chat(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages or ()]
+
+
+@dataclass(frozen=True)
+class Generate:
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    model: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    kind: ErrorKind
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One request's result, sent as soon as vLLM finished it (or screened it out)."""
+
+    index: int
+    text: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    count: int
+
+
+ToChild = Generate | Stop
+FromChild = Ready | Failed | Finished | BatchDone
