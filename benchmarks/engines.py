@@ -128,9 +128,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from batching.models import default_cache_dir
+    from orchestrator import load_settings
 
-    cache_dir = args.cache_dir or default_cache_dir()
+    cache_dir = load_settings(cache_dir=args.cache_dir).cache_dir
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for value, known, what in ((names, MODELS, "model"), (modes, MODES, "mode")):
