@@ -1,6 +1,6 @@
 """Serving and scheduling: engines, the batch plan, and the executor that runs it."""
 
-from batching.engines import Engine, FakeEngine, ReplayEngine, make_engine
+from batching.engines import Engine, EngineFactory, FakeEngine, ReplayEngine, make_engine
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
 from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
 from batching.runstore import RunStore, SQLiteRunStore
@@ -10,6 +10,7 @@ from batching.warm import WarmEngines
 __all__ = [
     "DEFAULT_COSTS",
     "Engine",
+    "EngineFactory",
     "Executor",
     "ExpertSpec",
     "FakeEngine",

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from batching.engines.base import Engine
+from batching.engines.base import Engine, EngineFactory
 from batching.plan import Phase, Plan
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
@@ -116,6 +116,9 @@ class _Run:
         self.results: dict[str, Generation] = {}
         self.failed: dict[str, str] = {}
         self.composed: dict[str, Composed] = {}
+        self.stored: set[str] = set()  # tasks checkpointed as their generation arrived
+        self.arrived: dict[str, tuple[int, int, int]] = {}  # model -> (arrived, total, tokens) this phase
+        self.phase_of: dict[str, int] = {}
         self.metrics = RunMetrics()
         self.intervals: list[tuple[float, float]] = []
         self.done: dict[int, threading.Event] = {}
@@ -135,15 +138,19 @@ class Executor:
 
     def __init__(
         self,
-        engine_factory: Callable[[ExpertSpec], Engine],
+        engine_factory: EngineFactory,
         store: RunStore | None = None,
         progress: ProgressCallback | None = None,
         warm: WarmEngines | None = None,
+        cores: int | None = None,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
         self.progress = progress
         self.warm = warm  # a warm session: engines stay loaded between runs while they fit
+        # CPU cores to split between co-resident local (vLLM) models, each factory call then
+        # getting ``cpus=``; None leaves binding to the engines (a lone engine takes every core)
+        self.cores = cores
 
     # -- public -------------------------------------------------------------------------------
 
@@ -168,6 +175,7 @@ class Executor:
             if task.model not in specs:
                 raise unknown_name("model", task.model, specs)
         state = _Run(run_id, by_id)
+        state.phase_of = {tid: index for tid, index in planned.items()}
         started = time.perf_counter()
         state.done = {p.index: threading.Event() for p in plan.phases}
         per_device: dict[int, list[Phase]] = {}
@@ -283,10 +291,13 @@ class Executor:
             cold = [m for m in models if m not in self.warm.names]
             self.warm.make_room(sum(self.warm.sizes.get(m, 0.0) for m in cold), keep=models)
         totals = Counter(state.tasks[tid].model for tid in to_run)
+        with state.lock:
+            state.arrived.update({m: (0, totals[m], 0) for m in models})
         for model in models:
             self._emit(ProgressEvent(kind="model_loading", phase=phase.index, device=phase.device, model=model,
                                      total=totals[model]))
-        loads = [pool.submit(self._load, m, specs[m], state) for m in models]
+        cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
+        loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
         for model, job in zip(models, loads, strict=True):
             engine, error, seconds = job.result()
             if engine is not None:
@@ -394,21 +405,32 @@ class Executor:
                 state.intervals.append((start, end))
                 setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
 
-    def _load(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None, float]:
+    def _split_cores(self, local: list[str]) -> dict[str, tuple[int, ...]]:
+        """Disjoint core sets for co-resident local models (none to give when one is alone)."""
+        if self.cores is None or len(local) < 2:
+            return {}
+        share = max(1, self.cores // len(local))
+        return {m: tuple((i * share + c) % self.cores for c in range(share)) for i, m in enumerate(local)}
+
+    def _load(
+        self, model: str, spec: ExpertSpec, state: _Run, cpus: tuple[int, ...] | None = None
+    ) -> tuple[Engine | None, str | None, float]:
         """Load the model's engine (or take it warm); a failed load is tried once more. Returns the
         engine, the error if it could not be loaded, and the seconds it took."""
         started = time.perf_counter()
-        engine, error = self._load_once_or_twice(model, spec, state)
+        engine, error = self._load_once_or_twice(model, spec, state, cpus)
         return engine, error, time.perf_counter() - started
 
-    def _load_once_or_twice(self, model: str, spec: ExpertSpec, state: _Run) -> tuple[Engine | None, str | None]:
+    def _load_once_or_twice(
+        self, model: str, spec: ExpertSpec, state: _Run, cpus: tuple[int, ...] | None
+    ) -> tuple[Engine | None, str | None]:
         if self.warm is not None:
             warm = self.warm.take(spec)
             if warm is not None:
                 log.info("%s: still loaded from the session's last run", model)
                 return warm, None
         try:
-            engine = self.engine_factory(spec)
+            engine = self.engine_factory(spec) if cpus is None else self.engine_factory(spec, cpus=cpus)
         except CoeError as exc:
             log.warning("could not make an engine for %r: %s", model, exc)
             return None, f"could not make an engine for {model!r}: {exc}"
@@ -468,9 +490,10 @@ class Executor:
         except CoeError as exc:
             out = self._isolate(engine, items, state, str(exc))
         finished = {tid: g for tid, g in out.items() if g.ok}
-        if self.store is not None and finished:
+        unsaved = {tid: g for tid, g in finished.items() if tid not in state.stored}
+        if self.store is not None and unsaved:
             requests = dict(items)
-            self.store.put(state.run_id, {request_key(engine.spec, requests[tid]): g for tid, g in finished.items()})
+            self.store.put(state.run_id, {request_key(engine.spec, requests[tid]): g for tid, g in unsaved.items()})
         with state.lock:
             for tid, generation in out.items():
                 state.record(tid, generation)
@@ -486,8 +509,24 @@ class Executor:
 
     def _call(self, engine: Engine, items: list[tuple[str, Request]], state: _Run) -> dict[str, Generation]:
         requests = [request for _, request in items]
+        model = engine.spec.name
+
+        def arrived(index: int, generation: Generation) -> None:
+            """Checkpoint each generation the moment it is finished, and say so."""
+            task_id, request = items[index]
+            if generation.ok and self.store is not None:
+                self.store.put(state.run_id, {request_key(engine.spec, request): generation})
+            with state.lock:
+                if generation.ok and self.store is not None:
+                    state.stored.add(task_id)
+                done, total, tokens = state.arrived.get(model, (0, len(items), 0))
+                state.arrived[model] = (done + 1, total, tokens + generation.tokens_out)
+                done, total, tokens = state.arrived[model]
+            self._emit(ProgressEvent(kind="generated", phase=state.phase_of.get(task_id), model=model,
+                                     done=min(done, total), total=total, tokens=tokens))
+
         with self._timed(state, "generate_seconds"):
-            out = engine.generate(requests)
+            out = engine.generate(requests, arrived)
         with state.lock:
             state.metrics.generate_calls += 1
         if len(out) != len(requests):

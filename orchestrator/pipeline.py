@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aggregators import (
@@ -28,7 +28,7 @@ from aggregators import (
     majority,
     synthesis_outcome,
 )
-from batching import Engine, ExpertSpec, WarmEngines
+from batching import EngineFactory, WarmEngines
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
@@ -166,7 +166,7 @@ def _expert_answer(one: Asked, name: str, task_id: str, score: float, result: Ru
 class Pipeline:
     pool: Pool
     router: Router
-    engine_factory: Callable[[ExpertSpec], Engine]
+    engine_factory: EngineFactory
     budget_mb: float
     footprints: dict[str, float] = field(default_factory=dict)
     devices: int = 1
@@ -175,6 +175,7 @@ class Pipeline:
     synthesis: SynthesisOptions = SynthesisOptions(order="competence")
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
+    cores: int | None = None
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -222,7 +223,7 @@ class Pipeline:
         plan = self.plan(tasks)
         log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
                  len(asked), len(tasks), len(plan.phases), plan.predicted_loads)
-        executor = Executor(self.engine_factory, self.store, self.progress, self.warm)
+        executor = Executor(self.engine_factory, self.store, self.progress, self.warm, self.cores)
         result = executor.run(plan, tasks, self.pool.specs, compose(jobs, self.synthesis),
                               run_id=run_id or _run_id([q.id for q in queries]))
         return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds) for one in asked]

@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Literal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from aggregators import SynthesisJob
-from batching import Engine, ExpertSpec, WarmEngines, make_engine, model_footprint
+from batching import EngineFactory, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
@@ -55,13 +56,17 @@ class Orchestrator:
         settings: Settings | None = None,
         *,
         pool: Pool | None = None,
-        engine_factory: Callable[[ExpertSpec], Engine] | None = None,
+        engine_factory: EngineFactory | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.pool = pool or load_pool(self.settings.pool, self.settings.data_dir)
         cache_dir = self.settings.cache_dir
-        self.engine_factory = engine_factory or (lambda spec: make_engine(spec, cache_dir=cache_dir))
+        self.engine_factory: EngineFactory = engine_factory or (
+            lambda spec, cpus=None: make_engine(spec, cache_dir=cache_dir, cpus=cpus)
+        )
+        # our own engines on a CPU: co-resident vLLM models get disjoint cores
+        self._cores = None if engine_factory is not None else os.cpu_count()
         self.progress = progress
         self._routers: dict[tuple[str, int, str], Router] = {}
         self._memory: tuple[float, dict[str, float]] | None = None
@@ -83,6 +88,10 @@ class Orchestrator:
         if self._warm is not None:
             warm, self._warm = self._warm, None
             warm.close()
+
+    def _split_cores(self) -> int | None:
+        """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
+        return self._cores if self._cores is not None and self.memory() and gpu_memory_mb() is None else None
 
     def memory(self) -> tuple[float, dict[str, float]]:
         """The planner's memory budget (MB) and the footprints that override the declared ones."""
@@ -182,7 +191,7 @@ class Orchestrator:
         budget, footprints = self.memory()
         the_plan = make_plan(tasks, self.pool.specs, budget_mb=budget, footprints=footprints,
                              devices=self.settings.devices)
-        executor = Executor(self.engine_factory, None, self.progress, self._warm)
+        executor = Executor(self.engine_factory, None, self.progress, self._warm, self._split_cores())
         return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
     def _run(self, queries: list[Query], benchmark: Benchmark | None, router: Router,
@@ -204,6 +213,7 @@ class Orchestrator:
             pool=self.pool,
             router=router,
             engine_factory=self.engine_factory,
+            cores=self._split_cores(),
             budget_mb=self.memory()[0],
             footprints=self.memory()[1],
             devices=self.settings.devices,

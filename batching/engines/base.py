@@ -19,6 +19,12 @@ ResultCallback: TypeAlias = Callable[[int, Generation], None]
 in the thread that called ``generate``; an exception it raises ends the batch."""
 
 
+EngineFactory: TypeAlias = Callable[..., "Engine"]
+"""Makes the engine of an expert: ``factory(spec)``, or ``factory(spec, cpus=(...))`` when the
+executor gives co-resident local models disjoint CPU cores (only to a factory that takes them:
+the SDK's own)."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     spec: ExpertSpec
