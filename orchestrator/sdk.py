@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from aggregators import SynthesisJob
 from batching import Engine, ExpertSpec, make_engine
 from common.requests import Generation, Request
 from common.tasks import Task
@@ -119,6 +120,20 @@ class Orchestrator:
         tasks, _ = pipeline.tasks(questions, decisions)
         return make_plan(tasks, self.pool.specs, budget_mb=pipeline.budget_mb, footprints=pipeline.footprints,
                          devices=self.settings.devices, aggregators={t.model for t in tasks if t.after})
+
+    def tasks(
+        self,
+        questions: Sequence[Question],
+        *,
+        benchmark: Benchmark | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+    ) -> tuple[list[Task], dict[str, SynthesisJob]]:
+        """The expert and aggregation tasks ``answer_batch`` would run (routing included), with
+        each aggregation task's synthesis job, without running them."""
+        pipeline = self._pipeline(policy, k, None)
+        decisions = pipeline.router.route([q.text for q in questions], [q.id for q in questions])
+        return pipeline.tasks(questions, decisions, benchmark=benchmark)
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run arbitrary tasks (profiling, annotation) through the planner: each model loads once."""
