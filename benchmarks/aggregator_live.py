@@ -79,7 +79,8 @@ def score(questions: Sequence[Question], answers: Sequence[Answer], experts: Seq
     expert_gold: dict[str, list[bool]] = {e: [] for e in experts}
     expert_parsed: dict[str, list[bool]] = {e: [] for e in experts}
     for answer in answers:
-        arrived = [ExpertAnswer(expert=c.expert, choice=c.choice) for c in answer.trace.experts if c.error is None]
+        calls = answer.trace.experts
+        arrived = [ExpertAnswer(expert=c.expert, choice=c.choice) for c in calls if c.error is None]
         said = {a.expert: a.choice for a in arrived}
         for expert in experts:
             expert_parsed[expert].append(said.get(expert) is not None)
@@ -153,10 +154,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--select", type=int, default=0, help="Also choose the aggregator (N cases).")
     parser.add_argument("--skip-answer", action="store_true", help="Only the selection.")
     parser.add_argument("--pool", type=Path, default=ROOT / "pools" / "default", help="The pool measured.")
-    parser.add_argument("--pool-dir", type=Path, default=None, help="Save the selection as DIR/aggregator.json.")
+    parser.add_argument("--pool-dir", type=Path, default=None,
+                        help="Save the selection as DIR/aggregator.json.")
     parser.add_argument("--budget-mb", type=float, default=8000.0,
                         help="Memory models may hold at once (8000: one model at a time on this machine).")
-    parser.add_argument("--write", action="store_true", help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--write", action="store_true",
+                        help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

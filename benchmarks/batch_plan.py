@@ -90,7 +90,9 @@ def bench_pool(pool: Pool, *, aggregator: str | None, max_tokens: int | None) ->
     return pool.model_copy(update={"pool": header, "models": models})
 
 
-def instances(coe: Orchestrator, questions: Sequence[Question], *, k: int) -> tuple[list[Task], dict[str, SynthesisJob]]:
+def instances(
+    coe: Orchestrator, questions: Sequence[Question], *, k: int
+) -> tuple[list[Task], dict[str, SynthesisJob]]:
     """The product's task graph: k experts per question (the ``random`` policy), then one
     synthesis task per question."""
     return coe.tasks(questions, benchmark=get_benchmark("mmlu_pro"), policy="random", k=k)
@@ -318,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-instances", type=int, default=None, help="default: all (replay), 3 (vllm)")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
-    parser.add_argument("--write", action="store_true", help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--write", action="store_true",
+                        help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")

@@ -114,8 +114,8 @@ def test_routing_benchmark_votes_with_aggregators_majority():
     book = {qid: {e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in row.items()}
             for qid, row in said.items()}
     decisions = [
-        RouteDecision(question_id=q.id, skills={}, experts=tuple(ExpertChoice(expert=e, score=0.0) for e in "adbc"),
-                      confidence=0.0, policy="all")
+        RouteDecision(question_id=q.id, skills={}, confidence=0.0, policy="all",
+                      experts=tuple(ExpertChoice(expert=e, score=0.0) for e in "adbc"))
         for q in questions
     ]
     for q in questions:
@@ -136,11 +136,14 @@ def test_sdk_tasks_are_the_graph_answer_batch_runs(tmp_path):
     settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
                              memory_budget_mb=8000)
     coe = Orchestrator(settings)
-    questions = [Question(id=f"q{i}", benchmark="free", text=f"Question {i}?", options=("yes", "no"), answer="A")
-                 for i in range(3)]
+    questions = [
+        Question(id=f"q{i}", benchmark="free", text=f"Question {i}?", options=("yes", "no"), answer="A")
+        for i in range(3)
+    ]
     tasks, jobs = coe.tasks(questions, policy="all")
     finals = [t for t in tasks if t.after]
-    assert [t.id for t in finals] == [f"q{i}/{AGGREGATE}" for i in range(3)] and set(jobs) == {t.id for t in finals}
+    assert [t.id for t in finals] == [f"q{i}/{AGGREGATE}" for i in range(3)]
+    assert set(jobs) == {t.id for t in finals}
     assert all(t.model == coe.pool.aggregator.name for t in finals)
     experts = {t.id for t in tasks if not t.after}
     assert experts == {f"q{i}/{e}" for i in range(3) for e in coe.pool.expert_names}
