@@ -1,7 +1,7 @@
 """Vote aggregators: no model needed, only the experts' extracted choices.
 
-``majority``  one vote per expert; ties go to the choice whose supporters have the larger
-              summed competence, then to the smaller choice string (deterministic).
+``majority``  one vote per expert; the tie rule is in ``majority``'s docstring. This is the
+              project's one majority vote: the pipeline's fallback and every benchmark use it.
 ``weighted``  each vote weighs the log-odds of the expert's accuracy on the question's skill,
               log(p / (1 - p)) with p clipped to [clip, 1 - clip]; with ``n_options`` given the
               weight is log((n_options - 1) p / (1 - p)), the multi-class form (a vote weighs
@@ -82,7 +82,16 @@ def _result(
 def majority(
     answers: Sequence[ExpertAnswer], *, competence: Competence | None = None
 ) -> AggregationResult:
-    """One vote per expert; confidence is the winner's share of all answers."""
+    """One vote per expert; confidence is the winner's share of all answers.
+
+    The tie rule, applied in order among the choices with the most votes:
+      1. the choice whose supporters have the larger summed competence wins (an expert
+         without a competence counts 0), so with competence given, two weak experts can
+         still lose a 2-2 tie to two strong ones;
+      2. then the smaller choice string ("A" before "B"), so the result never depends on
+         the order of the answers.
+    Answers without a choice count in the confidence's denominator but vote for nothing.
+    """
     started = time.perf_counter()
     answers = resolve_competence(_check(answers), competence)
     counts: dict[str, float] = {}

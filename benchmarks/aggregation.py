@@ -1,18 +1,20 @@
 """Vote aggregators on the replay small pool: majority vs competence-weighted, all vs routed.
 
-Six recorded 6B-8B instruct models answer the MMLU-Pro test questions (../shared/data/replay).
-Question ids are split with a seed into a train part, from which the skill ``Profile`` is
-built (skills.build_profile_from_replay: per-skill smoothed accuracy), and a disjoint test
-part, reported. A question's skills come from its dataset category (``--scorer labels``) or
-from the router's embedding classifier trained on the train part (``--scorer classifier``).
-An expert's competence on a question is its skill-weighted smoothed accuracy
-(router.expected_accuracy); the routed experts are the ``Router``'s choice. On the test part:
+Six recorded 6B-8B instruct models (pools/replay-small) answer the MMLU-Pro test questions
+through ``Orchestrator.answer_batch`` (policy ``all``; a choice is the benchmark's extraction
+of the recorded text). The questions are split by ``eval.splits.split`` (seeded, by question
+id; the split benchmarks/routing.py uses) into a train part, on which a copy of the pool is
+profiled by ``orchestrator.profiling.profile_pool`` (``coe profile``'s code), and a disjoint
+test part, reported. A question's skill weights come from the profiled pool's router
+(``--skills router``: classifier and topics) or from its dataset category (``labels``); an
+expert's competence on it is its skill-weighted smoothed accuracy (router.expected_accuracy);
+the routed experts are ``Orchestrator.router(policy, k)``'s choice. On the test part:
 
-    single_best            the expert with the best train accuracy, alone
-    majority_all           one vote per expert, all six
-    weighted_all           log-odds weights log((K-1) p/(1-p)), p = the expert's competence,
-                           K = number of options: the odds of being right against one given
-                           wrong option (the vote we use)
+    single_best            the expert with the best train profile, alone
+    majority_all           aggregators.majority, all six (the same figure as routing.py's "all")
+    weighted_all           aggregators.weighted with n_options=K: log((K-1) p/(1-p)), p = the
+                           expert's competence: the odds of being right against one given wrong
+                           option (the vote we use)
     weighted_all_binary    log(p/(1-p)): two-option log-odds, kept for comparison; with ten
                            options most experts have p < 0.5 and vote against themselves
     majority_routed        majority over the experts the router chose (--policy, --k)
@@ -20,11 +22,11 @@ An expert's competence on a question is its skill-weighted smoothed accuracy
     oracle_*               some expert was right (upper bound of any aggregator)
 
 and, per routing policy, the same votes over that policy's experts (``by_policy``).
+Intervals are ``aggregators.wilson_interval``.
 
-    .venv/bin/python benchmarks/aggregation.py [--policy topk] [--k 3] [--scorer labels]
-
-Prints the figures and writes benchmarks/results/aggregation.json (keeping any
-``live_default_pool`` section written by benchmarks/aggregator_live.py).
+    python benchmarks/aggregation.py [--policy topk] [--k 3] [--skills both]   # prints
+    python benchmarks/aggregation.py --write   # and writes benchmarks/results/aggregation.json
+                                               # (keeping aggregator_live.py's sections)
 """
 
 from __future__ import annotations
@@ -32,63 +34,53 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
-import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
-
-from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wilson_interval  # noqa: E402
-from common.recordings import iter_records  # noqa: E402
-from eval.benchmarks import Question, load_mmlu_pro  # noqa: E402
-from eval.data import data_dir, replay_path  # noqa: E402
-from orchestrator.pool import small_replay_models  # noqa: E402
-from router import POLICIES, Router, expected_accuracy  # noqa: E402
-from skills import build_profile_from_replay, question_skills  # noqa: E402
-from skills.profile import Profile  # noqa: E402
+from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wilson_interval
+from eval import Benchmark, Question, get_benchmark, split
+from orchestrator import Orchestrator, Pool, Settings, load_pool, load_settings
+from orchestrator.profiling import profile_pool
+from router import POLICIES, expected_accuracy
+from skills import cached_embed, make_embedder, question_skills
+from skills.profile import Profile
 
 log = logging.getLogger("benchmarks.aggregation")
 
+ROOT = Path(__file__).resolve().parent.parent
+POOL_DIR = ROOT / "pools" / "replay-small"
 RESULTS = ROOT / "benchmarks" / "results" / "aggregation.json"
-SMALL_POOL = tuple(small_replay_models())  # the six small instruct models of pools/replay-small
 POLICIES_COMPARED = ("topk", "symbolic", "category", "adaptive")
+VOTES = ("majority", "weighted", "weighted_kclass")
+OTHER_SECTIONS = ("live_default_pool", "live_aggregator_selection")  # written by aggregator_live.py
 
-Preds = dict[str, dict[str, str | None]]  # expert -> question id -> recorded choice
-Weights = list[dict[str, float]]  # per test question: skill -> weight
-
-
-def split_ids(ids: Sequence[str], *, seed: int, train_fraction: float) -> tuple[set[str], set[str]]:
-    """Seeded split of question ids into disjoint train and test sets.
-
-    The same convention as benchmarks/routing.py (ids in numeric order, shuffled by
-    ``random.Random(seed)``, the first ``int(n * fraction)`` to train), so both report on
-    the same test questions.
-    """
-    ordered = sorted(ids, key=lambda i: (0, int(i), "") if i.isdigit() else (1, 0, i))
-    random.Random(seed).shuffle(ordered)
-    cut = int(len(ordered) * train_fraction)
-    return set(ordered[:cut]), set(ordered[cut:])
+Choices = dict[str, dict[str, str | None]]
+"""Question id -> expert -> the choice extracted from its answer (None: unreadable)."""
+Weights = list[dict[str, float]]
+"""Per test question: skill -> weight."""
 
 
-def load_preds(path: Path, experts: Sequence[str]) -> Preds:
-    preds: Preds = {e: {} for e in experts}
-    for record in iter_records(path, experts):
-        preds[record.model][record.question_id] = record.pred
-    return preds
+def replay_pool(settings: Settings, directory: Path, pool_dir: Path = POOL_DIR) -> Pool:
+    """The replay pool with its artefacts kept in ``directory`` and its first expert as
+    aggregator: replay cannot write new text, and what is measured here are votes."""
+    pool = load_pool(pool_dir, settings.data_dir)
+    header = pool.pool.model_copy(update={"aggregator": pool.expert_names[0]})
+    return pool.model_copy(update={"pool": header, "directory": directory})
 
 
-class KnownWeights:
-    """A scorer whose skill weights were computed beforehand (dataset labels or the classifier)."""
-
-    def __init__(self, texts: Sequence[str], weights: Weights) -> None:
-        self._by_text = dict(zip(texts, weights, strict=True))
-
-    def skill_weights(self, texts: Sequence[str]) -> Weights:
-        return [self._by_text[t] for t in texts]
+def expert_choices(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark) -> Choices:
+    """Every expert's choice per question, from the SDK's answers with policy ``all``; a question
+    some expert could not answer is left out."""
+    experts = set(coe.pool.expert_names)
+    out: Choices = {}
+    for answer in coe.answer_batch(questions, benchmark=bench, policy="all"):
+        calls = answer.trace.experts
+        complete = {c.expert for c in calls} == experts and all(c.error is None for c in calls)
+        if answer.error is None and complete:
+            out[answer.question_id] = {c.expert: c.choice for c in calls}
+    return out
 
 
 def label_weights(questions: Sequence[Question]) -> Weights:
@@ -96,48 +88,19 @@ def label_weights(questions: Sequence[Question]) -> Weights:
     return [{skill: 1.0 for skill in question_skills(q)} for q in questions]
 
 
-def classifier_weights(
-    every: Sequence[Question], train: Sequence[Question], test: Sequence[Question], seed: int
-) -> Weights:
-    """Skill weights from the router's embedding classifier, trained on the train questions' labels.
-
-    Every question is embedded in file order, as benchmarks/routing.py does, so the two share
-    one embedding cache.
-    """
-    from router import ClassifierScorer, train_classifier
-    from skills import cached_embed, make_embedder
-
-    embedder = make_embedder()
-    vectors = cached_embed(embedder, [q.text for q in every])
-    row = {q.id: i for i, q in enumerate(every)}
-    train_vectors = vectors[[row[q.id] for q in train]]
-    test_vectors = vectors[[row[q.id] for q in test]]
-    labels = [question_skills(q)[0] for q in train]
-    classifier = train_classifier(None, labels, embedder, vectors=train_vectors, seed=seed)
-    return ClassifierScorer(classifier, embedder).weights_from_vectors(test_vectors)
-
-
-def expert_answers(question: Question, preds: Preds, competence: Mapping[str, float]) -> list[ExpertAnswer]:
+def expert_answers(
+    question: Question, choices: Choices, competence: Mapping[str, float]
+) -> list[ExpertAnswer]:
     return [
-        ExpertAnswer(
-            expert=e,
-            text=f"The answer is ({preds[e][question.id]})." if preds[e].get(question.id) else "",
-            choice=preds[e].get(question.id),
-            competence=competence[e],
-        )
-        for e in preds
+        ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in choices[question.id].items()
     ]
 
 
 def summary(hits: Sequence[bool]) -> dict:
     n, right = len(hits), sum(hits)
     low, high = wilson_interval(right, n)
-    return {
-        "accuracy": round(right / n, 4),
-        "ci95": [round(low, 4), round(high, 4)],
-        "n": n,
-        "correct": right,
-    }
+    ci95 = [round(low, 4), round(high, 4)]
+    return {"accuracy": round(right / n, 4), "ci95": ci95, "n": n, "correct": right}
 
 
 def paired_difference(a: Sequence[bool], b: Sequence[bool], *, seed: int = 0, rounds: int = 2000) -> dict:
@@ -153,9 +116,6 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], *, seed: int = 0, ro
     }
 
 
-VOTES = ("majority", "weighted", "weighted_kclass")
-
-
 def votes(answers: list[ExpertAnswer], n_options: int) -> dict[str, AggregationResult]:
     return {
         "majority": majority(answers),
@@ -165,10 +125,7 @@ def votes(answers: list[ExpertAnswer], n_options: int) -> dict[str, AggregationR
 
 
 def evaluate(
-    test: Sequence[Question],
-    preds: Preds,
-    profile: Profile,
-    weights: Weights,
+    test: Sequence[Question], choices: Choices, profile: Profile, weights: Weights,
     routes: Mapping[str, list[list[str]]],
 ) -> tuple[dict[str, list[bool]], dict[str, list[float]], dict[str, list[int]]]:
     """Hits per method (``<vote>_all``, ``<vote>_<policy>``, oracles), confidences and routed k."""
@@ -177,8 +134,7 @@ def evaluate(
     confidence: dict[str, list[float]] = {}
     sizes: dict[str, list[int]] = {policy: [] for policy in routes}
     for index, question in enumerate(test):
-        competence = expected_accuracy(profile, weights[index])
-        everyone = expert_answers(question, preds, competence)
+        everyone = expert_answers(question, choices, expected_accuracy(profile, weights[index]))
         groups = {"all": everyone}
         for policy, chosen in routes.items():
             names = set(chosen[index])
@@ -191,7 +147,7 @@ def evaluate(
             if group != "all":
                 right = any(a.choice == question.answer for a in answers)
                 hits.setdefault(f"oracle_{group}", []).append(right)
-        hits["single_best"].append(preds[best].get(question.id) == question.answer)
+        hits["single_best"].append(choices[question.id][best] == question.answer)
         hits["oracle_all"].append(any(a.choice == question.answer for a in everyone))
     return hits, confidence, sizes
 
@@ -202,45 +158,18 @@ def confident_half(hits: Sequence[bool], confidence: Sequence[float]) -> float:
     return round(sum(hits[i] for i in order) / max(1, len(order)), 4)
 
 
-def router_reference() -> dict | None:
-    """The router's own figures (benchmarks/results/routing.json, same split), if written yet."""
-    path = ROOT / "benchmarks" / "results" / "routing.json"
-    if not path.is_file():
-        return None
-    try:
-        content = json.loads(path.read_text())
-        return {
-            "file": str(path.relative_to(ROOT)),
-            "seed": content.get("seed"),
-            "n_test": content.get("n_test"),
-            "policies": {
-                name: {key: row.get(key) for key in ("accuracy", "ci95", "experts_per_question")}
-                for name, row in content.get("policies", {}).items()
-            },
-            "reference": content.get("reference"),
-        }
-    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-        return {"file": str(path.relative_to(ROOT)), "error": f"unreadable: {exc}"}
-
-
 def measure(
-    test: Sequence[Question],
-    preds: Preds,
-    profile: Profile,
-    weights: Weights,
-    *,
-    policy: str,
-    k: int,
+    coe: Orchestrator, test: Sequence[Question], choices: Choices, weights: Weights, *, policy: str, k: int,
     seed: int,
 ) -> dict:
-    """Every method's accuracy on ``test`` with these skill weights, routed by ``policy``."""
-    scorer = KnownWeights([q.text for q in test], weights)
+    """Every method's accuracy on ``test`` with these skill weights, routed by the SDK's routers."""
     policies = list(dict.fromkeys([policy, *POLICIES_COMPARED]))
-    routes = {}
-    for name in policies:
-        router = Router(profile, scorer, name, k=k, seed=seed)
-        routes[name] = [d.expert_names for d in router.route([q.text for q in test], [q.id for q in test])]
-    hits, confidence, sizes = evaluate(test, preds, profile, weights, routes)
+    ids = [q.id for q in test]
+    routes = {
+        name: [d.expert_names for d in coe.router(name, k).route_weights(weights, ids)] for name in policies
+    }
+    profile = coe.router(policy, k).profile
+    hits, confidence, sizes = evaluate(test, choices, profile, weights, routes)
     keys = {
         "single_best": "single_best",
         "majority_all": "majority_all",
@@ -284,79 +213,67 @@ def measure(
 def show(title: str, block: Mapping) -> None:
     print(title)
     for name, row in block["methods"].items():
-        print(f"  {name:24s} {row['accuracy']:.3f}  [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]")
+        print(f"  {name:24s} {row['accuracy']:.4f}  [{row['ci95'][0]:.4f}, {row['ci95'][1]:.4f}]")
     for policy, row in block["by_policy"].items():
-        cells = "  ".join(f"{vote} {row[vote]['accuracy']:.3f}" for vote in VOTES)
+        cells = "  ".join(f"{vote} {row[vote]['accuracy']:.4f}" for vote in VOTES)
         oracle = row["oracle"]["accuracy"]
-        print(f"  policy {policy:10s} k~{row['mean_experts']:.2f}  {cells}  oracle {oracle:.3f}")
+        print(f"  policy {policy:10s} k~{row['mean_experts']:.2f}  {cells}  oracle {oracle:.4f}")
     for name, row in block["paired_differences"].items():
-        print(f"  {name:45s} {row['difference']:+.3f}  [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]")
+        print(f"  {name:45s} {row['difference']:+.4f}  [{row['ci95'][0]:+.4f}, {row['ci95'][1]:+.4f}]")
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--policy", default="topk", choices=sorted(POLICIES), help="Policy of *_routed.")
-    parser.add_argument("--k", type=int, default=3, help="Experts per question (policies that take k).")
-    parser.add_argument("--scorer", default="both", choices=("classifier", "labels", "both"),
-                        help="Skills of a test question: router's classifier, dataset label, or both.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the split and of random policies.")
-    parser.add_argument("--train-fraction", type=float, default=0.5, help="Share of question ids in train.")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
+def run(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.perf_counter()
-    preds = load_preds(replay_path(), SMALL_POOL)
-    every = [
-        q
-        for q in load_mmlu_pro(data_dir() / "benchmarks", "test")
-        if all(q.id in preds[e] for e in SMALL_POOL)
-    ]
-    questions = {q.id: q for q in every}
-    answered = list(questions)
-    train_ids, test_ids = split_ids(answered, seed=args.seed, train_fraction=args.train_fraction)
-    train = [questions[i] for i in sorted(train_ids)]
-    test = [questions[i] for i in sorted(test_ids)]
-    profile = build_profile_from_replay(
-        replay_path(), train, {e: e for e in SMALL_POOL}, name="aggregation-bench"
-    )
+    settings = load_settings(data_dir=args.data_dir)
+    bench = get_benchmark("mmlu_pro")
+    every = bench.questions(settings.data_dir)
+    answering = Orchestrator(settings, pool=replay_pool(settings, workdir / "answers", args.pool_dir))
+    choices = expert_choices(answering, every, bench)
+    questions = [q for q in every if q.id in choices]
+    train, test = split(questions, args.train_fraction, args.seed)
+    pool = replay_pool(settings, workdir / "train", args.pool_dir)
+    profile_pool(Orchestrator(settings, pool=pool), train)
+    coe = Orchestrator(settings, pool=pool)
     blocks = {}
-    for scorer in ("classifier", "labels") if args.scorer == "both" else (args.scorer,):
-        if scorer == "labels":
+    for skills in ("router", "labels") if args.skills == "both" else (args.skills,):
+        if skills == "labels":
             weights = label_weights(test)
         else:
-            weights = classifier_weights(every, train, test, args.seed)
-        blocks[scorer] = measure(test, preds, profile, weights, policy=args.policy, k=args.k, seed=args.seed)
-    main_scorer = next(iter(blocks))
+            embedder = make_embedder()
+            vectors = cached_embed(embedder, [q.text for q in questions], settings.embeddings_dir)  # routing.py's cache
+            row = {q.id: i for i, q in enumerate(questions)}
+            scorer = coe.router(args.policy, args.k).scorer
+            test_vectors = vectors[[row[q.id] for q in test]]
+            weights = scorer.weights_from_vectors(test_vectors)  # type: ignore[attr-defined]
+        blocks[skills] = measure(coe, test, choices, weights, policy=args.policy, k=args.k, seed=args.seed)
+    main_skills = next(iter(blocks))
+    profile = coe.router(args.policy, args.k).profile
     report = {
         "benchmark": "mmlu_pro",
         "pool": "replay-small",
-        "experts": list(SMALL_POOL),
-        "split": {"seed": args.seed, "train_fraction": args.train_fraction, "by": "question_id",
-                  "train": len(train), "test": len(test)},
+        "experts": profile.experts,
+        "answers": "Orchestrator.answer_batch (policy all), choices from answer.trace.experts",
+        "split": {"seed": args.seed, "train_fraction": args.train_fraction,
+                  "by": "eval.splits.split (question id)", "train": len(train), "test": len(test)},
         "competence": (
-            "skills.Profile from the train part (per-skill smoothed accuracy, Beta prior on overall "
-            f"accuracy, {profile.prior_strength:g} pseudo-answers), skill-weighted (router.expected_accuracy)"
+            "the pool's profile after profile_pool on the train part (per-skill smoothed accuracy, "
+            f"Beta prior on overall accuracy, {profile.prior_strength:g} pseudo-answers), skill-weighted "
+            "(router.expected_accuracy)"
         ),
         "skills_from": {
-            "labels": "dataset category", "classifier": "router's embedding classifier"
-        }[main_scorer],
-        **blocks[main_scorer],
-        "router_reference": router_reference(),
+            "labels": "dataset category", "router": "the profiled pool's router (classifier + topics)"
+        }[main_skills],
+        **blocks[main_skills],
+        "routing_figures": "benchmarks/results/routing.json (same split, same profile, same vote)",
     }
-    if "labels" in blocks and main_scorer != "labels":
+    if "labels" in blocks and main_skills != "labels":
         report["with_dataset_labels"] = blocks["labels"]
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_report(report, args.out)
-    print(f"test questions: {len(test)} (train {len(train)}), routing {args.policy} k={args.k}")
-    for scorer, block in blocks.items():
-        show(f"skills from {scorer}:", block)
-    print(f"wrote {args.out}")
     return report
 
 
 def write_report(report: Mapping, out: Path) -> None:
-    """Write the report, keeping sections other scripts own (``live_default_pool``)."""
+    """Write the report, keeping the sections aggregator_live.py owns."""
     previous = {}
     if out.is_file():
         try:
@@ -364,11 +281,41 @@ def write_report(report: Mapping, out: Path) -> None:
         except json.JSONDecodeError:
             previous = {}
     merged = dict(report)
-    for key in ("live_default_pool", "live_aggregator_selection"):
+    for key in OTHER_SECTIONS:
         if key in previous:
             merged[key] = previous[key]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--policy", default="topk", choices=sorted(POLICIES), help="Policy of *_routed.")
+    parser.add_argument("--k", type=int, default=3, help="Experts per question (policies that take k).")
+    parser.add_argument("--skills", default="both", choices=("router", "labels", "both"),
+                        help="Skills of a test question: the profiled pool's router, the dataset label, "
+                        "or both.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the split.")
+    parser.add_argument("--train-fraction", type=float, default=0.5, help="Share of question ids in train.")
+    parser.add_argument("--data-dir", type=Path, default=None, help="Shared data (default: the settings').")
+    parser.add_argument("--pool-dir", type=Path, default=POOL_DIR, help="The replay pool measured.")
+    parser.add_argument("--write", action="store_true",
+                        help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.pool_dir = args.pool_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="aggregation-bench-") as workdir:
+        report = run(args, Path(workdir))
+    split_ = report["split"]
+    print(f"test questions: {split_['test']} (train {split_['train']}), routing {args.policy} k={args.k}")
+    show(f"skills from {report['skills_from']}:", report)
+    if "with_dataset_labels" in report:
+        show("skills from dataset category:", report["with_dataset_labels"])
+    if args.write:
+        write_report(report, args.out)
+        print(f"wrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Batch planning schemes on the same instances: loads, wall time, and our orchestration overhead.
 
-Instances: MMLU-Pro test questions, k=2 experts each (a seeded draw from the pool's experts),
-plus one aggregation per question (aggregators.compose: the real synthesis prompt). Schemes,
-all run by the same Executor so only the schedule differs:
+Instances: MMLU-Pro test questions (``eval.splits.sample``, seeded), each routed to k=2 experts
+by the SDK's ``random`` policy, plus one aggregation per question: the task graph is the
+product's own (``Orchestrator.tasks``: the tasks and synthesis jobs ``answer_batch`` would run).
+Schemes, all run by the same Executor so only the schedule differs:
 
     planner     batching.plan.make_plan: each model loaded once, aggregator last, co-residence
                 under the memory budget
@@ -19,10 +20,11 @@ model's recorded answer: a systems figure, not a quality one). The recordings ar
 before any scheme runs, so replay loads are lookups. ``vllm`` = pools/default (SmolLM2 + Gemma-3,
 aggregator SmolLM2) on real vLLM; naive runs on a few instances and is extrapolated per instance.
 
-    .venv/bin/python benchmarks/batch_plan.py --engine replay
-    .venv/bin/python benchmarks/batch_plan.py --engine vllm [--naive-instances 3 --max-tokens 32]
+    python benchmarks/batch_plan.py --engine replay
+    python benchmarks/batch_plan.py --engine vllm [--naive-instances 3 --max-tokens 32]
 
-Prints the figures and writes benchmarks/results/batch_plan.json (keeping the other engine's part).
+Prints the figures; with ``--write`` also writes them into benchmarks/results/batch_plan.json
+(keeping the other engine's part).
 """
 
 from __future__ import annotations
@@ -30,29 +32,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
-
-from aggregators import SynthesisJob, SynthesisOptions, compose  # noqa: E402
-from batching.engines import Engine, make_engine
-from common.recordings import replay_book  # noqa: E402
-from batching.executor import Executor, RunResult  # noqa: E402
-from batching.plan import Phase, Plan, make_plan  # noqa: E402
-from batching.spec import ExpertSpec, ReplaySource  # noqa: E402
-from common.tasks import Task  # noqa: E402
-from common.requests import Generation, Request  # noqa: E402
-from eval.benchmarks import get_benchmark  # noqa: E402
-from eval.data import data_dir  # noqa: E402
-from orchestrator.pool import load_pool  # noqa: E402
+from aggregators import SynthesisJob, SynthesisOptions, compose
+from batching.engines import Engine
+from batching.executor import Executor, RunResult
+from batching.plan import Phase, Plan, make_plan
+from batching.spec import ExpertSpec, ReplaySource
+from common.recordings import replay_book
+from common.requests import Generation, Request
+from common.tasks import Task
+from eval import Question, get_benchmark, sample
+from orchestrator import Orchestrator, Pool, Settings, load_pool, load_settings
 
 log = logging.getLogger("benchmarks.batch_plan")
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "batch_plan.json"
 REPLAY_AGGREGATOR = "meta-llama-3_1-8b-instruct"
 
@@ -81,32 +78,24 @@ class Recording:
         return self.engine.footprint_mb()
 
 
+def bench_pool(pool: Pool, *, aggregator: str | None, max_tokens: int | None) -> Pool:
+    """``pool`` with another aggregator (if given) and every model's answers capped at ``max_tokens``."""
+    models = pool.models
+    if max_tokens is not None:
+        models = tuple(
+            m.model_copy(update={"sampling": m.sampling.model_copy(update={"max_tokens": max_tokens})})
+            for m in models
+        )
+    header = pool.pool.model_copy(update={"aggregator": aggregator}) if aggregator else pool.pool
+    return pool.model_copy(update={"pool": header, "models": models})
+
+
 def instances(
-    questions, experts: list[str], aggregator: str, *, k: int, seed: int, max_tokens: int | None
+    coe: Orchestrator, questions: Sequence[Question], *, k: int
 ) -> tuple[list[Task], dict[str, SynthesisJob]]:
-    """k experts per question (seeded), then one synthesis task per question."""
-    bench = get_benchmark("mmlu_pro")
-    rng = random.Random(seed)
-    tasks: list[Task] = []
-    jobs: dict[str, SynthesisJob] = {}
-    for q in questions:
-        prompt = bench.prompt(q)
-        chosen = rng.sample(experts, k)
-        ids = []
-        for name in chosen:
-            tid = f"{q.id}/{name}"
-            tasks.append(
-                Task(
-                    id=tid,
-                    model=name,
-                    request=Request.user(tid, prompt, question_id=q.id, max_tokens=max_tokens),
-                )
-            )
-            ids.append(tid)
-        final = f"{q.id}/final"
-        tasks.append(Task(id=final, model=aggregator, after=tuple(ids)))
-        jobs[final] = SynthesisJob(question_text=prompt, answer_format=bench.answer_format, question_id=q.id)
-    return tasks, jobs
+    """The product's task graph: k experts per question (the ``random`` policy), then one
+    synthesis task per question."""
+    return coe.tasks(questions, benchmark=get_benchmark("mmlu_pro"), policy="random", k=k)
 
 
 def first_seen_plan(tasks: Sequence[Task], aggregator: str, budget_mb: float) -> Plan:
@@ -190,18 +179,18 @@ def direct_seconds(
     }
 
 
-def save(engine_kind: str, part: dict) -> None:
+def save(engine_kind: str, part: dict, out: Path) -> None:
     """Write one engine's part into the results file, keeping the other engine's."""
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = json.loads(out.read_text()) if out.exists() else {}
     results[engine_kind] = part
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def measure(engine_kind: str, specs, experts, aggregator, questions, args, make) -> dict:
-    tasks, jobs = instances(
-        questions, experts, aggregator, k=args.k, seed=args.seed, max_tokens=args.max_tokens
-    )
+def measure(engine_kind: str, coe: Orchestrator, questions: Sequence[Question], args) -> dict:
+    tasks, jobs = instances(coe, questions, k=args.k)
+    specs, make = coe.pool.specs, coe.engine_factory
+    aggregator = coe.pool.aggregator.name
     out: dict = {}
 
     calls: list[tuple[str, list[Request]]] = []
@@ -222,10 +211,12 @@ def measure(engine_kind: str, specs, experts, aggregator, questions, args, make)
         ),
     )
 
-    save(engine_kind, {**out, "partial": True})
+    if args.write:
+        save(engine_kind, {**out, "partial": True}, args.out)
     first = run(first_seen_plan(tasks, aggregator, args.budget_mb), tasks, specs, make, jobs, args.max_tokens)
     out["first_seen"] = summary(first, len(questions))
-    save(engine_kind, {**out, "partial": True})
+    if args.write:
+        save(engine_kind, {**out, "partial": True}, args.out)
 
     naive_n = min(args.naive_instances or len(questions), len(questions))
     loads = walls = requests = failed = 0
@@ -267,10 +258,12 @@ def measure(engine_kind: str, specs, experts, aggregator, questions, args, make)
     return out
 
 
-def replay_part(args) -> dict:
-    pool = load_pool(ROOT / "pools" / "replay-small", data_dir())
+def replay_part(args, settings: Settings) -> dict:
+    pool = load_pool(ROOT / "pools" / "replay-small", settings.data_dir)
+    pool = bench_pool(pool, aggregator=REPLAY_AGGREGATOR, max_tokens=args.max_tokens)
+    coe = Orchestrator(settings, pool=pool)
     experts = pool.expert_names
-    specs = {name: pool.spec(name) for name in experts}
+    specs = pool.specs
     source = specs[REPLAY_AGGREGATOR].source
     assert isinstance(source, ReplaySource)
     book = replay_book(source.path)
@@ -278,17 +271,9 @@ def replay_part(args) -> dict:
     book.load([specs[n].source.model for n in experts])
     index_s = time.perf_counter() - t0
     recorded = set.intersection(*(set(book.records(specs[n].source.model)) for n in experts))
-    questions = [q for q in get_benchmark("mmlu_pro").questions(data_dir()) if q.id in recorded]
-    questions = random.Random(args.seed).sample(questions, args.questions)
-    out = measure(
-        "replay",
-        specs,
-        experts,
-        REPLAY_AGGREGATOR,
-        questions,
-        args,
-        lambda s: make_engine(s, cache_dir=args.cache_dir),
-    )
+    questions = [q for q in get_benchmark("mmlu_pro").questions(settings.data_dir) if q.id in recorded]
+    drawn = sample(questions, args.questions, args.seed)
+    out = measure("replay", coe, drawn, args)
     out["setup"] = {
         "pool": "pools/replay-small (6 recorded experts)",
         "aggregator": f"replay of {source.model} (also an expert; returns its recorded answer)",
@@ -298,28 +283,19 @@ def replay_part(args) -> dict:
             "engine time is a few milliseconds: overhead_ratio compares milliseconds here (see "
             "overhead_ms_per_request); the loads are the figure that carries over to real engines"
         ),
-        "questions": len(questions),
+        "questions": len(drawn),
         "k": args.k,
         "budget_mb": args.budget_mb,
     }
     return out
 
 
-def vllm_part(args) -> dict:
-    pool = load_pool(ROOT / "pools" / "default", data_dir())
-    specs = pool.specs
-    questions = random.Random(args.seed).sample(
-        get_benchmark("mmlu_pro").questions(data_dir()), args.questions
-    )
-    out = measure(
-        "vllm",
-        specs,
-        pool.expert_names,
-        pool.pool.aggregator,
-        questions,
-        args,
-        lambda s: make_engine(s, cache_dir=args.cache_dir),
-    )
+def vllm_part(args, settings: Settings) -> dict:
+    pool = bench_pool(load_pool(ROOT / "pools" / "default", settings.data_dir), aggregator=None,
+                      max_tokens=args.max_tokens)
+    coe = Orchestrator(settings, pool=pool)
+    questions = sample(get_benchmark("mmlu_pro").questions(settings.data_dir), args.questions, args.seed)
+    out = measure("vllm", coe, questions, args)
     out["setup"] = {
         "pool": "pools/default (smollm2 + gemma3, real vLLM on this CPU)",
         "aggregator": pool.pool.aggregator,
@@ -336,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["replay", "vllm"], required=True)
     parser.add_argument("--questions", type=int, default=60)
     parser.add_argument("--k", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the question sample.")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
         "--budget-mb", type=float, default=None, help="default: 8000 for vllm (one model at a time), 3000 for replay"
@@ -344,17 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-instances", type=int, default=None, help="default: all (replay), 3 (vllm)")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument("--write", action="store_true",
+                        help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
-    from batching.models import default_cache_dir
-
-    args.cache_dir = args.cache_dir or default_cache_dir()
     # vllm: room for either default model (4000 / 7200 MB measured) but not both: one at a time
     args.budget_mb = args.budget_mb or (8000.0 if args.engine == "vllm" else 3000.0)
     if args.engine == "vllm" and args.naive_instances is None:
         args.naive_instances = 3
-    part = replay_part(args) if args.engine == "replay" else vllm_part(args)
-    save(args.engine, part)
+    settings = load_settings(cache_dir=args.cache_dir, memory_budget_mb=args.budget_mb)
+    part = replay_part(args, settings) if args.engine == "replay" else vllm_part(args, settings)
+    if args.write:
+        save(args.engine, part, args.out)
     print(json.dumps({args.engine: part}, indent=2))
     p = part["planner"]
     print(

@@ -1,12 +1,24 @@
-"""Routing benchmark on recorded MMLU-Pro answers of the six small instruct models.
+"""Routing benchmark on the recorded MMLU-Pro answers of pools/replay-small's six experts.
 
-Question ids are split (seeded) into a train part, on which the profile and the skill
-classifier are fitted and the adaptive policy's two knobs are tuned (by a second split
-inside it), and a disjoint test part on which everything is reported. Each policy's
-chosen experts answer with their recorded letters, combined by majority vote with ties
-going to the expert of highest overall competence (from the train profile).
+Every step is the product's own:
 
-    python benchmarks/routing.py            # writes benchmarks/results/routing.json
+- the questions are split by ``eval.splits.split`` (seeded, keyed by question id) into a
+  train part and a disjoint test part;
+- a copy of the pool is profiled on the train part by ``orchestrator.profiling.profile_pool``
+  (what ``coe profile`` runs: the per-skill profile, the skill classifier and the topics);
+- every expert answers every question once through ``Orchestrator.answer_batch`` (policy
+  ``all``: a replay expert's answer does not depend on who else was asked); a choice is the
+  benchmark's extraction of the recorded text, read from ``answer.trace.experts``;
+- per policy, ``Orchestrator.router(policy, k)`` of the profiled copy chooses the experts,
+  whose choices ``aggregators.majority`` combines (its tie rule), each expert's competence
+  being its expected accuracy on the question's skill weights (``router.expected_accuracy``);
+- intervals are ``aggregators.wilson_interval``.
+
+adaptive's two knobs (cost, spread) are also tuned on a second split of the train part; the
+policies table is the SDK's defaults, the tuned values are reported beside it.
+
+    python benchmarks/routing.py            # prints the figures
+    python benchmarks/routing.py --write    # and writes benchmarks/results/routing.json
 """
 
 from __future__ import annotations
@@ -14,139 +26,163 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import random
-import sys
+import tempfile
 import time
-from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from itertools import combinations
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-from common.recordings import iter_records  # noqa: E402
-from eval.benchmarks import Question, get_benchmark  # noqa: E402
-from eval.data import data_dir as default_data_dir  # noqa: E402
-from orchestrator.pool import small_replay_models  # noqa: E402
-from router import RouteDecision, Router, Selection, expected_accuracy, train_router  # noqa: E402
-from skills import SentenceEmbedder, build_profile_from_replay, cached_embed, question_skills  # noqa: E402
-from skills.profile import Profile  # noqa: E402
+from aggregators import ExpertAnswer, majority, wilson_interval
+from eval import Benchmark, Question, get_benchmark, split
+from orchestrator import Orchestrator, Pool, Settings, load_pool, load_settings
+from orchestrator.profiling import profile_pool
+from router import RouteDecision, Router, Selection, expected_accuracy
+from router.scorers import Scorer
+from skills import cached_embed, make_embedder, question_skills
+from skills.profile import Profile
 
 log = logging.getLogger("benchmarks.routing")
 
-MODELS = small_replay_models()  # the six small instruct models of pools/replay-small
-# policy -> k used for it (None: the policy decides)
-POLICY_K = {
+ROOT = Path(__file__).resolve().parent.parent
+POOL_DIR = ROOT / "pools" / "replay-small"
+RESULTS = ROOT / "benchmarks" / "results" / "routing.json"
+POLICY_K: dict[str, int | None] = {
     "symbolic": 3, "topk": 3, "category": 1, "single-best": 1, "random": 3, "all": None, "adaptive": None,
 }
 COSTS = (0.0, 0.005, 0.01, 0.015, 0.02)
-N_TOPICS = 20
-TOPIC_SHARE = 0.5  # adaptive's scorer: categories (classifier) and topics, half each
 SPREADS = (2.0, 3.0, 4.0, 5.0, 6.0)
+PUBLISHED = {"best_single": 0.442, "majority_all": 0.469, "oracle": 0.726}
+
+Choices = dict[str, dict[str, str | None]]
+"""Question id -> expert -> the choice extracted from its answer (None: unreadable)."""
+Ballots = dict[str, dict[str, ExpertAnswer]]
+"""Question id -> expert -> its answer as a vote, with its competence on that question."""
 
 
-def wilson(right: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval of a proportion."""
-    if n == 0:
-        return [0.0, 0.0]
-    p = right / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
+@dataclass(frozen=True)
+class Score:
+    accuracy: float
+    ci95: tuple[float, float]
+    experts_per_question: float
+    per_category: dict[str, float]
 
 
-def load(data: Path) -> tuple[list[Question], dict[str, dict[str, str | None]]]:
-    """The MMLU-Pro questions every model of the pool answered, and their recorded letters."""
-    questions = get_benchmark("mmlu_pro").questions(data)
-    preds: dict[str, dict[str, str | None]] = {}
-    for record in iter_records(data / "replay" / "mmlu_pro_replay.jsonl.gz", MODELS):
-        preds.setdefault(record.question_id, {})[record.model] = record.pred
-    kept = [q for q in questions if len(preds.get(q.id, {})) == len(MODELS)]
-    return kept, preds
+def replay_pool(settings: Settings, directory: Path, pool_dir: Path = POOL_DIR) -> Pool:
+    """The replay pool with its artefacts (profile, router) kept in ``directory`` and its first
+    expert as aggregator: replay cannot write new text, and what is measured here is the vote."""
+    pool = load_pool(pool_dir, settings.data_dir)
+    header = pool.pool.model_copy(update={"aggregator": pool.expert_names[0]})
+    return pool.model_copy(update={"pool": header, "directory": directory})
 
 
-def vote(letters: dict[str, str | None], experts: list[str], competence: dict[str, float]) -> str | None:
-    """Majority letter of ``experts``; a tie goes to the most competent expert among the tied."""
-    counts = Counter(letters[e] for e in experts if letters[e] is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    tied = {letter for letter, n in counts.items() if n == top}
-    voters = [e for e in experts if letters[e] in tied]
-    return letters[max(voters, key=lambda e: (competence[e], e))]
+def profiled(
+    settings: Settings, questions: Sequence[Question], directory: Path, pool_dir: Path
+) -> Orchestrator:
+    """An orchestrator on a copy of the pool profiled on ``questions`` by ``coe profile``'s code."""
+    pool = replay_pool(settings, directory, pool_dir)
+    profile_pool(Orchestrator(settings, pool=pool), list(questions))
+    return Orchestrator(settings, pool=pool)
 
 
-def score(decisions: list[RouteDecision], questions: list[Question], preds, profile: Profile) -> dict:
-    """Vote accuracy of the decisions; ties go to the expert most competent on the question's skills."""
+def expert_choices(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark) -> Choices:
+    """Every expert's choice per question, from the SDK's answers with policy ``all``; a question
+    some expert could not answer is left out."""
+    experts = set(coe.pool.expert_names)
+    out: Choices = {}
+    for answer in coe.answer_batch(questions, benchmark=bench, policy="all"):
+        calls = answer.trace.experts
+        complete = {c.expert for c in calls} == experts and all(c.error is None for c in calls)
+        if answer.error is None and complete:
+            out[answer.question_id] = {c.expert: c.choice for c in calls}
+    return out
+
+
+def ballots(
+    questions: Sequence[Question], choices: Choices, profile: Profile, weights: Sequence[Mapping[str, float]]
+) -> Ballots:
+    """Each expert's answer as a vote, its competence on the question's skills attached."""
+    out: Ballots = {}
+    for question, skills in zip(questions, weights, strict=True):
+        competence = expected_accuracy(profile, skills)
+        out[question.id] = {
+            e: ExpertAnswer(expert=e, choice=c, competence=competence[e])
+            for e, c in choices[question.id].items()
+        }
+    return out
+
+
+def vote(votes: Mapping[str, ExpertAnswer], experts: Sequence[str]) -> str | None:
+    """The choice of ``experts`` by the project's one majority vote (aggregators.majority)."""
+    return majority([votes[e] for e in experts]).choice
+
+
+def score(decisions: Sequence[RouteDecision], questions: Sequence[Question], book: Ballots) -> Score:
+    """How often the routed experts' majority is the gold answer."""
     right, per_cat = 0, {}
-    routes = [d.expert_names for d in decisions]
-    for decision, q in zip(decisions, questions):
-        competence = expected_accuracy(profile, decision.skills)
-        ok = vote(preds[q.id], decision.expert_names, competence) == q.answer
+    for decision, question in zip(decisions, questions, strict=True):
+        ok = vote(book[question.id], decision.expert_names) == question.answer
         right += ok
-        cat = per_cat.setdefault(q.category or "none", [0, 0])
+        cat = per_cat.setdefault(question.category or "none", [0, 0])
         cat[0] += ok
         cat[1] += 1
     n = len(questions)
-    return {
-        "accuracy": round(right / n, 4),
-        "ci95": wilson(right, n),
-        "experts_per_question": round(sum(map(len, routes)) / n, 3),
-        "per_category": {c: round(r / t, 4) for c, (r, t) in sorted(per_cat.items())},
-    }
+    low, high = wilson_interval(right, n)
+    return Score(
+        accuracy=round(right / n, 4),
+        ci95=(round(low, 4), round(high, 4)),
+        experts_per_question=round(sum(len(d.expert_names) for d in decisions) / n, 3),
+        per_category={c: round(r / t, 4) for c, (r, t) in sorted(per_cat.items())},
+    )
 
 
-def split(questions: list[Question], fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
-    order = sorted(questions, key=lambda q: int(q.id) if q.id.isdigit() else q.id)
-    random.Random(seed).shuffle(order)
-    cut = int(len(order) * fraction)
-    return order[:cut], order[cut:]
-
-
-def fit(train: list[Question], vectors, embedder, replay: Path, seed: int):
-    """Profile (skills: category and topic), category scorer, and the category+topic mixture."""
-    arts = train_router(train, embedder, vectors=vectors, n_topics=N_TOPICS, seed=seed)
-    profile = build_profile_from_replay(replay, train, {m: m for m in MODELS}, skills_of=arts.skills_of)
-    return profile, arts.scorer(topic_share=0.0), arts.scorer(topic_share=TOPIC_SHARE)
-
-
-def tune_adaptive(train, vec_of, embedder, replay, preds, seed, max_experts: float) -> tuple[Selection, dict]:
-    """Pick (cost, spread) on a split of the train part: best accuracy under ``max_experts``."""
+def tune_adaptive(
+    settings: Settings, pool_dir: Path, train: Sequence[Question], choices: Choices,
+    vectors_of: Callable[[Sequence[Question]], np.ndarray], *, seed: int, max_experts: float, workdir: Path,
+) -> tuple[Selection, dict]:
+    """(cost, spread) with the best accuracy under ``max_experts`` on a second split of the train part."""
     inner_fit, inner_eval = split(train, 0.6, seed + 1)
-    profile, _, mixture = fit(inner_fit, vec_of(inner_fit), embedder, replay, seed)
-    weights = mixture.weights_from_vectors(vec_of(inner_eval))
+    router = profiled(settings, inner_fit, workdir, pool_dir).router("adaptive")
+    weights = router.scorer.weights_from_vectors(vectors_of(inner_eval))  # type: ignore[attr-defined]
+    book = ballots(inner_eval, choices, router.profile, weights)
+    ids = [q.id for q in inner_eval]
+    n_experts = len(router.profile.experts)
     grid = {}
     for cost in COSTS:
         for spread in SPREADS:
-            selection = Selection(cost=cost, spread=spread, max_k=len(MODELS))
-            decisions = Router(profile, mixture, "adaptive", selection=selection).route_weights(weights)
-            grid[(cost, spread)] = score(decisions, inner_eval, preds, profile)
-    allowed = {key: r for key, r in grid.items() if r["experts_per_question"] < max_experts} or grid
-    best = max(allowed, key=lambda key: (allowed[key]["accuracy"], -allowed[key]["experts_per_question"]))
-    chosen = Selection(cost=best[0], spread=best[1], max_k=len(MODELS))
-    log.info("adaptive: tuned cost=%s spread=%s (inner accuracy %.4f, %.2f experts)", best[0], best[1],
-             grid[best]["accuracy"], grid[best]["experts_per_question"])
-    return chosen, {"cost": best[0], "spread": best[1], "inner_accuracy": grid[best]["accuracy"],
-                    "inner_experts_per_question": grid[best]["experts_per_question"]}
+            selection = Selection(cost=cost, spread=spread, max_k=n_experts)
+            decisions = Router(router.profile, router.scorer, "adaptive", selection=selection).route_weights(
+                weights, ids
+            )
+            grid[(cost, spread)] = score(decisions, inner_eval, book)
+    allowed = {key: s for key, s in grid.items() if s.experts_per_question < max_experts} or grid
+    best = max(allowed, key=lambda key: (allowed[key].accuracy, -allowed[key].experts_per_question))
+    log.info("adaptive: tuned cost=%s spread=%s (inner accuracy %.4f, %.2f experts)", *best,
+             grid[best].accuracy, grid[best].experts_per_question)
+    tuned = Selection(cost=best[0], spread=best[1], max_k=n_experts)
+    return tuned, {"cost": best[0], "spread": best[1], "inner_accuracy": grid[best].accuracy,
+                   "inner_experts_per_question": grid[best].experts_per_question}
 
 
-def category_ceilings(train, test, preds, profile: Profile) -> dict:
+def category_ceilings(
+    train: Sequence[Question], test: Sequence[Question], train_book: Ballots, test_book: Ballots,
+    experts: Sequence[str],
+) -> dict:
     """How far choosing experts per (true) category can go: for each category the subset of
     experts whose vote was best, picked on the train part, and picked on the test part itself
     (in-sample: an optimistic bound, not a result)."""
-    from itertools import combinations
+    subsets = [list(c) for size in range(1, len(experts) + 1) for c in combinations(experts, size)]
 
-    subsets = [list(c) for k in range(1, len(MODELS) + 1) for c in combinations(MODELS, k)]
-    competence = {m: profile.competence(m) for m in MODELS}
-
-    def rights(questions):
+    def rights(questions: Sequence[Question], book: Ballots) -> dict[str, list[list[bool]]]:
         out: dict[str, list[list[bool]]] = {}
         for q in questions:
-            row = [vote(preds[q.id], s, competence) == q.answer for s in subsets]
+            row = [vote(book[q.id], s) == q.answer for s in subsets]
             out.setdefault(q.category or "none", []).append(row)
         return out
 
-    on_train, on_test = rights(train), rights(test)
+    on_train, on_test = rights(train, train_book), rights(test, test_book)
     fitted = in_sample = experts_fitted = 0.0
     for cat, rows in on_test.items():
         test_totals = [sum(col) for col in zip(*rows)]
@@ -162,122 +198,147 @@ def category_ceilings(train, test, preds, profile: Profile) -> dict:
     }
 
 
-def throughput(router: Router, texts: list[str]) -> tuple[float, float, float]:
+def throughput(router: Router, texts: Sequence[str]) -> tuple[float, float, float]:
     """Questions/s routing a batch (embedding included; best of 2 runs), and the median and
     fastest ms for one question (of 30). The machine is shared: the best runs show the cost."""
-    router.route(texts[:8])  # warm up: model load, first call
+    router.route(list(texts[:8]))  # warm up: model load, first call
     runs = []
     for _ in range(2):
         started = time.perf_counter()
-        router.route(texts)
+        router.route(list(texts))
         runs.append(time.perf_counter() - started)
-    qps = len(texts) / min(runs)
     singles = []
     for text in texts[:30]:
         started = time.perf_counter()
         router.route([text])
         singles.append((time.perf_counter() - started) * 1000)
     singles.sort()
-    return qps, singles[len(singles) // 2], singles[0]
+    return len(texts) / min(runs), singles[len(singles) // 2], singles[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-fraction", type=float, default=0.5)
-    parser.add_argument(
-        "--max-experts", type=float, default=4.0, help="adaptive must stay below this on average"
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "routing.json")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data = args.data_dir or default_data_dir()
-    replay = data / "replay" / "mmlu_pro_replay.jsonl.gz"
-
-    questions, preds = load(data)
-    embedder = SentenceEmbedder()
+def measure(args: argparse.Namespace, workdir: Path) -> dict:
+    settings = load_settings(data_dir=args.data_dir)
+    bench = get_benchmark("mmlu_pro")
+    every = bench.questions(settings.data_dir)
+    answering = Orchestrator(settings, pool=replay_pool(settings, workdir / "answers", args.pool_dir))
     started = time.perf_counter()
-    all_vectors = cached_embed(embedder, [q.text for q in questions])
+    choices = expert_choices(answering, every, bench)
+    questions = [q for q in every if q.id in choices]
+    log.info("%d questions answered by every expert through the SDK in %.1f s", len(questions),
+             time.perf_counter() - started)
+    embedder = make_embedder()
+    vectors = cached_embed(embedder, [q.text for q in questions], settings.embeddings_dir)
     row = {q.id: i for i, q in enumerate(questions)}
-    log.info("embeddings for %d questions ready in %.1f s", len(questions), time.perf_counter() - started)
 
-    def vec_of(subset):
-        return all_vectors[[row[q.id] for q in subset]]
+    def vectors_of(subset: Sequence[Question]) -> np.ndarray:
+        return vectors[[row[q.id] for q in subset]]
 
     train, test = split(questions, args.train_fraction, args.seed)
-    profile, scorer, mixture = fit(train, vec_of(train), embedder, replay, args.seed)
-    weights = scorer.weights_from_vectors(vec_of(test))
-    mixed_weights = mixture.weights_from_vectors(vec_of(test))
-    predicted = [max(w, key=w.get) for w in weights]
-    truth = [question_skills(q)[0] for q in test]
-    classifier_accuracy = sum(p == t for p, t in zip(predicted, truth)) / len(test)
+    coe = profiled(settings, train, workdir / "train", args.pool_dir)
+    base = coe.router("adaptive")
+    profile, mixture = base.profile, base.scorer
+    categories: Scorer | None = coe.pool.artefacts.latest_scorer(embedder, topic_share=0.0)
+    assert categories is not None, "profile_pool trained the classifier"
+    weights = mixture.weights_from_vectors(vectors_of(test))  # type: ignore[attr-defined]
+    category_weights = categories.weights_from_vectors(vectors_of(test))  # type: ignore[attr-defined]
+    predicted = [max(w, key=w.get) for w in category_weights]
+    classifier_accuracy = sum(p == question_skills(q)[0] for p, q in zip(predicted, test)) / len(test)
+    book = ballots(test, choices, profile, weights)
+    ids = [q.id for q in test]
 
-    adaptive, tuned = tune_adaptive(train, vec_of, embedder, replay, preds, args.seed, args.max_experts)
-    policies, ids = {}, [q.id for q in test]
+    policies: dict[str, dict] = {}
     for name, k in POLICY_K.items():
-        selection = adaptive if name == "adaptive" else Selection(k=k or 3)
-        scorer_ = mixture if name == "adaptive" else scorer
-        router = Router(profile, scorer_, name, seed=args.seed, selection=selection)
-        decisions = router.route_weights(mixed_weights if name == "adaptive" else weights, ids)
-        policies[name] = {"scorer": router.scorer.name, **score(decisions, test, preds, profile)}
+        router = coe.router(name, k)
+        policies[name] = asdict(score(router.route_weights(weights, ids), test, book))
         log.info("%-11s accuracy %.4f %s, %.2f experts/question", name, policies[name]["accuracy"],
                  policies[name]["ci95"], policies[name]["experts_per_question"])
 
-    best_single = max(MODELS, key=lambda m: sum(preds[q.id][m] == q.answer for q in train))
-    reference = {
-        "best_single_on_test": round(sum(preds[q.id][best_single] == q.answer for q in test) / len(test), 4),
-        "majority_all_on_test": policies["all"]["accuracy"],
-        "oracle_on_test": round(
-            sum(any(preds[q.id][m] == q.answer for m in MODELS) for q in test) / len(test), 4
+    tuned, tuning = tune_adaptive(settings, args.pool_dir, train, choices, vectors_of, seed=args.seed,
+                                  max_experts=args.max_experts, workdir=workdir / "inner")
+    ablations = {
+        "adaptive_tuned": Router(profile, mixture, "adaptive", selection=tuned).route_weights(weights, ids),
+        "adaptive_categories_only": Router(profile, categories, "adaptive").route_weights(
+            category_weights, ids
         ),
-        "published_on_all_questions": {"best_single": 0.442, "majority_all": 0.469, "oracle": 0.726},
+        "topk_categories_only": Router(profile, categories, "topk", k=3).route_weights(category_weights, ids),
     }
-    ceilings = category_ceilings(train, test, preds, profile)
-    log.info("ceilings of per-category selection: %s", ceilings)
-    ablations = {}
-    variants = (("adaptive_categories_only", scorer, weights), ("topk_mixture", mixture, mixed_weights))
-    for label, scorer_, rows in variants:
-        policy = label.split("_")[0]
-        selection = adaptive if policy == "adaptive" else Selection(k=3)
-        router = Router(profile, scorer_, policy, seed=args.seed, selection=selection)
-        ablations[label] = score(router.route_weights(rows, ids), test, preds, profile)
-        log.info("%s: accuracy %.4f, %.2f experts/question", label, ablations[label]["accuracy"],
-                 ablations[label]["experts_per_question"])
-    qps, ms_single, ms_fastest = throughput(Router(profile, mixture, "adaptive", selection=adaptive),
-                                [q.text for q in test[:512]])
-    result = {
+    ablation_scores = {label: asdict(score(decisions, test, book)) for label, decisions in ablations.items()}
+
+    train_weights = mixture.weights_from_vectors(vectors_of(train))  # type: ignore[attr-defined]
+    train_book = ballots(train, choices, profile, train_weights)
+    ceilings = category_ceilings(train, test, train_book, book, profile.experts)
+    oracle = sum(any(c == q.answer for c in choices[q.id].values()) for q in test) / len(test)
+    qps, ms_single, ms_fastest = throughput(base, [q.text for q in test[:512]])
+    return {
         "benchmark": "mmlu_pro replay",
-        "models": MODELS,
+        "pool": (
+            str(args.pool_dir.relative_to(ROOT)) if args.pool_dir.is_relative_to(ROOT) else str(args.pool_dir)
+        ),
+        "experts": profile.experts,
         "seed": args.seed,
+        "split": "eval.splits.split by question id",
         "n_train": len(train),
         "n_test": len(test),
         "embedder": embedder.name,
+        "vote": (
+            "aggregators.majority, competence = router.expected_accuracy on the pool scorer's skill weights"
+        ),
         "policy_k": POLICY_K,
-        "adaptive_tuning": tuned,
-        "n_topics": N_TOPICS,
-        "topic_share": TOPIC_SHARE,
+        "selection_defaults": Selection().model_dump(),
+        "adaptive_tuning": tuning,
         "classifier_accuracy": round(classifier_accuracy, 4),
         "policies": policies,
-        "ablations": ablations,
+        "ablations": ablation_scores,
         "category_selection_ceilings": ceilings,
-        "reference": reference,
+        "reference": {
+            "majority_all_on_test": policies["all"]["accuracy"],
+            "oracle_on_test": round(oracle, 4),
+            "published_on_all_questions": PUBLISHED,
+        },
         "route_qps_batched": round(qps, 1),
         "route_ms_single": round(ms_single, 1),
         "route_ms_single_fastest": round(ms_fastest, 1),
         "route_batch_size": min(512, len(test)),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"classifier accuracy (held out): {classifier_accuracy:.4f}")
-    print(f"{'policy':<12} {'accuracy':>8}  {'95% interval':<18} experts/q")
-    for name, r in policies.items():
-        print(f"{name:<12} {r['accuracy']:>8.4f}  {str(r['ci95']):<18} {r['experts_per_question']:.2f}")
-    print(f"reference on test: {reference}")
-    print(f"per-category selection ceilings: {ceilings}")
-    print(f"routing: {qps:.1f} questions/s batched, {ms_single:.1f} ms for one question "
-          f"(median; fastest {ms_fastest:.1f}; embedding included)")
-    print(f"wrote {args.out}")
+
+
+def show(result: Mapping) -> None:
+    print(f"test questions {result['n_test']} (train {result['n_train']}); "
+          f"classifier accuracy (held out) {result['classifier_accuracy']:.4f}")
+    print(f"{'policy':<26} {'accuracy':>8}  {'95% interval':<18} experts/q")
+    rows = {**result["policies"], **result["ablations"]}
+    for name, r in rows.items():
+        print(f"{name:<26} {r['accuracy']:>8.4f}  {str(list(r['ci95'])):<18} {r['experts_per_question']:.2f}")
+    print(f"adaptive tuning: {result['adaptive_tuning']}")
+    print(f"reference on test: {result['reference']}")
+    print(f"per-category selection ceilings: {result['category_selection_ceilings']}")
+    print(f"routing: {result['route_qps_batched']} questions/s batched, "
+          f"{result['route_ms_single']} ms for one question "
+          f"(median; fastest {result['route_ms_single_fastest']}; embedding included)")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None, help="Shared data (default: the settings').")
+    parser.add_argument("--pool-dir", type=Path, default=POOL_DIR, help="The replay pool measured.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the train/test split.")
+    parser.add_argument("--train-fraction", type=float, default=0.5, help="Share of question ids in train.")
+    parser.add_argument("--max-experts", type=float, default=4.0,
+                        help="Tuned adaptive must stay below this many experts per question on average.")
+    parser.add_argument("--write", action="store_true",
+                        help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.pool_dir = args.pool_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="routing-bench-") as workdir:
+        result = measure(args, Path(workdir))
+    show(result)
+    if args.write:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return result
 
 
 if __name__ == "__main__":

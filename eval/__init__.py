@@ -3,6 +3,7 @@
 from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark
 from eval.data import replay_path
 from eval.extract import final_line_extractor, integer_extractor, letter_extractor, strip_thinking
+from eval.splits import sample, seeded_order, split
 
 __all__ = [
     "BENCHMARKS",
@@ -14,5 +15,8 @@ __all__ = [
     "integer_extractor",
     "letter_extractor",
     "replay_path",
+    "sample",
+    "seeded_order",
+    "split",
     "strip_thinking",
 ]

@@ -8,12 +8,12 @@ model loaded once. Both the profile and the classifier are stored, versioned, in
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from batching import ReplaySource
 from common.errors import BadInput
+from eval import splits
 from eval.benchmarks import Question
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
@@ -32,10 +32,9 @@ class ProfileReport:
 
 
 def sample(questions: list[Question], limit: int | None, seed: int) -> list[Question]:
-    """A seeded sample of ``limit`` questions (all of them when ``limit`` is None or larger)."""
-    if limit is None or limit >= len(questions):
-        return list(questions)
-    return random.Random(seed).sample(questions, limit)
+    """A seeded sample of ``limit`` questions (all of them when ``limit`` is None or larger),
+    drawn by ``eval.splits.sample``: keyed by question id, whatever the input order."""
+    return splits.sample(questions, limit, seed)
 
 
 def profile_pool(

@@ -1,0 +1,62 @@
+"""Seeded splits and samples of benchmark items, keyed by item id.
+
+One convention for every train/test split and every seeded draw in the project: the items
+are put in id order (numeric ids numerically, others after them as text), shuffled by
+``random.Random(seed)``, and cut. The result depends only on the set of ids and the seed,
+never on the order the items came in, so two scripts given the same questions and seed
+report on the same ones.
+
+    train, test = split(questions, 0.5, seed=0)
+    drawn = sample(questions, 20, seed=0)      # the first 20 of the same seeded order
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+from common.errors import BadInput
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+T = TypeVar("T", bound=HasId)
+
+
+def _id_key(item_id: str) -> tuple[int, int, str]:
+    return (0, int(item_id), "") if item_id.isdigit() else (1, 0, item_id)
+
+
+def seeded_order(items: Sequence[T], seed: int) -> list[T]:
+    """``items`` in id order, shuffled by ``seed``; repeated ids are an error."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise BadInput(f"item ids must be unique to split or sample them; repeated: {item.id!r}")
+        seen.add(item.id)
+    ordered = sorted(items, key=lambda item: _id_key(item.id))
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def split(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Disjoint (first, rest): the first ``int(len(items) * fraction)`` items of the seeded order."""
+    if not 0.0 <= fraction <= 1.0:
+        raise BadInput(f"split fraction must be in [0, 1], got {fraction}")
+    ordered = seeded_order(items, seed)
+    cut = int(len(ordered) * fraction)
+    return ordered[:cut], ordered[cut:]
+
+
+def sample(items: Sequence[T], n: int | None, seed: int) -> list[T]:
+    """The first ``n`` items of the seeded order; every item (as given) when ``n`` is None or larger."""
+    if n is not None and n < 0:
+        raise BadInput(f"sample size must be >= 0, got {n}")
+    if n is None or n >= len(items):
+        seeded_order(items, seed)  # the same check of ids either way
+        return list(items)
+    return seeded_order(items, seed)[:n]
