@@ -11,7 +11,7 @@
     name = "default"
     version = 1
     aggregator = "smollm2"          # a model below
-    experts = ["smollm2", "gemma3"] # optional; default: every model
+    experts = ["smollm2", "gemma3"] # optional; default: every model but the aggregator
 
     [[models]]
     name = "smollm2"
@@ -49,7 +49,10 @@ class PoolHeader(BaseModel):
     version: int = Field(1, ge=1)
     description: str = ""
     aggregator: str = Field(..., description="Name of the model that writes the final answer.")
-    experts: tuple[str, ...] | None = Field(None, description="Models used as experts; default all.")
+    experts: tuple[str, ...] | None = Field(
+        None, min_length=1,
+        description="Models used as experts; default every model but the aggregator (list it to make it one too).",
+    )
 
 
 class Pool(BaseModel):
@@ -68,6 +71,9 @@ class Pool(BaseModel):
         for name in (self.pool.aggregator, *(self.pool.experts or ())):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
+        if self.pool.experts is None and names == [self.pool.aggregator]:
+            raise ValueError(f"the pool has no expert: its one model {names[0]!r} is the aggregator; "
+                             f"list it under experts to make it an expert too")
         return self
 
     @property
@@ -76,7 +82,9 @@ class Pool(BaseModel):
 
     @property
     def expert_names(self) -> list[str]:
-        return list(self.pool.experts or (m.name for m in self.models))
+        if self.pool.experts is not None:
+            return list(self.pool.experts)
+        return [m.name for m in self.models if m.name != self.pool.aggregator]
 
     @property
     def aggregator(self) -> ExpertSpec:

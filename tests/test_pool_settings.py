@@ -143,3 +143,28 @@ def test_shipped_replay_pool_holds_no_pickle():
     assert PoolArtefacts(pool).pickles() == []
     assert not [p for p in pool.rglob("*") if p.suffix in {".joblib", ".pkl", ".pickle", ".npy", ".npz"}]
     assert PoolArtefacts(pool).latest_classifier().labels[0] == "biology"
+
+
+def _pool_toml(tmp_path, header: str) -> Path:
+    folder = tmp_path / "p"
+    folder.mkdir(exist_ok=True)
+    models = "".join(f'[[models]]\nname = "{n}"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                     f'model = "{n}"\n' for n in ("big", "small"))
+    (folder / "pool.toml").write_text(f'[pool]\nname = "p"\naggregator = "small"\n{header}\n{models}', encoding="utf-8")
+    return folder
+
+
+def test_experts_default_to_every_model_but_the_aggregator(tmp_path):
+    from orchestrator.pool import load_pool
+
+    assert load_pool(_pool_toml(tmp_path, ""), tmp_path).expert_names == ["big"]
+    both = load_pool(_pool_toml(tmp_path, 'experts = ["big", "small"]'), tmp_path)
+    assert both.expert_names == ["big", "small"]
+
+
+def test_an_empty_experts_list_is_an_error(tmp_path):
+    from common.errors import ConfigError
+    from orchestrator.pool import load_pool
+
+    with pytest.raises(ConfigError, match=r"pool\.experts: .*at least 1 item"):
+        load_pool(_pool_toml(tmp_path, "experts = []"), tmp_path)
