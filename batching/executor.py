@@ -257,8 +257,7 @@ class Executor:
             with state.lock:
                 state.metrics.phases_run += 1
                 failed = sum(1 for t in pending if t in state.failed)
-            log.log(logging.WARNING if failed else logging.INFO,
-                    "phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, len(pending), failed)
+            log.info("phase %d done in %.1fs: %d task(s), %d failed", phase.index, seconds, len(pending), failed)
             self._emit(
                 ProgressEvent(
                     kind="phase_done",
@@ -441,7 +440,7 @@ class Executor:
                     engine.load()
             except CoeError as exc:
                 error = f"could not load {model!r}: {exc}"
-                log.warning("%s (attempt %d)", error, attempt)
+                log.info("%s (attempt %d)", error, attempt)
                 if not isinstance(exc, EngineError):
                     break
                 continue

@@ -73,6 +73,20 @@ def _temp_copy(folder: Path, stem: str, text: str) -> Path:
     return name
 
 
+def replace_file(path: Path, text: str) -> Path:
+    """Write ``path`` atomically, replacing what was there (readers see the old or the new file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_copy(path.parent, path.stem, text)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def write_new_version(folder: Path, stem: str, text: str | Callable[[int], str]) -> Path:
     """Write the next version of ``stem`` atomically and return its path.
 

@@ -3,9 +3,11 @@
 from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark
 from eval.data import replay_path
 from eval.extract import final_line_extractor, integer_extractor, letter_extractor, strip_thinking
-from eval.splits import sample, seeded_order, split
+from eval.splits import PROFILE_SHARE, partition, sample, seeded_order, split
 
 __all__ = [
+    "PROFILE_SHARE",
+    "partition",
     "BENCHMARKS",
     "Benchmark",
     "Question",

@@ -60,3 +60,15 @@ def sample(items: Sequence[T], n: int | None, seed: int) -> list[T]:
         seeded_order(items, seed)  # the same check of ids either way
         return list(items)
     return seeded_order(items, seed)[:n]
+
+
+PROFILE_SHARE = 0.5
+"""The share of a benchmark split that profiling uses; the rest is left for evaluation."""
+
+PARTITION_SEED = 0
+"""The fixed seed of the profiling/evaluation partition, so every command agrees on it."""
+
+
+def partition(items: Sequence[T]) -> tuple[list[T], list[T]]:
+    """(profiling part, evaluation part) of a benchmark split: disjoint, fixed, keyed by item id."""
+    return split(items, PROFILE_SHARE, PARTITION_SEED)

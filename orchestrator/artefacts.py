@@ -6,6 +6,11 @@
       router/classifier.v<N>.json       skill classifier (router.ClassifierPayload)
       router/topics.v<N>.json           topics (router.TopicPayload)
       aggregator/choice.v<N>.json       aggregator selection (aggregators.AggregatorChoice)
+      active.json                       the versions the pool routes with (``ActiveVersions``)
+
+``coe profile`` adds new versions; the pool keeps routing with the versions ``active.json``
+names until they are activated (``coe profile --activate``, or ``coe activate`` to go back to
+any earlier version). A pool without ``active.json`` routes with the newest of each.
 
 Every artefact is one JSON file: versioned, written atomically, never overwritten (through
 ``common.artefacts``), validated when read, so a malformed one is one ConfigError line naming
@@ -20,10 +25,11 @@ import logging
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregatorChoice
-from common.artefacts import read_model, versions, write_new_version
+from common.artefacts import read_model, replace_file, versions, write_new_version
+from common.errors import BadInput, ConfigError, NotFound
 from router import ClassifierPayload, RouterArtefacts, Scorer, SkillClassifier, TopicModel, TopicPayload
 from skills import Embedder, Profile
 
@@ -32,6 +38,16 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+class ActiveVersions(BaseModel):
+    """The artefact versions a pool routes with; None: the newest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: int | None = Field(None, ge=1)
+    classifier: int | None = Field(None, ge=1)
+    topics: int | None = Field(None, ge=1)
 
 
 class PoolArtefacts:
@@ -77,9 +93,43 @@ class PoolArtefacts:
         return sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir()
                       if p.suffix.lower() in PICKLE_SUFFIXES)
 
-    @staticmethod
-    def _latest(found: dict[int, Path], model: type[M]) -> M | None:
-        return read_model(found[max(found)], model) if found else None
+    # -- which versions route ----------------------------------------------------------------------
+
+    @property
+    def active_file(self) -> Path:
+        return self.directory / "active.json"
+
+    def active(self) -> ActiveVersions | None:
+        """The pinned versions; None when the pool never pinned any (the newest route)."""
+        return read_model(self.active_file, ActiveVersions) if self.active_file.is_file() else None
+
+    def activate(self, **chosen: int | None) -> ActiveVersions:
+        """Pin versions (``profile=``, ``classifier=``, ``topics=``); each must exist. Others stay."""
+        stored = {"profile": self.profile_versions(), "classifier": self.classifier_versions(),
+                  "topics": self.topics_versions()}
+        for kind, version in chosen.items():
+            if kind not in stored:
+                raise BadInput(f"no artefact kind {kind!r}; known: {', '.join(stored)}")
+            if version is not None and version not in stored[kind]:
+                have = ", ".join(f"v{v}" for v in sorted(stored[kind])) or "none"
+                raise NotFound(f"pool {self.directory} has no {kind} v{version} (it has: {have})")
+        current = self.active() or ActiveVersions()
+        pinned = current.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+        replace_file(self.active_file, pinned.model_dump_json(indent=2) + "\n")
+        log.info("pool %s now routes with %s", self.directory, pinned.model_dump())
+        return pinned
+
+    def _latest(self, found: dict[int, Path], model: type[M], kind: str | None = None) -> M | None:
+        """The active version of ``kind`` when one is pinned, else the newest."""
+        if not found:
+            return None
+        active = self.active() if kind is not None else None
+        version = getattr(active, kind) if active is not None and kind is not None else None
+        if version is None:
+            return read_model(found[max(found)], model)
+        if version not in found:
+            raise ConfigError(f"{self.active_file}: {kind}: version {version} does not exist")
+        return read_model(found[version], model)
 
     # -- profiles ---------------------------------------------------------------------------------
 
@@ -89,7 +139,7 @@ class PoolArtefacts:
 
     def latest_profile(self, name: str = "profile") -> Profile | None:
         """The newest stored profile called ``name``; None when there is none."""
-        return self._latest(self.profile_versions(name), Profile)
+        return self._latest(self.profile_versions(name), Profile, "profile" if name == "profile" else None)
 
     # -- router -----------------------------------------------------------------------------------
 
@@ -107,11 +157,11 @@ class PoolArtefacts:
         return paths
 
     def latest_classifier(self) -> SkillClassifier | None:
-        payload = self._latest(self.classifier_versions(), ClassifierPayload)
+        payload = self._latest(self.classifier_versions(), ClassifierPayload, "classifier")
         return SkillClassifier.from_payload(payload) if payload is not None else None
 
     def latest_topics(self) -> TopicModel | None:
-        payload = self._latest(self.topics_versions(), TopicPayload)
+        payload = self._latest(self.topics_versions(), TopicPayload, "topics")
         return TopicModel.from_payload(payload) if payload is not None else None
 
     def latest_router(self, embedder: Embedder | None = None) -> RouterArtefacts | None:

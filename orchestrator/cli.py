@@ -95,12 +95,12 @@ def plan(
     data_dir: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the batch plan for the first LIMIT questions of a benchmark: phases, models, loads, time."""
-    from eval.benchmarks import get_benchmark
+    """Print the batch plan for LIMIT questions of a benchmark (a seeded sample): phases, models, loads, time."""
+    from eval import get_benchmark, sample
     from orchestrator.sdk import Orchestrator
 
     settings = _settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
-    questions = get_benchmark(benchmark).questions(settings.data_dir)[:limit]
+    questions = sample(get_benchmark(benchmark).questions(settings.data_dir), limit, seed=0)
     the_plan = Orchestrator(settings).plan(questions, policy=policy, k=k)
     print(the_plan.to_json() if as_json else the_plan.render())
 
@@ -112,23 +112,60 @@ def profile(
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Questions sampled (seeded).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the question sample.")] = 0,
     classifier: Annotated[bool, typer.Option(help="Also train the skill classifier.")] = True,
+    whole_split: Annotated[bool, typer.Option(
+        "--whole-split", help="Sample the whole split, not only its profiling half (overlaps evaluation).")] = False,
+    activate: Annotated[bool, typer.Option(
+        help="Route with the new versions at once (a pool's first profile always does).")] = False,
     pool: PoolOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
-    """Build the pool's skill profile (replay experts from recordings, others live) and classifier."""
-    from eval.benchmarks import get_benchmark
+    """Build the pool's skill profile (replay experts from recordings, others live) and classifier,
+    as new versions; by default from the profiling half of the split, disjoint from evaluation."""
+    from eval import get_benchmark, partition
     from orchestrator.profiling import profile_pool, sample
+    from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
     settings = _settings(pool=pool, data_dir=data_dir)
-    questions = sample(get_benchmark(benchmark).questions(settings.data_dir, split), limit, seed)
-    from orchestrator.progress import LiveProgress
-
+    bench = get_benchmark(benchmark)
+    every = bench.questions(settings.data_dir, split)
+    part = every if whole_split else partition(every)[0]
+    which = "the whole split" if whole_split else "its profiling half, disjoint from the evaluation half"
+    print(f"profiling on {bench.name} {split or bench.default_split}, {which}: {len(part)} of {len(every)} "
+          f"questions{f', {limit} sampled with seed {seed}' if limit and limit < len(part) else ''}",
+          file=sys.stderr)
+    questions = sample(part, limit, seed)
     with LiveProgress() as display:
-        report = profile_pool(Orchestrator(settings, progress=display), questions, classifier=classifier)
+        coe = Orchestrator(settings, progress=display)
+        report = profile_pool(coe, questions, classifier=classifier, activate=activate)
     print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
     for path in report.router_paths:
         print(f"router artefact: {path}")
+    active = coe.pool.artefacts.active()
+    state = "now routes with" if report.active else "still routes with (use --activate or 'coe activate')"
+    print(f"pool {coe.pool.name} {state}: {active.model_dump() if active else 'the newest'}")
+
+
+@app.command()
+def activate(
+    pool: PoolOpt = None,
+    profile_version: Annotated[int | None, typer.Option("--profile", min=1, help="Profile version.")] = None,
+    classifier_version: Annotated[int | None, typer.Option("--classifier", min=1, help="Classifier version.")] = None,
+    topics_version: Annotated[int | None, typer.Option("--topics", min=1, help="Topics version.")] = None,
+) -> None:
+    """Choose the artefact versions a pool routes with (roll back or forward); without options, list them."""
+    from orchestrator.artefacts import PoolArtefacts
+
+    settings = _settings(pool=pool)
+    stored = PoolArtefacts(settings.pool)
+    if profile_version is None and classifier_version is None and topics_version is None:
+        for kind, found in (("profile", stored.profile_versions()), ("classifier", stored.classifier_versions()),
+                            ("topics", stored.topics_versions())):
+            print(f"{kind}: {', '.join(f'v{v}' for v in sorted(found)) or 'none'}")
+    else:
+        stored.activate(profile=profile_version, classifier=classifier_version, topics=topics_version)
+    active = stored.active()
+    print(f"active: {active.model_dump() if active else 'the newest of each'}")
 
 
 @models_app.command("prepare")

@@ -132,7 +132,8 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
             aggregation = vote.model_copy(update={"fallback": reason})
         else:
             aggregation = None
-            error = f"no expert answer arrived for question {one.query.id!r}: {reason}"
+            causes = "; ".join(dict.fromkeys(f"{e.expert}: {e.error}" for e in experts))
+            error = f"no expert answer arrived for question {one.query.id!r} ({causes})"
     trace = Trace(
         question_id=one.query.id,
         pool=pool,

@@ -29,6 +29,8 @@ class ProfileReport:
     router_paths: list[Path]
     questions: int
     source: str
+    active: bool = False
+    """Whether the pool now routes with the new versions."""
 
 
 def sample(questions: list[Question], limit: int | None, seed: int) -> list[Question]:
@@ -44,6 +46,7 @@ def profile_pool(
     classifier: bool = True,
     embedder: str | None = None,
     max_tokens: int | None = None,
+    activate: bool = False,
 ) -> ProfileReport:
     """Profile the pool's experts on ``questions``; with ``classifier``, also train the router's
     skill classifier and topics on them, and profile the experts on those finer skills too."""
@@ -67,8 +70,19 @@ def profile_pool(
                                      max_tokens=max_tokens)
         source = "live"
     stored = pool.artefacts
+    before = {"profile": max(stored.profile_versions(profile.name), default=None),
+              "classifier": max(stored.classifier_versions(), default=None),
+              "topics": max(stored.topics_versions(), default=None)}
     profile_path = stored.save_profile(profile)
     log.info("profile: %s profile of %d experts on %d questions -> %s", source, len(specs), len(questions),
              profile_path)
     router_paths = stored.save_router(artefacts) if artefacts is not None else []
-    return ProfileReport(profile_path, router_paths, len(questions), source)
+    first = stored.active() is None and not any(before.values())
+    if activate or first:  # a pool's first profile routes at once; later ones when asked
+        new = {path.parent.name + "/" + path.name.split(".v")[0]: int(path.name.split(".v")[1].split(".")[0])
+               for path in [profile_path, *router_paths]}
+        stored.activate(profile=new.get(f"profiles/{profile.name}"), classifier=new.get("router/classifier"),
+                        topics=new.get("router/topics"))
+    elif stored.active() is None:  # never pinned: pin what it routed with, so nothing switches
+        stored.activate(**before)
+    return ProfileReport(profile_path, router_paths, len(questions), source, active=activate or first)

@@ -236,3 +236,35 @@ def test_malformed_choice_is_a_config_error_and_never_overwritten(tmp_path, cont
     assert stored.save_choice(_choice()).name == "choice.v2.json"
     assert bad.read_text() == content
     assert stored.latest_choice().revision == 2
+
+
+def test_new_versions_do_not_switch_routing_unless_activated(tmp_path):
+    from common.errors import NotFound
+    from orchestrator.artefacts import PoolArtefacts
+    from skills import ProfileBuilder
+
+    stored = PoolArtefacts(tmp_path)
+    assert stored.active() is None and stored.latest_profile() is None
+    stored.save_profile(ProfileBuilder(["a"], source="first").build())
+    stored.save_profile(ProfileBuilder(["a"], source="second").build())
+    assert stored.latest_profile().source == "second"  # never pinned: the newest routes
+    stored.activate(profile=1)
+    assert stored.latest_profile().source == "first"  # pinned: a newer version does not switch it
+    stored.save_profile(ProfileBuilder(["a"], source="third").build())
+    assert stored.latest_profile().source == "first"
+    stored.activate(profile=3)
+    assert stored.latest_profile().source == "third" and stored.active().profile == 3
+    with pytest.raises(NotFound, match="has no profile v7 .it has: v1, v2, v3"):
+        stored.activate(profile=7)
+    assert stored.active().profile == 3  # a refused activation changes nothing
+
+
+def test_profiling_uses_a_part_disjoint_from_evaluation():
+    from eval import partition
+    from eval.benchmarks import Question
+
+    items = [Question(id=str(i), benchmark="b", text=f"q{i}", answer="A") for i in range(101)]
+    profiling, evaluation = partition(items)
+    assert len(profiling) == 50 and len(evaluation) == 51
+    assert not {q.id for q in profiling} & {q.id for q in evaluation}
+    assert partition(list(reversed(items))) == (profiling, evaluation)  # fixed, whatever the order

@@ -27,15 +27,29 @@ def bad_pool(tmp_path_factory) -> Path:
     return pool
 
 
+@pytest.fixture(scope="module")
+def dead_pool(tmp_path_factory) -> Path:
+    """A pool whose one expert is an HTTP endpoint nobody listens on."""
+    pool = tmp_path_factory.mktemp("dead") / "pool"
+    pool.mkdir()
+    model = ('[[models]]\nname = "{n}"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'
+             'model = "m"\ntimeout_s = 5\nretries = 1\n')
+    (pool / "pool.toml").write_text('[pool]\nname = "dead"\naggregator = "b"\nexperts = ["a"]\n'
+                                    + model.format(n="a") + model.format(n="b"), encoding="utf-8")
+    return pool
+
+
 @pytest.mark.parametrize("case", TABLE["cli"], ids=lambda c: " ".join(c["args"])[:40] or "(none)")
-def test_cli(case, bad_pool):
-    args = [a.replace("{bad_pool}", str(bad_pool)) for a in case["args"]]
+def test_cli(case, bad_pool, dead_pool):
+    args = [a.replace("{bad_pool}", str(bad_pool)).replace("{dead_pool}", str(dead_pool)) for a in case["args"]]
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
                           cwd=PROJECT_ROOT, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("coe: error: "), done.stderr[-2000:]
-    assert case["message"] in lines[0]
+    # progress lines may come first; the failure itself is one line, the last, with no warnings
+    assert [line for line in lines if line.startswith("coe: error: ")] == lines[-1:], done.stderr[-2000:]
+    assert not [line for line in lines if "WARNING" in line or "Traceback" in line], done.stderr[-2000:]
+    assert case["message"] in lines[-1]
 
 
 def test_cli_non_utf8_argument():
