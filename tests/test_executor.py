@@ -260,7 +260,7 @@ def test_a_model_that_cannot_load_fails_its_tasks_and_the_run_goes_on(caplog):
         made.append(engine)
         return engine
 
-    with caplog.at_level(logging.WARNING, logger="batching.executor"):
+    with caplog.at_level(logging.INFO, logger="batching.executor"):
         result = Executor(factory).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
     assert set(result.failed) == {"q0/b", "q1/b", "q2/b"}
     assert "out of memory" in result.failed["q0/b"]
