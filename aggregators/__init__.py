@@ -29,9 +29,9 @@ from aggregators.synthesis import (
     bound_text,
     compose,
     order_answers,
+    synthesis_outcome,
     synthesis_prompt,
     synthesis_request,
-    synthesis_outcome,
     synthesis_result,
 )
 from aggregators.vote import VOTERS, get_voter, log_odds_weight, majority, weighted

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.requests import Generation
 from common.errors import BadInput
+from common.requests import Generation
 
 Extract = Callable[[str], "str | None"]
 """Reads the benchmark's answer (a letter, an integer) out of a text; None when there is none."""
@@ -95,9 +96,7 @@ class AggregationResult(BaseModel):
     seconds: float = Field(0.0, ge=0.0, description="Time the aggregation took.")
 
 
-def resolve_competence(
-    answers: Iterable[ExpertAnswer], competence: Competence | None
-) -> list[ExpertAnswer]:
+def resolve_competence(answers: Iterable[ExpertAnswer], competence: Competence | None) -> list[ExpertAnswer]:
     """The answers with ``competence`` (if given) written into each; it overrides their own."""
     answers = list(answers)
     if competence is None:
@@ -130,4 +129,3 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators.result import ExpertAnswer, Extract, wilson_interval
 from aggregators.synthesis import SynthesisOptions, synthesis_request
+from common.errors import BadInput
 from common.recordings import Record, ReplayBook
 from common.tasks import RunTasks, Task
-from common.requests import Generation
-from common.errors import BadInput
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ValidationItem:
@@ -69,7 +69,8 @@ def synthetic_cases(
     cases = []
     skipped = 0
     for item in items:
-        right, wrong = [], []
+        right: list[tuple[str, Record]] = []
+        wrong: list[tuple[str, Record]] = []
         for expert in sorted(records):
             record = records[expert].get(item.question_id)
             if record is None or not record.text.strip():
@@ -82,9 +83,7 @@ def synthetic_cases(
         chosen = [rng.choice(right), *rng.sample(wrong, n_wrong)]
         correct_expert = chosen[0][0]
         rng.shuffle(chosen)
-        answers = tuple(
-            ExpertAnswer(expert=expert, text=record.text, choice=record.pred) for expert, record in chosen
-        )
+        answers = tuple(ExpertAnswer(expert=expert, text=record.text, choice=record.pred) for expert, record in chosen)
         cases.append(SyntheticCase(item, answers, correct_expert))
     log.info("aggregator selection: %d synthetic case(s), %d question(s) skipped", len(cases), skipped)
     return cases
@@ -135,6 +134,7 @@ class AggregatorChoice(BaseModel):
 
 def _best(scores: Mapping[str, Score], overall: Mapping[str, Score] | None = None) -> str:
     """Highest accuracy; ties go to the better one overall (if given), then more items, then name."""
+
     def rank(name: str) -> tuple:
         tie = -overall[name].accuracy if overall is not None else 0.0
         return (-scores[name].accuracy, tie, -scores[name].n, name)
@@ -184,7 +184,7 @@ def select_aggregator(
         for case in cases:
             generation = generations.get(f"aggsel/{candidate}/{case.item.question_id}")
             ok = generation is not None and generation.error is None
-            hit = ok and case.item.extract(generation.text) == case.item.gold
+            hit = generation is not None and ok and case.item.extract(generation.text) == case.item.gold
             failed += not ok
             right += hit
             tally = by_skill.setdefault(case.item.skill, [0, 0])

@@ -25,9 +25,9 @@ from aggregators.result import (
     Extract,
     agreement,
 )
-from common.tasks import Compose, Composed, Task
-from common.requests import Generation, Request
 from common.errors import BadInput, GenerationFailed
+from common.requests import Generation, Request
+from common.tasks import Compose, Composed, Task
 from common.text import strip_thinking
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,7 @@ def bound_text(text: str, max_chars: int) -> str:
     return CUT_MARK + tail.lstrip()
 
 
-def order_answers(
-    answers: Sequence[ExpertAnswer], order: str, *, seed: int = 0, key: str = ""
-) -> list[ExpertAnswer]:
+def order_answers(answers: Sequence[ExpertAnswer], order: str, *, seed: int = 0, key: str = "") -> list[ExpertAnswer]:
     """The answers in the order the prompt shows them (``key`` varies the seeded shuffle)."""
     answers = list(answers)
     if order == "given":
@@ -99,9 +97,7 @@ def synthesis_prompt(
     parts = [INSTRUCTIONS, f"Question:\n{question_text.strip()}"]
     for number, answer in enumerate(answers, 1):
         parts.append(f"Answer {number}:\n{bound_text(answer.text, options.answer_chars)}")
-    parts.append(
-        "Now write your own short reasoning, then the final answer. " + answer_format.strip()
-    )
+    parts.append("Now write your own short reasoning, then the final answer. " + answer_format.strip())
     return "\n\n".join(parts)
 
 
@@ -138,8 +134,9 @@ def synthesis_result(
 ) -> AggregationResult:
     """The aggregator's generation as a result; confidence is the share of ``answers`` it agrees with."""
     if generation.error is not None:
-        raise GenerationFailed(f"aggregator {generation.model!r} failed on {generation.request_id!r}: "
-                               f"{generation.error}")
+        raise GenerationFailed(
+            f"aggregator {generation.model!r} failed on {generation.request_id!r}: {generation.error}"
+        )
     choice = extract(generation.text)
     agreed, share = agreement(answers, choice)
     return AggregationResult(
@@ -163,8 +160,9 @@ def synthesis_outcome(
     """The result of one aggregation from the record of what went into it (``composed``), the
     aggregator's generation and the expert answers by input task id."""
     used = [answers[task_id] for task_id in composed.used]
-    left_out = [f"{answers[task_id].expert if task_id in answers else task_id}: {why}"
-                for task_id, why in composed.left_out]
+    left_out = [
+        f"{answers[task_id].expert if task_id in answers else task_id}: {why}" for task_id, why in composed.left_out
+    ]
     return synthesis_result(generation, used, extract, prompt=composed.request.text, left_out=left_out)
 
 
@@ -205,8 +203,11 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
                 left_out.append((input_id, "empty answer"))
             else:
                 used.append(input_id)
-                answers.append(ExpertAnswer(expert=generation.model, text=generation.text,
-                                            competence=job.competence.get(generation.model)))
+                answers.append(
+                    ExpertAnswer(
+                        expert=generation.model, text=generation.text, competence=job.competence.get(generation.model)
+                    )
+                )
         if left_out:
             log.info("aggregation %s: left out %s", task.id, "; ".join(f"{i}: {why}" for i, why in left_out))
         if not answers:

@@ -79,9 +79,7 @@ def _result(
     )
 
 
-def majority(
-    answers: Sequence[ExpertAnswer], *, competence: Competence | None = None
-) -> AggregationResult:
+def majority(answers: Sequence[ExpertAnswer], *, competence: Competence | None = None) -> AggregationResult:
     """One vote per expert; confidence is the winner's share of all answers.
 
     The tie rule, applied in order among the choices with the most votes:

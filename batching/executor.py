@@ -29,10 +29,10 @@ from batching.plan import Phase, Plan
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
 from batching.warm import WarmEngines
-from common.tasks import Compose, Composed, Task
-from common.requests import Generation, Request
 from common.errors import BadInput, CoeError, EngineError
 from common.names import unknown_name
+from common.requests import Generation, Request
+from common.tasks import Compose, Composed, Task
 
 __all__ = ["Executor", "ProgressEvent", "RunMetrics", "RunResult"]
 
@@ -50,8 +50,14 @@ class ProgressEvent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal[
-        "route_start", "route_done", "phase_start", "phase_skipped", "model_loading", "model_loaded",
-        "generated", "phase_done",
+        "route_start",
+        "route_done",
+        "phase_start",
+        "phase_skipped",
+        "model_loading",
+        "model_loaded",
+        "generated",
+        "phase_done",
     ]
     phase: int | None = None
     device: int = 0
@@ -81,9 +87,7 @@ class RunMetrics(BaseModel):
     resumed: int = Field(0, description="Tasks found finished in the run store and not run again.")
     failed: int = 0
     wall_seconds: float = 0.0
-    overhead_seconds: float = Field(
-        0.0, description="wall_seconds - engine_seconds: time spent outside engines."
-    )
+    overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -93,9 +97,7 @@ class RunResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_id: str
-    generations: dict[str, Generation] = Field(
-        ..., description="Every task's generation; failed ones carry .error."
-    )
+    generations: dict[str, Generation] = Field(..., description="Every task's generation; failed ones carry .error.")
     failed: dict[str, str] = Field(..., description="Failed task id -> reason.")
     composed: dict[str, Composed] = Field(
         default_factory=dict, description="Composed task id -> what went into its request."
@@ -186,9 +188,7 @@ class Executor:
                 self._phase(phase, state, specs, compose)
         else:
             threads = [
-                threading.Thread(
-                    target=self._device, args=(phases, state, specs, compose), name=f"device-{d}"
-                )
+                threading.Thread(target=self._device, args=(phases, state, specs, compose), name=f"device-{d}")
                 for d, phases in sorted(per_device.items())
             ]
             for thread in threads:
@@ -203,8 +203,13 @@ class Executor:
         metrics.overhead_seconds = metrics.wall_seconds - metrics.engine_seconds
         metrics.failed = len(state.failed)
         ordered = {tid: state.results[tid] for tid in by_id if tid in state.results}
-        return RunResult(run_id=run_id, generations=ordered, failed=dict(state.failed),
-                         composed=dict(state.composed), metrics=metrics)
+        return RunResult(
+            run_id=run_id,
+            generations=ordered,
+            failed=dict(state.failed),
+            composed=dict(state.composed),
+            metrics=metrics,
+        )
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -242,13 +247,9 @@ class Executor:
                 ", ".join(models),
                 len(pending),
             )
-            self._emit(
-                ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending))
-            )
+            self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending)))
             engines: dict[str, Engine] = {}
-            with ThreadPoolExecutor(
-                max_workers=len(models), thread_name_prefix=f"phase{phase.index}"
-            ) as pool:
+            with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}") as pool:
                 try:
                     self._waves(phase, pending, models, engines, pool, state, specs, compose)
                 finally:
@@ -293,8 +294,11 @@ class Executor:
         with state.lock:
             state.arrived.update({m: (0, totals[m], 0) for m in models})
         for model in models:
-            self._emit(ProgressEvent(kind="model_loading", phase=phase.index, device=phase.device, model=model,
-                                     total=totals[model]))
+            self._emit(
+                ProgressEvent(
+                    kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
+                )
+            )
         cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
         loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
         for model, job in zip(models, loads, strict=True):
@@ -303,15 +307,22 @@ class Executor:
                 engines[model] = engine
             if error is not None:
                 broken[model] = error
-            self._emit(ProgressEvent(kind="model_loaded", phase=phase.index, device=phase.device, model=model,
-                                     total=totals[model], failed=totals[model] if error else 0, seconds=seconds))
+            self._emit(
+                ProgressEvent(
+                    kind="model_loaded",
+                    phase=phase.index,
+                    device=phase.device,
+                    model=model,
+                    total=totals[model],
+                    failed=totals[model] if error else 0,
+                    seconds=seconds,
+                )
+            )
         pending = list(to_run)
         while pending:
             ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
             if not ready:
-                raise BadInput(
-                    f"phase {phase.index}: tasks {pending[:3]} wait on inputs no earlier phase made"
-                )
+                raise BadInput(f"phase {phase.index}: tasks {pending[:3]} wait on inputs no earlier phase made")
             batches: dict[str, list[tuple[str, Request]]] = {}
             for tid in ready:
                 task = state.tasks[tid]
@@ -322,21 +333,29 @@ class Executor:
                 pool.submit(self._batch, model, engines[model], items, state, reloaded)
                 for model, items in batches.items()
             ]
-            for job in jobs:
-                model = job.result()
+            for batch in jobs:
+                model = batch.result()
                 mine = [t for t in to_run if state.tasks[t].model == model]
                 with state.lock:
                     done = sum(1 for t in mine if state.resolved(t))
                     failed = sum(1 for t in mine if t in state.failed)
                     tokens = sum(state.results[t].tokens_out for t in mine if t in state.results)
-                self._emit(ProgressEvent(kind="generated", phase=phase.index, device=phase.device, model=model,
-                                         done=done, total=len(mine), failed=failed, tokens=tokens))
+                self._emit(
+                    ProgressEvent(
+                        kind="generated",
+                        phase=phase.index,
+                        device=phase.device,
+                        model=model,
+                        done=done,
+                        total=len(mine),
+                        failed=failed,
+                        tokens=tokens,
+                    )
+                )
             finished = set(ready)
             pending = [tid for tid in pending if tid not in finished]
 
-    def _from_store(
-        self, pending: list[str], state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose
-    ) -> None:
+    def _from_store(self, pending: list[str], state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
         """Resolve the phase's tasks whose request already has a stored generation, before any
         model loads: wave by wave, since a composed task's request is known once its inputs are."""
         assert self.store is not None
@@ -360,9 +379,7 @@ class Executor:
             if not found:
                 return
 
-    def _request(
-        self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]
-    ) -> Request | None:
+    def _request(self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]) -> Request | None:
         """The task's request, or None after recording why it cannot run."""
         if task.model in broken:
             self._fail(task, broken[task.model], state)
@@ -461,10 +478,12 @@ class Executor:
     ) -> str:
         """Run one model's whole ready batch and store what finished; returns the model."""
         log.info("%s: generating %d request(s)", model, len(items))
+        out: dict[str, Generation] | None
         try:
             out = self._call(engine, items, state)
         except EngineError as exc:
             out = None
+            failure: CoeError = exc
             if model not in reloaded and not engine.loaded:  # the engine died: restart it once
                 reloaded.add(model)
                 log.warning(
@@ -483,11 +502,12 @@ class Executor:
                         state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
                     out = self._call(engine, items, state)
                 except CoeError as again:
-                    exc = again
+                    failure = again
             if out is None:
-                out = self._isolate(engine, items, state, str(exc))
+                out = self._isolate(engine, items, state, str(failure))
         except CoeError as exc:
             out = self._isolate(engine, items, state, str(exc))
+        assert out is not None
         finished = {tid: g for tid, g in out.items() if g.ok}
         unsaved = {tid: g for tid, g in finished.items() if tid not in state.stored}
         if self.store is not None and unsaved:
@@ -496,9 +516,7 @@ class Executor:
         with state.lock:
             for tid, generation in out.items():
                 state.record(tid, generation)
-            state.metrics.requests_per_model[model] = state.metrics.requests_per_model.get(model, 0) + len(
-                items
-            )
+            state.metrics.requests_per_model[model] = state.metrics.requests_per_model.get(model, 0) + len(items)
             state.metrics.tokens_in += sum(g.tokens_in for g in finished.values())
             state.metrics.tokens_out += sum(g.tokens_out for g in finished.values())
         for tid, generation in out.items():
@@ -521,8 +539,16 @@ class Executor:
                 done, total, tokens = state.arrived.get(model, (0, len(items), 0))
                 state.arrived[model] = (done + 1, total, tokens + generation.tokens_out)
                 done, total, tokens = state.arrived[model]
-            self._emit(ProgressEvent(kind="generated", phase=state.phase_of.get(task_id), model=model,
-                                     done=min(done, total), total=total, tokens=tokens))
+            self._emit(
+                ProgressEvent(
+                    kind="generated",
+                    phase=state.phase_of.get(task_id),
+                    model=model,
+                    done=min(done, total),
+                    total=total,
+                    tokens=tokens,
+                )
+            )
 
         with self._timed(state, "generate_seconds"):
             out = engine.generate(requests, arrived)
@@ -537,9 +563,7 @@ class Executor:
     ) -> dict[str, Generation]:
         """Halve a failing batch until the requests that fail on their own are found."""
         if len(items) == 1 or not engine.loaded:
-            return {
-                tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items
-            }
+            return {tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items}
         out: dict[str, Generation] = {}
         middle = len(items) // 2
         for half in (items[:middle], items[middle:]):

@@ -14,16 +14,15 @@ the sum of its models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from batching.spec import ExpertSpec
-from common.tasks import Task
 from common.errors import BadInput, ConfigError
 from common.names import unknown_name
+from common.tasks import Task
 
 __all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "model_footprint", "task_order"]
 
@@ -163,9 +162,7 @@ def model_footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]
         return float(spec.memory_mb)
     if spec.source.kind in ("replay", "http"):
         return 0.0  # served from a file or from elsewhere: holds no local accelerator memory
-    raise ConfigError(
-        f"model {name!r} has no memory footprint: set memory_mb in its pool entry or pass a measured one"
-    )
+    raise ConfigError(f"model {name!r} has no memory footprint: set memory_mb in its pool entry or pass a measured one")
 
 
 def _tokens(
@@ -283,9 +280,7 @@ def make_plan(
     size = {m: model_footprint(m, specs[m], footprints) for m in models}
     for model in models:
         if size[model] > budget_mb:
-            raise BadInput(
-                f"model {model!r} needs {size[model]:g} MB, more than the memory budget of {budget_mb:g} MB"
-            )
+            raise BadInput(f"model {model!r} needs {size[model]:g} MB, more than the memory budget of {budget_mb:g} MB")
 
     # predicted seconds per model
     prompt = {m: 0 for m in models}
@@ -297,9 +292,7 @@ def make_plan(
     seconds = {}
     for m in models:
         cost = costs.get(m) or DEFAULT_COSTS[specs[m].source.kind]
-        seconds[m] = (
-            cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
-        )
+        seconds[m] = cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
 
     # model graph (edge: input model -> model that needs it) and its groups
     needs: dict[str, set[str]] = {m: set() for m in models}
@@ -322,9 +315,9 @@ def make_plan(
             )
     g_needs = [{group_of[d] for m in g for d in needs[m]} - {gi} for gi, g in enumerate(groups)]
     g_feeds: list[set[int]] = [set() for _ in groups]
-    for gi, inputs in enumerate(g_needs):
-        for source in inputs:
-            g_feeds[source].add(gi)
+    for gi, group_inputs in enumerate(g_needs):
+        for group_source in group_inputs:
+            g_feeds[group_source].add(gi)
     g_cost = [sum(seconds[m] for m in g) for g in groups]
     g_size = [sum(size[m] for m in g) for g in groups]
     g_agg = [any(m in aggs for m in g) for g in groups]
@@ -361,7 +354,9 @@ def make_plan(
         assert best is not None
         start, _, d, merge = best
         if merge:
-            ph = phases[current[d]]
+            open_index = current[d]
+            assert open_index is not None
+            ph = phases[open_index]
         else:
             ph = _Draft(
                 index=len(phases),

@@ -25,8 +25,8 @@ from typing import Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from batching.spec import ExpertSpec
-from common.requests import Generation, Request
 from common.errors import BadInput, CoeError
+from common.requests import Generation, Request
 
 __all__ = ["RunStore", "SQLiteRunStore", "request_key"]
 
@@ -97,17 +97,13 @@ class SQLiteRunStore:
             raise
         except sqlite3.Error as exc:
             self._db.close()
-            raise BadInput(
-                f"run store {self.path} is unreadable or corrupt ({exc}); leaving it untouched"
-            ) from exc
+            raise BadInput(f"run store {self.path} is unreadable or corrupt ({exc}); leaving it untouched") from exc
 
     def _check_or_create(self, fresh: bool) -> None:
         db = self._db
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not fresh and tables and "meta" not in tables:
-            raise BadInput(
-                f"{self.path} is an SQLite file but not a run store (tables: {', '.join(sorted(tables))})"
-            )
+            raise BadInput(f"{self.path} is an SQLite file but not a run store (tables: {', '.join(sorted(tables))})")
         if tables:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
@@ -116,9 +112,7 @@ class SQLiteRunStore:
             if meta.get("format") != _FORMAT:
                 raise BadInput(f"{self.path} is not a run store (format {meta.get('format')!r})")
             if meta.get("version") != _VERSION:
-                raise BadInput(
-                    f"run store {self.path} has version {meta.get('version')!r}; this code reads {_VERSION}"
-                )
+                raise BadInput(f"run store {self.path} has version {meta.get('version')!r}; this code reads {_VERSION}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         if not tables:

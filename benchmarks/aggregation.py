@@ -88,12 +88,8 @@ def label_weights(questions: Sequence[Question]) -> Weights:
     return [{skill: 1.0 for skill in question_skills(q)} for q in questions]
 
 
-def expert_answers(
-    question: Question, choices: Choices, competence: Mapping[str, float]
-) -> list[ExpertAnswer]:
-    return [
-        ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in choices[question.id].items()
-    ]
+def expert_answers(question: Question, choices: Choices, competence: Mapping[str, float]) -> list[ExpertAnswer]:
+    return [ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in choices[question.id].items()]
 
 
 def summary(hits: Sequence[bool]) -> dict:
@@ -125,7 +121,10 @@ def votes(answers: list[ExpertAnswer], n_options: int) -> dict[str, AggregationR
 
 
 def evaluate(
-    test: Sequence[Question], choices: Choices, profile: Profile, weights: Weights,
+    test: Sequence[Question],
+    choices: Choices,
+    profile: Profile,
+    weights: Weights,
     routes: Mapping[str, list[list[str]]],
 ) -> tuple[dict[str, list[bool]], dict[str, list[float]], dict[str, list[int]]]:
     """Hits per method (``<vote>_all``, ``<vote>_<policy>``, oracles), confidences and routed k."""
@@ -159,15 +158,19 @@ def confident_half(hits: Sequence[bool], confidence: Sequence[float]) -> float:
 
 
 def measure(
-    coe: Orchestrator, test: Sequence[Question], choices: Choices, weights: Weights, *, policy: str, k: int,
+    coe: Orchestrator,
+    test: Sequence[Question],
+    choices: Choices,
+    weights: Weights,
+    *,
+    policy: str,
+    k: int,
     seed: int,
 ) -> dict:
     """Every method's accuracy on ``test`` with these skill weights, routed by the SDK's routers."""
     policies = list(dict.fromkeys([policy, *POLICIES_COMPARED]))
     ids = [q.id for q in test]
-    routes = {
-        name: [d.expert_names for d in coe.router(name, k).route_weights(weights, ids)] for name in policies
-    }
+    routes = {name: [d.expert_names for d in coe.router(name, k).route_weights(weights, ids)] for name in policies}
     profile = coe.router(policy, k).profile
     hits, confidence, sizes = evaluate(test, choices, profile, weights, routes)
     keys = {
@@ -253,16 +256,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         "pool": "replay-small",
         "experts": profile.experts,
         "answers": "Orchestrator.answer_batch (policy all), choices from answer.trace.experts",
-        "split": {"seed": args.seed, "train_fraction": args.train_fraction,
-                  "by": "eval.splits.split (question id)", "train": len(train), "test": len(test)},
+        "split": {
+            "seed": args.seed,
+            "train_fraction": args.train_fraction,
+            "by": "eval.splits.split (question id)",
+            "train": len(train),
+            "test": len(test),
+        },
         "competence": (
             "the pool's profile after profile_pool on the train part (per-skill smoothed accuracy, "
             f"Beta prior on overall accuracy, {profile.prior_strength:g} pseudo-answers), skill-weighted "
             "(router.expected_accuracy)"
         ),
-        "skills_from": {
-            "labels": "dataset category", "router": "the profiled pool's router (classifier + topics)"
-        }[main_skills],
+        "skills_from": {"labels": "dataset category", "router": "the profiled pool's router (classifier + topics)"}[
+            main_skills
+        ],
         **blocks[main_skills],
         "routing_figures": "benchmarks/results/routing.json (same split, same profile, same vote)",
     }
@@ -292,15 +300,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policy", default="topk", choices=sorted(POLICIES), help="Policy of *_routed.")
     parser.add_argument("--k", type=int, default=3, help="Experts per question (policies that take k).")
-    parser.add_argument("--skills", default="both", choices=("router", "labels", "both"),
-                        help="Skills of a test question: the profiled pool's router, the dataset label, "
-                        "or both.")
+    parser.add_argument(
+        "--skills",
+        default="both",
+        choices=("router", "labels", "both"),
+        help="Skills of a test question: the profiled pool's router, the dataset label, or both.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split.")
     parser.add_argument("--train-fraction", type=float, default=0.5, help="Share of question ids in train.")
     parser.add_argument("--data-dir", type=Path, default=None, help="Shared data (default: the settings').")
     parser.add_argument("--pool-dir", type=Path, default=POOL_DIR, help="The replay pool measured.")
-    parser.add_argument("--write", action="store_true",
-                        help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--write", action="store_true", help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

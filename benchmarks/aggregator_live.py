@@ -68,8 +68,12 @@ def pick_questions(bench: Benchmark, questions: Sequence[Question], n: int, seed
 
 def rate(hits: Sequence[bool]) -> dict:
     low, high = wilson_interval(sum(hits), len(hits))
-    return {"rate": round(sum(hits) / max(1, len(hits)), 4), "ci95": [round(low, 4), round(high, 4)],
-            "n": len(hits), "hits": sum(hits)}
+    return {
+        "rate": round(sum(hits) / max(1, len(hits)), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+        "n": len(hits),
+        "hits": sum(hits),
+    }
 
 
 def score(questions: Sequence[Question], answers: Sequence[Answer], experts: Sequence[str]) -> dict:
@@ -92,8 +96,16 @@ def score(questions: Sequence[Question], answers: Sequence[Answer], experts: Seq
         agg_major.append(vote is not None and choice == vote)
         agg_any.append(choice is not None and choice in said.values())
         major_gold.append(vote is not None and vote == gold[answer.question_id])
-        rows.append({"question_id": answer.question_id, "gold": gold[answer.question_id], "experts": said,
-                     "majority": vote, "aggregator": choice, "error": answer.error})
+        rows.append(
+            {
+                "question_id": answer.question_id,
+                "gold": gold[answer.question_id],
+                "experts": said,
+                "majority": vote,
+                "aggregator": choice,
+                "error": answer.error,
+            }
+        )
     return {
         "aggregator_matches_majority": rate(agg_major),
         "aggregator_matches_any_expert": rate(agg_any),
@@ -107,8 +119,12 @@ def score(questions: Sequence[Question], answers: Sequence[Answer], experts: Seq
 
 
 def select(
-    n: int, seed: int, answer_tokens: int, candidates: Sequence[str],
-    run: Callable[[Sequence[Task]], dict[str, Generation]], data_dir: Path,
+    n: int,
+    seed: int,
+    answer_tokens: int,
+    candidates: Sequence[str],
+    run: Callable[[Sequence[Task]], dict[str, Generation]],
+    data_dir: Path,
 ) -> dict:
     """The synthetic aggregation task on the replay small pool's recorded answers."""
     bench = get_benchmark("mmlu_pro")
@@ -134,7 +150,8 @@ def select(
 
     # draw n among the questions that can make a case (one right, two wrong answers)
     usable = [
-        Item(item) for item in items
+        Item(item)
+        for item in items
         if sum(records[m][item.question_id].correct == 1 for m in experts) >= 1
         and sum(records[m][item.question_id].correct == 0 for m in experts) >= 2
     ]
@@ -148,18 +165,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20, help="Questions.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the question draw.")
-    parser.add_argument("--answer-tokens", type=int, default=200,
-                        help="Bound per quoted answer in the selection task, tokens.")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=200, help="Bound per quoted answer in the selection task, tokens."
+    )
     parser.add_argument("--dry-run", action="store_true", help="FakeEngine instead of vLLM; never writes.")
     parser.add_argument("--select", type=int, default=0, help="Also choose the aggregator (N cases).")
     parser.add_argument("--skip-answer", action="store_true", help="Only the selection.")
     parser.add_argument("--pool", type=Path, default=ROOT / "pools" / "default", help="The pool measured.")
-    parser.add_argument("--pool-dir", type=Path, default=None,
-                        help="Save the selection as DIR/aggregator/choice.vN.json.")
-    parser.add_argument("--budget-mb", type=float, default=8000.0,
-                        help="Memory models may hold at once (8000: one model at a time on this machine).")
-    parser.add_argument("--write", action="store_true",
-                        help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument(
+        "--pool-dir", type=Path, default=None, help="Save the selection as DIR/aggregator/choice.vN.json."
+    )
+    parser.add_argument(
+        "--budget-mb",
+        type=float,
+        default=8000.0,
+        help="Memory models may hold at once (8000: one model at a time on this machine).",
+    )
+    parser.add_argument("--write", action="store_true", help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -169,13 +191,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     sections = {}
     if args.select:
         started = time.perf_counter()
-        choice = select(args.select, args.seed, args.answer_tokens, [m.name for m in coe.pool.models],
-                        coe.run_tasks, settings.data_dir)
+        choice = select(
+            args.select,
+            args.seed,
+            args.answer_tokens,
+            [m.name for m in coe.pool.models],
+            coe.run_tasks,
+            settings.data_dir,
+        )
         choice["wall_seconds"] = round(time.perf_counter() - started, 1)
         sections["live_aggregator_selection"] = choice
         for name, row in choice["candidates"].items():
-            print(f"selection {name:10s} {row['correct']}/{row['n']} = {row['accuracy']:.2f}  "
-                  f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]  failed {row['failed']}")
+            print(
+                f"selection {name:10s} {row['correct']}/{row['n']} = {row['accuracy']:.2f}  "
+                f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]  failed {row['failed']}"
+            )
         print(f"selection best: {choice['best']}")
         if args.pool_dir is not None and not args.dry_run:
             stored = {k: v for k, v in choice.items() if k != "wall_seconds"}
@@ -188,23 +218,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
         answers = coe.answer_batch(questions, benchmark=bench, policy="all")
         wall = time.perf_counter() - started
         report = score(questions, answers, coe.pool.expert_names)
-        report.update({
-            "pool": coe.pool.name,
-            "experts": coe.pool.expert_names,
-            "aggregator": coe.pool.aggregator.name,
-            "engine": "fake (dry run)" if args.dry_run else "vllm",
-            "questions": len(questions),
-            "question_draw": (
-                f"eval.splits.sample, seed {args.seed}, among MMLU-Pro test questions with prompt <= "
-                f"{MAX_PROMPT_CHARS} chars"
-            ),
-            "answered_by": "Orchestrator.answer_batch, policy all",
-            "failed": sum(a.error is not None for a in answers),
-            "loads": max((a.trace.loads for a in answers), default=0),
-            "wall_seconds": round(wall, 1),
-        })
-        for key in ("aggregator_matches_majority", "aggregator_matches_any_expert", "aggregator_correct",
-                    "aggregator_parsed", "majority_correct"):
+        report.update(
+            {
+                "pool": coe.pool.name,
+                "experts": coe.pool.expert_names,
+                "aggregator": coe.pool.aggregator.name,
+                "engine": "fake (dry run)" if args.dry_run else "vllm",
+                "questions": len(questions),
+                "question_draw": (
+                    f"eval.splits.sample, seed {args.seed}, among MMLU-Pro test questions with prompt <= "
+                    f"{MAX_PROMPT_CHARS} chars"
+                ),
+                "answered_by": "Orchestrator.answer_batch, policy all",
+                "failed": sum(a.error is not None for a in answers),
+                "loads": max((a.trace.loads for a in answers), default=0),
+                "wall_seconds": round(wall, 1),
+            }
+        )
+        for key in (
+            "aggregator_matches_majority",
+            "aggregator_matches_any_expert",
+            "aggregator_correct",
+            "aggregator_parsed",
+            "majority_correct",
+        ):
             row = report[key]
             low, high = row["ci95"]
             print(f"{key:32s} {row['hits']}/{row['n']} = {row['rate']:.2f}  [{low:.2f}, {high:.2f}]")

@@ -83,8 +83,7 @@ def bench_pool(pool: Pool, *, aggregator: str | None, max_tokens: int | None) ->
     models = pool.models
     if max_tokens is not None:
         models = tuple(
-            m.model_copy(update={"sampling": m.sampling.model_copy(update={"max_tokens": max_tokens})})
-            for m in models
+            m.model_copy(update={"sampling": m.sampling.model_copy(update={"max_tokens": max_tokens})}) for m in models
         )
     header = pool.pool.model_copy(update={"aggregator": aggregator}) if aggregator else pool.pool
     return pool.model_copy(update={"pool": header, "models": models})
@@ -152,9 +151,7 @@ def summary(result: RunResult, instances_run: int) -> dict:
     }
 
 
-def direct_seconds(
-    calls: list[tuple[str, list[Request]]], specs, make: Callable[[ExpertSpec], Engine]
-) -> dict:
+def direct_seconds(calls: list[tuple[str, list[Request]]], specs, make: Callable[[ExpertSpec], Engine]) -> dict:
     """Pure engine time for the same generate calls: per model, load, its calls in order, unload."""
     by_model: dict[str, list[list[Request]]] = {}
     for name, requests in calls:
@@ -291,8 +288,9 @@ def replay_part(args, settings: Settings) -> dict:
 
 
 def vllm_part(args, settings: Settings) -> dict:
-    pool = bench_pool(load_pool(ROOT / "pools" / "default", settings.data_dir), aggregator=None,
-                      max_tokens=args.max_tokens)
+    pool = bench_pool(
+        load_pool(ROOT / "pools" / "default", settings.data_dir), aggregator=None, max_tokens=args.max_tokens
+    )
     coe = Orchestrator(settings, pool=pool)
     questions = sample(get_benchmark("mmlu_pro").questions(settings.data_dir), args.questions, args.seed)
     out = measure("vllm", coe, questions, args)
@@ -320,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-instances", type=int, default=None, help="default: all (replay), 3 (vllm)")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING"])
-    parser.add_argument("--write", action="store_true",
-                        help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument("--write", action="store_true", help=f"Write the figures into {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")

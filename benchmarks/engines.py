@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -82,7 +81,13 @@ def measure(name: str, mode: str, cache_dir: Path, max_tokens: int) -> dict:
     )
     requests = [Request.user(f"{name}-{i}", f"Explain {topic} to a ten-year-old.") for i, topic in enumerate(TOPICS)]
     engine = VLLMEngine(spec, cache_dir=cache_dir)  # cpus=None: a lone engine binds every core
-    row: dict = {"model": model, "mode": mode, "prompt_mode": prompt_mode, "requests": len(requests), "max_tokens": max_tokens}
+    row: dict = {
+        "model": model,
+        "mode": mode,
+        "prompt_mode": prompt_mode,
+        "requests": len(requests),
+        "max_tokens": max_tokens,
+    }
     row["cores"] = len(os.sched_getaffinity(0))
     row["rss_before_mb"], row["parent_rss_before_mb"] = used_mb(), parent_rss_mb()
     started = time.monotonic()
@@ -145,7 +150,8 @@ def main() -> None:
                 f"{name:8s} {mode:8s} start {row['start_s']:6.1f}s  {row['tokens_per_s']:6.1f} tok/s "
                 f"({row['tokens_out']} tokens in {row['generate_s']:.1f}s)  used MB before/loaded/after "
                 f"{row['rss_before_mb']:.0f}/{row['rss_loaded_mb']:.0f}/{row['rss_after_unload_mb']:.0f}  "
-                f"child {row['child_rss_mb']:.0f} MB  parent RSS {row['parent_rss_before_mb']:.0f}->{row['parent_rss_after_mb']:.0f} MB",
+                f"child {row['child_rss_mb']:.0f} MB  "
+                f"parent RSS {row['parent_rss_before_mb']:.0f}->{row['parent_rss_after_mb']:.0f} MB",
                 flush=True,
             )
     comparison = {}
@@ -162,7 +168,9 @@ def main() -> None:
         return
     report = {
         "benchmark": "engines",
-        "machine": f"{os.cpu_count()} CPU cores, no GPU, vLLM CPU build, dtype float32, a lone engine bound to every core",
+        "machine": (
+            f"{os.cpu_count()} CPU cores, no GPU, vLLM CPU build, dtype float32, a lone engine bound to every core"
+        ),
         "note": (
             f"shared machine: other engineers' jobs may have run at the same time (1-min load average "
             f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end); system used memory "

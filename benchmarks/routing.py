@@ -50,7 +50,13 @@ ROOT = Path(__file__).resolve().parent.parent
 POOL_DIR = ROOT / "pools" / "replay-small"
 RESULTS = ROOT / "benchmarks" / "results" / "routing.json"
 POLICY_K: dict[str, int | None] = {
-    "symbolic": 3, "topk": 3, "category": 1, "single-best": 1, "random": 3, "all": None, "adaptive": None,
+    "symbolic": 3,
+    "topk": 3,
+    "category": 1,
+    "single-best": 1,
+    "random": 3,
+    "all": None,
+    "adaptive": None,
 }
 COSTS = (0.0, 0.005, 0.01, 0.015, 0.02)
 SPREADS = (2.0, 3.0, 4.0, 5.0, 6.0)
@@ -78,9 +84,7 @@ def replay_pool(settings: Settings, directory: Path, pool_dir: Path = POOL_DIR) 
     return pool.model_copy(update={"pool": header, "directory": directory})
 
 
-def profiled(
-    settings: Settings, questions: Sequence[Question], directory: Path, pool_dir: Path
-) -> Orchestrator:
+def profiled(settings: Settings, questions: Sequence[Question], directory: Path, pool_dir: Path) -> Orchestrator:
     """An orchestrator on a copy of the pool profiled on ``questions`` by ``coe profile``'s code."""
     pool = replay_pool(settings, directory, pool_dir)
     profile_pool(Orchestrator(settings, pool=pool), list(questions))
@@ -108,8 +112,7 @@ def ballots(
     for question, skills in zip(questions, weights, strict=True):
         competence = expected_accuracy(profile, skills)
         out[question.id] = {
-            e: ExpertAnswer(expert=e, choice=c, competence=competence[e])
-            for e, c in choices[question.id].items()
+            e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in choices[question.id].items()
         }
     return out
 
@@ -139,8 +142,15 @@ def score(decisions: Sequence[RouteDecision], questions: Sequence[Question], boo
 
 
 def tune_adaptive(
-    settings: Settings, pool_dir: Path, train: Sequence[Question], choices: Choices,
-    vectors_of: Callable[[Sequence[Question]], np.ndarray], *, seed: int, max_experts: float, workdir: Path,
+    settings: Settings,
+    pool_dir: Path,
+    train: Sequence[Question],
+    choices: Choices,
+    vectors_of: Callable[[Sequence[Question]], np.ndarray],
+    *,
+    seed: int,
+    max_experts: float,
+    workdir: Path,
 ) -> tuple[Selection, dict]:
     """(cost, spread) with the best accuracy under ``max_experts`` on a second split of the train part."""
     inner_fit, inner_eval = split(train, 0.6, seed + 1)
@@ -159,15 +169,26 @@ def tune_adaptive(
             grid[(cost, spread)] = score(decisions, inner_eval, book)
     allowed = {key: s for key, s in grid.items() if s.experts_per_question < max_experts} or grid
     best = max(allowed, key=lambda key: (allowed[key].accuracy, -allowed[key].experts_per_question))
-    log.info("adaptive: tuned cost=%s spread=%s (inner accuracy %.4f, %.2f experts)", *best,
-             grid[best].accuracy, grid[best].experts_per_question)
+    log.info(
+        "adaptive: tuned cost=%s spread=%s (inner accuracy %.4f, %.2f experts)",
+        *best,
+        grid[best].accuracy,
+        grid[best].experts_per_question,
+    )
     tuned = Selection(cost=best[0], spread=best[1], max_k=n_experts)
-    return tuned, {"cost": best[0], "spread": best[1], "inner_accuracy": grid[best].accuracy,
-                   "inner_experts_per_question": grid[best].experts_per_question}
+    return tuned, {
+        "cost": best[0],
+        "spread": best[1],
+        "inner_accuracy": grid[best].accuracy,
+        "inner_experts_per_question": grid[best].experts_per_question,
+    }
 
 
 def category_ceilings(
-    train: Sequence[Question], test: Sequence[Question], train_book: Ballots, test_book: Ballots,
+    train: Sequence[Question],
+    test: Sequence[Question],
+    train_book: Ballots,
+    test_book: Ballots,
     experts: Sequence[str],
 ) -> dict:
     """How far choosing experts per (true) category can go: for each category the subset of
@@ -224,8 +245,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.perf_counter()
     choices = expert_choices(answering, every, bench)
     questions = [q for q in every if q.id in choices]
-    log.info("%d questions answered by every expert through the SDK in %.1f s", len(questions),
-             time.perf_counter() - started)
+    log.info(
+        "%d questions answered by every expert through the SDK in %.1f s", len(questions), time.perf_counter() - started
+    )
     embedder = make_embedder()
     vectors = cached_embed(embedder, [q.text for q in questions], settings.embeddings_dir)
     row = {q.id: i for i, q in enumerate(questions)}
@@ -250,16 +272,27 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     for name, k in POLICY_K.items():
         router = coe.router(name, k)
         policies[name] = asdict(score(router.route_weights(weights, ids), test, book))
-        log.info("%-11s accuracy %.4f %s, %.2f experts/question", name, policies[name]["accuracy"],
-                 policies[name]["ci95"], policies[name]["experts_per_question"])
+        log.info(
+            "%-11s accuracy %.4f %s, %.2f experts/question",
+            name,
+            policies[name]["accuracy"],
+            policies[name]["ci95"],
+            policies[name]["experts_per_question"],
+        )
 
-    tuned, tuning = tune_adaptive(settings, args.pool_dir, train, choices, vectors_of, seed=args.seed,
-                                  max_experts=args.max_experts, workdir=workdir / "inner")
+    tuned, tuning = tune_adaptive(
+        settings,
+        args.pool_dir,
+        train,
+        choices,
+        vectors_of,
+        seed=args.seed,
+        max_experts=args.max_experts,
+        workdir=workdir / "inner",
+    )
     ablations = {
         "adaptive_tuned": Router(profile, mixture, "adaptive", selection=tuned).route_weights(weights, ids),
-        "adaptive_categories_only": Router(profile, categories, "adaptive").route_weights(
-            category_weights, ids
-        ),
+        "adaptive_categories_only": Router(profile, categories, "adaptive").route_weights(category_weights, ids),
         "topk_categories_only": Router(profile, categories, "topk", k=3).route_weights(category_weights, ids),
     }
     ablation_scores = {label: asdict(score(decisions, test, book)) for label, decisions in ablations.items()}
@@ -271,18 +304,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     qps, ms_single, ms_fastest = throughput(base, [q.text for q in test[:512]])
     return {
         "benchmark": "mmlu_pro replay",
-        "pool": (
-            str(args.pool_dir.relative_to(ROOT)) if args.pool_dir.is_relative_to(ROOT) else str(args.pool_dir)
-        ),
+        "pool": (str(args.pool_dir.relative_to(ROOT)) if args.pool_dir.is_relative_to(ROOT) else str(args.pool_dir)),
         "experts": profile.experts,
         "seed": args.seed,
         "split": "eval.splits.split by question id",
         "n_train": len(train),
         "n_test": len(test),
         "embedder": embedder.name,
-        "vote": (
-            "aggregators.majority, competence = router.expected_accuracy on the pool scorer's skill weights"
-        ),
+        "vote": ("aggregators.majority, competence = router.expected_accuracy on the pool scorer's skill weights"),
         "policy_k": POLICY_K,
         "selection_defaults": Selection().model_dump(),
         "adaptive_tuning": tuning,
@@ -303,8 +332,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def show(result: Mapping) -> None:
-    print(f"test questions {result['n_test']} (train {result['n_train']}); "
-          f"classifier accuracy (held out) {result['classifier_accuracy']:.4f}")
+    print(
+        f"test questions {result['n_test']} (train {result['n_train']}); "
+        f"classifier accuracy (held out) {result['classifier_accuracy']:.4f}"
+    )
     print(f"{'policy':<26} {'accuracy':>8}  {'95% interval':<18} experts/q")
     rows = {**result["policies"], **result["ablations"]}
     for name, r in rows.items():
@@ -312,9 +343,11 @@ def show(result: Mapping) -> None:
     print(f"adaptive tuning: {result['adaptive_tuning']}")
     print(f"reference on test: {result['reference']}")
     print(f"per-category selection ceilings: {result['category_selection_ceilings']}")
-    print(f"routing: {result['route_qps_batched']} questions/s batched, "
-          f"{result['route_ms_single']} ms for one question "
-          f"(median; fastest {result['route_ms_single_fastest']}; embedding included)")
+    print(
+        f"routing: {result['route_qps_batched']} questions/s batched, "
+        f"{result['route_ms_single']} ms for one question "
+        f"(median; fastest {result['route_ms_single_fastest']}; embedding included)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -323,10 +356,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--pool-dir", type=Path, default=POOL_DIR, help="The replay pool measured.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the train/test split.")
     parser.add_argument("--train-fraction", type=float, default=0.5, help="Share of question ids in train.")
-    parser.add_argument("--max-experts", type=float, default=4.0,
-                        help="Tuned adaptive must stay below this many experts per question on average.")
-    parser.add_argument("--write", action="store_true",
-                        help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
+    parser.add_argument(
+        "--max-experts",
+        type=float,
+        default=4.0,
+        help="Tuned adaptive must stay below this many experts per question on average.",
+    )
+    parser.add_argument("--write", action="store_true", help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -13,8 +13,8 @@ from common.errors import (
     NotFound,
     ReplayMiss,
 )
-from common.recordings import Record, ReplayBook, iter_records, replay_book
 from common.query import Query, query_id
+from common.recordings import Record, ReplayBook, iter_records, replay_book
 from common.requests import Generation, Message, Request, Sampling
 from common.tasks import Compose, Composed, RunTasks, Task
 

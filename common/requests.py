@@ -43,8 +43,11 @@ class Request(BaseModel):
 
     def sampling(self, base: Sampling) -> Sampling:
         """The expert's sampling with this request's overrides applied."""
-        changes = {k: v for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature),
-                                     ("seed", self.seed)) if v is not None}
+        changes = {
+            k: v
+            for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature), ("seed", self.seed))
+            if v is not None
+        }
         return base.model_copy(update=changes) if changes else base
 
     @classmethod

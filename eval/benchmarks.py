@@ -138,7 +138,7 @@ def choice_prompt(question: Query) -> str:
     letters = LETTERS[: len(question.options)]
     return (
         f"{question.text.strip()}\n\nOptions:\n{format_options(question.options)}\n\n"
-        f"Think step by step, then finish with the line \"The answer is (X)\" where X is one of "
+        f'Think step by step, then finish with the line "The answer is (X)" where X is one of '
         f"{', '.join(letters)}."
     )
 
@@ -171,18 +171,26 @@ LETTER_FORMAT = 'End with the line "The answer is (X)", X being the letter of th
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mmlu_pro": Benchmark(
-        "mmlu_pro", "1", "test", load_mmlu_pro, choice_prompt, LETTER_FORMAT,
+        "mmlu_pro",
+        "1",
+        "test",
+        load_mmlu_pro,
+        choice_prompt,
+        LETTER_FORMAT,
         lambda q: letter_extractor(len(q.options) or 10),
     ),
-    "gpqa": Benchmark(
-        "gpqa", "1", "diamond", load_gpqa, choice_prompt, LETTER_FORMAT, lambda q: letter_extractor(4)
-    ),
+    "gpqa": Benchmark("gpqa", "1", "diamond", load_gpqa, choice_prompt, LETTER_FORMAT, lambda q: letter_extractor(4)),
     "medmcqa": Benchmark(
         "medmcqa", "1", "dev", load_medmcqa, choice_prompt, LETTER_FORMAT, lambda q: letter_extractor(4)
     ),
     "aime": Benchmark(
-        "aime", "1", "aime24", load_aime, integer_prompt,
-        "End with the final integer answer in \\boxed{}.", lambda q: integer_extractor(0, 999),
+        "aime",
+        "1",
+        "aime24",
+        load_aime,
+        integer_prompt,
+        "End with the final integer answer in \\boxed{}.",
+        lambda q: integer_extractor(0, 999),
     ),
 }
 

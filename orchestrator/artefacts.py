@@ -90,8 +90,9 @@ class PoolArtefacts:
         """Pickle files lying in the pool's artefact folders: never read, listed so that loading
         the pool can warn about them."""
         folders = (self.directory, self.profiles_dir, self.router_dir, self.aggregator_dir)
-        return sorted(p for folder in folders if folder.is_dir() for p in folder.iterdir()
-                      if p.suffix.lower() in PICKLE_SUFFIXES)
+        return sorted(
+            p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES
+        )
 
     # -- which versions route ----------------------------------------------------------------------
 
@@ -105,8 +106,11 @@ class PoolArtefacts:
 
     def activate(self, **chosen: int | None) -> ActiveVersions:
         """Pin versions (``profile=``, ``classifier=``, ``topics=``); each must exist. Others stay."""
-        stored = {"profile": self.profile_versions(), "classifier": self.classifier_versions(),
-                  "topics": self.topics_versions()}
+        stored = {
+            "profile": self.profile_versions(),
+            "classifier": self.classifier_versions(),
+            "topics": self.topics_versions(),
+        }
         for kind, version in chosen.items():
             if kind not in stored:
                 raise BadInput(f"no artefact kind {kind!r}; known: {', '.join(stored)}")
@@ -184,7 +188,8 @@ class PoolArtefacts:
     def save_choice(self, choice: AggregatorChoice) -> Path:
         """Write the selection as the next version; its ``revision`` is that version number."""
         path = write_new_version(
-            self.aggregator_dir, "choice",
+            self.aggregator_dir,
+            "choice",
             lambda version: choice.model_copy(update={"revision": version}).model_dump_json(indent=2),
         )
         log.info("aggregator selection saved to %s (best %s)", path, choice.best)

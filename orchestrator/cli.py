@@ -21,8 +21,12 @@ from orchestrator.cli_options import (
     ScorerOpt,
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="symbolic-coe: route questions to expert LLMs and aggregate their answers.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="symbolic-coe: route questions to expert LLMs and aggregate their answers.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="The packaged default models.")
 app.add_typer(models_app, name="models")
 
@@ -31,8 +35,9 @@ def _settings(**overrides):
     from orchestrator.settings import load_settings
 
     settings = load_settings(**overrides)
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return settings
 
 
@@ -54,7 +59,11 @@ def ask(
 
     with LiveProgress() as display:
         answer = Orchestrator(settings, progress=display).answer(
-            question, options=option, policy=policy, k=k, scorer=scorer  # type: ignore[arg-type]
+            question,
+            options=option,
+            policy=policy,
+            k=k,
+            scorer=scorer,  # type: ignore[arg-type]
         )
     print(answer.model_dump_json(indent=2) if as_json else answer.summary())
 
@@ -76,8 +85,10 @@ def route(
         print(decision.model_dump_json(indent=2))
         return
     skills = ", ".join(f"{s} {w:.2f}" for s, w in list(decision.skills.items())[:5]) or "(none known)"
-    print(f"policy: {decision.policy}  confidence: {decision.confidence:.2f}"
-          f"{'  (fallback to a general expert)' if decision.fallback else ''}")
+    print(
+        f"policy: {decision.policy}  confidence: {decision.confidence:.2f}"
+        f"{'  (fallback to a general expert)' if decision.fallback else ''}"
+    )
     print(f"skills: {skills}")
     for choice in decision.experts:
         print(f"  {choice.expert:<32} {choice.score:8.3f}")
@@ -112,10 +123,15 @@ def profile(
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Questions sampled (seeded).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the question sample.")] = 0,
     classifier: Annotated[bool, typer.Option(help="Also train the skill classifier.")] = True,
-    whole_split: Annotated[bool, typer.Option(
-        "--whole-split", help="Sample the whole split, not only its profiling half (overlaps evaluation).")] = False,
-    activate: Annotated[bool, typer.Option(
-        help="Route with the new versions at once (a pool's first profile always does).")] = False,
+    whole_split: Annotated[
+        bool,
+        typer.Option(
+            "--whole-split", help="Sample the whole split, not only its profiling half (overlaps evaluation)."
+        ),
+    ] = False,
+    activate: Annotated[
+        bool, typer.Option(help="Route with the new versions at once (a pool's first profile always does).")
+    ] = False,
     pool: PoolOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
@@ -131,9 +147,11 @@ def profile(
     every = bench.questions(settings.data_dir, split)
     part = every if whole_split else partition(every)[0]
     which = "the whole split" if whole_split else "its profiling half, disjoint from the evaluation half"
-    print(f"profiling on {bench.name} {split or bench.default_split}, {which}: {len(part)} of {len(every)} "
-          f"questions{f', {limit} sampled with seed {seed}' if limit and limit < len(part) else ''}",
-          file=sys.stderr)
+    print(
+        f"profiling on {bench.name} {split or bench.default_split}, {which}: {len(part)} of {len(every)} "
+        f"questions{f', {limit} sampled with seed {seed}' if limit and limit < len(part) else ''}",
+        file=sys.stderr,
+    )
     questions = sample(part, limit, seed)
     with LiveProgress() as display:
         coe = Orchestrator(settings, progress=display)
@@ -159,8 +177,11 @@ def activate(
     settings = _settings(pool=pool)
     stored = PoolArtefacts(settings.pool)
     if profile_version is None and classifier_version is None and topics_version is None:
-        for kind, found in (("profile", stored.profile_versions()), ("classifier", stored.classifier_versions()),
-                            ("topics", stored.topics_versions())):
+        for kind, found in (
+            ("profile", stored.profile_versions()),
+            ("classifier", stored.classifier_versions()),
+            ("topics", stored.topics_versions()),
+        ):
             print(f"{kind}: {', '.join(f'v{v}' for v in sorted(found)) or 'none'}")
     else:
         stored.activate(profile=profile_version, classifier=classifier_version, topics=topics_version)
@@ -198,12 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         # typer vendors click privately: its usage errors (unknown option, missing argument, value
         # out of range) are recognised by click's exception interface, not by class
-        if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
-            if not exc.format_message():  # no arguments at all: the help was printed
+        message = getattr(exc, "format_message", None)
+        if callable(message) and hasattr(exc, "exit_code"):
+            if not message():  # no arguments at all: the help was printed
                 sys.exit(exc.exit_code)
             context = getattr(exc, "ctx", None)
             where = f" (see '{context.command_path} --help')" if context is not None else ""
-            fail(f"{exc.format_message()}{where}")
+            fail(f"{message()}{where}")
         raise
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -16,6 +16,8 @@ def keyword_scorer(profile: Profile, run: RunTasks, annotator: str, embedder: Em
     """Keywords from ``annotator`` (run through ``run``), mapped onto the profile's named skills."""
     skills = [s for s in profile.skills if not s.startswith(TOPIC_PREFIX)]
     if not skills:
-        raise BadInput("the keyword scorer maps keywords onto the skills of the pool's profile, and this "
-                       "pool's profile has none (build one with 'coe profile')")
+        raise BadInput(
+            "the keyword scorer maps keywords onto the skills of the pool's profile, and this "
+            "pool's profile has none (build one with 'coe profile')"
+        )
     return KeywordScorer(SkillMapper(skills, embedder), annotator_keywords(run, annotator))

@@ -61,15 +61,23 @@ def prompting(query: Query, benchmark: Benchmark | None) -> Prompting:
         if not isinstance(query, Question):
             raise BadInput(f"query {query.id!r}: a benchmark prompt needs a benchmark item (eval.Question)")
         return Prompting(
-            benchmark.prompt(query), benchmark.answer_format,
-            lambda text: benchmark.extract(query, text), with_options(query),
+            benchmark.prompt(query),
+            benchmark.answer_format,
+            lambda text: benchmark.extract(query, text),
+            with_options(query),
         )
     if query.options:
         return Prompting(
-            choice_prompt(query), LETTER_FORMAT, letter_extractor(len(query.options)), with_options(query),
+            choice_prompt(query),
+            LETTER_FORMAT,
+            letter_extractor(len(query.options)),
+            with_options(query),
         )
     return Prompting(
-        f"{query.text}\n\nThink it through briefly. {FREE_FORMAT}", FREE_FORMAT, final_line_extractor, query.text,
+        f"{query.text}\n\nThink it through briefly. {FREE_FORMAT}",
+        FREE_FORMAT,
+        final_line_extractor,
+        query.text,
     )
 
 
@@ -115,8 +123,9 @@ def task_graph(asked: Sequence[Asked]) -> tuple[list[Task], dict[str, SynthesisJ
 def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: float) -> Answer:
     """The answer to one query from its record and the run's result (nothing is composed again)."""
     scores = {c.expert: c.score for c in one.decision.experts}
-    experts = tuple(_expert_answer(one, name, task_id, scores[name], result)
-                    for name, task_id in one.expert_tasks.items())
+    experts = tuple(
+        _expert_answer(one, name, task_id, scores[name], result) for name, task_id in one.expert_tasks.items()
+    )
     by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
     generation = result.generations.get(one.aggregate_task)
     composed = result.composed.get(one.aggregate_task)
@@ -200,13 +209,16 @@ class Pipeline:
                 self.pool.spec(name)  # an unknown expert is an error, named
             skill = decision.top_skill
             competence = {e: profile.accuracy(e, skill) for e in decision.expert_names if e in profile.experts}
-            asked.append(Asked(query, decision, prompting(query, benchmark), self.aggregator_for(decision),
-                               competence))
+            asked.append(Asked(query, decision, prompting(query, benchmark), self.aggregator_for(decision), competence))
         return asked
 
     def plan(self, tasks: Sequence[Task]) -> Plan:
         return make_plan(
-            tasks, self.pool.specs, budget_mb=self.budget_mb, footprints=self.footprints, devices=self.devices,
+            tasks,
+            self.pool.specs,
+            budget_mb=self.budget_mb,
+            footprints=self.footprints,
+            devices=self.devices,
             aggregators={t.model for t in tasks if t.after},
         )
 
@@ -222,11 +234,21 @@ class Pipeline:
         route_seconds = routed / len(asked)
         tasks, jobs = task_graph(asked)
         plan = self.plan(tasks)
-        log.info("pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
-                 len(asked), len(tasks), len(plan.phases), plan.predicted_loads)
+        log.info(
+            "pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
+            len(asked),
+            len(tasks),
+            len(plan.phases),
+            plan.predicted_loads,
+        )
         executor = Executor(self.engine_factory, self.store, self.progress, self.warm, self.cores)
-        result = executor.run(plan, tasks, self.pool.specs, compose(jobs, self.synthesis),
-                              run_id=run_id or _run_id([q.id for q in queries]))
+        result = executor.run(
+            plan,
+            tasks,
+            self.pool.specs,
+            compose(jobs, self.synthesis),
+            run_id=run_id or _run_id([q.id for q in queries]),
+        )
         return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds) for one in asked]
 
     def _emit(self, event: ProgressEvent) -> None:

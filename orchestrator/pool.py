@@ -50,7 +50,8 @@ class PoolHeader(BaseModel):
     description: str = ""
     aggregator: str = Field(..., description="Name of the model that writes the final answer.")
     experts: tuple[str, ...] | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="Models used as experts; default every model but the aggregator (list it to make it one too).",
     )
 
@@ -72,8 +73,10 @@ class Pool(BaseModel):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
         if self.pool.experts is None and names == [self.pool.aggregator]:
-            raise ValueError(f"the pool has no expert: its one model {names[0]!r} is the aggregator; "
-                             f"list it under experts to make it an expert too")
+            raise ValueError(
+                f"the pool has no expert: its one model {names[0]!r} is the aggregator; "
+                f"list it under experts to make it an expert too"
+            )
         return self
 
     @property

@@ -56,8 +56,10 @@ def profile_pool(
     if classifier:
         labelled = [q for q in questions if q.category]
         if len({q.category for q in labelled}) < 2 or len(labelled) != len(questions):
-            raise BadInput("training the skill classifier needs questions of at least two labelled "
-                           "categories; use --no-classifier for unlabelled ones")
+            raise BadInput(
+                "training the skill classifier needs questions of at least two labelled "
+                "categories; use --no-classifier for unlabelled ones"
+            )
         artefacts = train_router(questions, make_embedder(embedder))
     skills_of = artefacts.skills_of if artefacts is not None else None
     replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}
@@ -66,23 +68,32 @@ def profile_pool(
         profile = build_profile_from_replay(next(iter(replays)), questions, experts, skills_of=skills_of)
         source = "replay"
     else:
-        profile = build_profile_live(questions, [s.name for s in specs], coe.run_tasks, skills_of=skills_of,
-                                     max_tokens=max_tokens)
+        profile = build_profile_live(
+            questions, [s.name for s in specs], coe.run_tasks, skills_of=skills_of, max_tokens=max_tokens
+        )
         source = "live"
     stored = pool.artefacts
-    before = {"profile": max(stored.profile_versions(profile.name), default=None),
-              "classifier": max(stored.classifier_versions(), default=None),
-              "topics": max(stored.topics_versions(), default=None)}
+    before = {
+        "profile": max(stored.profile_versions(profile.name), default=None),
+        "classifier": max(stored.classifier_versions(), default=None),
+        "topics": max(stored.topics_versions(), default=None),
+    }
     profile_path = stored.save_profile(profile)
-    log.info("profile: %s profile of %d experts on %d questions -> %s", source, len(specs), len(questions),
-             profile_path)
+    log.info(
+        "profile: %s profile of %d experts on %d questions -> %s", source, len(specs), len(questions), profile_path
+    )
     router_paths = stored.save_router(artefacts) if artefacts is not None else []
     first = stored.active() is None and not any(before.values())
     if activate or first:  # a pool's first profile routes at once; later ones when asked
-        new = {path.parent.name + "/" + path.name.split(".v")[0]: int(path.name.split(".v")[1].split(".")[0])
-               for path in [profile_path, *router_paths]}
-        stored.activate(profile=new.get(f"profiles/{profile.name}"), classifier=new.get("router/classifier"),
-                        topics=new.get("router/topics"))
+        new = {
+            path.parent.name + "/" + path.name.split(".v")[0]: int(path.name.split(".v")[1].split(".")[0])
+            for path in [profile_path, *router_paths]
+        }
+        stored.activate(
+            profile=new.get(f"profiles/{profile.name}"),
+            classifier=new.get("router/classifier"),
+            topics=new.get("router/topics"),
+        )
     elif stored.active() is None:  # never pinned: pin what it routed with, so nothing switches
         stored.activate(**before)
     return ProfileReport(profile_path, router_paths, len(questions), source, active=activate or first)

@@ -21,8 +21,13 @@ def gpu_memory_mb() -> float | None:
     if exe is None:
         return None
     try:
-        done = subprocess.run([exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=15, check=True)
+        done = subprocess.run(
+            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=True,
+        )
         return float(done.stdout.split()[0])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
         log.warning("nvidia-smi gave no GPU memory (%s); planning for the CPU", exc)

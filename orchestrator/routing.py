@@ -22,6 +22,8 @@ class NoSkillScorer:
     treat every expert alike); ``all`` needs nothing more.
     """
 
+    name = "none"
+
     def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
         return [{} for _ in texts]
 
@@ -41,12 +43,14 @@ def pool_profile(pool: Pool) -> Profile:
     if missing:
         log.warning("profile of pool %s has no evidence on expert(s) %s", pool.name, ", ".join(missing))
     raw = profile.model_dump()
-    return Profile.model_validate({
-        **raw,
-        "experts": experts,
-        "stats": {e: raw["stats"][e] for e in experts if e in raw["stats"]},
-        "overall": {e: raw["overall"][e] for e in experts if e in raw["overall"]},
-    })
+    return Profile.model_validate(
+        {
+            **raw,
+            "experts": experts,
+            "stats": {e: raw["stats"][e] for e in experts if e in raw["stats"]},
+            "overall": {e: raw["overall"][e] for e in experts if e in raw["overall"]},
+        }
+    )
 
 
 def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:
@@ -68,6 +72,10 @@ def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
         return None
     unknown = sorted({choice.best, *choice.best_per_skill.values()} - set(pool.specs))
     if unknown:
-        log.warning("aggregator selection of pool %s names model(s) %s it does not have; using %s instead",
-                    pool.name, unknown, pool.aggregator.name)
+        log.warning(
+            "aggregator selection of pool %s names model(s) %s it does not have; using %s instead",
+            pool.name,
+            unknown,
+            pool.aggregator.name,
+        )
     return choice

@@ -1,18 +1,18 @@
 """The public SDK: ``Orchestrator(settings).answer("...")``.
 
-    from orchestrator import Orchestrator, Query, load_settings
-    coe = Orchestrator(load_settings(pool="pools/default"))
-    answer = coe.answer("Which planet is largest?")
-    print(answer.text); print(answer.summary())
-    answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
+from orchestrator import Orchestrator, Query, load_settings
+coe = Orchestrator(load_settings(pool="pools/default"))
+answer = coe.answer("Which planet is largest?")
+print(answer.text); print(answer.summary())
+answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Literal
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from aggregators import SynthesisJob
 from batching import EngineFactory, WarmEngines, make_engine, model_footprint
@@ -109,8 +109,11 @@ class Orchestrator:
         skills: Symbolic-MoE's way; it runs the annotator model)."""
         if scorer not in ("classifier", "keywords"):
             raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
-        key = (check_policy(policy, self.settings.policy),
-               check_k(k, self.settings.k, len(self.pool.expert_names)), scorer)
+        key = (
+            check_policy(policy, self.settings.policy),
+            check_k(k, self.settings.k, len(self.pool.expert_names)),
+            scorer,
+        )
         if key not in self._routers:
             router = pool_router(self.pool, key[0], key[1])
             if scorer == "keywords":
@@ -155,8 +158,9 @@ class Orchestrator:
         all failed comes back with ``error`` set."""
         if isinstance(questions, str) or not isinstance(questions, Sequence):
             raise BadInput("answer_batch takes a list of questions")
-        queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
-                   for i, q in enumerate(questions)]
+        queries = [
+            as_query(q, self.settings.max_question_chars, field=f"questions[{i}]") for i, q in enumerate(questions)
+        ]
         return self._run(queries, benchmark, self.router(policy, k, scorer=scorer), run_id)
 
     def plan(
@@ -181,21 +185,24 @@ class Orchestrator:
     ) -> tuple[list[Task], dict[str, SynthesisJob]]:
         """The expert and aggregation tasks ``answer_batch`` would run (routing included), with each
         aggregation task's synthesis job, without running them."""
-        queries = [as_query(q, self.settings.max_question_chars, field=f"questions[{i}]")
-                   for i, q in enumerate(questions)]
+        queries = [
+            as_query(q, self.settings.max_question_chars, field=f"questions[{i}]") for i, q in enumerate(questions)
+        ]
         return task_graph(self._pipeline(self.router(policy, k), None).ask(queries, benchmark))
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run independent tasks (profiling, annotation) through the planner: each model loads once."""
         tasks = list(tasks)
         budget, footprints = self.memory()
-        the_plan = make_plan(tasks, self.pool.specs, budget_mb=budget, footprints=footprints,
-                             devices=self.settings.devices)
+        the_plan = make_plan(
+            tasks, self.pool.specs, budget_mb=budget, footprints=footprints, devices=self.settings.devices
+        )
         executor = Executor(self.engine_factory, None, self.progress, self._warm, self._split_cores())
         return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
-    def _run(self, queries: list[Query], benchmark: Benchmark | None, router: Router,
-             run_id: str | None) -> list[Answer]:
+    def _run(
+        self, queries: list[Query], benchmark: Benchmark | None, router: Router, run_id: str | None
+    ) -> list[Answer]:
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise BadInput(f"run_id must be a non-empty string, got {run_id!r}")
         store = None

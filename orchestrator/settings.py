@@ -28,19 +28,13 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pool: Path = Field(shipped_pool("default"), description="Pool directory (holds pool.toml).")
-    data_dir: Path = Field(
-        PROJECT_ROOT.parent / "shared" / "data", description="Benchmarks and replay recordings."
-    )
-    cache_dir: Path = Field(
-        Path.home() / ".cache" / "symbolic-coe", description="Converted models and other caches."
-    )
+    data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data", description="Benchmarks and replay recordings.")
+    cache_dir: Path = Field(Path.home() / ".cache" / "symbolic-coe", description="Converted models and other caches.")
     runs_dir: Path = Field(Path(".coe") / "runs", description="Run stores (checkpoints) and metrics.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Logging level of the CLI (progress lines are printed regardless)."
     )
-    max_question_chars: int = Field(
-        16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters."
-    )
+    max_question_chars: int = Field(16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters.")
     memory_budget_mb: float | None = Field(
         None, gt=0, description="Memory models may hold at once; None measures the machine."
     )

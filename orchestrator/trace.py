@@ -44,9 +44,10 @@ class Trace(BaseModel):
     @property
     def tokens(self) -> tuple[int, int]:
         """Tokens read and written by the experts and the aggregator."""
-        aggregation = [self.aggregation] if self.aggregation is not None else []
-        calls = [*self.experts, *aggregation]
-        return sum(c.tokens_in for c in calls), sum(c.tokens_out for c in calls)
+        spent = [(e.tokens_in, e.tokens_out) for e in self.experts]
+        if self.aggregation is not None:
+            spent.append((self.aggregation.tokens_in, self.aggregation.tokens_out))
+        return sum(i for i, _ in spent), sum(o for _, o in spent)
 
 
 class Answer(BaseModel):

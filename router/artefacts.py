@@ -40,8 +40,9 @@ class RouterArtefacts:
     """Training question id -> its skills (category, and topic when there are topics)."""
 
     @classmethod
-    def of(cls, classifier: SkillClassifier, topics: TopicModel | None = None,
-           embedder: Embedder | None = None) -> RouterArtefacts:
+    def of(
+        cls, classifier: SkillClassifier, topics: TopicModel | None = None, embedder: Embedder | None = None
+    ) -> RouterArtefacts:
         """Stored artefacts with the embedder they were trained on (made by name when not given)."""
         return cls(classifier, topics, embedder or make_embedder(classifier.meta.embedder))
 

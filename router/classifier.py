@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -85,8 +86,9 @@ class ClassifierPayload(BaseModel):
     @classmethod
     def _known_format(cls, value: int) -> int:
         if value == 1:
-            raise ValueError("format 1 kept the classifier in a pickle, which is never read; "
-                             "train it again (coe profile)")
+            raise ValueError(
+                "format 1 kept the classifier in a pickle, which is never read; train it again (coe profile)"
+            )
         if value != FORMAT_VERSION:
             raise ValueError(f"format {value} is not known (this version reads {FORMAT_VERSION})")
         return value
@@ -98,13 +100,14 @@ class ClassifierPayload(BaseModel):
         width = self.meta.n_features
         for i, member in enumerate(self.members):
             if len(member.coef) != expected_rows:
-                raise ValueError(f"members[{i}] has {len(member.coef)} coef rows; {labels} labels need "
-                                 f"{expected_rows}")
+                raise ValueError(f"members[{i}] has {len(member.coef)} coef rows; {labels} labels need {expected_rows}")
             if len(member.coef[0]) != width:
                 raise ValueError(f"members[{i}] takes {len(member.coef[0])} features, meta.n_features is {width}")
             if (member.platt_a is not None) != self.meta.calibrated:
-                raise ValueError(f"members[{i}] {'lacks' if self.meta.calibrated else 'has'} Platt scaling "
-                                 f"but calibrated is {self.meta.calibrated}")
+                raise ValueError(
+                    f"members[{i}] {'lacks' if self.meta.calibrated else 'has'} Platt scaling "
+                    f"but calibrated is {self.meta.calibrated}"
+                )
         return self
 
 
@@ -196,12 +199,14 @@ def _members_of(estimator, labels: list[str]) -> list[LinearMember]:
         inner = pair.estimator
         if [str(c) for c in inner.classes_] != labels:  # stratified folds keep every label
             raise BadInput(f"a calibration fold saw labels {list(inner.classes_)}, not {labels}")
-        members.append(LinearMember(
-            coef=float32_rows(inner.coef_),
-            intercept=float32_rows(inner.intercept_),
-            platt_a=[float(c.a_) for c in pair.calibrators],
-            platt_b=[float(c.b_) for c in pair.calibrators],
-        ))
+        members.append(
+            LinearMember(
+                coef=float32_rows(inner.coef_),
+                intercept=float32_rows(inner.intercept_),
+                platt_a=[float(c.a_) for c in pair.calibrators],
+                platt_b=[float(c.b_) for c in pair.calibrators],
+            )
+        )
     return members
 
 
@@ -239,8 +244,18 @@ def train_classifier(
         calibrate, estimator = False, base
     estimator.fit(vectors, labels)
     names = [str(x) for x in estimator.classes_]
-    meta = ClassifierMeta(labels=names, embedder=embedder.name, n_features=int(np.shape(vectors)[1]),
-                          n_train=len(labels), calibrated=calibrate, sklearn_version=sklearn_version)
-    log.info("router: trained skill classifier on %d questions, %d skills, %.1f s", len(labels),
-             len(meta.labels), time.perf_counter() - started)
+    meta = ClassifierMeta(
+        labels=names,
+        embedder=embedder.name,
+        n_features=int(np.shape(vectors)[1]),
+        n_train=len(labels),
+        calibrated=calibrate,
+        sklearn_version=sklearn_version,
+    )
+    log.info(
+        "router: trained skill classifier on %d questions, %d skills, %.1f s",
+        len(labels),
+        len(meta.labels),
+        time.perf_counter() - started,
+    )
     return SkillClassifier(meta, _members_of(estimator, names))

@@ -38,17 +38,23 @@ class Selection(BaseModel):
 
     k: int = Field(3, ge=1, le=64, description="Experts per query (policies with a fixed k).")
     threshold: float = Field(
-        0.5, ge=0.0, le=1.0,
+        0.5,
+        ge=0.0,
+        le=1.0,
         description="category: top-skill weight below which the best overall expert answers.",
     )
     cost: float = Field(
-        0.005, ge=0.0, le=1.0,
+        0.005,
+        ge=0.0,
+        le=1.0,
         description="adaptive: estimated accuracy an extra expert must add (default: tuned by routing.py).",
     )
     max_k: int = Field(6, ge=1, le=64, description="adaptive: most experts per query.")
     n_options: int = Field(10, ge=2, le=26, description="adaptive: answer options a wrong vote spreads over.")
     spread: float = Field(
-        5.0, ge=0.0, le=50.0,
+        5.0,
+        ge=0.0,
+        le=50.0,
         description="adaptive: spread of shared question difficulty (logit scale); 0 = independent experts.",
     )
 
@@ -59,10 +65,7 @@ Policy = Callable[[Profile, Mapping[str, float], Selection, random.Random], Chos
 
 def symbolic_scores(profile: Profile, skills: Mapping[str, float]) -> dict[str, float]:
     """Symbolic-MoE score of every expert for a query with these skill weights."""
-    return {
-        e: profile.competence(e) * sum(w * profile.score(e, s) for s, w in skills.items())
-        for e in profile.experts
-    }
+    return {e: profile.competence(e) * sum(w * profile.score(e, s) for s, w in skills.items()) for e in profile.experts}
 
 
 def expected_accuracy(profile: Profile, skills: Mapping[str, float]) -> dict[str, float]:

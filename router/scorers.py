@@ -11,9 +11,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from common.tasks import RunTasks
 from common.errors import BadInput, ConfigError
 from common.query import Query
+from common.tasks import RunTasks
 from router.classifier import SkillClassifier
 from skills.annotate import SkillMapper, annotate
 from skills.embed import Embedder
@@ -56,8 +56,7 @@ class ClassifierScorer:
     def __init__(self, classifier: SkillClassifier, embedder: Embedder) -> None:
         if embedder.name != classifier.meta.embedder:
             raise ConfigError(
-                f"classifier was trained on {classifier.meta.embedder!r} embeddings, "
-                f"got embedder {embedder.name!r}"
+                f"classifier was trained on {classifier.meta.embedder!r} embeddings, got embedder {embedder.name!r}"
             )
         self.classifier = classifier
         self.embedder = embedder
@@ -143,9 +142,13 @@ class MixtureScorer:
     def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
         texts = _check(texts)
         embedders = {getattr(scorer, "embedder", None) for scorer, _ in self.parts}
-        if len(embedders) == 1 and None not in embedders and all(
-            hasattr(scorer, "weights_from_vectors") for scorer, _ in self.parts
+        if (
+            len(embedders) == 1
+            and None not in embedders
+            and all(hasattr(scorer, "weights_from_vectors") for scorer, _ in self.parts)
         ):
             # one embedding pass for all parts
-            return self.weights_from_vectors(next(iter(embedders)).embed(texts)) if texts else []
+            embedder = next(iter(embedders))
+            assert embedder is not None
+            return self.weights_from_vectors(embedder.embed(texts)) if texts else []
         return self._mix([(scorer.skill_weights(texts), share) for scorer, share in self.parts])

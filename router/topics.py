@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,9 +29,7 @@ class TopicMeta(BaseModel):
 
     embedder: str = Field(..., min_length=1)
     n_topics: int = Field(..., ge=2)
-    temperature: float = Field(
-        0.05, gt=0.0, le=10.0, description="Softmax temperature over cosine similarity."
-    )
+    temperature: float = Field(0.05, gt=0.0, le=10.0, description="Softmax temperature over cosine similarity.")
     n_train: int = Field(..., ge=1)
 
 
@@ -86,8 +85,9 @@ class TopicModel:
         return out / out.sum(axis=1, keepdims=True)
 
 
-def train_topics(vectors: np.ndarray, embedder: Embedder, n_topics: int = 20, *, seed: int = 0,
-                 temperature: float = 0.05) -> TopicModel:
+def train_topics(
+    vectors: np.ndarray, embedder: Embedder, n_topics: int = 20, *, seed: int = 0, temperature: float = 0.05
+) -> TopicModel:
     """Cluster training embeddings into ``n_topics`` topics."""
     from sklearn.cluster import KMeans
 
@@ -106,15 +106,15 @@ class TopicScorer:
 
     def __init__(self, topics: TopicModel, embedder: Embedder) -> None:
         if embedder.name != topics.meta.embedder:
-            raise ConfigError(
-                f"topics were made from {topics.meta.embedder!r} embeddings, got {embedder.name!r}"
-            )
+            raise ConfigError(f"topics were made from {topics.meta.embedder!r} embeddings, got {embedder.name!r}")
         self.topics, self.embedder = topics, embedder
 
     def weights_from_vectors(self, vectors: np.ndarray) -> list[dict[str, float]]:
         names = self.topics.names
-        return [{names[i]: float(w) for i in np.argsort(-row) if (w := row[i]) > 1e-6} for row in
-                self.topics.weights(vectors)]
+        return [
+            {names[i]: float(w) for i in np.argsort(-row) if (w := row[i]) > 1e-6}
+            for row in self.topics.weights(vectors)
+        ]
 
     def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
         texts = list(texts)

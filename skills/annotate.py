@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from common.tasks import RunTasks, Task
-from common.requests import Generation, Request
 from common.errors import BadInput
 from common.query import Query
+from common.requests import Request
+from common.tasks import RunTasks, Task
 from skills.embed import Embedder
 from skills.names import normalise_skill
-
 
 ANNOTATION_PROMPT = (
     "Which areas of knowledge does a person need to answer the question below? "
     "Reply with one line: {count} short keywords (one to three words each, e.g. "
-    "\"organic chemistry\", \"probability\", \"contract law\"), separated by commas. "
+    '"organic chemistry", "probability", "contract law"), separated by commas. '
     "Do not answer the question.\n\nQuestion:\n{question}"
 )
 _MAX_KEYWORD_WORDS = 4
@@ -60,8 +59,9 @@ def annotation_tasks(
         prompt = annotation_prompt(question)
         for sample in range(samples):
             task_id = f"annotate:{question.id}:{sample}"
-            request = Request.user(task_id, prompt, question_id=question.id, max_tokens=max_tokens,
-                                   temperature=temperature, seed=sample)
+            request = Request.user(
+                task_id, prompt, question_id=question.id, max_tokens=max_tokens, temperature=temperature, seed=sample
+            )
             tasks.append(Task(id=task_id, model=models[sample % len(models)], request=request))
     return tasks
 

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from common.recordings import iter_records
-from common.tasks import RunTasks, Task
-from common.requests import Generation, Request
 from common.errors import BadInput
+from common.recordings import iter_records
+from common.requests import Request
+from common.tasks import RunTasks, Task
 from eval.benchmarks import Question, get_benchmark
 from skills.names import question_skills
 from skills.profile import Profile, ProfileBuilder
@@ -83,8 +83,7 @@ def build_profile_from_replay(
     for expert, model in mapping.items():
         by_model.setdefault(model, []).append(expert)
     skills = _skills_lookup(skills_of)
-    builder = ProfileBuilder(mapping, name=name, source=f"replay:{Path(replay).name}",
-                             prior_strength=prior_strength)
+    builder = ProfileBuilder(mapping, name=name, source=f"replay:{Path(replay).name}", prior_strength=prior_strength)
     seen = 0
     for record in iter_records(Path(replay), by_model):
         question = table.get(record.question_id)
@@ -98,11 +97,10 @@ def build_profile_from_replay(
             builder.add(expert, skills(question), right)
         seen += 1
     if seen == 0:
-        raise BadInput(
-            f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions"
-        )
-    log.info("profile %s: %d recorded answers, %d experts, %.1f s", name, seen, len(mapping),
-             time.perf_counter() - started)
+        raise BadInput(f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions")
+    log.info(
+        "profile %s: %d recorded answers, %d experts, %.1f s", name, seen, len(mapping), time.perf_counter() - started
+    )
     return builder.build()
 
 
@@ -152,6 +150,7 @@ def build_profile_live(
     if failed == len(tasks):
         raise BadInput(f"profile {name}: all {failed} generations failed; the first because: {cause}")
     if failed:
-        log.warning("profile %s: %d of %d generations failed and were not counted (first: %s)",
-                    name, failed, len(tasks), cause)
+        log.warning(
+            "profile %s: %d of %d generations failed and were not counted (first: %s)", name, failed, len(tasks), cause
+        )
     return builder.build()

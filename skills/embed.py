@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class SentenceEmbedder:
         self.name = Path(self.model_ref).name if self.model_ref else DEFAULT_MODEL
         self.batch_size = batch_size
         self.device = device
-        self._model = None
+        self._model: Any = None
         self._lock = threading.Lock()
 
     def _path(self) -> str:
@@ -120,7 +120,10 @@ class SentenceEmbedder:
         if not texts:
             return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
         vectors = model.encode(
-            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
@@ -154,9 +157,7 @@ def cached_embed(embedder: Embedder, texts: Sequence[str], folder: Path) -> np.n
         else:
             if vectors.shape[0] == len(texts):
                 return vectors
-            log.warning(
-                "embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts)
-            )
+            log.warning("embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts))
     vectors = embedder.embed(texts)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(f".tmp{os.getpid()}.npy")

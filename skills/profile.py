@@ -62,9 +62,7 @@ class Profile(BaseModel):
         4.0, ge=0.0, le=1000.0, description="Pseudo-answers of the Beta prior centred on overall accuracy."
     )
     experts: list[str] = Field(..., min_length=1)
-    stats: dict[str, dict[str, SkillStats]] = Field(
-        default_factory=dict, description="expert -> skill -> counts."
-    )
+    stats: dict[str, dict[str, SkillStats]] = Field(default_factory=dict, description="expert -> skill -> counts.")
     overall: dict[str, SkillStats] = Field(
         default_factory=dict, description="expert -> counts over all answered questions."
     )
@@ -159,8 +157,9 @@ class Profile(BaseModel):
 class ProfileBuilder:
     """Accumulates scored answers, then makes a ``Profile``."""
 
-    def __init__(self, experts: Iterable[str], *, name: str = "profile", source: str = "",
-                 prior_strength: float = 4.0) -> None:
+    def __init__(
+        self, experts: Iterable[str], *, name: str = "profile", source: str = "", prior_strength: float = 4.0
+    ) -> None:
         self.experts = list(dict.fromkeys(experts))
         if not self.experts:
             raise BadInput("a profile needs at least one expert")

@@ -38,9 +38,7 @@ def replay_spec():
     """Make a replay ExpertSpec for one recorded model of a given file."""
 
     def make(path: Path, model: str, name: str | None = None) -> ExpertSpec:
-        return ExpertSpec(
-            name=name or model.lower(), source={"kind": "replay", "path": path, "model": model}
-        )
+        return ExpertSpec(name=name or model.lower(), source={"kind": "replay", "path": path, "model": model})
 
     return make
 

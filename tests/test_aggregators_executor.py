@@ -6,10 +6,10 @@ import pytest
 
 from aggregators import ExpertAnswer, SynthesisJob, SynthesisOptions, compose, synthesis_outcome
 from batching import ExpertSpec, FakeEngine
-from common.requests import Request
-from common.tasks import Task
 from batching.executor import Executor
 from batching.plan import make_plan
+from common.requests import Request
+from common.tasks import Task
 from eval.extract import letter_extractor
 
 FORMAT = 'End with "The answer is (X)".'
@@ -66,8 +66,11 @@ def test_aggregation_phase_runs_last_and_leaves_out_failed_experts():
     for qid, gold in GOLD.items():
         generation = result.generations[f"{qid}/agg"]
         assert generation.ok, generation.error
-        by_task = {tid: ExpertAnswer.from_generation(g, letter_extractor(4))
-                   for tid, g in result.generations.items() if tid.startswith(f"{qid}/")}
+        by_task = {
+            tid: ExpertAnswer.from_generation(g, letter_extractor(4))
+            for tid, g in result.generations.items()
+            if tid.startswith(f"{qid}/")
+        }
         outcome = synthesis_outcome(result.composed[f"{qid}/agg"], generation, by_task, letter_extractor(4))
         assert outcome.choice == gold
         assert set(outcome.inputs) == {"good", "bad"}

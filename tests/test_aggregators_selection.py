@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 
 from aggregators import (
-    AggregatorChoice,
     ValidationItem,
     records_for,
     select_aggregator,
     synthetic_cases,
 )
 from batching import ExpertSpec, FakeEngine
+from common.errors import BadInput
+from common.recordings import ReplayBook
 from common.requests import Generation, Request
 from common.tasks import Task
-from common.recordings import ReplayBook
-from common.errors import BadInput
 from eval.extract import letter_extractor
 
 FORMAT = 'End with "The answer is (X)".'
@@ -53,9 +52,7 @@ def replay(tmp_path: Path) -> Path:
 
 def items() -> list[ValidationItem]:
     return [
-        ValidationItem(
-            qid, f"Question {qid}? (A) a (B) b (C) c (D) d", gold, SKILL[qid], FORMAT, letter_extractor(4)
-        )
+        ValidationItem(qid, f"Question {qid}? (A) a (B) b (C) c (D) d", gold, SKILL[qid], FORMAT, letter_extractor(4))
         for qid, gold in GOLD.items()
     ]
 

@@ -18,9 +18,9 @@ from aggregators import (
     synthesis_result,
 )
 from batching import ExpertSpec, FakeEngine
+from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Request
 from common.tasks import Task
-from common.errors import BadInput, GenerationFailed
 from eval.extract import letter_extractor, strip_thinking
 
 FORMAT = 'End with "The answer is (X)".'
@@ -35,8 +35,10 @@ def test_think_blocks_are_stripped_and_question_and_format_present():
     request = synthesis_request(
         "agg-1",
         QUESTION,
-        [answer("a", "<think>secret musing</think>Jupiter is biggest. The answer is (B)."),
-         answer("b", "The answer is (A).")],
+        [
+            answer("a", "<think>secret musing</think>Jupiter is biggest. The answer is (B)."),
+            answer("b", "The answer is (A)."),
+        ],
         FORMAT,
         SynthesisOptions(order="given"),
     )
@@ -182,5 +184,5 @@ def test_bound_text_never_exceeds_and_keeps_the_end(text, limit):
         assert cut == plain
     else:
         assert len(cut) <= limit and cut.startswith("[...]")
-        tail = cut[len("[...] "):]
+        tail = cut[len("[...] ") :]
         assert plain.endswith(tail)

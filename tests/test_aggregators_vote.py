@@ -13,14 +13,10 @@ from aggregators import ExpertAnswer, get_voter, log_odds_weight, majority, weig
 from common.errors import BadInput, NotFound
 
 
-def answers(
-    *pairs: tuple[str, str | None], competence: dict[str, float] | None = None
-) -> list[ExpertAnswer]:
+def answers(*pairs: tuple[str, str | None], competence: dict[str, float] | None = None) -> list[ExpertAnswer]:
     competence = competence or {}
     return [
-        ExpertAnswer(
-            expert=name, text=f"{name} says {choice}", choice=choice, competence=competence.get(name)
-        )
+        ExpertAnswer(expert=name, text=f"{name} says {choice}", choice=choice, competence=competence.get(name))
         for name, choice in pairs
     ]
 
@@ -28,9 +24,7 @@ def answers(
 def test_public_names_are_exported():
     for name in aggregators.__all__:
         assert hasattr(aggregators, name), name
-    assert {"majority", "weighted", "synthesis_request", "compose", "select_aggregator"} <= set(
-        aggregators.__all__
-    )
+    assert {"majority", "weighted", "synthesis_request", "compose", "select_aggregator"} <= set(aggregators.__all__)
 
 
 def test_majority_picks_most_votes_and_reports_share():
@@ -61,7 +55,9 @@ def test_majority_tie_without_competence_is_deterministic():
 def test_majority_text_comes_from_the_most_competent_backer():
     result = majority(
         answers(
-            ("weak", "A"), ("strong", "A"), ("other", "B"),
+            ("weak", "A"),
+            ("strong", "A"),
+            ("other", "B"),
             competence={"weak": 0.2, "strong": 0.9, "other": 0.5},
         )
     )

@@ -120,8 +120,10 @@ def trained_pool(tmp_path) -> Path:
     pool = tmp_path / "pool"
     pool.mkdir()
     shutil.copy(shipped_pool("default") / "pool.toml", pool / "pool.toml")
-    questions = [Question(id=str(i), benchmark="mmlu_pro", text=text, answer="A", category=label)
-                 for i, (text, label) in enumerate(TRAIN * 3)]
+    questions = [
+        Question(id=str(i), benchmark="mmlu_pro", text=text, answer="A", category=label)
+        for i, (text, label) in enumerate(TRAIN * 3)
+    ]
     arts = train_router(questions, HashingEmbedder(128), n_topics=2, seed=0)
     builder = ProfileBuilder(["smollm2", "gemma3"])
     for q in questions:
@@ -152,8 +154,12 @@ def test_a_planted_pickle_is_never_opened(trained_pool, tmp_path, caplog):
     assert probe.exists()  # the payload does run code when unpickled
     marker = tmp_path / "planted-code-ran"
     payload = pickle.dumps(Planted(marker))
-    planted = [trained_pool / "router" / "classifier.v1.joblib", trained_pool / "router" / "classifier.v2.pkl",
-               trained_pool / "profiles" / "profile.v1.pkl", trained_pool / "aggregator.pickle"]
+    planted = [
+        trained_pool / "router" / "classifier.v1.joblib",
+        trained_pool / "router" / "classifier.v2.pkl",
+        trained_pool / "profiles" / "profile.v1.pkl",
+        trained_pool / "aggregator.pickle",
+    ]
     for path in planted:
         path.write_bytes(payload)
     with caplog.at_level("WARNING", logger="orchestrator.pool"):
@@ -166,8 +172,14 @@ def test_a_planted_pickle_is_never_opened(trained_pool, tmp_path, caplog):
 
 def test_an_old_pickled_classifier_is_one_config_error(trained_pool):
     """A classifier of format 1 (its model in a pickle beside the JSON) is refused with one line."""
-    old = {"format_version": 1, "labels": ["law", "mathematics"], "embedder": "hashing-128", "n_train": 24,
-           "calibrated": True, "sklearn_version": "1.9.1"}
+    old = {
+        "format_version": 1,
+        "labels": ["law", "mathematics"],
+        "embedder": "hashing-128",
+        "n_train": 24,
+        "calibrated": True,
+        "sklearn_version": "1.9.1",
+    }
     path = trained_pool / "router" / "classifier.v2.json"
     path.write_text(json.dumps(old))
     (trained_pool / "router" / "classifier.v2.joblib").write_bytes(pickle.dumps(Planted(trained_pool / "x")))
@@ -182,8 +194,12 @@ def test_an_old_pickled_classifier_is_one_config_error(trained_pool):
     ("relative", "content", "expected"),
     [
         ("router/topics.v1.json", "{not json", "not valid JSON"),
-        ("router/topics.v1.json", '{"format_version": 2, "meta": {"embedder": "hashing-128", "n_topics": 2, '
-                                  '"n_train": 24}, "centres": [[1.0], [0.5, 0.5]]}', "centres"),
+        (
+            "router/topics.v1.json",
+            '{"format_version": 2, "meta": {"embedder": "hashing-128", "n_topics": 2, '
+            '"n_train": 24}, "centres": [[1.0], [0.5, 0.5]]}',
+            "centres",
+        ),
         ("profiles/profile.v1.json", "[1, 2]", "expected a JSON object"),
         ("router/classifier.v1.json", '{"format_version": 2, "meta": {}}', "meta.labels"),
     ],
@@ -200,8 +216,12 @@ def _choice(best: str = "gemma3"):
     from aggregators import AggregatorChoice, CandidateScore, SynthesisOptions
 
     return AggregatorChoice(
-        created="2026-11-22T00:00:00Z", seed=0, n_wrong=2, options=SynthesisOptions(),
-        candidates={"gemma3": CandidateScore.of(3, 4), "smollm2": CandidateScore.of(1, 4)}, best=best,
+        created="2026-11-22T00:00:00Z",
+        seed=0,
+        n_wrong=2,
+        options=SynthesisOptions(),
+        candidates={"gemma3": CandidateScore.of(3, 4), "smollm2": CandidateScore.of(1, 4)},
+        best=best,
     )
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import tomllib
@@ -32,18 +31,23 @@ def dead_pool(tmp_path_factory) -> Path:
     """A pool whose one expert is an HTTP endpoint nobody listens on."""
     pool = tmp_path_factory.mktemp("dead") / "pool"
     pool.mkdir()
-    model = ('[[models]]\nname = "{n}"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'
-             'model = "m"\ntimeout_s = 5\nretries = 1\n')
-    (pool / "pool.toml").write_text('[pool]\nname = "dead"\naggregator = "b"\nexperts = ["a"]\n'
-                                    + model.format(n="a") + model.format(n="b"), encoding="utf-8")
+    model = (
+        '[[models]]\nname = "{n}"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'model = "m"\ntimeout_s = 5\nretries = 1\n'
+    )
+    (pool / "pool.toml").write_text(
+        '[pool]\nname = "dead"\naggregator = "b"\nexperts = ["a"]\n' + model.format(n="a") + model.format(n="b"),
+        encoding="utf-8",
+    )
     return pool
 
 
 @pytest.mark.parametrize("case", TABLE["cli"], ids=lambda c: " ".join(c["args"])[:40] or "(none)")
 def test_cli(case, bad_pool, dead_pool):
     args = [a.replace("{bad_pool}", str(bad_pool)).replace("{dead_pool}", str(dead_pool)) for a in case["args"]]
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
-                          cwd=PROJECT_ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-2000:]
     # progress lines may come first; the failure itself is one line, the last, with no warnings
@@ -53,8 +57,12 @@ def test_cli(case, bad_pool, dead_pool):
 
 
 def test_cli_non_utf8_argument():
-    done = subprocess.run([sys.executable.encode(), b"-m", b"orchestrator.cli", b"ask", b"\xff\xfe caf\xe9?"],
-                          capture_output=True, cwd=PROJECT_ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"orchestrator.cli", b"ask", b"\xff\xfe caf\xe9?"],
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.decode().strip() == "coe: error: question is not valid UTF-8 text"
 
@@ -67,8 +75,9 @@ def test_sdk(case, tmp_path):
         made.append(FakeEngine(spec))
         return made[-1]
 
-    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
-                             memory_budget_mb=20000)
+    settings = load_settings(
+        pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=20000
+    )
     coe = Orchestrator(settings, engine_factory=factory)
     kwargs = {k: case[k] for k in ("options", "policy", "k", "run_id") if k in case}
     with pytest.raises(getattr(errors, case["error"]), match=case["message"]):

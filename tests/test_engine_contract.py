@@ -193,12 +193,15 @@ def test_log_cause_is_the_root_error_not_the_engine_dead_notice(tmp_path: Path) 
     engine.log_path = tmp_path / "child.log"
     engine.log_path.write_text(
         "INFO 11-23 20:22:14 [core.py:1] starting\n"
-        "(Worker pid=5101) ERROR 11-23 20:22:31 [multiproc_executor.py:1063] RuntimeError: CPU Generator does not use offset\n"
+        "(Worker pid=5101) ERROR 11-23 20:22:31 [multiproc_executor.py:1063] "
+        "RuntimeError: CPU Generator does not use offset\n"
         "(EngineCore pid=4981) ERROR 11-23 20:22:31 [core.py:1512] RuntimeError: Worker failed with error 'x'\n"
         "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above)\n"
     )
     assert engine._log_cause() == "RuntimeError: Worker failed with error 'x'"
-    engine.log_path.write_text("INFO shutting down\ncoe error: vLLM's engine process 42 exited unexpectedly\nINFO done\n")
+    engine.log_path.write_text(
+        "INFO shutting down\ncoe error: vLLM's engine process 42 exited unexpectedly\nINFO done\n"
+    )
     assert engine._log_cause() == "coe error: vLLM's engine process 42 exited unexpectedly"
     engine.log_path.write_text("just\nsome lines\n\n")
     assert engine._log_cause() == "some lines"

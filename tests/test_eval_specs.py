@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval import BENCHMARKS, get_benchmark, integer_extractor, letter_extractor, strip_thinking
 from common.errors import NotFound
+from eval import BENCHMARKS, get_benchmark, integer_extractor, letter_extractor, strip_thinking
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batching import ExpertSpec, FakeEngine
-from common.requests import Generation, Request
-from common.tasks import Composed, Task
 from batching.executor import Executor, ProgressEvent
 from batching.plan import make_plan
 from batching.runstore import SQLiteRunStore, request_key
 from common.errors import BadInput, EngineError, EngineLoadError
+from common.requests import Generation, Request
+from common.tasks import Composed, Task
 
 
 def spec(name: str, memory_mb: float = 1000) -> ExpertSpec:
@@ -29,9 +29,7 @@ def moe(questions: int, experts: list[str], aggregator: str, k: int = 2) -> list
         ids = []
         for i in range(k):
             name = experts[(q + i) % len(experts)]
-            tasks.append(
-                Task(id=f"q{q}/{name}", model=name, request=Request.user(f"q{q}/{name}", f"question {q}?"))
-            )
+            tasks.append(Task(id=f"q{q}/{name}", model=name, request=Request.user(f"q{q}/{name}", f"question {q}?")))
             ids.append(f"q{q}/{name}")
         tasks.append(Task(id=f"q{q}/final", model=aggregator, after=tuple(ids)))
     return tasks
@@ -76,9 +74,7 @@ def test_each_model_loads_once_and_gets_whole_batches():
     assert [len(b) for b in factory.batches("a")] == [8]  # one generate call with every request
     assert [len(b) for b in factory.batches("agg")] == [12]
     m = result.metrics
-    assert (
-        m.loads == 4 and m.generate_calls == 4 and m.requests_per_model == {"a": 8, "b": 8, "c": 8, "agg": 12}
-    )
+    assert m.loads == 4 and m.generate_calls == 4 and m.requests_per_model == {"a": 8, "b": 8, "c": 8, "agg": 12}
     assert m.tokens_out > 0 and m.wall_seconds >= m.engine_seconds > 0
     assert m.overhead_seconds == pytest.approx(m.wall_seconds - m.engine_seconds)
 
@@ -161,13 +157,9 @@ def test_resume_skips_what_the_store_holds(tmp_path):
     second = Executor(factory, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
     assert factory.loads("a") == factory.loads("b") == 0  # their phases were skipped
     assert factory.loads("c") == factory.loads("agg") == 1
-    assert sorted(x for b in factory.batches("c") for x in b) == sorted(
-        t.id for t in tasks if t.id.endswith("/c")
-    )
+    assert sorted(x for b in factory.batches("c") for x in b) == sorted(t.id for t in tasks if t.id.endswith("/c"))
     assert second.metrics.resumed == len(kept) and second.metrics.phases_skipped == 2
-    assert {t: g.text for t, g in second.generations.items()} == {
-        t: g.text for t, g in first.generations.items()
-    }
+    assert {t: g.text for t, g in second.generations.items()} == {t: g.text for t, g in first.generations.items()}
     assert len(fresh.get_many("r", [key(t.id) for t in tasks])) == len(tasks)
     again = Factory()
     third = Executor(again, store=fresh).run(plan, tasks, SPECS, compose, run_id="r")
@@ -285,9 +277,7 @@ def test_progress_events_and_log_lines(caplog):
     tasks = moe(3, ["a", "b"], "agg")
     events: list[ProgressEvent] = []
     with caplog.at_level(logging.INFO, logger="batching.executor"):
-        Executor(Factory(), progress=events.append).run(
-            make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose
-        )
+        Executor(Factory(), progress=events.append).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
     kinds = [e.kind for e in events]
     assert kinds.count("phase_start") == kinds.count("phase_done") == 3
     assert kinds.count("model_loaded") == 3
@@ -407,6 +397,7 @@ def test_each_generation_is_checkpointed_as_it_arrives(tmp_path):
                 if self.spec.name == "a" and index == 2:
                     seen_in_store.append(len(store.get_many("r", [request_key(self.spec, r) for r in requests])))
                     raise KeyboardInterrupt  # the process is killed mid-batch
+
             return super().generate(requests, arrived)
 
     with pytest.raises(KeyboardInterrupt):

@@ -12,15 +12,17 @@ import pytest
 
 from batching.engines.http import HTTPEngine
 from batching.spec import ExpertSpec
-from common.requests import Request
 from common.errors import EndpointError, EngineError
+from common.requests import Request
 
 BASE = "http://llm.test/v1"
 
 
 def spec(prompt_mode: str = "chat", **source) -> ExpertSpec:
     fields = {"kind": "http", "base_url": BASE, "model": "smol", "retries": 2, **source}
-    return ExpertSpec(name="remote", source=fields, prompt_mode=prompt_mode, sampling={"max_tokens": 12, "stop": ["\n\n"]})
+    return ExpertSpec(
+        name="remote", source=fields, prompt_mode=prompt_mode, sampling={"max_tokens": 12, "stop": ["\n\n"]}
+    )
 
 
 def models_reply(*ids: str) -> httpx.Response:
@@ -305,9 +307,7 @@ def test_dead_port_gives_a_clear_error() -> None:
     with socket.socket() as sock:  # find a free port, then close it: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    eng = HTTPEngine(
-        spec(base_url=f"http://127.0.0.1:{port}/v1", retries=1), backoff_s=0.01
-    )
+    eng = HTTPEngine(spec(base_url=f"http://127.0.0.1:{port}/v1", retries=1), backoff_s=0.01)
     with pytest.raises(EndpointError, match=rf"cannot reach http://127.0.0.1:{port}/v1/models: connection refused"):
         eng.load()
     assert not eng.loaded
@@ -330,7 +330,9 @@ def test_each_answer_is_reported_in_the_calling_thread_as_it_arrives() -> None:
 
     eng = engine(Server(script), concurrency=3)
     eng.load()
-    out = eng.generate([Request.user("a", "slow"), Request.user("b", "fast"), Request.user("c", "quick")], on_result=on_result)
+    out = eng.generate(
+        [Request.user("a", "slow"), Request.user("b", "fast"), Request.user("c", "quick")], on_result=on_result
+    )
     assert [g.text for g in out] == ["echo: slow", "echo: fast", "echo: quick"]
     assert sorted(i for i, _, _ in seen[:2]) == [1, 2] and seen[2][:2] == (0, "echo: slow")
     assert {name for _, _, name in seen} == {threading.current_thread().name}

@@ -15,8 +15,12 @@ TIE_CASES = [
     ({"a": "B", "b": "B", "c": "A"}, None, "B", "most votes wins, no tie"),
     ({"a": "A", "b": "B"}, {"a": 0.3, "b": 0.7}, "B", "1-1: more competent supporter"),
     ({"a": "A", "b": "B"}, {"a": 0.8, "b": 0.7}, "A", "1-1: more competent supporter"),
-    ({"a": "A", "d": "A", "b": "B", "c": "B"}, {"a": 0.9, "d": 0.1, "b": 0.6, "c": 0.6}, "B",
-     "2-2: larger summed competence, not the single most competent expert"),
+    (
+        {"a": "A", "d": "A", "b": "B", "c": "B"},
+        {"a": 0.9, "d": 0.1, "b": 0.6, "c": 0.6},
+        "B",
+        "2-2: larger summed competence, not the single most competent expert",
+    ),
     ({"a": "D", "b": "C"}, None, "C", "tie without competence: smaller choice string"),
     ({"a": "D", "b": "C"}, {"a": 0.5, "b": 0.5}, "C", "equal summed competence: smaller choice string"),
     ({"a": "C", "b": "D", "c": None}, {"a": 0.4}, "C", "expert without competence counts 0"),
@@ -90,12 +94,15 @@ def test_numeric_ids_sort_numerically_before_the_shuffle():
     assert seeded_order(items([10, 9, 1]), 0) == seeded_order(items([1, 9, 10]), 0)
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda q: split(q, 1.5, 0), "fraction must be in"),
-    (lambda q: sample(q, -1, 0), "sample size"),
-    (lambda q: split(q + q[:1], 0.5, 0), "repeated: '0'"),
-    (lambda q: sample(q + q[:1], None, 0), "repeated: '0'"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda q: split(q, 1.5, 0), "fraction must be in"),
+        (lambda q: sample(q, -1, 0), "sample size"),
+        (lambda q: split(q + q[:1], 0.5, 0), "repeated: '0'"),
+        (lambda q: sample(q + q[:1], None, 0), "repeated: '0'"),
+    ],
+)
 def test_split_and_sample_errors(call, message):
     with pytest.raises(BadInput, match=message):
         call(items(range(5)))
@@ -109,13 +116,22 @@ def test_routing_benchmark_votes_with_aggregators_majority():
     # aggregators.majority gives it to the larger summed competence (B)
     competence = {"a": 0.9, "d": 0.1, "b": 0.6, "c": 0.6}
     said = {"q1": {"a": "A", "d": "A", "b": "B", "c": "B"}, "q2": {"a": "C", "d": "A", "b": "C", "c": "D"}}
-    questions = [Question(id="q1", benchmark="t", text="one?", answer="B", category="x"),
-                 Question(id="q2", benchmark="t", text="two?", answer="C", category="y")]
-    book = {qid: {e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in row.items()}
-            for qid, row in said.items()}
+    questions = [
+        Question(id="q1", benchmark="t", text="one?", answer="B", category="x"),
+        Question(id="q2", benchmark="t", text="two?", answer="C", category="y"),
+    ]
+    book = {
+        qid: {e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in row.items()}
+        for qid, row in said.items()
+    }
     decisions = [
-        RouteDecision(question_id=q.id, skills={}, confidence=0.0, policy="all",
-                      experts=tuple(ExpertChoice(expert=e, score=0.0) for e in "adbc"))
+        RouteDecision(
+            question_id=q.id,
+            skills={},
+            confidence=0.0,
+            policy="all",
+            experts=tuple(ExpertChoice(expert=e, score=0.0) for e in "adbc"),
+        )
         for q in questions
     ]
     for q in questions:
@@ -132,8 +148,7 @@ def test_sdk_tasks_are_the_graph_answer_batch_runs(tmp_path):
     from orchestrator import Orchestrator, load_settings
     from orchestrator.settings import PROJECT_ROOT
 
-    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
-                             memory_budget_mb=8000)
+    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=8000)
     coe = Orchestrator(settings)
     questions = [
         Question(id=f"q{i}", benchmark="free", text=f"Question {i}?", options=("yes", "no"), answer="A")

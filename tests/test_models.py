@@ -111,7 +111,9 @@ def test_failed_conversion_leaves_no_folder(tmp_path: Path) -> None:
 def test_two_concurrent_callers_convert_once(tmp_path: Path) -> None:
     convert = CountingConverter(delay_s=0.3)
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(ensure_packaged(SMOL, tmp_path, convert))) for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(ensure_packaged(SMOL, tmp_path, convert))) for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

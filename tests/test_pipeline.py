@@ -33,14 +33,14 @@ class Engines:
 
 @pytest.fixture
 def settings(tmp_path):
-    return load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
-                         memory_budget_mb=8000, policy="all")
+    return load_settings(
+        pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=8000, policy="all"
+    )
 
 
 def questions(n):
     return [
-        Question(id=f"q{i}", benchmark="free", text=f"Question number {i}?", options=("yes", "no", "maybe"),
-                 answer="A")
+        Question(id=f"q{i}", benchmark="free", text=f"Question number {i}?", options=("yes", "no", "maybe"), answer="A")
         for i in range(n)
     ]
 
@@ -155,8 +155,9 @@ def test_cli_bad_input_is_one_line():
 
 
 def test_cli_route_unknown_policy():
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "route", "hi", "--policy", "topkk"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "route", "hi", "--policy", "topkk"], capture_output=True, text=True
+    )
     assert done.returncode == 2 and "did you mean 'topk'" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -175,10 +176,16 @@ def test_stored_aggregator_choice_is_used(tmp_path):
 
     pool = tmp_path / "pool"
     shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
-    PoolArtefacts(pool).save_choice(AggregatorChoice(
-        created="2026-11-22T00:00:00Z", seed=0, n_wrong=2, options=SynthesisOptions(),
-        candidates={"gemma3": CandidateScore.of(3, 4), "smollm2": CandidateScore.of(1, 4)}, best="gemma3",
-    ))
+    PoolArtefacts(pool).save_choice(
+        AggregatorChoice(
+            created="2026-11-22T00:00:00Z",
+            seed=0,
+            n_wrong=2,
+            options=SynthesisOptions(),
+            candidates={"gemma3": CandidateScore.of(3, 4), "smollm2": CandidateScore.of(1, 4)},
+            best="gemma3",
+        )
+    )
     settings = load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=8000, policy="all")
     engines = Engines()
     answer = Orchestrator(settings, engine_factory=engines).answer("Pick.", options=["a", "b"])
@@ -196,8 +203,9 @@ def test_gpu_footprint_is_vllms_reserved_share(vllm_spec):
 
 
 def test_a_warm_session_keeps_engines_loaded_between_calls(tmp_path):
-    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
-                             memory_budget_mb=20000, policy="all")  # both default models fit
+    settings = load_settings(
+        pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=20000, policy="all"
+    )  # both default models fit
     engines = Engines()
     with Orchestrator(settings, engine_factory=engines) as coe:
         first = coe.answer("Is water wet?", options=["yes", "no"])
@@ -205,12 +213,15 @@ def test_a_warm_session_keeps_engines_loaded_between_calls(tmp_path):
         assert first.trace.loads == 2 and second.trace.loads == 0  # the second call loads nothing
         assert all(e.loaded for e in engines.made.values())
     assert {n: (e.loads, e.loaded) for n, e in engines.made.items()} == {
-        "gemma3": (1, False), "smollm2": (1, False)}  # unloaded on leaving the session
+        "gemma3": (1, False),
+        "smollm2": (1, False),
+    }  # unloaded on leaving the session
 
 
 def test_a_warm_session_unloads_what_does_not_fit(tmp_path):
-    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs",
-                             memory_budget_mb=9000, policy="all")  # one default model at a time
+    settings = load_settings(
+        pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=9000, policy="all"
+    )  # one default model at a time
     made: list[FakeEngine] = []
     resident: list[int] = []
 

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batching import ExpertSpec
-from common.requests import Request
-from common.tasks import Task
 from batching.plan import ModelCost, Plan, make_plan
 from common.errors import BadInput, ConfigError, NotFound
+from common.requests import Request
+from common.tasks import Task
 
 
 def spec(name: str, memory_mb: float | None = 1000, kind: str = "vllm") -> ExpertSpec:

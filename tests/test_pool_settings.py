@@ -61,7 +61,7 @@ def test_good_pool(tmp_path):
         (('name = "b"', 'name = "a"'), "repeated: a"),
         (('prompt_mode = "completion"', 'prompt_mode = "poetry"'), "models[1].prompt_mode"),
         (('name = "p"', 'name = "p"\ncolour = "red"'), "pool.colour"),
-        (('[pool]', '[pool'), "not valid TOML"),
+        (("[pool]", "[pool"), "not valid TOML"),
     ],
 )
 def test_malformed_pool_names_file_and_field(tmp_path, change, expected):
@@ -148,8 +148,10 @@ def test_shipped_replay_pool_holds_no_pickle():
 def _pool_toml(tmp_path, header: str) -> Path:
     folder = tmp_path / "p"
     folder.mkdir(exist_ok=True)
-    models = "".join(f'[[models]]\nname = "{n}"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'
-                     f'model = "{n}"\n' for n in ("big", "small"))
+    models = "".join(
+        f'[[models]]\nname = "{n}"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "{n}"\n'
+        for n in ("big", "small")
+    )
     (folder / "pool.toml").write_text(f'[pool]\nname = "p"\naggregator = "small"\n{header}\n{models}', encoding="utf-8")
     return folder
 

@@ -136,14 +136,17 @@ def _write_replay(path, rows):
 
 def test_build_from_replay_uses_correct_then_pred_then_text(tmp_path):
     replay = tmp_path / "r.jsonl.gz"
-    _write_replay(replay, [
-        {"model": "M1", "question_id": "1", "text": "", "pred": "B", "correct": 1},  # trusted flag
-        {"model": "M1", "question_id": "2", "text": "", "pred": "B"},  # no flag: pred vs gold
-        {"model": "M1", "question_id": "3", "text": "so the answer is (A)"},  # extracted: wrong
-        {"model": "M2", "question_id": "2", "text": "The answer is (B)", "pred": None},  # extracted: right
-        {"model": "M2", "question_id": "99", "text": "", "pred": "A", "correct": 1},  # not asked about
-        {"model": "Other", "question_id": "1", "text": "", "pred": "A", "correct": 1},
-    ])
+    _write_replay(
+        replay,
+        [
+            {"model": "M1", "question_id": "1", "text": "", "pred": "B", "correct": 1},  # trusted flag
+            {"model": "M1", "question_id": "2", "text": "", "pred": "B"},  # no flag: pred vs gold
+            {"model": "M1", "question_id": "3", "text": "so the answer is (A)"},  # extracted: wrong
+            {"model": "M2", "question_id": "2", "text": "The answer is (B)", "pred": None},  # extracted: right
+            {"model": "M2", "question_id": "99", "text": "", "pred": "A", "correct": 1},  # not asked about
+            {"model": "Other", "question_id": "1", "text": "", "pred": "A", "correct": 1},
+        ],
+    )
     p = build_profile_from_replay(replay, _questions(), {"one": "M1", "two": "M2"}, name="demo")
     assert p.name == "demo" and p.experts == ["one", "two"]
     assert (p.counts("one", "mathematics").correct, p.counts("one", "mathematics").n) == (1, 1)
@@ -194,8 +197,7 @@ def test_build_live_all_failed_is_an_error():
         build_profile_live(_questions(), ["x"], run)
 
     def fails(tasks):
-        return {t.id: Generation(request_id=t.id, model=t.model, error="engine 'x' died: out of memory")
-                for t in tasks}
+        return {t.id: Generation(request_id=t.id, model=t.model, error="engine 'x' died: out of memory") for t in tasks}
 
     with pytest.raises(BadInput, match="the first because: engine 'x' died: out of memory"):
         build_profile_live(_questions(), ["x"], fails)

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.data
 @pytest.fixture
 def pool_copy(tmp_path):
     target = tmp_path / "pool"
-    shutil.copytree(PROJECT_ROOT / "pools" / "replay-small", target,
-                    ignore=shutil.ignore_patterns("profiles", "router"))
+    shutil.copytree(
+        PROJECT_ROOT / "pools" / "replay-small", target, ignore=shutil.ignore_patterns("profiles", "router")
+    )
     return target
 
 
@@ -50,8 +51,9 @@ def test_unlabelled_questions_need_no_classifier(pool_copy, data_dir):
 
 def test_shipped_replay_pool_routes(data_dir):
     """pools/replay-small ships a profile and classifier built by `coe profile -n 3000`."""
-    coe = Orchestrator(load_settings(pool=PROJECT_ROOT / "pools" / "replay-small", data_dir=data_dir,
-                                     policy="topk", k=2))
+    coe = Orchestrator(
+        load_settings(pool=PROJECT_ROOT / "pools" / "replay-small", data_dir=data_dir, policy="topk", k=2)
+    )
     decision = coe.route("Which enzyme unwinds DNA during replication?")
     assert decision.top_skill in {"biology", "health", "chemistry"} or decision.top_skill.startswith("topic:")
     assert len(decision.experts) == 2
@@ -63,8 +65,11 @@ def test_router_candidates_are_the_pools_experts(tmp_path, data_dir):
     pool = tmp_path / "pool"
     shutil.copytree(PROJECT_ROOT / "pools" / "replay-small", pool)
     text = (pool / "pool.toml").read_text()
-    (pool / "pool.toml").write_text(text.replace('"yi-6b-chat"]', '"yi-6b-chat", "smollm2"]')
-                                    .replace('experts = ["meta-llama-3_1-8b-instruct", ', 'experts = ['))
+    (pool / "pool.toml").write_text(
+        text.replace('"yi-6b-chat"]', '"yi-6b-chat", "smollm2"]').replace(
+            'experts = ["meta-llama-3_1-8b-instruct", ', "experts = ["
+        )
+    )
     coe = Orchestrator(load_settings(pool=pool, data_dir=data_dir, policy="all"))
     decision = coe.route("What is 2 + 2?")
     names = {e.expert for e in decision.experts}

@@ -25,7 +25,8 @@ def test_imports_are_light():
         "import sys; import orchestrator, router, skills, aggregators, batching, eval;"
         "from orchestrator import Orchestrator, load_settings;"
         "Orchestrator(load_settings(memory_budget_mb=None)).memory();"
-        "heavy = [m for m in ('vllm', 'torch', 'sentence_transformers', 'sklearn', 'transformers') if m in sys.modules];"
+        "heavy = [m for m in ('vllm', 'torch', 'sentence_transformers', 'sklearn', 'transformers') "
+        "if m in sys.modules];"
         "print(','.join(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from common.requests import Request
 from batching.engines import ReplayEngine
-from common.recordings import ReplayBook
 from common.errors import BadInput, NotFound, ReplayMiss
+from common.recordings import ReplayBook
+from common.requests import Request
 
 ROWS = [
     {"model": "m1", "question_id": 1, "text": "so The answer is (B).", "pred": "B", "correct": 1},

@@ -7,8 +7,8 @@ import json
 import httpx
 
 from batching import ExpertSpec
-from common.requests import Request, Sampling
 from batching.engines.http import HTTPEngine
+from common.requests import Request, Sampling
 from eval.benchmarks import Question
 from skills import annotation_tasks
 
@@ -27,8 +27,13 @@ def test_http_body_carries_the_override():
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json={"data": [{"id": "m"}]})
         bodies.append(json.loads(request.content))
-        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
-                                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            },
+        )
 
     spec = ExpertSpec(name="e", source={"kind": "http", "base_url": "http://h/v1", "model": "m"})
     engine = HTTPEngine(spec, transport=httpx.MockTransport(handler))

@@ -10,6 +10,7 @@ import pytest
 
 import router
 from common.errors import BadInput, ConfigError, NotFound
+from orchestrator.artefacts import PoolArtefacts
 from router import (
     POLICIES,
     ClassifierScorer,
@@ -22,7 +23,6 @@ from router import (
     train_classifier,
     vote_accuracy,
 )
-from orchestrator.artefacts import PoolArtefacts
 from skills import HashingEmbedder, ProfileBuilder, SkillMapper
 
 
@@ -114,9 +114,7 @@ def test_symbolic_draw_frequencies_are_proportional():
     scores = symbolic_scores(p, {"s": 1.0})
     share = scores["x"] / (scores["x"] + scores["y"])
     scorer = FixedScorer({"q": {"s": 1.0}})
-    firsts = Counter(
-        Router(p, scorer, "symbolic", k=1, seed=s).route(["q"])[0].expert_names[0] for s in range(2000)
-    )
+    firsts = Counter(Router(p, scorer, "symbolic", k=1, seed=s).route(["q"])[0].expert_names[0] for s in range(2000))
     assert firsts["x"] / 2000 == pytest.approx(share, abs=0.04)
 
 
@@ -222,9 +220,7 @@ def test_classifier_train_save_load_and_score(tmp_path):
     assert max(weights[0], key=weights[0].get) == "mathematics"
     assert max(weights[1], key=weights[1].get) == "law"
     assert all(abs(sum(w.values()) - 1) < 1e-9 for w in weights)
-    assert np.allclose(
-        loaded.predict_proba(emb.embed(["court"])), clf.predict_proba(emb.embed(["court"]))
-    )
+    assert np.allclose(loaded.predict_proba(emb.embed(["court"])), clf.predict_proba(emb.embed(["court"])))
     with pytest.raises(ConfigError, match="trained on 'hashing-256'"):
         ClassifierScorer(loaded, HashingEmbedder(64))
 
@@ -319,7 +315,7 @@ def test_topics_cluster_and_score_softly(tmp_path):
     topics = train_topics(vectors, emb, 3, seed=0)
     labels = topics.labels(vectors)
     # the three planted groups come out as three topics, one per group
-    groups = [set(labels[i * 30:(i + 1) * 30]) for i in range(3)]
+    groups = [set(labels[i * 30 : (i + 1) * 30]) for i in range(3)]
     assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
     scorer = TopicScorer(topics, emb)
     (weights,) = scorer.weights_from_vectors(vectors[:1])

@@ -31,8 +31,9 @@ def test_profile_and_router_pick_better_than_chance(data_dir, replay_file):
     from common.recordings import iter_records
 
     wanted = {q.id for q in test}
-    right = {(r.model, r.question_id): bool(r.correct) for r in iter_records(replay_file, MODELS)
-             if r.question_id in wanted}
+    right = {
+        (r.model, r.question_id): bool(r.correct) for r in iter_records(replay_file, MODELS) if r.question_id in wanted
+    }
 
     def single_expert_accuracy(policy: str) -> float:
         decisions = Router(profile, scorer, policy, k=1, seed=0).route_weights(weights, [q.id for q in test])

@@ -9,8 +9,8 @@ from contextlib import closing
 import pytest
 
 from batching.runstore import RunStore, SQLiteRunStore
-from common.requests import Generation
 from common.errors import BadInput
+from common.requests import Generation
 
 
 def gen(request_id: str, text: str = "The answer is (A).", error: str | None = None) -> Generation:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import skills
-from common.requests import Generation
 from common.errors import BadInput
+from common.requests import Generation
 from eval.benchmarks import Question
 from skills import (
     HashingEmbedder,
@@ -105,7 +105,9 @@ def test_cached_embed_reuses_by_content(tmp_path):
 
 def test_parse_keywords():
     assert parse_keywords("Organic Chemistry, reaction mechanisms; Stoichiometry.") == [
-        "organic chemistry", "reaction mechanism", "stoichiometry",
+        "organic chemistry",
+        "reaction mechanism",
+        "stoichiometry",
     ]
     assert parse_keywords("Keywords: probability, probability, statistics") == ["probability", "statistics"]
     assert parse_keywords("- calculus\n- limits\n- series") == ["calculus", "limit", "series"]
@@ -164,11 +166,12 @@ def test_annotate_votes_over_samples():
 
 def test_skill_mapper_with_fake_embedder():
     mapper = SkillMapper(["organic chemistry", "contract law", "Mathematics"], HashingEmbedder())
-    (skill, similarity), = mapper.nearest(["organic chemistry reactions"])
+    ((skill, similarity),) = mapper.nearest(["organic chemistry reactions"])
     assert skill == "organic chemistry" and 0.0 < similarity < 1.0
     assert mapper.nearest(["math"]) == [("mathematics", 1.0)]  # exact after normalising
     assert [s for s, _ in mapper.nearest(["organic chemistry reactions", "contract law cases"])] == [
-        "organic chemistry", "contract law",
+        "organic chemistry",
+        "contract law",
     ]
     weights = mapper.weights(["organic chemistry", "organic chemistry reactions", "contract law"])
     assert abs(sum(weights.values()) - 1.0) < 1e-9

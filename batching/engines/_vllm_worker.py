@@ -223,7 +223,9 @@ def _watch_engine(pipe: _Pipe, stopping: threading.Event, poll_s: float = 1.0) -
                 if not alive and not stopping.is_set():
                     print(f"coe error: vLLM's engine process {proc.pid} exited unexpectedly", flush=True)
                     try:
-                        pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=f"vLLM's engine process {proc.pid} exited"))
+                        pipe.send(
+                            Failed(kind=ErrorKind.ENGINE_DEAD, message=f"vLLM's engine process {proc.pid} exited")
+                        )
                     finally:
                         _exit(1)
 
@@ -284,7 +286,7 @@ def _release_semaphores() -> None:
     try:
         from multiprocessing import util
 
-        util._run_finalizers(0)
+        util._run_finalizers(0)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - only tidiness is at stake
         traceback.print_exc()
 

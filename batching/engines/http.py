@@ -19,8 +19,8 @@ import httpx
 
 from batching.engines.base import ResultCallback, chat_messages, completion_prompt
 from batching.spec import ExpertSpec, HTTPSource
-from common.requests import Generation, Request
 from common.errors import EndpointError, EngineError
+from common.requests import Generation, Request
 
 __all__ = ["HTTPEngine"]
 
@@ -147,7 +147,9 @@ class HTTPEngine:
                 return self._generate_one(client, request)
             except _Unreachable as exc:
                 unreachable.append(str(exc))
-                return Generation(request_id=request.id, model=self.spec.name, error=f"cannot reach {self.base_url}: {exc}")
+                return Generation(
+                    request_id=request.id, model=self.spec.name, error=f"cannot reach {self.base_url}: {exc}"
+                )
 
         out: list[Generation | None] = [None] * len(requests)
         workers = min(self.source.concurrency, len(requests))
@@ -156,9 +158,9 @@ class HTTPEngine:
             try:
                 for future in as_completed(futures):
                     i = futures[future]
-                    out[i] = future.result()
+                    done = out[i] = future.result()
                     if on_result is not None:
-                        on_result(i, out[i])
+                        on_result(i, done)
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -17,9 +17,9 @@ from aggregators import (
     synthesis_result,
 )
 from batching import ExpertSpec, make_engine
+from common.recordings import ReplayBook
 from common.requests import Generation
 from common.tasks import Task
-from common.recordings import ReplayBook
 from eval.extract import letter_extractor
 from orchestrator.artefacts import PoolArtefacts
 
@@ -64,13 +64,22 @@ def test_selection_through_a_real_engine(smollm2, tmp_path: Path):
     for qid, gold in golds.items():
         for model, pred in (("M1", gold), ("M2", "D"), ("M3", "A" if gold != "A" else "B")):
             text = f"Working it through. The answer is ({pred})."
-            lines.append(json.dumps({"model": model, "question_id": qid, "text": text, "pred": pred,
-                                     "correct": int(pred == gold)}))
+            lines.append(
+                json.dumps(
+                    {"model": model, "question_id": qid, "text": text, "pred": pred, "correct": int(pred == gold)}
+                )
+            )
     replay = tmp_path / "replay.jsonl"
     replay.write_text("\n".join(lines) + "\n")
     items = [
-        ValidationItem(qid, f"Pick option {gold}.\n\nOptions:\n(A) a\n(B) b\n(C) c\n(D) d", gold, "demo",
-                       FORMAT, letter_extractor(4))
+        ValidationItem(
+            qid,
+            f"Pick option {gold}.\n\nOptions:\n(A) a\n(B) b\n(C) c\n(D) d",
+            gold,
+            "demo",
+            FORMAT,
+            letter_extractor(4),
+        )
         for qid, gold in golds.items()
     ]
 

@@ -24,15 +24,31 @@ def test_coe_ask_default_pool(cache_dir):
     before = _model_processes()
     env = {**os.environ, "COE_CACHE_DIR": str(cache_dir)}
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "ask", "--json", "--option", "Oxygen", "--option", "Carbon dioxide",
-         "--option", "Nitrogen", "Which gas do plants take from the air to make sugar?"],
-        capture_output=True, text=True, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "ask",
+            "--json",
+            "--option",
+            "Oxygen",
+            "--option",
+            "Carbon dioxide",
+            "--option",
+            "Nitrogen",
+            "Which gas do plants take from the air to make sugar?",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout)
     trace = answer["trace"]
-    assert [c["expert"] for c in trace["experts"]] == ["gemma3", "smollm2"] or \
-        sorted(c["expert"] for c in trace["experts"]) == ["gemma3", "smollm2"]
+    assert [c["expert"] for c in trace["experts"]] == ["gemma3", "smollm2"] or sorted(
+        c["expert"] for c in trace["experts"]
+    ) == ["gemma3", "smollm2"]
     for call in trace["experts"]:
         assert call["error"] is None, call
         assert call["text"].strip() and call["tokens_out"] > 0 and call["tokens_in"] > 0

@@ -61,7 +61,9 @@ def _run_and_kill(cache_dir: Path, tmp_path: Path, *, after: str) -> None:
     script = tmp_path / "hold_engine.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    owner = subprocess.Popen([sys.executable, str(script), str(cache_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(cache_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert owner.stdout.readline().strip() == "loading"
         if after == "generating":

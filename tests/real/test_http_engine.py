@@ -13,6 +13,7 @@ from batching.engines.http import HTTPEngine
 from batching.spec import ExpertSpec
 from common.errors import EndpointError, EngineLoadError
 from common.requests import Request
+
 from .vllm_server import VLLMServer, free_port
 
 
@@ -31,7 +32,10 @@ def test_chat_and_completion_through_a_real_server(server: VLLMServer) -> None:
     chat = HTTPEngine(server.expert_spec())
     chat.load()
     assert chat.served_models == ["smollm2"]
-    questions = [Request.user(f"q{i}", f"Give one word that rhymes with {w}.") for i, w in enumerate(["cat", "sun", "tree", "blue"])]
+    questions = [
+        Request.user(f"q{i}", f"Give one word that rhymes with {w}.")
+        for i, w in enumerate(["cat", "sun", "tree", "blue"])
+    ]
     out = chat.generate(questions)
     chat.unload()
     assert [g.request_id for g in out] == ["q0", "q1", "q2", "q3"]
@@ -70,7 +74,9 @@ def test_wrong_model_name_and_wrong_path_on_a_real_server(server: VLLMServer) ->
 
 def test_dead_endpoint_is_a_clear_error() -> None:
     base_url = f"http://127.0.0.1:{free_port()}/v1"
-    engine = HTTPEngine(ExpertSpec(name="gone", source={"kind": "http", "base_url": base_url, "model": "gone", "retries": 1}))
+    engine = HTTPEngine(
+        ExpertSpec(name="gone", source={"kind": "http", "base_url": base_url, "model": "gone", "retries": 1})
+    )
     with pytest.raises(EndpointError, match=f"cannot reach {base_url}/models: connection refused"):
         engine.load()
     assert not engine.loaded

@@ -17,9 +17,25 @@ def test_live_profile_of_default_pool(tmp_path, cache_dir, data_dir):
     shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
     env = {**os.environ, "COE_CACHE_DIR": str(cache_dir), "COE_DATA_DIR": str(data_dir)}
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "profile", "--pool", str(pool), "-b", "mmlu_pro",
-         "--split", "validation", "-n", "6", "--no-classifier"],
-        capture_output=True, text=True, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "profile",
+            "--pool",
+            str(pool),
+            "-b",
+            "mmlu_pro",
+            "--split",
+            "validation",
+            "-n",
+            "6",
+            "--no-classifier",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "profile (live, 6 questions)" in done.stdout

@@ -20,8 +20,9 @@ def test_readme_sdk_example_runs_as_a_script(tmp_path):
     script = tmp_path / "example.py"
     script.write_text(example, encoding="utf-8")  # as written, run from the project folder
     env = {**os.environ, "COE_RUNS_DIR": str(tmp_path / "runs")}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=1200)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     lines = done.stdout.strip().splitlines()

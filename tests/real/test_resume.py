@@ -84,9 +84,7 @@ def workload(replay_file: Path, chosen: list[str], with_vllm: bool, max_tokens: 
                 )
             )
         tasks.append(Task(id=f"{qid}/final", model=aggregator, after=tuple(ids)))
-        jobs[f"{qid}/final"] = SynthesisJob(
-            question_text=prompt, answer_format=bench.answer_format, question_id=qid
-        )
+        jobs[f"{qid}/final"] = SynthesisJob(question_text=prompt, answer_format=bench.answer_format, question_id=qid)
     return specs, tasks, compose(jobs, SynthesisOptions(max_tokens=max_tokens, order="given"))
 
 
@@ -133,9 +131,7 @@ def child(argv: Sequence[str]) -> int:
     store = SQLiteRunStore(store_path)
     result = Executor(Logged, store=store).run(plan, tasks, specs, composer, run_id=RUN_ID)
     store.close()
-    log.write(
-        json.dumps({"pid": os.getpid(), "done": result.metrics.model_dump(), "failed": result.failed}) + "\n"
-    )
+    log.write(json.dumps({"pid": os.getpid(), "done": result.metrics.model_dump(), "failed": result.failed}) + "\n")
     log.close()
     return 0
 
@@ -288,6 +284,7 @@ def test_killed_replay_run_resumes_without_regenerating(replay_file, tmp_path):
 
 def test_killed_vllm_run_resumes_without_regenerating(replay_file, tmp_path, cache_dir):
     import vllm  # noqa: F401  (the real tier needs vLLM: a missing install fails, never skips)
+
     kill_and_resume(
         replay_file,
         tmp_path,

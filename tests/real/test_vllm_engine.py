@@ -45,7 +45,9 @@ def test_chat_batch_then_unload_returns_memory(cache_dir: Path) -> None:
         loaded_mb = engine.footprint_mb()
         assert loaded_mb is not None and loaded_mb > 500  # measured, not the (absent) declared size
         assert engine.device == "cpu"
-        requests = [Request.user(f"q{i}", f"Name a colour that starts with the letter {c}.") for i, c in enumerate("BGRPYW")]
+        requests = [
+            Request.user(f"q{i}", f"Name a colour that starts with the letter {c}.") for i, c in enumerate("BGRPYW")
+        ]
         requests.append(Request.user("short", "Write a long story about a dragon and a knight.", max_tokens=5))
         generations = engine.generate([*requests, Request.user("huge", "word " * 1500)])
     finally:
@@ -121,7 +123,10 @@ def test_screen_finds_requests_vllm_would_reject(cache_dir: Path) -> None:
 
     sampling = Sampling(max_tokens=100, temperature=0.0, top_p=1.0, seed=0, stop=())
     gemma = _TokenizerOnly(resolve_model("packaged:gemma3-270m", cache_dir))
-    jobs = [Job(sampling=sampling, messages=(("user", "Hi"),)), Job(sampling=sampling, prompt="Question: Hi\n\nAnswer:")]
+    jobs = [
+        Job(sampling=sampling, messages=(("user", "Hi"),)),
+        Job(sampling=sampling, prompt="Question: Hi\n\nAnswer:"),
+    ]
     errors, max_tokens = screen(gemma, jobs, chat_template=None, max_model_len=64)
     assert list(errors) == [0] and "cannot build the prompt" in errors[0]  # a base model has no chat template
     assert max_tokens[1] < 64  # trimmed to the room left in the context

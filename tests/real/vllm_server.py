@@ -120,7 +120,8 @@ class VLLMServer:
                 code = self._process.poll() if self._process is not None else -1
                 if code is not None:
                     raise EngineLoadError(
-                        f"vLLM server for {self.spec.name!r} exited with code {code} while starting: {self.last_log_lines()}"
+                        f"vLLM server for {self.spec.name!r} exited with code {code} while starting: "
+                        f"{self.last_log_lines()}"
                     )
                 try:
                     response = client.get(url)
@@ -129,7 +130,9 @@ class VLLMServer:
                 except httpx.TransportError:
                     pass  # not listening yet
                 if time.monotonic() > deadline:
-                    raise EngineLoadError(f"vLLM server for {self.spec.name!r} did not answer {url}: {self.last_log_lines()}")
+                    raise EngineLoadError(
+                        f"vLLM server for {self.spec.name!r} did not answer {url}: {self.last_log_lines()}"
+                    )
                 time.sleep(1.0)
 
     def last_log_lines(self, count: int = 3) -> str:
