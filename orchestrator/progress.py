@@ -44,7 +44,7 @@ def plain_line(event: ProgressEvent) -> str | None:
         case "model_loading":
             return f"{where}loading{model}"
         case "model_loaded":
-            state = "could not load" if event.failed else "loaded"
+            state = "could not load" if event.failed else "model loaded"
             return f"{where}{state}{model} in {event.seconds:.1f}s"
         case "generated":
             return f"{where}generated{model} {event.done}/{event.total} ({event.tokens} tokens{failed})"
