@@ -39,9 +39,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from _replay import POOL_DIR, Choices, expert_choices, replay_pool
+
 from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wilson_interval
-from eval import Benchmark, Question, get_benchmark, split
-from orchestrator import Orchestrator, Pool, Settings, load_pool, load_settings
+from eval import Question, get_benchmark, split
+from orchestrator import Orchestrator, load_settings
 from orchestrator.profiling import profile_pool
 from router import POLICIES, expected_accuracy
 from skills import cached_embed, make_embedder, question_skills
@@ -50,37 +52,13 @@ from skills.profile import Profile
 log = logging.getLogger("benchmarks.aggregation")
 
 ROOT = Path(__file__).resolve().parent.parent
-POOL_DIR = ROOT / "pools" / "replay-small"
 RESULTS = ROOT / "benchmarks" / "results" / "aggregation.json"
 POLICIES_COMPARED = ("topk", "symbolic", "category", "adaptive")
 VOTES = ("majority", "weighted", "weighted_kclass")
 OTHER_SECTIONS = ("live_default_pool", "live_aggregator_selection")  # written by aggregator_live.py
 
-Choices = dict[str, dict[str, str | None]]
-"""Question id -> expert -> the choice extracted from its answer (None: unreadable)."""
 Weights = list[dict[str, float]]
 """Per test question: skill -> weight."""
-
-
-def replay_pool(settings: Settings, directory: Path, pool_dir: Path = POOL_DIR) -> Pool:
-    """The replay pool with its artefacts kept in ``directory`` and its first expert as
-    aggregator: replay cannot write new text, and what is measured here are votes."""
-    pool = load_pool(pool_dir, settings.data_dir)
-    header = pool.pool.model_copy(update={"aggregator": pool.expert_names[0]})
-    return pool.model_copy(update={"pool": header, "directory": directory})
-
-
-def expert_choices(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark) -> Choices:
-    """Every expert's choice per question, from the SDK's answers with policy ``all``; a question
-    some expert could not answer is left out."""
-    experts = set(coe.pool.expert_names)
-    out: Choices = {}
-    for answer in coe.answer_batch(questions, benchmark=bench, policy="all"):
-        calls = answer.trace.experts
-        complete = {c.expert for c in calls} == experts and all(c.error is None for c in calls)
-        if answer.error is None and complete:
-            out[answer.question_id] = {c.expert: c.choice for c in calls}
-    return out
 
 
 def label_weights(questions: Sequence[Question]) -> Weights:

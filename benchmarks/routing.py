@@ -34,10 +34,11 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+from _replay import POOL_DIR, Choices, expert_choices, replay_pool
 
 from aggregators import ExpertAnswer, majority, wilson_interval
-from eval import Benchmark, Question, get_benchmark, split
-from orchestrator import Orchestrator, Pool, Settings, load_pool, load_settings
+from eval import Question, get_benchmark, split
+from orchestrator import Orchestrator, Settings, load_settings
 from orchestrator.profiling import profile_pool
 from router import RouteDecision, Router, Selection, expected_accuracy
 from router.scorers import Scorer
@@ -47,7 +48,6 @@ from skills.profile import Profile
 log = logging.getLogger("benchmarks.routing")
 
 ROOT = Path(__file__).resolve().parent.parent
-POOL_DIR = ROOT / "pools" / "replay-small"
 RESULTS = ROOT / "benchmarks" / "results" / "routing.json"
 POLICY_K: dict[str, int | None] = {
     "symbolic": 3,
@@ -62,8 +62,6 @@ COSTS = (0.0, 0.005, 0.01, 0.015, 0.02)
 SPREADS = (2.0, 3.0, 4.0, 5.0, 6.0)
 PUBLISHED = {"best_single": 0.442, "majority_all": 0.469, "oracle": 0.726}
 
-Choices = dict[str, dict[str, str | None]]
-"""Question id -> expert -> the choice extracted from its answer (None: unreadable)."""
 Ballots = dict[str, dict[str, ExpertAnswer]]
 """Question id -> expert -> its answer as a vote, with its competence on that question."""
 
@@ -76,32 +74,11 @@ class Score:
     per_category: dict[str, float]
 
 
-def replay_pool(settings: Settings, directory: Path, pool_dir: Path = POOL_DIR) -> Pool:
-    """The replay pool with its artefacts (profile, router) kept in ``directory`` and its first
-    expert as aggregator: replay cannot write new text, and what is measured here is the vote."""
-    pool = load_pool(pool_dir, settings.data_dir)
-    header = pool.pool.model_copy(update={"aggregator": pool.expert_names[0]})
-    return pool.model_copy(update={"pool": header, "directory": directory})
-
-
 def profiled(settings: Settings, questions: Sequence[Question], directory: Path, pool_dir: Path) -> Orchestrator:
     """An orchestrator on a copy of the pool profiled on ``questions`` by ``coe profile``'s code."""
     pool = replay_pool(settings, directory, pool_dir)
     profile_pool(Orchestrator(settings, pool=pool), list(questions))
     return Orchestrator(settings, pool=pool)
-
-
-def expert_choices(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark) -> Choices:
-    """Every expert's choice per question, from the SDK's answers with policy ``all``; a question
-    some expert could not answer is left out."""
-    experts = set(coe.pool.expert_names)
-    out: Choices = {}
-    for answer in coe.answer_batch(questions, benchmark=bench, policy="all"):
-        calls = answer.trace.experts
-        complete = {c.expert for c in calls} == experts and all(c.error is None for c in calls)
-        if answer.error is None and complete:
-            out[answer.question_id] = {c.expert: c.choice for c in calls}
-    return out
 
 
 def ballots(
