@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,7 +176,6 @@ def stored(path: Path) -> dict[str, float]:
 
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group."""
-    import psutil
 
     alive = []
     for process in psutil.process_iter(["pid", "status"]):
@@ -185,6 +185,13 @@ def group_members(pgid: int) -> list[int]:
         except (ProcessLookupError, psutil.Error):
             continue
     return alive
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -241,8 +248,13 @@ def kill_and_resume(
             assert time.monotonic() < deadline, "the child made no progress in time"
             time.sleep(0.02)
     finally:
+        started = descendants(first.pid)  # vLLM engines lead process groups of their own
         kill_group(first)
     assert first.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10  # nothing the killed run started outlives it by 10 s
+    while left := [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]:
+        assert time.monotonic() < deadline, f"processes of the killed run still alive: {[p.pid for p in left]}"
+        time.sleep(0.2)
     before = stored(tmp / "run.sqlite")
     assert before and set(before) < everything, "the kill must land mid-run"
     killed_pid = first.pid
