@@ -285,3 +285,26 @@ def test_the_keyword_scorer_routes_through_the_sdk(tmp_path):
     assert {e.spec.name for e in made} == {"smollm2"}  # the aggregator annotated
     with pytest.raises(BadInput, match="scorer must be"):
         coe.route("Anything?", scorer="vibes")
+
+
+def test_a_reused_run_id_regenerates_what_the_changed_pool_changed(tmp_path):
+    import shutil
+
+    pool = tmp_path / "pool"
+    shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
+    settings = load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=20000, policy="all")
+    Orchestrator(settings, engine_factory=Engines()).answer_batch(questions(4), run_id="same")
+    unchanged = Engines()
+    Orchestrator(settings, engine_factory=unchanged).answer_batch(questions(4), run_id="same")
+    assert not any(e.batches for e in unchanged.made.values())  # the same pool: nothing regenerated
+    toml = (pool / "pool.toml").read_text(encoding="utf-8")
+    (pool / "pool.toml").write_text(toml.replace("max_tokens = 120", "max_tokens = 90"), encoding="utf-8")
+    changed = Engines()
+    answers = Orchestrator(
+        load_settings(pool=pool, runs_dir=tmp_path / "runs", memory_budget_mb=20000, policy="all"),
+        engine_factory=changed,
+    ).answer_batch(questions(4), run_id="same")
+    assert [len(b) for b in changed.made["gemma3"].batches] == [4]  # gemma3's sampling changed: asked again
+    smollm2 = [x for b in changed.made["smollm2"].batches for x in b]
+    assert not any("/expert/" in x for x in smollm2)  # smollm2's own expert answers were reused
+    assert all(a.error is None for a in answers)
