@@ -112,8 +112,8 @@ def child(argv: Sequence[str]) -> int:
             self.engine.load()
             self._write({"load": self.spec.name})
 
-        def generate(self, requests):
-            out = self.engine.generate(requests)
+        def generate(self, requests, on_result=None):
+            out = self.engine.generate(requests, on_result)
             self._write({"generated": [r.id for r in requests], "model": self.spec.name})
             return out
 
