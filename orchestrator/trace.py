@@ -19,7 +19,7 @@ class Timings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     route: float = Field(0.0, description="This question's share of routing the batch.")
-    load: float = Field(0.0, description="Loading models, for the whole batch.")
+    load: float = Field(0.0, description="Loading models for the whole batch, summed over models loaded side by side.")
     experts: float = Field(0.0, description="The slowest of this question's expert generations.")
     aggregate: float = Field(0.0, description="This question's aggregation.")
     run: float = Field(0.0, description="The batch run, loads and generations included.")
