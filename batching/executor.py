@@ -2,11 +2,14 @@
 
 Per phase: load its models (co-resident ones in parallel threads), then in waves hand each
 model the whole list of its ready requests in one ``engine.generate`` call; tasks composed
-from inputs (aggregation) become ready once their inputs are resolved. Finished generations
-go to the run store batch by batch, and tasks already there are skipped (resume). An engine
+from inputs (aggregation) become ready once their inputs are resolved. Each generation goes
+to the run store the moment its engine reports it finished, keyed by what was asked
+(``request_key``); before a phase loads anything, its tasks whose request is already stored
+are resolved from the store (resume). A store that cannot be written stops the run. An engine
 that fails mid-phase is reloaded once and its unfinished requests retried; requests that
 still fail are isolated by halving the batch and marked failed with the reason. At the end
-of a phase each engine is unloaded. Phases on different devices run in parallel threads.
+of a phase each engine is unloaded, or handed back to a warm session (``WarmEngines``) that
+keeps it while it fits. Phases on different devices run in parallel threads.
 The result holds every task's generation and, for composed tasks, the ``Composed`` record of
 what went into their request.
 """
@@ -18,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Literal
 
@@ -108,6 +111,15 @@ class RunResult(BaseModel):
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
+class _StoreFailed(Exception):
+    """The run store could not keep a finished generation: the run stops with ``error``, rather
+    than the engine being blamed and its requests retried."""
+
+    def __init__(self, error: CoeError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Run:
     """Mutable state of one run, shared by device threads under one lock."""
 
@@ -144,7 +156,7 @@ class Executor:
         store: RunStore | None = None,
         progress: ProgressCallback | None = None,
         warm: WarmEngines | None = None,
-        cores: int | None = None,
+        cores: tuple[int, ...] | None = None,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
@@ -301,6 +313,10 @@ class Executor:
             )
         cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
         loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
+        wait(loads)  # every engine that did load is registered (and so released) before any error is raised
+        for job in loads:
+            if job.exception() is None and (made := job.result()[0]) is not None:
+                engines[made.spec.name] = made
         for model, job in zip(models, loads, strict=True):
             engine, error, seconds = job.result()
             if engine is not None:
@@ -425,8 +441,9 @@ class Executor:
         """Disjoint core sets for co-resident local models (none to give when one is alone)."""
         if self.cores is None or len(local) < 2:
             return {}
-        share = max(1, self.cores // len(local))
-        return {m: tuple((i * share + c) % self.cores for c in range(share)) for i, m in enumerate(local)}
+        allowed = self.cores
+        share = max(1, len(allowed) // len(local))
+        return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
 
     def _load(
         self, model: str, spec: ExpertSpec, state: _Run, cpus: tuple[int, ...] | None = None
@@ -441,7 +458,7 @@ class Executor:
         self, model: str, spec: ExpertSpec, state: _Run, cpus: tuple[int, ...] | None
     ) -> tuple[Engine | None, str | None]:
         if self.warm is not None:
-            warm = self.warm.take(spec)
+            warm = self.warm.take(spec, cpus)
             if warm is not None:
                 log.info("%s: still loaded from the session's last run", model)
                 return warm, None
@@ -481,6 +498,8 @@ class Executor:
         out: dict[str, Generation] | None
         try:
             out = self._call(engine, items, state)
+        except _StoreFailed as failed:
+            raise failed.error from failed
         except EngineError as exc:
             out = None
             failure: CoeError = exc
@@ -532,7 +551,10 @@ class Executor:
             """Checkpoint each generation the moment it is finished, and say so."""
             task_id, request = items[index]
             if generation.ok and self.store is not None:
-                self.store.put(state.run_id, {request_key(engine.spec, request): generation})
+                try:
+                    self.store.put(state.run_id, {request_key(engine.spec, request): generation})
+                except CoeError as exc:  # not the engine's fault: the run stops, nothing is retried
+                    raise _StoreFailed(exc) from exc
             with state.lock:
                 if generation.ok and self.store is not None:
                     state.stored.add(task_id)

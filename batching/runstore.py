@@ -33,7 +33,7 @@ __all__ = ["RunStore", "SQLiteRunStore", "request_key"]
 log = logging.getLogger(__name__)
 
 _FORMAT = "symbolic-coe-runstore"
-_VERSION = "2"
+_VERSION = "3"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS generations (
@@ -48,13 +48,22 @@ CREATE TABLE IF NOT EXISTS generations (
 """
 
 
+_DECIDING = {
+    "vllm": {"kind", "model", "dtype", "max_model_len"},
+    "http": {"kind", "base_url", "model"},
+    "replay": {"kind", "model"},
+}
+"""The source fields that decide a generation; timeouts, retries, memory shares, where a
+recording file lies and the like do not, so changing them keeps what is stored."""
+
+
 def request_key(spec: ExpertSpec, request: Request) -> str:
     """A digest of everything that decides a generation: the expert (its name, model source and
     prompting), the request's messages and question id (replay answers by it), and the sampling
     in effect. The request's own id is not part of it."""
     asked = {
         "expert": spec.name,
-        "source": spec.source.model_dump(mode="json"),
+        "source": spec.source.model_dump(mode="json", include=_DECIDING[spec.source.kind]),
         "prompt_mode": spec.prompt_mode,
         "chat_template": spec.chat_template,
         "system_prompt": spec.system_prompt,

@@ -36,13 +36,16 @@ class WarmEngines:
         with self._lock:
             return list(self._engines)
 
-    def take(self, spec: ExpertSpec) -> Engine | None:
-        """The loaded engine of this exact expert, if one is warm (it leaves the set until handed back)."""
+    def take(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> Engine | None:
+        """The loaded engine of this exact expert bound to ``cpus``, if one is warm (it leaves the
+        set until handed back)."""
         with self._lock:
             engine = self._engines.pop(spec.name, None)
         if engine is None:
             return None
-        if engine.spec != spec or not engine.loaded:  # the pool entry changed, or the engine died
+        bound = getattr(engine, "cpus", None)  # only vLLM engines are bound to cores
+        # the pool entry changed, the engine died, or it is bound to other cores than this phase gives
+        if engine.spec != spec or not engine.loaded or (bound is not None or cpus is not None) and bound != cpus:
             engine.unload()
             return None
         return engine

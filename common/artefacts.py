@@ -74,20 +74,33 @@ def _temp_copy(folder: Path, stem: str, text: str) -> Path:
 
 
 def replace_file(path: Path, text: str) -> Path:
-    """Write ``path`` atomically, replacing what was there (readers see the old or the new file)."""
+    """Write ``path`` atomically, replacing what was there (readers see the old or the new file).
+    A file system error is a ConfigError naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_copy(path.parent, path.stem, text)
     try:
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = _temp_copy(path.parent, path.stem, text)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be written: {exc.strerror or exc}") from exc
     _fsync_dir(path.parent)
     return path
 
 
 def write_new_version(folder: Path, stem: str, text: str | Callable[[int], str]) -> Path:
+    """Write the next version of ``stem`` atomically and return its path (see ``_write_version``);
+    a file system error is a ConfigError naming the folder."""
+    try:
+        return _write_version(Path(folder), stem, text)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot write {stem}: {exc.strerror or exc}") from exc
+
+
+def _write_version(folder: Path, stem: str, text: str | Callable[[int], str]) -> Path:
     """Write the next version of ``stem`` atomically and return its path.
 
     ``text`` is the content, or a function of the version number that renders it (for content

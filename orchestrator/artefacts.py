@@ -41,13 +41,13 @@ PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
 class ActiveVersions(BaseModel):
-    """The artefact versions a pool routes with; None: the newest."""
+    """The artefact versions a pool routes with; 0: none of that kind (None, in an older file: the newest)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    profile: int | None = Field(None, ge=1)
-    classifier: int | None = Field(None, ge=1)
-    topics: int | None = Field(None, ge=1)
+    profile: int | None = Field(None, ge=0)
+    classifier: int | None = Field(None, ge=0)
+    topics: int | None = Field(None, ge=0)
 
 
 class PoolArtefacts:
@@ -114,11 +114,14 @@ class PoolArtefacts:
         for kind, version in chosen.items():
             if kind not in stored:
                 raise BadInput(f"no artefact kind {kind!r}; known: {', '.join(stored)}")
-            if version is not None and version not in stored[kind]:
+            if version and version not in stored[kind]:
                 have = ", ".join(f"v{v}" for v in sorted(stored[kind])) or "none"
                 raise NotFound(f"pool {self.directory} has no {kind} v{version} (it has: {have})")
-        current = self.active() or ActiveVersions()
-        pinned = current.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+        # every kind is pinned to a concrete version (0: none yet), so a later one never routes unasked
+        newest = {kind: max(found, default=0) for kind, found in stored.items()}
+        current = self.active() or ActiveVersions(**newest)
+        unset = {k: newest[k] for k, v in current.model_dump().items() if v is None}
+        pinned = current.model_copy(update={**unset, **{k: v for k, v in chosen.items() if v is not None}})
         replace_file(self.active_file, pinned.model_dump_json(indent=2) + "\n")
         log.info("pool %s now routes with %s", self.directory, pinned.model_dump())
         return pinned
@@ -131,6 +134,8 @@ class PoolArtefacts:
         version = getattr(active, kind) if active is not None and kind is not None else None
         if version is None:
             return read_model(found[max(found)], model)
+        if version == 0:  # pinned to none of this kind
+            return None
         if version not in found:
             raise ConfigError(f"{self.active_file}: {kind}: version {version} does not exist")
         return read_model(found[version], model)

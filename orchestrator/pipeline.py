@@ -185,7 +185,7 @@ class Pipeline:
     synthesis: SynthesisOptions = SynthesisOptions(order="competence")
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
-    cores: int | None = None
+    cores: tuple[int, ...] | None = None
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""

@@ -94,6 +94,6 @@ def profile_pool(
             classifier=new.get("router/classifier"),
             topics=new.get("router/topics"),
         )
-    elif stored.active() is None:  # never pinned: pin what it routed with, so nothing switches
-        stored.activate(**before)
+    elif stored.active() is None:  # never pinned: pin what it routed with (0: none), so nothing switches
+        stored.activate(**{kind: version or 0 for kind, version in before.items()})
     return ProfileReport(profile_path, router_paths, len(questions), source, active=activate or first)

@@ -66,7 +66,7 @@ class Orchestrator:
             lambda spec, cpus=None: make_engine(spec, cache_dir=cache_dir, cpus=cpus)
         )
         # our own engines on a CPU: co-resident vLLM models get disjoint cores
-        self._cores = None if engine_factory is not None else os.cpu_count()
+        self._cores = None if engine_factory is not None else tuple(sorted(os.sched_getaffinity(0)))
         self.progress = progress
         self._routers: dict[tuple[str, int, str], Router] = {}
         self._memory: tuple[float, dict[str, float]] | None = None
@@ -89,7 +89,7 @@ class Orchestrator:
             warm, self._warm = self._warm, None
             warm.close()
 
-    def _split_cores(self) -> int | None:
+    def _split_cores(self) -> tuple[int, ...] | None:
         """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
         return self._cores if self._cores is not None and self.memory() and gpu_memory_mb() is None else None
 
@@ -207,8 +207,7 @@ class Orchestrator:
             raise BadInput(f"run_id must be a non-empty string, got {run_id!r}")
         store = None
         if run_id is not None:
-            self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
-            store = SQLiteRunStore(self.settings.runs_dir / "generations.sqlite")
+            store = SQLiteRunStore(self.settings.runs_dir / "generations.v3.sqlite")
         try:
             return self._pipeline(router, store).run(queries, benchmark, run_id=run_id)
         finally:

@@ -288,3 +288,35 @@ def test_profiling_uses_a_part_disjoint_from_evaluation():
     assert len(profiling) == 50 and len(evaluation) == 51
     assert not {q.id for q in profiling} & {q.id for q in evaluation}
     assert partition(list(reversed(items))) == (profiling, evaluation)  # fixed, whatever the order
+
+
+def test_pins_are_concrete_so_a_new_kind_never_routes_unasked(tmp_path):
+    from orchestrator.artefacts import PoolArtefacts
+    from skills import ProfileBuilder
+
+    stored = PoolArtefacts(tmp_path)
+    stored.save_profile(ProfileBuilder(["a"], source="first").build())
+    pinned = stored.activate(profile=1)
+    assert (pinned.profile, pinned.classifier, pinned.topics) == (1, 0, 0)  # none of those yet
+    assert stored.latest_classifier() is None
+
+
+def test_a_warm_engine_bound_to_other_cores_is_not_reused():
+    from batching import ExpertSpec, FakeEngine
+    from batching.warm import WarmEngines
+
+    class Bound(FakeEngine):
+        def __init__(self, spec, cpus=None):
+            super().__init__(spec)
+            self.cpus = cpus
+
+    spec = ExpertSpec(name="m", source={"kind": "vllm", "model": "x"}, memory_mb=10)
+    warm = WarmEngines(100, {"m": 10})
+    engine = Bound(spec, cpus=None)
+    engine.load()
+    assert warm.give_back(engine)
+    assert warm.take(spec, (0,)) is None and not engine.loaded  # bound to all cores, wanted core 0
+    again = Bound(spec, cpus=(0,))
+    again.load()
+    warm.give_back(again)
+    assert warm.take(spec, (0,)) is again

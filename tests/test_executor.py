@@ -407,3 +407,35 @@ def test_each_generation_is_checkpointed_as_it_arrives(tmp_path):
     Executor(factory, store=store).run(plan, tasks, SPECS, compose, run_id="r")
     assert sorted(x for b in factory.batches("a") for x in b) == ["q3/a", "q4/a"]  # only the lost ones
     store.close()
+
+
+def test_a_store_that_cannot_be_written_stops_the_run(tmp_path):
+    """Not the engine's fault: no retry, no isolation, no answers quietly marked failed."""
+
+    class Full(SQLiteRunStore):
+        def put(self, run_id, generations):
+            raise BadInput(f"run store {self.path} cannot be written: database or disk is full")
+
+    tasks = moe(3, ["a", "b"], "agg")
+    factory = Factory()
+    with Full(tmp_path / "run.sqlite") as store, pytest.raises(BadInput, match="disk is full"):
+        Executor(factory, store=store).run(make_plan(tasks, SPECS, budget_mb=1000), tasks, SPECS, compose)
+    assert sum(len(b) for e in factory.made.values() for engine in e for b in engine.batches) <= 3
+    assert not any(engine.loaded for e in factory.made.values() for engine in e)
+
+
+def test_operational_settings_do_not_change_the_request_key():
+    from batching.runstore import request_key
+
+    ask = Request.user("t", "What is 2+2?", question_id="q")
+    base = ExpertSpec(name="m", source={"kind": "vllm", "model": "packaged:smollm2-135m-instruct"})
+    tuned = base.model_copy(
+        update={
+            "source": base.source.model_copy(
+                update={"gpu_memory_utilization": 0.5, "max_num_seqs": 8, "kv_cache_gib": 2.0, "enforce_eager": False}
+            )
+        }
+    )
+    assert request_key(tuned, ask) == request_key(base, ask)
+    longer = base.model_copy(update={"source": base.source.model_copy(update={"max_model_len": 4096})})
+    assert request_key(longer, ask) != request_key(base, ask)
