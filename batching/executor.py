@@ -243,13 +243,12 @@ class Executor:
         cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
         loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
         wait(loads)  # every engine that did load is registered (and so released) before any error is raised
+        loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
+        engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
         for job in loads:
-            if job.exception() is None and (made := job.result()[0]) is not None:
-                engines[made.spec.name] = made
-        for model, job in zip(models, loads, strict=True):
-            engine, error, seconds = job.result()
-            if engine is not None:
-                engines[model] = engine
+            job.result()  # a load that crashed outright ends the phase now
+        for model in models:
+            _, error, seconds = loaded[model]
             if error is not None:
                 broken[model] = error
             self._emit(

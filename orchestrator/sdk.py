@@ -70,6 +70,7 @@ class Orchestrator:
         self.progress = progress
         self._routers: dict[tuple[str, int, str], Router] = {}
         self._memory: tuple[float, dict[str, float]] | None = None
+        self._gpu = False
         self._warm: WarmEngines | None = None
 
     def __enter__(self) -> Orchestrator:
@@ -91,12 +92,14 @@ class Orchestrator:
 
     def _split_cores(self) -> tuple[int, ...] | None:
         """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
-        return self._cores if self._cores is not None and self.memory() and gpu_memory_mb() is None else None
+        self.memory()  # measures the machine once, GPU included
+        return self._cores if self._cores is not None and not self._gpu else None
 
     def memory(self) -> tuple[float, dict[str, float]]:
         """The planner's memory budget (MB) and the footprints that override the declared ones."""
         if self._memory is None:
             gpu = gpu_memory_mb()
+            self._gpu = gpu is not None
             budget = self.settings.memory_budget_mb or memory_budget_mb(gpu)
             self._memory = (budget, footprints_mb(self.pool.specs, gpu))
         return self._memory
@@ -156,12 +159,7 @@ class Orchestrator:
         items with ``benchmark``). With ``run_id`` every finished generation is checkpointed under
         ``settings.runs_dir``, and the same call resumes a killed run. A question whose experts
         all failed comes back with ``error`` set."""
-        if isinstance(questions, str) or not isinstance(questions, Sequence):
-            raise BadInput("answer_batch takes a list of questions")
-        queries = [
-            as_query(q, self.settings.max_question_chars, field=f"questions[{i}]") for i, q in enumerate(questions)
-        ]
-        return self._run(queries, benchmark, self.router(policy, k, scorer=scorer), run_id)
+        return self._run(self._queries(questions), benchmark, self.router(policy, k, scorer=scorer), run_id)
 
     def plan(
         self,
@@ -185,10 +183,14 @@ class Orchestrator:
     ) -> tuple[list[Task], dict[str, SynthesisJob]]:
         """The expert and aggregation tasks ``answer_batch`` would run (routing included), with each
         aggregation task's synthesis job, without running them."""
-        queries = [
-            as_query(q, self.settings.max_question_chars, field=f"questions[{i}]") for i, q in enumerate(questions)
-        ]
-        return task_graph(self._pipeline(self.router(policy, k), None).ask(queries, benchmark))
+        return task_graph(self._pipeline(self.router(policy, k), None).ask(self._queries(questions), benchmark))
+
+    def _queries(self, questions: object) -> list[Query]:
+        """A batch checked once: a list of strings or ``Query`` records."""
+        if isinstance(questions, str) or not isinstance(questions, Sequence):
+            raise BadInput("a batch takes a list of questions")
+        limit = self.settings.max_question_chars
+        return [as_query(q, limit, field=f"questions[{i}]") for i, q in enumerate(questions)]
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run independent tasks (profiling, annotation) through the planner: each model loads once."""
