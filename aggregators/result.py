@@ -50,12 +50,16 @@ class ExpertAnswer(BaseModel):
         *,
         score: float | None = None,
     ) -> ExpertAnswer:
-        """Wrap a generation, failed or not; ``extract`` (run once, on a finished one) fills ``choice``."""
+        """Wrap a generation, failed or not. ``choice`` is the answer its source extracted (a
+        recording's pred) when it has one, else ``extract`` run once on a finished one."""
         ok = generation.error is None
+        choice = generation.answer if ok else None
+        if ok and choice is None and extract is not None:
+            choice = extract(generation.text)
         return cls(
             expert=generation.model,
             text=generation.text if ok else "",
-            choice=extract(generation.text) if ok and extract is not None else None,
+            choice=choice,
             competence=competence,
             score=score,
             tokens_in=generation.tokens_in,

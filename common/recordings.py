@@ -61,7 +61,7 @@ def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
                 ) from exc
             if wanted is not None and model not in wanted:
                 continue
-            pred = row.get("pred")
+            pred = None if row.get("pred") is None else str(row["pred"])  # a number recorded as one
             correct = row.get("correct")
             if correct is not None and correct not in (0, 1, True, False):
                 raise BadInput(f"{path}:{number}: 'correct' must be 0 or 1, got {correct!r}")

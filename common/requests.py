@@ -73,6 +73,9 @@ class Generation(BaseModel):
     seconds: float = 0.0
     finish_reason: str | None = None
     error: str | None = None
+    answer: str | None = Field(
+        None, description="The answer its source already extracted (a recording's pred): read instead of the text."
+    )
 
     @property
     def ok(self) -> bool:

@@ -41,7 +41,7 @@ from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
 from orchestrator.trace import Answer, Timings, Trace
-from router import RouteDecision, Router
+from router import RouteDecision, Router, expected_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ class Asked:
     prompting: Prompting
     aggregator: str
     competence: dict[str, float] = field(default_factory=dict)
-    """Accuracy of each chosen expert on the query's top skill (experts the profile knows)."""
+    """Each chosen expert's expected accuracy on the query's skills, by weight (``router.expected_accuracy``;
+    experts the profile knows)."""
 
     @property
     def expert_tasks(self) -> dict[str, str]:
@@ -207,8 +208,8 @@ class Pipeline:
         for query, decision in zip(queries, decisions, strict=True):
             for name in decision.expert_names:
                 self.pool.spec(name)  # an unknown expert is an error, named
-            skill = decision.top_skill
-            competence = {e: profile.accuracy(e, skill) for e in decision.expert_names if e in profile.experts}
+            expected = expected_accuracy(profile, decision.skills)
+            competence = {e: expected[e] for e in decision.expert_names if e in expected}
             asked.append(Asked(query, decision, prompting(query, benchmark), self.aggregator_for(decision), competence))
         return asked
 

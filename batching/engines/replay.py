@@ -50,6 +50,7 @@ class ReplayEngine:
                 tokens_in=len(request.text.split()),
                 tokens_out=len(record.text.split()),
                 finish_reason="replay",
+                answer=record.pred,
             )
             out.append(generation)
             if on_result is not None:
