@@ -1,0 +1,132 @@
+"""``coe eval``: evaluate a pool and a policy on a benchmark (built-in or a spec file)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli_options import DataOpt, KOpt, PolicyOpt, PoolOpt
+
+AggregatorOpt = Annotated[
+    str,
+    typer.Option("--aggregator", help="How ours combines answers: synthesis (the LLM), majority or weighted."),
+]
+
+
+def pick_part(every: list, split: str, whole: bool, purpose: str) -> tuple[list, str]:
+    """The part of a split a command works on, and a phrase saying which.
+
+    Profiling samples the profiling half and evaluation the other half (``eval.partition``: a
+    fixed split by question id), so the two never overlap; ``--whole-split`` takes everything.
+    A split made for one purpose (``*_train`` to profile, ``*_test`` to report) is taken whole.
+    """
+    from eval import partition
+
+    dedicated = split.endswith("_test") if purpose == "evaluation" else split.endswith("_train")
+    if whole or dedicated:
+        return list(every), "the whole split"
+    profiling, evaluation = partition(every)
+    if purpose == "evaluation":
+        return evaluation, "its evaluation half, disjoint from the profiling half"
+    return profiling, "its profiling half, disjoint from the evaluation half"
+
+
+def eval_command(
+    benchmark: Annotated[str, typer.Argument(help="A built-in benchmark (mmlu_pro, gpqa, aime, ...) or a spec file.")],
+    split: Annotated[str | None, typer.Option(help="Benchmark split (default: the benchmark's own).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Questions: a seeded sample stratified by category.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the question sample.")] = 0,
+    pool: PoolOpt = None,
+    policy: PolicyOpt = None,
+    k: KOpt = None,
+    aggregator: AggregatorOpt = "synthesis",
+    samples: Annotated[
+        int, typer.Option(min=1, max=64, help="Answers per expert and question, each with its own seed.")
+    ] = 1,
+    temperature: Annotated[
+        float | None, typer.Option(min=0.0, max=2.0, help="Experts' temperature (default: each expert's own).")
+    ] = None,
+    baselines: Annotated[bool, typer.Option("--baselines", help="Run the baselines on the same questions.")] = False,
+    whole_split: Annotated[
+        bool, typer.Option("--whole-split", help="Evaluate the whole split, not only its evaluation half.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: under settings.runs_dir).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (same command).")] = False,
+    data_dir: DataOpt = None,
+) -> None:
+    """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
+    route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
+    report.md and plots. A killed run continues with --resume without regenerating anything."""
+    from common.errors import BadInput
+    from eval import load_benchmark, stratified_sample
+    from eval.report import summarise, write_report
+    from eval.results import read_results, read_run
+    from orchestrator.cli import _settings
+    from orchestrator.evaluation import EvalConfig, evaluate
+    from orchestrator.progress import LiveProgress
+    from orchestrator.sdk import Orchestrator
+
+    if aggregator not in ("synthesis", "majority", "weighted"):
+        raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
+    settings = _settings(pool=pool, data_dir=data_dir)
+    bench = load_benchmark(benchmark)
+    split = split or bench.default_split
+    every = bench.questions(settings.data_dir, split)
+    part, which = pick_part(every, split, whole_split, "evaluation")
+    questions = stratified_sample(part, limit, seed) if limit else part
+    config = EvalConfig(
+        benchmark=benchmark if Path(benchmark).suffix != ".toml" else str(Path(benchmark).resolve()),
+        split=split,
+        limit=limit,
+        seed=seed,
+        pool_dir=str(settings.pool.resolve()),
+        policy=policy or settings.policy,
+        k=k,
+        aggregator=aggregator,  # type: ignore[arg-type]
+        samples=samples,
+        temperature=temperature,
+        baselines=baselines,
+    )
+    out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
+    print(
+        f"evaluating {bench.name} {split}, {which}: {len(questions)} of {len(every)} questions"
+        f"{f' (stratified sample, seed {seed})' if limit and limit < len(part) else ''}; output {out}",
+        file=sys.stderr,
+    )
+    with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
+        evaluate(
+            coe,
+            bench,
+            questions,
+            config,
+            out,
+            resume=resume,
+            questions_in_split=len(every),
+            command=shlex.join(["coe", *sys.argv[1:]]),
+        )
+    paths = write_report(out)
+    summary = summarise(read_run(out), read_results(out))
+    print(summary_table(summary))
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def config_digest(config) -> str:
+    import hashlib
+
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
+
+
+def summary_table(summary) -> str:
+    """Methods, accuracy with its interval, experts per question: what a person reads first."""
+    lines = [f"{'method':<14} {'accuracy':>8}  {'95% interval':<17} {'experts/q':>9}"]
+    for row in summary.methods:
+        low, high = row.ci95
+        lines.append(f"{row.name:<14} {row.accuracy:>8.4f}  [{low:.4f}, {high:.4f}]  {row.experts_per_question:>9.2f}")
+    return "\n".join(lines)
