@@ -153,6 +153,17 @@ def test_a_run_without_ours_has_no_usage_plot(tmp_path):
     assert [p.name for p in write_report(directory)] == ["report.md", "report.json", "frontier.png"]
 
 
+def test_an_empty_run_still_has_a_report(tmp_path):
+    """A run killed before its first answer: zero answers, every method at 0/0, no usage plot."""
+    directory = make_run(tmp_path / "empty")
+    (directory / "results.jsonl").write_text("", encoding="utf-8")
+    assert [p.name for p in write_report(directory)] == ["report.md", "report.json", "frontier.png"]
+    text = (directory / "report.md").read_text(encoding="utf-8")
+    assert (
+        "0 of 3 questions evaluated" in text and "| **ours** | routed top-2 experts, synthesised | 0.0% (0/0) |" in text
+    )
+
+
 def test_cost_frontier():
     points = [("a", 1.0, 0.5), ("b", 2.0, 0.4), ("c", 2.0, 0.7), ("d", 3.0, 0.7), ("e", 0.5, 0.3)]
     assert cost_frontier(points) == ["e", "a", "c"]
