@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -187,6 +188,45 @@ def activate(
         stored.activate(profile=profile_version, classifier=classifier_version, topics=topics_version)
     active = stored.active()
     print(f"active: {active.model_dump() if active else 'the newest of each'}")
+
+
+@app.command()
+def report(
+    runs: Annotated[
+        list[Path], typer.Argument(help="One evaluation folder: rebuild its report. Two (A B): compare them.")
+    ],
+    method: Annotated[str | None, typer.Option("--method", help="The method compared (default: ours).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the comparison to this file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild a run's report from its results alone (report.md, report.json, plots), or compare
+    two runs question by question (B − A) on one method."""
+    from common.errors import BadInput
+
+    if len(runs) == 1:
+        from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
+
+        if method is not None or out is not None:
+            raise BadInput("--method and --out are for comparing two runs; a report covers every method")
+        paths = write_report(runs[0])
+        written = (runs[0] / REPORT_JSON).read_text(encoding="utf-8")
+        if as_json:
+            print(written, end="")
+            return
+        print(render_methods_table(Summary.model_validate_json(written)))
+        for path in paths:
+            print(f"wrote {path}")
+        return
+    if len(runs) != 2:
+        raise BadInput(f"give one run folder (its report) or two (A B, compared); got {len(runs)}")
+    from common.artefacts import replace_file
+    from eval.compare import compare, render_comparison
+
+    comparison = compare(runs[0], runs[1], method or "ours")
+    text = comparison.model_dump_json(indent=2) + "\n" if as_json else render_comparison(comparison)
+    print(text, end="")
+    if out is not None:
+        print(f"wrote {replace_file(out, text)}", file=sys.stderr)
 
 
 @models_app.command("prepare")
