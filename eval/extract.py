@@ -1,10 +1,13 @@
 """Answer extraction: ordered steps that each try one pattern and fall back to the next.
 
-A step never raises; when nothing matches the result is ``None`` (counted as wrong).
+A step never raises; when nothing matches the result is ``None`` (counted as wrong). Where
+several candidates match one step, the last one in the text wins (models restate answers).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -17,6 +20,7 @@ def _letters(n: int) -> str:
     return "ABCDEFGHIJ"[:n]
 
 
+@functools.lru_cache(maxsize=16)
 def letter_extractor(n_options: int = 10) -> Extractor:
     """Find the chosen option letter among the first ``n_options`` letters."""
     letters = _letters(n_options)
@@ -41,36 +45,170 @@ def letter_extractor(n_options: int = 10) -> Extractor:
     return extract
 
 
-_BOXED = re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}")
-_INT = re.compile(r"-?\d[\d,]*")
+# --- \boxed{} -------------------------------------------------------------------------------
+
+_BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def integer_extractor(low: int = 0, high: int = 999) -> Extractor:
-    """Find an integer answer: the last \\boxed{}, else 'answer is N', else the last integer."""
+def boxed_contents(text: str) -> list[str]:
+    """The contents of every ``\\boxed{...}`` in order, braces nested to any depth (escaped
+    braces ``\\{`` do not count); an unclosed box is skipped, an empty one too."""
+    found = []
+    for match in _BOXED_START.finditer(text):
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            char = text[i]
+            if char == "\\":
+                i += 2
+                continue
+            depth += 1 if char == "{" else -1 if char == "}" else 0
+            i += 1
+        if depth == 0 and (inside := text[match.end() : i - 1].strip()):
+            found.append(inside)
+    return found
 
-    def in_range(raw: str) -> str | None:
-        digits = raw.replace(",", "").strip()
-        try:
-            value = int(digits)
-        except ValueError:
-            return None
-        return str(value) if low <= value <= high else None
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last closed, non-empty ``\\boxed{}``; None when there is none."""
+    boxes = boxed_contents(text)
+    return boxes[-1] if boxes else None
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+_NUMBER = re.compile(
+    r"(?<![\w.])(-?\d+/\d+(?![\d/])|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\d|,\d)|-?\.\d+)"
+)
+_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
+
+
+def numbers_in(text: str) -> list[float]:
+    """Every number written in ``text``, in order: ``2,125``, ``-0.5``, ``1e-3``, ``3/4``.
+    Currency signs, units and words around them are ignored."""
+    values = []
+    for raw in _NUMBER.findall(text.translate(_MINUS).replace("\\$", "$")):
+        if "/" in raw:
+            top, bottom = raw.split("/")
+            if int(bottom) == 0:
+                continue
+            values.append(int(top) / int(bottom))
+        else:
+            value = float(raw.replace(",", ""))
+            if math.isfinite(value):
+                values.append(value)
+    return values
+
+
+def format_number(value: float) -> str:
+    """``18.0`` -> ``18``; other values in Python's shortest round-trip form."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+_SAID = (
+    re.compile(r"final answer\**\s*(?:is\b\s*:?|:|-)\s*([^\n]+)", re.IGNORECASE),
+    re.compile(r"answer is\b\s*:?\s*([^\n]+)", re.IGNORECASE),
+    re.compile(r"^\W*answer\**\s*:\s*([^\n]+)", re.IGNORECASE | re.MULTILINE),
+)
+"""Where a model says its answer in words, most explicit first: the rest of the line after each."""
+
+
+def said(text: str) -> list[str]:
+    """What follows each phrase that states an answer, in order of trust (final answer, answer
+    is, Answer:) and, within one phrase, last first."""
+    found: list[str] = []
+    for pattern in _SAID:
+        found += reversed([rest.strip() for rest in pattern.findall(text) if rest.strip()])
+    return found
+
+
+def integer_extractor(low: int | None = 0, high: int | None = 999) -> Extractor:
+    """Find an integer answer within [low, high]: the last \\boxed{} holding one, else the last
+    'answer is N', else the last number in the text ("2,125" reads 2125, "025" reads 25)."""
+
+    def fits(values: list[float]) -> str | None:
+        for value in values:
+            if value.is_integer() and (low is None or value >= low) and (high is None or value <= high):
+                return str(int(value))
+        return None
 
     def extract(text: str) -> str | None:
         if not text:
             return None
         text = strip_thinking(text)
-        for boxed in reversed(_BOXED.findall(text)):
-            numbers = _INT.findall(boxed)
-            if numbers and (value := in_range(numbers[-1])) is not None:
-                return value
-        said = re.findall(r"answer is:?\s*\$?\s*(-?\d[\d,]*)", text, re.IGNORECASE)
-        if said and (value := in_range(said[-1])) is not None:
-            return value
-        numbers = _INT.findall(text)
-        return in_range(numbers[-1]) if numbers else None
+        for boxed in reversed(boxed_contents(text)):
+            if (found := fits(numbers_in(boxed)[-1:])) is not None:
+                return found
+        for rest in said(text):
+            if (found := fits(numbers_in(rest)[:1])) is not None:
+                return found
+        return fits(numbers_in(text)[-1:])
 
     return extract
+
+
+def number_extractor(text: str) -> str | None:
+    """A number answer, written plainly (``$18.00`` -> ``18``): the last \\boxed{} holding a
+    number, else the first number after the last 'answer is', else the last number."""
+    if not text:
+        return None
+    text = strip_thinking(text)
+    for boxed in reversed(boxed_contents(text)):
+        if values := numbers_in(boxed):
+            return format_number(values[0])
+    for rest in said(text):
+        if values := numbers_in(rest):
+            return format_number(values[0])
+    values = numbers_in(text)
+    return format_number(values[-1]) if values else None
+
+
+def _clean(answer: str) -> str:
+    answer = answer.strip().strip("*").strip()
+    if answer.endswith("."):
+        answer = answer[:-1].rstrip()
+    for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if answer.startswith(left) and answer.endswith(right) and len(answer) > len(left) + len(right):
+            answer = answer[len(left) : -len(right)].strip()
+    return answer
+
+
+def math_extractor(text: str) -> str | None:
+    """A math answer as written (LaTeX): the last \\boxed{}, else what follows the last
+    'final answer:' / 'answer is' on its line."""
+    if not text:
+        return None
+    text = strip_thinking(text)
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return _clean(boxed)
+    stated = said(text)
+    return (_clean(stated[0]) or None) if stated else None
+
+
+_TEXT_BOX = re.compile(r"^\\text\{(.*)\}$", re.DOTALL)
+BARE_ANSWER_CHARS = 200
+"""A reply of one line no longer than this is taken as the answer itself."""
+
+
+def text_extractor(text: str) -> str | None:
+    """A short free-text answer: after the last 'final answer:' / 'answer is', else the last
+    \\boxed{}, else the whole reply when it is one short line."""
+    if not text:
+        return None
+    text = strip_thinking(text)
+    stated = said(text)
+    if stated:
+        return _clean(stated[0]) or None
+    boxed = last_boxed(text)
+    if boxed is not None:
+        inner = _TEXT_BOX.match(boxed)
+        return _clean(inner.group(1) if inner else boxed) or None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and len(lines[0]) <= BARE_ANSWER_CHARS:
+        return _clean(lines[0]) or None
+    return None
 
 
 _FINAL = re.compile(r"final answer\s*[:\-]\s*(.+)", re.IGNORECASE)

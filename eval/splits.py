@@ -8,12 +8,14 @@ report on the same ones.
 
     train, test = split(questions, 0.5, seed=0)
     drawn = sample(questions, 20, seed=0)      # the first 20 of the same seeded order
+    even = stratified_sample(questions, 20, seed=0)   # 20 with each category's share
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol, TypeVar
 
 from common.errors import BadInput
@@ -60,6 +62,51 @@ def sample(items: Sequence[T], n: int | None, seed: int) -> list[T]:
         seeded_order(items, seed)  # the same check of ids either way
         return list(items)
     return seeded_order(items, seed)[:n]
+
+
+def _category(item: HasId) -> Hashable:
+    return getattr(item, "category", None)
+
+
+def _group_order(key: Hashable) -> tuple[bool, str, str]:
+    return (key is None, type(key).__name__, str(key))
+
+
+def stratified_sample(
+    items: Sequence[T], n: int | None, seed: int, key: Callable[[T], Hashable] = _category
+) -> list[T]:
+    """``n`` items drawn so that each group (by ``key``: the category) gets its share of ``n``.
+
+    Shares are ``n * group size / len(items)``, rounded down, the items left over going to the
+    largest remainders (ties in a seeded order of the groups); while ``n`` allows, every group
+    gets at least one, taken from the groups with the most. Within a group the items are the
+    first of the seeded order, and the sample comes back in that order: like ``sample`` it
+    depends only on the ids, the groups and the seed, never on the order given.
+    """
+    if n is not None and n < 0:
+        raise BadInput(f"sample size must be >= 0, got {n}")
+    ordered = seeded_order(items, seed)
+    if n is None or n >= len(items):
+        return list(items)
+    groups: dict[Hashable, list[T]] = defaultdict(list)
+    for item in ordered:
+        groups[key(item)].append(item)
+    names = sorted(groups, key=_group_order)
+    random.Random(seed).shuffle(names)  # a seeded order to break ties in
+    rank = {name: i for i, name in enumerate(names)}
+    exact = {name: n * len(groups[name]) / len(items) for name in names}
+    quota = {name: int(exact[name]) for name in names}
+    by_remainder = sorted(names, key=lambda name: (-(exact[name] - quota[name]), rank[name]))
+    for name in by_remainder[: n - sum(quota.values())]:
+        quota[name] += 1
+    if n >= len(names):
+        for name in sorted(names, key=lambda name: (-exact[name], rank[name])):
+            if quota[name] == 0:
+                donor = max(names, key=lambda other: (quota[other], -rank[other]))
+                quota[donor] -= 1
+                quota[name] = 1
+    chosen = {item.id for name in names for item in groups[name][: quota[name]]}
+    return [item for item in ordered if item.id in chosen]
 
 
 PROFILE_SHARE = 0.5

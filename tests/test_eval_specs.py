@@ -69,5 +69,5 @@ def test_gpqa_shuffle_is_stable(data_dir):
 
 
 def test_unknown_split_is_named(tmp_path):
-    with pytest.raises(NotFound, match="unknown MMLU-Pro split 'train'"):
+    with pytest.raises(NotFound, match="unknown mmlu_pro split 'train'; .*splits: test, validation, symbolic_train, symbolic_test"):
         get_benchmark("mmlu_pro").questions(tmp_path, "train")
