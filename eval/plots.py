@@ -108,7 +108,7 @@ def plot_frontier(summary: Summary, path: Path) -> Path:
                 axes.errorbar(
                     [x],
                     [y],
-                    yerr=[[y - lows[index]], [highs[index] - y]],
+                    yerr=[[max(0.0, y - lows[index])], [max(0.0, highs[index] - y)]],  # rounding: never below 0
                     fmt="o",
                     color=colour,
                     ecolor=colour,

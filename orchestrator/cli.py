@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from common.errors import CoeError
+from orchestrator.cli_eval import eval_command
 from orchestrator.cli_options import (
     BenchmarkOpt,
     CacheOpt,
@@ -20,6 +21,8 @@ from orchestrator.cli_options import (
     PolicyOpt,
     PoolOpt,
     ScorerOpt,
+    SeedOpt,
+    SplitOpt,
 )
 
 app = typer.Typer(
@@ -98,7 +101,9 @@ def route(
 @app.command()
 def plan(
     benchmark: BenchmarkOpt = "mmlu_pro",
+    split: SplitOpt = None,
     limit: LimitOpt = 60,
+    seed: SeedOpt = 0,
     pool: PoolOpt = None,
     policy: PolicyOpt = None,
     k: KOpt = None,
@@ -107,22 +112,24 @@ def plan(
     data_dir: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print the batch plan for LIMIT questions of a benchmark (a seeded sample): phases, models, loads, time."""
-    from eval import get_benchmark, sample
+    """Print the batch plan for LIMIT questions of a benchmark (a seeded sample stratified by
+    category): phases, models, loads, time."""
+    from eval import load_benchmark, stratified_sample
     from orchestrator.sdk import Orchestrator
 
     settings = _settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
-    questions = sample(get_benchmark(benchmark).questions(settings.data_dir), limit, seed=0)
-    the_plan = Orchestrator(settings).plan(questions, policy=policy, k=k)
+    bench = load_benchmark(benchmark)
+    questions = stratified_sample(bench.questions(settings.data_dir, split), limit, seed)
+    the_plan = Orchestrator(settings).plan(questions, benchmark=bench, policy=policy, k=k)
     print(the_plan.to_json() if as_json else the_plan.render())
 
 
 @app.command()
 def profile(
     benchmark: BenchmarkOpt = "mmlu_pro",
-    split: Annotated[str | None, typer.Option(help="Benchmark split (default: the benchmark's own).")] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, help="Questions sampled (seeded).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the question sample.")] = 0,
+    seed: SeedOpt = 0,
     classifier: Annotated[bool, typer.Option(help="Also train the skill classifier.")] = True,
     whole_split: Annotated[
         bool,
@@ -138,25 +145,26 @@ def profile(
 ) -> None:
     """Build the pool's skill profile (replay experts from recordings, others live) and classifier,
     as new versions; by default from the profiling half of the split, disjoint from evaluation."""
-    from eval import get_benchmark, partition
+    from eval import load_benchmark
+    from orchestrator.cli_eval import pick_part
     from orchestrator.profiling import profile_pool, sample
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
     settings = _settings(pool=pool, data_dir=data_dir)
-    bench = get_benchmark(benchmark)
+    bench = load_benchmark(benchmark)
+    split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
-    part = every if whole_split else partition(every)[0]
-    which = "the whole split" if whole_split else "its profiling half, disjoint from the evaluation half"
+    part, which = pick_part(every, split, whole_split, "profiling")
     print(
-        f"profiling on {bench.name} {split or bench.default_split}, {which}: {len(part)} of {len(every)} "
+        f"profiling on {bench.name} {split}, {which}: {len(part)} of {len(every)} "
         f"questions{f', {limit} sampled with seed {seed}' if limit and limit < len(part) else ''}",
         file=sys.stderr,
     )
     questions = sample(part, limit, seed)
     with LiveProgress() as display:
         coe = Orchestrator(settings, progress=display)
-        report = profile_pool(coe, questions, classifier=classifier, activate=activate)
+        report = profile_pool(coe, questions, classifier=classifier, activate=activate, benchmark=bench)
     print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
     for path in report.router_paths:
         print(f"router artefact: {path}")
@@ -227,6 +235,9 @@ def report(
     print(text, end="")
     if out is not None:
         print(f"wrote {replace_file(out, text)}", file=sys.stderr)
+
+
+app.command("eval")(eval_command)
 
 
 @models_app.command("prepare")

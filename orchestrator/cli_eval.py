@@ -65,8 +65,7 @@ def eval_command(
     report.md and plots. A killed run continues with --resume without regenerating anything."""
     from common.errors import BadInput
     from eval import load_benchmark, stratified_sample
-    from eval.report import summarise, write_report
-    from eval.results import read_results, read_run
+    from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
     from orchestrator.cli import _settings
     from orchestrator.evaluation import EvalConfig, evaluate
     from orchestrator.progress import LiveProgress
@@ -88,7 +87,7 @@ def eval_command(
         pool_dir=str(settings.pool.resolve()),
         policy=policy or settings.policy,
         k=k,
-        aggregator=aggregator,  # type: ignore[arg-type]
+        aggregator=aggregator,
         samples=samples,
         temperature=temperature,
         baselines=baselines,
@@ -111,8 +110,7 @@ def eval_command(
             command=shlex.join(["coe", *sys.argv[1:]]),
         )
     paths = write_report(out)
-    summary = summarise(read_run(out), read_results(out))
-    print(summary_table(summary))
+    print(render_methods_table(Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))))
     for path in paths:
         print(f"wrote {path}")
 
@@ -122,11 +120,3 @@ def config_digest(config) -> str:
 
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
 
-
-def summary_table(summary) -> str:
-    """Methods, accuracy with its interval, experts per question: what a person reads first."""
-    lines = [f"{'method':<14} {'accuracy':>8}  {'95% interval':<17} {'experts/q':>9}"]
-    for row in summary.methods:
-        low, high = row.ci95
-        lines.append(f"{row.name:<14} {row.accuracy:>8.4f}  [{low:.4f}, {high:.4f}]  {row.experts_per_question:>9.2f}")
-    return "\n".join(lines)

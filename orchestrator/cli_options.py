@@ -15,7 +15,12 @@ KOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache (default: settings.cache_dir).")]
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Shared data folder (default: settings.data_dir).")]
-BenchmarkOpt = Annotated[str, typer.Option("--benchmark", "-b", help="mmlu_pro, gpqa, medmcqa or aime.")]
+BenchmarkOpt = Annotated[
+    str,
+    typer.Option("--benchmark", "-b", help="A built-in benchmark (mmlu_pro, gpqa, aime, medmcqa, ...) or a spec file."),
+]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="Benchmark split (default: the benchmark's own).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the question sample.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="How many questions.")]
 ScorerOpt = Annotated[
     str, typer.Option("--scorer", help="classifier (the pool's skill classifier) or keywords (LLM annotation).")

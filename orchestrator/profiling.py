@@ -14,7 +14,7 @@ from pathlib import Path
 from batching import ReplaySource
 from common.errors import BadInput
 from eval import splits
-from eval.benchmarks import Question
+from eval.benchmarks import Benchmark, Question
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
 from router import train_router
@@ -47,6 +47,7 @@ def profile_pool(
     embedder: str | None = None,
     max_tokens: int | None = None,
     activate: bool = False,
+    benchmark: Benchmark | None = None,
 ) -> ProfileReport:
     """Profile the pool's experts on ``questions``; with ``classifier``, also train the router's
     skill classifier and topics on them, and profile the experts on those finer skills too."""
@@ -65,11 +66,18 @@ def profile_pool(
     replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}
     if len(replays) == 1 and all(isinstance(s.source, ReplaySource) for s in specs):
         experts = recorded_models(pool)
-        profile = build_profile_from_replay(next(iter(replays)), questions, experts, skills_of=skills_of)
+        profile = build_profile_from_replay(
+            next(iter(replays)), questions, experts, skills_of=skills_of, benchmark=benchmark
+        )
         source = "replay"
     else:
         profile = build_profile_live(
-            questions, [s.name for s in specs], coe.run_tasks, skills_of=skills_of, max_tokens=max_tokens
+            questions,
+            [s.name for s in specs],
+            coe.run_tasks,
+            skills_of=skills_of,
+            max_tokens=max_tokens,
+            benchmark=benchmark,
         )
         source = "live"
     stored = pool.artefacts

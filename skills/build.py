@@ -17,7 +17,7 @@ from common.errors import BadInput
 from common.recordings import iter_records
 from common.requests import Request
 from common.tasks import RunTasks, Task
-from eval.benchmarks import Question, get_benchmark
+from eval.benchmarks import Benchmark, Question, get_benchmark
 from skills.names import question_skills
 from skills.profile import Profile, ProfileBuilder
 
@@ -52,13 +52,16 @@ def _expert_map(experts: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def score_answer(question: Question, pred: str | None = None, text: str | None = None) -> bool:
-    """Is the answer right? Uses ``pred`` when given, else extracts it from ``text``."""
+def score_answer(
+    question: Question, pred: str | None = None, text: str | None = None, *, benchmark: Benchmark | None = None
+) -> bool:
+    """Is the answer right, by the benchmark's check of its answer kind? Uses ``pred`` when
+    given, else extracts it from ``text``. ``benchmark``: the question's (a user's spec
+    benchmark must be given; a built-in one is found by name)."""
+    bench = benchmark or get_benchmark(question.benchmark)
     if pred is None and text:
-        pred = get_benchmark(question.benchmark).extract(question, text)
-    if pred is None:
-        return False
-    return str(pred).strip().upper() == question.answer.strip().upper()
+        pred = bench.extract(question, text)
+    return bench.check(question, None if pred is None else str(pred))
 
 
 def build_profile_from_replay(
@@ -69,6 +72,7 @@ def build_profile_from_replay(
     skills_of: SkillsOf | None = None,
     name: str = "profile",
     prior_strength: float = 4.0,
+    benchmark: Benchmark | None = None,
 ) -> Profile:
     """A profile from recorded answers of ``experts`` (expert name -> recorded model name, or
     names that are the same in both) on ``questions``; records of other questions are skipped.
@@ -92,7 +96,7 @@ def build_profile_from_replay(
         if record.correct is not None:
             right = bool(record.correct)
         else:
-            right = score_answer(question, record.pred, record.text)
+            right = score_answer(question, record.pred, record.text, benchmark=benchmark)
         for expert in by_model[record.model]:
             builder.add(expert, skills(question), right)
         seen += 1
@@ -105,12 +109,16 @@ def build_profile_from_replay(
 
 
 def profile_tasks(
-    questions: Iterable[Question], experts: Sequence[str], *, max_tokens: int | None = None
+    questions: Iterable[Question],
+    experts: Sequence[str],
+    *,
+    max_tokens: int | None = None,
+    benchmark: Benchmark | None = None,
 ) -> list[Task]:
     """One task per (expert, question): the benchmark's own prompt, with the question id."""
     tasks = []
     for question in questions:
-        prompt = get_benchmark(question.benchmark).prompt(question)
+        prompt = (benchmark or get_benchmark(question.benchmark)).prompt(question)
         for expert in experts:
             task_id = f"profile:{expert}:{question.id}"
             request = Request.user(task_id, prompt, question_id=question.id, max_tokens=max_tokens)
@@ -127,13 +135,14 @@ def build_profile_live(
     name: str = "profile",
     prior_strength: float = 4.0,
     max_tokens: int | None = None,
+    benchmark: Benchmark | None = None,
 ) -> Profile:
     """A profile from fresh answers: every expert answers every question (through ``run``),
     each answer scored with its benchmark's extractor. Failed generations are not counted."""
     table = _index(questions)
     experts = list(_expert_map(experts))
     skills = _skills_lookup(skills_of)
-    tasks = profile_tasks(table.values(), experts, max_tokens=max_tokens)
+    tasks = profile_tasks(table.values(), experts, max_tokens=max_tokens, benchmark=benchmark)
     log.info("profile %s: running %d generations", name, len(tasks))
     generations = run(tasks)
     builder = ProfileBuilder(experts, name=name, source="live", prior_strength=prior_strength)
@@ -146,7 +155,7 @@ def build_profile_live(
             cause = cause or (generation.error if generation is not None else None) or "no generation came back"
             continue
         question = table[task.request.question_id]  # type: ignore[union-attr,index]
-        builder.add(task.model, skills(question), score_answer(question, text=generation.text))
+        builder.add(task.model, skills(question), score_answer(question, text=generation.text, benchmark=benchmark))
     if failed == len(tasks):
         raise BadInput(f"profile {name}: all {failed} generations failed; the first because: {cause}")
     if failed:

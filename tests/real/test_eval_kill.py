@@ -51,17 +51,16 @@ def stored_tasks(out: Path) -> set[str]:
 
 
 def coe_eval(spec: Path, pool: Path, out: Path, env: dict, *extra: str) -> subprocess.Popen:
+    """``coe eval`` in a child process of its own group; its output goes to ``out``.log."""
     argv = [sys.executable, "-m", "orchestrator.cli", "eval", str(spec), "--pool", str(pool)]
     argv += ["--aggregator", "majority", "--baselines", "--whole-split", "--samples", "2", "--out", str(out), *extra]
-    return subprocess.Popen(
-        argv, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    with out.with_suffix(".log").open("a") as log:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
 
 
-def finish(process: subprocess.Popen) -> str:
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-2000:]
-    return stdout
+def finish(process: subprocess.Popen, out: Path) -> None:
+    process.wait(timeout=300)
+    assert process.returncode == 0, out.with_suffix(".log").read_text()[-2000:]
 
 
 def comparable(out: Path) -> tuple[str, list[dict]]:
@@ -96,7 +95,7 @@ def test_killed_eval_resumes_without_regenerating(tmp_path: Path) -> None:
         child = coe_eval(spec, pool, out, env)
         deadline = time.monotonic() + 180
         while len(served(log)) < total // 3:
-            assert child.poll() is None, child.communicate()[1][-2000:]
+            assert child.poll() is None, out.with_suffix(".log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the eval never got going"
             time.sleep(0.05)
         os.killpg(child.pid, signal.SIGKILL)
@@ -107,7 +106,7 @@ def test_killed_eval_resumes_without_regenerating(tmp_path: Path) -> None:
         assert 0 < len(before) < total
 
         # the same command with --resume finishes it
-        finish(coe_eval(spec, pool, out, env, "--resume"))
+        finish(coe_eval(spec, pool, out, env, "--resume"), out)
         again = served(log)[served_before:]
         regenerated = [
             item for item in again if f"{item[1]}/s{1 if item[2] else 0}/expert/{item[0]}" in before
@@ -120,7 +119,7 @@ def test_killed_eval_resumes_without_regenerating(tmp_path: Path) -> None:
 
         # a run never interrupted gives the same results and report
         fresh = tmp_path / "fresh"
-        finish(coe_eval(spec, pool, fresh, env))
+        finish(coe_eval(spec, pool, fresh, env), fresh)
         assert comparable(out) == comparable(fresh)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
