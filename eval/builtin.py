@@ -208,7 +208,7 @@ LETTER = AnswerRule(AnswerKind.LETTER)
 BENCHMARKS: dict[str, Benchmark] = {
     "mmlu_pro": Benchmark(
         name="mmlu_pro",
-        version="2",
+        version="1",
         splits=_symbolic("test", "validation"),
         load=_in_data_dir(_mmlu_pro_all),
         prompt=choice_prompt,
@@ -226,7 +226,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "gpqa": Benchmark(
         name="gpqa",
-        version="2",
+        version="1",
         splits=_symbolic(*GPQA_SPLITS),
         load=_in_data_dir(_with_symbolic("gpqa", load_gpqa, GPQA_SPLITS)),
         prompt=choice_prompt,
@@ -235,7 +235,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "aime": Benchmark(
         name="aime",
-        version="2",
+        version="2",  # 2: integer answers read with separators and decimals ("2,125", "25.0")
         splits=_symbolic(*AIME_SPLITS),
         load=_in_data_dir(_with_symbolic("aime", load_aime, AIME_SPLITS)),
         prompt=integer_prompt,
@@ -244,7 +244,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "medmcqa": Benchmark(
         name="medmcqa",
-        version="2",
+        version="1",
         splits=_symbolic("dev"),
         load=_in_data_dir(_with_symbolic("medmcqa", load_medmcqa, ("dev",))),
         prompt=choice_prompt,

@@ -119,7 +119,7 @@ def load_spec(path: Path) -> Benchmark:
     split is asked for."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise NotFound(f"benchmark spec {path} does not exist")
+        raise NotFound(f"benchmark spec {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -94,13 +94,13 @@ def stratified_sample(
     names = sorted(groups, key=_group_order)
     random.Random(seed).shuffle(names)  # a seeded order to break ties in
     rank = {name: i for i, name in enumerate(names)}
-    exact = {name: n * len(groups[name]) / len(items) for name in names}
-    quota = {name: int(exact[name]) for name in names}
-    by_remainder = sorted(names, key=lambda name: (-(exact[name] - quota[name]), rank[name]))
+    scaled = {name: n * len(groups[name]) for name in names}  # the exact share times len(items)
+    quota = {name: scaled[name] // len(items) for name in names}
+    by_remainder = sorted(names, key=lambda name: (-(scaled[name] % len(items)), rank[name]))
     for name in by_remainder[: n - sum(quota.values())]:
         quota[name] += 1
     if n >= len(names):
-        for name in sorted(names, key=lambda name: (-exact[name], rank[name])):
+        for name in sorted(names, key=lambda name: (-scaled[name], rank[name])):
             if quota[name] == 0:
                 donor = max(names, key=lambda other: (quota[other], -rank[other]))
                 quota[donor] -= 1

@@ -69,5 +69,7 @@ def test_gpqa_shuffle_is_stable(data_dir):
 
 
 def test_unknown_split_is_named(tmp_path):
-    with pytest.raises(NotFound, match="unknown mmlu_pro split 'train'; .*splits: test, validation, symbolic_train, symbolic_test"):
+    with pytest.raises(
+        NotFound, match="unknown mmlu_pro split 'train'; .*splits: test, validation, symbolic_train, symbolic_test"
+    ):
         get_benchmark("mmlu_pro").questions(tmp_path, "train")
