@@ -31,7 +31,7 @@ from aggregators import AggregatorChoice
 from common.artefacts import read_model, replace_file, versions, write_new_version
 from common.errors import BadInput, ConfigError, NotFound
 from router import ClassifierPayload, RouterArtefacts, Scorer, SkillClassifier, TopicModel, TopicPayload
-from skills import Embedder, Profile
+from skills import CachedEmbedder, Embedder, Profile, make_embedder
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +173,26 @@ class PoolArtefacts:
         payload = self._latest(self.topics_versions(), TopicPayload, "topics")
         return TopicModel.from_payload(payload) if payload is not None else None
 
-    def latest_router(self, embedder: Embedder | None = None) -> RouterArtefacts | None:
-        """The newest classifier and topics with the embedder they were trained on; None when
-        no classifier was trained."""
+    def latest_router(
+        self, embedder: Embedder | None = None, *, embeddings_dir: Path | None = None
+    ) -> RouterArtefacts | None:
+        """The newest classifier and topics with the embedder they were trained on (made by name
+        when not given); None when no classifier was trained. With ``embeddings_dir``, the
+        embedder keeps its vectors there (``skills.CachedEmbedder``)."""
         classifier = self.latest_classifier()
         if classifier is None:
             return None
+        embedder = embedder or make_embedder(classifier.meta.embedder)
+        if embeddings_dir is not None and not isinstance(embedder, CachedEmbedder):
+            embedder = CachedEmbedder(embedder, embeddings_dir)
         return RouterArtefacts.of(classifier, self.latest_topics(), embedder)
 
-    def latest_scorer(self, embedder: Embedder | None = None, topic_share: float | None = None) -> Scorer | None:
-        """The newest classifier (and topics) as one scorer; None when no classifier was trained."""
-        artefacts = self.latest_router(embedder)
+    def latest_scorer(
+        self, embedder: Embedder | None = None, topic_share: float | None = None, *, embeddings_dir: Path | None = None
+    ) -> Scorer | None:
+        """The newest classifier (and topics) as one scorer; None when no classifier was trained.
+        ``embeddings_dir``: where its embedder's vectors are cached (None: nowhere)."""
+        artefacts = self.latest_router(embedder, embeddings_dir=embeddings_dir)
         if artefacts is None:
             return None
         return artefacts.scorer() if topic_share is None else artefacts.scorer(topic_share)

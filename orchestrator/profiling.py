@@ -3,6 +3,9 @@
 Experts that answer from recordings (replay) are profiled from their recorded answers, in
 seconds; live experts (vLLM, HTTP) answer the questions through the batch planner, each
 model loaded once. Both the profile and the classifier are stored, versioned, in the pool.
+
+Questions of a single category (a user's own benchmark) make a classifier that gives every
+query that category; topics, when there are enough questions, still tell questions apart.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from eval.benchmarks import Benchmark, Question
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
 from router import train_router
-from skills import build_profile_from_replay, build_profile_live, make_embedder
+from skills import CachedEmbedder, build_profile_from_replay, build_profile_live, make_embedder
 
 log = logging.getLogger(__name__)
+
+MAX_TOPICS = 20
+QUESTIONS_PER_TOPIC = 5
+"""Topics are made only when each can hold this many training questions on average."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,13 @@ def sample(questions: list[Question], limit: int | None, seed: int) -> list[Ques
     return splits.sample(questions, limit, seed)
 
 
+def topic_count(questions: int) -> int | None:
+    """How many topics ``questions`` training questions make: up to ``MAX_TOPICS``, at least
+    ``QUESTIONS_PER_TOPIC`` questions each; None (no topics) when fewer than two would."""
+    count = min(MAX_TOPICS, questions // QUESTIONS_PER_TOPIC)
+    return count if count >= 2 else None
+
+
 def profile_pool(
     coe: Orchestrator,
     questions: list[Question],
@@ -50,18 +64,20 @@ def profile_pool(
     benchmark: Benchmark | None = None,
 ) -> ProfileReport:
     """Profile the pool's experts on ``questions``; with ``classifier``, also train the router's
-    skill classifier and topics on them, and profile the experts on those finer skills too."""
+    skill classifier (one category or more) and topics on them, and profile the experts on those
+    finer skills too. Embeddings are cached in the settings' ``embeddings_dir``."""
     pool = coe.pool
     specs = [pool.spec(name) for name in pool.expert_names]
     artefacts = None
     if classifier:
-        labelled = [q for q in questions if q.category]
-        if len({q.category for q in labelled}) < 2 or len(labelled) != len(questions):
+        unlabelled = sum(1 for q in questions if not q.category)
+        if unlabelled or not questions:
             raise BadInput(
-                "training the skill classifier needs questions of at least two labelled "
-                "categories; use --no-classifier for unlabelled ones"
+                f"training the skill classifier needs a category on every question ({unlabelled} have none); "
+                "use --no-classifier for unlabelled ones"
             )
-        artefacts = train_router(questions, make_embedder(embedder))
+        encoder = CachedEmbedder(make_embedder(embedder), coe.settings.embeddings_dir)
+        artefacts = train_router(questions, encoder, n_topics=topic_count(len(questions)))
     skills_of = artefacts.skills_of if artefacts is not None else None
     replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}
     if len(replays) == 1 and all(isinstance(s.source, ReplaySource) for s in specs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from aggregators import AggregatorChoice
 from orchestrator.pool import Pool
@@ -53,15 +54,16 @@ def pool_profile(pool: Pool) -> Profile:
     )
 
 
-def pool_router(pool: Pool, policy: str, k: int, seed: int = 0) -> Router:
-    """The router for ``pool``: its profile and, if trained, its skill classifier."""
-    return Router(pool_profile(pool), pool_scorer(pool), policy, k=k, seed=seed)
+def pool_router(pool: Pool, policy: str, k: int, seed: int = 0, *, embeddings_dir: Path | None = None) -> Router:
+    """The router for ``pool``: its profile and, if trained, its skill classifier (its embeddings
+    cached in ``embeddings_dir``, the settings' ``embeddings_dir``; None: not cached)."""
+    return Router(pool_profile(pool), pool_scorer(pool, embeddings_dir), policy, k=k, seed=seed)
 
 
-def pool_scorer(pool: Pool) -> Scorer:
+def pool_scorer(pool: Pool, embeddings_dir: Path | None = None) -> Scorer:
     """The pool's latest skill classifier (and topics, if trained) with the embedder they were
-    trained on; a pool without them knows no skills."""
-    scorer = pool.artefacts.latest_scorer()
+    trained on, its vectors cached in ``embeddings_dir``; a pool without them knows no skills."""
+    scorer = pool.artefacts.latest_scorer(embeddings_dir=embeddings_dir)
     return scorer if scorer is not None else NoSkillScorer()
 
 

@@ -6,6 +6,9 @@ fitted model is kept as plain numbers, never as a pickled estimator: ``SkillClas
 predicts from its coefficient arrays with numpy alone, ``to_payload()`` turns it into a
 JSON-able ``ClassifierPayload`` and ``from_payload()`` rebuilds it. Where the payload is stored
 is not this module's concern (the orchestrator's pool artefacts decide).
+
+Questions of one label alone (a benchmark with a single category) make a classifier with that
+one label and no members: every query gets it with probability 1.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ class ClassifierMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    labels: list[str] = Field(..., min_length=2, description="Skills, in probability-column order.")
+    labels: list[str] = Field(..., min_length=1, description="Skills, in probability-column order.")
     embedder: str = Field(..., min_length=1, description="Name of the embedder of its inputs.")
     n_features: int = Field(..., ge=1, description="Length of the embedding vectors it takes.")
     n_train: int = Field(..., ge=1, description="Training questions.")
-    calibrated: bool = Field(True, description="Platt-scaled cross-validation members.")
+    calibrated: bool = Field(True, description="Platt-scaled cross-validation members (false with one label).")
     sklearn_version: str = Field("", description="scikit-learn version that fitted it.")
 
 
@@ -80,7 +83,7 @@ class ClassifierPayload(BaseModel):
         FORMAT_VERSION, description="2: coefficients stored here (1 used a pickle and is not read)."
     )
     meta: ClassifierMeta
-    members: list[LinearMember] = Field(..., min_length=1)
+    members: list[LinearMember] = Field(..., description="None with one label (it is certain), else at least one.")
 
     @field_validator("format_version")
     @classmethod
@@ -96,6 +99,14 @@ class ClassifierPayload(BaseModel):
     @model_validator(mode="after")
     def _members_fit_labels(self) -> ClassifierPayload:
         labels = len(self.meta.labels)
+        if len(set(self.meta.labels)) != labels:
+            raise ValueError("meta.labels must be distinct")
+        if labels == 1:
+            if self.members or self.meta.calibrated:
+                raise ValueError("a classifier of one label has no members and is not calibrated")
+            return self
+        if not self.members:
+            raise ValueError(f"{labels} labels need at least one member")
         expected_rows = 1 if labels == 2 else labels
         width = self.meta.n_features
         for i, member in enumerate(self.members):
@@ -175,6 +186,8 @@ class SkillClassifier:
         vectors = np.asarray(vectors, dtype=np.float64)
         if vectors.ndim != 2 or vectors.shape[1] != self.n_features:
             raise BadInput(f"classifier takes rows of {self.n_features} numbers, got shape {vectors.shape}")
+        if not self._members:  # one label: certain
+            return np.ones((len(vectors), 1))
         total = np.zeros((len(vectors), len(self.labels)))
         for member in self._members:
             total += member.predict_proba(vectors, len(self.labels))
@@ -220,7 +233,8 @@ def train_classifier(
     seed: int = 0,
     c: float = 4.0,
 ) -> SkillClassifier:
-    """Fit skill probabilities on ``texts`` (or their precomputed ``vectors``) labelled ``labels``."""
+    """Fit skill probabilities on ``texts`` (or their precomputed ``vectors``) labelled ``labels``;
+    one distinct label gives the classifier that always answers it."""
     from sklearn import __version__ as sklearn_version
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.linear_model import LogisticRegression
@@ -233,8 +247,22 @@ def train_classifier(
     if len(vectors) != len(labels):
         raise BadInput(f"{len(vectors)} texts but {len(labels)} labels")
     counts = Counter(labels)
-    if len(counts) < 2:
-        raise BadInput("a skill classifier needs at least two distinct labels")
+    if not counts:
+        raise BadInput("a skill classifier needs labelled questions; none were given")
+    if "" in counts:
+        raise BadInput(f"{counts['']} training label(s) are empty")
+    if len(counts) == 1:
+        (label,) = counts
+        log.info("router: one skill (%s) in %d questions; every query gets it", label, len(labels))
+        meta = ClassifierMeta(
+            labels=[label],
+            embedder=embedder.name,
+            n_features=int(np.shape(vectors)[1]),
+            n_train=len(labels),
+            calibrated=False,
+            sklearn_version=sklearn_version,
+        )
+        return SkillClassifier(meta, [])
     started = time.perf_counter()
     base = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     folds = min(3, min(counts.values()))

@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.names import unknown_name
 from router.decision import ExpertChoice
+from router.lookup import ProfileLookup, lookup_of
 from router.topics import TOPIC_PREFIX
-from router.vote_model import vote_accuracy
+from router.vote_model import vote_accuracies
 from skills.profile import Profile
 
 
@@ -60,23 +61,28 @@ class Selection(BaseModel):
 
 
 Chosen = tuple[list[ExpertChoice], bool]  # experts best first, whether a fallback was used
-Policy = Callable[[Profile, Mapping[str, float], Selection, random.Random], Chosen]
+Policy = Callable[[ProfileLookup, Mapping[str, float], Selection, random.Random], Chosen]
+"""A policy reads the profile through a ``ProfileLookup`` (the router keeps one per profile)."""
 
 
-def symbolic_scores(profile: Profile, skills: Mapping[str, float]) -> dict[str, float]:
+def symbolic_scores(profile: Profile | ProfileLookup, skills: Mapping[str, float]) -> dict[str, float]:
     """Symbolic-MoE score of every expert for a query with these skill weights."""
-    return {e: profile.competence(e) * sum(w * profile.score(e, s) for s, w in skills.items()) for e in profile.experts}
+    lookup = lookup_of(profile)
+    columns = [(lookup.score_column(s), w) for s, w in skills.items()]
+    return {e: lookup.competence(e) * sum(w * column[e] for column, w in columns) for e in lookup.experts}
 
 
-def expected_accuracy(profile: Profile, skills: Mapping[str, float]) -> dict[str, float]:
+def expected_accuracy(profile: Profile | ProfileLookup, skills: Mapping[str, float]) -> dict[str, float]:
     """Each expert's smoothed accuracy, averaged over the query's skills by weight (overall when none)."""
+    lookup = lookup_of(profile)
     total = sum(skills.values())
     if total <= 0:
-        return {e: profile.accuracy(e) for e in profile.experts}
-    return {e: sum(w * profile.accuracy(e, s) for s, w in skills.items()) / total for e in profile.experts}
+        return {e: lookup.accuracy(e) for e in lookup.experts}
+    columns = [(lookup.accuracy_column(s), w) for s, w in skills.items()]
+    return {e: sum(w * column[e] for column, w in columns) / total for e in lookup.experts}
 
 
-def _ranked(scores: Mapping[str, float], profile: Profile) -> list[str]:
+def _ranked(scores: Mapping[str, float], profile: ProfileLookup) -> list[str]:
     """Best first; experts without evidence after every measured one, whatever their score
     (Symbolic-MoE's score is 0 for them, above any measured expert with a negative score)."""
     return sorted(scores, key=lambda e: (not profile.measured(e), -scores[e], -profile.competence(e), e))
@@ -86,7 +92,7 @@ def _choices(experts: list[str], scores: Mapping[str, float]) -> list[ExpertChoi
     return [ExpertChoice(expert=e, score=float(scores[e])) for e in experts]
 
 
-def _symbolic(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _symbolic(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = symbolic_scores(profile, skills)
     weights = {e: max(s, 0.0) for e, s in scores.items()}
     if not any(weights.values()):
@@ -107,7 +113,7 @@ def _symbolic(profile: Profile, skills: Mapping[str, float], sel: Selection, rng
     return _choices(sorted(picked, key=_ranked(scores, profile).index), scores), False
 
 
-def _topk(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _topk(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = symbolic_scores(profile, skills)
     return _choices(_ranked(scores, profile)[: sel.k], scores), False
 
@@ -119,7 +125,7 @@ def category_weights(skills: Mapping[str, float]) -> dict[str, float]:
     return {s: w / total for s, w in named.items()} if total > 0 else dict(skills)
 
 
-def _category(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _category(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     categories = category_weights(skills)
     top = max(categories, key=categories.__getitem__) if categories else None
     if top is not None and categories[top] >= sel.threshold:
@@ -129,27 +135,28 @@ def _category(profile: Profile, skills: Mapping[str, float], sel: Selection, rng
     return _choices(_ranked(scores, profile)[: sel.k], scores), True
 
 
-def _single_best(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _single_best(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = {e: profile.accuracy(e) for e in profile.experts}
     return _choices(_ranked(scores, profile)[:1], scores), False
 
 
-def _random(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _random(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     picked = rng.sample(profile.experts, min(sel.k, len(profile.experts)))
     return _choices(picked, {e: 0.0 for e in picked}), False
 
 
-def _all(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _all(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = expected_accuracy(profile, skills)
     return _choices(_ranked(scores, profile), scores), False
 
 
-def _adaptive(profile: Profile, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _adaptive(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = expected_accuracy(profile, skills)
     ranked = _ranked(scores, profile)[: sel.max_k]
     best_j, best_value = 1, float("-inf")
-    for j in range(1, len(ranked) + 1):
-        value = vote_accuracy([scores[e] for e in ranked[:j]], sel.n_options, sel.spread) - sel.cost * j
+    votes = vote_accuracies([scores[e] for e in ranked], sel.n_options, sel.spread)  # of the first j, j = 1...
+    for j, vote in enumerate(votes, 1):
+        value = vote - sel.cost * j
         if value > best_value + 1e-12:
             best_j, best_value = j, value
     return _choices(ranked[:best_j], scores), False

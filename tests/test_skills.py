@@ -15,7 +15,6 @@ from skills import (
     SkillMapper,
     annotate,
     annotation_tasks,
-    cached_embed,
     consensus,
     make_embedder,
     normalise_skill,
@@ -80,27 +79,6 @@ def test_make_embedder_by_name():
     assert isinstance(make_embedder("hashing-64"), HashingEmbedder)
     assert make_embedder("hashing-64").dim == 64
     assert isinstance(make_embedder(None), SentenceEmbedder)
-
-
-class CountingEmbedder(HashingEmbedder):
-    def __init__(self):
-        super().__init__(32)
-        self.calls = 0
-
-    def embed(self, texts):
-        self.calls += 1
-        return super().embed(texts)
-
-
-def test_cached_embed_reuses_by_content(tmp_path):
-    emb = CountingEmbedder()
-    first = cached_embed(emb, ["a b", "c d"], tmp_path)
-    again = cached_embed(emb, ["a b", "c d"], tmp_path)
-    other = cached_embed(emb, ["a b", "c e"], tmp_path)
-    assert emb.calls == 2
-    assert np.array_equal(first, again)
-    assert not np.array_equal(first, other)
-    assert len(list(tmp_path.glob("*.npy"))) == 2
 
 
 def test_parse_keywords():
