@@ -67,7 +67,7 @@ def eval_command(
     from eval import load_benchmark, stratified_sample
     from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
     from orchestrator.cli import _settings
-    from orchestrator.evaluation import EvalConfig, evaluate
+    from orchestrator.evaluation import EvalConfig, check_out_dir, evaluate
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
@@ -93,12 +93,20 @@ def eval_command(
         baselines=baselines,
     )
     out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
+    check_out_dir(out, config, resume)  # before any work: a wrong folder is one line, nothing else
     print(
         f"evaluating {bench.name} {split}, {which}: {len(questions)} of {len(every)} questions"
         f"{f' (stratified sample, seed {seed})' if limit and limit < len(part) else ''}; output {out}",
         file=sys.stderr,
     )
     with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
+        greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
+        if samples > 1 and greedy:
+            print(
+                f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
+                "--temperature sets another",
+                file=sys.stderr,
+            )
         evaluate(
             coe,
             bench,

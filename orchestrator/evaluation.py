@@ -31,9 +31,11 @@ from aggregators import (
     synthesis_outcome,
     weighted,
 )
+from batching import ReplaySource
 from batching.executor import Executor, ProgressEvent, RunResult
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
+from common.recordings import replay_book
 from common.requests import Request
 from common.tasks import Task
 from eval.benchmarks import Benchmark, Question
@@ -175,16 +177,32 @@ class Routed:
 
 
 def route(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, config: EvalConfig) -> Routed:
+    """Each method's decisions; the questions' skill weights are read once (every router of a
+    pool shares its scorer) and each distinct (policy, k) routes once."""
     chosen, _ = methods(config, BASELINE_K)
+    ours = coe.router(config.policy, config.k)
+    weights = ours.scorer.skill_weights([q.text for q in questions])
     asked: dict[str, list[Asked]] = {}
     by_router: dict[tuple[str | None, int | None], list[Asked]] = {}
     for method in chosen:
         key = (method.info.policy, method.info.k)
         if key not in by_router:
             router = coe.router(method.info.policy, method.info.k)
-            by_router[key] = coe._pipeline(router, None).ask(questions, bench)
+            by_router[key] = coe._pipeline(router, None).ask(questions, bench, weights=weights)
         asked[method.name] = by_router[key]
     return Routed(chosen, asked)
+
+
+def index_recordings(coe: Orchestrator, experts: Sequence[str]) -> None:
+    """Index the recordings of the recorded experts in one pass per file (each replay engine
+    would otherwise read the whole file for its own model)."""
+    by_file: dict[Path, list[str]] = {}
+    for name in experts:
+        source = coe.pool.spec(name).source
+        if isinstance(source, ReplaySource):
+            by_file.setdefault(Path(source.path), []).append(source.model)
+    for path, models in by_file.items():
+        replay_book(path).load(models)
 
 
 def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str, SynthesisJob]]:
@@ -412,6 +430,7 @@ def evaluate(
     try:
         executor = Executor(coe.engine_factory, store, progress, coe._warm, coe._split_cores())
         generated = time.perf_counter()
+        index_recordings(coe, sorted({t.model for t in tasks}))
         result = executor.run(plan, tasks, coe.pool.specs, compose(jobs, pipeline.synthesis), run_id=STORE_RUN_ID)
         generate_s = time.perf_counter() - generated
     finally:

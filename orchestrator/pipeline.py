@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregators import (
@@ -195,14 +195,25 @@ class Pipeline:
         name = self.choice.for_skill(decision.top_skill)
         return name if name in self.pool.specs else self.pool.aggregator.name
 
-    def ask(self, queries: Sequence[Query], benchmark: Benchmark | None = None) -> list[Asked]:
-        """Route the batch and decide, once per query, everything its answer depends on."""
+    def ask(
+        self,
+        queries: Sequence[Query],
+        benchmark: Benchmark | None = None,
+        *,
+        weights: Sequence[Mapping[str, float]] | None = None,
+    ) -> list[Asked]:
+        """Route the batch and decide, once per query, everything its answer depends on.
+        ``weights``: the queries' skill weights when the caller already has them (several
+        routers over one scorer), else the router's scorer reads them."""
         ids = [q.id for q in queries]
         if not queries:
             raise BadInput("no questions to answer")
         if len(set(ids)) != len(ids):
             raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
-        decisions = self.router.route([q.text for q in queries], ids)
+        if weights is None:
+            decisions = self.router.route([q.text for q in queries], ids)
+        else:
+            decisions = self.router.route_weights(weights, ids)
         profile = self.router.profile
         asked = []
         for query, decision in zip(queries, decisions, strict=True):

@@ -61,7 +61,9 @@ def serve(port: int, log_path: Path, delay: float) -> None:
             self._reply(
                 200,
                 {
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split())},
                 },
             )

@@ -67,7 +67,7 @@ def test_every_method_scores_what_the_experts_deserve(made: dict[str, Path]) -> 
         single = methods["single-best"]
         assert single.experts in (("adder",), ("multiplier",))
         assert single.correct == by_expert[single.experts[0]].correct
-        assert methods["all-majority"].experts == tuple(userbench.EXPERTS)
+        assert set(methods["all-majority"].experts) == set(userbench.EXPERTS)
     report = json.loads((made["out"] / "report.json").read_text())
     accuracy = {m["name"]: m["accuracy"] for m in report["methods"]}
     assert accuracy["oracle"] == accuracy["category"] == 1.0
@@ -85,7 +85,20 @@ def test_the_router_works_on_one_category(made: dict[str, Path]) -> None:
         env.setenv("COE_CACHE_DIR", str(made["tmp"] / "cache"))
         coe("profile", "-b", str(spec), "--pool", str(pool))
         out = tmp / "out"
-        coe("eval", str(spec), "--pool", str(pool), "--policy", "topk", "--k", "1", "--aggregator", "majority", "--out", str(out))
+        coe(
+            "eval",
+            str(spec),
+            "--pool",
+            str(pool),
+            "--policy",
+            "topk",
+            "--k",
+            "1",
+            "--aggregator",
+            "majority",
+            "--out",
+            str(out),
+        )
     results = read_results(out)
     assert {r.category for r in results} == {"arith"}
     assert all("arith" in r.skills for r in results)

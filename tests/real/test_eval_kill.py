@@ -108,9 +108,7 @@ def test_killed_eval_resumes_without_regenerating(tmp_path: Path) -> None:
         # the same command with --resume finishes it
         finish(coe_eval(spec, pool, out, env, "--resume"), out)
         again = served(log)[served_before:]
-        regenerated = [
-            item for item in again if f"{item[1]}/s{1 if item[2] else 0}/expert/{item[0]}" in before
-        ]
+        regenerated = [item for item in again if f"{item[1]}/s{1 if item[2] else 0}/expert/{item[0]}" in before]
         assert regenerated == [], f"generated again: {regenerated[:5]}"
         run = json.loads((out / "run.json").read_text())
         assert run["reused"] == len(before)
