@@ -127,4 +127,3 @@ def config_digest(config) -> str:
     import hashlib
 
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]
-
