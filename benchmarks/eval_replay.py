@@ -31,7 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "eval_replay.json"
 ROUTING = ROOT / "benchmarks" / "results" / "routing.json"
 COMMAND = ["eval", "mmlu_pro", "--pool", "pools/replay-small", "--aggregator", "majority", "--baselines"]
-ROUTING_NAMES = {"ours": "all", "single-best": "single-best", "category": "category", "symbolic": "symbolic"}
+ROUTING_NAMES = {
+    "ours": "all",
+    "single-best": "single-best",
+    "category": "category",
+    "random-k": "random",
+    "symbolic": "symbolic",
+    "all-majority": "all",
+}
 """Method of the eval -> the routing benchmark's policy measured the same way (ours: policy all)."""
 
 
