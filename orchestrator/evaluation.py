@@ -445,7 +445,7 @@ def evaluate(
         benchmark=bench.name,
         benchmark_version=bench.version,
         split=config.split,
-        answer_kind=str(getattr(bench, "answer_kind", "letter")),
+        answer_kind=str(bench.answer_kind),
         pool=coe.pool.name,
         pool_dir=config.pool_dir,
         policy=config.policy,
