@@ -71,10 +71,12 @@ def profile_pool(
     artefacts = None
     if classifier:
         unlabelled = sum(1 for q in questions if not q.category)
-        if unlabelled or not questions:
+        if not questions:
+            raise BadInput("no questions to train the skill classifier on")
+        if unlabelled:
             raise BadInput(
-                f"training the skill classifier needs a category on every question ({unlabelled} have none); "
-                "use --no-classifier for unlabelled ones"
+                f"training the skill classifier needs a category on every question ({unlabelled} of "
+                f"{len(questions)} have none); use --no-classifier for unlabelled ones"
             )
         encoder = CachedEmbedder(make_embedder(embedder), coe.settings.embeddings_dir)
         artefacts = train_router(questions, encoder, n_topics=topic_count(len(questions)))

@@ -22,17 +22,19 @@ calibrated logistic regression), ``TopicScorer`` (soft k-means topics of embeddi
 named ``topic:<i>``), ``KeywordScorer`` (annotator keywords -> nearest skills), and
 ``MixtureScorer`` adding several with fixed shares.
 Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive; their
-thresholds live in ``Selection``. ``Router.route_weights`` routes from known skill weights.
+thresholds live in ``Selection``; they read the profile through a memoised ``ProfileLookup``.
+``Router.route_weights`` routes from known skill weights.
 """
 
 from router.artefacts import TOPIC_SHARE, RouterArtefacts, train_router
 from router.classifier import ClassifierMeta, ClassifierPayload, LinearMember, SkillClassifier, train_classifier
 from router.decision import ExpertChoice, RouteDecision
+from router.lookup import ProfileLookup
 from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
 from router.router import Router
 from router.scorers import ClassifierScorer, KeywordScorer, MixtureScorer, Scorer, annotator_keywords
 from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
-from router.vote_model import vote_accuracy
+from router.vote_model import vote_accuracies, vote_accuracy
 
 __all__ = [
     "POLICIES",
@@ -44,6 +46,7 @@ __all__ = [
     "KeywordScorer",
     "LinearMember",
     "MixtureScorer",
+    "ProfileLookup",
     "RouteDecision",
     "RouterArtefacts",
     "Router",
@@ -61,5 +64,6 @@ __all__ = [
     "train_classifier",
     "train_router",
     "train_topics",
+    "vote_accuracies",
     "vote_accuracy",
 ]

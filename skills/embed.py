@@ -95,7 +95,7 @@ class SentenceEmbedder:
         self,
         model: str | Path | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int = 16,
         device: str = "cpu",
         workers: int | None = None,
     ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from collections import Counter
 
 import numpy as np
@@ -15,12 +17,15 @@ from router import (
     POLICIES,
     ClassifierScorer,
     KeywordScorer,
+    ProfileLookup,
     RouteDecision,
     Router,
     Selection,
+    expected_accuracy,
     get_policy,
     symbolic_scores,
     train_classifier,
+    vote_accuracies,
     vote_accuracy,
 )
 from skills import HashingEmbedder, ProfileBuilder, SkillMapper
@@ -174,6 +179,49 @@ def test_vote_accuracy():
         vote_accuracy([])
     with pytest.raises(BadInput):
         vote_accuracy([1.5])
+
+
+@pytest.mark.parametrize("spread", [0.0, 5.0])
+@pytest.mark.parametrize("n_options", [2, 4, 10])
+def test_vote_accuracies_of_prefixes_match_each_prefix_alone(spread, n_options):
+    accuracies = [0.81, 0.77, 0.74, 0.70, 0.52, 0.31]
+    prefixes = vote_accuracies(accuracies, n_options, spread)
+    assert len(prefixes) == 6 and prefixes[0] == 0.81
+    for j in range(1, 7):
+        alone = vote_accuracy(accuracies[:j], n_options, spread)
+        assert prefixes[j - 1] == pytest.approx(alone, rel=1e-12)
+        if spread == 0.0:  # the plain count over every right/wrong pattern, for independent experts
+            assert alone == pytest.approx(_independent_vote(accuracies[:j], n_options), rel=1e-12)
+
+
+def _independent_vote(accuracies, n_options):
+    """Enumerate who is right; wrong votes spread evenly over the wrong letters, the first-ranked
+    expert's among the biggest group; a tie goes to the first-ranked expert's letter."""
+    total = 0.0
+    for pattern in itertools.product([True, False], repeat=len(accuracies)):
+        chance = math.prod(p if right else 1 - p for p, right in zip(accuracies, pattern))
+        right, wrong = sum(pattern), len(pattern) - sum(pattern)
+        biggest_wrong = -(-wrong // (n_options - 1))
+        total += chance * (right >= biggest_wrong if pattern[0] else right > biggest_wrong)
+    return total
+
+
+def test_profile_lookup_answers_as_the_profile():
+    p = profile()
+    lookup = ProfileLookup(p)
+    assert lookup.experts == p.experts
+    for expert in p.experts:
+        assert lookup.competence(expert) == p.competence(expert)
+        assert lookup.measured(expert) == p.measured(expert)
+        assert lookup.accuracy(expert) == p.accuracy(expert)
+        for skill in ("law", "mathematics", "Mathematics", "unseen"):
+            assert lookup.accuracy(expert, skill) == p.accuracy(expert, skill)
+            assert lookup.score(expert, skill) == p.score(expert, skill)
+    for skills in (MATHS, LAW, UNSURE, {}):
+        assert symbolic_scores(lookup, skills) == symbolic_scores(p, skills)
+        total = sum(skills.values())
+        by_hand = {e: sum(w * p.accuracy(e, s) for s, w in skills.items()) / total for e in p.experts} if skills else {}
+        assert expected_accuracy(lookup, skills) == (by_hand or {e: p.accuracy(e) for e in p.experts})
 
 
 def test_route_decision_validation_and_inputs():
