@@ -67,7 +67,7 @@ def eval_command(
     from eval import load_benchmark, stratified_sample
     from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
     from orchestrator.cli import _settings
-    from orchestrator.evaluation import EvalConfig, check_out_dir, evaluate
+    from orchestrator.evaluation import EvalConfig, check_out_dir, config_digest, evaluate
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
@@ -121,9 +121,3 @@ def eval_command(
     print(render_methods_table(Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))))
     for path in paths:
         print(f"wrote {path}")
-
-
-def config_digest(config) -> str:
-    import hashlib
-
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:10]

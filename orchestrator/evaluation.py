@@ -174,12 +174,14 @@ class Routed:
 
     methods: list[Method]
     asked: dict[str, list[Asked]]
+    skipped: dict[str, str]
+    """Baselines not run, and why."""
 
 
 def route(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, config: EvalConfig) -> Routed:
     """Each method's decisions; the questions' skill weights are read once (every router of a
     pool shares its scorer) and each distinct (policy, k) routes once."""
-    chosen, _ = methods(config, BASELINE_K)
+    chosen, skipped = methods(config, BASELINE_K)
     ours = coe.router(config.policy, config.k)
     weights = ours.scorer.skill_weights([q.text for q in questions])
     asked: dict[str, list[Asked]] = {}
@@ -190,7 +192,7 @@ def route(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, co
             router = coe.router(method.info.policy, method.info.k)
             by_router[key] = coe._pipeline(router, None).ask(questions, bench, weights=weights)
         asked[method.name] = by_router[key]
-    return Routed(chosen, asked)
+    return Routed(chosen, asked, skipped)
 
 
 def index_recordings(coe: Orchestrator, experts: Sequence[str]) -> None:
@@ -438,10 +440,9 @@ def evaluate(
     scoring = time.perf_counter()
     results = score(routed, result, bench, config)
     score_s = time.perf_counter() - scoring
-    _, skipped = methods(config, BASELINE_K)
     metrics = result.metrics
     info = RunInfo(
-        run_id=_run_id(config),
+        run_id="eval-" + config_digest(config),
         benchmark=bench.name,
         benchmark_version=bench.version,
         split=config.split,
@@ -457,7 +458,7 @@ def evaluate(
         questions=len(questions),
         questions_in_split=questions_in_split or len(questions),
         methods=[m.info for m in routed.methods],
-        skipped=skipped,
+        skipped=routed.skipped,
         stage_seconds={
             "route": round(routed_s, 3),
             "load": round(metrics.load_seconds, 3),
@@ -476,8 +477,9 @@ def evaluate(
     return Outcome(info, results, out)
 
 
-def _run_id(config: EvalConfig) -> str:
-    return "eval-" + hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+def config_digest(config: EvalConfig) -> str:
+    """A short digest of what a run was asked: its id and its default folder's suffix."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
 
 
 def _now() -> str:
