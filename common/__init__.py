@@ -11,7 +11,11 @@ from common.errors import (
     EngineTimeout,
     GenerationFailed,
     NotFound,
+    RateLimited,
     ReplayMiss,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
 )
 from common.query import Query, query_id
 from common.recordings import Record, ReplayBook, iter_records, replay_book
@@ -33,6 +37,7 @@ __all__ = [
     "Message",
     "NotFound",
     "Query",
+    "RateLimited",
     "Record",
     "ReplayBook",
     "ReplayMiss",
@@ -40,6 +45,9 @@ __all__ = [
     "RunTasks",
     "Sampling",
     "Task",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
     "iter_records",
     "query_id",
     "replay_book",

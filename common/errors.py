@@ -2,6 +2,10 @@
 
     CoeError                      every error this project raises on purpose
     ├── BadInput                  a caller gave something unusable (empty, too long, wrong type)
+    │   └── TooLarge              a body or question over one of the service's size limits
+    ├── Unauthorized              no API key, or one the service does not know
+    ├── RateLimited               a key asked more often than its limit allows
+    ├── Unavailable               the service cannot take this work now (starting, stopping, a store down)
     ├── ConfigError               a settings or pool file is malformed (names file and field)
     ├── NotFound                  a named thing does not exist (expert, policy, data file)
     │   └── ReplayMiss            no recorded answer for (model, question id)
@@ -34,6 +38,22 @@ class CoeError(Exception):
 
 class BadInput(CoeError, ValueError):
     """The caller's input cannot be used as given."""
+
+
+class TooLarge(BadInput):
+    """A request body or a question is over one of the service's size limits."""
+
+
+class Unauthorized(CoeError):
+    """No API key was given, or one the service does not know (the message says no more)."""
+
+
+class RateLimited(CoeError):
+    """A key made more requests in a minute than its limit allows."""
+
+
+class Unavailable(CoeError):
+    """The service cannot take this work now: it is starting or stopping, or a store is down."""
 
 
 class ConfigError(CoeError, ValueError):
