@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
 
 class CoeError(Exception):
-    """Base of every error raised on purpose by symbolic-coe."""
+    """Base of every error raised on purpose by symbolic-coe. ``param`` names the field or limit
+    at fault when there is one (the service reports it beside the message)."""
+
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        self.param = param
 
     def __str__(self) -> str:  # keep every message to one line
         return " ".join(str(self.args[0] if self.args else "").split())

@@ -11,6 +11,7 @@ import typer
 
 from common.errors import CoeError
 from orchestrator.cli_eval import eval_command
+from orchestrator.cli_serve import serve_command
 from orchestrator.cli_options import (
     BenchmarkOpt,
     CacheOpt,
@@ -238,6 +239,7 @@ def report(
 
 
 app.command("eval")(eval_command)
+app.command("serve")(serve_command)
 
 
 @models_app.command("prepare")

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aggregators import (
     AggregationResult,
@@ -34,8 +35,8 @@ from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
 from common.errors import BadInput, GenerationFailed
 from common.query import Query
-from common.requests import Request
-from common.tasks import Task
+from common.requests import Generation, Request
+from common.tasks import Compose, Composed, Task
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
@@ -103,14 +104,17 @@ class Asked:
         return f"{self.query.id}/aggregate"
 
 
-def task_graph(asked: Sequence[Asked]) -> tuple[list[Task], dict[str, SynthesisJob]]:
-    """The expert tasks and, per query, one aggregation task waiting on them (with its job)."""
+def task_graph(asked: Sequence[Asked], *, aggregate: bool = True) -> tuple[list[Task], dict[str, SynthesisJob]]:
+    """The expert tasks and, per query, one aggregation task waiting on them (with its job);
+    without ``aggregate`` only the expert tasks (their answers are voted on)."""
     tasks: list[Task] = []
     jobs: dict[str, SynthesisJob] = {}
     for one in asked:
         for name, task_id in one.expert_tasks.items():
             request = Request.user(task_id, one.prompting.prompt, question_id=one.query.id)
             tasks.append(Task(id=task_id, model=name, request=request))
+        if not aggregate:
+            continue
         tasks.append(Task(id=one.aggregate_task, model=one.aggregator, after=tuple(one.expert_tasks.values())))
         jobs[one.aggregate_task] = SynthesisJob(
             question_text=one.prompting.shown_question,
@@ -121,8 +125,9 @@ def task_graph(asked: Sequence[Asked]) -> tuple[list[Task], dict[str, SynthesisJ
     return tasks, jobs
 
 
-def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: float) -> Answer:
-    """The answer to one query from its record and the run's result (nothing is composed again)."""
+def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: float, vote: bool = False) -> Answer:
+    """The answer to one query from its record and the run's result (nothing is composed again).
+    With ``vote`` the experts' majority is the answer (ties broken by competence)."""
     scores = {c.expert: c.score for c in one.decision.experts}
     experts = tuple(
         _expert_answer(one, name, task_id, scores[name], result) for name, task_id in one.expert_tasks.items()
@@ -132,14 +137,15 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
     composed = result.composed.get(one.aggregate_task)
     aggregation: AggregationResult | None
     error = None
-    if generation is not None and generation.ok and composed is not None:
+    arrived = [e for e in experts if e.ok]
+    if vote and arrived:
+        aggregation = majority(arrived, competence=one.competence)
+    elif generation is not None and generation.ok and composed is not None:
         aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract)
     else:
         reason = (generation.error if generation is not None else None) or "aggregator did not run"
-        arrived = [e for e in experts if e.ok]
         if arrived:
-            vote = majority(arrived)
-            aggregation = vote.model_copy(update={"fallback": reason})
+            aggregation = majority(arrived).model_copy(update={"fallback": reason})
         else:
             aggregation = None
             causes = "; ".join(dict.fromkeys(f"{e.expert}: {e.error}" for e in experts))
@@ -149,7 +155,7 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
         pool=pool,
         route=one.decision,
         experts=experts,
-        aggregator=one.aggregator,
+        aggregator="majority" if vote else one.aggregator,
         aggregation=aggregation,
         loads=result.metrics.loads,
         timings=Timings(
@@ -187,6 +193,10 @@ class Pipeline:
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
     cores: tuple[int, ...] | None = None
+    aggregation: Literal["synthesis", "majority"] = "synthesis"
+    """The aggregator model writes each answer, or the experts' majority is it."""
+    max_tokens: int | None = None
+    """Most tokens the aggregator may write (its own setting when None)."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -244,7 +254,8 @@ class Pipeline:
         routed = time.perf_counter() - started
         self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
         route_seconds = routed / len(asked)
-        tasks, jobs = task_graph(asked)
+        vote = self.aggregation == "majority"
+        tasks, jobs = task_graph(asked, aggregate=not vote)
         plan = self.plan(tasks)
         log.info(
             "pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
@@ -258,14 +269,27 @@ class Pipeline:
             plan,
             tasks,
             self.pool.specs,
-            compose(jobs, self.synthesis),
+            _limited(compose(jobs, self.synthesis), self.max_tokens),
             run_id=run_id or _run_id([q.id for q in queries]),
         )
-        return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds) for one in asked]
+        return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, vote=vote) for one in asked]
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
             self.progress(event)
+
+
+def _limited(composer: Compose, max_tokens: int | None) -> Compose:
+    """``composer`` with its requests' new tokens capped at ``max_tokens`` (unchanged when None)."""
+    if max_tokens is None:
+        return composer
+
+    def composed(task: Task, inputs: Mapping[str, Generation]) -> Composed:
+        made = composer(task, inputs)
+        request = made.request.model_copy(update={"max_tokens": max_tokens})
+        return made.model_copy(update={"request": request})
+
+    return composed
 
 
 def _first_repeat(ids: Sequence[str]) -> str:

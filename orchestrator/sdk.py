@@ -1,17 +1,24 @@
-"""The public SDK: ``Orchestrator(settings).answer("...")``.
+"""The public SDK: ``Orchestrator.from_pool("pools/default").answer("...")``.
 
-from orchestrator import Orchestrator, Query, load_settings
-coe = Orchestrator(load_settings(pool="pools/default"))
-answer = coe.answer("Which planet is largest?")
-print(answer.text); print(answer.summary())
-answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
+from orchestrator import Orchestrator, Query
+with Orchestrator.from_pool("pools/default") as coe:   # engines stay loaded inside ``with``
+    answer = coe.answer("Which planet is largest?")
+    print(answer.text); print(answer.summary())
+    answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
+
+Every method has an async twin (``aanswer``, ``aanswer_batch``) that runs it in a worker
+thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Literal
 
 from aggregators import SynthesisJob
@@ -37,6 +44,9 @@ from skills import make_embedder
 
 Scorer = Literal["classifier", "keywords"]
 """Where routing takes a question's skills from."""
+
+Aggregation = Literal["synthesis", "majority"]
+"""How the experts' answers become one: the aggregator model writes it, or their majority vote."""
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,13 @@ class Orchestrator:
         self._memory: tuple[float, dict[str, float]] | None = None
         self._gpu = False
         self._warm: WarmEngines | None = None
+        self._busy = threading.RLock()  # one call at a time: calls share the engines
+
+    @classmethod
+    def from_pool(cls, pool: str | Path, **settings: object) -> Orchestrator:
+        """An orchestrator for the pool folder ``pool``; ``settings`` override the others
+        (``load_settings``: e.g. ``memory_budget_mb=4000``, ``policy="topk"``)."""
+        return cls(load_settings(pool=pool, **settings))
 
     def __enter__(self) -> Orchestrator:
         """A warm session: engines stay loaded between calls while they fit the memory budget."""
@@ -140,10 +157,16 @@ class Orchestrator:
         policy: str | None = None,
         k: int | None = None,
         scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
     ) -> Answer:
-        """Answer one question (multiple-choice when ``options`` are given). Raises if no expert answered."""
+        """Answer one question (multiple-choice when ``options`` are given). Raises if no expert answered.
+
+        ``aggregation``: the aggregator model writes the answer (``synthesis``) or the experts'
+        majority is it (``majority``). ``max_tokens``: most tokens the aggregator may write."""
         query = as_query(question, self.settings.max_question_chars, options=options)
-        return require_answer(self._run([query], None, self.router(policy, k, scorer=scorer), None)[0])
+        pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
+        return require_answer(self._run([query], None, pipeline, None)[0])
 
     def answer_batch(
         self,
@@ -153,13 +176,65 @@ class Orchestrator:
         policy: str | None = None,
         k: int | None = None,
         scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
         run_id: str | None = None,
     ) -> list[Answer]:
         """Answer a batch, each model loaded once. Items are strings or ``Query`` records (benchmark
         items with ``benchmark``). With ``run_id`` every finished generation is checkpointed under
         ``settings.runs_dir``, and the same call resumes a killed run. A question whose experts
-        all failed comes back with ``error`` set."""
-        return self._run(self._queries(questions), benchmark, self.router(policy, k, scorer=scorer), run_id)
+        all failed comes back with ``error`` set. ``aggregation`` and ``max_tokens`` as in ``answer``."""
+        queries = self._queries(questions)
+        pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
+        return self._run(queries, benchmark, pipeline, run_id)
+
+    async def aanswer(
+        self,
+        question: str | Query,
+        *,
+        options: Sequence[str] | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+    ) -> Answer:
+        """``answer`` in a worker thread, for async code."""
+        return await asyncio.to_thread(
+            self.answer,
+            question,
+            options=options,
+            policy=policy,
+            k=k,
+            scorer=scorer,
+            aggregation=aggregation,
+            max_tokens=max_tokens,
+        )
+
+    async def aanswer_batch(
+        self,
+        questions: Sequence[str | Query],
+        *,
+        benchmark: Benchmark | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        run_id: str | None = None,
+    ) -> list[Answer]:
+        """``answer_batch`` in a worker thread, for async code."""
+        return await asyncio.to_thread(
+            self.answer_batch,
+            questions,
+            benchmark=benchmark,
+            policy=policy,
+            k=k,
+            scorer=scorer,
+            aggregation=aggregation,
+            max_tokens=max_tokens,
+            run_id=run_id,
+        )
 
     def plan(
         self,
@@ -200,21 +275,64 @@ class Orchestrator:
             tasks, self.pool.specs, budget_mb=budget, footprints=footprints, devices=self.settings.devices
         )
         executor = Executor(self.engine_factory, None, self.progress, self._warm, self._split_cores())
-        return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
+        with self._busy:
+            return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
     def _run(
-        self, queries: list[Query], benchmark: Benchmark | None, router: Router, run_id: str | None
+        self, queries: list[Query], benchmark: Benchmark | None, pipeline: Pipeline, run_id: str | None
     ) -> list[Answer]:
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise BadInput(f"run_id must be a non-empty string, got {run_id!r}")
-        store = None
-        if run_id is not None:
+        with self._busy:
+            if run_id is None:
+                return pipeline.run(queries, benchmark)
             store = SQLiteRunStore(self.settings.runs_dir / "generations.v3.sqlite")
-        try:
-            return self._pipeline(router, store).run(queries, benchmark, run_id=run_id)
-        finally:
-            if store is not None:
+            try:
+                return replace(pipeline, store=store).run(queries, benchmark, run_id=run_id)
+            finally:
                 store.close()
+
+    def pipeline(
+        self,
+        policy: str | None = None,
+        k: int | None = None,
+        *,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        progress: ProgressCallback | None = None,
+        on_delta: Callable[[str, str], None] | None = None,
+        skip: Callable[[Task], str | None] | None = None,
+    ) -> Pipeline:
+        """The pipeline ``answer_batch`` runs, for callers that schedule batches themselves (the
+        service): ``on_delta(task_id, text)`` receives generated text as it arrives where the
+        engine streams, and ``skip(task)`` names why a task should not run (a cancelled request).
+        Run it while holding ``busy``: calls share the engines."""
+        if aggregation not in ("synthesis", "majority"):
+            raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+            raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
+        if max_tokens is not None and not 1 <= max_tokens <= 32768:
+            raise BadInput(f"max_tokens must be from 1 to 32768, got {max_tokens}")
+        pipeline = self._pipeline(self.router(policy, k, scorer=scorer), None)
+        return replace(
+            pipeline,
+            aggregation=aggregation,
+            max_tokens=max_tokens,
+            progress=progress or self.progress,
+            on_delta=on_delta,
+            skip=skip,
+        )
+
+    @property
+    def loaded_models(self) -> list[str]:
+        """Experts whose engines a warm session holds loaded now (empty outside ``with``)."""
+        return self._warm.names if self._warm is not None else []
+
+    @property
+    def busy(self) -> threading.RLock:
+        """Held while a call runs the engines; a scheduler running ``pipeline()`` holds it too."""
+        return self._busy
 
     def _pipeline(self, router: Router, store: SQLiteRunStore | None) -> Pipeline:
         return Pipeline(

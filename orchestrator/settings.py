@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from common.errors import config_error
+from common.errors import ConfigError, config_error
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +83,45 @@ def load_settings(**overrides: object) -> Settings:
             return f"{field} (from {_ENV[field]})" if from_env else field
 
         raise config_error(exc, "settings", describe=source) from exc
+
+
+class ServiceSettings(BaseModel):
+    """``coe serve``: the core settings, where it listens, and its limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    core: Settings = Field(default_factory=Settings, description="Pool, paths, routing defaults.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    workers: int = Field(1, ge=1, le=64, description="Server processes; each loads its own engines.")
+    api_keys_file: Path | None = Field(
+        None, description="Keys clients must send as 'Authorization: Bearer KEY' (one per line, plain or sha256:HEX)."
+    )
+    rate_limit_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests per key (or client address) per minute; None: no limit."
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1_024, le=1_000_000_000, description="Largest request body accepted.")
+    max_batch_questions: int = Field(1_000, ge=1, le=100_000, description="Most questions in one batch request.")
+    grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
+    max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
+    gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+
+    @field_validator("api_keys_file", mode="after")
+    @classmethod
+    def _expand(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
+
+
+SERVICE_ENV = "COE_SERVICE_SETTINGS"
+"""How ``coe serve --workers N`` hands each worker process its settings (JSON)."""
+
+
+def service_settings_from_env() -> ServiceSettings:
+    """The settings ``coe serve`` left for its worker processes."""
+    raw = os.environ.get(SERVICE_ENV)
+    if not raw:
+        raise ConfigError(f"{SERVICE_ENV} is not set: start the service with 'coe serve'")
+    try:
+        return ServiceSettings.model_validate_json(raw)
+    except ValidationError as exc:
+        raise config_error(exc, SERVICE_ENV) from exc

@@ -1,0 +1,254 @@
+"""``coe serve`` under load, measured against the SDK in-process.
+
+    python benchmarks/service.py                 # print the figures
+    python benchmarks/service.py --write         # also write benchmarks/results/service.json
+    python benchmarks/service.py --skip-swaps    # only the replay-pool part (no vLLM)
+
+1. The replay pool (recorded answers of six real models; votes, so no live model): the same
+   MMLU-Pro questions asked one at a time in-process (``Orchestrator.answer``) and over HTTP to
+   ``coe serve`` started as its own process; the service's added latency is the difference of
+   the two at p50 and p99. Then 200 requests at once: every one must come back answered.
+2. The default pool (real vLLM models) with a memory budget for one model: a mixed stream of
+   requests whose routed expert alternates, sent at a steady rate, served with grouping and in
+   arrival order (``--fifo``); model swaps counted by the service's /metrics, and the longest
+   time a request waited. FIFO swaps once per request, so it is run on the first
+   ``--fifo-requests`` of the stream (each swap reloads a model: about 30 s here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "service.json"
+REPLAY_POOL = ROOT / "pools" / "replay-small"
+DEFAULT_POOL = ROOT / "pools" / "default"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    """``coe serve`` as a child process, stopped with SIGTERM (engines unloaded) at the end."""
+
+    def __init__(self, *args: str, ready_timeout: float = 600) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        coe = Path(sys.executable).with_name("coe")
+        command = [str(coe), "serve", "--port", str(self.port), "--log-level", "warning", *args]
+        self.proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"coe serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("coe serve did not start")
+            time.sleep(0.2)
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def mmlu_questions(n: int, offset: int = 0) -> list[dict]:
+    from eval import load_benchmark
+    from orchestrator import load_settings
+
+    settings = load_settings()
+    items = load_benchmark("mmlu_pro").questions(settings.data_dir, "test")[offset : offset + n]
+    return [{"question": q.text, "options": list(q.options), "id": q.id} for q in items]
+
+
+def replay_part(sequential: int, concurrent: int) -> dict:
+    from orchestrator import Orchestrator, Query
+
+    asked = dict(policy="topk", k=3, aggregation="majority")
+    questions = mmlu_questions(sequential)
+    sdk: list[float] = []
+    with Orchestrator.from_pool(REPLAY_POOL) as coe:
+        coe.answer(Query(text="warm-up", id=questions[0]["id"], options=tuple(questions[0]["options"])), **asked)
+        for q in questions:
+            query = Query(text=q["question"], options=tuple(q["options"]), id=q["id"])
+            started = time.perf_counter()
+            coe.answer(query, **asked)
+            sdk.append(time.perf_counter() - started)
+    served = Served("--pool", str(REPLAY_POOL), "--gather-ms", "0")
+    try:
+        http: list[float] = []
+        with httpx.Client(base_url=served.url, timeout=120) as client:
+            client.post("/v1/answer", json={**questions[0], **asked}).raise_for_status()
+            for q in questions:
+                started = time.perf_counter()
+                client.post("/v1/answer", json={**q, **asked}).raise_for_status()
+                http.append(time.perf_counter() - started)
+        burst = mmlu_questions(concurrent, offset=sequential)
+        statuses, wall = asyncio.run(_burst(served.url, [{**q, **asked} for q in burst]))
+        batches = served.metric("coe_batches_total")
+    finally:
+        served.stop()
+    errors = sum(1 for s in statuses if s != 200)
+    return {
+        "pool": "replay-small",
+        "policy": "topk, k=3, majority vote",
+        "sequential_requests": sequential,
+        "sdk_p50_ms": round(1000 * quantile(sdk, 0.5), 2),
+        "sdk_p99_ms": round(1000 * quantile(sdk, 0.99), 2),
+        "service_p50_ms": round(1000 * quantile(http, 0.5), 2),
+        "service_p99_ms": round(1000 * quantile(http, 0.99), 2),
+        "added_p50_ms": round(1000 * (quantile(http, 0.5) - quantile(sdk, 0.5)), 2),
+        "added_p99_ms": round(1000 * (quantile(http, 0.99) - quantile(sdk, 0.99)), 2),
+        "requests": len(statuses),
+        "errors": errors,
+        "concurrent_wall_s": round(wall, 2),
+        "concurrent_batches": int(batches),
+    }
+
+
+async def _burst(url: str, bodies: list[dict]) -> tuple[list[int], float]:
+    limits = httpx.Limits(max_connections=len(bodies))
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        replies = await asyncio.gather(*(client.post("/v1/answer", json=b) for b in bodies), return_exceptions=True)
+        wall = time.perf_counter() - started
+    return [r.status_code if isinstance(r, httpx.Response) else -1 for r in replies], wall
+
+
+def mixed_stream(n: int) -> list[str]:
+    """``n`` questions whose routed expert (topk, k=1 on the default pool) alternates."""
+    from orchestrator import Orchestrator
+
+    from_sdk = Orchestrator.from_pool(DEFAULT_POOL)
+    by_expert: dict[str, list[str]] = {}
+    for q in mmlu_questions(400, offset=2000):
+        text = q["question"]
+        expert = from_sdk.route(text, policy="topk", k=1).expert_names[0]
+        by_expert.setdefault(expert, []).append(text)
+    groups = [v for _, v in sorted(by_expert.items())]
+    if len(groups) < 2:
+        raise RuntimeError("the router sent every question to one expert: no mixed stream to measure")
+    return [groups[i % 2][i // 2] for i in range(n)]
+
+
+def swaps_part(stream: list[str], grouping: bool, budget_mb: float, every_s: float) -> dict:
+    served = Served(
+        "--pool",
+        str(DEFAULT_POOL),
+        "--memory-budget-mb",
+        str(budget_mb),
+        "--grouping" if grouping else "--fifo",
+        "--gather-ms",
+        "200",
+    )
+    body = {"policy": "topk", "k": 1, "aggregation": "majority"}
+    try:
+
+        async def run() -> list[tuple[int, float]]:
+            async with httpx.AsyncClient(base_url=served.url, timeout=7200) as client:
+
+                async def one(i: int, text: str) -> tuple[int, float]:
+                    await asyncio.sleep(i * every_s)
+                    started = time.perf_counter()
+                    reply = await client.post("/v1/answer", json={"question": text, **body})
+                    return reply.status_code, time.perf_counter() - started
+
+                return await asyncio.gather(*(one(i, t) for i, t in enumerate(stream)))
+
+        started = time.perf_counter()
+        replies = asyncio.run(run())
+        wall = time.perf_counter() - started
+        swaps = served.metric("coe_model_swaps_total")
+        loads = served.metric("coe_model_loads_total")
+    finally:
+        served.stop()
+    return {
+        "requests": len(stream),
+        "errors": sum(1 for status, _ in replies if status != 200),
+        "loads": int(loads),
+        "swaps": int(swaps),
+        "max_wait_s": round(max(seconds for _, seconds in replies), 1),
+        "mean_latency_s": round(statistics.fmean(seconds for _, seconds in replies), 1),
+        "wall_s": round(wall, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/service.json")
+    parser.add_argument("--sequential", type=int, default=200, help="questions asked one at a time")
+    parser.add_argument("--concurrent", type=int, default=200, help="requests sent at once")
+    parser.add_argument("--stream", type=int, default=60, help="requests of the mixed stream (grouped)")
+    parser.add_argument("--fifo-requests", type=int, default=12, help="first requests of the stream run FIFO")
+    parser.add_argument("--every", type=float, default=0.5, help="seconds between requests of the stream")
+    parser.add_argument("--skip-swaps", action="store_true", help="only the replay part")
+    args = parser.parse_args()
+    result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    result["replay"] = replay = replay_part(args.sequential, args.concurrent)
+    print(json.dumps(replay, indent=2))
+    result.update({k: replay[k] for k in ("requests", "errors", "added_p50_ms", "added_p99_ms")})
+    if not args.skip_swaps:
+        budget = 7500.0  # the larger default model (7,200 MB declared) fits, never both
+        stream = mixed_stream(args.stream)
+        grouped = swaps_part(stream, True, budget, args.every)
+        print("grouped:", json.dumps(grouped))
+        fifo = swaps_part(stream[: args.fifo_requests], False, budget, args.every)
+        print("fifo:", json.dumps(fifo))
+        grouped_same = swaps_part(stream[: args.fifo_requests], True, budget, args.every)
+        print("grouped, same requests as fifo:", json.dumps(grouped_same))
+        result["swaps"] = {
+            "pool": "default, memory budget for one model (7,500 MB)",
+            "stream": "routed expert alternates (topk, k=1, majority), one request every "
+            f"{args.every} s",
+            "grouped": grouped,
+            "fifo": fifo,
+            "grouped_on_fifo_requests": grouped_same,
+        }
+        result.update(
+            {
+                "swaps_grouped": grouped["swaps"],
+                "swaps_fifo": fifo["swaps"],
+                "fifo_requests": fifo["requests"],
+                "max_wait_s": grouped["max_wait_s"],
+            }
+        )
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    if args.write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

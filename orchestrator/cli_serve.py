@@ -1,0 +1,75 @@
+"""``coe serve``: the REST service (FastAPI under uvicorn) on a pool."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli_options import DataOpt, PolicyOpt, PoolOpt
+
+
+def serve_command(
+    pool: PoolOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (each loads its own engines).")] = 1,
+    policy: PolicyOpt = None,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option("--api-keys", help="File of API keys clients must send (one per line: a key or sha256:HEX)."),
+    ] = None,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", min=1, help="Requests per key (or address) per minute.")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body accepted.")] = 2_000_000,
+    memory_budget_mb: Annotated[
+        float | None, typer.Option("--memory-budget-mb", min=1, help="Memory models may hold at once (default: measured).")
+    ] = None,
+    grouping: Annotated[
+        bool, typer.Option("--grouping/--fifo", help="Run waiting requests in groups per model, or one at a time.")
+    ] = True,
+    gather_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for requests to join it.")] = 20.0,
+    data_dir: DataOpt = None,
+    log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+) -> None:
+    """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
+    GET /v1/models, GET /healthz, /readyz and /metrics."""
+    import uvicorn
+
+    from orchestrator.cli import _settings
+    from orchestrator.service.app import create_app
+    from orchestrator.settings import SERVICE_ENV, ServiceSettings
+
+    core = _settings(pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb)
+    settings = ServiceSettings(
+        core=core,
+        host=host,
+        port=port,
+        workers=workers,
+        api_keys_file=api_keys,
+        rate_limit_per_minute=rate_limit,
+        max_body_bytes=max_body_bytes,
+        grouping=grouping,
+        gather_ms=gather_ms,
+    )
+    if api_keys is not None:
+        from orchestrator.service.security import ApiKeys
+
+        ApiKeys.from_file(api_keys)  # a bad key file is one line now, not a crash in each worker
+    print(f"serving pool {core.pool} on http://{host}:{port} ({workers} worker(s))", file=sys.stderr)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    os.environ[SERVICE_ENV] = settings.model_dump_json()
+    uvicorn.run(
+        "orchestrator.service.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )

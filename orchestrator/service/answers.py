@@ -1,0 +1,105 @@
+"""``POST /v1/answer`` and ``POST /v1/answer/batch``: the service's own way in (the SDK's ``Client``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from common.errors import BadInput, GenerationFailed, TooLarge
+from common.query import Query
+from orchestrator.inputs import as_query
+from orchestrator.service.dispatch import Ticket
+from orchestrator.service.state import Service
+from orchestrator.service.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
+from orchestrator.trace import Answer
+
+router = APIRouter(prefix="/v1")
+
+_POLL_S = 0.25
+"""How often a waiting request looks whether its client went away."""
+
+
+@router.post("/answer")
+async def answer(body: AnswerRequest, request: Request) -> Answer:
+    """One question: its answer and trace. 502 when no expert answered."""
+    service: Service = request.app.state.service
+    query = checked_query(service, body.question, body.options, body.id, "question")
+    asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
+    (found,) = await wait_for(request, service, [service.submit(query, asking)])
+    if found.error:
+        raise GenerationFailed(found.error)
+    return found
+
+
+@router.post("/answer/batch")
+async def answer_batch(body: AnswerBatchRequest, request: Request) -> AnswerBatchResponse:
+    """Several questions, answered in one batch where they can be; answers in order. A question
+    whose experts all failed has ``error`` set."""
+    service: Service = request.app.state.service
+    limit = service.settings.max_batch_questions
+    if len(body.questions) > limit:
+        raise TooLarge(
+            f"{len(body.questions)} questions; the limit is {limit} (max_batch_questions)", param="max_batch_questions"
+        )
+    queries = [_item(service, item, i) for i, item in enumerate(body.questions)]
+    ids = [q.id for q in queries]
+    if len(set(ids)) != len(ids):
+        raise BadInput(f"question ids must be unique in a batch; repeated: {_repeated(ids)!r}")
+    asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
+    tickets = [service.submit(query, asking) for query in queries]
+    return AnswerBatchResponse(answers=await wait_for(request, service, tickets))
+
+
+def checked_query(service: Service, text: str, options: Sequence[str] | None, qid: str | None, field: str) -> Query:
+    """The query of a request, its question checked against the length limit (422 naming it)."""
+    limit = service.coe.settings.max_question_chars
+    if len(text) > limit:
+        raise BadInput(
+            f"{field} is {len(text)} characters long; the limit is {limit} (max_question_chars)",
+            param="max_question_chars",
+        )
+    query = as_query(text, limit, options=options, field=field)
+    return query.model_copy(update={"id": qid}) if qid else query
+
+
+def _item(service: Service, item: str | BatchItem, i: int) -> Query:
+    if isinstance(item, str):
+        return checked_query(service, item, None, None, f"questions[{i}]")
+    return checked_query(service, item.question, item.options, item.id, f"questions[{i}]")
+
+
+async def wait_for(request: Request, service: Service, tickets: list[Ticket]) -> list[Answer]:
+    """The tickets' answers; if the client goes away first, the tickets are cancelled."""
+    waiting = [asyncio.wrap_future(t.future) for t in tickets]
+    try:
+        while True:
+            _, pending = await asyncio.wait(waiting, timeout=_POLL_S)
+            if not pending:
+                return [w.result() for w in waiting]
+            if await request.is_disconnected():
+                cancel(service, tickets)
+                return []
+    except asyncio.CancelledError:
+        cancel(service, tickets)
+        raise
+
+
+def cancel(service: Service, tickets: list[Ticket]) -> None:
+    for ticket in tickets:
+        if service.dispatcher.cancel(ticket):
+            service.metrics.cancelled.inc()
+
+
+def _repeated(ids: list[str]) -> str:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            return i
+        seen.add(i)
+    return ""
+
+
+__all__ = ["cancel", "checked_query", "router", "wait_for"]

@@ -1,0 +1,220 @@
+"""The FastAPI app: ``create_app(settings)``. State is made in the lifespan; routes are thin.
+
+Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completions`` and
+``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``. ``/v1`` routes need an API key when keys are configured and
+count against the rate limit. Every error is one JSON body, from the table in
+``orchestrator.service.errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.errors import CoeError, RateLimited, TooLarge
+from orchestrator.service import answers, chat
+from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
+from orchestrator.service.guard import guard
+from orchestrator.service.state import Service
+from orchestrator.service.wire import ErrorBody, ErrorResponse
+from orchestrator.settings import ServiceSettings, load_settings, service_settings_from_env
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ServiceSettings | None = None, *, service: Service | None = None) -> FastAPI:
+    """The service's app. ``service`` replaces the one the lifespan would make (tests pass one
+    whose orchestrator has fake engines)."""
+    settings = settings or ServiceSettings(core=load_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = service or Service(settings)
+        await run_in_threadpool(state.start)
+        app.state.service = state
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.stop)
+
+    app = FastAPI(title="symbolic-coe", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(_Measured)  # type: ignore[arg-type]
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    _handle_errors(app)
+    protected = [Depends(guard)]
+    app.include_router(answers.router, dependencies=protected)
+    app.include_router(chat.router, dependencies=protected)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready: the dispatcher runs, every expert is loaded or loadable, the store is writable."""
+        ready, details = await run_in_threadpool(request.app.state.service.readiness)
+        if ready:
+            return JSONResponse({"status": "ready", **details})
+        problems = "; ".join(f"{k}: {v}" for k, v in details.get("problems", {}).items())  # type: ignore[union-attr]
+        body = _error_body(f"not ready: {problems}", "unavailable")
+        return JSONResponse({**body, **details}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (text format)."""
+        return Response(generate_latest(request.app.state.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``coe serve --workers N`` (settings from the environment)."""
+    return create_app(service_settings_from_env())
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _error_body(message: str, kind: str, param: str | None = None) -> dict[str, object]:
+    return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param)).model_dump(mode="json")
+
+
+def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
+    """The JSON response of one of the project's errors (the table decides the status); the
+    error's type is left in ``scope`` for the metrics."""
+    status, kind = status_of(exc)
+    if scope is not None:
+        scope["coe_error"] = kind
+    headers = {}
+    if isinstance(exc, RateLimited) and getattr(exc, "retry_after", None) is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))  # type: ignore[attr-defined]
+    body = _error_body(str(exc), kind, exc.param)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _handle_errors(app: FastAPI) -> None:
+    @app.exception_handler(CoeError)
+    async def coe_error(request: Request, exc: CoeError) -> JSONResponse:
+        return error_response(exc, request.scope)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        request.scope["coe_error"] = "bad_input"
+        if first.get("type") == "json_invalid":
+            request.scope["coe_error"] = INVALID_JSON[1]
+            return JSONResponse(_error_body("the body is not valid JSON", INVALID_JSON[1]), status_code=INVALID_JSON[0])
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"{where}: {first.get('msg', 'invalid')}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return JSONResponse(_error_body(message, "bad_input", where), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kinds = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        kind = request.scope["coe_error"] = kinds.get(exc.status_code, "http_error")
+        body = _error_body(str(exc.detail), kind)
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        request.scope["coe_error"] = INTERNAL[1]
+        return JSONResponse(_error_body("internal error", INTERNAL[1]), status_code=INTERNAL[0])
+
+
+# -- middleware (plain ASGI: they leave streaming and disconnects alone) --------------------------
+
+
+class _BodyLimit:
+    """Refuses bodies over ``max_bytes`` with 413 before any route reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:  # read the whole body (at most max_bytes) before the app sees it
+            message = await receive()
+            if message["type"] != "http.request":
+                chunks = []
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = TooLarge(
+            f"the body is over the limit of {self.max_bytes} bytes (max_body_bytes)", param="max_body_bytes"
+        )
+        await error_response(error, scope)(scope, receive, send)
+
+
+class _Measured:
+    """Counts every request by route and status, and times it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            service = getattr(scope["app"].state, "service", None) if "app" in scope else None
+            if service is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                service.metrics.requests.labels(route, str(status[0])).inc()
+                service.metrics.latency.labels(route).observe(time.perf_counter() - started)
+                if status[0] >= 400:
+                    service.metrics.errors.labels(scope.get("coe_error", f"http_{status[0]}")).inc()
+
+
+__all__ = ["app_from_env", "create_app", "error_response"]

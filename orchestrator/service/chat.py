@@ -1,0 +1,162 @@
+"""The OpenAI-compatible routes: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+``model`` is the pool's name (its default policy) or ``POOL/POLICY``; the last user message is
+the question (earlier messages and system prompts are not used: the experts have their own).
+The answer's trace rides in the extension field ``trace``. With ``stream: true`` the
+aggregator's tokens arrive as server-sent events as it writes them (where its engine streams;
+otherwise, and for a majority vote, the answer comes as one piece), then a last chunk with the
+finish reason and the trace, then ``data: [DONE]``. ``usage`` counts every model's tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from common.errors import BadInput, CoeError, GenerationFailed
+from common.query import Query
+from orchestrator.service.answers import cancel, checked_query, wait_for
+from orchestrator.service.dispatch import Asking
+from orchestrator.service.errors import INTERNAL, status_of
+from orchestrator.service.state import Service
+from orchestrator.service.wire import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatCompletion,
+    ChatRequest,
+    ErrorBody,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from orchestrator.trace import Answer
+
+router = APIRouter(prefix="/v1")
+
+_STARTED = int(time.time())
+
+
+@router.get("/models")
+async def models(request: Request) -> ModelList:
+    """The virtual models: the pool (its default policy) and ``POOL/POLICY`` for every policy."""
+    service: Service = request.app.state.service
+    return ModelList(data=[ModelCard(id=name, created=_STARTED) for name in service.model_names()])
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletion | StreamingResponse:
+    service: Service = request.app.state.service
+    policy = service.policy_of(body.model)
+    query = checked_query(service, _question(body), None, None, "messages")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    asking = await run_in_threadpool(service.asking, policy, None, "synthesis", max_tokens)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    if body.stream:
+        return StreamingResponse(
+            _stream(service, query, asking, body.model, completion_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    (found,) = await wait_for(request, service, [service.submit(query, asking)])
+    if found.error:
+        raise GenerationFailed(found.error)
+    return _completion(found, body.model, completion_id)
+
+
+def _question(body: ChatRequest) -> str:
+    for message in reversed(body.messages):
+        if message.role == "user":
+            content = message.content
+            if isinstance(content, list):  # content parts: the text ones, joined
+                content = "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+            if not content or not content.strip():
+                raise BadInput("messages: the last user message is empty", param="messages")
+            return content
+    raise BadInput("messages: no user message to answer", param="messages")
+
+
+def _usage(answer: Answer) -> Usage:
+    tokens_in, tokens_out = answer.trace.tokens
+    return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
+
+
+def _completion(answer: Answer, model: str, completion_id: str) -> ChatCompletion:
+    return ChatCompletion(
+        id=completion_id,
+        created=int(time.time()),
+        model=model,
+        choices=[ChatChoice(message=ChatChoiceMessage(content=answer.text))],
+        usage=_usage(answer),
+        trace=answer.trace,
+    )
+
+
+def _chunk(completion_id: str, model: str, delta: dict[str, object], finish: str | None = None, **extra: object) -> str:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+async def _stream(service: Service, query: Query, asking: Asking, model: str, completion_id: str) -> AsyncIterator[str]:
+    """The SSE events of one streamed answer. When the client goes away Starlette cancels this
+    generator, and its ticket is cancelled with it."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str] = asyncio.Queue()
+    ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+    done = asyncio.wrap_future(ticket.future)
+    sent = ""
+    try:
+        yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
+        while True:
+            getter = asyncio.ensure_future(pieces.get())
+            finished, _ = await asyncio.wait({getter, done}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+            if getter in finished:
+                text = getter.result()
+                sent += text
+                yield _chunk(completion_id, model, {"content": text})
+                continue
+            getter.cancel()
+            if done in finished:
+                break
+            yield ": still working\n\n"  # a comment keeps proxies from closing an idle stream
+        while not pieces.empty():  # deltas that arrived with the answer
+            text = pieces.get_nowait()
+            sent += text
+            yield _chunk(completion_id, model, {"content": text})
+        try:
+            answer = done.result()
+            if answer.error:
+                raise GenerationFailed(answer.error)
+        except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes in it, as one event
+            status, kind = status_of(exc) if isinstance(exc, CoeError) else INTERNAL
+            message = str(exc) if isinstance(exc, CoeError) else "internal error"
+            param = exc.param if isinstance(exc, CoeError) else None
+            error = ErrorBody(message=message, type=kind, param=param, code=str(status))
+            yield f"data: {json.dumps({'error': error.model_dump(mode='json')})}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        if answer.text.startswith(sent) and len(answer.text) > len(sent):
+            yield _chunk(completion_id, model, {"content": answer.text[len(sent) :]})
+        trace = answer.trace.model_dump(mode="json")
+        usage = _usage(answer).model_dump()
+        yield _chunk(completion_id, model, {}, "stop", usage=usage, trace=trace)
+        yield "data: [DONE]\n\n"
+    finally:
+        if not ticket.future.done():
+            cancel(service, [ticket])
+
+
+__all__ = ["router"]

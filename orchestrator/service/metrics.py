@@ -1,0 +1,54 @@
+"""What ``GET /metrics`` shows, with prometheus-client: one registry per app (tests run several).
+
+Requests and errors by route and kind, latency per route and per stage of an answer, tokens,
+model loads and swaps (an unload to make room for another model), requests waiting, and the
+work each expert still has in the batch in flight.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """The service's instruments, registered in their own ``registry``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("coe_requests", "HTTP requests answered.", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "coe_request_seconds", "Time to answer an HTTP request.", ["route"], buckets=_LATENCY, registry=r
+        )
+        self.stage = Histogram(
+            "coe_stage_seconds",
+            "Seconds per stage of an answer: queue (waiting for its batch), route, load, experts, aggregate.",
+            ["stage"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.errors = Counter("coe_errors", "Errors returned, by error type.", ["type"], registry=r)
+        self.tokens = Counter("coe_tokens", "Tokens read and written, by role.", ["role", "direction"], registry=r)
+        self.loads = Counter("coe_model_loads", "Models loaded.", ["model"], registry=r)
+        self.swaps = Counter(
+            "coe_model_swaps", "Models unloaded to make room for another while serving.", ["model"], registry=r
+        )
+        self.loaded = Gauge("coe_models_loaded", "Models loaded now.", registry=r)
+        self.queue = Gauge("coe_queue_depth", "Requests waiting for a batch.", registry=r)
+        self.expert_queue = Gauge(
+            "coe_expert_queue_depth", "Generations each expert still owes the batch in flight.", ["expert"], registry=r
+        )
+        self.batches = Counter("coe_batches", "Batches run.", registry=r)
+        self.batch_size = Histogram(
+            "coe_batch_questions",
+            "Questions per batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.cancelled = Counter("coe_cancelled", "Requests whose client went away before the answer.", registry=r)
+        self.coalesced = Counter("coe_coalesced", "Requests answered by another identical request's work.", registry=r)
+
+
+__all__ = ["Metrics"]

@@ -1,0 +1,187 @@
+"""The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
+runs requests in batches, the keys, the rate limiter and the metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from batching import ExpertSpec, ProgressEvent
+from batching.models import model_dir
+from batching.spec import ReplaySource, VLLMSource
+from common.errors import NotFound
+from common.query import Query
+from orchestrator.inputs import check_k, check_policy
+from orchestrator.sdk import Orchestrator
+from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
+from orchestrator.service.engines import metered
+from orchestrator.service.metrics import Metrics
+from orchestrator.service.security import ApiKeys, RateLimiter
+from orchestrator.settings import ServiceSettings
+from orchestrator.trace import Answer
+from router import POLICIES
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Everything the routes use. ``start()`` loads the router; ``stop()`` lets the batch in
+    flight finish and unloads every engine."""
+
+    def __init__(self, settings: ServiceSettings, orchestrator: Orchestrator | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.coe = orchestrator or Orchestrator(settings.core)
+        self._serving = [True]
+        self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
+        self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
+        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        self.dispatcher = Dispatcher(
+            self._run_batch,
+            grouping=settings.grouping,
+            max_batch=settings.max_batch,
+            gather_s=settings.gather_ms / 1000,
+            on_queue=self.metrics.queue.set,
+        )
+
+    @property
+    def pool(self) -> str:
+        return self.coe.pool.name
+
+    def start(self) -> None:
+        self.coe.__enter__()
+        self.coe.router()  # the default router's artefacts (classifier, encoder) load now, not on a request
+        self.dispatcher.start()
+        log.info("serving pool %s (%d experts)", self.pool, len(self.coe.pool.expert_names))
+
+    def stop(self) -> None:
+        self.dispatcher.stop(timeout=600)
+        self._serving[0] = False
+        self.coe.close()
+
+    # -- asking ---------------------------------------------------------------------------------
+
+    def asking(
+        self, policy: str | None, k: int | None, aggregation: str = "synthesis", max_tokens: int | None = None
+    ) -> Asking:
+        """How a request is answered, checked now so that a bad request fails alone."""
+        name = check_policy(policy, self.coe.settings.policy)
+        if name not in POLICIES:
+            self.coe.router(name, k)  # raises NotFound naming the closest policy
+        chosen = check_k(k, self.coe.settings.k, len(self.coe.pool.expert_names))
+        return Asking(name, chosen, aggregation, max_tokens)
+
+    def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
+        return self.dispatcher.submit(query, asking, on_delta)
+
+    def model_names(self) -> list[str]:
+        """The virtual models of ``/v1/models``: the pool (default policy) and POOL/POLICY."""
+        return [self.pool, *(f"{self.pool}/{p}" for p in POLICIES)]
+
+    def policy_of(self, model: str) -> str | None:
+        """The policy a virtual model name stands for (None: the default); NotFound if unknown."""
+        pool, _, policy = model.partition("/")
+        if pool != self.pool or (policy and policy not in POLICIES) or model.endswith("/"):
+            raise NotFound(f"model {model!r} does not exist; this service serves {', '.join(self.model_names())}")
+        return policy or None
+
+    def _run_batch(self, asking: Asking, queries: Sequence[Query], hooks: BatchHooks) -> list[Answer]:
+        owed: dict[str, int] = {}
+
+        def progress(event: ProgressEvent) -> None:
+            if event.model is None:
+                return
+            if event.kind == "model_loading":
+                owed[event.model] = event.total
+            elif event.kind == "generated":
+                owed[event.model] = max(0, event.total - event.done)
+            self.metrics.expert_queue.labels(event.model).set(owed.get(event.model, 0))
+
+        self.metrics.batches.inc()
+        self.metrics.batch_size.observe(len(queries))
+        with self.coe.busy:
+            pipeline = self.coe.pipeline(
+                asking.policy,
+                asking.k,
+                aggregation=asking.aggregation,  # type: ignore[arg-type]
+                max_tokens=asking.max_tokens,
+                progress=progress,
+                on_delta=hooks.on_delta,
+                skip=hooks.skip,
+            )
+            try:
+                answers = pipeline.run(queries)
+            finally:
+                for model in owed:
+                    self.metrics.expert_queue.labels(model).set(0)
+        self._observe(answers)
+        return answers
+
+    def _observe(self, answers: Sequence[Answer]) -> None:
+        m = self.metrics
+        for answer in answers:
+            timings = answer.trace.timings
+            for stage in ("route", "experts", "aggregate"):
+                m.stage.labels(stage).observe(getattr(timings, stage))
+            for expert in answer.trace.experts:
+                m.tokens.labels("expert", "in").inc(expert.tokens_in)
+                m.tokens.labels("expert", "out").inc(expert.tokens_out)
+            if answer.trace.aggregation is not None:
+                m.tokens.labels("aggregator", "in").inc(answer.trace.aggregation.tokens_in)
+                m.tokens.labels("aggregator", "out").inc(answer.trace.aggregation.tokens_out)
+        if answers:
+            m.stage.labels("load").observe(answers[0].trace.timings.load)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready when the dispatcher runs, every expert is loaded or loadable, and the runs folder
+        is writable; the details say which part is not."""
+        problems: dict[str, str] = {}
+        if not self.dispatcher.alive:
+            problems["dispatcher"] = "not running"
+        loaded = set(self.coe.loaded_models)
+        experts: dict[str, str] = {}
+        for name, spec in self.coe.pool.specs.items():
+            reason = None if name in loaded else _unloadable(spec, self.coe.settings.cache_dir)
+            experts[name] = "loaded" if name in loaded else reason or "loadable"
+            if reason:
+                problems[f"expert {name}"] = reason
+        runs = self.coe.settings.runs_dir
+        if not _writable(runs):
+            problems["store"] = f"cannot write to {runs}"
+        details: dict[str, object] = {"pool": self.pool, "experts": experts, "queue": self.dispatcher.depth}
+        if problems:
+            details["problems"] = problems
+        return not problems, details
+
+
+def _unloadable(spec: ExpertSpec, cache_dir: Path) -> str | None:
+    """Why an expert could not be loaded now, or None when it can."""
+    source = spec.source
+    if isinstance(source, ReplaySource):
+        return None if Path(source.path).is_file() else f"recordings missing: {source.path}"
+    if isinstance(source, VLLMSource):
+        ref = source.model
+        if ref.startswith("packaged:"):
+            name = ref.removeprefix("packaged:")
+            if model_dir(name, cache_dir).is_dir():
+                return None
+            return None if importlib.util.find_spec("transformers") else f"{name} is not prepared"
+        if ref.startswith(("/", ".", "~")):
+            return None if Path(ref).expanduser().exists() else f"model folder missing: {ref}"
+    return None  # hub ids and HTTP endpoints are checked when they are first used
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+__all__ = ["Service"]
