@@ -34,7 +34,9 @@ class AnswerRequest(AskOptions):
 
     question: str = Field(..., min_length=1, description="The question.")
     options: list[str] | None = Field(None, max_length=MAX_OPTIONS, description="Choices, lettered A, B, ...")
-    id: str | None = Field(None, min_length=1, max_length=200, description="The question's id (replay experts need it).")
+    id: str | None = Field(
+        None, min_length=1, max_length=200, description="The question's id (replay experts need it)."
+    )
 
 
 class BatchItem(BaseModel):
