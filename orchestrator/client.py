@@ -138,7 +138,8 @@ class Client:
         max_tokens: int | None = None,
         aggregation: Aggregation = "synthesis",
     ) -> Answer:
-        """Answer one question (multiple-choice when ``options`` are given): ``POST /v1/answer``."""
+        """Answer one question (multiple-choice when ``options`` are given): ``POST /v1/answer``.
+        Raises what the service raised, e.g. ``GenerationFailed`` when no expert answered."""
         body = _answer_body(question, options, id, policy, k, max_tokens, aggregation)
         return _read(self._send("POST", "/v1/answer", body), Answer)
 
