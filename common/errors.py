@@ -54,7 +54,15 @@ class Unauthorized(CoeError):
 
 
 class RateLimited(CoeError):
-    """A key made more requests in a minute than its limit allows."""
+    """A key made more requests in a minute than its limit allows.
+
+    ``retry_after``: seconds until the key may ask again, when known (the service sends it as
+    the ``Retry-After`` header and the client reads it back).
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(CoeError):

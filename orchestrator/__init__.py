@@ -1,7 +1,8 @@
-"""The public surface: the SDK, its settings, pools, and the answer types."""
+"""The public surface: the SDK, its settings, pools, the answer types, and the service's client."""
 
 from aggregators import AggregationResult, ExpertAnswer
 from common.query import Query
+from orchestrator.client import Client
 from orchestrator.pool import Pool, load_pool
 from orchestrator.sdk import Orchestrator
 from orchestrator.settings import Settings, load_settings
@@ -11,6 +12,7 @@ from router import RouteDecision
 __all__ = [
     "AggregationResult",
     "Answer",
+    "Client",
     "ExpertAnswer",
     "Orchestrator",
     "Pool",
