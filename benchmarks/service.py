@@ -230,8 +230,7 @@ def main() -> None:
         print("grouped, same requests as fifo:", json.dumps(grouped_same))
         result["swaps"] = {
             "pool": "default, memory budget for one model (7,500 MB)",
-            "stream": "routed expert alternates (topk, k=1, majority), one request every "
-            f"{args.every} s",
+            "stream": f"routed expert alternates (topk, k=1, majority), one request every {args.every} s",
             "grouped": grouped,
             "fifo": fifo,
             "grouped_on_fifo_requests": grouped_same,

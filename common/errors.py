@@ -60,8 +60,8 @@ class RateLimited(CoeError):
     the ``Retry-After`` header and the client reads it back).
     """
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str = "", *, retry_after: float | None = None, param: str | None = None) -> None:
+        super().__init__(message, param=param)
         self.retry_after = retry_after
 
 

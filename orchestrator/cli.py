@@ -11,7 +11,6 @@ import typer
 
 from common.errors import CoeError
 from orchestrator.cli_eval import eval_command
-from orchestrator.cli_serve import serve_command
 from orchestrator.cli_options import (
     BenchmarkOpt,
     CacheOpt,
@@ -25,6 +24,7 @@ from orchestrator.cli_options import (
     SeedOpt,
     SplitOpt,
 )
+from orchestrator.cli_serve import serve_command
 
 app = typer.Typer(
     add_completion=False,

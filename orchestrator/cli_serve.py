@@ -27,7 +27,8 @@ def serve_command(
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body accepted.")] = 2_000_000,
     memory_budget_mb: Annotated[
-        float | None, typer.Option("--memory-budget-mb", min=1, help="Memory models may hold at once (default: measured).")
+        float | None,
+        typer.Option("--memory-budget-mb", min=1, help="Memory models may hold at once (default: measured)."),
     ] = None,
     grouping: Annotated[
         bool, typer.Option("--grouping/--fifo", help="Run waiting requests in groups per model, or one at a time.")

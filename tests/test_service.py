@@ -212,7 +212,9 @@ def test_grouping_swaps_less_than_fifo_with_room_for_one_model(tmp_path):
             for t in threads:
                 t.join()
             metrics = httpx.get(f"{url}/metrics").text
-        swaps[grouping] = sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("coe_model_swaps_total"))
+        swaps[grouping] = sum(
+            float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("coe_model_swaps_total")
+        )
     assert swaps[True] <= 2 < swaps[False]
 
 

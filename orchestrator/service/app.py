@@ -10,6 +10,7 @@ count against the rate limit. Every error is one JSON body, from the table in
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,8 +50,8 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
             await run_in_threadpool(state.stop)
 
     app = FastAPI(title="symbolic-coe", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(_Measured)  # type: ignore[arg-type]
-    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(_Measured)
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     _handle_errors(app)
     protected = [Depends(guard)]
     app.include_router(answers.router, dependencies=protected)
@@ -67,7 +68,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
         ready, details = await run_in_threadpool(request.app.state.service.readiness)
         if ready:
             return JSONResponse({"status": "ready", **details})
-        problems = "; ".join(f"{k}: {v}" for k, v in details.get("problems", {}).items())  # type: ignore[union-attr]
+        problems = "; ".join(f"{k}: {v}" for k, v in details.get("problems", {}).items())
         body = _error_body(f"not ready: {problems}", "unavailable")
         return JSONResponse({**body, **details}, status_code=503)
 
@@ -98,8 +99,8 @@ def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
     if scope is not None:
         scope["coe_error"] = kind
     headers = {}
-    if isinstance(exc, RateLimited) and getattr(exc, "retry_after", None) is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))  # type: ignore[attr-defined]
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     body = _error_body(str(exc), kind, exc.param)
     return JSONResponse(body, status_code=status, headers=headers)
 

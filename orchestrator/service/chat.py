@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -121,8 +122,9 @@ async def _stream(service: Service, query: Query, asking: Asking, model: str, co
     try:
         yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
         while True:
-            getter = asyncio.ensure_future(pieces.get())
-            finished, _ = await asyncio.wait({getter, done}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+            getter: asyncio.Future[str] = asyncio.ensure_future(pieces.get())
+            waiting: set[asyncio.Future[Any]] = {getter, done}
+            finished, _ = await asyncio.wait(waiting, timeout=15, return_when=asyncio.FIRST_COMPLETED)
             if getter in finished:
                 text = getter.result()
                 sent += text

@@ -19,13 +19,10 @@ class MeteredEngine:
     """An engine that reports its loads and unloads to the service's metrics."""
 
     def __init__(self, engine: Engine, metrics: Metrics, serving: list[bool]) -> None:
+        self.spec: ExpertSpec = engine.spec
         self._engine = engine
         self._metrics = metrics
         self._serving = serving  # shared flag: False once the service shuts down
-
-    @property
-    def spec(self) -> ExpertSpec:
-        return self._engine.spec
 
     @property
     def loaded(self) -> bool:

@@ -134,7 +134,11 @@ class RateLimiter:
                 return
             self._buckets[key_id] = (tokens, now)
             wait = (1.0 - tokens) / self._rate
-        raise RateLimited(f"rate limit: {self.per_minute} requests per minute per key", retry_after=wait)
+        raise RateLimited(
+            f"rate limit: {self.per_minute} requests per minute per key",
+            retry_after=wait,
+            param="rate_limit_per_minute",
+        )
 
     def _forget_idle(self, now: float) -> None:
         """Drop keys untouched for a minute: their buckets are full, as a new key's is."""
