@@ -27,6 +27,7 @@ from batching.engines._vllm_protocol import (
     Finished,
     Generate,
     Job,
+    Partial,
     Ready,
     Stop,
     WorkerConfig,
@@ -119,9 +120,12 @@ def screen(
     return errors, max_tokens
 
 
-def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_len: int, send) -> None:
+def generate(
+    llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_len: int, send, stream: bool = False
+) -> None:
     """Run the batch as one continuous batch; ``send`` each request's ``Finished`` as it ends,
-    then ``BatchDone``. Screened-out requests are reported first."""
+    then ``BatchDone``. Screened-out requests are reported first. With ``stream``, each engine
+    step also sends one ``Partial`` with the text it added to the requests still running."""
     errors, max_tokens = screen(llm, jobs, chat_template, max_model_len)
     for i, error in errors.items():
         send(Finished(index=i, error=error))
@@ -129,6 +133,7 @@ def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_le
     prompts = [i for i, job in enumerate(jobs) if job.prompt is not None and i not in errors]
     started = time.monotonic()
     pending: dict[str, tuple[int, str]] = {}  # vLLM's external id -> (index, internal id)
+    sent: dict[int, str] = {}  # index -> the text sent so far in Partials
     engine = llm.llm_engine
     try:
         if chats:
@@ -144,7 +149,10 @@ def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_le
             ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
             pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
         while pending and engine.has_unfinished_requests():
-            for output in engine.step():
+            outputs = engine.step()
+            if stream:
+                _send_partial(outputs, pending, sent, send)
+            for output in outputs:
                 if not output.finished:
                     continue
                 i, _ = pending.pop(output.request_id)
@@ -165,6 +173,23 @@ def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_le
     if pending:
         raise RuntimeError(f"vLLM stopped with {len(pending)} request(s) of the batch unanswered")
     send(BatchDone(count=len(jobs)))
+
+
+def _send_partial(outputs, pending: dict[str, tuple[int, str]], sent: dict[int, str], send) -> None:
+    """One ``Partial`` with what this step added to each unfinished request's text (vLLM's outputs
+    hold the whole text so far); nothing if the step added none."""
+    texts = []
+    for output in outputs:
+        entry = pending.get(output.request_id)
+        if output.finished or entry is None:
+            continue
+        index = entry[0]
+        text, before = output.outputs[0].text, sent.get(index, "")
+        if len(text) > len(before) and text.startswith(before):
+            texts.append((index, text[len(before) :]))
+            sent[index] = text
+    if texts:
+        send(Partial(texts=tuple(texts)))
 
 
 def _external_id(request_id: str) -> str:
@@ -259,7 +284,7 @@ def serve(conn, config: WorkerConfig) -> None:
             pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
             continue
         try:
-            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send)
+            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send, message.stream)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             traceback.print_exc()
             if _engine_dead(exc):
