@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregators import (
@@ -187,6 +187,8 @@ class Pipeline:
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
     cores: tuple[int, ...] | None = None
+    on_delta: Callable[[str, str], None] | None = None
+    skip: Callable[[Task], str | None] | None = None
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -253,7 +255,15 @@ class Pipeline:
             len(plan.phases),
             plan.predicted_loads,
         )
-        executor = Executor(self.engine_factory, self.store, self.progress, self.warm, self.cores)
+        executor = Executor(
+            self.engine_factory,
+            self.store,
+            self.progress,
+            self.warm,
+            self.cores,
+            on_delta=self.on_delta,
+            skip=self.skip,
+        )
         result = executor.run(
             plan,
             tasks,
