@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,18 +138,8 @@ def generate(
     sent: dict[int, str] = {}  # index -> the text sent so far in Partials
     engine = llm.llm_engine
     try:
-        if chats:
-            ids = llm.enqueue_chat(
-                [jobs[i].chat() for i in chats],
-                [_sampling(jobs[i], max_tokens[i]) for i in chats],
-                use_tqdm=False,
-                chat_template=chat_template,
-            )
-            pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, chats, strict=True)})
-        if prompts:
-            texts = [jobs[i].prompt for i in prompts]
-            ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
-            pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
+        with _every_step(engine, stream):
+            _enqueue(llm, jobs, chats, prompts, max_tokens, chat_template, pending)
         while pending and engine.has_unfinished_requests():
             outputs = engine.step()
             if stream:
@@ -173,6 +165,57 @@ def generate(
     if pending:
         raise RuntimeError(f"vLLM stopped with {len(pending)} request(s) of the batch unanswered")
     send(BatchDone(count=len(jobs)))
+
+
+def _enqueue(
+    llm,
+    jobs: tuple[Job, ...],
+    chats: list[int],
+    prompts: list[int],
+    max_tokens: list[int],
+    chat_template: str | None,
+    pending: dict[str, tuple[int, str]],
+) -> None:
+    """Add the batch's chats and prompts to vLLM's queue; ``pending`` maps their ids to indices."""
+    if chats:
+        ids = llm.enqueue_chat(
+            [jobs[i].chat() for i in chats],
+            [_sampling(jobs[i], max_tokens[i]) for i in chats],
+            use_tqdm=False,
+            chat_template=chat_template,
+        )
+        pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, chats, strict=True)})
+    if prompts:
+        texts = [jobs[i].prompt for i in prompts]
+        ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
+        pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
+
+
+@contextmanager
+def _every_step(engine, on: bool) -> Iterator[None]:
+    """While on, requests added to ``engine`` report their text at every step, not only at the end.
+
+    vLLM's offline ``LLM`` marks each request it adds as wanting its final output only
+    (``RequestOutputKind.FINAL_ONLY``, vLLM 0.32); a streamed batch needs the text as it grows,
+    so the engine's ``add_request`` switches them to ``CUMULATIVE`` (the whole text so far, at
+    every step). The final output is the same either way."""
+    if not on:
+        yield
+        return
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    add = engine.add_request
+
+    def add_every_step(request_id, prompt, params, *args, **kwargs):
+        if isinstance(params, SamplingParams):
+            params.output_kind = RequestOutputKind.CUMULATIVE
+        return add(request_id, prompt, params, *args, **kwargs)
+
+    engine.add_request = add_every_step
+    try:
+        yield
+    finally:
+        del engine.add_request  # the class's own method again
 
 
 def _send_partial(outputs, pending: dict[str, tuple[int, str]], sent: dict[int, str], send) -> None:
