@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 DeltaListener = Callable[[str, str], None]
 """Called with (task id, text generated since that task's last delta), from the thread running
-the task's batch; a task's deltas joined are the start of its final text (all of it once the
-task succeeded, unless a retry departed from it)."""
+the task's batch. Joined, a task's deltas are its final text once it succeeded (unless a retry
+departed from what was streamed); a task that fails after streaming some text ends failed."""
 
 
 class DeltaRelay:

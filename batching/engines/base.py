@@ -23,8 +23,9 @@ in the thread that called ``generate``; an exception it raises ends the batch.""
 DeltaCallback: TypeAlias = Callable[[int, str], None]
 """Called with (index of the request in the batch, the text generated since that request's
 last delta), in the thread that called ``generate``, every delta of a request before its
-``on_result``. A request's deltas joined are exactly its final ``Generation.text``; none is
-empty. An exception it raises ends the batch."""
+``on_result``. None is empty; joined, a request's deltas are exactly its final
+``Generation.text`` (a request that fails after some text was streamed comes back with
+``error`` set instead). An exception it raises ends the batch."""
 
 
 EngineFactory: TypeAlias = Callable[..., "Engine"]
