@@ -1,6 +1,14 @@
 """Serving and scheduling: engines, the batch plan, and the executor that runs it."""
 
-from batching.engines import Engine, EngineFactory, FakeEngine, ReplayEngine, make_engine
+from batching.engines import (
+    DeltaCallback,
+    Engine,
+    EngineFactory,
+    FakeEngine,
+    ReplayEngine,
+    ResultCallback,
+    make_engine,
+)
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
 from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
 from batching.runstore import RunStore, SQLiteRunStore
@@ -9,6 +17,7 @@ from batching.warm import WarmEngines
 
 __all__ = [
     "DEFAULT_COSTS",
+    "DeltaCallback",
     "Engine",
     "EngineFactory",
     "Executor",
@@ -21,6 +30,7 @@ __all__ = [
     "ProgressEvent",
     "ReplayEngine",
     "ReplaySource",
+    "ResultCallback",
     "RunMetrics",
     "RunResult",
     "RunStore",

@@ -12,6 +12,12 @@ of a phase each engine is unloaded, or handed back to a warm session (``WarmEngi
 keeps it while it fits. Phases on different devices run in parallel threads.
 The result holds every task's generation and, for composed tasks, the ``Composed`` record of
 what went into their request.
+
+Two hooks for a service: ``on_delta(task id, text)`` hears each task's text as its engine
+generates it (``batching.deltas``); ``skip(task)`` names a reason not to run a task (its caller
+went away). Skip is asked for each pending task when its phase starts, before any model loads
+(a phase left with nothing to run loads nothing), and again as each wave builds its requests;
+a skipped task is failed with that reason and never reaches an engine.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
+from batching.deltas import DeltaListener, DeltaRelay
 from batching.engines.base import Engine, EngineFactory
 from batching.plan import Phase, Plan
 from batching.results import ProgressCallback, ProgressEvent, RunMetrics, RunResult
@@ -52,9 +59,10 @@ class _StoreFailed(Exception):
 class _Run:
     """Mutable state of one run, shared by device threads under one lock."""
 
-    def __init__(self, run_id: str, tasks: Mapping[str, Task]) -> None:
+    def __init__(self, run_id: str, tasks: Mapping[str, Task], relay: DeltaRelay | None = None) -> None:
         self.run_id = run_id
         self.tasks = tasks
+        self.relay = relay
         self.lock = threading.Lock()
         self.results: dict[str, Generation] = {}
         self.failed: dict[str, str] = {}
@@ -86,6 +94,9 @@ class Executor:
         progress: ProgressCallback | None = None,
         warm: WarmEngines | None = None,
         cores: tuple[int, ...] | None = None,
+        *,
+        on_delta: DeltaListener | None = None,
+        skip: Callable[[Task], str | None] | None = None,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
@@ -94,6 +105,8 @@ class Executor:
         # CPU cores to split between co-resident local (vLLM) models, each factory call then
         # getting ``cpus=``; None leaves binding to the engines (a lone engine takes every core)
         self.cores = cores
+        self.on_delta = on_delta  # (task id, new text) as engines generate; engines stream only if set
+        self.skip = skip  # a reason not to run a task (checked before loads and per wave), or None
 
     # -- public -------------------------------------------------------------------------------
 
@@ -117,7 +130,7 @@ class Executor:
         for task in tasks:
             if task.model not in specs:
                 raise unknown_name("model", task.model, specs)
-        state = _Run(run_id, by_id)
+        state = _Run(run_id, by_id, DeltaRelay(self.on_delta) if self.on_delta is not None else None)
         state.phase_of = {tid: index for tid, index in planned.items()}
         started = time.perf_counter()
         state.done = {p.index: threading.Event() for p in plan.phases}
@@ -169,12 +182,12 @@ class Executor:
 
     def _phase(self, phase: Phase, state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
         try:
-            pending = [tid for tid in phase.tasks if not state.resolved(tid)]
+            pending = [tid for tid in phase.tasks if not state.resolved(tid) and not self._skipped(tid, state)]
             if self.store is not None and pending:
                 self._from_store(pending, state, specs, compose)
                 pending = [tid for tid in pending if not state.resolved(tid)]
             if not pending:
-                log.info("phase %d: every task already finished; skipped", phase.index)
+                log.info("phase %d: every task already finished or skipped; nothing to load", phase.index)
                 with state.lock:
                     state.metrics.phases_skipped += 1
                 self._emit(ProgressEvent(kind="phase_skipped", phase=phase.index, device=phase.device))
@@ -323,8 +336,17 @@ class Executor:
             if not found:
                 return
 
+    def _skipped(self, task_id: str, state: _Run) -> bool:
+        """Whether ``skip`` names a reason not to run the task (then recorded as its failure)."""
+        reason = self.skip(state.tasks[task_id]) if self.skip is not None else None
+        if reason is not None:
+            self._fail(state.tasks[task_id], reason, state)
+        return reason is not None
+
     def _request(self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]) -> Request | None:
         """The task's request, or None after recording why it cannot run."""
+        if self._skipped(task.id, state):
+            return None
         if task.model in broken:
             self._fail(task, broken[task.model], state)
             return None
@@ -501,7 +523,10 @@ class Executor:
             )
 
         with self._timed(state, "generate_seconds"):
-            out = engine.generate(requests, arrived)
+            if state.relay is None:
+                out = engine.generate(requests, arrived)
+            else:
+                out = engine.generate(requests, arrived, on_delta=state.relay.attempt([tid for tid, _ in items]))
         with state.lock:
             state.metrics.generate_calls += 1
         if len(out) != len(requests):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -197,6 +197,10 @@ class Pipeline:
     """The aggregator model writes each answer, or the experts' majority is it."""
     max_tokens: int | None = None
     """Most tokens the aggregator may write (its own setting when None)."""
+    on_delta: Callable[[str, str], None] | None = None
+    """Hears each task's text as it is generated (task id, new text), where the engine streams."""
+    skip: Callable[[Task], str | None] | None = None
+    """Why a task should not run (e.g. its request was cancelled), or None."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -264,7 +268,15 @@ class Pipeline:
             len(plan.phases),
             plan.predicted_loads,
         )
-        executor = Executor(self.engine_factory, self.store, self.progress, self.warm, self.cores)
+        executor = Executor(
+            self.engine_factory,
+            self.store,
+            self.progress,
+            self.warm,
+            self.cores,
+            on_delta=self.on_delta,
+            skip=self.skip,
+        )
         result = executor.run(
             plan,
             tasks,

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batching.engines.base import Engine, EngineFactory, ResultCallback, chat_messages, completion_prompt
+from batching.engines.base import (
+    DeltaCallback,
+    Engine,
+    EngineFactory,
+    ResultCallback,
+    chat_messages,
+    completion_prompt,
+)
 from batching.engines.fake import FakeEngine
 from batching.engines.replay import ReplayEngine
 from batching.spec import ExpertSpec
 
 __all__ = [
+    "DeltaCallback",
     "Engine",
     "EngineFactory",
     "FakeEngine",

@@ -1,7 +1,8 @@
 """The messages between ``VLLMEngine`` (parent) and its worker child, over a multiprocessing pipe.
 
-    parent -> child   Generate(jobs) | Stop()
+    parent -> child   Generate(jobs, stream) | Stop()
     child -> parent   Ready(...) | Failed(kind, message)                 after start
+                      Partial(texts) per engine step, if stream is set,
                       Finished(index, ...) per request, as each ends,
                       then BatchDone(count) | Failed(kind, message)      after Generate
 
@@ -54,6 +55,19 @@ class Job:
 @dataclass(frozen=True)
 class Generate:
     jobs: tuple[Job, ...]
+    stream: bool = False  # send Partial messages as the texts grow
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The text one engine step added to the requests still running, as (index, new text) pairs.
+
+    One message per step rather than per request: through the pipe a message costs about 17 us,
+    a step's 32 pairs in one message about 31 us in all (measured here). A request's
+    ``Finished.text`` may go on past what its Partials sent (the step that finished it, and text
+    vLLM held back while it could still be the start of a stop string)."""
+
+    texts: tuple[tuple[int, str], ...]
 
 
 @dataclass(frozen=True)
@@ -92,4 +106,4 @@ class BatchDone:
 
 
 ToChild = Generate | Stop
-FromChild = Ready | Failed | Finished | BatchDone
+FromChild = Ready | Failed | Partial | Finished | BatchDone

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from batching.engines._vllm_protocol import (
     Finished,
     Generate,
     Job,
+    Partial,
     Ready,
     Stop,
     WorkerConfig,
@@ -119,9 +122,12 @@ def screen(
     return errors, max_tokens
 
 
-def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_len: int, send) -> None:
+def generate(
+    llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_len: int, send, stream: bool = False
+) -> None:
     """Run the batch as one continuous batch; ``send`` each request's ``Finished`` as it ends,
-    then ``BatchDone``. Screened-out requests are reported first."""
+    then ``BatchDone``. Screened-out requests are reported first. With ``stream``, each engine
+    step also sends one ``Partial`` with the text it added to the requests still running."""
     errors, max_tokens = screen(llm, jobs, chat_template, max_model_len)
     for i, error in errors.items():
         send(Finished(index=i, error=error))
@@ -129,22 +135,16 @@ def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_le
     prompts = [i for i, job in enumerate(jobs) if job.prompt is not None and i not in errors]
     started = time.monotonic()
     pending: dict[str, tuple[int, str]] = {}  # vLLM's external id -> (index, internal id)
+    sent: dict[int, str] = {}  # index -> the text sent so far in Partials
     engine = llm.llm_engine
     try:
-        if chats:
-            ids = llm.enqueue_chat(
-                [jobs[i].chat() for i in chats],
-                [_sampling(jobs[i], max_tokens[i]) for i in chats],
-                use_tqdm=False,
-                chat_template=chat_template,
-            )
-            pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, chats, strict=True)})
-        if prompts:
-            texts = [jobs[i].prompt for i in prompts]
-            ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
-            pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
+        with _every_step(engine, stream):
+            _enqueue(llm, jobs, chats, prompts, max_tokens, chat_template, pending)
         while pending and engine.has_unfinished_requests():
-            for output in engine.step():
+            outputs = engine.step()
+            if stream:
+                _send_partial(outputs, pending, sent, send)
+            for output in outputs:
                 if not output.finished:
                     continue
                 i, _ = pending.pop(output.request_id)
@@ -165,6 +165,74 @@ def generate(llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_le
     if pending:
         raise RuntimeError(f"vLLM stopped with {len(pending)} request(s) of the batch unanswered")
     send(BatchDone(count=len(jobs)))
+
+
+def _enqueue(
+    llm,
+    jobs: tuple[Job, ...],
+    chats: list[int],
+    prompts: list[int],
+    max_tokens: list[int],
+    chat_template: str | None,
+    pending: dict[str, tuple[int, str]],
+) -> None:
+    """Add the batch's chats and prompts to vLLM's queue; ``pending`` maps their ids to indices."""
+    if chats:
+        ids = llm.enqueue_chat(
+            [jobs[i].chat() for i in chats],
+            [_sampling(jobs[i], max_tokens[i]) for i in chats],
+            use_tqdm=False,
+            chat_template=chat_template,
+        )
+        pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, chats, strict=True)})
+    if prompts:
+        texts = [jobs[i].prompt for i in prompts]
+        ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
+        pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
+
+
+@contextmanager
+def _every_step(engine, on: bool) -> Iterator[None]:
+    """While on, requests added to ``engine`` report their text at every step, not only at the end.
+
+    vLLM's offline ``LLM`` marks each request it adds as wanting its final output only
+    (``RequestOutputKind.FINAL_ONLY``, vLLM 0.32); a streamed batch needs the text as it grows,
+    so the engine's ``add_request`` switches them to ``CUMULATIVE`` (the whole text so far, at
+    every step). The final output is the same either way."""
+    if not on:
+        yield
+        return
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+    add = engine.add_request
+
+    def add_every_step(request_id, prompt, params, *args, **kwargs):
+        if isinstance(params, SamplingParams):
+            params.output_kind = RequestOutputKind.CUMULATIVE
+        return add(request_id, prompt, params, *args, **kwargs)
+
+    engine.add_request = add_every_step
+    try:
+        yield
+    finally:
+        del engine.add_request  # the class's own method again
+
+
+def _send_partial(outputs, pending: dict[str, tuple[int, str]], sent: dict[int, str], send) -> None:
+    """One ``Partial`` with what this step added to each unfinished request's text (vLLM's outputs
+    hold the whole text so far); nothing if the step added none."""
+    texts = []
+    for output in outputs:
+        entry = pending.get(output.request_id)
+        if output.finished or entry is None:
+            continue
+        index = entry[0]
+        text, before = output.outputs[0].text, sent.get(index, "")
+        if len(text) > len(before) and text.startswith(before):
+            texts.append((index, text[len(before) :]))
+            sent[index] = text
+    if texts:
+        send(Partial(texts=tuple(texts)))
 
 
 def _external_id(request_id: str) -> str:
@@ -259,7 +327,7 @@ def serve(conn, config: WorkerConfig) -> None:
             pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
             continue
         try:
-            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send)
+            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send, message.stream)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             traceback.print_exc()
             if _engine_dead(exc):

@@ -3,7 +3,9 @@
 Every engine converts its own failures into ``common.errors.EngineError`` subclasses.
 ``generate`` takes the whole batch at once so that engines with continuous batching
 (vLLM) see every request together, and reports each request through ``on_result`` as soon
-as it is finished, so a caller can checkpoint it before the batch ends.
+as it is finished, so a caller can checkpoint it before the batch ends. Engines that can
+stream also report the text of each request as it is generated, through ``on_delta``: vLLM,
+HTTP endpoints and the fake do; replay has nothing to stream and never calls it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from common.requests import Generation, Request
 ResultCallback: TypeAlias = Callable[[int, Generation], None]
 """Called with (index of the request in the batch, its generation) as each request finishes,
 in the thread that called ``generate``; an exception it raises ends the batch."""
+
+DeltaCallback: TypeAlias = Callable[[int, str], None]
+"""Called with (index of the request in the batch, the text generated since that request's
+last delta), in the thread that called ``generate``, every delta of a request before its
+``on_result``. None is empty; joined, a request's deltas are exactly its final
+``Generation.text`` (a request that fails after some text was streamed comes back with
+``error`` set instead). An exception it raises ends the batch."""
 
 
 EngineFactory: TypeAlias = Callable[..., "Engine"]
@@ -35,12 +44,18 @@ class Engine(Protocol):
     def load(self) -> None:
         """Make the model ready to generate (idempotent)."""
 
-    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
+    def generate(
+        self,
+        requests: Sequence[Request],
+        on_result: ResultCallback | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Generation]:
         """Answer every request; the list is complete and in request order.
 
         ``on_result(i, generation)`` is called once per request as soon as it is finished
-        (in completion order, before ``generate`` returns). Raises EngineError if the engine
-        itself fails.
+        (in completion order, before ``generate`` returns). ``on_delta(i, text)``, if the
+        engine can stream, as each request's text grows (see ``DeltaCallback``). Raises
+        EngineError if the engine itself fails.
         """
 
     def unload(self) -> None:

@@ -2,6 +2,8 @@
 
 It answers from a function of the request (by default a deterministic letter derived from
 the prompt), counts its loads and calls so tests can assert on them, and can be told to fail.
+Asked to stream, it hands each answer out word by word (each word with the spaces after it),
+so the deltas join to the exact text.
 It stands for a real engine in tests only; every behaviour it stands for is also tested
 against vLLM and a live HTTP server in the real tier.
 """
@@ -9,14 +11,22 @@ against vLLM and a live HTTP server in the real tier.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 
-from batching.engines.base import ResultCallback
+from batching.engines.base import DeltaCallback, ResultCallback
 from batching.spec import ExpertSpec
 from common.errors import EngineError
 from common.requests import Generation, Request
 
 LETTERS = "ABCDEFGHIJ"
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")  # where a word follows whitespace
+
+
+def word_deltas(text: str) -> list[str]:
+    """``text`` cut before each word (leading whitespace its own piece); joined, the pieces are
+    ``text`` again, and none is empty."""
+    return [piece for piece in _WORD_START.split(text) if piece]
 
 
 def letter_answer(spec: ExpertSpec, request: Request) -> str:
@@ -51,9 +61,15 @@ class FakeEngine:
             self._loaded = True
             self.loads += 1
 
-    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
-        """Answers in order, reporting each through ``on_result`` before the next is made;
-        a request ``fail_on`` picks raises EngineError after the earlier ones were reported."""
+    def generate(
+        self,
+        requests: Sequence[Request],
+        on_result: ResultCallback | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Generation]:
+        """Answers in order, streaming each word by word through ``on_delta`` and reporting it
+        through ``on_result`` before the next is made; a request ``fail_on`` picks raises
+        EngineError after the earlier ones were reported."""
         if not self._loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
         self.batches.append([r.id for r in requests])
@@ -71,6 +87,9 @@ class FakeEngine:
                 finish_reason="stop",
             )
             out.append(generation)
+            if on_delta is not None:
+                for piece in word_deltas(text):
+                    on_delta(i, piece)
             if on_result is not None:
                 on_result(i, generation)
         return out

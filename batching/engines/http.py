@@ -4,20 +4,29 @@ Chat experts call ``POST /chat/completions``, completion experts ``POST /complet
 Connection errors, 5xx and 429 are retried with exponential backoff; a request that still
 fails comes back as a ``Generation`` with ``error`` set, and a batch in which every request
 failed to reach the server raises ``EndpointError`` (the engine itself is down).
+
+Asked for deltas, it asks the server to stream (``"stream": true`` with usage in the last
+chunk) and reads the server-sent events as they come. A streamed request is retried only
+until the server accepts it: once text has been handed out, a failure (an error event, a
+dropped connection, a stream that ends unfinished) fails that request.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
-from batching.engines.base import ResultCallback, chat_messages, completion_prompt
+from batching.engines.base import DeltaCallback, ResultCallback, chat_messages, completion_prompt
 from batching.spec import ExpertSpec, HTTPSource
 from common.errors import EndpointError, EngineError
 from common.requests import Generation, Request
@@ -33,6 +42,10 @@ _RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolE
 
 class _Unreachable(Exception):
     """Every attempt failed before the server answered."""
+
+
+class _StreamFailed(Exception):
+    """A stream the server had accepted broke off or reported an error."""
 
 
 class HTTPEngine:
@@ -131,20 +144,30 @@ class HTTPEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
-        """Send the batch ``concurrency`` requests at a time; ``on_result`` (called in this
-        thread) as each answer arrives. If ``on_result`` raises, requests not yet sent are
-        cancelled and the exception propagates."""
+    def generate(
+        self,
+        requests: Sequence[Request],
+        on_result: ResultCallback | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Generation]:
+        """Send the batch ``concurrency`` requests at a time; ``on_result`` as each answer
+        arrives and, with ``on_delta``, the text of each as the server streams it. Both are
+        called in this thread. If one raises, requests not yet sent are cancelled, streams
+        being read are dropped, and the exception propagates."""
         client = self._client
         if client is None:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
         if not requests:
             return []
         unreachable: list[str] = []
+        events: queue.SimpleQueue[tuple[int, str | None]] = queue.SimpleQueue()  # (index, delta or None: done)
+        stop = threading.Event()
 
-        def one(request: Request) -> Generation:
+        def one(i: int, request: Request) -> Generation:
             try:
-                return self._generate_one(client, request)
+                if on_delta is None:
+                    return self._generate_one(client, request)
+                return self._stream_one(client, request, lambda text: events.put((i, text)), stop)
             except _Unreachable as exc:
                 unreachable.append(str(exc))
                 return Generation(
@@ -154,14 +177,23 @@ class HTTPEngine:
         out: list[Generation | None] = [None] * len(requests)
         workers = min(self.source.concurrency, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{self.spec.name}") as pool:
-            futures = {pool.submit(one, request): i for i, request in enumerate(requests)}
+            futures = [pool.submit(one, i, request) for i, request in enumerate(requests)]
+            for i, future in enumerate(futures):
+                future.add_done_callback(_announce(events, i))  # queued after the request's deltas
             try:
-                for future in as_completed(futures):
-                    i = futures[future]
-                    done = out[i] = future.result()
+                left = len(requests)
+                while left:
+                    i, text = events.get()
+                    if text is not None:
+                        if on_delta is not None:
+                            on_delta(i, text)
+                        continue
+                    left -= 1
+                    done = out[i] = futures[i].result()
                     if on_result is not None:
                         on_result(i, done)
             except BaseException:
+                stop.set()
                 for future in futures:
                     future.cancel()
                 raise
@@ -210,6 +242,62 @@ class HTTPEngine:
             finish_reason=choice.get("finish_reason"),
         )
 
+    def _stream_one(
+        self, client: httpx.Client, request: Request, emit: Callable[[str], None], stop: threading.Event
+    ) -> Generation:
+        """One request streamed: ``emit`` each piece of text as its chunk arrives; the generation
+        holds their concatenation, and the token counts of the usage chunk when the server sent one.
+        Stops reading (and fails the request) once ``stop`` is set."""
+        chat = self.spec.prompt_mode == "chat"
+        path = "/chat/completions" if chat else "/completions"
+        body = {**self._body(request, chat), "stream": True, "stream_options": {"include_usage": True}}
+        started = time.monotonic()
+        parts: list[str] = []
+
+        def failed(reason: str) -> Generation:
+            return Generation(
+                request_id=request.id, model=self.spec.name, seconds=time.monotonic() - started, error=reason
+            )
+
+        try:
+            response = self._send(client, "POST", path, stream=True, json=body)
+            try:
+                if response.status_code != 200:
+                    response.read()
+                    return failed(f"{path} answered HTTP {response.status_code}: {_error_text(response)}")
+                finish, usage = None, None
+                for chunk in _chunks(response, path):
+                    if stop.is_set():
+                        return failed("abandoned: the batch ended before the stream did")
+                    if chunk is None:  # [DONE]
+                        break
+                    text, reason, counts = _read_chunk(chunk, chat, path)
+                    if text:
+                        parts.append(text)
+                        emit(text)
+                    finish, usage = reason or finish, counts or usage
+                else:
+                    if finish is None:
+                        raise _StreamFailed(f"the stream from {path} ended before the answer was finished")
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
+            return failed(f"timed out after {self.source.timeout_s:.0f}s on {path} ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return failed(f"{path} failed: {_describe(exc)}")
+        except _StreamFailed as exc:
+            return failed(str(exc))
+        tokens_in, tokens_out = usage or (0, 0)
+        return Generation(
+            request_id=request.id,
+            model=self.spec.name,
+            text="".join(parts),
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            seconds=time.monotonic() - started,
+            finish_reason=finish,
+        )
+
     def _body(self, request: Request, chat: bool) -> dict[str, Any]:
         sampling = request.sampling(self.spec.sampling)
         body: dict[str, Any] = {
@@ -232,13 +320,19 @@ class HTTPEngine:
             body["prompt"] = completion_prompt(request, self.spec.system_prompt)
         return body
 
-    def _send(self, client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request with retries; raises _Unreachable if no attempt got an answer."""
+    def _send(
+        self, client: httpx.Client, method: str, path: str, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One request with retries; raises _Unreachable if no attempt got an answer. With
+        ``stream`` the body is left unread (the caller closes the response)."""
         attempts = self.source.retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = client.request(method, path, **kwargs)
+                if stream:
+                    response = client.send(client.build_request(method, path, **kwargs), stream=True)
+                else:
+                    response = client.request(method, path, **kwargs)
             except _RETRY_ERRORS as exc:
                 if last:
                     raise _Unreachable(_describe(exc)) from exc
@@ -246,6 +340,7 @@ class HTTPEngine:
                 self._sleep(self._delay(attempt, None))
                 continue
             if response.status_code in _RETRY_STATUS and not last:
+                response.close()
                 logger.debug("%s %s answered %d; retrying", method, path, response.status_code)
                 self._sleep(self._delay(attempt, response.headers.get("retry-after")))
                 continue
@@ -294,3 +389,60 @@ def _error_text(response: httpx.Response) -> str:
         if error:
             return " ".join(str(error).split())[:300]
     return _preview(response)
+
+
+def _announce(events: queue.SimpleQueue[tuple[int, str | None]], index: int) -> Callable[[Future[Generation]], None]:
+    """A future's done callback that queues (index, None): the request is finished."""
+    return lambda _future: events.put((index, None))
+
+
+def _chunks(response: httpx.Response, where: str) -> Iterator[dict[str, Any] | None]:
+    """The JSON objects of a server-sent event stream as they arrive, None for ``[DONE]``.
+
+    An event's ``data:`` lines joined by newlines are its data; comments and other fields are
+    skipped (OpenAI-style streams only use ``data:``)."""
+    data: list[str] = []
+    for line in itertools.chain(response.iter_lines(), [""]):  # a last blank line ends an open event
+        if line:
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value[1:] if value.startswith(" ") else value)
+            continue
+        if not data:
+            continue
+        event, data = "\n".join(data), []
+        if event.strip() == "[DONE]":
+            yield None
+            return
+        try:
+            chunk = json.loads(event)
+        except ValueError as exc:
+            raise _StreamFailed(f"{where} streamed something that is not JSON: {event[:120]!r}") from exc
+        if not isinstance(chunk, dict):
+            raise _StreamFailed(f"{where} streamed JSON that is not an object: {event[:120]!r}")
+        yield chunk
+
+
+def _read_chunk(chunk: dict[str, Any], chat: bool, where: str) -> tuple[str, str | None, tuple[int, int] | None]:
+    """(text, finish reason, (prompt, completion) tokens) of one streamed chunk; an error the
+    server reported mid-stream is _StreamFailed."""
+    error = chunk.get("error")
+    if error is not None:
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise _StreamFailed(f"{where} reported an error mid-stream: {' '.join(str(message).split())[:300]}")
+    try:
+        text, finish = "", None
+        choices = chunk.get("choices") or []
+        if choices:
+            choice = choices[0]
+            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+            if piece is not None and not isinstance(piece, str):
+                raise TypeError(f"text is {type(piece).__name__}")
+            text, finish = piece or "", choice.get("finish_reason")
+        usage = chunk.get("usage")
+        counts = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)) if usage else None
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise _StreamFailed(
+            f"malformed chunk from {where} ({type(exc).__name__}: {exc}): {json.dumps(chunk)[:120]!r}"
+        ) from exc
+    return text, finish, counts

@@ -1,13 +1,14 @@
 """Replay engine: answers recorded earlier from real models, keyed by model and question id
 (the recordings themselves are read by ``common.recordings``). Nothing is made up: a request
-whose (model, question id) was never recorded raises ``ReplayMiss``.
+whose (model, question id) was never recorded raises ``ReplayMiss``. A recording has nothing to
+stream: ``generate`` takes ``on_delta`` for the contract's sake and never calls it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from batching.engines.base import ResultCallback
+from batching.engines.base import DeltaCallback, ResultCallback
 from batching.spec import ExpertSpec, ReplaySource
 from common.errors import BadInput
 from common.recordings import ReplayBook, replay_book
@@ -34,8 +35,14 @@ class ReplayEngine:
             book.load([self._source.model])
             self._book = book
 
-    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
-        """The recorded answers in order, each reported through ``on_result`` as it is looked up."""
+    def generate(
+        self,
+        requests: Sequence[Request],
+        on_result: ResultCallback | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Generation]:
+        """The recorded answers in order, each reported through ``on_result`` as it is looked up
+        (no deltas: ``on_delta`` is never called)."""
         self.load()
         assert self._book is not None
         out = []

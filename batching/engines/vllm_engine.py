@@ -19,7 +19,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ from batching.engines._vllm_protocol import (
     FromChild,
     Generate,
     Job,
+    Partial,
     Ready,
     Stop,
     WorkerConfig,
 )
-from batching.engines.base import ResultCallback, chat_messages, completion_prompt
+from batching.engines.base import DeltaCallback, ResultCallback, chat_messages, completion_prompt
 from batching.models import check_ref
 from batching.spec import ExpertSpec, VLLMSource
 from common.errors import EngineError, EngineLoadError, EngineTimeout, NotFound
@@ -192,14 +193,20 @@ class VLLMEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[Request], on_result: ResultCallback | None = None) -> list[Generation]:
-        """Run the batch together; ``on_result(i, generation)`` as each request finishes.
+    def generate(
+        self,
+        requests: Sequence[Request],
+        on_result: ResultCallback | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Generation]:
+        """Run the batch together; ``on_result(i, generation)`` as each request finishes, and
+        with ``on_delta`` the text of each as vLLM's steps add to it.
 
         A request's ``seconds`` runs from the start of the batch to its own end. A request vLLM
         would reject (prompt longer than the context, chat on a model without a template) comes
         back with ``error`` set; the others still run. A dead child or engine is EngineError,
-        naming the cause found in its log and where the log is. If ``on_result`` raises, the
-        batch is abandoned (the engine is unloaded) and the exception propagates.
+        naming the cause found in its log and where the log is. If ``on_result`` or ``on_delta``
+        raises, the batch is abandoned (the engine is unloaded) and the exception propagates.
         """
         if self._process is not None and not self._process.is_alive():
             code = self._stopped_code()
@@ -214,12 +221,13 @@ class VLLMEngine:
             return []
         jobs = tuple(self._job(request) for request in requests)
         try:
-            self._conn.send(Generate(jobs=jobs))
+            self._conn.send(Generate(jobs=jobs, stream=on_delta is not None))
         except (OSError, ValueError) as exc:
             self._cleanup()
             raise EngineError(f"vLLM child of {self.spec.name!r} is gone: {exc}; log: {self.log_path}") from exc
         deadline = None if self.generate_timeout_s is None else time.monotonic() + self.generate_timeout_s
         out: list[Generation | None] = [None] * len(requests)
+        streamed = [""] * len(requests)  # the text handed to on_delta so far, per request
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -229,15 +237,21 @@ class VLLMEngine:
                 raise
             if isinstance(message, BatchDone):
                 break
+            if isinstance(message, Partial):
+                if on_delta is not None:
+                    for index, text in message.texts:
+                        streamed[index] += text
+                        self._report(on_delta, index, text)
+                continue
             if isinstance(message, Finished):
                 generation = self._generation(requests[message.index], message)
                 out[message.index] = generation
+                if on_delta is not None:
+                    rest = self._rest(generation.text, streamed[message.index], requests[message.index])
+                    if rest:
+                        self._report(on_delta, message.index, rest)
                 if on_result is not None:
-                    try:
-                        on_result(message.index, generation)
-                    except BaseException:
-                        self._cleanup()  # the rest of the batch is still in the pipe
-                        raise
+                    self._report(on_result, message.index, generation)
                 continue
             if isinstance(message, Failed) and message.kind is ErrorKind.GENERATE:
                 raise EngineError(f"vLLM generate failed for {self.spec.name!r}: {message.message}")
@@ -252,6 +266,25 @@ class VLLMEngine:
         if missing:
             raise EngineError(f"vLLM child of {self.spec.name!r} finished the batch without {len(missing)} request(s)")
         return out  # type: ignore[return-value]  # no None left
+
+    def _report(self, callback: Callable[[int, Any], None], index: int, value: Any) -> None:
+        """Call the caller's callback; if it raises, drop the child (the rest of the batch is still
+        in the pipe) and let the exception through."""
+        try:
+            callback(index, value)
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def _rest(self, final: str, streamed: str, request: Request) -> str:
+        """The end of a finished request's text not yet streamed (the child's last step, and what
+        vLLM held back while it might start a stop string)."""
+        if final.startswith(streamed):
+            return final[len(streamed) :]
+        logger.warning(  # vLLM's texts only grow; kept as a guard
+            "%s: the final text of %r does not continue what was streamed", self.spec.name, request.id
+        )
+        return ""
 
     def _job(self, request: Request) -> Job:
         sampling = request.sampling(self.spec.sampling)
