@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
@@ -45,9 +46,9 @@ async def answer_batch(body: AnswerBatchRequest, request: Request) -> AnswerBatc
             f"{len(body.questions)} questions; the limit is {limit} (max_batch_questions)", param="max_batch_questions"
         )
     queries = [_item(service, item, i) for i, item in enumerate(body.questions)]
-    ids = [q.id for q in queries]
-    if len(set(ids)) != len(ids):
-        raise BadInput(f"question ids must be unique in a batch; repeated: {_repeated(ids)!r}")
+    repeated = [qid for qid, n in Counter(q.id for q in queries).items() if n > 1]
+    if repeated:
+        raise BadInput(f"question ids must be unique in a batch; repeated: {repeated[0]!r}")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
     tickets = [service.submit(query, asking) for query in queries]
     return AnswerBatchResponse(answers=await wait_for(request, service, tickets))
@@ -91,15 +92,6 @@ def cancel(service: Service, tickets: list[Ticket]) -> None:
     for ticket in tickets:
         if service.dispatcher.cancel(ticket):
             service.metrics.cancelled.inc()
-
-
-def _repeated(ids: list[str]) -> str:
-    seen: set[str] = set()
-    for i in ids:
-        if i in seen:
-            return i
-        seen.add(i)
-    return ""
 
 
 __all__ = ["cancel", "checked_query", "router", "wait_for"]

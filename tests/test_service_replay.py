@@ -1,0 +1,46 @@
+"""``coe serve`` on the replay pool: real replay engines (recorded answers of six real models),
+a real uvicorn server, answers compared with the SDK's in-process answers to the same questions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from eval import load_benchmark
+from orchestrator import Client, Orchestrator, Query, load_settings
+from orchestrator.service import ServiceSettings, create_app
+from orchestrator.settings import shipped_pool
+from tests.live_server import serving
+
+ASKED = {"policy": "topk", "k": 3, "aggregation": "majority"}
+
+
+@pytest.mark.data
+def test_the_service_answers_as_the_sdk_does_under_concurrent_load(data_dir, tmp_path):
+    core = load_settings(pool=shipped_pool("replay-small"), data_dir=data_dir, runs_dir=tmp_path / "runs")
+    items = load_benchmark("mmlu_pro").questions(data_dir, "test")[:60]
+    queries = [Query(id=q.id, text=q.text, options=q.options) for q in items]
+    with Orchestrator(core) as coe:
+        expected = {a.question_id: a.choice for a in coe.answer_batch(queries, **ASKED)}
+    assert sum(c is not None for c in expected.values()) > 50
+
+    with serving(create_app(ServiceSettings(core=core))) as url:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+                bodies = [{"question": q.text, "options": list(q.options), "id": q.id, **ASKED} for q in queries]
+                return await asyncio.gather(*(client.post("/v1/answer", json=b) for b in bodies))
+
+        replies = asyncio.run(burst())
+        assert [r.status_code for r in replies] == [200] * len(queries)
+        served = {r.json()["question_id"]: r.json()["choice"] for r in replies}
+        assert served == expected  # the same choices, asked 60 at once over HTTP
+
+        with Client(url) as client:
+            batch = client.answer_batch(queries[:10], **ASKED)
+        assert [a.choice for a in batch] == [expected[q.id] for q in queries[:10]]
+        metrics = httpx.get(f"{url}/metrics").text
+    batches = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("coe_batches_total"))
+    assert batches < len(queries)  # requests waiting together ran together
