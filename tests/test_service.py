@@ -139,7 +139,7 @@ def test_health_readiness_models_and_metrics(server):
         'coe_requests_total{route="/v1/answer",status="200"}',
         'coe_model_loads_total{model="smollm2"}',
         'coe_errors_total{type="unauthorized"}',
-        "coe_stage_seconds_bucket",
+        'coe_stage_seconds_count{stage="queue"}',
         'coe_tokens_total{direction="out",role="aggregator"}',
         "coe_queue_depth",
     ):

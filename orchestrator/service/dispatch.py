@@ -79,12 +79,14 @@ class Dispatcher:
         max_batch: int = 256,
         gather_s: float = 0.02,
         on_queue: Callable[[int], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.grouping = grouping
         self.max_batch = max_batch
         self.gather_s = gather_s
         self._on_queue = on_queue
+        self._on_wait = on_wait
         self._waiting: list[Ticket] = []
         self._running: dict[str, list[Ticket]] = {}  # query id -> tickets of the batch in flight
         self._cond = threading.Condition()
@@ -174,6 +176,8 @@ class Dispatcher:
                 self._waiting.remove(ticket)
                 ticket.started = now
                 self.max_wait_s = max(self.max_wait_s, now - ticket.arrived)
+                if self._on_wait is not None:
+                    self._on_wait(now - ticket.arrived)
             self._running = {}
             for ticket in batch:
                 self._running.setdefault(ticket.query.id, []).append(ticket)

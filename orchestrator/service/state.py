@@ -45,6 +45,7 @@ class Service:
             max_batch=settings.max_batch,
             gather_s=settings.gather_ms / 1000,
             on_queue=self.metrics.queue.set,
+            on_wait=self.metrics.stage.labels("queue").observe,
         )
 
     @property

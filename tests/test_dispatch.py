@@ -1,0 +1,126 @@
+"""The dispatcher on its own: which waiting requests share a batch, in what order, and what a
+cancelled or failing request does. ``run_batch`` is a recorder, not the pipeline."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from common.errors import BadInput, Unavailable
+from common.query import Query
+from orchestrator.service.dispatch import Asking, Dispatcher
+from orchestrator.trace import Answer
+
+TOPK = Asking("topk", 2)
+ALL = Asking("all", 3)
+
+
+def answer_to(query: Query) -> Answer:
+    # the dispatcher only hands answers on: one without a trace is enough here
+    return Answer.model_construct(question_id=query.id, text=f"answer to {query.text}")
+
+
+class Recorder:
+    """Runs a batch by answering each query after ``seconds``; keeps every batch it was given."""
+
+    def __init__(self, seconds: float = 0.0, fail: type[Exception] | None = None) -> None:
+        self.batches: list[tuple[Asking, list[str]]] = []
+        self.seconds = seconds
+        self.fail = fail
+        self.started = threading.Event()
+
+    def __call__(self, asking, queries, hooks):
+        self.batches.append((asking, [q.id for q in queries]))
+        self.started.set()
+        time.sleep(self.seconds)
+        if self.fail is not None:
+            raise self.fail("the batch failed")
+        return [answer_to(q) for q in queries]
+
+
+def q(i: int | str) -> Query:
+    return Query(id=f"q{i}", text=f"question {i}")
+
+
+def run(dispatcher: Dispatcher, submissions):
+    dispatcher.start()
+    try:
+        tickets = [dispatcher.submit(query, asking) for query, asking in submissions]
+        return [t.future.result(timeout=10) for t in tickets]
+    finally:
+        dispatcher.stop(timeout=10)
+
+
+def test_waiting_requests_asked_alike_share_one_batch_oldest_first():
+    recorder = Recorder()
+    dispatcher = Dispatcher(recorder, gather_s=0.2)
+    answers = run(dispatcher, [(q(1), TOPK), (q(2), ALL), (q(3), TOPK), (q(4), ALL)])
+    assert [a.question_id for a in answers] == ["q1", "q2", "q3", "q4"]
+    assert recorder.batches == [(TOPK, ["q1", "q3"]), (ALL, ["q2", "q4"])]
+
+
+def test_fifo_runs_one_request_at_a_time_in_arrival_order():
+    recorder = Recorder()
+    run(Dispatcher(recorder, grouping=False), [(q(1), TOPK), (q(2), TOPK), (q(3), ALL)])
+    assert recorder.batches == [(TOPK, ["q1"]), (TOPK, ["q2"]), (ALL, ["q3"])]
+
+
+def test_identical_requests_are_answered_once_and_a_clashing_id_waits():
+    recorder = Recorder()
+    clash = Query(id="q1", text="another question with the same id")
+    answers = run(Dispatcher(recorder, gather_s=0.2), [(q(1), TOPK), (q(1), TOPK), (clash, TOPK)])
+    assert recorder.batches == [(TOPK, ["q1"]), (TOPK, ["q1"])]
+    assert answers[0] is answers[1] and answers[2].text == "answer to another question with the same id"
+
+
+def test_max_batch_caps_a_batch_and_the_rest_follow():
+    recorder = Recorder()
+    run(Dispatcher(recorder, max_batch=2, gather_s=0.2), [(q(i), TOPK) for i in range(5)])
+    assert [ids for _, ids in recorder.batches] == [["q0", "q1"], ["q2", "q3"], ["q4"]]
+
+
+def test_a_cancelled_waiting_request_never_runs():
+    recorder = Recorder(seconds=0.5)
+    dispatcher = Dispatcher(recorder, gather_s=0)
+    dispatcher.start()
+    try:
+        first = dispatcher.submit(q(1), TOPK)
+        recorder.started.wait(5)
+        gone = dispatcher.submit(q(2), TOPK)
+        assert dispatcher.cancel(gone) and gone.future.cancelled()
+        first.future.result(timeout=5)
+        time.sleep(0.2)
+    finally:
+        dispatcher.stop(timeout=10)
+    assert recorder.batches == [(TOPK, ["q1"])]
+
+
+def test_a_failed_batch_fails_its_requests_and_the_dispatcher_goes_on():
+    failing = Recorder(fail=BadInput)
+    dispatcher = Dispatcher(failing, gather_s=0)
+    dispatcher.start()
+    try:
+        ticket = dispatcher.submit(q(1), TOPK)
+        with pytest.raises(BadInput):
+            ticket.future.result(timeout=5)
+        failing.fail = None
+        assert dispatcher.submit(q(2), TOPK).future.result(timeout=5).question_id == "q2"
+    finally:
+        dispatcher.stop(timeout=10)
+
+
+def test_stopping_fails_waiting_requests_and_refuses_new_ones():
+    recorder = Recorder(seconds=0.5)
+    dispatcher = Dispatcher(recorder, gather_s=0)
+    dispatcher.start()
+    first = dispatcher.submit(q(1), TOPK)
+    recorder.started.wait(5)
+    waiting = dispatcher.submit(q(2), TOPK)
+    dispatcher.stop(timeout=10)
+    assert first.future.result(timeout=1).question_id == "q1"  # the batch in flight finished
+    with pytest.raises(Unavailable):
+        waiting.future.result(timeout=1)
+    with pytest.raises(Unavailable):
+        dispatcher.submit(q(3), TOPK)
