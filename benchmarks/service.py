@@ -238,7 +238,7 @@ def main() -> None:
         print("grouped, same requests as fifo:", json.dumps(grouped_same))
         result["swaps"] = {
             "pool": "default, memory budget for one model (7,500 MB)",
-            "stream": f"routed expert alternates (topk, k=1, majority), one request every {args.every} s",
+            "stream": f"routed expert alternates (policy random, k=1, majority vote), one request every {args.every} s",
             "grouped": grouped,
             "fifo": fifo,
             "grouped_on_fifo_requests": grouped_same,
