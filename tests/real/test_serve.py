@@ -91,7 +91,9 @@ def test_coe_serve_answers_openai_clients_and_stops_cleanly(tmp_path: Path) -> N
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert code == 0
+    # uvicorn shuts down gracefully (lifespan: the dispatcher stops, engines unload), then
+    # raises the signal it caught again, so the process ends by SIGTERM
+    assert code in (0, -signal.SIGTERM)
     time.sleep(2)
     left = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not left, f"engine processes left behind: {left}"
