@@ -59,6 +59,8 @@ class RunMetrics(BaseModel):
     phases_run: int = 0
     phases_skipped: int = 0
     resumed: int = Field(0, description="Tasks found finished in the run store and not run again.")
+    cache_hits: int = Field(0, description="Tasks answered from the generation cache (no load, no engine call).")
+    cache_misses: int = Field(0, description="Tasks looked up in the generation cache and not found there.")
     failed: int = 0
     wall_seconds: float = 0.0
     overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")
