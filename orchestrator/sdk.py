@@ -38,6 +38,7 @@ from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
 from orchestrator.routing import pool_aggregator_choice, pool_router
 from orchestrator.settings import Settings, load_settings
+from orchestrator.stores import GenerationStore, open_generation_store
 from orchestrator.trace import Answer
 from router import RouteDecision, Router
 from skills import make_embedder
@@ -59,6 +60,11 @@ class Orchestrator:
     manager (``with Orchestrator(...) as coe:``) it keeps engines loaded between calls while
     they fit the memory budget, and unloads them on exit; otherwise each call loads and
     unloads its models.
+
+    Generations are cached by what was asked (``settings.store``; by default an SQLite file in
+    ``runs_dir``): a question asked again with the same experts, prompt and sampling is answered
+    without loading or running anything. ``settings.cache``: ``use`` (read and write),
+    ``refresh`` (write only), ``off``.
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class Orchestrator:
         self._gpu = False
         self._warm: WarmEngines | None = None
         self._busy = threading.RLock()  # one call at a time: calls share the engines
+        self._store: GenerationStore | None = None
+        self._store_lock = threading.Lock()
 
     @classmethod
     def from_pool(cls, pool: str | Path, **settings: object) -> Orchestrator:
@@ -102,10 +110,28 @@ class Orchestrator:
         self.close()
 
     def close(self) -> None:
-        """Unload the engines a warm session kept (nothing to do outside one)."""
+        """Unload the engines a warm session kept, and close the generation store if it was opened."""
         if self._warm is not None:
             warm, self._warm = self._warm, None
             warm.close()
+        with self._store_lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    @property
+    def generation_store(self) -> GenerationStore:
+        """The generation cache's store (``settings.store``, else ``runs_dir/store.sqlite``), opened
+        on first use and kept until ``close``. A Redis store connects when it is first asked."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
+            return self._store
+
+    @property
+    def cache(self) -> GenerationStore | None:
+        """The store runs use as their cache: None when ``settings.cache`` is ``off``."""
+        return None if self.settings.cache == "off" else self.generation_store
 
     def _split_cores(self) -> tuple[int, ...] | None:
         """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
@@ -274,7 +300,15 @@ class Orchestrator:
         the_plan = make_plan(
             tasks, self.pool.specs, budget_mb=budget, footprints=footprints, devices=self.settings.devices
         )
-        executor = Executor(self.engine_factory, None, self.progress, self._warm, self._split_cores())
+        executor = Executor(
+            self.engine_factory,
+            None,
+            self.progress,
+            self._warm,
+            self._split_cores(),
+            cache=self.cache,
+            cache_reads=self.settings.cache == "use",
+        )
         with self._busy:
             return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
@@ -322,6 +356,8 @@ class Orchestrator:
             progress=progress or self.progress,
             on_delta=on_delta,
             skip=skip,
+            cache=self.cache,
+            cache_reads=self.settings.cache == "use",
         )
 
     @property
