@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from pathlib import Path
 
 from common.errors import ConfigError, Unavailable
@@ -128,8 +129,9 @@ class SQLiteGenerationStore:
                 self._db.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                with suppress(sqlite3.Error):  # a closed or broken connection has nothing to roll back
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                 raise Unavailable(f"{self.name} cannot be written: {exc}") from exc
         self.stats.count(written=len(rows))
 
