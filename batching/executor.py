@@ -78,6 +78,7 @@ class _Run:
         self.composed: dict[str, Composed] = {}
         self.stored: set[str] = set()  # tasks checkpointed as their generation arrived
         self.looked: set[str] = set()  # tasks already looked up in the stores (each is looked up once)
+        self.cached: set[str] = set()  # tasks answered from the generation cache
         self.arrived: dict[str, tuple[int, int, int]] = {}  # model -> (arrived, total, tokens) this phase
         self.phase_of: dict[str, int] = {}
         self.metrics = RunMetrics()
@@ -177,6 +178,7 @@ class Executor:
             generations=ordered,
             failed=dict(state.failed),
             composed=dict(state.composed),
+            cached=set(state.cached),
             metrics=metrics,
         )
 
@@ -397,6 +399,7 @@ class Executor:
         with state.lock:
             for tid, generation in hits.items():
                 state.record(tid, generation)
+            state.cached.update(hits)
             state.metrics.cache_hits += len(hits)
             state.metrics.cache_misses += len(keys) - len(hits)
         if hits:

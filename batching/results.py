@@ -78,6 +78,7 @@ class RunResult(BaseModel):
     composed: dict[str, Composed] = Field(
         default_factory=dict, description="Composed task id -> what went into its request."
     )
+    cached: set[str] = Field(default_factory=set, description="Ids of the tasks answered from the generation cache.")
     metrics: RunMetrics
 
 

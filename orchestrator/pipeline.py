@@ -159,6 +159,7 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
         aggregator="majority" if vote else one.aggregator,
         aggregation=aggregation,
         loads=result.metrics.loads,
+        cache_hits=sum(1 for t in (*one.expert_tasks.values(), one.aggregate_task) if t in result.cached),
         timings=Timings(
             route=route_seconds,
             load=result.metrics.load_seconds,

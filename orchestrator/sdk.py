@@ -16,13 +16,13 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from aggregators import SynthesisJob
-from batching import EngineFactory, WarmEngines, make_engine, model_footprint
+from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
@@ -132,6 +132,11 @@ class Orchestrator:
     def cache(self) -> GenerationStore | None:
         """The store runs use as their cache: None when ``settings.cache`` is ``off``."""
         return None if self.settings.cache == "off" else self.generation_store
+
+    def _cache_on_use(self) -> GenerationCache | None:
+        """The cache a run is given: the store, opened when the run first reads or writes it (input
+        refused before that opens nothing)."""
+        return None if self.settings.cache == "off" else _OnFirstUse(lambda: self.generation_store)
 
     def _split_cores(self) -> tuple[int, ...] | None:
         """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
@@ -306,7 +311,7 @@ class Orchestrator:
             self.progress,
             self._warm,
             self._split_cores(),
-            cache=self.cache,
+            cache=self._cache_on_use(),
             cache_reads=self.settings.cache == "use",
         )
         with self._busy:
@@ -356,7 +361,7 @@ class Orchestrator:
             progress=progress or self.progress,
             on_delta=on_delta,
             skip=skip,
-            cache=self.cache,
+            cache=self._cache_on_use(),
             cache_reads=self.settings.cache == "use",
         )
 
@@ -384,6 +389,19 @@ class Orchestrator:
             choice=pool_aggregator_choice(self.pool),
             warm=self._warm,
         )
+
+
+class _OnFirstUse:
+    """A generation cache that opens its store on the first read or write."""
+
+    def __init__(self, store: Callable[[], GenerationStore]) -> None:
+        self._store = store
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
+        return self._store().get_many(keys)
+
+    def put_many(self, entries: Mapping[str, Generation]) -> None:
+        self._store().put_many(entries)
 
 
 def _no_compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:

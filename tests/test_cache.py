@@ -74,7 +74,7 @@ def test_a_second_run_of_the_same_tasks_loads_and_runs_nothing(tmp_path):
         assert m.cache_hits == len(tasks) and m.cache_misses == 0
         assert {t: g.text for t, g in second.generations.items()} == {t: g.text for t, g in first.generations.items()}
         assert all(second.generations[t.id].request_id == (t.request.id if t.request else t.id) for t in tasks)
-        assert cache.stats.hits == len(tasks)
+        assert cache.stats.hits == len(tasks) and second.cached == {t.id for t in tasks} and first.cached == set()
 
 
 def test_only_new_questions_run_and_the_cached_aggregations_are_not_redone():
@@ -206,6 +206,8 @@ def test_sdk_second_batch_makes_no_engine_call_and_no_load(tmp_path):
     second = coe.answer_batch(questions(5))
     assert (engines.loads, engines.calls) == (loads, calls)
     assert [a.text for a in second] == [a.text for a in first] and all(a.trace.loads == 0 for a in second)
+    assert [a.trace.cache_hits for a in first] == [0] * 5 and [a.trace.cache_hits for a in second] == [3] * 5
+    assert "from the cache: 3" in second[0].summary()
     stats = coe.generation_store.stats.snapshot()
     assert stats["hits"] == 15 and stats["bad_entries"] == 0  # 5 x (2 experts + the aggregation)
     assert (tmp_path / "runs" / "store.sqlite").is_file()

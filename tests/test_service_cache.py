@@ -26,6 +26,7 @@ def test_a_repeated_question_is_answered_from_the_cache_and_counted(tmp_path):
         metrics = httpx.get(f"{url}/metrics").text
     assert first.status_code == second.status_code == 200
     assert second.json()["text"] == first.json()["text"] and second.json()["trace"]["loads"] == 0
+    assert first.json()["trace"]["cache_hits"] == 0 and second.json()["trace"]["cache_hits"] == 3
     assert len(engines.asked()) == asked == 3  # two experts and the aggregation, once
     assert counter(metrics, "coe_cache_hits_total") == 3
     assert counter(metrics, "coe_cache_misses_total") == 3
