@@ -126,6 +126,7 @@ class Orchestrator:
         with self._store_lock:
             if self._store is None:
                 self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
+                log.info("generation cache: %s (%s)", self._store.name, self.settings.cache)
             return self._store
 
     @property
