@@ -1,5 +1,6 @@
 """Serving and scheduling: engines, the batch plan, and the executor that runs it."""
 
+from batching.cache import GenerationCache, cacheable
 from batching.engines import (
     DeltaCallback,
     Engine,
@@ -23,6 +24,7 @@ __all__ = [
     "Executor",
     "ExpertSpec",
     "FakeEngine",
+    "GenerationCache",
     "HTTPSource",
     "ModelCost",
     "Phase",
@@ -37,6 +39,7 @@ __all__ = [
     "SQLiteRunStore",
     "VLLMSource",
     "WarmEngines",
+    "cacheable",
     "make_engine",
     "make_plan",
     "model_footprint",

@@ -13,6 +13,14 @@ keeps it while it fits. Phases on different devices run in parallel threads.
 The result holds every task's generation and, for composed tasks, the ``Composed`` record of
 what went into their request.
 
+With a generation cache (``batching.cache``), a task whose request was answered before, in any
+run, is resolved from it the same way: looked up after the run store, before a phase loads
+anything, and again as each wave's composed requests are made; a phase whose tasks all hit
+loads nothing. Each model's finished batch is written to the cache in one call. Requests that
+ask for a fresh sample (temperature above 0, no seed) are neither read nor written;
+``cache_reads=False`` only writes (a refresh). A cache that cannot be reached stops the run
+with its ``Unavailable`` error.
+
 Two hooks for a service: ``on_delta(task id, text)`` hears each task's text as its engine
 generates it (``batching.deltas``); ``skip(task)`` names a reason not to run a task (its caller
 went away). Skip is asked for each pending task when its phase starts, before any model loads
@@ -30,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
+from batching.cache import GenerationCache, cacheable
 from batching.deltas import DeltaListener, DeltaRelay
 from batching.engines.base import Engine, EngineFactory
 from batching.plan import Phase, Plan
@@ -68,6 +77,8 @@ class _Run:
         self.failed: dict[str, str] = {}
         self.composed: dict[str, Composed] = {}
         self.stored: set[str] = set()  # tasks checkpointed as their generation arrived
+        self.looked: set[str] = set()  # tasks already looked up in the stores (each is looked up once)
+        self.cached: set[str] = set()  # tasks answered from the generation cache
         self.arrived: dict[str, tuple[int, int, int]] = {}  # model -> (arrived, total, tokens) this phase
         self.phase_of: dict[str, int] = {}
         self.metrics = RunMetrics()
@@ -85,7 +96,8 @@ class _Run:
 
 
 class Executor:
-    """Runs plans on engines made by ``engine_factory``; checkpoints into ``store`` if given."""
+    """Runs plans on engines made by ``engine_factory``; checkpoints into ``store`` if given, and
+    answers from (and fills) the generation ``cache`` if given."""
 
     def __init__(
         self,
@@ -97,9 +109,13 @@ class Executor:
         *,
         on_delta: DeltaListener | None = None,
         skip: Callable[[Task], str | None] | None = None,
+        cache: GenerationCache | None = None,
+        cache_reads: bool = True,
     ) -> None:
         self.engine_factory = engine_factory
         self.store = store
+        self.cache = cache  # generations of earlier runs by request key; written as batches finish
+        self.cache_reads = cache_reads  # False: never answer from the cache, still write it (refresh)
         self.progress = progress
         self.warm = warm  # a warm session: engines stay loaded between runs while they fit
         # CPU cores to split between co-resident local (vLLM) models, each factory call then
@@ -162,6 +178,7 @@ class Executor:
             generations=ordered,
             failed=dict(state.failed),
             composed=dict(state.composed),
+            cached=set(state.cached),
             metrics=metrics,
         )
 
@@ -183,7 +200,7 @@ class Executor:
     def _phase(self, phase: Phase, state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
         try:
             pending = [tid for tid in phase.tasks if not state.resolved(tid) and not self._skipped(tid, state)]
-            if self.store is not None and pending:
+            if (self.store is not None or self._reading) and pending:
                 self._from_store(pending, state, specs, compose)
                 pending = [tid for tid in pending if not state.resolved(tid)]
             if not pending:
@@ -280,12 +297,20 @@ class Executor:
             ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
             if not ready:
                 raise BadInput(f"phase {phase.index}: tasks {pending[:3]} wait on inputs no earlier phase made")
-            batches: dict[str, list[tuple[str, Request]]] = {}
+            asked: dict[str, tuple[Request, ExpertSpec]] = {}
             for tid in ready:
                 task = state.tasks[tid]
                 request = self._request(task, state, compose, broken)
                 if request is not None:
-                    batches.setdefault(task.model, []).append((tid, request))
+                    asked[tid] = (request, specs[task.model])
+            fresh = {tid: one for tid, one in asked.items() if tid not in state.looked}
+            with state.lock:
+                state.looked.update(fresh)
+            hits = self._from_cache(fresh, state)  # composed during this phase: not looked up before
+            batches: dict[str, list[tuple[str, Request]]] = {}
+            for tid, (request, _) in asked.items():
+                if tid not in hits:
+                    batches.setdefault(state.tasks[tid].model, []).append((tid, request))
             jobs = [
                 pool.submit(self._batch, model, engines[model], items, state, reloaded)
                 for model, items in batches.items()
@@ -312,29 +337,87 @@ class Executor:
             finished = set(ready)
             pending = [tid for tid in pending if tid not in finished]
 
+    @property
+    def _reading(self) -> bool:
+        return self.cache is not None and self.cache_reads
+
     def _from_store(self, pending: list[str], state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
-        """Resolve the phase's tasks whose request already has a stored generation, before any
-        model loads: wave by wave, since a composed task's request is known once its inputs are."""
-        assert self.store is not None
+        """Resolve the phase's tasks whose request already has a stored generation (the run's
+        checkpoint, else the cache), before any model loads: wave by wave, since a composed task's
+        request is known once its inputs are. Each task is looked up once."""
         left = list(pending)
-        while left:
-            ready = [tid for tid in left if all(state.resolved(d) for d in state.tasks[tid].after)]
-            keys: dict[str, str] = {}
+        while True:
+            ready = [
+                tid
+                for tid in left
+                if tid not in state.looked and all(state.resolved(d) for d in state.tasks[tid].after)
+            ]
+            if not ready:
+                return
+            asked: dict[str, tuple[Request, ExpertSpec]] = {}
             for tid in ready:
                 request = self._request(state.tasks[tid], state, compose, {})
                 if request is not None:
-                    keys[tid] = request_key(specs[state.tasks[tid].model], request)
-            stored = self.store.get_many(state.run_id, keys.values())
-            found = {tid: stored[key] for tid, key in keys.items() if key in stored}
+                    asked[tid] = (request, specs[state.tasks[tid].model])
             with state.lock:
-                for tid, generation in found.items():
-                    state.record(tid, generation)
-                state.metrics.resumed += len(found)
-            if found:
-                log.info("run %s: %d task(s) found finished in the store", state.run_id, len(found))
+                state.looked.update(ready)
+            found: dict[str, Generation] = {}
+            if self.store is not None:
+                keys = {tid: request_key(spec, request) for tid, (request, spec) in asked.items()}
+                stored = self.store.get_many(state.run_id, keys.values())
+                found = {tid: stored[key] for tid, key in keys.items() if key in stored}
+                with state.lock:
+                    for tid, generation in found.items():
+                        state.record(tid, generation)
+                    state.metrics.resumed += len(found)
+                if found:
+                    log.info("run %s: %d task(s) found finished in the store", state.run_id, len(found))
+            hits = self._from_cache({tid: one for tid, one in asked.items() if tid not in found}, state)
             left = [tid for tid in left if not state.resolved(tid)]
-            if not found:
+            if not found and not hits:
                 return
+
+    def _from_cache(self, asked: Mapping[str, tuple[Request, ExpertSpec]], state: _Run) -> set[str]:
+        """Resolve the tasks whose request the cache has answered before; returns them. Requests
+        that ask for a fresh sample are not looked up."""
+        if not self._reading or not asked:
+            return set()
+        assert self.cache is not None
+        keys = {
+            tid: request_key(spec, request)
+            for tid, (request, spec) in asked.items()
+            if cacheable(request.sampling(spec.sampling))
+        }
+        if not keys:
+            return set()
+        cached = self.cache.get_many(keys.values())
+        hits = {
+            tid: cached[key].model_copy(update={"request_id": asked[tid][0].id})
+            for tid, key in keys.items()
+            if key in cached
+        }
+        with state.lock:
+            for tid, generation in hits.items():
+                state.record(tid, generation)
+            state.cached.update(hits)
+            state.metrics.cache_hits += len(hits)
+            state.metrics.cache_misses += len(keys) - len(hits)
+        if hits:
+            log.info("run %s: %d of %d task(s) answered from the cache", state.run_id, len(hits), len(keys))
+        return set(hits)
+
+    def _to_cache(self, spec: ExpertSpec, items: list[tuple[str, Request]], out: Mapping[str, Generation]) -> None:
+        """Write a model's finished batch to the cache in one call (fresh samples left out)."""
+        if self.cache is None:
+            return
+        requests = dict(items)
+        entries = {
+            request_key(spec, requests[tid]): generation
+            for tid, generation in out.items()
+            if generation.ok and tid in requests and cacheable(requests[tid].sampling(spec.sampling))
+        }
+        if entries:
+            self.cache.put_many(entries)
 
     def _skipped(self, task_id: str, state: _Run) -> bool:
         """Whether ``skip`` names a reason not to run the task (then recorded as its failure)."""
@@ -482,6 +565,7 @@ class Executor:
         if self.store is not None and unsaved:
             requests = dict(items)
             self.store.put(state.run_id, {request_key(engine.spec, requests[tid]): g for tid, g in unsaved.items()})
+        self._to_cache(engine.spec, items, finished)
         with state.lock:
             for tid, generation in out.items():
                 state.record(tid, generation)

@@ -59,6 +59,8 @@ class RunMetrics(BaseModel):
     phases_run: int = 0
     phases_skipped: int = 0
     resumed: int = Field(0, description="Tasks found finished in the run store and not run again.")
+    cache_hits: int = Field(0, description="Tasks answered from the generation cache (no load, no engine call).")
+    cache_misses: int = Field(0, description="Tasks looked up in the generation cache and not found there.")
     failed: int = 0
     wall_seconds: float = 0.0
     overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")
@@ -76,6 +78,7 @@ class RunResult(BaseModel):
     composed: dict[str, Composed] = Field(
         default_factory=dict, description="Composed task id -> what went into its request."
     )
+    cached: set[str] = Field(default_factory=set, description="Ids of the tasks answered from the generation cache.")
     metrics: RunMetrics
 
 

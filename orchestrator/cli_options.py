@@ -15,6 +15,14 @@ KOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache (default: settings.cache_dir).")]
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Shared data folder (default: settings.data_dir).")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Generation cache: a redis:// URL or an SQLite file (default: settings.store)."),
+]
+CacheModeOpt = Annotated[
+    str | None,
+    typer.Option("--cache", help="use, refresh (write only) or off (default: settings.cache)."),
+]
 BenchmarkOpt = Annotated[
     str,
     typer.Option("--benchmark", "-b", help="A built-in benchmark (mmlu_pro, gpqa, aime, medmcqa, ...) or a spec file."),

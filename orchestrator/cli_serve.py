@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_options import DataOpt, PolicyOpt, PoolOpt
+from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt
 
 
 def serve_command(
@@ -35,6 +35,8 @@ def serve_command(
     ] = True,
     gather_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for requests to join it.")] = 20.0,
     data_dir: DataOpt = None,
+    store: StoreOpt = None,
+    cache: CacheModeOpt = None,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
@@ -45,7 +47,9 @@ def serve_command(
     from orchestrator.service.app import create_app
     from orchestrator.settings import SERVICE_ENV, ServiceSettings
 
-    core = _settings(pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb)
+    core = _settings(
+        pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb, store=store, cache=cache
+    )
     settings = ServiceSettings(
         core=core,
         host=host,

@@ -30,6 +30,7 @@ from aggregators import (
     synthesis_outcome,
 )
 from batching import EngineFactory, WarmEngines
+from batching.cache import GenerationCache
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
@@ -158,6 +159,7 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
         aggregator="majority" if vote else one.aggregator,
         aggregation=aggregation,
         loads=result.metrics.loads,
+        cache_hits=sum(1 for t in (*one.expert_tasks.values(), one.aggregate_task) if t in result.cached),
         timings=Timings(
             route=route_seconds,
             load=result.metrics.load_seconds,
@@ -201,6 +203,10 @@ class Pipeline:
     """Hears each task's text as it is generated (task id, new text), where the engine streams."""
     skip: Callable[[Task], str | None] | None = None
     """Why a task should not run (e.g. its request was cancelled), or None."""
+    cache: GenerationCache | None = None
+    """Generations of earlier runs by what was asked: hits run nothing, new ones are written."""
+    cache_reads: bool = True
+    """False: never answer from the cache, still write to it (a refresh)."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -276,6 +282,8 @@ class Pipeline:
             self.cores,
             on_delta=self.on_delta,
             skip=self.skip,
+            cache=self.cache,
+            cache_reads=self.cache_reads,
         )
         result = executor.run(
             plan,

@@ -16,13 +16,13 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from aggregators import SynthesisJob
-from batching import EngineFactory, WarmEngines, make_engine, model_footprint
+from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import SQLiteRunStore
@@ -38,6 +38,7 @@ from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
 from orchestrator.routing import pool_aggregator_choice, pool_router
 from orchestrator.settings import Settings, load_settings
+from orchestrator.stores import GenerationStore, open_generation_store
 from orchestrator.trace import Answer
 from router import RouteDecision, Router
 from skills import make_embedder
@@ -59,6 +60,11 @@ class Orchestrator:
     manager (``with Orchestrator(...) as coe:``) it keeps engines loaded between calls while
     they fit the memory budget, and unloads them on exit; otherwise each call loads and
     unloads its models.
+
+    Generations are cached by what was asked (``settings.store``; by default an SQLite file in
+    ``runs_dir``): a question asked again with the same experts, prompt and sampling is answered
+    without loading or running anything. ``settings.cache``: ``use`` (read and write),
+    ``refresh`` (write only), ``off``.
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class Orchestrator:
         self._gpu = False
         self._warm: WarmEngines | None = None
         self._busy = threading.RLock()  # one call at a time: calls share the engines
+        self._store: GenerationStore | None = None
+        self._store_lock = threading.Lock()
 
     @classmethod
     def from_pool(cls, pool: str | Path, **settings: object) -> Orchestrator:
@@ -102,10 +110,34 @@ class Orchestrator:
         self.close()
 
     def close(self) -> None:
-        """Unload the engines a warm session kept (nothing to do outside one)."""
+        """Unload the engines a warm session kept, and close the generation store if it was opened."""
         if self._warm is not None:
             warm, self._warm = self._warm, None
             warm.close()
+        with self._store_lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    @property
+    def generation_store(self) -> GenerationStore:
+        """The generation cache's store (``settings.store``, else ``runs_dir/store.sqlite``), opened
+        on first use and kept until ``close``. A Redis store connects when it is first asked."""
+        with self._store_lock:
+            if self._store is None:
+                self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
+                log.info("generation cache: %s (%s)", self._store.name, self.settings.cache)
+            return self._store
+
+    @property
+    def cache(self) -> GenerationStore | None:
+        """The store runs use as their cache: None when ``settings.cache`` is ``off``."""
+        return None if self.settings.cache == "off" else self.generation_store
+
+    def _cache_on_use(self) -> GenerationCache | None:
+        """The cache a run is given: the store, opened when the run first reads or writes it (input
+        refused before that opens nothing)."""
+        return None if self.settings.cache == "off" else _OnFirstUse(lambda: self.generation_store)
 
     def _split_cores(self) -> tuple[int, ...] | None:
         """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
@@ -274,7 +306,15 @@ class Orchestrator:
         the_plan = make_plan(
             tasks, self.pool.specs, budget_mb=budget, footprints=footprints, devices=self.settings.devices
         )
-        executor = Executor(self.engine_factory, None, self.progress, self._warm, self._split_cores())
+        executor = Executor(
+            self.engine_factory,
+            None,
+            self.progress,
+            self._warm,
+            self._split_cores(),
+            cache=self._cache_on_use(),
+            cache_reads=self.settings.cache == "use",
+        )
         with self._busy:
             return executor.run(the_plan, tasks, self.pool.specs, _no_compose, run_id=run_id or "tasks").generations
 
@@ -322,6 +362,8 @@ class Orchestrator:
             progress=progress or self.progress,
             on_delta=on_delta,
             skip=skip,
+            cache=self._cache_on_use(),
+            cache_reads=self.settings.cache == "use",
         )
 
     @property
@@ -348,6 +390,19 @@ class Orchestrator:
             choice=pool_aggregator_choice(self.pool),
             warm=self._warm,
         )
+
+
+class _OnFirstUse:
+    """A generation cache that opens its store on the first read or write."""
+
+    def __init__(self, store: Callable[[], GenerationStore]) -> None:
+        self._store = store
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
+        return self._store().get_many(keys)
+
+    def put_many(self, entries: Mapping[str, Generation]) -> None:
+        self._store().put_many(entries)
 
 
 def _no_compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:

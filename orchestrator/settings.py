@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError, config_error
+from orchestrator.stores.target import store_kind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +42,35 @@ class Settings(BaseModel):
     devices: int = Field(1, ge=1, le=64, description="Devices (GPUs) the planner may spread phases over.")
     policy: str = Field("all", min_length=1, description="Routing policy used by answer().")
     k: int = Field(3, ge=1, le=64, description="Experts per question for policies that take k.")
+    store: str | None = Field(
+        None,
+        min_length=1,
+        description="The generation cache: a redis:// or rediss:// URL (replicas share it) or an SQLite file; "
+        "None: runs_dir/store.sqlite.",
+    )
+    cache: Literal["use", "refresh", "off"] = Field(
+        "use",
+        description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
+        "still write it; off: neither.",
+    )
+    cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
 
     @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
     @classmethod
     def _expand_home(cls, path: Path) -> Path:
         return path.expanduser()
+
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_target(cls, target: str | None) -> str | None:
+        if target is not None:
+            store_kind(target)  # a ConfigError (a ValueError) names what is wrong with it
+        return target
+
+    @property
+    def store_target(self) -> str | Path:
+        """What ``orchestrator.stores.open_generation_store`` opens: ``store``, or the default file."""
+        return self.store if self.store is not None else self.runs_dir / "store.sqlite"
 
     @property
     def embeddings_dir(self) -> Path:
@@ -67,6 +92,9 @@ _ENV = {
     "log_level": "COE_LOG_LEVEL",
     "memory_budget_mb": "COE_MEMORY_BUDGET_MB",
     "policy": "COE_POLICY",
+    "store": "COE_STORE",
+    "cache": "COE_CACHE",
+    "cache_ttl_s": "COE_CACHE_TTL_S",
 }
 
 

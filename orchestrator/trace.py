@@ -36,6 +36,7 @@ class Trace(BaseModel):
     aggregation: AggregationResult | None = Field(None, description="None when no expert answered.")
     timings: Timings = Field(default_factory=Timings)
     loads: int = Field(0, description="Model loads of the batch run.")
+    cache_hits: int = Field(0, description="This answer's generations (experts, aggregation) taken from the cache.")
 
     @property
     def policy(self) -> str:
@@ -81,5 +82,6 @@ class Answer(BaseModel):
             lines.append(f"Aggregator: {t.aggregator} ({how}, {a.tokens_out} tokens, {a.seconds:.1f}s)")
         tin, tout = t.tokens
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in t.timings.model_dump().items())
-        lines.append(f"Tokens: {tin} in, {tout} out; model loads: {t.loads}; {stages}")
+        cached = f"; from the cache: {t.cache_hits}" if t.cache_hits else ""
+        lines.append(f"Tokens: {tin} in, {tout} out; model loads: {t.loads}{cached}; {stages}")
         return "\n".join(lines)

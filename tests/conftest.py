@@ -51,3 +51,11 @@ def vllm_spec():
         return ExpertSpec(name=name, source={"kind": "vllm", "model": model}, memory_mb=memory_mb)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _own_runs_dir(tmp_path, monkeypatch):
+    """Each test's default runs folder (``COE_RUNS_DIR``) is its own, and with it the default
+    generation cache (``runs_dir/store.sqlite``): no test is answered from another's generations,
+    and nothing is written to the working folder. Settings given ``runs_dir`` or ``store`` keep theirs."""
+    monkeypatch.setenv("COE_RUNS_DIR", str(tmp_path / "coe-runs"))

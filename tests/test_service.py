@@ -56,13 +56,15 @@ class Engines:
         return sum(e.loads for e in self.made)
 
 
-def make_app(tmp_path, engines, *, budget=20_000, **service):
+def make_app(tmp_path, engines, *, budget=20_000, cache="use", store=None, **service):
     core = load_settings(
         pool=PROJECT_ROOT / "pools" / "default",
         runs_dir=tmp_path / "runs",
         memory_budget_mb=budget,
         policy="all",
         max_question_chars=2_000,
+        cache=cache,
+        store=store,
     )
     settings = ServiceSettings(core=core, **service)
     return create_app(settings, service=Service(settings, Orchestrator(core, engine_factory=engines)))
@@ -74,7 +76,8 @@ def server(tmp_path_factory):
     keys = tmp / "keys.txt"
     keys.write_text(f"# the test's key\n{KEY}\n")
     engines = Engines()
-    app = make_app(tmp, engines, api_keys_file=keys, max_body_bytes=4_096)
+    # these tests ask some questions twice and watch the aggregator stream: no answers from the cache
+    app = make_app(tmp, engines, api_keys_file=keys, max_body_bytes=4_096, cache="off")
     with serving(app) as url:
         yield url, engines
 

@@ -1,13 +1,18 @@
 """What ``GET /metrics`` shows, with prometheus-client: one registry per app (tests run several).
 
 Requests and errors by route and kind, latency per route and per stage of an answer, tokens,
-model loads and swaps (an unload to make room for another model), requests waiting, and the
-work each expert still has in the batch in flight.
+model loads and swaps (an unload to make room for another model), requests waiting, the
+work each expert still has in the batch in flight, and the generation cache's hits, misses and
+bad entries (read from the store's own counters when /metrics is asked).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -49,6 +54,32 @@ class Metrics:
         )
         self.cancelled = Counter("coe_cancelled", "Requests whose client went away before the answer.", registry=r)
         self.coalesced = Counter("coe_coalesced", "Requests answered by another identical request's work.", registry=r)
+        self.cache = _CacheCounts()
+        r.register(self.cache)
+
+
+_CACHE_COUNTS = (
+    ("hits", "Generations answered from the cache (no load, no engine call)."),
+    ("misses", "Generations looked up in the cache and not found."),
+    ("bad_entries", "Cache entries ignored: unreadable, or not matching their key or digest."),
+)
+
+
+class _CacheCounts(Collector):
+    """``coe_cache_{hits,misses,bad_entries}_total``, read from ``source`` (the store's counters)
+    at each scrape; zero while no store is open."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        counts = self.source() if self.source is not None else {}
+        for name, help_text in _CACHE_COUNTS:
+            yield CounterMetricFamily(f"coe_cache_{name}", help_text, value=counts.get(name, 0))
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        for name, help_text in _CACHE_COUNTS:
+            yield CounterMetricFamily(f"coe_cache_{name}", help_text)
 
 
 __all__ = ["Metrics"]

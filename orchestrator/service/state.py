@@ -12,7 +12,7 @@ from pathlib import Path
 from batching import ExpertSpec, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
-from common.errors import NotFound
+from common.errors import CoeError, NotFound
 from common.query import Query
 from orchestrator.inputs import check_k, check_policy
 from orchestrator.sdk import Orchestrator
@@ -55,6 +55,9 @@ class Service:
     def start(self) -> None:
         self.coe.__enter__()
         self.coe.router()  # the default router's artefacts (classifier, encoder) load now, not on a request
+        cache = self.coe.cache  # opened now: a file that is not a store stops the start, not a request
+        if cache is not None:
+            self.metrics.cache.source = cache.stats.snapshot
         self.dispatcher.start()
         log.info("serving pool %s (%d experts)", self.pool, len(self.coe.pool.expert_names))
 
@@ -139,8 +142,8 @@ class Service:
     # -- health -----------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready when the dispatcher runs, every expert is loaded or loadable, and the runs folder
-        is writable; the details say which part is not."""
+        """Ready when the dispatcher runs, every expert is loaded or loadable, the runs folder is
+        writable and the generation store answers; the details say which part is not."""
         problems: dict[str, str] = {}
         if not self.dispatcher.alive:
             problems["dispatcher"] = "not running"
@@ -154,6 +157,12 @@ class Service:
         runs = self.coe.settings.runs_dir
         if not _writable(runs):
             problems["store"] = f"cannot write to {runs}"
+        cache = self.coe.cache
+        if cache is not None:
+            try:
+                cache.ping()
+            except CoeError as exc:
+                problems["cache"] = str(exc)
         details: dict[str, object] = {"pool": self.pool, "experts": experts, "queue": self.dispatcher.depth}
         if problems:
             details["problems"] = problems
