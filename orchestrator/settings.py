@@ -41,6 +41,12 @@ class Settings(BaseModel):
     devices: int = Field(1, ge=1, le=64, description="Devices (GPUs) the planner may spread phases over.")
     policy: str = Field("all", min_length=1, description="Routing policy used by answer().")
     k: int = Field(3, ge=1, le=64, description="Experts per question for policies that take k.")
+    store: str | None = Field(
+        None,
+        min_length=1,
+        description="Where batch jobs (and the generation cache) are kept: a redis:// URL shared by replicas, "
+        "or an SQLite file path; None: runs_dir/store.sqlite.",
+    )
 
     @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
     @classmethod
@@ -67,6 +73,7 @@ _ENV = {
     "log_level": "COE_LOG_LEVEL",
     "memory_budget_mb": "COE_MEMORY_BUDGET_MB",
     "policy": "COE_POLICY",
+    "store": "COE_STORE",
 }
 
 
@@ -83,6 +90,32 @@ def load_settings(**overrides: object) -> Settings:
             return f"{field} (from {_ENV[field]})" if from_env else field
 
         raise config_error(exc, "settings", describe=source) from exc
+
+
+class JobSettings(BaseModel):
+    """How batch jobs are run: by worker threads of ``coe serve`` and by ``coe worker``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(1, ge=0, le=64, description="Job worker threads in each service process (0: none).")
+    chunk: int = Field(
+        50, ge=1, le=100_000, description="Questions run per step; progress and cancellation are seen between steps."
+    )
+    heartbeat_s: float = Field(5.0, gt=0, le=3600, description="How often a worker says it still runs its job.")
+    reclaim_s: float = Field(
+        60.0, gt=0, le=86_400, description="A running job silent this long is taken over (Redis: XAUTOCLAIM min idle)."
+    )
+    max_attempts: int = Field(5, ge=1, le=1000, description="Claims of one job before it is failed as abandoned.")
+    poll_s: float = Field(1.0, gt=0, le=60, description="How long an idle worker waits for a job per look.")
+
+    @model_validator(mode="after")
+    def _reclaim_after_heartbeat(self) -> JobSettings:
+        if self.reclaim_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"reclaim_s ({self.reclaim_s}) must be over twice heartbeat_s ({self.heartbeat_s}): "
+                "a live worker's job would be taken over"
+            )
+        return self
 
 
 class ServiceSettings(BaseModel):
@@ -105,6 +138,7 @@ class ServiceSettings(BaseModel):
     grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
     max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
     gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+    jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
 
     @field_validator("api_keys_file", mode="after")
     @classmethod
