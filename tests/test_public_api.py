@@ -9,7 +9,17 @@ import sys
 
 import pytest
 
-PACKAGES = ["common", "batching", "batching.engines", "eval", "skills", "router", "aggregators", "orchestrator"]
+PACKAGES = [
+    "common",
+    "batching",
+    "batching.engines",
+    "eval",
+    "skills",
+    "router",
+    "aggregators",
+    "orchestrator",
+    "orchestrator.stores",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -176,6 +176,8 @@ class SQLiteJobStore:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def _claim_once(self, worker: WorkerId) -> Job | None:
+        if not self._read("SELECT 1 FROM jobs WHERE state IN ('queued', 'running') LIMIT 1"):
+            return None  # nothing to take: no write lock taken
         now = time.time()
         with self._tx() as db:
             running = db.execute(
