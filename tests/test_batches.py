@@ -173,9 +173,9 @@ def test_results_before_the_end_are_409_and_cancel_stops_the_job(tmp_path):
         assert "is running" in early.json()["error"]["message"]
         cancelled = call(url, "DELETE", f"/v1/batches/{job['id']}")
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-        time.sleep(0.5)  # the worker sees it between steps
+        time.sleep(0.3)  # the worker sees it between steps
         asked = len(engines.asked())
-        time.sleep(0.5)
+        time.sleep(0.3)
         assert len(engines.asked()) == asked < 40 * 3  # nothing more was generated
         assert call(url, "DELETE", f"/v1/batches/{job['id']}").json()["state"] == "cancelled"
         after = call(url, "GET", f"/v1/batches/{job['id']}/results")

@@ -228,12 +228,15 @@ class RedisJobStore:
     # -- the API's side ------------------------------------------------------------------------------
 
     def create(self, request: JobRequest, total: int) -> Job:
-        job_id = new_job_id()
+        job_id, now = new_job_id(), time.time()
         with self._guard():
             self._ensure_group()
             keys = [self._key(job_id), self._queue, self._index]
-            self._create(keys=keys, args=[job_id, request.model_dump_json(), total, time.time()])
-            return self._job(job_id, cast(dict, self._r.hgetall(self._key(job_id))))
+            self._create(keys=keys, args=[job_id, request.model_dump_json(), total, now])
+        # as made: a worker may have taken it already
+        return Job.model_validate(
+            {"id": job_id, "state": "queued", "request": request, "total": total, "created": now, "updated": now}
+        )
 
     def get(self, job_id: str) -> Job:
         with self._guard():
