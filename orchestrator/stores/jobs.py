@@ -13,6 +13,10 @@ the stream entry has been idle that long, ``XAUTOCLAIM``). Taking over is safe e
 store under the job's id, keyed by what was asked, so the new worker reads back what the old
 one made, a generation made by both is the same answer, and a worker that learns it lost its
 job (``heartbeat``/``finish`` answer ``lost``) stops without writing anything.
+
+The run store is the SQLite file under ``runs_dir``: workers share its checkpoints when they
+share that folder (one machine). A worker on another machine taking over a job regenerates
+what the dead one had made, until the generations are kept in a store the machines share.
 """
 
 from __future__ import annotations

@@ -206,3 +206,23 @@ def test_a_killed_service_restarted_completes_its_job_without_generating_again(w
     assert job["attempts"] == 2
     assert len(stored_tasks(world.runs, job_id)) == TOTAL
     check_results(url, job_id)
+
+
+def test_a_worker_stopped_with_sigterm_hands_its_job_back(world: World) -> None:
+    url = world.serve("--job-workers", "0")
+    job_id = world.submit(url)
+    worker = world.start("worker", "--chunk", "5", *RECLAIM, name="worker")
+    deadline = time.monotonic() + 180
+    while len(served(world.log)) < TOTAL // 3:
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, (world.tmp / "worker.log").read_text()[-3000:]
+    assert "stopped after 1 job(s)" in (world.tmp / "worker.log").read_text()
+    assert httpx.get(f"{url}/v1/batches/{job_id}").json()["state"] == "queued"  # at once, for any worker
+    with regenerations_counted(world, job_id) as again:
+        world.start("worker", "--chunk", "5", *RECLAIM, name="worker")
+        job = world.wait_done(url, job_id)
+    assert job["state"] == "done" and again == []
+    assert job["attempts"] == 1  # a job handed back is not counted as a failed attempt
+    check_results(url, job_id)
