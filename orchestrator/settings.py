@@ -43,7 +43,6 @@ class Settings(BaseModel):
     k: int = Field(3, ge=1, le=64, description="Experts per question for policies that take k.")
     store: str | None = Field(
         None,
-        min_length=1,
         description="Where batch jobs (and the generation cache) are kept: a redis:// URL shared by replicas, "
         "or an SQLite file path; None: runs_dir/store.sqlite.",
     )
