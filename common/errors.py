@@ -9,6 +9,7 @@
     ├── ConfigError               a settings or pool file is malformed (names file and field)
     ├── NotFound                  a named thing does not exist (expert, policy, data file)
     │   └── ReplayMiss            no recorded answer for (model, question id)
+    ├── Conflict                  the record is not in a state that allows this (a batch job not finished)
     └── EngineError               a model engine failed
         ├── EngineLoadError       the model could not be loaded or converted
         ├── EndpointError         an HTTP endpoint is dead, wrong, or answered badly
@@ -79,6 +80,11 @@ class NotFound(CoeError, LookupError):
 
 class ReplayMiss(NotFound):
     """The replay recordings hold no answer for this model and question."""
+
+
+class Conflict(CoeError):
+    """The record asked about is not in a state that allows this request (e.g. the results of a
+    batch job that has not finished, or cancelling one that has)."""
 
 
 class EngineError(CoeError, RuntimeError):

@@ -102,7 +102,7 @@ def _load(directory: Path, which: str, method: str) -> tuple[RunInfo, dict[tuple
         key = (result.question_id, result.sample)
         if key in keyed:
             raise BadInput(f"run {which} ({directory}): question {key[0]!r} sample {key[1]} appears twice")
-        if method in result.methods:
+        if method in result.methods and result.methods[method].correct is not None:  # None: not scored
             keyed[key] = result
     return info, keyed
 
@@ -136,7 +136,7 @@ def compare(a_dir: Path, b_dir: Path, method: str = "ours") -> Comparison:
     pairs: list[tuple[bool, bool]] = []
     by_category: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for key in shared:
-        pair = (a[key].methods[method].correct, b[key].methods[method].correct)
+        pair = (bool(a[key].methods[method].correct), bool(b[key].methods[method].correct))
         pairs.append(pair)
         category = category_of(a[key]) if a[key].category else category_of(b[key])
         by_category[category].append(pair)

@@ -163,13 +163,13 @@ def _summarise_method(
 ) -> MethodSummary:
     described = {m.name: m for m in info.methods}.get(name)
     answered = [(r, r.methods[name]) for r in results if name in r.methods]
-    hits = [m.correct for _, m in answered]
-    overall = _score(hits)
+    scored = [(r, m.correct) for r, m in answered if m.correct is not None]  # None: no gold answer
+    overall = _score([hit for _, hit in scored])
     by_category: dict[str, list[bool]] = defaultdict(list)
     by_sample: dict[int, list[bool]] = defaultdict(list)
-    for result, outcome in answered:
-        by_category[category_of(result)].append(outcome.correct)
-        by_sample[result.sample].append(outcome.correct)
+    for result, hit in scored:
+        by_category[category_of(result)].append(hit)
+        by_sample[result.sample].append(hit)
     aggregations = sorted({m.aggregation for _, m in answered})
     return MethodSummary(
         name=name,

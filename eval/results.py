@@ -32,7 +32,7 @@ class ExpertResult(BaseModel):
     expert: str
     text: str = Field("", description="The raw answer.")
     answer: str | None = Field(None, description="The extracted answer (a recording's own when it has one).")
-    correct: bool = False
+    correct: bool | None = Field(False, description="None: not scored (the question has no gold answer).")
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
@@ -46,7 +46,7 @@ class MethodResult(BaseModel):
 
     experts: tuple[str, ...] = Field(..., description="The experts this method consulted.")
     final: str | None = Field(None, description="The method's final answer, extracted.")
-    correct: bool = False
+    correct: bool | None = Field(False, description="None: not scored (the question has no gold answer).")
     aggregation: str = Field(..., description="synthesis, majority, weighted, single or oracle.")
     aggregator: str | None = Field(None, description="The model that wrote the final answer (synthesis).")
     text: str = Field("", description="The aggregator's text (synthesis only).")
@@ -65,7 +65,7 @@ class QuestionResult(BaseModel):
     sample: int = Field(0, ge=0, description="Which of the run's --samples (0-based).")
     benchmark: str
     category: str | None = None
-    gold: str
+    gold: str | None = Field(..., description="The reference answer; None for a batch job's own questions.")
     skills: dict[str, float] = Field(default_factory=dict, description="The route's top skills and weights.")
     confidence: float = 0.0
     experts: tuple[ExpertResult, ...] = Field(..., description="Every expert answer any method used.")

@@ -25,6 +25,7 @@ from orchestrator.cli_options import (
     SplitOpt,
 )
 from orchestrator.cli_serve import serve_command
+from orchestrator.cli_worker import worker_command
 
 app = typer.Typer(
     add_completion=False,
@@ -240,6 +241,7 @@ def report(
 
 app.command("eval")(eval_command)
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
 
 
 @models_app.command("prepare")

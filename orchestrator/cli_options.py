@@ -17,7 +17,10 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Model cache 
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Shared data folder (default: settings.data_dir).")]
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="Generation cache: a redis:// URL or an SQLite file (default: settings.store)."),
+    typer.Option(
+        "--store",
+        help="Generation cache and batch jobs: a redis:// URL or an SQLite file (default: settings.store).",
+    ),
 ]
 CacheModeOpt = Annotated[
     str | None,

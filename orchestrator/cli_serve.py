@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt
+from orchestrator.cli_worker import HeartbeatOpt, ReclaimOpt, job_settings
 
 
 def serve_command(
@@ -38,9 +39,14 @@ def serve_command(
     store: StoreOpt = None,
     cache: CacheModeOpt = None,
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+    job_workers: Annotated[
+        int | None, typer.Option(min=0, max=64, help="Batch job worker threads per process (default: settings).")
+    ] = None,
+    job_reclaim_s: ReclaimOpt = None,
+    job_heartbeat_s: HeartbeatOpt = None,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
-    GET /v1/models, GET /healthz, /readyz and /metrics."""
+    GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics."""
     import uvicorn
 
     from orchestrator.cli import _settings
@@ -50,6 +56,7 @@ def serve_command(
     core = _settings(
         pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb, store=store, cache=cache
     )
+    jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
     settings = ServiceSettings(
         core=core,
         host=host,
@@ -60,6 +67,7 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         grouping=grouping,
         gather_ms=gather_ms,
+        jobs=jobs,
     )
     if api_keys is not None:
         from orchestrator.service.security import ApiKeys

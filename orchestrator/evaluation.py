@@ -277,7 +277,7 @@ def score(routed: Routed, result: RunResult, bench: Benchmark, config: EvalConfi
                 )
                 for a in answers.values()
             )
-            right = {e.expert: e.correct for e in experts}
+            right = {e.expert: bool(e.correct) for e in experts}
             outcomes = {
                 method.name: _method_result(
                     method, routed.asked[method.name][i], answers, right, result, sample, question, bench

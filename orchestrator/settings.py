@@ -45,8 +45,8 @@ class Settings(BaseModel):
     store: str | None = Field(
         None,
         min_length=1,
-        description="The generation cache: a redis:// or rediss:// URL (replicas share it) or an SQLite file; "
-        "None: runs_dir/store.sqlite.",
+        description="Where generations (the cache) and batch jobs are kept: a redis:// or rediss:// URL "
+        "(replicas share it) or an SQLite file; None: runs_dir/store.sqlite.",
     )
     cache: Literal["use", "refresh", "off"] = Field(
         "use",
@@ -113,6 +113,32 @@ def load_settings(**overrides: object) -> Settings:
         raise config_error(exc, "settings", describe=source) from exc
 
 
+class JobSettings(BaseModel):
+    """How batch jobs are run: by worker threads of ``coe serve`` and by ``coe worker``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(1, ge=0, le=64, description="Job worker threads in each service process (0: none).")
+    chunk: int = Field(
+        50, ge=1, le=100_000, description="Questions run per step; progress and cancellation are seen between steps."
+    )
+    heartbeat_s: float = Field(5.0, gt=0, le=3600, description="How often a worker says it still runs its job.")
+    reclaim_s: float = Field(
+        60.0, gt=0, le=86_400, description="A running job silent this long is taken over (Redis: XAUTOCLAIM min idle)."
+    )
+    max_attempts: int = Field(5, ge=1, le=1000, description="Claims of one job before it is failed as abandoned.")
+    poll_s: float = Field(1.0, gt=0, le=60, description="How long an idle worker waits for a job per look.")
+
+    @model_validator(mode="after")
+    def _reclaim_after_heartbeat(self) -> JobSettings:
+        if self.reclaim_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"reclaim_s ({self.reclaim_s}) must be over twice heartbeat_s ({self.heartbeat_s}): "
+                "a live worker's job would be taken over"
+            )
+        return self
+
+
 class ServiceSettings(BaseModel):
     """``coe serve``: the core settings, where it listens, and its limits."""
 
@@ -133,6 +159,7 @@ class ServiceSettings(BaseModel):
     grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
     max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
     gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+    jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
 
     @field_validator("api_keys_file", mode="after")
     @classmethod

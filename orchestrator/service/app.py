@@ -1,7 +1,8 @@
 """The FastAPI app: ``create_app(settings)``. State is made in the lifespan; routes are thin.
 
 Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completions`` and
-``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), ``GET /healthz``,
+``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), batch jobs under
+``/v1/batches`` (``orchestrator.service.batches``), ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics``. ``/v1`` routes need an API key when keys are configured and
 count against the rate limit. Every error is one JSON body, from the table in
 ``orchestrator.service.errors``.
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import CoeError, RateLimited, TooLarge
-from orchestrator.service import answers, chat
+from orchestrator.service import answers, batches, chat
 from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.service.guard import guard
 from orchestrator.service.state import Service
@@ -56,6 +57,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     protected = [Depends(guard)]
     app.include_router(answers.router, dependencies=protected)
     app.include_router(chat.router, dependencies=protected)
+    app.include_router(batches.router, dependencies=protected)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -12,15 +12,17 @@ from pathlib import Path
 from batching import ExpertSpec, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
-from common.errors import CoeError, NotFound
+from common.errors import CoeError, NotFound, Unavailable
 from common.query import Query
 from orchestrator.inputs import check_k, check_policy
+from orchestrator.jobs_worker import JobWorker
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.security import ApiKeys, RateLimiter
 from orchestrator.settings import ServiceSettings
+from orchestrator.stores.jobs import JobStore, open_job_store, store_location
 from orchestrator.trace import Answer
 from router import POLICIES
 
@@ -47,6 +49,10 @@ class Service:
             on_queue=self.metrics.queue.set,
             on_wait=self.metrics.stage.labels("queue").observe,
         )
+        jobs = settings.jobs
+        location = store_location(settings.core.store, settings.core.runs_dir)
+        self.jobs: JobStore = open_job_store(location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts)
+        self.job_workers = [JobWorker(self.coe, self.jobs, jobs, label=f"w{i}") for i in range(jobs.workers)]
 
     @property
     def pool(self) -> str:
@@ -59,12 +65,19 @@ class Service:
         if cache is not None:
             self.metrics.cache.source = cache.stats.snapshot
         self.dispatcher.start()
+        for worker in self.job_workers:
+            worker.start()
         log.info("serving pool %s (%d experts)", self.pool, len(self.coe.pool.expert_names))
 
     def stop(self) -> None:
+        for worker in self.job_workers:
+            worker.stopping.set()  # each ends its step and hands its job back
+        for worker in self.job_workers:
+            worker.stop(timeout=600)
         self.dispatcher.stop(timeout=600)
         self._serving[0] = False
         self.coe.close()
+        self.jobs.close()
 
     # -- asking ---------------------------------------------------------------------------------
 
@@ -163,7 +176,15 @@ class Service:
                 cache.ping()
             except CoeError as exc:
                 problems["cache"] = str(exc)
+        try:
+            self.jobs.check()
+        except Unavailable as exc:
+            problems["jobs"] = str(exc)
+        working = sum(w.alive for w in self.job_workers)
+        if working < len(self.job_workers):
+            problems["job workers"] = f"{len(self.job_workers) - working} of {len(self.job_workers)} stopped"
         details: dict[str, object] = {"pool": self.pool, "experts": experts, "queue": self.dispatcher.depth}
+        details["jobs"] = {"store": self.jobs.location, "workers": working}
         if problems:
             details["problems"] = problems
         return not problems, details

@@ -23,6 +23,10 @@ from orchestrator.stores.base import StoreStats, check_ttl, encode_entry, read_e
 
 __all__ = ["SQLiteGenerationStore"]
 
+JOB_TABLES = frozenset({"jobs", "job_results"})
+"""Tables the job store keeps in the same file (``jobs_sqlite``): a file holding only those is
+still ours to create the cache's tables in."""
+
 log = logging.getLogger(__name__)
 
 _FORMAT = "symbolic-coe-generations"
@@ -62,14 +66,15 @@ class SQLiteGenerationStore:
             raise ConfigError(f"{self.name} is unreadable or corrupt ({exc}); leaving it untouched") from exc
 
     def _tables(self) -> set[str]:
+        """The file's tables."""
         return {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def _check_or_create(self) -> None:
         db = self._db
-        if not self._tables():
+        if not self._tables() - JOB_TABLES:  # empty, or only the job store's tables (they share the file)
             db.execute("BEGIN IMMEDIATE")  # another process may be creating it too: one does
             try:
-                if not self._tables():
+                if not self._tables() - JOB_TABLES:
                     for statement in _SCHEMA:
                         db.execute(statement)
                     db.execute("INSERT INTO meta VALUES ('format', ?), ('version', ?)", (_FORMAT, _VERSION))

@@ -1,0 +1,165 @@
+"""What a batch job asks and what it gives: its questions (inline, or a benchmark's split and a
+seeded sample), and its answers in the ``coe eval`` results format (``eval.results``): one
+``QuestionResult`` per question with the method ``ours``, and a ``RunInfo``. A benchmark job's
+answers are scored with the benchmark's check; inline questions have no gold answer, so their
+``gold`` and ``correct`` are None.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.errors import BadInput
+from common.query import Query
+from eval import load_benchmark, stratified_sample
+from eval.benchmarks import Benchmark, Question
+from eval.results import ExpertResult, MethodInfo, MethodResult, QuestionResult, RunInfo
+from orchestrator.inputs import as_query
+from orchestrator.settings import Settings
+from orchestrator.stores.jobs import Job, JobQuestion, JobRequest
+from orchestrator.trace import Answer
+
+INLINE = "inline"
+"""The benchmark name of a job's own questions."""
+
+
+@dataclass(frozen=True)
+class JobQuestions:
+    """A job's questions, their benchmark (None: inline), split and the split's size."""
+
+    questions: list[Query]
+    benchmark: Benchmark | None
+    split: str
+    in_split: int
+
+
+def job_questions(request: JobRequest, settings: Settings) -> JobQuestions:
+    """The questions ``request`` asks, checked (length, ids unique); the same on every call."""
+    if request.benchmark is not None:
+        bench = load_benchmark(request.benchmark)
+        split = request.split or bench.default_split
+        every = bench.questions(settings.data_dir, split)
+        chosen = stratified_sample(every, request.limit, request.seed) if request.limit else every
+        if not chosen:
+            raise BadInput(f"benchmark {bench.name} split {split} has no questions", param="split")
+        return JobQuestions(list(chosen), bench, split, len(every))
+    queries = [_inline(item, i, settings.max_question_chars) for i, item in enumerate(request.questions or [])]
+    repeated = [qid for qid, n in Counter(q.id for q in queries).items() if n > 1]
+    if repeated:
+        raise BadInput(f"question ids must be unique in a job; repeated: {repeated[0]!r}", param="questions")
+    return JobQuestions(queries, None, "", len(queries))
+
+
+def _inline(item: str | JobQuestion, i: int, max_chars: int) -> Query:
+    field = f"questions[{i}]"
+    if isinstance(item, str):
+        return as_query(item, max_chars, field=field)
+    query = as_query(item.question, max_chars, options=item.options, field=field)
+    return query.model_copy(update={"id": item.id}) if item.id else query
+
+
+def question_result(answer: Answer, query: Query, bench: Benchmark | None, aggregation: str) -> QuestionResult:
+    """One answer as a line of ``results.jsonl``: its experts and the method ``ours``."""
+    question = query if isinstance(query, Question) else None
+
+    def right(choice: str | None) -> bool | None:
+        return bench.check(question, choice) if bench is not None and question is not None else None
+
+    trace = answer.trace
+    experts = tuple(
+        ExpertResult(
+            expert=e.expert,
+            text=e.text,
+            answer=e.choice,
+            correct=right(e.choice),
+            tokens_in=e.tokens_in,
+            tokens_out=e.tokens_out,
+            seconds=e.seconds,
+            error=e.error,
+        )
+        for e in trace.experts
+    )
+    synthesis = aggregation == "synthesis"
+    tokens_in, tokens_out = trace.tokens
+    ours = MethodResult(
+        experts=tuple(e.expert for e in trace.experts),
+        final=answer.choice,
+        correct=right(answer.choice),
+        aggregation=aggregation,
+        aggregator=trace.aggregator if synthesis else None,
+        text=answer.text if synthesis else "",
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        seconds=round(trace.timings.experts + trace.timings.aggregate, 4),
+        fallback=trace.aggregation.fallback if trace.aggregation is not None else None,
+    )
+    top = dict(sorted(trace.route.skills.items(), key=lambda kv: -kv[1])[:3])
+    return QuestionResult(
+        question_id=answer.question_id,
+        benchmark=bench.name if bench is not None else INLINE,
+        category=question.category if question is not None else None,
+        gold=question.answer if question is not None else None,
+        skills={s: round(w, 4) for s, w in top.items()},
+        confidence=round(trace.route.confidence, 4),
+        experts=experts,
+        methods={"ours": ours},
+    )
+
+
+def run_info(
+    job: Job,
+    asked: JobQuestions,
+    answers: Sequence[Answer],
+    *,
+    pool: str,
+    pool_dir: str,
+    policy: str,
+    stage_seconds: dict[str, float],
+    model_loads: int,
+    started: str,
+) -> RunInfo:
+    """``run.json`` of a job: how it was asked and what it cost."""
+    request = job.request
+    bench = asked.benchmark
+    described = f"policy {policy}" + (f", k={request.k}" if request.k else "") + f", {request.aggregation}"
+    return RunInfo(
+        run_id=job.id,
+        benchmark=bench.name if bench is not None else INLINE,
+        benchmark_version=bench.version if bench is not None else "",
+        split=asked.split,
+        answer_kind=str(bench.answer_kind) if bench is not None else INLINE,
+        pool=pool,
+        pool_dir=pool_dir,
+        policy=policy,
+        k=request.k,
+        aggregator=request.aggregation,
+        seed=request.seed,
+        limit=request.limit,
+        questions=len(answers),
+        questions_in_split=asked.in_split,
+        methods=[
+            MethodInfo(
+                name="ours",
+                description=described,
+                policy=policy,
+                k=request.k,
+                aggregation=request.aggregation,
+                baseline=False,
+            )
+        ],
+        stage_seconds=stage_seconds,
+        model_loads=model_loads,
+        started=started,
+        finished=now_text(),
+        command=f"POST /v1/batches ({job.id})",
+    )
+
+
+def now_text() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+__all__ = ["INLINE", "JobQuestions", "job_questions", "now_text", "question_result", "run_info"]
