@@ -23,9 +23,9 @@ from orchestrator.stores.base import StoreStats, check_ttl, encode_entry, read_e
 
 __all__ = ["SQLiteGenerationStore"]
 
-JOB_TABLES = frozenset({"jobs", "job_results"})
-"""Tables the job store keeps in the same file (``jobs_sqlite``): a file holding only those is
-still ours to create the cache's tables in."""
+JOB_TABLES = frozenset({"jobs", "job_results", "sqlite_sequence"})
+"""Tables the job store keeps in the same file (``jobs_sqlite``; SQLite adds ``sqlite_sequence``
+for its AUTOINCREMENT): a file holding only those is still ours to create the cache's tables in."""
 
 log = logging.getLogger(__name__)
 
