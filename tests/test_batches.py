@@ -234,7 +234,9 @@ def test_redis_down_is_503_and_readyz_says_so_then_it_comes_back(tmp_path):
             ready = httpx.get(f"{url}/readyz")
             assert ready.status_code == 503 and "is unreachable" in ready.json()["problems"]["jobs"]
             sync = call(url, "POST", "/v1/answer", json={"question": "What is 3 + 4?", "aggregation": "majority"})
-            assert sync.status_code == 200  # what needs no job store still works
+            assert sync.status_code == 503  # the generation cache lives in the same Redis
+            assert "is unreachable" in sync.json()["error"]["message"]
+            assert "is unreachable" in ready.json()["problems"]["cache"]
             assert stored() == before  # no SQLite file was touched, none made
             redis.start()
             assert httpx.get(f"{url}/readyz").status_code == 200
