@@ -14,8 +14,8 @@
    routing work. A replay engine's generation is itself a lookup in its recordings, so here
    warm can only match off: the figures show what the cache costs (cold - off); what it saves
    on a live model is the whole generation (seconds per answer on this CPU).
-3. Batch jobs: measured by the durable job runner (``/v1/batches``) once it exists; its part
-   goes in ``PARTS`` below and under ``"job"`` in the results (null until then).
+3. A durable batch job of as many questions (``coe serve --store ...`` as a child process,
+   ``POST /v1/batches``), then the same questions as a second job: cold, then warm.
 
 The machine is shared: other processes run beside it, so figures vary between runs.
 """
@@ -134,8 +134,33 @@ def answer_batch(target: str, runs: Path, questions: list) -> dict:
 
 
 def job(target: str, runs: Path, questions: list) -> dict | None:
-    """The wall time of the same 1,000 questions as a durable batch job: added with the job runner."""
-    return None
+    """A durable batch job of as many mmlu_pro questions (``POST /v1/batches`` to ``coe serve
+    --store TARGET``), then a second job of the same questions: cold, then warm from the cache."""
+    from jobs import Served, one_job  # benchmarks/jobs.py: the service as a child process, one job
+
+    served = Served(target, runs)
+    try:
+        out: dict = {}
+        for label in ("cold", "warm"):
+            hits = _metric(served.url, "coe_cache_hits_total")
+            figures = one_job(served.url, len(questions))
+            out[label] = {
+                "seconds": figures["wall_s"],
+                "questions": figures["questions"],
+                "hits": int(_metric(served.url, "coe_cache_hits_total") - hits),
+                "accuracy_ours": figures["accuracy_ours"],
+            }
+    finally:
+        served.stop()
+    out["speedup"] = round(out["cold"]["seconds"] / out["warm"]["seconds"], 1)
+    return out
+
+
+def _metric(url: str, name: str) -> float:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 PARTS: dict[str, Callable[[str, Path, list], dict | None]] = {"answer_batch": answer_batch, "job": job}
@@ -169,8 +194,8 @@ def main() -> None:
                     print(f"{name}: redis-server is not installed; skipped")
                     continue
                 figures = {"throughput": throughput(target)}
-                fresh = f"{target.rsplit('/', 1)[0]}/1" if name == "redis" else str(folder / "sqlite2" / "s.sqlite")
-                for part, measure in PARTS.items():
+                for db, (part, measure) in enumerate(PARTS.items(), start=1):  # each part an empty store
+                    fresh = f"{target.rsplit('/', 1)[0]}/{db}" if name == "redis" else str(folder / part / "s.sqlite")
                     figures[part] = measure(fresh, folder / f"runs-{name}-{part}", questions)
                 result["stores"][name] = figures
                 t, a = figures["throughput"], figures["answer_batch"]
@@ -181,6 +206,12 @@ def main() -> None:
                     f"warm {a['warm']['seconds']} s "
                     f"({a['warm']['hits']} hits)"
                 )
+                j = figures["job"]
+                if j is not None:
+                    print(
+                        f"{name}: a job of {j['cold']['questions']}: cold {j['cold']['seconds']} s, "
+                        f"warm {j['warm']['seconds']} s ({j['warm']['hits']} hits)"
+                    )
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

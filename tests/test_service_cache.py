@@ -70,3 +70,18 @@ def test_redis_down_is_503_in_readyz_and_answers_and_back_without_a_restart(tmp_
         assert back.status_code == 200, back.text
         metrics = httpx.get(f"{url}/metrics").text
     assert 'coe_errors_total{type="unavailable"}' in metrics
+
+
+def test_two_replicas_on_one_redis_share_the_cache(tmp_path, redis_server):  # noqa: F811
+    """What one replica generated, the other answers from the cache: its engines run nothing."""
+    first, second = Engines(), Engines()
+    app_a = make_app(tmp_path / "a", first, store=redis_server.url)
+    app_b = make_app(tmp_path / "b", second, store=redis_server.url)
+    with serving(app_a) as url_a, serving(app_b) as url_b:
+        made = httpx.post(f"{url_a}/v1/answer", json={"question": "Is basalt a rock?"}, timeout=30)
+        reused = httpx.post(f"{url_b}/v1/answer", json={"question": "Is basalt a rock?"}, timeout=30)
+        metrics_b = httpx.get(f"{url_b}/metrics").text
+    assert made.status_code == reused.status_code == 200
+    assert reused.json()["text"] == made.json()["text"]
+    assert len(first.asked()) == 3 and second.asked() == []  # replica B generated nothing
+    assert reused.json()["trace"]["cache_hits"] == 3 and counter(metrics_b, "coe_cache_hits_total") == 3
