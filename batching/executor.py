@@ -23,8 +23,7 @@ with its ``Unavailable`` error.
 
 Two hooks for a service: ``on_delta(task id, text)`` hears each task's text as its engine
 generates it (``batching.deltas``); ``skip(task)`` names a reason not to run a task (its caller
-went away). Skip is asked for each pending task when its phase starts, before any model loads
-(a phase left with nothing to run loads nothing), and again as each wave builds its requests;
+went away), asked when its phase starts (before any load) and as each wave builds its requests:
 a skipped task is failed with that reason and never reaches an engine.
 """
 
@@ -43,56 +42,18 @@ from batching.deltas import DeltaListener, DeltaRelay
 from batching.engines.base import Engine, EngineFactory
 from batching.plan import Phase, Plan
 from batching.results import ProgressCallback, ProgressEvent, RunMetrics, RunResult
+from batching.run_state import RunState, StoreFailed, union
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
 from batching.warm import WarmEngines
 from common.errors import BadInput, CoeError, EngineError
 from common.names import unknown_name
 from common.requests import Generation, Request
-from common.tasks import Compose, Composed, Task
+from common.tasks import Compose, Task
 
 __all__ = ["Executor", "ProgressCallback", "ProgressEvent", "RunMetrics", "RunResult"]
 
 log = logging.getLogger(__name__)
-
-
-class _StoreFailed(Exception):
-    """The run store could not keep a finished generation: the run stops with ``error``, rather
-    than the engine being blamed and its requests retried."""
-
-    def __init__(self, error: CoeError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _Run:
-    """Mutable state of one run, shared by device threads under one lock."""
-
-    def __init__(self, run_id: str, tasks: Mapping[str, Task], relay: DeltaRelay | None = None) -> None:
-        self.run_id = run_id
-        self.tasks = tasks
-        self.relay = relay
-        self.lock = threading.Lock()
-        self.results: dict[str, Generation] = {}
-        self.failed: dict[str, str] = {}
-        self.composed: dict[str, Composed] = {}
-        self.stored: set[str] = set()  # tasks checkpointed as their generation arrived
-        self.looked: set[str] = set()  # tasks already looked up in the stores (each is looked up once)
-        self.cached: set[str] = set()  # tasks answered from the generation cache
-        self.arrived: dict[str, tuple[int, int, int]] = {}  # model -> (arrived, total, tokens) this phase
-        self.phase_of: dict[str, int] = {}
-        self.metrics = RunMetrics()
-        self.intervals: list[tuple[float, float]] = []
-        self.done: dict[int, threading.Event] = {}
-        self.abort: BaseException | None = None
-
-    def resolved(self, task_id: str) -> bool:
-        return task_id in self.results
-
-    def record(self, task_id: str, generation: Generation) -> None:
-        self.results[task_id] = generation
-        if not generation.ok:
-            self.failed[task_id] = generation.error or "failed"
 
 
 class Executor:
@@ -146,7 +107,7 @@ class Executor:
         for task in tasks:
             if task.model not in specs:
                 raise unknown_name("model", task.model, specs)
-        state = _Run(run_id, by_id, DeltaRelay(self.on_delta) if self.on_delta is not None else None)
+        state = RunState(run_id, by_id, DeltaRelay(self.on_delta) if self.on_delta is not None else None)
         state.phase_of = {tid: index for tid, index in planned.items()}
         started = time.perf_counter()
         state.done = {p.index: threading.Event() for p in plan.phases}
@@ -169,7 +130,7 @@ class Executor:
                 raise state.abort
         metrics = state.metrics
         metrics.wall_seconds = time.perf_counter() - started
-        metrics.engine_seconds = _union(state.intervals)
+        metrics.engine_seconds = union(state.intervals)
         metrics.overhead_seconds = metrics.wall_seconds - metrics.engine_seconds
         metrics.failed = len(state.failed)
         ordered = {tid: state.results[tid] for tid in by_id if tid in state.results}
@@ -184,7 +145,7 @@ class Executor:
 
     # -- phases -------------------------------------------------------------------------------
 
-    def _device(self, phases: list[Phase], state: _Run, specs, compose) -> None:
+    def _device(self, phases: list[Phase], state: RunState, specs, compose) -> None:
         try:
             for phase in phases:
                 for before in phase.after:
@@ -197,7 +158,7 @@ class Executor:
             for event in state.done.values():
                 event.set()
 
-    def _phase(self, phase: Phase, state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
+    def _phase(self, phase: Phase, state: RunState, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
         try:
             pending = [tid for tid in phase.tasks if not state.resolved(tid) and not self._skipped(tid, state)]
             if (self.store is not None or self._reading) and pending:
@@ -251,7 +212,7 @@ class Executor:
         models: list[str],
         engines: dict[str, Engine],
         pool: ThreadPoolExecutor,
-        state: _Run,
+        state: RunState,
         specs: Mapping[str, ExpertSpec],
         compose: Compose,
     ) -> None:
@@ -341,7 +302,9 @@ class Executor:
     def _reading(self) -> bool:
         return self.cache is not None and self.cache_reads
 
-    def _from_store(self, pending: list[str], state: _Run, specs: Mapping[str, ExpertSpec], compose: Compose) -> None:
+    def _from_store(
+        self, pending: list[str], state: RunState, specs: Mapping[str, ExpertSpec], compose: Compose
+    ) -> None:
         """Resolve the phase's tasks whose request already has a stored generation (the run's
         checkpoint, else the cache), before any model loads: wave by wave, since a composed task's
         request is known once its inputs are. Each task is looked up once."""
@@ -377,7 +340,7 @@ class Executor:
             if not found and not hits:
                 return
 
-    def _from_cache(self, asked: Mapping[str, tuple[Request, ExpertSpec]], state: _Run) -> set[str]:
+    def _from_cache(self, asked: Mapping[str, tuple[Request, ExpertSpec]], state: RunState) -> set[str]:
         """Resolve the tasks whose request the cache has answered before; returns them. Requests
         that ask for a fresh sample are not looked up."""
         if not self._reading or not asked:
@@ -419,14 +382,14 @@ class Executor:
         if entries:
             self.cache.put_many(entries)
 
-    def _skipped(self, task_id: str, state: _Run) -> bool:
+    def _skipped(self, task_id: str, state: RunState) -> bool:
         """Whether ``skip`` names a reason not to run the task (then recorded as its failure)."""
         reason = self.skip(state.tasks[task_id]) if self.skip is not None else None
         if reason is not None:
             self._fail(state.tasks[task_id], reason, state)
         return reason is not None
 
-    def _request(self, task: Task, state: _Run, compose: Compose, broken: Mapping[str, str]) -> Request | None:
+    def _request(self, task: Task, state: RunState, compose: Compose, broken: Mapping[str, str]) -> Request | None:
         """The task's request, or None after recording why it cannot run."""
         if self._skipped(task.id, state):
             return None
@@ -451,7 +414,7 @@ class Executor:
             state.composed[task.id] = composed
         return composed.request
 
-    def _fail(self, task: Task, reason: str, state: _Run) -> None:
+    def _fail(self, task: Task, reason: str, state: RunState) -> None:
         request_id = task.request.id if task.request is not None else task.id
         with state.lock:
             state.record(task.id, Generation(request_id=request_id, model=task.model, error=reason))
@@ -460,7 +423,7 @@ class Executor:
     # -- engines ------------------------------------------------------------------------------
 
     @contextmanager
-    def _timed(self, state: _Run, field: str):
+    def _timed(self, state: RunState, field: str):
         start = time.perf_counter()
         try:
             yield
@@ -479,7 +442,7 @@ class Executor:
         return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
 
     def _load(
-        self, model: str, spec: ExpertSpec, state: _Run, cpus: tuple[int, ...] | None = None
+        self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None
     ) -> tuple[Engine | None, str | None, float]:
         """Load the model's engine (or take it warm); a failed load is tried once more. Returns the
         engine, the error if it could not be loaded, and the seconds it took."""
@@ -488,7 +451,7 @@ class Executor:
         return engine, error, time.perf_counter() - started
 
     def _load_once_or_twice(
-        self, model: str, spec: ExpertSpec, state: _Run, cpus: tuple[int, ...] | None
+        self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None
     ) -> tuple[Engine | None, str | None]:
         if self.warm is not None:
             warm = self.warm.take(spec, cpus)
@@ -517,21 +480,21 @@ class Executor:
             return engine, None
         return engine, error
 
-    def _release(self, engine: Engine, state: _Run) -> None:
+    def _release(self, engine: Engine, state: RunState) -> None:
         if self.warm is not None and self.warm.give_back(engine):
             return
         with self._timed(state, "unload_seconds"):
             engine.unload()
 
     def _batch(
-        self, model: str, engine: Engine, items: list[tuple[str, Request]], state: _Run, reloaded: set[str]
+        self, model: str, engine: Engine, items: list[tuple[str, Request]], state: RunState, reloaded: set[str]
     ) -> str:
         """Run one model's whole ready batch and store what finished; returns the model."""
         log.info("%s: generating %d request(s)", model, len(items))
         out: dict[str, Generation] | None
         try:
             out = self._call(engine, items, state)
-        except _StoreFailed as failed:
+        except StoreFailed as failed:
             raise failed.error from failed
         except EngineError as exc:
             out = None
@@ -577,7 +540,7 @@ class Executor:
                 log.info("task %s failed on %s: %s", tid, model, generation.error)
         return model
 
-    def _call(self, engine: Engine, items: list[tuple[str, Request]], state: _Run) -> dict[str, Generation]:
+    def _call(self, engine: Engine, items: list[tuple[str, Request]], state: RunState) -> dict[str, Generation]:
         requests = [request for _, request in items]
         model = engine.spec.name
 
@@ -588,7 +551,7 @@ class Executor:
                 try:
                     self.store.put(state.run_id, {request_key(engine.spec, request): generation})
                 except CoeError as exc:  # not the engine's fault: the run stops, nothing is retried
-                    raise _StoreFailed(exc) from exc
+                    raise StoreFailed(exc) from exc
             with state.lock:
                 if generation.ok and self.store is not None:
                     state.stored.add(task_id)
@@ -618,7 +581,7 @@ class Executor:
         return {tid: generation for (tid, _), generation in zip(items, out, strict=True)}
 
     def _isolate(
-        self, engine: Engine, items: list[tuple[str, Request]], state: _Run, reason: str
+        self, engine: Engine, items: list[tuple[str, Request]], state: RunState, reason: str
     ) -> dict[str, Generation]:
         """Halve a failing batch until the requests that fail on their own are found."""
         if len(items) == 1 or not engine.loaded:
@@ -635,14 +598,3 @@ class Executor:
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
             self.progress(event)
-
-
-def _union(intervals: list[tuple[float, float]]) -> float:
-    """Total length covered by possibly overlapping intervals."""
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(intervals):
-        if stop <= end:
-            continue
-        total += stop - max(start, end)
-        end = stop
-    return total
