@@ -229,7 +229,10 @@ def test_a_client_that_goes_away_cancels_its_waiting_work(tmp_path):
             target=lambda: httpx.post(f"{url}/v1/answer", json={"question": "Slow one?", "id": "slow"}, timeout=60)
         )
         first.start()
-        time.sleep(0.5)  # the first request's batch is running
+        deadline = time.monotonic() + 30
+        while "coe_batches_total 1.0" not in httpx.get(f"{url}/metrics").text:  # the first batch is running
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/answer", json={"question": "Gone?", "id": "gone"}, timeout=0.5)
         first.join()
