@@ -89,6 +89,7 @@ class Orchestrator:
         self._gpu = False
         self._warm: WarmEngines | None = None
         self._busy = threading.RLock()  # one call at a time: calls share the engines
+        self._building = threading.RLock()  # guards the routers' cache (a keyword router runs tasks)
         self._store: GenerationStore | None = None
         self._store_lock = threading.Lock()
 
@@ -166,6 +167,10 @@ class Orchestrator:
             check_k(k, self.settings.k, len(self.pool.expert_names)),
             scorer,
         )
+        with self._building:  # request threads, job workers and the dispatcher build each router once
+            return self._router(key, scorer)
+
+    def _router(self, key: tuple[str, int, str], scorer: Scorer) -> Router:
         if key not in self._routers:
             router = pool_router(self.pool, key[0], key[1], embeddings_dir=self.settings.embeddings_dir)
             if scorer == "keywords":

@@ -124,3 +124,34 @@ def test_stopping_fails_waiting_requests_and_refuses_new_ones():
         waiting.future.result(timeout=1)
     with pytest.raises(Unavailable):
         dispatcher.submit(q(3), TOPK)
+
+
+def test_a_request_cancelled_while_its_batch_runs_leaves_the_dispatcher_serving():
+    recorder = Recorder(seconds=0.3)
+    dispatcher = Dispatcher(recorder, gather_s=0)
+    dispatcher.start()
+    try:
+        ticket = dispatcher.submit(q(1), TOPK)
+        twin = dispatcher.submit(q(2), TOPK)
+        recorder.started.wait(5)
+        assert dispatcher.cancel(ticket)  # inside the running batch: settling it later must not fail
+        time.sleep(0.5)
+        assert dispatcher.alive
+        assert twin.future.result(timeout=5).question_id == "q2"
+        assert dispatcher.submit(q(3), TOPK).future.result(timeout=5).question_id == "q3"
+    finally:
+        dispatcher.stop(timeout=10)
+
+
+def test_one_of_two_identical_requests_cancelled_the_other_still_gets_its_answer():
+    recorder = Recorder(seconds=0.3)
+    dispatcher = Dispatcher(recorder, gather_s=0.2)
+    dispatcher.start()
+    try:
+        first, second = dispatcher.submit(q(1), TOPK), dispatcher.submit(q(1), TOPK)
+        recorder.started.wait(5)
+        dispatcher.cancel(first)
+        assert second.future.result(timeout=5).question_id == "q1"
+        assert first.future.cancelled()
+    finally:
+        dispatcher.stop(timeout=10)

@@ -137,11 +137,14 @@ def test_health_readiness_models_and_metrics(server):
     ids = [m["id"] for m in models["data"]]
     assert ids[0] == "default" and "default/topk" in ids and "default/adaptive" in ids
     httpx.post(f"{url}/v1/answer", json={"question": "Is ice cold?"}, headers=auth(), timeout=30)
+    httpx.post(f"{url}/v1/answer", content=b"{" + b" " * 5_000 + b"}", headers=auth(), timeout=30)  # 413
+    httpx.post(f"{url}/v1/answer", json={"question": "Hi?"}, headers=auth("wrong"), timeout=30)  # 401
     text = httpx.get(f"{url}/metrics").text
     for name in (
         'coe_requests_total{route="/v1/answer",status="200"}',
         'coe_model_loads_total{model="smollm2"}',
         'coe_errors_total{type="unauthorized"}',
+        'coe_errors_total{type="too_large"}',
         'coe_stage_seconds_count{stage="queue"}',
         'coe_tokens_total{direction="out",role="aggregator"}',
         "coe_queue_depth",
@@ -239,6 +242,8 @@ def test_a_client_that_goes_away_cancels_its_waiting_work(tmp_path):
         time.sleep(1.0)
         metrics = httpx.get(f"{url}/metrics").text
     assert "coe_cancelled_total 1.0" in metrics
+    assert 'coe_requests_total{route="/v1/answer",status="499"} 1.0' in metrics  # not a 500
+    assert 'status="500"' not in metrics
     asked = engines.asked()
     assert any(r.startswith("slow/") for r in asked)
     assert not any(r.startswith("gone/") for r in asked)  # never reached an engine

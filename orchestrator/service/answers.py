@@ -82,10 +82,14 @@ async def wait_for(request: Request, service: Service, tickets: list[Ticket]) ->
                 return [w.result() for w in waiting]
             if await request.is_disconnected():
                 cancel(service, tickets)
-                return []
+                raise ClientGone()
     except asyncio.CancelledError:
         cancel(service, tickets)
         raise
+
+
+class ClientGone(Exception):
+    """The client went away before its answer: nobody to answer (logged as 499, no body)."""
 
 
 def cancel(service: Service, tickets: list[Ticket]) -> None:
@@ -94,4 +98,4 @@ def cancel(service: Service, tickets: list[Ticket]) -> None:
             service.metrics.cancelled.inc()
 
 
-__all__ = ["cancel", "checked_query", "router", "wait_for"]
+__all__ = ["ClientGone", "cancel", "checked_query", "router", "wait_for"]

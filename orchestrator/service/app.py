@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import CoeError, RateLimited, TooLarge
 from orchestrator.service import answers, batches, chat
+from orchestrator.service.answers import ClientGone
 from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.service.guard import guard
 from orchestrator.service.state import Service
@@ -51,8 +52,9 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
             await run_in_threadpool(state.stop)
 
     app = FastAPI(title="symbolic-coe", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(_Measured)
+    # the last added runs first: the body limit inside the measurement, so a 413 is counted
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_Measured)
     _handle_errors(app)
     protected = [Depends(guard)]
     app.include_router(answers.router, dependencies=protected)
@@ -112,6 +114,11 @@ def _handle_errors(app: FastAPI) -> None:
     async def coe_error(request: Request, exc: CoeError) -> JSONResponse:
         return error_response(exc, request.scope)
 
+    @app.exception_handler(ClientGone)
+    async def gone(request: Request, exc: ClientGone) -> Response:
+        request.scope["coe_error"] = "client_gone"
+        return Response(status_code=499)  # nobody reads it: the status is for the metrics and the log
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -162,9 +169,8 @@ class _BodyLimit:
         size = 0
         while True:  # read the whole body (at most max_bytes) before the app sees it
             message = await receive()
-            if message["type"] != "http.request":
-                chunks = []
-                break
+            if message["type"] != "http.request":  # the client went away while sending
+                return
             size += len(message.get("body", b""))
             if size > self.max_bytes:
                 await self._refuse(scope, receive, send)
@@ -210,6 +216,9 @@ class _Measured:
 
         try:
             await self.app(scope, receive, sending)
+        except Exception:
+            scope.setdefault("coe_error", INTERNAL[1])  # the server's error middleware answers it, outside
+            raise
         finally:
             service = getattr(scope["app"].state, "service", None) if "app" in scope else None
             if service is not None:

@@ -22,9 +22,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import BadInput, CoeError, GenerationFailed
-from common.query import Query
 from orchestrator.service.answers import cancel, checked_query, wait_for
-from orchestrator.service.dispatch import Asking
+from orchestrator.service.dispatch import Ticket
 from orchestrator.service.errors import INTERNAL, status_of
 from orchestrator.service.state import Service
 from orchestrator.service.wire import (
@@ -60,8 +59,12 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     asking = await run_in_threadpool(service.asking, policy, None, "synthesis", max_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        # submitted before the stream starts, so a refusal (shutting down) is still a status code
+        ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
         return StreamingResponse(
-            _stream(service, query, asking, body.model, completion_id),
+            _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -111,18 +114,18 @@ def _chunk(completion_id: str, model: str, delta: dict[str, object], finish: str
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _stream(service: Service, query: Query, asking: Asking, model: str, completion_id: str) -> AsyncIterator[str]:
+async def _stream(
+    service: Service, ticket: Ticket, pieces: asyncio.Queue[str], model: str, completion_id: str
+) -> AsyncIterator[str]:
     """The SSE events of one streamed answer. When the client goes away Starlette cancels this
     generator, and its ticket is cancelled with it."""
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue[str] = asyncio.Queue()
-    ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
     done = asyncio.wrap_future(ticket.future)
     sent = ""
+    getter: asyncio.Future[str] | None = None
     try:
         yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
         while True:
-            getter: asyncio.Future[str] = asyncio.ensure_future(pieces.get())
+            getter = asyncio.ensure_future(pieces.get())
             waiting: set[asyncio.Future[Any]] = {getter, done}
             finished, _ = await asyncio.wait(waiting, timeout=15, return_when=asyncio.FIRST_COMPLETED)
             if getter in finished:
@@ -142,6 +145,8 @@ async def _stream(service: Service, query: Query, asking: Asking, model: str, co
             answer = done.result()
             if answer.error:
                 raise GenerationFailed(answer.error)
+            if not answer.text.startswith(sent):  # e.g. the aggregator failed midway and a vote stands in
+                raise GenerationFailed("the streamed text is not the final answer (the aggregator failed midway)")
         except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes in it, as one event
             status, kind = status_of(exc) if isinstance(exc, CoeError) else INTERNAL
             message = str(exc) if isinstance(exc, CoeError) else "internal error"
@@ -150,13 +155,15 @@ async def _stream(service: Service, query: Query, asking: Asking, model: str, co
             yield f"data: {json.dumps({'error': error.model_dump(mode='json')})}\n\n"
             yield "data: [DONE]\n\n"
             return
-        if answer.text.startswith(sent) and len(answer.text) > len(sent):
+        if len(answer.text) > len(sent):
             yield _chunk(completion_id, model, {"content": answer.text[len(sent) :]})
         trace = answer.trace.model_dump(mode="json")
         usage = _usage(answer).model_dump()
         yield _chunk(completion_id, model, {}, "stop", usage=usage, trace=trace)
         yield "data: [DONE]\n\n"
     finally:
+        if getter is not None and not getter.done():
+            getter.cancel()
         if not ticket.future.done():
             cancel(service, [ticket])
 

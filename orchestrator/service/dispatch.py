@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 from common.errors import CoeError, Unavailable
@@ -151,7 +151,12 @@ class Dispatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run(batch)
+            try:
+                self._run(batch)
+            except Exception:  # noqa: BLE001 - the thread every request waits on must live on
+                log.exception("the dispatcher could not settle a batch")
+                for ticket in batch:
+                    _settle(ticket, error=CoeError("the service failed to finish this request"))
 
     def _next_batch(self) -> list[Ticket] | None:
         with self._cond:
@@ -207,7 +212,8 @@ class Dispatcher:
                 self._running = {}
 
     def _tickets_of(self, task_id: str) -> list[Ticket]:
-        qid = task_id.removesuffix("/aggregate").rsplit("/expert/", 1)[0]
+        suffix = "/aggregate"
+        qid = task_id[: -len(suffix)] if task_id.endswith(suffix) else task_id.rsplit("/expert/", 1)[0]
         with self._cond:
             return list(self._running.get(qid, ()))
 
@@ -250,14 +256,16 @@ def _distinct(tickets: list[Ticket], limit: int) -> list[Ticket]:
 
 
 def _settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
-    if ticket.future.done():
-        return
+    """Give the ticket its answer or error, unless it has one or was cancelled (even just now)."""
     if error is None and answer is None:
         error = CoeError(f"the batch returned no answer for question {ticket.query.id!r}")
-    if error is not None:
-        ticket.future.set_exception(error)
-    else:
-        ticket.future.set_result(answer)  # type: ignore[arg-type]
+    try:
+        if error is not None:
+            ticket.future.set_exception(error)
+        else:
+            ticket.future.set_result(answer)  # type: ignore[arg-type]
+    except InvalidStateError:  # cancelled by its client, or settled, meanwhile
+        pass
 
 
 __all__ = ["Asking", "BatchHooks", "Dispatcher", "RunBatch", "Ticket"]

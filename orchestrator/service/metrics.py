@@ -53,7 +53,6 @@ class Metrics:
             registry=r,
         )
         self.cancelled = Counter("coe_cancelled", "Requests whose client went away before the answer.", registry=r)
-        self.coalesced = Counter("coe_coalesced", "Requests answered by another identical request's work.", registry=r)
         self.cache = _CacheCounts()
         r.register(self.cache)
 
