@@ -12,11 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batching import FakeEngine
-from orchestrator import Orchestrator, load_settings
-from orchestrator.service import ServiceSettings, create_app
-from orchestrator.service.state import Service
-from orchestrator.settings import PROJECT_ROOT, JobSettings
+from orchestrator.settings import JobSettings
+from tests import test_service as service_tests
 from tests import userbench
 from tests.live_server import serving
 from tests.redis_server import RedisServer
@@ -39,43 +36,17 @@ def arithmetic(spec, request) -> str:
     return f"Working it out gives {value:,}. The answer is {value:,}.\nFinal answer: {value:,}"
 
 
-class Engines:
-    """Fake engines that count every request they answered; ``delay`` slows each generation."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.made: list[FakeEngine] = []
-        self.delay = delay
-
-    def __call__(self, spec, cpus=None):
-        delay = self.delay
-
-        class Slow(FakeEngine):
-            def generate(self, requests, on_result=None, on_delta=None):
-                time.sleep(delay * len(requests))
-                return super().generate(requests, on_result, on_delta)
-
-        self.made.append(Slow(spec, answer=arithmetic))
-        return self.made[-1]
-
-    def asked(self) -> list[str]:
-        return [rid for e in self.made for batch in e.batches for rid in batch]
+def arithmetic_engines(delay: float = 0.0) -> service_tests.Engines:
+    """The service tests' fake engines, answering arithmetic, slowed per request."""
+    return service_tests.Engines(delay, answer=arithmetic, per_request=True)
 
 
-def make_app(tmp_path: Path, engines: Engines, store: str | None = None, **jobs):
-    core = load_settings(
-        pool=PROJECT_ROOT / "pools" / "default",
-        runs_dir=tmp_path / "runs",
-        memory_budget_mb=20_000,
-        policy="all",
-        max_question_chars=2_000,
-        store=store,
-    )
+def make_app(tmp_path: Path, engines: service_tests.Engines, store: str | None = None, **jobs):
     tmp_path.mkdir(parents=True, exist_ok=True)
     keys = tmp_path / "keys.txt"
     keys.write_text(KEY + "\n")
     job_settings = JobSettings(**{"chunk": 2, "heartbeat_s": 0.2, "reclaim_s": 1.0, "poll_s": 0.2, **jobs})
-    settings = ServiceSettings(core=core, api_keys_file=keys, jobs=job_settings)
-    return create_app(settings, service=Service(settings, Orchestrator(core, engine_factory=engines)))
+    return service_tests.make_app(tmp_path, engines, store=store, api_keys_file=keys, jobs=job_settings)
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -105,7 +76,7 @@ def served(request, tmp_path_factory):
     """A live server on SQLite or on a real Redis; yields (url, engines)."""
     tmp = tmp_path_factory.mktemp(f"batches-{request.param}")
     redis = RedisServer(tmp / "redis").start() if request.param == "redis" else None
-    engines = Engines()
+    engines = arithmetic_engines()
     try:
         with serving(make_app(tmp, engines, redis.url if redis else None)) as url:
             yield url, engines
@@ -163,7 +134,7 @@ def test_list_shows_the_newest_first(served):
 
 
 def test_results_before_the_end_are_409_and_cancel_stops_the_job(tmp_path):
-    engines = Engines(delay=0.05)
+    engines = arithmetic_engines(delay=0.05)
     with serving(make_app(tmp_path, engines, chunk=1)) as url:
         questions = [f"What is {i} + {i}?" for i in range(40)]
         job = call(url, "POST", "/v1/batches", json={"questions": questions}).json()
@@ -208,7 +179,7 @@ def test_bad_requests_get_their_status_and_one_json_error(served, spec, case):
 
 def test_redis_down_is_503_and_readyz_says_so_then_it_comes_back(tmp_path):
     redis = RedisServer(tmp_path / "redis", appendonly=True).start()
-    engines = Engines()
+    engines = arithmetic_engines()
     try:
         with serving(make_app(tmp_path, engines, redis.url)) as url:
             first = call(url, "POST", "/v1/batches", json={"questions": ["What is 1 + 2?"]}).json()
@@ -251,7 +222,7 @@ def test_redis_down_is_503_and_readyz_says_so_then_it_comes_back(tmp_path):
 
 def test_two_replicas_share_one_redis(tmp_path):
     redis = RedisServer(tmp_path / "redis").start()
-    a_engines, b_engines = Engines(), Engines()
+    a_engines, b_engines = arithmetic_engines(), arithmetic_engines()
     try:
         with (
             serving(make_app(tmp_path / "a", a_engines, redis.url)) as a,

@@ -31,21 +31,24 @@ def words(spec, request) -> str:
 
 
 class Engines:
-    """Fake engines, kept so a test can see what each was asked; ``delay`` slows every generation."""
+    """Fake engines, kept so a test can see what each was asked. ``delay`` slows every generation
+    (every request of it with ``per_request``); ``answer`` writes each answer."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, *, answer=words, per_request: bool = False) -> None:
         self.made: list[FakeEngine] = []
         self.delay = delay
+        self.answer = answer
+        self.per_request = per_request
 
     def __call__(self, spec, cpus=None):
-        delay = self.delay
+        delay, per_request = self.delay, self.per_request
 
         class Slow(FakeEngine):
             def generate(self, requests, on_result=None, on_delta=None):
-                time.sleep(delay)
+                time.sleep(delay * len(requests) if per_request else delay)
                 return super().generate(requests, on_result, on_delta)
 
-        self.made.append(Slow(spec, answer=words))
+        self.made.append(Slow(spec, answer=self.answer))
         return self.made[-1]
 
     def asked(self) -> list[str]:
