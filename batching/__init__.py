@@ -13,7 +13,7 @@ from batching.engines import (
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
 from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
 from batching.runstore import RunStore, SQLiteRunStore
-from batching.spec import ExpertSpec, HTTPSource, ReplaySource, VLLMSource
+from batching.spec import Cost, ExpertSpec, HTTPSource, ReplaySource, VLLMSource
 from batching.warm import WarmEngines
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Engine",
     "EngineFactory",
     "Executor",
+    "Cost",
     "ExpertSpec",
     "FakeEngine",
     "GenerationCache",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.requests import Sampling
 
@@ -66,6 +66,40 @@ class ReplaySource(_Strict):
 Source = Annotated[VLLMSource | HTTPSource | ReplaySource, Field(discriminator="kind")]
 
 
+class Cost(_Strict):
+    """What one answer of a model costs: its active parameters, or a price per million tokens.
+
+    Routing compares models by ``per_call``: the active parameters (billions) or the price, on
+    the assumption that answers are of like length; reports that know the tokens use them.
+    A pool declares one kind for all its models (``orchestrator.pool`` checks).
+    """
+
+    active_params_b: float | None = Field(None, gt=0, le=100_000, description="Active parameters, billions.")
+    usd_per_mtok: float | None = Field(None, gt=0, le=100_000, description="Price per million tokens, USD.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Cost:
+        if (self.active_params_b is None) == (self.usd_per_mtok is None):
+            raise ValueError("give exactly one of active_params_b and usd_per_mtok")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "active_params_b" if self.active_params_b is not None else "usd_per_mtok"
+
+    @property
+    def per_call(self) -> float:
+        """The cost routing weighs a call of this model at."""
+        return self.active_params_b if self.active_params_b is not None else self.usd_per_mtok  # type: ignore[return-value]
+
+    def of_tokens(self, tokens: int) -> float:
+        """The cost of one call that read and wrote ``tokens`` tokens: the price times the tokens,
+        or the active parameters when the cost is in parameters (tokens assumed alike)."""
+        if self.usd_per_mtok is not None:
+            return self.usd_per_mtok * tokens / 1e6
+        return self.per_call
+
+
 class ExpertSpec(_Strict):
     """One model of a pool, as an expert or an aggregator."""
 
@@ -81,3 +115,4 @@ class ExpertSpec(_Strict):
         None, gt=0, description="Declared footprint when loaded; measured values take precedence."
     )
     description: str = Field("", description="Free text shown in listings.")
+    cost: Cost | None = Field(None, description="What an answer costs; none: every call counts 1.")

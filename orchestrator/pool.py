@@ -15,6 +15,7 @@
 
     [[models]]
     name = "smollm2"
+    cost = { active_params_b = 0.135 }   # optional: or usd_per_mtok; all experts or none
     [models.source]
     kind = "vllm"                   # vllm | http | replay
     model = "packaged:smollm2-135m-instruct"
@@ -72,6 +73,12 @@ class Pool(BaseModel):
         for name in (self.pool.aggregator, *(self.pool.experts or ())):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
+        declared = {m.name: m.cost.kind for m in self.models if m.cost is not None and m.name in self.expert_names}
+        if declared and len(declared) != len(self.expert_names):
+            lacking = ", ".join(e for e in self.expert_names if e not in declared)
+            raise ValueError(f"either every expert declares a cost or none does; {lacking} declare(s) none")
+        if len(set(declared.values())) > 1:
+            raise ValueError("experts' costs must all be active_params_b or all usd_per_mtok, not a mix")
         if self.pool.experts is None and names == [self.pool.aggregator]:
             raise ValueError(
                 f"the pool has no expert: its one model {names[0]!r} is the aggregator; "
@@ -88,6 +95,17 @@ class Pool(BaseModel):
         if self.pool.experts is not None:
             return list(self.pool.experts)
         return [m.name for m in self.models if m.name != self.pool.aggregator]
+
+    @property
+    def costs(self) -> dict[str, float]:
+        """Expert -> what routing weighs one of its calls at (1 each when the pool declares no costs)."""
+        return {e: (c.per_call if (c := self.spec(e).cost) is not None else 1.0) for e in self.expert_names}
+
+    @property
+    def cost_unit(self) -> str:
+        """What ``costs`` count: active_params_b, usd_per_mtok, or calls."""
+        first = self.spec(self.expert_names[0]).cost
+        return first.kind if first is not None else "calls"
 
     @property
     def aggregator(self) -> ExpertSpec:

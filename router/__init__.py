@@ -21,14 +21,16 @@ Scorers (``skill_weights(texts) -> [{skill: weight}]``): ``ClassifierScorer`` (e
 calibrated logistic regression), ``TopicScorer`` (soft k-means topics of embeddings, finer skills
 named ``topic:<i>``), ``KeywordScorer`` (annotator keywords -> nearest skills), and
 ``MixtureScorer`` adding several with fixed shares.
-Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive; their
+Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive, and the
+cost-aware top-p, routellm and cascade (``router.cascade``: rounds, escalation on low confidence); their
 thresholds live in ``Selection``; they read the profile through a memoised ``ProfileLookup``.
 ``Router.route_weights`` routes from known skill weights.
 """
 
 from router.artefacts import TOPIC_SHARE, RouterArtefacts, train_router
+from router.cascade import ConfidenceModel, Escalation, Heard, LinearModel
 from router.classifier import ClassifierMeta, ClassifierPayload, LinearMember, SkillClassifier, train_classifier
-from router.decision import ExpertChoice, RouteDecision
+from router.decision import ExpertChoice, RouteDecision, Rung
 from router.lookup import ProfileLookup
 from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
 from router.router import Router
@@ -37,6 +39,11 @@ from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, trai
 from router.vote_model import vote_accuracies, vote_accuracy
 
 __all__ = [
+    "Rung",
+    "LinearModel",
+    "Heard",
+    "Escalation",
+    "ConfidenceModel",
     "POLICIES",
     "TOPIC_SHARE",
     "ClassifierMeta",

@@ -14,6 +14,21 @@ class ExpertChoice(BaseModel):
     score: float
 
 
+class Rung(BaseModel):
+    """Experts a cascade asks only when the answers before them look unsure."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experts: tuple[ExpertChoice, ...] = Field(..., min_length=1)
+    replaces: bool = Field(
+        False, description="True: their answer replaces the earlier ones; False: they join the vote."
+    )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(choice.expert for choice in self.experts)
+
+
 class RouteDecision(BaseModel):
     """Skills seen in a query, the experts chosen for it, how sure the router was, and how."""
 
@@ -21,7 +36,9 @@ class RouteDecision(BaseModel):
 
     question_id: str | None = None
     skills: dict[str, float] = Field(..., description="Skill -> weight (sums to 1 when any).")
-    experts: tuple[ExpertChoice, ...] = Field(..., min_length=1, description="Best first.")
+    experts: tuple[ExpertChoice, ...] = Field(
+        ..., min_length=1, description="Best first; a cascade's first rung (asked up front)."
+    )
     confidence: float = Field(
         ..., ge=0.0, le=1.0, description="Weight of the top named skill (topics left aside), renormalised."
     )
@@ -30,6 +47,8 @@ class RouteDecision(BaseModel):
     unmeasured: tuple[str, ...] = Field(
         (), description="Chosen experts the profile has no evidence on (ranked below every measured one)."
     )
+
+    later: tuple[Rung, ...] = Field((), description="Cascade rungs after ``experts``, asked only on escalation.")
 
     @property
     def expert_names(self) -> list[str]:

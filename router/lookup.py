@@ -10,21 +10,29 @@ makes keeping its answers safe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from skills.profile import Profile
 
 
 class ProfileLookup:
     """The read side of a ``Profile`` (experts, competence, measured, score, accuracy), memoised,
-    plus per-skill columns (expert -> value) for scoring many skills at once."""
+    with the pool's cost per call of each expert and per-skill columns (expert -> value) for
+    scoring many skills at once."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, costs: Mapping[str, float] | None = None) -> None:
         self.profile = profile
+        self.costs = {e: float((costs or {}).get(e, 1.0)) for e in profile.experts}
+        """Expert -> what one of its calls costs (1 each when the pool declares none)."""
         self.experts: list[str] = list(profile.experts)
         self._competence: dict[str, float] = {}
         self._measured: dict[str, bool] = {}
         self._overall: dict[str, float] = {}
         self._scores: dict[str, dict[str, int]] = {}
         self._accuracy: dict[str, dict[str, float]] = {}
+
+    def cost(self, expert: str) -> float:
+        return self.costs.get(expert, 1.0)
 
     def competence(self, expert: str) -> float:
         found = self._competence.get(expert)

@@ -15,17 +15,28 @@ seeded random generator, and returns the chosen experts (best first) with their 
   smoothed accuracies); the first j of them are used, j chosen to maximise the estimated
   accuracy of their majority vote (router.vote_model: experts share a question's difficulty)
   minus ``cost`` per expert. A clear specialist stays alone; comparable experts are pooled.
+- ``top-p``: dynamic routing ("Harder Tasks Need More Experts"): experts by expected accuracy,
+  each weighted by a softmax of it (``temperature``), added until their weight reaches ``top_p``.
+- ``routellm``: the two-model baseline in the style of RouteLLM: the costliest expert when its
+  predicted win over the cheapest (right where the cheap one is wrong) reaches ``win_threshold``,
+  else the cheapest.
+- ``cascade``: cheap experts first, more on escalation (``router.cascade``: the ladder is in the
+  decision's ``later`` rungs; whether to climb it is decided after each round).
+
+Costs come from the pool (``ProfileLookup.cost``; 1 per call when none are declared).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.names import unknown_name
-from router.decision import ExpertChoice
+from router.decision import ExpertChoice, Rung
 from router.lookup import ProfileLookup, lookup_of
 from router.topics import TOPIC_PREFIX
 from router.vote_model import vote_accuracies
@@ -58,9 +69,28 @@ class Selection(BaseModel):
         le=50.0,
         description="adaptive: spread of shared question difficulty (logit scale); 0 = independent experts.",
     )
+    top_p: float = Field(0.7, gt=0.0, le=1.0, description="top-p: routing weight the chosen experts must reach.")
+    temperature: float = Field(
+        0.05, gt=0.0, le=10.0, description="top-p: routing weight = softmax of expected accuracy / temperature."
+    )
+    win_threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="routellm: predicted win probability from which the strong model answers."
+    )
+    cascade_first: int = Field(2, ge=1, le=64, description="cascade: experts of the first rung.")
+    cascade_gain: float = Field(
+        0.1, ge=-1.0, le=1.0, description="cascade: estimated accuracy the next rung must add to be asked."
+    )
 
 
-Chosen = tuple[list[ExpertChoice], bool]  # experts best first, whether a fallback was used
+class Chosen(NamedTuple):
+    """What a policy picked: the experts asked up front (best first), whether a low-confidence
+    fallback chose them, and a cascade's later rungs."""
+
+    experts: list[ExpertChoice]
+    fallback: bool = False
+    later: tuple[Rung, ...] = ()
+
+
 Policy = Callable[[ProfileLookup, Mapping[str, float], Selection, random.Random], Chosen]
 """A policy reads the profile through a ``ProfileLookup`` (the router keeps one per profile)."""
 
@@ -110,12 +140,12 @@ def _symbolic(profile: ProfileLookup, skills: Mapping[str, float], sel: Selectio
         picked.append(expert)
         pool.remove(expert)
     picked += [e for e in _ranked(scores, profile) if e not in picked][: k - len(picked)]
-    return _choices(sorted(picked, key=_ranked(scores, profile).index), scores), False
+    return Chosen(_choices(sorted(picked, key=_ranked(scores, profile).index), scores), False)
 
 
 def _topk(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = symbolic_scores(profile, skills)
-    return _choices(_ranked(scores, profile)[: sel.k], scores), False
+    return Chosen(_choices(_ranked(scores, profile)[: sel.k], scores), False)
 
 
 def category_weights(skills: Mapping[str, float]) -> dict[str, float]:
@@ -130,24 +160,24 @@ def _category(profile: ProfileLookup, skills: Mapping[str, float], sel: Selectio
     top = max(categories, key=categories.__getitem__) if categories else None
     if top is not None and categories[top] >= sel.threshold:
         scores = {e: profile.accuracy(e, top) for e in profile.experts}
-        return _choices(_ranked(scores, profile)[: sel.k], scores), False
+        return Chosen(_choices(_ranked(scores, profile)[: sel.k], scores), False)
     scores = {e: profile.accuracy(e) for e in profile.experts}
-    return _choices(_ranked(scores, profile)[: sel.k], scores), True
+    return Chosen(_choices(_ranked(scores, profile)[: sel.k], scores), True)
 
 
 def _single_best(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = {e: profile.accuracy(e) for e in profile.experts}
-    return _choices(_ranked(scores, profile)[:1], scores), False
+    return Chosen(_choices(_ranked(scores, profile)[:1], scores), False)
 
 
 def _random(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     picked = rng.sample(profile.experts, min(sel.k, len(profile.experts)))
-    return _choices(picked, {e: 0.0 for e in picked}), False
+    return Chosen(_choices(picked, {e: 0.0 for e in picked}), False)
 
 
 def _all(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
     scores = expected_accuracy(profile, skills)
-    return _choices(_ranked(scores, profile), scores), False
+    return Chosen(_choices(_ranked(scores, profile), scores), False)
 
 
 def _adaptive(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
@@ -159,7 +189,62 @@ def _adaptive(profile: ProfileLookup, skills: Mapping[str, float], sel: Selectio
         value = vote - sel.cost * j
         if value > best_value + 1e-12:
             best_j, best_value = j, value
-    return _choices(ranked[:best_j], scores), False
+    return Chosen(_choices(ranked[:best_j], scores), False)
+
+
+def _top_p(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    scores = expected_accuracy(profile, skills)
+    ranked = _ranked(scores, profile)
+    top = max(scores.values())
+    raw = {e: math.exp((scores[e] - top) / sel.temperature) for e in ranked}
+    total = sum(raw.values())
+    picked, reached = [], 0.0
+    for expert in ranked:
+        picked.append(expert)
+        reached += raw[expert] / total
+        if reached >= sel.top_p - 1e-12 or len(picked) >= sel.max_k:
+            break
+    return Chosen(_choices(picked, {e: raw[e] / total for e in picked}))
+
+
+def strong_and_weak(profile: ProfileLookup) -> tuple[str, str]:
+    """RouteLLM's pair: the costliest expert (the most accurate among equals) and the cheapest
+    (likewise); with equal costs, the most and the least accurate overall."""
+    by_cost = sorted(profile.experts, key=lambda e: (profile.cost(e), profile.accuracy(e), e))
+    strong, weak = by_cost[-1], by_cost[0]
+    if profile.cost(strong) == profile.cost(weak):
+        by_accuracy = sorted(profile.experts, key=lambda e: (profile.accuracy(e), e))
+        strong, weak = by_accuracy[-1], by_accuracy[0]
+    return strong, weak
+
+
+def win_probability(profile: ProfileLookup, skills: Mapping[str, float], strong: str, weak: str) -> float:
+    """Predicted chance that the strong expert is right where the weak one is wrong, from their
+    accuracies on the query's skills (taken as independent)."""
+    accuracy = expected_accuracy(profile, skills)
+    return accuracy[strong] * (1.0 - accuracy[weak])
+
+
+def _routellm(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    strong, weak = strong_and_weak(profile)
+    win = win_probability(profile, skills, strong, weak)
+    return Chosen([ExpertChoice(expert=strong if win >= sel.win_threshold else weak, score=win)])
+
+
+def _cascade(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+    """The ladder of ``router.cascade``: cheap experts first, the strong one (or more) on escalation."""
+    scores = expected_accuracy(profile, skills)
+    ranked = _ranked(scores, profile)
+    strong = min(ranked[:1] + [e for e in ranked if scores[e] == scores[ranked[0]]], key=profile.cost)
+    cheaper = [e for e in ranked if profile.cost(e) < profile.cost(strong)]
+    if cheaper:
+        by_value = sorted(cheaper, key=lambda e: (-scores[e] / profile.cost(e), ranked.index(e)))
+        first = by_value[: sel.cascade_first]
+        later = (Rung(experts=tuple(_choices([strong], scores)), replaces=True),)
+        return Chosen(_choices(first, scores), False, later)
+    ranked = ranked[: max(sel.max_k, sel.cascade_first)]
+    first, rest = ranked[: sel.cascade_first], ranked[sel.cascade_first :]
+    return Chosen(_choices(first, scores), False, tuple(Rung(experts=tuple(_choices([e], scores))) for e in rest))
 
 
 POLICIES: dict[str, Policy] = {
@@ -170,6 +255,9 @@ POLICIES: dict[str, Policy] = {
     "random": _random,
     "all": _all,
     "adaptive": _adaptive,
+    "top-p": _top_p,
+    "routellm": _routellm,
+    "cascade": _cascade,
 }
 
 

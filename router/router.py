@@ -7,9 +7,10 @@ import random
 from collections.abc import Mapping, Sequence
 
 from common.errors import BadInput
+from router.cascade import ConfidenceModel, Escalation, Heard, escalation
 from router.decision import RouteDecision
 from router.lookup import ProfileLookup
-from router.policies import Selection, category_weights, get_policy
+from router.policies import Selection, category_weights, expected_accuracy, get_policy
 from router.scorers import Scorer
 from skills.profile import Profile
 
@@ -33,12 +34,16 @@ class Router:
         k: int | None = None,
         seed: int = 0,
         selection: Selection | None = None,
+        costs: Mapping[str, float] | None = None,
+        confidence: ConfidenceModel | None = None,
     ) -> None:
         selection = selection or Selection()
         if k is not None:
             selection = selection.model_copy(update={"k": Selection(k=k).k})
         self.profile = profile
-        self._lookup = ProfileLookup(profile)
+        self._lookup = ProfileLookup(profile, costs)
+        self.confidence = confidence or ConfidenceModel()
+        """A cascade's confidence model (``coe calibrate`` fits one; else the uncalibrated defaults)."""
         self.scorer = scorer
         self.policy_name = policy
         self.policy = get_policy(policy)
@@ -63,20 +68,43 @@ class Router:
             qid = None if question_ids is None else str(question_ids[index])
             skills = _normalised(skills)
             rng = random.Random(f"{self.seed}:{qid if qid is not None else index}")
-            chosen, fallback = self.policy(self._lookup, skills, self.selection, rng)
+            chosen = self.policy(self._lookup, skills, self.selection, rng)
+            every = [*chosen.experts, *(c for rung in chosen.later for c in rung.experts)]
             decisions.append(
                 RouteDecision(
                     question_id=qid,
                     skills=skills,
-                    experts=tuple(chosen),
+                    experts=tuple(chosen.experts),
                     confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
                     policy=self.policy_name,
-                    fallback=fallback,
-                    unmeasured=tuple(c.expert for c in chosen if not self._lookup.measured(c.expert)),
+                    fallback=chosen.fallback,
+                    unmeasured=tuple(c.expert for c in every if not self._lookup.measured(c.expert)),
+                    later=chosen.later,
                 )
             )
         log.debug("router: %d decisions by %s", len(decisions), self.policy_name)
         return decisions
+
+    @property
+    def costs(self) -> dict[str, float]:
+        """Expert -> the cost of one call, as routing weighs it."""
+        return dict(self._lookup.costs)
+
+    def competence(self, decision: RouteDecision) -> dict[str, float]:
+        """Every expert's expected accuracy on the decision's skills."""
+        return expected_accuracy(self._lookup, decision.skills)
+
+    def escalate(self, decision: RouteDecision, heard: Sequence[Heard], answered: int) -> Escalation:
+        """For a cascade: after ``answered`` rounds whose answers are ``heard``, ask the next rung?"""
+        return escalation(
+            decision,
+            heard,
+            self.competence(decision),
+            self.confidence,
+            answered=answered,
+            gain=self.selection.cascade_gain,
+            n_options=self.selection.n_options,
+        )
 
 
 def _normalised(skills: Mapping[str, float]) -> dict[str, float]:

@@ -70,11 +70,14 @@ def route(policy, text, **kw):
 
 
 def test_registry_has_the_named_policies_and_suggests_on_typos():
-    assert set(POLICIES) == {"symbolic", "topk", "category", "single-best", "random", "all", "adaptive"}
+    assert set(POLICIES) == {
+        *("symbolic", "topk", "category", "single-best", "random", "all", "adaptive"),
+        *("top-p", "routellm", "cascade"),
+    }
     with pytest.raises(NotFound, match="did you mean 'adaptive'"):
         get_policy("adaptiv")
     with pytest.raises(NotFound, match="did you mean 'topk'"):
-        Router(profile(), SCORER, "top-k")
+        Router(profile(), SCORER, "topkk")
 
 
 def test_symbolic_scores_follow_skills_and_competence():
