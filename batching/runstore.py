@@ -63,7 +63,7 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     prompting), the request's messages and question id (replay answers by it), and the sampling
     in effect, and ``logprobs`` when the request asks for them (a generation made without them
     lacks ``Generation.logprob``). The request's own id is not part of it."""
-    asked = {
+    asked: dict[str, object] = {
         "expert": spec.name,
         "source": spec.source.model_dump(mode="json", include=_DECIDING[spec.source.kind]),
         "prompt_mode": spec.prompt_mode,
