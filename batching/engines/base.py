@@ -5,7 +5,10 @@ Every engine converts its own failures into ``common.errors.EngineError`` subcla
 (vLLM) see every request together, and reports each request through ``on_result`` as soon
 as it is finished, so a caller can checkpoint it before the batch ends. Engines that can
 stream also report the text of each request as it is generated, through ``on_delta``: vLLM,
-HTTP endpoints and the fake do; replay has nothing to stream and never calls it.
+HTTP endpoints and the fake do; replay has nothing to stream and never calls it. A request
+that asks for log-probabilities (``Request.logprobs``) gets their mean per generated token in
+``Generation.logprob`` where the engine has them (vLLM, servers that return them, the fake's
+stand-in); replay's recordings have none, so it leaves None.
 """
 
 from __future__ import annotations
