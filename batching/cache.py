@@ -2,9 +2,10 @@
 
 The run store keeps one run's checkpoints; the cache keeps any finished generation for any later
 run that asks the same thing (``runstore.request_key``: model source, prompting, messages,
-question id and effective sampling). The executor consults it before a phase loads anything
-and again as composed tasks become ready; a hit resolves its task with no load and no engine
-call. Implementations (SQLite, Redis) live with the orchestrator; this is their two-method seam.
+question id, effective sampling, and whether log-probabilities were asked for). The executor
+consults it before a phase loads anything and again as composed tasks become ready; a hit
+resolves its task with no load and no engine call. Implementations (SQLite, Redis) live with
+the orchestrator; this is their two-method seam.
 
 A request that asks for a fresh sample (a temperature above 0 and no seed) is never cached:
 the same prompt is meant to give a different answer each time.

@@ -1,7 +1,8 @@
 """Run stores: every finished generation of a batch run, so a killed run resumes where it was.
 
 Generations are keyed by what was asked: ``request_key`` digests the model's source and
-prompting, the request's messages and question id, and its effective sampling. A reused run
+prompting, the request's messages and question id, its effective sampling, and whether it asked
+for log-probabilities (a generation made without them cannot answer one that asks). A reused run
 id with a changed pool, policy or prompt therefore regenerates exactly what changed, and never
 returns an answer to a different request.
 
@@ -60,8 +61,9 @@ recording file lies and the like do not, so changing them keeps what is stored."
 def request_key(spec: ExpertSpec, request: Request) -> str:
     """A digest of everything that decides a generation: the expert (its name, model source and
     prompting), the request's messages and question id (replay answers by it), and the sampling
-    in effect. The request's own id is not part of it."""
-    asked = {
+    in effect, and ``logprobs`` when the request asks for them (a generation made without them
+    lacks ``Generation.logprob``). The request's own id is not part of it."""
+    asked: dict[str, object] = {
         "expert": spec.name,
         "source": spec.source.model_dump(mode="json", include=_DECIDING[spec.source.kind]),
         "prompt_mode": spec.prompt_mode,
@@ -71,6 +73,8 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
         "question_id": request.question_id,
         "sampling": request.sampling(spec.sampling).model_dump(mode="json"),
     }
+    if request.logprobs:  # only when asked, so the keys of every other request stay as they were
+        asked["logprobs"] = True
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 

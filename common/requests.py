@@ -40,6 +40,7 @@ class Request(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=32768, description="Overrides the expert's.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Overrides the expert's.")
     seed: int | None = Field(None, description="Overrides the expert's (distinct samples of one prompt).")
+    logprobs: bool = Field(False, description="Ask the engine for the generated tokens' log-probabilities.")
 
     def sampling(self, base: Sampling) -> Sampling:
         """The expert's sampling with this request's overrides applied."""
@@ -75,6 +76,12 @@ class Generation(BaseModel):
     error: str | None = None
     answer: str | None = Field(
         None, description="The answer its source already extracted (a recording's pred): read instead of the text."
+    )
+    logprob: float | None = Field(
+        None,
+        le=0.0,
+        description="Mean log-probability (natural log) per generated token of the text; None when the request "
+        "did not ask (Request.logprobs) or the engine cannot give it.",
     )
 
     @property

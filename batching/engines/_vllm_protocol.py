@@ -47,6 +47,7 @@ class Job:
     sampling: Sampling
     prompt: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None  # (role, content)
+    logprobs: bool = False  # report the mean log-probability of the generated tokens
 
     def chat(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages or ()]
@@ -98,6 +99,7 @@ class Finished:
     finish_reason: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    logprob: float | None = None  # mean per generated token, if the job asked for logprobs
 
 
 @dataclass(frozen=True)

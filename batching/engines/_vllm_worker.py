@@ -34,6 +34,7 @@ from batching.engines._vllm_protocol import (
     Stop,
     WorkerConfig,
 )
+from batching.engines.base import mean_logprob
 from batching.engines.vllm_options import engine_args
 from common.errors import NotFound
 
@@ -86,7 +87,22 @@ def _sampling(job: Job, max_tokens: int):
         seed=raw.seed,
         stop=list(raw.stop) or None,
         repetition_penalty=raw.repetition_penalty,
+        logprobs=0 if job.logprobs else None,  # 0: the sampled token's own log-probability only
     )
+
+
+def _mean_logprob(completion, asked: bool) -> float | None:
+    """The mean log-probability of a finished completion's tokens (vLLM 0.32 fills ``logprobs``,
+    one {token id: Logprob} per generated token, and their sum ``cumulative_logprob``)."""
+    if not asked:
+        return None
+    steps = completion.logprobs
+    if steps is not None and len(steps) == len(completion.token_ids):
+        sampled = [(step or {}).get(token) for step, token in zip(steps, completion.token_ids, strict=True)]
+        return mean_logprob(None if entry is None else entry.logprob for entry in sampled)
+    if completion.cumulative_logprob is not None and completion.token_ids:
+        return mean_logprob([completion.cumulative_logprob / len(completion.token_ids)])
+    return None
 
 
 def _prompt_tokens(tokenizer, job: Job, chat_template: str | None) -> int:
@@ -157,6 +173,7 @@ def generate(
                         tokens_out=len(completion.token_ids),
                         finish_reason=completion.finish_reason,
                         seconds=time.monotonic() - started,
+                        logprob=_mean_logprob(completion, jobs[i].logprobs),
                     )
                 )
     except BaseException:

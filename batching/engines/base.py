@@ -5,12 +5,16 @@ Every engine converts its own failures into ``common.errors.EngineError`` subcla
 (vLLM) see every request together, and reports each request through ``on_result`` as soon
 as it is finished, so a caller can checkpoint it before the batch ends. Engines that can
 stream also report the text of each request as it is generated, through ``on_delta``: vLLM,
-HTTP endpoints and the fake do; replay has nothing to stream and never calls it.
+HTTP endpoints and the fake do; replay has nothing to stream and never calls it. A request
+that asks for log-probabilities (``Request.logprobs``) gets their mean per generated token in
+``Generation.logprob`` where the engine has them (vLLM, servers that return them, the fake's
+stand-in); replay's recordings have none, so it leaves None.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from batching.spec import ExpertSpec
@@ -87,3 +91,14 @@ def chat_messages(request: Request, system_prompt: str | None = None) -> list[di
     if system_prompt and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def mean_logprob(values: Iterable[float | None]) -> float | None:
+    """The mean of per-token log-probabilities as ``Generation.logprob``: None when there are none
+    or one is missing or not finite (the engine could not say), capped at 0 (a server's rounding
+    may land just above)."""
+    given = list(values)
+    numbers = [float(v) for v in given if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    if not numbers or len(numbers) != len(given):
+        return None
+    return min(0.0, math.fsum(numbers) / len(numbers))

@@ -3,7 +3,8 @@
 It answers from a function of the request (by default a deterministic letter derived from
 the prompt), counts its loads and calls so tests can assert on them, and can be told to fail.
 Asked to stream, it hands each answer out word by word (each word with the spaces after it),
-so the deltas join to the exact text.
+so the deltas join to the exact text. Asked for log-probabilities (``Request.logprobs``), it
+gives ``fake_logprob`` of the answer's text: a stable value in [-2, -0.05] from the text's hash.
 It stands for a real engine in tests only; every behaviour it stands for is also tested
 against vLLM and a live HTTP server in the real tier.
 """
@@ -33,6 +34,14 @@ def letter_answer(spec: ExpertSpec, request: Request) -> str:
     """A stable pseudo-answer: the letter the hash of (expert, prompt) lands on."""
     digest = hashlib.sha256(f"{spec.name}\n{request.text}".encode()).digest()
     return f"Thinking about it briefly. The answer is ({LETTERS[digest[0] % 4]})."
+
+
+def fake_logprob(text: str) -> float:
+    """A plausible, deterministic mean log-probability for ``text``: the first two bytes of its
+    sha256 spread evenly over [-2.0, -0.05] (the range of a small model's greedy answers), so one
+    text always gets one value and different texts usually different ones."""
+    fraction = int.from_bytes(hashlib.sha256(text.encode()).digest()[:2], "big") / 0xFFFF
+    return round(-0.05 - 1.95 * fraction, 6)
 
 
 class FakeEngine:
@@ -85,6 +94,7 @@ class FakeEngine:
                 tokens_in=len(request.text.split()),
                 tokens_out=len(text.split()),
                 finish_reason="stop",
+                logprob=fake_logprob(text) if request.logprobs else None,
             )
             out.append(generation)
             if on_delta is not None:

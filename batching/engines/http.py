@@ -9,6 +9,10 @@ Asked for deltas, it asks the server to stream (``"stream": true`` with usage in
 chunk) and reads the server-sent events as they come. A streamed request is retried only
 until the server accepts it: once text has been handed out, a failure (an error event, a
 dropped connection, a stream that ends unfinished) fails that request.
+
+A request that asks for log-probabilities (``Request.logprobs``) sends ``"logprobs": true`` to
+chat completions (``0``, the sampled token's only, to completions) and gets the mean of the
+per-token values the reply or its chunks carry; a server that sends none gives None.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from batching.engines.base import DeltaCallback, ResultCallback, chat_messages, completion_prompt
+from batching.engines.base import DeltaCallback, ResultCallback, chat_messages, completion_prompt, mean_logprob
 from batching.spec import ExpertSpec, HTTPSource
 from common.errors import EndpointError, EngineError
 from common.requests import Generation, Request
@@ -228,6 +232,7 @@ class HTTPEngine:
                 raise TypeError(f"text is {type(text).__name__}")
             usage = reply.get("usage") or {}
             tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            logprob = mean_logprob(_token_logprobs(choice, chat)) if request.logprobs else None
         except EndpointError as exc:
             return failed(str(exc))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -240,6 +245,7 @@ class HTTPEngine:
             tokens_out=tokens_out,
             seconds=time.monotonic() - started,
             finish_reason=choice.get("finish_reason"),
+            logprob=logprob,
         )
 
     def _stream_one(
@@ -253,6 +259,7 @@ class HTTPEngine:
         body = {**self._body(request, chat), "stream": True, "stream_options": {"include_usage": True}}
         started = time.monotonic()
         parts: list[str] = []
+        logprobs: list[float | None] = []  # per token, from the chunks that carry them
 
         def failed(reason: str) -> Generation:
             return Generation(
@@ -271,10 +278,11 @@ class HTTPEngine:
                         return failed("abandoned: the batch ended before the stream did")
                     if chunk is None:  # [DONE]
                         break
-                    text, reason, counts = _read_chunk(chunk, chat, path)
+                    text, reason, counts, values = _read_chunk(chunk, chat, path)
                     if text:
                         parts.append(text)
                         emit(text)
+                    logprobs.extend(values)
                     finish, usage = reason or finish, counts or usage
                 else:
                     if finish is None:
@@ -296,6 +304,7 @@ class HTTPEngine:
             tokens_out=tokens_out,
             seconds=time.monotonic() - started,
             finish_reason=finish,
+            logprob=mean_logprob(logprobs) if request.logprobs else None,
         )
 
     def _body(self, request: Request, chat: bool) -> dict[str, Any]:
@@ -312,6 +321,8 @@ class HTTPEngine:
             body["stop"] = list(sampling.stop)
         if sampling.repetition_penalty != 1.0:
             body["repetition_penalty"] = sampling.repetition_penalty  # a vLLM server extension
+        if request.logprobs:
+            body["logprobs"] = True if chat else 0  # completions take how many alternatives to add
         if chat:
             body["messages"] = chat_messages(request, self.spec.system_prompt)
             if self.spec.chat_template:
@@ -423,26 +434,45 @@ def _chunks(response: httpx.Response, where: str) -> Iterator[dict[str, Any] | N
         yield chunk
 
 
-def _read_chunk(chunk: dict[str, Any], chat: bool, where: str) -> tuple[str, str | None, tuple[int, int] | None]:
-    """(text, finish reason, (prompt, completion) tokens) of one streamed chunk; an error the
-    server reported mid-stream is _StreamFailed."""
+def _token_logprobs(choice: dict[str, Any], chat: bool) -> list[float | None]:
+    """The per-token log-probabilities a choice (of a reply or a streamed chunk) carries: chat's
+    ``logprobs.content[*].logprob``, completions' ``logprobs.token_logprobs``; [] if none. What is
+    not a number stays in as None, so ``mean_logprob`` gives None rather than a partial mean."""
+    block = choice.get("logprobs")
+    if not isinstance(block, dict):
+        return []
+    items = block.get("content" if chat else "token_logprobs")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        return [None]
+    if chat:
+        items = [item.get("logprob") if isinstance(item, dict) else None for item in items]
+    return [v if isinstance(v, int | float) and not isinstance(v, bool) else None for v in items]
+
+
+def _read_chunk(
+    chunk: dict[str, Any], chat: bool, where: str
+) -> tuple[str, str | None, tuple[int, int] | None, list[float | None]]:
+    """(text, finish reason, (prompt, completion) tokens, per-token log-probabilities) of one
+    streamed chunk; an error the server reported mid-stream is _StreamFailed."""
     error = chunk.get("error")
     if error is not None:
         message = error.get("message", error) if isinstance(error, dict) else error
         raise _StreamFailed(f"{where} reported an error mid-stream: {' '.join(str(message).split())[:300]}")
     try:
-        text, finish = "", None
+        text, finish, logprobs = "", None, []
         choices = chunk.get("choices") or []
         if choices:
             choice = choices[0]
             piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
             if piece is not None and not isinstance(piece, str):
                 raise TypeError(f"text is {type(piece).__name__}")
-            text, finish = piece or "", choice.get("finish_reason")
+            text, finish, logprobs = piece or "", choice.get("finish_reason"), _token_logprobs(choice, chat)
         usage = chunk.get("usage")
         counts = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)) if usage else None
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
         raise _StreamFailed(
             f"malformed chunk from {where} ({type(exc).__name__}: {exc}): {json.dumps(chunk)[:120]!r}"
         ) from exc
-    return text, finish, counts
+    return text, finish, counts, logprobs

@@ -289,9 +289,15 @@ class VLLMEngine:
     def _job(self, request: Request) -> Job:
         sampling = request.sampling(self.spec.sampling)
         if self.spec.prompt_mode == "completion":
-            return Job(sampling=sampling, prompt=completion_prompt(request, self.spec.system_prompt))
+            return Job(
+                sampling=sampling,
+                prompt=completion_prompt(request, self.spec.system_prompt),
+                logprobs=request.logprobs,
+            )
         messages = chat_messages(request, self.spec.system_prompt)
-        return Job(sampling=sampling, messages=tuple((m["role"], m["content"]) for m in messages))
+        return Job(
+            sampling=sampling, messages=tuple((m["role"], m["content"]) for m in messages), logprobs=request.logprobs
+        )
 
     def _generation(self, request: Request, done: Finished) -> Generation:
         return Generation(
@@ -303,6 +309,7 @@ class VLLMEngine:
             seconds=done.seconds,
             finish_reason=done.finish_reason,
             error=done.error,
+            logprob=done.logprob,
         )
 
     # -- plumbing -----------------------------------------------------------------------------
