@@ -36,6 +36,9 @@ class ExpertAnswer(BaseModel):
     tokens_out: int = Field(0, ge=0)
     seconds: float = Field(0.0, ge=0.0)
     error: str | None = Field(None, description="Why the expert gave no answer (failed or not run).")
+    logprob: float | None = Field(
+        None, le=0.0, description="Mean log-probability per generated token, where the engine gave one."
+    )
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,7 @@ class ExpertAnswer(BaseModel):
             tokens_out=generation.tokens_out,
             seconds=generation.seconds,
             error=generation.error,
+            logprob=generation.logprob if ok else None,
         )
 
 

@@ -6,6 +6,7 @@
       router/classifier.v<N>.json       skill classifier (router.ClassifierPayload)
       router/topics.v<N>.json           topics (router.TopicPayload)
       aggregator/choice.v<N>.json       aggregator selection (aggregators.AggregatorChoice)
+      policies/<policy>.v<N>.json       a policy's calibrated thresholds (router.calibration.Calibration)
       active.json                       the versions the pool routes with (``ActiveVersions``)
 
 ``coe profile`` adds new versions; the pool keeps routing with the versions ``active.json``
@@ -31,6 +32,7 @@ from aggregators import AggregatorChoice
 from common.artefacts import read_model, replace_file, versions, write_new_version
 from common.errors import BadInput, ConfigError, NotFound
 from router import ClassifierPayload, RouterArtefacts, Scorer, SkillClassifier, TopicModel, TopicPayload
+from router.calibration import Calibration
 from skills import CachedEmbedder, Embedder, Profile, make_embedder
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class PoolArtefacts:
     PROFILES = "profiles"
     ROUTER = "router"
     AGGREGATOR = "aggregator"
+    POLICIES = "policies"
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -83,13 +86,20 @@ class PoolArtefacts:
     def topics_versions(self) -> dict[int, Path]:
         return versions(self.router_dir, "topics")
 
+    @property
+    def policies_dir(self) -> Path:
+        return self.directory / self.POLICIES
+
+    def calibration_versions(self, policy: str) -> dict[int, Path]:
+        return versions(self.policies_dir, policy)
+
     def choice_versions(self) -> dict[int, Path]:
         return versions(self.aggregator_dir, "choice")
 
     def pickles(self) -> list[Path]:
         """Pickle files lying in the pool's artefact folders: never read, listed so that loading
         the pool can warn about them."""
-        folders = (self.directory, self.profiles_dir, self.router_dir, self.aggregator_dir)
+        folders = (self.directory, self.profiles_dir, self.router_dir, self.aggregator_dir, self.policies_dir)
         return sorted(
             p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES
         )
@@ -211,3 +221,25 @@ class PoolArtefacts:
 
     def latest_choice(self) -> AggregatorChoice | None:
         return self._latest(self.choice_versions(), AggregatorChoice)
+
+    # -- calibrated policies ----------------------------------------------------------------------
+
+    def save_calibration(self, calibration: Calibration) -> Path:
+        """Write a policy's calibration as its next version; its ``revision`` is that version."""
+        path = write_new_version(
+            self.policies_dir,
+            calibration.policy,
+            lambda version: calibration.model_copy(update={"revision": version}).model_dump_json(indent=1),
+        )
+        log.info("calibration of %s saved to %s (%s)", calibration.policy, path, calibration.selection)
+        return path
+
+    def latest_calibration(self, policy: str) -> Calibration | None:
+        """The newest calibration of ``policy``; None when it was never calibrated."""
+        found = self.calibration_versions(policy)
+        if not found:
+            return None
+        calibration = read_model(found[max(found)], Calibration)
+        if calibration.policy != policy:
+            raise ConfigError(f"{found[max(found)]}: policy: {calibration.policy!r}, but the file is {policy!r}'s")
+        return calibration

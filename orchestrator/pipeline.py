@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from aggregators import (
@@ -29,7 +29,7 @@ from aggregators import (
     majority,
     synthesis_outcome,
 )
-from batching import EngineFactory, WarmEngines
+from batching import Cost, EngineFactory, WarmEngines
 from batching.cache import GenerationCache
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
@@ -42,8 +42,9 @@ from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, w
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
+from orchestrator.rounds import Climb, Rounds, expert_task, merge, predicted_loads
 from orchestrator.trace import Answer, Timings, Trace
-from router import RouteDecision, Router, expected_accuracy
+from router import Escalation, Heard, RouteDecision, Router, expected_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ class Asked:
     competence: dict[str, float] = field(default_factory=dict)
     """Each chosen expert's expected accuracy on the query's skills, by weight (``router.expected_accuracy``;
     experts the profile knows)."""
+    voters: tuple[str, ...] | None = None
+    """The experts whose answers the vote and the aggregator read (None: every one asked; a
+    cascade that escalated to a strong expert: that expert alone)."""
+    escalations: tuple[Escalation, ...] = ()
+    """A cascade's decisions after each round."""
 
     @property
     def expert_tasks(self) -> dict[str, str]:
@@ -126,9 +132,19 @@ def task_graph(asked: Sequence[Asked], *, aggregate: bool = True) -> tuple[list[
     return tasks, jobs
 
 
-def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: float, vote: bool = False) -> Answer:
+def build_answer(
+    one: Asked,
+    result: RunResult,
+    *,
+    pool: str,
+    route_seconds: float,
+    vote: bool = False,
+    costs: Mapping[str, Cost | None] | None = None,
+) -> Answer:
     """The answer to one query from its record and the run's result (nothing is composed again).
-    With ``vote`` the experts' majority is the answer (ties broken by competence)."""
+    With ``vote`` the experts' majority is the answer (ties broken by competence). ``costs``:
+    the pool's declared costs, for the trace's ``cost`` (one per call when none)."""
+    costs = costs or {}
     scores = {c.expert: c.score for c in one.decision.experts}
     experts = tuple(
         _expert_answer(one, name, task_id, scores[name], result) for name, task_id in one.expert_tasks.items()
@@ -138,7 +154,7 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
     composed = result.composed.get(one.aggregate_task)
     aggregation: AggregationResult | None
     error = None
-    arrived = [e for e in experts if e.ok]
+    arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
     if vote and arrived:
         aggregation = majority(arrived, competence=one.competence)
     elif generation is not None and generation.ok and composed is not None:
@@ -159,6 +175,8 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
         aggregator="majority" if vote else one.aggregator,
         aggregation=aggregation,
         loads=result.metrics.loads,
+        escalations=one.escalations,
+        cost=sum(expert_cost(costs.get(e.expert), e) for e in experts if e.error != "not run"),
         cache_hits=sum(1 for t in (*one.expert_tasks.values(), one.aggregate_task) if t in result.cached),
         timings=Timings(
             route=route_seconds,
@@ -171,6 +189,11 @@ def build_answer(one: Asked, result: RunResult, *, pool: str, route_seconds: flo
     if aggregation is None:
         return Answer(question_id=one.query.id, text="", error=error, trace=trace)
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
+
+
+def expert_cost(cost: Cost | None, answer: ExpertAnswer) -> float:
+    """What one expert call cost: the declared cost of its tokens, or 1 call when none is declared."""
+    return cost.of_tokens(answer.tokens_in + answer.tokens_out) if cost is not None else 1.0
 
 
 def _expert_answer(one: Asked, name: str, task_id: str, score: float, result: RunResult) -> ExpertAnswer:
@@ -265,6 +288,9 @@ class Pipeline:
         self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
         route_seconds = routed / len(asked)
         vote = self.aggregation == "majority"
+        run_id = run_id or _run_id([q.id for q in queries])
+        if any(one.decision.later for one in asked):
+            return self._climb(asked, run_id, route_seconds, vote)
         tasks, jobs = task_graph(asked, aggregate=not vote)
         plan = self.plan(tasks)
         log.info(
@@ -274,7 +300,17 @@ class Pipeline:
             len(plan.phases),
             plan.predicted_loads,
         )
-        executor = Executor(
+        result = self.executor().run(
+            plan,
+            tasks,
+            self.pool.specs,
+            _limited(compose(jobs, self.synthesis), self.max_tokens),
+            run_id=run_id,
+        )
+        return [self._answer(one, result, route_seconds, vote) for one in asked]
+
+    def executor(self) -> Executor:
+        return Executor(
             self.engine_factory,
             self.store,
             self.progress,
@@ -285,18 +321,78 @@ class Pipeline:
             cache=self.cache,
             cache_reads=self.cache_reads,
         )
-        result = executor.run(
-            plan,
-            tasks,
-            self.pool.specs,
-            _limited(compose(jobs, self.synthesis), self.max_tokens),
-            run_id=run_id or _run_id([q.id for q in queries]),
+
+    def _answer(self, one: Asked, result: RunResult, route_seconds: float, vote: bool) -> Answer:
+        costs = {name: spec.cost for name, spec in self.pool.specs.items()}
+        return build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, vote=vote, costs=costs)
+
+    def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float, vote: bool) -> list[Answer]:
+        """A cascade's batch in rounds (``orchestrator.rounds``), then its vote or aggregation."""
+        by_id = {one.query.id: one for one in asked}
+
+        def heard(question_id: str, expert: str, generation: Generation) -> Heard:
+            answer = ExpertAnswer.from_generation(generation, by_id[question_id].prompting.extract)
+            return Heard(expert, answer.choice if answer.ok else None, answer.logprob)
+
+        climbs = {
+            q: Climb(one.decision, list(one.decision.expert_names), list(one.decision.expert_names))
+            for q, one in by_id.items()
+        }
+        first = self.plan(
+            [
+                expert_task(q, e, one.prompting.prompt, True)
+                for q, one in by_id.items()
+                for e in one.decision.expert_names
+            ]
         )
-        return [build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, vote=vote) for one in asked]
+        log.info(
+            "pipeline: cascade of %d question(s); at most %d load(s) predicted",
+            len(asked),
+            predicted_loads(first, [a.decision for a in asked]),
+        )
+        rounds = Rounds(self.executor(), self.plan, self.pool.specs, self.router.escalate, heard)
+        result = rounds.run({q: one.prompting.prompt for q, one in by_id.items()}, climbs, run_id)
+        climbed = [_climbed(one, climbs[one.query.id], self.router) for one in asked]
+        if not vote:
+            inputs = {
+                one.aggregate_task: {
+                    t: result.generations[t]
+                    for e, t in one.expert_tasks.items()
+                    if e in (one.voters or ()) and t in result.generations
+                }
+                for one in climbed
+            }
+            jobs = {
+                one.aggregate_task: SynthesisJob(
+                    one.prompting.shown_question, one.prompting.answer_format, one.competence, one.query.id
+                )
+                for one in climbed
+            }
+            composer = _limited(compose(jobs, self.synthesis), self.max_tokens)
+            aggregated, composed = rounds.aggregate(
+                composer, inputs, {one.aggregate_task: one.aggregator for one in climbed}, run_id
+            )
+            result = merge([result, aggregated], run_id)
+            result.composed.update(composed)
+        return [self._answer(one, result, route_seconds, vote) for one in climbed]
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
             self.progress(event)
+
+
+def _climbed(one: Asked, climb: Climb, router: Router) -> Asked:
+    """``one`` after its cascade: every expert it asked, the voters, the escalations."""
+    choices = {c.expert: c for c in (*one.decision.experts, *(c for rung in one.decision.later for c in rung.experts))}
+    decision = one.decision.model_copy(update={"experts": tuple(choices[e] for e in climb.asked)})
+    expected = router.competence(decision)
+    return replace(
+        one,
+        decision=decision,
+        competence={e: expected[e] for e in climb.asked if e in expected},
+        voters=tuple(climb.voters),
+        escalations=tuple(climb.escalations),
+    )
 
 
 def _limited(composer: Compose, max_tokens: int | None) -> Compose:

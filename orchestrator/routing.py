@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aggregators import AggregatorChoice
 from orchestrator.pool import Pool
-from router import Router
+from router import Router, get_policy
 from router.scorers import Scorer
 from skills import Profile, ProfileBuilder
 
@@ -54,10 +54,33 @@ def pool_profile(pool: Pool) -> Profile:
     )
 
 
-def pool_router(pool: Pool, policy: str, k: int, seed: int = 0, *, embeddings_dir: Path | None = None) -> Router:
-    """The router for ``pool``: its profile and, if trained, its skill classifier (its embeddings
-    cached in ``embeddings_dir``, the settings' ``embeddings_dir``; None: not cached)."""
-    return Router(pool_profile(pool), pool_scorer(pool, embeddings_dir), policy, k=k, seed=seed)
+def pool_router(
+    pool: Pool,
+    policy: str,
+    k: int | None,
+    seed: int = 0,
+    *,
+    embeddings_dir: Path | None = None,
+    calibrated: bool = True,
+) -> Router:
+    """The router for ``pool``: its profile, its experts' costs, the policy's calibrated
+    thresholds when ``coe calibrate`` stored some (and ``calibrated``), and, if trained, its
+    skill classifier (its embeddings cached in ``embeddings_dir``; None: not cached)."""
+    get_policy(policy)  # an unknown name is one line, before any artefact is read
+    calibration = pool.artefacts.latest_calibration(policy) if calibrated else None
+    selection = calibration.apply() if calibration is not None else None
+    if calibration is not None:
+        log.info("pool %s: %s calibrated (v%d): %s", pool.name, policy, calibration.revision, calibration.selection)
+    return Router(
+        pool_profile(pool),
+        pool_scorer(pool, embeddings_dir),
+        policy,
+        k=k,
+        seed=seed,
+        selection=selection,
+        costs=pool.costs,
+        confidence=calibration.confidence if calibration is not None else None,
+    )
 
 
 def pool_scorer(pool: Pool, embeddings_dir: Path | None = None) -> Scorer:

@@ -175,7 +175,14 @@ class Orchestrator:
             router = pool_router(self.pool, key[0], key[1], embeddings_dir=self.settings.embeddings_dir)
             if scorer == "keywords":
                 keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
-                router = Router(router.profile, keywords, key[0], k=key[1])
+                router = Router(
+                    router.profile,
+                    keywords,
+                    key[0],
+                    selection=router.selection,
+                    costs=router.costs,
+                    confidence=router.confidence,
+                )
             self._routers[key] = router
         return self._routers[key]
 

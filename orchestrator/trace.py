@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
-from router import RouteDecision
+from router import Escalation, RouteDecision
 
 
 class Timings(BaseModel):
@@ -37,6 +37,10 @@ class Trace(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     loads: int = Field(0, description="Model loads of the batch run.")
     cache_hits: int = Field(0, description="This answer's generations (experts, aggregation) taken from the cache.")
+    escalations: tuple[Escalation, ...] = Field((), description="A cascade's decision after each round.")
+    cost: float = Field(
+        0.0, ge=0.0, description="What the experts' calls cost, in the pool's unit (calls when it declares none)."
+    )
 
     @property
     def policy(self) -> str:

@@ -58,9 +58,14 @@ class Router:
         return self.route_weights(self.scorer.skill_weights(texts), question_ids)
 
     def route_weights(
-        self, weights: Sequence[Mapping[str, float]], question_ids: Sequence[str] | None = None
+        self,
+        weights: Sequence[Mapping[str, float]],
+        question_ids: Sequence[str] | None = None,
+        *,
+        whole_ladder: bool = False,
     ) -> list[RouteDecision]:
-        """Decisions for queries whose skill weights are already known (e.g. dataset labels)."""
+        """Decisions for queries whose skill weights are already known (e.g. dataset labels).
+        ``whole_ladder``: a cascade keeps every rung, even one it would skip (for calibration)."""
         if question_ids is not None and len(question_ids) != len(weights):
             raise BadInput(f"{len(question_ids)} question ids for {len(weights)} queries")
         decisions = []
@@ -70,20 +75,31 @@ class Router:
             rng = random.Random(f"{self.seed}:{qid if qid is not None else index}")
             chosen = self.policy(self._lookup, skills, self.selection, rng)
             every = [*chosen.experts, *(c for rung in chosen.later for c in rung.experts)]
-            decisions.append(
-                RouteDecision(
-                    question_id=qid,
-                    skills=skills,
-                    experts=tuple(chosen.experts),
-                    confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
-                    policy=self.policy_name,
-                    fallback=chosen.fallback,
-                    unmeasured=tuple(c.expert for c in every if not self._lookup.measured(c.expert)),
-                    later=chosen.later,
-                )
+            decision = RouteDecision(
+                question_id=qid,
+                skills=skills,
+                experts=tuple(chosen.experts),
+                confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
+                policy=self.policy_name,
+                fallback=chosen.fallback,
+                unmeasured=tuple(c.expert for c in every if not self._lookup.measured(c.expert)),
+                later=chosen.later,
             )
+            decisions.append(decision if whole_ladder else self._skip_hopeless(decision))
         log.debug("router: %d decisions by %s", len(decisions), self.policy_name)
         return decisions
+
+    def _skip_hopeless(self, decision: RouteDecision) -> RouteDecision:
+        """A cascade whose first rung would be climbed past even if its experts all agreed starts
+        at the next rung: asking them could not stop the climb, only add their cost."""
+        while decision.later:
+            agreed = [Heard(e, "A") for e in decision.expert_names]
+            if not self.escalate(decision, agreed, 1).escalate:
+                break
+            rung, rest = decision.later[0], decision.later[1:]
+            experts = rung.experts if rung.replaces else (*decision.experts, *rung.experts)
+            decision = decision.model_copy(update={"experts": experts, "later": rest})
+        return decision
 
     @property
     def costs(self) -> dict[str, float]:

@@ -1,0 +1,310 @@
+"""Fitting a policy's thresholds to a cost or accuracy target, on recorded answers.
+
+Every expert's answer to each calibration question is known (``Recorded``), so any policy can
+be *played* on them without running a model: ``play`` gives the answer the policy reaches,
+the experts it asked and what they cost, by the same rules the pipeline runs (the router's
+decision, the cascade's ``Router.escalate`` after each round, the vote of ``cascade.leader``).
+
+``sweep`` plays one knob of a policy (``KNOBS``) over a grid and gives the accuracy-cost
+curve; ``choose`` picks the setting a ``Target`` asks for: the most accurate whose cost stays
+within ``max_cost`` times the reference expert's, or the cheapest whose accuracy reaches
+``min_accuracy`` times the reference's. ``fit_confidence`` fits the cascade's two
+probabilities as logistic regressions on the states of every question's whole ladder.
+``Calibration`` is what a pool stores (``orchestrator.artefacts``): plain numbers, versioned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.errors import BadInput
+from router.cascade import ConfidenceModel, Heard, LinearModel, features, leader
+from router.decision import RouteDecision
+from router.policies import Selection
+from router.router import Router
+
+FORMAT_VERSION = 1
+
+Recorded = Mapping[str, Mapping[str, Heard]]
+"""Question id -> expert -> its answer."""
+
+KNOBS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "cascade": ("cascade_gain", tuple(round(-0.1 + 0.025 * i, 3) for i in range(25))),
+    "adaptive": ("cost", (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)),
+    "top-p": ("top_p", tuple(round(0.05 * i, 2) for i in range(1, 21))),
+    "routellm": ("win_threshold", tuple(round(0.025 * i, 3) for i in range(41))),
+    "topk": ("k", (1, 2, 3, 4, 5, 6)),
+}
+"""Policy -> the Selection field calibration sets, and the values tried."""
+
+
+class Outcome(NamedTuple):
+    choice: str | None
+    asked: tuple[str, ...]
+    cost: float
+    rounds: int
+
+
+class Point(BaseModel):
+    """One setting played on the calibration questions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: float
+    accuracy: float
+    cost_ratio: float = Field(..., description="Cost per question over the reference expert's.")
+    accuracy_ratio: float = Field(..., description="Accuracy over the reference expert's.")
+    experts_per_question: float
+    escalated: float = Field(0.0, description="Share of questions that went past the first rung.")
+
+
+class Target(BaseModel):
+    """What the user asks of a calibration: one of a cost cap or an accuracy floor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_cost: float | None = Field(None, gt=0.0, description="Cost per question, as a share of the reference's.")
+    min_accuracy: float | None = Field(None, gt=0.0, le=1.5, description="Accuracy, as a share of the reference's.")
+    reference: str = Field(..., min_length=1, description="The expert both are measured against.")
+
+    @model_validator(mode="after")
+    def _one(self) -> Target:
+        if (self.max_cost is None) == (self.min_accuracy is None):
+            raise ValueError("give exactly one of max_cost and min_accuracy")
+        return self
+
+
+class Calibration(BaseModel):
+    """A policy's fitted thresholds, what they were fitted to, and what they reached."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = FORMAT_VERSION
+    policy: str
+    selection: dict[str, float] = Field(..., description="The Selection fields set (the knob).")
+    confidence: ConfidenceModel | None = Field(None, description="The cascade's fitted confidence model.")
+    target: Target
+    reference_accuracy: float
+    reference_cost: float
+    achieved: Point
+    met: bool = Field(True, description="False: no setting reached the target; the nearest was taken.")
+    curve: list[Point]
+    questions: int = Field(..., ge=1)
+    revision: int = Field(0, ge=0, description="The version it is stored as (0 before storing).")
+
+    @model_validator(mode="after")
+    def _known(self) -> Calibration:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"format {self.format_version} is not known (this version reads {FORMAT_VERSION})")
+        fields = set(Selection.model_fields)
+        unknown = sorted(set(self.selection) - fields)
+        if unknown:
+            raise ValueError(f"selection names unknown field(s) {unknown}")
+        Selection(**self.selection)  # in range
+        return self
+
+    def apply(self, selection: Selection | None = None) -> Selection:
+        return (selection or Selection()).model_copy(
+            update=Selection(**self.selection).model_dump(include=set(self.selection))
+        )
+
+
+def play(router: Router, decision: RouteDecision, answers: Mapping[str, Heard]) -> Outcome:
+    """What ``router``'s policy reaches on one question whose every expert's answer is known."""
+    competence = router.competence(decision)
+    costs = router.costs
+    heard = [answers[e] for e in decision.expert_names]
+    voters, asked, rounds = list(heard), list(decision.expert_names), 1
+    while rounds - 1 < len(decision.later) and router.escalate(decision, heard, rounds).escalate:
+        rung = decision.later[rounds - 1]
+        new = [answers[e] for e in rung.names]
+        heard += new
+        asked += rung.names
+        voters = new if rung.replaces else voters + new
+        rounds += 1
+    return Outcome(leader(voters, competence), tuple(asked), sum(costs.get(e, 1.0) for e in asked), rounds)
+
+
+class Scored(NamedTuple):
+    accuracy: float
+    cost: float
+    experts: float
+    escalated: float
+
+
+def score(router: Router, decisions: Sequence[RouteDecision], recorded: Recorded, gold: Mapping[str, str]) -> Scored:
+    outcomes = [play(router, d, recorded[str(d.question_id)]) for d in decisions]
+    n = max(1, len(outcomes))
+    right = sum(o.choice == gold[str(d.question_id)] for o, d in zip(outcomes, decisions, strict=True))
+    return Scored(
+        right / n,
+        sum(o.cost for o in outcomes) / n,
+        sum(len(o.asked) for o in outcomes) / n,
+        sum(o.rounds > 1 for o in outcomes) / n,
+    )
+
+
+def reference_figures(
+    reference: str, ids: Sequence[str], recorded: Recorded, gold: Mapping[str, str], costs: Mapping[str, float]
+) -> tuple[float, float]:
+    """The reference expert's accuracy alone, and its cost per question."""
+    if not ids:
+        raise BadInput("no calibration questions")
+    right = sum(recorded[i][reference].choice == gold[i] for i in ids)
+    return right / len(ids), costs.get(reference, 1.0)
+
+
+def sweep(
+    make_router: Callable[[Selection], Router],
+    policy: str,
+    weights: Sequence[Mapping[str, float]],
+    ids: Sequence[str],
+    recorded: Recorded,
+    gold: Mapping[str, str],
+    reference: str,
+    values: Sequence[float] | None = None,
+) -> list[Point]:
+    """The policy played at each value of its knob: its accuracy-cost curve."""
+    if policy not in KNOBS:
+        raise BadInput(f"policy {policy!r} has no threshold to calibrate; calibrate one of {', '.join(KNOBS)}")
+    knob, grid = KNOBS[policy]
+    base = make_router(Selection())
+    ref_accuracy, ref_cost = reference_figures(reference, ids, recorded, gold, base.costs)
+    points = []
+    for value in values if values is not None else grid:
+        if knob == "k" and value > len(base.profile.experts):
+            continue
+        router = make_router(base.selection.model_copy(update={knob: type(getattr(base.selection, knob))(value)}))
+        decisions = router.route_weights(weights, ids)
+        got = score(router, decisions, recorded, gold)
+        points.append(
+            Point(
+                value=float(value),
+                accuracy=round(got.accuracy, 4),
+                cost_ratio=round(got.cost / ref_cost, 4),
+                accuracy_ratio=round(got.accuracy / ref_accuracy, 4) if ref_accuracy else 0.0,
+                experts_per_question=round(got.experts, 3),
+                escalated=round(got.escalated, 4),
+            )
+        )
+    return points
+
+
+def choose(points: Sequence[Point], target: Target) -> Point:
+    """The setting ``target`` asks for; BadInput naming the closest one when none reaches it."""
+    if not points:
+        raise BadInput("nothing to choose from: the sweep played no setting")
+    if target.max_cost is not None:
+        within = [p for p in points if p.cost_ratio <= target.max_cost + 1e-9]
+        if not within:
+            cheapest = min(points, key=lambda p: p.cost_ratio)
+            raise BadInput(
+                f"no setting costs at most {target.max_cost:g} of {target.reference}; "
+                f"the cheapest costs {cheapest.cost_ratio:g}"
+            )
+        return max(within, key=lambda p: (p.accuracy, -p.cost_ratio))
+    assert target.min_accuracy is not None
+    enough = [p for p in points if p.accuracy_ratio >= target.min_accuracy - 1e-9]
+    if not enough:
+        best = max(points, key=lambda p: p.accuracy_ratio)
+        raise BadInput(
+            f"no setting reaches {target.min_accuracy:g} of {target.reference}'s accuracy; "
+            f"the best reaches {best.accuracy_ratio:g}"
+        )
+    return min(enough, key=lambda p: (p.cost_ratio, -p.accuracy))
+
+
+def nearest(points: Sequence[Point], target: Target) -> Point:
+    """The setting closest to ``target`` when none reaches it: the cheapest under a cost cap,
+    the most accurate under an accuracy floor."""
+    if target.max_cost is not None:
+        return min(points, key=lambda p: (p.cost_ratio, -p.accuracy))
+    return max(points, key=lambda p: (p.accuracy_ratio, -p.cost_ratio))
+
+
+def fit_confidence(
+    router: Router,
+    weights: Sequence[Mapping[str, float]],
+    ids: Sequence[str],
+    recorded: Recorded,
+    gold: Mapping[str, str],
+) -> ConfidenceModel:
+    """The cascade's confidence model fitted on every question's whole ladder: ``now`` on whether
+    the leading answer after a round is right, ``next`` on whether it is after the next rung."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows: list[list[float]] = []
+    now: list[bool] = []
+    ahead: list[bool] = []
+    for decision in router.route_weights(weights, ids, whole_ladder=True):
+        qid = str(decision.question_id)
+        answers, competence = recorded[qid], router.competence(decision)
+        heard = [answers[e] for e in decision.expert_names]
+        voters = list(heard)
+        for rung in decision.later:
+            rows.append(features(decision, heard, competence, rung.names, router.selection.n_options))
+            now.append(leader(voters, competence) == gold[qid])
+            new = [answers[e] for e in rung.names]
+            heard = heard + new
+            voters = new if rung.replaces else voters + new
+            ahead.append(leader(voters, competence) == gold[qid])
+    if len(set(now)) < 2 or len(set(ahead)) < 2:
+        raise BadInput(f"cannot fit the cascade's confidence on {len(rows)} state(s): every answer is alike")
+    fitted = []
+    for target in (now, ahead):
+        model = LogisticRegression(C=1.0, max_iter=2000).fit(rows, target)
+        fitted.append(LinearModel(coef=[float(c) for c in model.coef_[0]], intercept=float(model.intercept_[0])))
+    return ConfidenceModel(now=fitted[0], next=fitted[1], fitted_on=len(rows))
+
+
+RouterMaker = Callable[[Selection, ConfidenceModel | None], Router]
+"""Builds the pool's router for a policy with these settings (and cascade confidence model)."""
+
+
+def calibrate(
+    make_router: RouterMaker,
+    policy: str,
+    weights: Sequence[Mapping[str, float]],
+    ids: Sequence[str],
+    recorded: Recorded,
+    gold: Mapping[str, str],
+    target: Target,
+    *,
+    strict: bool = True,
+) -> Calibration:
+    """Fit ``policy`` to ``target`` on the calibration questions: the cascade's confidence model
+    first (when the policy is ``cascade``), then the knob's value from the curve. A target no
+    setting reaches is BadInput, or with ``strict=False`` the nearest setting (``met`` false)."""
+    ids = [str(i) for i in ids]
+    base = make_router(Selection(), None)
+    if target.reference not in base.profile.experts:
+        raise BadInput(
+            f"reference {target.reference!r} is not one of the pool's experts ({', '.join(base.profile.experts)})"
+        )
+    confidence = fit_confidence(base, weights, ids, recorded, gold) if policy == "cascade" else None
+    curve = sweep(
+        lambda selection: make_router(selection, confidence), policy, weights, ids, recorded, gold, target.reference
+    )
+    try:
+        best, met = choose(curve, target), True
+    except BadInput:
+        if strict:
+            raise
+        best, met = nearest(curve, target), False
+    ref_accuracy, ref_cost = reference_figures(target.reference, ids, recorded, gold, base.costs)
+    knob = KNOBS[policy][0]
+    return Calibration(
+        policy=policy,
+        selection={knob: best.value},
+        confidence=confidence,
+        target=target,
+        reference_accuracy=round(ref_accuracy, 4),
+        reference_cost=ref_cost,
+        achieved=best,
+        met=met,
+        curve=curve,
+        questions=len(ids),
+    )
