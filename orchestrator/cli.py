@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from common.errors import CoeError
+from orchestrator.cli_calibrate import calibrate_command
 from orchestrator.cli_eval import eval_command
 from orchestrator.cli_options import (
     BenchmarkOpt,
@@ -240,6 +241,7 @@ def report(
 
 
 app.command("eval")(eval_command)
+app.command("calibrate")(calibrate_command)
 app.command("serve")(serve_command)
 app.command("worker")(worker_command)
 

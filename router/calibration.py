@@ -32,7 +32,7 @@ Recorded = Mapping[str, Mapping[str, Heard]]
 """Question id -> expert -> its answer."""
 
 KNOBS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "cascade": ("cascade_gain", tuple(round(-0.1 + 0.025 * i, 3) for i in range(25))),
+    "cascade": ("cascade_gain", tuple(round(-0.1 + 0.0125 * i, 4) for i in range(49))),
     "adaptive": ("cost", (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)),
     "top-p": ("top_p", tuple(round(0.05 * i, 2) for i in range(1, 21))),
     "routellm": ("win_threshold", tuple(round(0.025 * i, 3) for i in range(41))),
