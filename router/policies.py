@@ -235,7 +235,8 @@ def _cascade(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection
     """The ladder of ``router.cascade``: cheap experts first, the strong one (or more) on escalation."""
     scores = expected_accuracy(profile, skills)
     ranked = _ranked(scores, profile)
-    strong = min(ranked[:1] + [e for e in ranked if scores[e] == scores[ranked[0]]], key=profile.cost)
+    tied = [e for e in ranked if scores[e] == scores[ranked[0]]]
+    strong = max(tied, key=lambda e: (profile.cost(e), -ranked.index(e)))  # a tie goes to the larger model
     cheaper = [e for e in ranked if profile.cost(e) < profile.cost(strong)]
     if cheaper:
         by_value = sorted(cheaper, key=lambda e: (-scores[e] / profile.cost(e), ranked.index(e)))
