@@ -65,9 +65,7 @@ def make_profile(accuracies, unmeasured=(), n=100):
 
 
 def make_router(accuracies, costs=None, policy="cascade", unmeasured=(), **selection):
-    return Router(
-        make_profile(accuracies, unmeasured), SCORER, policy, costs=costs, selection=Selection(**selection)
-    )
+    return Router(make_profile(accuracies, unmeasured), SCORER, policy, costs=costs, selection=Selection(**selection))
 
 
 # -- cascade ladders --------------------------------------------------------------------------------
@@ -118,7 +116,7 @@ CHEAP_STRONG = ({"big": 0.9, "s1": 0.7, "s2": 0.65}, {"big": 70.0, "s1": 4.0, "s
 def cheap_strong(**selection):
     r = make_router(*CHEAP_STRONG, **selection)
     (d,) = r.route_weights([SKILL], whole_ladder=True)
-    assert d.expert_names == ["s1", "s2"] and d.later[0].names == ("big",)
+    assert d.expert_names == ["s2", "s1"] and d.later[0].names == ("big",)  # by accuracy per cost
     return r, d
 
 
@@ -189,7 +187,8 @@ def test_vote_posterior(n_options):
     for c in (0.2, 0.5, 0.7, 0.95):
         assert vote_posterior([Heard("x", "A")], {"x": c}, "A", n_options) == pytest.approx(c)
     assert vote_posterior([Heard("x", "A")], competence, None, n_options) == 0.0
-    assert vote_posterior([Heard("x", "A")], competence, "B", n_options) < 0.7
+    # an answer nobody gave: the chance of any one unchosen option
+    assert vote_posterior([Heard("x", "A")], competence, "B", n_options) == pytest.approx(0.3 / (n_options - 1))
     for heard in (
         [Heard("x", "A"), Heard("y", "B")],
         [Heard("x", "A"), Heard("y", "A"), Heard("z", "B")],
@@ -230,7 +229,7 @@ def test_skip_hopeless_first_rung():
     # a first rung that could stop is kept
     hopeful = make_router({"big": 0.9, "s1": 0.7, "s2": 0.65}, {"big": 70.0, "s1": 4.0, "s2": 3.0})
     (kept,) = hopeful.route_weights([SKILL])
-    assert kept.expert_names == ["s1", "s2"] and kept.later[0].names == ("big",)
+    assert kept.expert_names == ["s2", "s1"] and kept.later[0].names == ("big",)
 
 
 def test_skip_hopeless_adds_rungs_that_join_the_vote():
@@ -302,10 +301,10 @@ def test_play_follows_the_cascade():
     r, _ = cheap_strong()
     decisions = r.route_weights([SKILL] * 3, list(recorded))
     outcomes = {str(d.question_id): play(r, d, recorded[str(d.question_id)]) for d in decisions}
-    assert outcomes["agree"] == ("B", ("s1", "s2"), 7.0, 1)
+    assert outcomes["agree"] == ("B", ("s2", "s1"), 7.0, 1)
     # the strong answer replaces the cheap ones: D, though s1 (more competent) said A
-    assert outcomes["split"] == ("D", ("s1", "s2", "big"), 77.0, 2)
-    assert outcomes["blank"] == ("E", ("s1", "s2", "big"), 77.0, 2)
+    assert outcomes["split"] == ("D", ("s2", "s1", "big"), 77.0, 2)
+    assert outcomes["blank"] == ("E", ("s2", "s1", "big"), 77.0, 2)
 
 
 def test_play_other_policies_ask_once():
@@ -321,8 +320,9 @@ def test_play_other_policies_ask_once():
 SYNTH_EXPERTS = {"big": (0.85, 70.0), "s1": (0.55, 4.0), "s2": (0.5, 3.0), "tiny": (0.4, 1.0)}
 
 
-def synthetic(n=240, seed=3):
-    """Recorded answers of four experts on ``n`` questions, the cheap ones often wrong together."""
+def synthetic(n=240, seed=3, logprobs=False):
+    """Recorded answers of four experts on ``n`` questions, the cheap ones often wrong together
+    (without log-probabilities, as ``answer_batch`` records them, unless ``logprobs``)."""
     rng = random.Random(seed)
     recorded, gold, builder = {}, {}, ProfileBuilder(list(SYNTH_EXPERTS))
     for i in range(n):
@@ -334,7 +334,7 @@ def synthetic(n=240, seed=3):
         for expert, (accuracy, _) in SYNTH_EXPERTS.items():
             ok = rng.random() < (accuracy - 0.2 if hard else accuracy + 0.1)
             choice = right if ok else (trap if rng.random() < 0.6 else rng.choice(LETTERS))
-            answers[expert] = Heard(expert, choice, math.log(0.9 if ok else 0.5))
+            answers[expert] = Heard(expert, choice, math.log(0.9 if ok else 0.5) if logprobs else None)
             builder.add(expert, ["s"], choice == right)
         recorded[qid] = answers
     return builder.build(), recorded, gold
@@ -405,8 +405,8 @@ def test_choose_honours_the_target():
         Target(max_cost=1.0, min_accuracy=1.0, reference="big")
 
 
-def test_calibrate_cascade(synth):
-    profile, recorded, gold = synth
+def test_calibrate_cascade():
+    profile, recorded, gold = synthetic(n=100)
     ids = list(recorded)
     make = synth_maker(profile, "cascade")
     got = calibrate(make, "cascade", [SKILL] * len(ids), ids, recorded, gold, Target(max_cost=0.6, reference="big"))
@@ -437,6 +437,19 @@ def test_fit_confidence_ranks_agreement_above_disagreement(synth):
     assert model.now.probability(agree) > model.now.probability(split)
     with pytest.raises(BadInput, match="alike"):
         fit_confidence(r, [SKILL] * 2, ids[:2], recorded, {q: recorded[q]["big"].choice for q in ids[:2]})
+
+
+@pytest.mark.xfail(strict=True, reason="known: _skip_hopeless imagines agreement without log-probabilities")
+def test_model_fitted_with_logprobs_keeps_first_rungs():
+    """A confidence model fitted on answers that carry log-probabilities leans on the token
+    confidence; ``Router._skip_hopeless`` imagines the first rung agreeing *without* any, which
+    such a model reads as unsure, so every question skips its cheap rung (cost ratio 1)."""
+    profile, recorded, gold = synthetic(n=120, logprobs=True)
+    ids = list(recorded)
+    make = synth_maker(profile, "cascade")
+    model = fit_confidence(make(Selection(), None), [SKILL] * len(ids), ids, recorded, gold)
+    points = sweep(lambda s: make(s, model), "cascade", [SKILL] * len(ids), ids, recorded, gold, "big", [0.1, 0.3])
+    assert min(p.cost_ratio for p in points) < 1.0
 
 
 # -- Calibration records and storage ----------------------------------------------------------------
