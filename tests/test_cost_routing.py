@@ -206,8 +206,9 @@ def test_vote_posterior(n_options):
 
 
 def test_leader_tie_rule():
-    competence = {"x": 0.9, "y": 0.5, "z": 0.6, "w": 0.5}
-    assert leader([Heard("x", "A"), Heard("y", "B"), Heard("z", "B")], competence) == "B"  # count first
+    competence = {"x": 0.9, "y": 0.3, "z": 0.4, "w": 0.3}
+    # count first: two weak votes (0.7 together) beat one strong one (0.9)
+    assert leader([Heard("x", "A"), Heard("y", "B"), Heard("z", "B")], competence) == "B"
     assert leader([Heard("x", "A"), Heard("y", "B")], competence) == "A"  # then summed competence
     assert leader([Heard("y", "B"), Heard("x", "A")], competence) == "A"
     assert leader([Heard("y", "D"), Heard("w", "C")], competence) == "C"  # then the smaller string
