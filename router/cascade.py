@@ -147,7 +147,7 @@ def vote_posterior(
     top = max(logs.values())
     unchosen = max(0, n_options - len(candidates))
     z = sum(math.exp(v - top) for o, v in logs.items() if o is not None) + unchosen * math.exp(logs[None] - top)
-    return math.exp(logs[answer] - top) / z
+    return math.exp(logs.get(answer, logs[None]) - top) / z  # an answer nobody gave: as any unchosen one
 
 
 def features(
