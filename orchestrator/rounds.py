@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from batching.executor import Executor, RunResult
 from batching.plan import Plan
-from batching.spec import ExpertSpec
 from batching.results import RunMetrics
+from batching.spec import ExpertSpec
 from common.errors import CoeError
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
