@@ -14,7 +14,7 @@ from eval.extract import (
     strip_thinking,
     text_extractor,
 )
-from eval.plots import plot_frontier, plot_usage, write_plots
+from eval.plots import plot_cost, plot_frontier, plot_usage, write_plots
 from eval.report import MethodSummary, Summary, render_markdown, render_methods_table, summarise, write_report
 from eval.spec import load_spec
 from eval.splits import PROFILE_SHARE, partition, sample, seeded_order, split, stratified_sample
@@ -49,6 +49,7 @@ __all__ = [
     "PairedScore",
     "compare",
     "render_comparison",
+    "plot_cost",
     "plot_frontier",
     "plot_usage",
     "write_plots",

@@ -1,8 +1,10 @@
-"""The report's two figures, drawn from a ``Summary`` with matplotlib (Agg, imported when drawn).
+"""The report's figures, drawn from a ``Summary`` with matplotlib (Agg, imported when drawn).
 
 - ``frontier.png``: accuracy (95% interval bars) against experts consulted per answer, one
   labelled point per method; the dashed line joins the methods no other beats at equal or
   lower cost (the cost frontier; the oracle, a ceiling, is left off it).
+- ``cost.png`` (runs that recorded costs, more than one method): the same against the declared
+  cost per answer (active parameters, dollars or calls; ``eval.report.UNITS``).
 - ``usage.png``: for ``ours``, the share of each category's answers where each expert was
   consulted (category × expert heat map).
 """
@@ -18,10 +20,11 @@ from typing import TYPE_CHECKING
 from common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from eval.report import Summary
+    from eval.report import MethodSummary, Summary
 
 FRONTIER_PNG = "frontier.png"
 USAGE_PNG = "usage.png"
+COST_PNG = "cost.png"
 DPI = 150
 
 
@@ -85,9 +88,57 @@ def label_heights(ys: Sequence[float], gap: float) -> list[float]:
 def plot_frontier(summary: Summary, path: Path) -> Path:
     """Accuracy against experts per answer, one labelled point per method, interval bars.
     Methods at nearly the same cost are drawn side by side and their labels spread apart."""
-    plt = _pyplot()
     methods = [m for m in summary.methods if m.n]
-    xs = [m.experts_per_question for m in methods]
+    return _accuracy_against(
+        summary,
+        methods,
+        [m.experts_per_question for m in methods],
+        "experts consulted per answer (mean)",
+        f"{summary.benchmark} ({summary.split}), pool {summary.pool}: accuracy against cost",
+        path,
+    )
+
+
+COST_LABELS = {
+    "active_params_b": "active parameters consulted per answer (billions, mean)",
+    "usd_per_mtok": "US dollars per answer (mean)",
+    "calls": "expert calls per answer (mean)",
+}
+
+
+def plot_cost(summary: Summary, path: Path) -> Path | None:
+    """Accuracy against the declared cost per answer; None when the run recorded no costs or
+    fewer than two methods have both."""
+    methods = [m for m in summary.methods if m.n and m.cost_per_question is not None]
+    if summary.cost_unit is None or len(methods) < 2:
+        return None
+    reference = f", reference {summary.cost_reference}" if summary.cost_reference else ""
+    return _accuracy_against(
+        summary,
+        methods,
+        [m.cost_per_question or 0.0 for m in methods],
+        COST_LABELS.get(summary.cost_unit, summary.cost_unit),
+        f"{summary.benchmark} ({summary.split}), pool {summary.pool}: accuracy against declared cost{reference}",
+        path,
+        labels_right=True,
+    )
+
+
+def _accuracy_against(
+    summary: Summary,
+    methods: Sequence[MethodSummary],
+    xs: Sequence[float],
+    xlabel: str,
+    title: str,
+    path: Path,
+    *,
+    labels_right: bool = False,
+) -> Path:
+    """One labelled point per method at (``xs``, accuracy) with its interval, and the frontier.
+    ``labels_right``: every label in one stack right of the points (for costs spread unevenly,
+    where labels beside each column would run into the next one)."""
+    plt = _pyplot()
+    xs = list(xs)
     ys = [100 * m.accuracy for m in methods]
     span = max(xs, default=1.0) or 1.0
     lows = [100 * m.ci95[0] for m in methods]
@@ -97,8 +148,9 @@ def plot_frontier(summary: Summary, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8.0, 5.5))
     try:
         lowest = bottom
+        stacked = label_heights(ys, gap) if labels_right else []
         for column in columns(xs, near=0.04 * span):
-            heights = label_heights([ys[i] for i in column], gap)
+            heights = [stacked[i] for i in column] if labels_right else label_heights([ys[i] for i in column], gap)
             lowest = min(lowest, min(heights) - gap)
             for rank, (index, height) in enumerate(zip(column, heights)):
                 m = methods[index]
@@ -116,7 +168,11 @@ def plot_frontier(summary: Summary, path: Path) -> Path:
                     markersize=6,
                     alpha=0.9,
                 )
-                label_x = max(xs[i] for i in column) + (len(column) / 2 + 1) * 0.012 * span + 0.03 * span
+                label_x = (
+                    1.06 * span
+                    if labels_right
+                    else max(xs[i] for i in column) + (len(column) / 2 + 1) * 0.012 * span + 0.03 * span
+                )
                 axes.annotate(
                     f"{m.name} (ceiling)" if m.aggregation == "oracle" else m.name,
                     (x, y),
@@ -131,16 +187,17 @@ def plot_frontier(summary: Summary, path: Path) -> Path:
                 )
         # the oracle knows the gold answer: a ceiling, not a method one could run, so not on the frontier
         runnable = [m for m in methods if m.aggregation != "oracle"]
-        front = cost_frontier([(m.name, m.experts_per_question, m.accuracy) for m in runnable])
+        x_of = {m.name: x for m, x in zip(methods, xs, strict=True)}
+        front = cost_frontier([(m.name, x_of[m.name], m.accuracy) for m in runnable])
         by_name = {m.name: m for m in methods}
         if len(front) > 1:
-            fx = [by_name[n].experts_per_question for n in front]
+            fx = [x_of[n] for n in front]
             fy = [100 * by_name[n].accuracy for n in front]
             axes.plot(fx, fy, linestyle="--", color="tab:green", linewidth=1, label="cost frontier", zorder=0)
             axes.legend(loc="lower right", fontsize=9)
-        axes.set_xlabel("experts consulted per answer (mean)")
+        axes.set_xlabel(xlabel)
         axes.set_ylabel("accuracy (%) with 95% interval")
-        axes.set_title(f"{summary.benchmark} ({summary.split}), pool {summary.pool}: accuracy against cost")
+        axes.set_title(title)
         axes.set_ylim(max(-5.0, lowest), top)
         axes.set_xlim(left=0, right=span * 1.3 + 0.5)
         axes.grid(True, alpha=0.3)
@@ -189,7 +246,10 @@ def plot_usage(summary: Summary, path: Path) -> Path | None:
 
 
 def write_plots(summary: Summary, directory: Path) -> list[Path]:
-    """Draw ``frontier.png`` and (when the run has ``ours``) ``usage.png`` into ``directory``."""
+    """Draw ``frontier.png``, ``cost.png`` (costs recorded, several methods) and (when the run
+    has ``ours``) ``usage.png`` into ``directory``."""
     written = [plot_frontier(summary, Path(directory) / FRONTIER_PNG)]
+    cost = plot_cost(summary, Path(directory) / COST_PNG)
+    written += [cost] if cost else []
     usage = plot_usage(summary, Path(directory) / USAGE_PNG)
     return written + ([usage] if usage else [])

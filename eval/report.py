@@ -69,6 +69,13 @@ class MethodSummary(BaseModel):
     seconds_per_question: float = Field(..., description="Mean generation seconds (a timing: cost section only).")
     samples: SampleSpread | None = Field(None, description="Mean ± standard error over samples (samples > 1).")
     per_category: dict[str, Score]
+    cost_per_question: float | None = Field(
+        None, description="Mean cost of the experts consulted per answer, in the run's cost unit (None: not recorded)."
+    )
+    cost_ratio: float | None = Field(None, description="cost_per_question over the reference's (Summary).")
+    escalated: float | None = Field(
+        None, description="A cascade: share of answers that climbed past the first rung (None: no cascade)."
+    )
 
 
 class RunCost(BaseModel):
@@ -114,6 +121,15 @@ class Summary(BaseModel):
         description="Per category, per expert: share of the category's answers where usage_method consulted it.",
     )
     cost: RunCost
+    cost_unit: str | None = Field(
+        None, description="active_params_b, usd_per_mtok or calls (None: the run recorded no costs)."
+    )
+    cost_reference: str | None = Field(
+        None, description="The expert cost ratios are against: the pool's costliest (None: one expert call)."
+    )
+    reference_cost: float | None = Field(
+        None, description="The reference's cost per answer (None: it never ran and its cost depends on tokens)."
+    )
 
     def method(self, name: str) -> MethodSummary:
         for one in self.methods:
@@ -158,8 +174,28 @@ def _check_unique(results: Sequence[QuestionResult]) -> None:
         seen.add(key)
 
 
+def reference_cost(info: RunInfo, results: Sequence[QuestionResult]) -> float | None:
+    """What cost ratios are measured against, per answer: the costliest expert alone (its
+    declared cost per call in active parameters; its mean cost over the answers it gave when
+    the price is per token), or one expert call when the pool declares no costs (the best single
+    expert's cost). None when costs were not recorded, or the reference never ran at a per-token price."""
+    if info.cost_unit is None:
+        return None
+    ref = info.cost_reference
+    if ref is None:
+        return 1.0
+    if info.cost_unit == "active_params_b" and ref in info.costs:
+        return info.costs[ref]
+    paid = [e.cost for r in results for e in r.experts if e.expert == ref and e.error is None]
+    return _mean(paid) if paid else None
+
+
 def _summarise_method(
-    name: str, info: RunInfo, results: Sequence[QuestionResult], categories: list[str]
+    name: str,
+    info: RunInfo,
+    results: Sequence[QuestionResult],
+    categories: list[str],
+    reference: float | None = None,
 ) -> MethodSummary:
     described = {m.name: m for m in info.methods}.get(name)
     answered = [(r, r.methods[name]) for r in results if name in r.methods]
@@ -171,6 +207,8 @@ def _summarise_method(
         by_category[category_of(result)].append(hit)
         by_sample[result.sample].append(hit)
     aggregations = sorted({m.aggregation for _, m in answered})
+    cost = _mean([m.cost for _, m in answered]) if info.cost_unit is not None else None
+    cascade = [m for _, m in answered if m.escalations]
     return MethodSummary(
         name=name,
         description=described.description if described else "(not described in run.json)",
@@ -186,6 +224,9 @@ def _summarise_method(
         seconds_per_question=_mean([m.seconds for _, m in answered]),
         samples=_spread(by_sample) if info.samples > 1 else None,
         per_category={c: _score(by_category[c]) for c in categories if by_category[c]},
+        cost_per_question=cost,
+        cost_ratio=cost / reference if cost is not None and reference else None,
+        escalated=_mean([m.escalations[0].escalate for m in cascade]) if cascade else None,
     )
 
 
@@ -215,6 +256,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
     categories = sorted({category_of(r) for r in results})
     names = method_order(info, results)
     usage_method = USAGE_METHOD if USAGE_METHOD in names else None
+    reference = reference_cost(info, results)
     return Summary(
         benchmark=info.benchmark,
         benchmark_version=info.benchmark_version,
@@ -231,7 +273,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
         questions_in_split=info.questions_in_split,
         answers=len(results),
         categories=categories,
-        methods=[_summarise_method(name, info, results, categories) for name in names],
+        methods=[_summarise_method(name, info, results, categories, reference) for name in names],
         skipped=dict(sorted(info.skipped.items())),
         usage_method=usage_method,
         usage=expert_usage(results, usage_method) if usage_method else {},
@@ -245,6 +287,9 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
             finished=info.finished,
             command=info.command,
         ),
+        cost_unit=info.cost_unit,
+        cost_reference=info.cost_reference,
+        reference_cost=reference,
     )
 
 
@@ -271,8 +316,14 @@ def interval(bounds: tuple[float, float]) -> str:
     return f"{100 * bounds[0]:.1f}–{100 * bounds[1]:.1f}%"
 
 
+def cost_text(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
 def render_methods_table(summary: Summary) -> str:
-    """The methods table alone: method, description, accuracy, 95% interval, experts and tokens per answer."""
+    """The methods table alone: method, description, accuracy, 95% interval, experts and tokens
+    per answer, and (when the run recorded costs) cost per answer and its ratio to the reference."""
+    costs = summary.cost_unit is not None
     rows = [
         [
             f"**{m.name}**" if not m.baseline else m.name,
@@ -282,10 +333,46 @@ def render_methods_table(summary: Summary) -> str:
             f"{m.experts_per_question:.2f}",
             f"{m.tokens_in_per_question:.0f} / {m.tokens_out_per_question:.0f}",
         ]
+        + ([cost_text(m.cost_per_question), "–" if m.cost_ratio is None else f"{m.cost_ratio:.2f}"] if costs else [])
         for m in summary.methods
     ]
     header = ["method", "description", "accuracy", "95% interval", "experts/question", "tokens/question (in / out)"]
-    return "\n".join(_table(header, rows, [False, False, True, True, True, True]))
+    header += ["cost/question", "cost ratio"] if costs else []
+    return "\n".join(_table(header, rows, [False, False] + [True] * (len(header) - 2)))
+
+
+UNITS = {
+    "active_params_b": "billions of active parameters per expert call (the pool's declared costs)",
+    "usd_per_mtok": "US dollars: each expert's price per million tokens times the tokens it read and wrote",
+    "calls": "expert calls (the pool declares no costs: every call counts 1)",
+}
+
+
+def _cost_note(summary: Summary) -> list[str]:
+    """What the cost columns count and what the ratio is against; a cascade's climbs."""
+    if summary.cost_unit is None:
+        return []
+    unit = UNITS.get(summary.cost_unit, summary.cost_unit)
+    if summary.cost_reference is None:
+        against = "one expert call (the best single expert alone)"
+    else:
+        alone = cost_text(summary.reference_cost) if summary.reference_cost is not None else "not measured"
+        against = f"the pool's costliest expert alone, {summary.cost_reference} ({alone} per answer)"
+    lines = [
+        f"Cost: {unit}, summed over the experts a method consulted (the aggregator's call not "
+        f"counted; the oracle: every expert it looked at), mean per answer. Cost ratio: against {against}.",
+        "",
+    ]
+    climbs = [m for m in summary.methods if m.escalated is not None]
+    if climbs:
+        shares = ", ".join(f"{m.name} {pct(m.escalated or 0.0)}" for m in climbs)
+        lines += [
+            f"Cascades climbed past their first rung on: {shares} of answers. Eval asks every rung of a "
+            "cascade's ladder and plays its escalation on those answers (the decisions the SDK's rounds "
+            "reach); its cost counts only the rungs it climbed.",
+            "",
+        ]
+    return lines
 
 
 def _samples_section(summary: Summary) -> list[str]:
@@ -364,6 +451,7 @@ def render_markdown(summary: Summary) -> str:
         "Accuracy over every answer (questions × samples) with its 95% Wilson interval; "
         "experts and tokens are means per answer. Bold: not a baseline.",
         "",
+        *_cost_note(summary),
     ]
     if summary.samples > 1:
         lines += _samples_section(summary)

@@ -37,6 +37,19 @@ class ExpertResult(BaseModel):
     tokens_out: int = 0
     seconds: float = 0.0
     error: str | None = None
+    cost: float = Field(0.0, description="What this call cost in the run's cost unit (0 in runs made before costs).")
+
+
+class Climbed(BaseModel):
+    """A cascade's decision after one round (``router.Escalation``, as eval recorded it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    round: int = Field(..., ge=1)
+    leader: str | None
+    confidence: float
+    next_confidence: float | None = None
+    escalate: bool
 
 
 class MethodResult(BaseModel):
@@ -54,6 +67,11 @@ class MethodResult(BaseModel):
     tokens_out: int = Field(0, description="Tokens written by the experts consulted and the aggregator.")
     seconds: float = Field(0.0, description="Generation seconds: the slowest expert consulted plus the aggregator.")
     fallback: str | None = Field(None, description="Why a vote stood in for the aggregator.")
+    cost: float = Field(0.0, description="What the experts consulted cost, in the run's cost unit.")
+    voters: tuple[str, ...] | None = Field(
+        None, description="A cascade: the experts whose answers were combined (None: every one consulted)."
+    )
+    escalations: tuple[Climbed, ...] = Field((), description="A cascade's decision after each round.")
 
 
 class QuestionResult(BaseModel):
@@ -115,6 +133,13 @@ class RunInfo(BaseModel):
     started: str = ""
     finished: str = ""
     command: str = ""
+    cost_unit: str | None = Field(
+        None, description="active_params_b, usd_per_mtok or calls (None: a run made before costs were recorded)."
+    )
+    costs: dict[str, float] = Field(default_factory=dict, description="Expert -> its declared cost of one call.")
+    cost_reference: str | None = Field(
+        None, description="The costliest expert, what cost ratios are against (None: one call, no costs declared)."
+    )
 
 
 def write_results(directory: Path, info: RunInfo, results: Iterable[QuestionResult]) -> None:

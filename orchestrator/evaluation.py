@@ -7,6 +7,14 @@ planner), the methods that aggregate with the LLM get one aggregation task each,
 method's final answer is then a pure function of the generations. Every generation is
 checkpointed in the output folder's store as it finishes, so a killed run continues with
 ``--resume`` and regenerates nothing.
+
+A cascade method (``--policy cascade``) is played on its whole ladder's generations
+(``orchestrator.eval_ladders``): every rung is asked in the one task graph and the cascade
+climbs them afterwards with the router's own escalation, reaching the decisions the SDK and
+the service reach when they run the rounds for real; its result records the experts it
+climbed to (and their cost), its voters and its escalations, and its LLM aggregation reads its
+voters only. Each method's ``cost`` is what its experts' calls cost by the pool's declared
+costs (``eval_ladders.answer_cost``); the oracle's, every expert it looked at.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -40,8 +48,12 @@ from common.requests import Request
 from common.tasks import Task
 from eval.benchmarks import Benchmark, Question
 from eval.results import ExpertResult, MethodInfo, MethodResult, QuestionResult, RunInfo, write_results
+from orchestrator.eval_ladders import Ladder, calls_cost, climbed, cost_reference, ladder, voters_only
+from orchestrator.eval_ladders import answer_cost as call_cost
 from orchestrator.pipeline import Asked
+from orchestrator.pool import Pool
 from orchestrator.sdk import Orchestrator
+from router import Router
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +99,13 @@ class Method:
 def methods(config: EvalConfig, default_k: int) -> tuple[list[Method], dict[str, str]]:
     """Ours and, with baselines, every baseline and the oracle; with the baselines skipped and why."""
     k = config.k or default_k
+    played = ", played on its whole ladder's answers" if config.policy == "cascade" else ""
     ours = MethodInfo(
         name="ours",
-        description=f"policy {config.policy}" + (f", k={config.k}" if config.k else "") + f", {config.aggregator}",
+        description=f"policy {config.policy}"
+        + (f", k={config.k}" if config.k else "")
+        + f"{played}, "
+        + (f"{config.aggregator} of its voters" if played else config.aggregator),
         policy=config.policy,
         k=config.k,
         aggregation=config.aggregator,
@@ -176,6 +192,16 @@ class Routed:
     asked: dict[str, list[Asked]]
     skipped: dict[str, str]
     """Baselines not run, and why."""
+    routers: dict[str, Router]
+    """Each method's router (a cascade's escalation is its router's)."""
+
+    def ladder(self, method: str, index: int, sample: int) -> Ladder | None:
+        """The cascade of ``method`` on question ``index`` and ``sample``; None when it has no later rung."""
+        one = self.asked[method][index]
+        if not one.decision.later:
+            return None
+        tasks = {e: expert_task(one.query.id, sample, e) for e in ladder(one.decision)}
+        return Ladder(self.routers[method], one.decision, one.prompting.extract, tasks)
 
 
 def route(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, config: EvalConfig) -> Routed:
@@ -185,14 +211,25 @@ def route(coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, co
     ours = coe.router(config.policy, config.k)
     weights = ours.scorer.skill_weights([q.text for q in questions])
     asked: dict[str, list[Asked]] = {}
+    routers: dict[str, Router] = {}
     by_router: dict[tuple[str | None, int | None], list[Asked]] = {}
     for method in chosen:
         key = (method.info.policy, method.info.k)
+        router = routers[method.name] = coe.router(method.info.policy, method.info.k)
         if key not in by_router:
-            router = coe.router(method.info.policy, method.info.k)
-            by_router[key] = coe._pipeline(router, None).ask(questions, bench, weights=weights)
+            by_router[key] = [
+                _whole_ladder(one, router) for one in coe._pipeline(router, None).ask(questions, bench, weights=weights)
+            ]
         asked[method.name] = by_router[key]
-    return Routed(chosen, asked, skipped)
+    return Routed(chosen, asked, skipped, routers)
+
+
+def _whole_ladder(one: Asked, router: Router) -> Asked:
+    """A cascade's record with the competence of every expert of its ladder (its voters may be any)."""
+    if not one.decision.later:
+        return one
+    expected = router.competence(one.decision)
+    return replace(one, competence={e: expected[e] for e in ladder(one.decision) if e in expected})
 
 
 def index_recordings(coe: Orchestrator, experts: Sequence[str]) -> None:
@@ -207,17 +244,21 @@ def index_recordings(coe: Orchestrator, experts: Sequence[str]) -> None:
         replay_book(path).load(models)
 
 
-def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str, SynthesisJob]]:
-    """One task per (question, sample, expert any method chose) and one aggregation task per
-    (question, sample, method aggregating with the LLM)."""
+def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str, SynthesisJob], dict[str, Ladder]]:
+    """One task per (question, sample, expert any method chose, a cascade's whole ladder) and one
+    aggregation task per (question, sample, method aggregating with the LLM); and the cascades
+    whose aggregation reads only their voters, by aggregation task id. Experts are asked for
+    token log-probabilities when a cascade reads them (any decision of the run has a later rung)."""
     tasks: list[Task] = []
     jobs: dict[str, SynthesisJob] = {}
+    ladders: dict[str, Ladder] = {}
     first = routed.asked[routed.methods[0].name]
+    logprobs = any(one.decision.later for asked in routed.asked.values() for one in asked)
     for i, one in enumerate(first):
         qid = one.query.id
         experts: dict[str, None] = {}
         for method in routed.methods:
-            experts.update(dict.fromkeys(routed.asked[method.name][i].decision.expert_names))
+            experts.update(dict.fromkeys(ladder(routed.asked[method.name][i].decision)))
         for sample in range(config.samples):
             for name in experts:
                 task_id = expert_task(qid, sample, name)
@@ -227,6 +268,7 @@ def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str
                     question_id=qid,
                     seed=sample or None,  # sample 0 keeps the expert's own seed
                     temperature=config.temperature,
+                    logprobs=logprobs,
                 )
                 tasks.append(Task(id=task_id, model=name, request=request))
             for method in routed.methods:
@@ -234,7 +276,10 @@ def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str
                     continue
                 asked = routed.asked[method.name][i]
                 task_id = aggregate_task(qid, sample, method.name)
-                after = tuple(expert_task(qid, sample, e) for e in asked.decision.expert_names)
+                after = tuple(expert_task(qid, sample, e) for e in ladder(asked.decision))
+                climb = routed.ladder(method.name, i, sample)
+                if climb is not None:
+                    ladders[task_id] = climb
                 tasks.append(Task(id=task_id, model=asked.aggregator, after=after))
                 jobs[task_id] = SynthesisJob(
                     question_text=asked.prompting.shown_question,
@@ -242,10 +287,10 @@ def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str
                     competence=asked.competence,
                     question_id=qid,
                 )
-    return tasks, jobs
+    return tasks, jobs, ladders
 
 
-def score(routed: Routed, result: RunResult, bench: Benchmark, config: EvalConfig) -> list[QuestionResult]:
+def score(routed: Routed, result: RunResult, bench: Benchmark, config: EvalConfig, pool: Pool) -> list[QuestionResult]:
     """Every question's expert answers and each method's final answer, checked against gold."""
     out = []
     first = routed.asked[routed.methods[0].name]
@@ -256,7 +301,7 @@ def score(routed: Routed, result: RunResult, bench: Benchmark, config: EvalConfi
         for sample in range(config.samples):
             answers: dict[str, ExpertAnswer] = {}
             for method in routed.methods:
-                for name in routed.asked[method.name][i].decision.expert_names:
+                for name in ladder(routed.asked[method.name][i].decision):
                     if name not in answers:
                         generation = result.generations.get(expert_task(question.id, sample, name))
                         answers[name] = (
@@ -274,13 +319,23 @@ def score(routed: Routed, result: RunResult, bench: Benchmark, config: EvalConfi
                     tokens_out=a.tokens_out,
                     seconds=a.seconds,
                     error=a.error,
+                    cost=round(call_cost(pool, a), 6),
                 )
                 for a in answers.values()
             )
             right = {e.expert: bool(e.correct) for e in experts}
             outcomes = {
                 method.name: _method_result(
-                    method, routed.asked[method.name][i], answers, right, result, sample, question, bench
+                    method,
+                    routed.asked[method.name][i],
+                    answers,
+                    right,
+                    result,
+                    sample,
+                    question,
+                    bench,
+                    pool,
+                    routed.ladder(method.name, i, sample),
                 )
                 for method in routed.methods
             }
@@ -311,17 +366,26 @@ def _method_result(
     sample: int,
     question: Question,
     bench: Benchmark,
+    pool: Pool,
+    climb: Ladder | None,
 ) -> MethodResult:
-    names = asked.decision.expert_names
+    """One method's answer; a cascade (``climb``) asks the rungs it climbs and combines its voters."""
+    names = list(asked.decision.expert_names)
+    voters = None
+    common: dict = {}
+    if climb is not None:
+        played = climb.play(result.generations)
+        names, voters = list(played.asked), played.voters
+        common = {"voters": voters, "escalations": climbed(played)}
     consulted = [answers[n] for n in names]
-    arrived = [a for a in consulted if a.ok]
+    arrived = [a for a in consulted if a.ok and (voters is None or a.expert in voters)]
     tokens_in = sum(a.tokens_in for a in consulted)
     tokens_out = sum(a.tokens_out for a in consulted)
     seconds = max((a.seconds for a in consulted), default=0.0)
     kind = method.info.aggregation
-    common = {"experts": tuple(names), "aggregation": kind}
+    common |= {"experts": tuple(names), "aggregation": kind, "cost": calls_cost(pool, consulted)}
     if kind == "oracle":
-        hit = next((a for a in arrived if right[a.expert]), None)
+        hit = next((a for a in arrived if right[a.expert]), None)  # every expert: no cascade
         final = hit.choice if hit is not None else None
         return MethodResult(
             **common, final=final, correct=hit is not None, tokens_in=tokens_in, tokens_out=tokens_out, seconds=seconds
@@ -334,7 +398,9 @@ def _method_result(
         composed = result.composed.get(task_id)
         aggregator = asked.aggregator
         if generation is not None and generation.ok and composed is not None:
-            by_task = {expert_task(question.id, sample, a.expert): a for a in consulted}
+            by_task = {
+                expert_task(question.id, sample, a.expert): a for a in consulted if voters is None or a.expert in voters
+            }
             outcome = synthesis_outcome(composed, generation, by_task, asked.prompting.extract)
             text = outcome.text
             tokens_in += generation.tokens_in
@@ -417,7 +483,7 @@ def evaluate(
     routed_s = time.perf_counter() - started
     if progress is not None:
         progress(ProgressEvent(kind="route_done", done=len(questions), total=len(questions), seconds=routed_s))
-    tasks, jobs = task_graph(routed, config)
+    tasks, jobs, ladders = task_graph(routed, config)
     pipeline = coe._pipeline(coe.router(config.policy, config.k), None)
     plan = pipeline.plan(tasks)
     log.info(
@@ -433,12 +499,13 @@ def evaluate(
         executor = Executor(coe.engine_factory, store, progress, coe._warm, coe._split_cores())
         generated = time.perf_counter()
         index_recordings(coe, sorted({t.model for t in tasks}))
-        result = executor.run(plan, tasks, coe.pool.specs, compose(jobs, pipeline.synthesis), run_id=STORE_RUN_ID)
+        composer = voters_only(compose(jobs, pipeline.synthesis), ladders)
+        result = executor.run(plan, tasks, coe.pool.specs, composer, run_id=STORE_RUN_ID)
         generate_s = time.perf_counter() - generated
     finally:
         store.close()
     scoring = time.perf_counter()
-    results = score(routed, result, bench, config)
+    results = score(routed, result, bench, config, coe.pool)
     score_s = time.perf_counter() - scoring
     metrics = result.metrics
     info = RunInfo(
@@ -472,6 +539,9 @@ def evaluate(
         started=started_at,
         finished=_now(),
         command=command,
+        cost_unit=coe.pool.cost_unit,
+        costs=coe.pool.costs,
+        cost_reference=cost_reference(coe.pool),
     )
     write_results(out, info, results)
     return Outcome(info, results, out)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.errors import BadInput
-from router.cascade import ConfidenceModel, Heard, LinearModel, features, leader
+from router.cascade import ConfidenceModel, Escalation, Heard, LinearModel, features, leader
 from router.decision import RouteDecision
 from router.policies import Selection
 from router.router import Router
@@ -46,6 +46,10 @@ class Outcome(NamedTuple):
     asked: tuple[str, ...]
     cost: float
     rounds: int
+    voters: tuple[str, ...] = ()
+    """The experts whose answers voted (every rung asked, or a replacing rung's own)."""
+    escalations: tuple[Escalation, ...] = ()
+    """The cascade's decision after each round, the last one included (as the pipeline records them)."""
 
 
 class Point(BaseModel):
@@ -112,20 +116,45 @@ class Calibration(BaseModel):
         )
 
 
-def play(router: Router, decision: RouteDecision, answers: Mapping[str, Heard]) -> Outcome:
-    """What ``router``'s policy reaches on one question whose every expert's answer is known."""
+def play(
+    router: Router,
+    decision: RouteDecision,
+    answers: Mapping[str, Heard] | Callable[[str], Heard | None],
+) -> Outcome:
+    """What ``router``'s policy reaches on one question whose every expert's answer is known.
+
+    ``answers``: expert -> its answer, or a function giving it (None: the expert gave no
+    generation, left out of what the cascade hears, as the pipeline's rounds leave it out)."""
+    lookup = answers.get if isinstance(answers, Mapping) else answers
     competence = router.competence(decision)
     costs = router.costs
-    heard = [answers[e] for e in decision.expert_names]
-    voters, asked, rounds = list(heard), list(decision.expert_names), 1
-    while rounds - 1 < len(decision.later) and router.escalate(decision, heard, rounds).escalate:
-        rung = decision.later[rounds - 1]
-        new = [answers[e] for e in rung.names]
+
+    def hear(names: Sequence[str]) -> list[Heard]:
+        return [h for e in names if (h := lookup(e)) is not None]
+
+    heard = hear(decision.expert_names)
+    voters, asked = list(heard), list(decision.expert_names)
+    voter_names = list(decision.expert_names)
+    escalations: list[Escalation] = []
+    while True:
+        decided = router.escalate(decision, heard, len(escalations) + 1)
+        escalations.append(decided)
+        if not decided.escalate:  # also when no rung is left
+            break
+        rung = decision.later[len(escalations) - 1]
+        new = hear(rung.names)
         heard += new
         asked += rung.names
         voters = new if rung.replaces else voters + new
-        rounds += 1
-    return Outcome(leader(voters, competence), tuple(asked), sum(costs.get(e, 1.0) for e in asked), rounds)
+        voter_names = list(rung.names) if rung.replaces else voter_names + list(rung.names)
+    return Outcome(
+        leader(voters, competence),
+        tuple(asked),
+        sum(costs.get(e, 1.0) for e in asked),
+        len(escalations),
+        tuple(voter_names),
+        tuple(escalations),
+    )
 
 
 class Scored(NamedTuple):
