@@ -44,6 +44,7 @@ from orchestrator import Orchestrator, Settings, load_settings
 from orchestrator.profiling import profile_pool
 from orchestrator.settings import shipped_pool
 from router import Heard, Router
+from router.cascade import leader
 from router.calibration import KNOBS, Recorded, Target, calibrate, play, score, sweep
 from skills import cached_embed, make_embedder
 
@@ -88,6 +89,27 @@ def loads(router: Router, weights: Sequence[Mapping[str, float]], ids: Sequence[
         for index in range(outcome.rounds - 1):
             per_round.setdefault(index + 2, set()).update(decision.later[index].names)
     return sum(len(models) for models in per_round.values())
+
+
+def oracle_escalation(
+    router: Router, weights: Sequence[Mapping[str, float]], ids: Sequence[str], recorded: Recorded, gold, ref_cost
+) -> dict:
+    """The same ladders with a perfect confidence signal: climb exactly when the answer so far is
+    wrong. The bound on what better confidence could buy."""
+    right = cost = 0.0
+    for decision in router.route_weights(weights, ids, whole_ladder=True):
+        qid = str(decision.question_id)
+        answers, competence = recorded[qid], router.competence(decision)
+        voters = [answers[e] for e in decision.expert_names]
+        cost += sum(router.costs[e] for e in decision.expert_names)
+        for rung in decision.later:
+            if leader(voters, competence) == gold[qid]:
+                break
+            new = [answers[e] for e in rung.names]
+            voters = new if rung.replaces else voters + new
+            cost += sum(router.costs[e] for e in rung.names)
+        right += leader(voters, competence) == gold[qid]
+    return {"accuracy": round(right / len(ids), 4), "cost_ratio": round(cost / len(ids) / ref_cost, 4)}
 
 
 def naive_cascade(
@@ -149,7 +171,13 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
 
     def make(policy: str):
         return lambda selection, confidence: Router(
-            base.profile, scorer, policy, selection=selection, costs=costs, confidence=confidence
+            base.profile,
+            scorer,
+            policy,
+            selection=selection,
+            costs=costs,
+            confidence=confidence,
+            token_experts=base.token_experts,  # none: recordings carry no log-probabilities
         )
 
     policies = {}
@@ -198,6 +226,9 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
             chosen.experts_per_question,
         )
         if policy == "cascade":
+            policies[policy]["oracle_escalation"] = oracle_escalation(
+                router, test_w, test_ids, recorded, gold, ref_cost
+            )
             pool.artefacts.save_calibration(calibration)
             policies[policy]["sdk_run"] = sdk_cascade(settings, pool, test, gold, ref_cost)
     result = {
@@ -236,7 +267,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
 
 def sdk_cascade(settings: Settings, pool, test: Sequence[Question], gold: Mapping[str, str], ref_cost: float) -> dict:
     """The calibrated cascade through the SDK: real rounds on the replay engines."""
-    coe = Orchestrator(settings, pool=pool)
+    coe = Orchestrator(settings.model_copy(update={"cache": "off"}), pool=pool)  # loads are what is measured
     started = time.perf_counter()
     answers = coe.answer_batch(
         list(test), benchmark=get_benchmark("mmlu_pro"), policy="cascade", aggregation="majority"
@@ -272,6 +303,7 @@ def show(result: Mapping) -> None:
             )
             if "sdk_run" in r:
                 print(f"    through the SDK in rounds: {r['sdk_run']}")
+                print(f"    with a perfect confidence signal: {r['oracle_escalation']}")
     for name, r in result.get("encoders", {}).items():
         print(f"encoder {name}: {r}")
 

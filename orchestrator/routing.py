@@ -80,6 +80,7 @@ def pool_router(
         selection=selection,
         costs=pool.costs,
         confidence=calibration.confidence if calibration is not None else None,
+        token_experts=[e for e in pool.expert_names if pool.spec(e).source.kind != "replay"],
     )
 
 

@@ -182,6 +182,7 @@ class Orchestrator:
                     selection=router.selection,
                     costs=router.costs,
                     confidence=router.confidence,
+                    token_experts=router.token_experts,
                 )
             self._routers[key] = router
         return self._routers[key]

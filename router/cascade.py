@@ -3,7 +3,7 @@
 The ladder of one query (``cascade_ladder``) comes from the profile and the pool's costs:
 
 - the *strong* expert is the one with the best expected accuracy on the query's skills (among
-  equals, the costliest: with no evidence, the larger model is the better bet);
+  equals the cheapest, unless none has any evidence: then the costliest, the better bet);
 - when some experts cost less than it, the first rung is the ``cascade_first`` of those with
   the best expected accuracy per unit of cost, and the one later rung is the strong expert,
   whose answer then *replaces* the earlier ones (small models tend to agree on the same wrong

@@ -236,7 +236,10 @@ def _cascade(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection
     scores = expected_accuracy(profile, skills)
     ranked = _ranked(scores, profile)
     tied = [e for e in ranked if scores[e] == scores[ranked[0]]]
-    strong = max(tied, key=lambda e: (profile.cost(e), -ranked.index(e)))  # a tie goes to the larger model
+    if any(profile.measured(e) for e in tied):  # equally good on the evidence: the cheaper
+        strong = min((e for e in tied if profile.measured(e)), key=lambda e: (profile.cost(e), ranked.index(e)))
+    else:  # no evidence at all: the larger model is the better bet
+        strong = max(tied, key=lambda e: (profile.cost(e), -ranked.index(e)))
     cheaper = [e for e in ranked if profile.cost(e) < profile.cost(strong)]
     if cheaper:
         by_value = sorted(cheaper, key=lambda e: (-scores[e] / profile.cost(e), ranked.index(e)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from common.errors import BadInput
 from router.cascade import ConfidenceModel, Escalation, Heard, escalation
@@ -36,12 +36,15 @@ class Router:
         selection: Selection | None = None,
         costs: Mapping[str, float] | None = None,
         confidence: ConfidenceModel | None = None,
+        token_experts: Collection[str] | None = None,
     ) -> None:
         selection = selection or Selection()
         if k is not None:
             selection = selection.model_copy(update={"k": Selection(k=k).k})
         self.profile = profile
         self._lookup = ProfileLookup(profile, costs)
+        self.token_experts = set(profile.experts if token_experts is None else token_experts)
+        """Experts whose engines can return token log-probabilities (recordings cannot)."""
         self.confidence = confidence or ConfidenceModel()
         """A cascade's confidence model (``coe calibrate`` fits one; else the uncalibrated defaults)."""
         self.scorer = scorer
@@ -90,11 +93,13 @@ class Router:
         return decisions
 
     def _skip_hopeless(self, decision: RouteDecision) -> RouteDecision:
-        """A cascade whose first rung would be climbed past even if its experts all agreed starts
-        at the next rung: asking them could not stop the climb, only add their cost."""
+        """A cascade whose first rung would be climbed past even if its experts all agreed (and,
+        those that can give them, with full token confidence) starts at the next rung: asking
+        them could not stop the climb, only add their cost."""
         while decision.later:
             agreed = [Heard(e, "A") for e in decision.expert_names]
-            if not self.escalate(decision, agreed, 1).escalate:
+            sure = [Heard(e, "A", 0.0 if e in self.token_experts else None) for e in decision.expert_names]
+            if not all(self.escalate(decision, heard, 1).escalate for heard in (agreed, sure)):
                 break
             rung, rest = decision.later[0], decision.later[1:]
             experts = rung.experts if rung.replaces else (*decision.experts, *rung.experts)
