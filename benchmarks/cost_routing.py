@@ -44,8 +44,8 @@ from orchestrator import Orchestrator, Settings, load_settings
 from orchestrator.profiling import profile_pool
 from orchestrator.settings import shipped_pool
 from router import Heard, Router
-from router.cascade import leader
 from router.calibration import KNOBS, Recorded, Target, calibrate, play, score, sweep
+from router.cascade import leader
 from skills import cached_embed, make_embedder
 
 log = logging.getLogger("benchmarks.cost_routing")
