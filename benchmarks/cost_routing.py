@@ -95,7 +95,7 @@ def oracle_escalation(
     router: Router, weights: Sequence[Mapping[str, float]], ids: Sequence[str], recorded: Recorded, gold, ref_cost
 ) -> dict:
     """The same ladders with a perfect confidence signal: climb exactly when the answer so far is
-    wrong. The bound on what better confidence could buy."""
+    wrong and the next rung's is right. The bound on what better confidence could buy."""
     right = cost = 0.0
     for decision in router.route_weights(weights, ids, whole_ladder=True):
         qid = str(decision.question_id)
@@ -103,10 +103,11 @@ def oracle_escalation(
         voters = [answers[e] for e in decision.expert_names]
         cost += sum(router.costs[e] for e in decision.expert_names)
         for rung in decision.later:
-            if leader(voters, competence) == gold[qid]:
-                break
             new = [answers[e] for e in rung.names]
-            voters = new if rung.replaces else voters + new
+            after = new if rung.replaces else voters + new
+            if leader(voters, competence) == gold[qid] or leader(after, competence) != gold[qid]:
+                break  # climbing would not help
+            voters = after
             cost += sum(router.costs[e] for e in rung.names)
         right += leader(voters, competence) == gold[qid]
     return {"accuracy": round(right / len(ids), 4), "cost_ratio": round(cost / len(ids) / ref_cost, 4)}

@@ -1,0 +1,52 @@
+"""``coe calibrate`` as a user runs it, on a copy of the shipped replay-mixed pool: the target is
+met on the calibration questions, the calibration is stored as a new version, and the pool's
+router routes with it from then on. Bad input is in tests/data/bad_input.toml."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from orchestrator import load_pool
+from orchestrator.routing import pool_router
+from orchestrator.settings import PROJECT_ROOT
+
+DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def coe(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600
+    )
+
+
+def test_calibrate_stores_a_version_the_router_reads(tmp_path: Path) -> None:
+    pool = tmp_path / "mixed"
+    shutil.copytree(PROJECT_ROOT / "pools" / "replay-mixed", pool)
+    before = sorted(p.name for p in (pool / "policies").glob("cascade.v*.json"))
+    done = coe("calibrate", "--pool", str(pool), "--max-cost", "0.8", "-n", "400", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored = json.loads(done.stdout)
+    assert stored["policy"] == "cascade" and stored["target"]["max_cost"] == 0.8
+    assert stored["achieved"]["cost_ratio"] <= 0.8 and stored["met"]
+    assert stored["confidence"]["fitted_on"] > 0  # the cascade's confidence model was fitted
+    after = sorted(p.name for p in (pool / "policies").glob("cascade.v*.json"))
+    assert len(after) == len(before) + 1 and Path(stored["path"]).name == after[-1]
+    router = pool_router(load_pool(pool, DATA), "cascade", None)
+    assert router.selection.cascade_gain == stored["selection"]["cascade_gain"]
+    assert router.confidence.model_dump(mode="json") == stored["confidence"]
+    # uncalibrated, the router falls back to the constants in Selection
+    plain = pool_router(load_pool(pool, DATA), "cascade", None, calibrated=False)
+    assert plain.confidence.fitted_on == 0
+
+
+def test_calibrate_to_an_accuracy_floor_prints_the_curve(tmp_path: Path) -> None:
+    pool = tmp_path / "mixed"
+    shutil.copytree(PROJECT_ROOT / "pools" / "replay-mixed", pool)
+    done = coe("calibrate", "--pool", str(pool), "--policy", "routellm", "--min-accuracy", "0.9", "-n", "300")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "routellm: win_threshold = " in done.stdout and "<- chosen" in done.stdout
+    assert (pool / "policies" / "routellm.v1.json").is_file()
