@@ -54,16 +54,27 @@ def pool_profile(pool: Pool) -> Profile:
     )
 
 
-def pool_router(pool: Pool, policy: str, k: int, seed: int = 0, *, embeddings_dir: Path | None = None) -> Router:
+def pool_router(
+    pool: Pool,
+    policy: str,
+    k: int,
+    seed: int = 0,
+    *,
+    embeddings_dir: Path | None = None,
+    encoders_dir: Path | None = None,
+) -> Router:
     """The router for ``pool``: its profile and, if trained, its skill classifier (its embeddings
-    cached in ``embeddings_dir``, the settings' ``embeddings_dir``; None: not cached)."""
-    return Router(pool_profile(pool), pool_scorer(pool, embeddings_dir), policy, k=k, seed=seed)
+    cached in ``embeddings_dir``, the settings' ``embeddings_dir``; None: not cached; an exported
+    encoder kept in ``encoders_dir``, the settings' ``encoders_dir``)."""
+    scorer = pool_scorer(pool, embeddings_dir, encoders_dir)
+    return Router(pool_profile(pool), scorer, policy, k=k, seed=seed)
 
 
-def pool_scorer(pool: Pool, embeddings_dir: Path | None = None) -> Scorer:
+def pool_scorer(pool: Pool, embeddings_dir: Path | None = None, encoders_dir: Path | None = None) -> Scorer:
     """The pool's latest skill classifier (and topics, if trained) with the embedder they were
-    trained on, its vectors cached in ``embeddings_dir``; a pool without them knows no skills."""
-    scorer = pool.artefacts.latest_scorer(embeddings_dir=embeddings_dir)
+    trained on (rebuilt by the name the classifier records), its vectors cached in ``embeddings_dir``;
+    a pool without them knows no skills."""
+    scorer = pool.artefacts.latest_scorer(embeddings_dir=embeddings_dir, encoders_dir=encoders_dir)
     return scorer if scorer is not None else NoSkillScorer()
 
 
