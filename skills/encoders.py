@@ -99,7 +99,7 @@ def clean_partial(cache_dir: Path, name: str) -> list[Path]:
     removed = []
     for path in Path(cache_dir).glob(f".{name}{_PARTIAL}*"):
         pid = path.name[len(f".{name}{_PARTIAL}") :].split("-", 1)[0]
-        if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+        if pid.isdigit() and _pid_alive(int(pid)):  # still exporting (this process too: another thread)
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
