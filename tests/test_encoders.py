@@ -182,3 +182,32 @@ def test_the_first_embed_exports_and_says_how_long(tmp_path, monkeypatch, export
     second = make_embedder(FP32, cache_dir=tmp_path)
     assert np.array_equal(second.embed(TEXTS[:1]), first.embed(TEXTS[:1]))
     assert calls == [FP32] and second.export_seconds == 0.0
+
+
+@pytest.mark.real  # exports the int8 encoder and embeds a few hundred questions with it
+@pytest.mark.data
+def test_a_pool_profiled_with_an_encoder_routes_with_it(tmp_path, data_dir, replay_file):
+    import shutil
+
+    from eval import get_benchmark
+    from orchestrator import Orchestrator, load_settings
+    from orchestrator.profiling import profile_pool, sample
+    from orchestrator.settings import PROJECT_ROOT
+
+    pool = tmp_path / "pool"
+    shutil.copytree(PROJECT_ROOT / "pools" / "replay-small", pool, ignore=shutil.ignore_patterns("profiles", "router"))
+    settings = load_settings(pool=pool, data_dir=data_dir, cache_dir=tmp_path / "cache", policy="adaptive")
+    questions = sample(get_benchmark("mmlu_pro").questions(data_dir), 300, seed=1)
+    profile_pool(Orchestrator(settings), questions, embedder=INT8)
+    assert encoders.find_export(INT8, settings.encoders_dir) is not None  # exported into the settings' cache
+    coe = Orchestrator(settings)
+    assert coe.pool.artefacts.latest_classifier().meta.embedder == INT8
+    scorer = coe.router("adaptive").scorer
+    parts = [s for s, _ in getattr(scorer, "parts", [(scorer, 1.0)])]
+    for part in parts:
+        embedder = part.embedder.embedder  # the settings' embedding cache around the encoder
+        assert isinstance(embedder, OnnxEmbedder) and embedder.name == INT8
+        assert embedder.cache_dir == settings.encoders_dir
+    decision = coe.route("Compute the integral of 2x from 0 to 3.")
+    assert decision.skills and 1 <= len(decision.experts) <= 6
+    assert parts[0].embedder.embedder.export_seconds == 0.0  # routing found the profile's export
