@@ -195,7 +195,11 @@ def test_a_pool_profiled_with_an_encoder_routes_with_it(tmp_path, data_dir, repl
     from orchestrator.settings import PROJECT_ROOT
 
     pool = tmp_path / "pool"
-    shutil.copytree(PROJECT_ROOT / "pools" / "replay-small", pool, ignore=shutil.ignore_patterns("profiles", "router"))
+    shutil.copytree(
+        PROJECT_ROOT / "pools" / "replay-small",
+        pool,
+        ignore=shutil.ignore_patterns("profiles", "router", "active.json"),
+    )
     settings = load_settings(pool=pool, data_dir=data_dir, cache_dir=tmp_path / "cache", policy="adaptive")
     questions = sample(get_benchmark("mmlu_pro").questions(data_dir), 300, seed=1)
     profile_pool(Orchestrator(settings), questions, embedder=INT8)
