@@ -184,25 +184,35 @@ class PoolArtefacts:
         return TopicModel.from_payload(payload) if payload is not None else None
 
     def latest_router(
-        self, embedder: Embedder | None = None, *, embeddings_dir: Path | None = None
+        self,
+        embedder: Embedder | None = None,
+        *,
+        embeddings_dir: Path | None = None,
+        encoders_dir: Path | None = None,
     ) -> RouterArtefacts | None:
         """The newest classifier and topics with the embedder they were trained on (made by name
-        when not given); None when no classifier was trained. With ``embeddings_dir``, the
-        embedder keeps its vectors there (``skills.CachedEmbedder``)."""
+        when not given, an exported encoder kept in ``encoders_dir``); None when no classifier was
+        trained. With ``embeddings_dir``, the embedder keeps its vectors there (``skills.CachedEmbedder``)."""
         classifier = self.latest_classifier()
         if classifier is None:
             return None
-        embedder = embedder or make_embedder(classifier.meta.embedder)
+        embedder = embedder or make_embedder(classifier.meta.embedder, cache_dir=encoders_dir)
         if embeddings_dir is not None and not isinstance(embedder, CachedEmbedder):
             embedder = CachedEmbedder(embedder, embeddings_dir)
         return RouterArtefacts.of(classifier, self.latest_topics(), embedder)
 
     def latest_scorer(
-        self, embedder: Embedder | None = None, topic_share: float | None = None, *, embeddings_dir: Path | None = None
+        self,
+        embedder: Embedder | None = None,
+        topic_share: float | None = None,
+        *,
+        embeddings_dir: Path | None = None,
+        encoders_dir: Path | None = None,
     ) -> Scorer | None:
         """The newest classifier (and topics) as one scorer; None when no classifier was trained.
-        ``embeddings_dir``: where its embedder's vectors are cached (None: nowhere)."""
-        artefacts = self.latest_router(embedder, embeddings_dir=embeddings_dir)
+        ``embeddings_dir``: where its embedder's vectors are cached (None: nowhere); ``encoders_dir``:
+        where an exported encoder is kept (None: ``skills.make_embedder``'s default)."""
+        artefacts = self.latest_router(embedder, embeddings_dir=embeddings_dir, encoders_dir=encoders_dir)
         if artefacts is None:
             return None
         return artefacts.scorer() if topic_share is None else artefacts.scorer(topic_share)

@@ -74,7 +74,14 @@ def calibrate_pool(
     if not kept:
         raise BadInput(f"no question of {len(questions)} was answered by every expert; nothing to calibrate on")
     gold = {q.id: q.answer for q in kept}
-    base = pool_router(coe.pool, policy, None, embeddings_dir=coe.settings.embeddings_dir, calibrated=False)
+    base = pool_router(
+        coe.pool,
+        policy,
+        None,
+        embeddings_dir=coe.settings.embeddings_dir,
+        encoders_dir=coe.settings.encoders_dir,
+        calibrated=False,
+    )
     weights = base.scorer.skill_weights([q.text for q in kept])
     ids = [q.id for q in kept]
     if reference is None:

@@ -143,6 +143,14 @@ def profile(
     activate: Annotated[
         bool, typer.Option(help="Route with the new versions at once (a pool's first profile always does).")
     ] = False,
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--encoder",
+            help="Sentence encoder of the classifier: all-MiniLM-L6-v2 (default, torch), all-MiniLM-L6-v2-onnx, "
+            "all-MiniLM-L6-v2-onnx-int8 (fastest), or a sentence-transformers folder. Routing uses the same one.",
+        ),
+    ] = None,
     pool: PoolOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
@@ -153,8 +161,10 @@ def profile(
     from orchestrator.profiling import profile_pool, sample
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
+    from skills import make_embedder
 
     settings = _settings(pool=pool, data_dir=data_dir)
+    make_embedder(encoder, cache_dir=settings.encoders_dir)  # an unknown name fails here, before any work
     bench = load_benchmark(benchmark)
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
@@ -167,7 +177,9 @@ def profile(
     questions = sample(part, limit, seed)
     with LiveProgress() as display:
         coe = Orchestrator(settings, progress=display)
-        report = profile_pool(coe, questions, classifier=classifier, activate=activate, benchmark=bench)
+        report = profile_pool(
+            coe, questions, classifier=classifier, embedder=encoder, activate=activate, benchmark=bench
+        )
     print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
     for path in report.router_paths:
         print(f"router artefact: {path}")

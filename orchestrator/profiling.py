@@ -78,7 +78,9 @@ def profile_pool(
                 f"training the skill classifier needs a category on every question ({unlabelled} of "
                 f"{len(questions)} have none); use --no-classifier for unlabelled ones"
             )
-        encoder = CachedEmbedder(make_embedder(embedder), coe.settings.embeddings_dir)
+        encoder = CachedEmbedder(
+            make_embedder(embedder, cache_dir=coe.settings.encoders_dir), coe.settings.embeddings_dir
+        )
         artefacts = train_router(questions, encoder, n_topics=topic_count(len(questions)))
     skills_of = artefacts.skills_of if artefacts is not None else None
     replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}

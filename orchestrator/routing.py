@@ -61,11 +61,13 @@ def pool_router(
     seed: int = 0,
     *,
     embeddings_dir: Path | None = None,
+    encoders_dir: Path | None = None,
     calibrated: bool = True,
 ) -> Router:
     """The router for ``pool``: its profile, its experts' costs, the policy's calibrated
     thresholds when ``coe calibrate`` stored some (and ``calibrated``), and, if trained, its
-    skill classifier (its embeddings cached in ``embeddings_dir``; None: not cached)."""
+    skill classifier (its embeddings cached in ``embeddings_dir``; None: not cached; an exported
+    encoder kept in ``encoders_dir``, the settings' ``encoders_dir``)."""
     get_policy(policy)  # an unknown name is one line, before any artefact is read
     calibration = pool.artefacts.latest_calibration(policy) if calibrated else None
     selection = calibration.apply() if calibration is not None else None
@@ -73,7 +75,7 @@ def pool_router(
         log.info("pool %s: %s calibrated (v%d): %s", pool.name, policy, calibration.revision, calibration.selection)
     return Router(
         pool_profile(pool),
-        pool_scorer(pool, embeddings_dir),
+        pool_scorer(pool, embeddings_dir, encoders_dir),
         policy,
         k=k,
         seed=seed,
@@ -84,10 +86,11 @@ def pool_router(
     )
 
 
-def pool_scorer(pool: Pool, embeddings_dir: Path | None = None) -> Scorer:
+def pool_scorer(pool: Pool, embeddings_dir: Path | None = None, encoders_dir: Path | None = None) -> Scorer:
     """The pool's latest skill classifier (and topics, if trained) with the embedder they were
-    trained on, its vectors cached in ``embeddings_dir``; a pool without them knows no skills."""
-    scorer = pool.artefacts.latest_scorer(embeddings_dir=embeddings_dir)
+    trained on (rebuilt by the name the classifier records), its vectors cached in ``embeddings_dir``;
+    a pool without them knows no skills."""
+    scorer = pool.artefacts.latest_scorer(embeddings_dir=embeddings_dir, encoders_dir=encoders_dir)
     return scorer if scorer is not None else NoSkillScorer()
 
 

@@ -172,7 +172,13 @@ class Orchestrator:
 
     def _router(self, key: tuple[str, int, str], scorer: Scorer) -> Router:
         if key not in self._routers:
-            router = pool_router(self.pool, key[0], key[1], embeddings_dir=self.settings.embeddings_dir)
+            router = pool_router(
+                self.pool,
+                key[0],
+                key[1],
+                embeddings_dir=self.settings.embeddings_dir,
+                encoders_dir=self.settings.encoders_dir,
+            )
             if scorer == "keywords":
                 keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
                 router = Router(

@@ -77,6 +77,11 @@ class Settings(BaseModel):
         """Where sentence embeddings are cached (``skills.cached_embed``)."""
         return self.cache_dir / "embeddings"
 
+    @property
+    def encoders_dir(self) -> Path:
+        """Where the ONNX encoders are exported to, once (``skills.make_embedder``'s ``cache_dir``)."""
+        return self.cache_dir / "encoders"
+
     @model_validator(mode="after")
     def _paths_distinct(self) -> Settings:
         if self.cache_dir.resolve() == self.pool.resolve():

@@ -20,8 +20,9 @@ from skills.annotate import (
     parse_keywords,
 )
 from skills.build import build_profile_from_replay, build_profile_live, profile_tasks, score_answer
-from skills.embed import Embedder, HashingEmbedder, SentenceEmbedder, make_embedder
+from skills.embed import Embedder, HashingEmbedder, SentenceEmbedder, known_encoders, make_embedder
 from skills.embed_cache import CachedEmbedder, cached_embed
+from skills.encoders import OnnxEmbedder
 from skills.names import normalise_skill, question_skills, unique_skills
 from skills.profile import Profile, ProfileBuilder, SkillStats
 
@@ -29,6 +30,7 @@ __all__ = [
     "CachedEmbedder",
     "Embedder",
     "HashingEmbedder",
+    "OnnxEmbedder",
     "Profile",
     "ProfileBuilder",
     "SentenceEmbedder",
@@ -41,6 +43,7 @@ __all__ = [
     "build_profile_live",
     "cached_embed",
     "consensus",
+    "known_encoders",
     "make_embedder",
     "normalise_skill",
     "parse_keywords",

@@ -192,11 +192,28 @@ def _token_counts(model: Any, texts: list[str]) -> np.ndarray:
     return np.array([len(row) for row in ids["input_ids"]])
 
 
-def make_embedder(name: str | None = None) -> Embedder:
-    """``None`` or ``"all-MiniLM-L6-v2"``: the packaged default; ``hashing-N``: the fake;
-    anything else: a sentence-transformers model path or name."""
+def known_encoders() -> list[str]:
+    """The encoder names ``make_embedder`` knows (besides ``hashing-N`` and model folders)."""
+    from skills.encoders import VARIANTS
+
+    return [DEFAULT_MODEL, *VARIANTS]
+
+
+def make_embedder(name: str | None = None, *, cache_dir: Path | None = None) -> Embedder:
+    """``None`` or ``"all-MiniLM-L6-v2"``: the packaged default (torch); ``all-MiniLM-L6-v2-onnx``
+    and ``all-MiniLM-L6-v2-onnx-int8``: the same model run by ONNX Runtime (``skills.encoders``;
+    exported once into ``cache_dir``, default ``~/.cache/symbolic-coe/encoders``); ``hashing-N``:
+    the fake; a folder: the sentence-transformers model in it. Anything else is a ConfigError."""
+    from skills.encoders import VARIANTS, OnnxEmbedder
+
     if name is None or name == DEFAULT_MODEL:
         return SentenceEmbedder()
+    if name in VARIANTS:
+        return OnnxEmbedder(name, cache_dir)
     if m := re.fullmatch(r"hashing-(\d+)", name):
         return HashingEmbedder(int(m.group(1)))
-    return SentenceEmbedder(name)
+    if Path(name).expanduser().is_dir():
+        return SentenceEmbedder(Path(name).expanduser())
+    raise ConfigError(
+        f"unknown encoder {name!r}; known: {', '.join(known_encoders())}, hashing-N, or a sentence-transformers folder"
+    )
