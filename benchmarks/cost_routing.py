@@ -20,7 +20,8 @@ Pools and targets:
 - ``pools/replay-small`` (no costs: one call = 1): target the accuracy of all six experts'
   majority at no more than 2.5 experts per question (``--max-cost 2.5`` against one expert).
 
-Routing speed per encoder (embedding included, no cache) comes from ``benchmarks/encoders.py``.
+Routing speed per encoder (embedding included, no cache) is ``benchmarks/encoders.py``'s: read
+from its results, or measured again with ``--encoders``.
 
     python benchmarks/cost_routing.py            # prints the figures
     python benchmarks/cost_routing.py --write    # and writes benchmarks/results/cost_routing.json
@@ -52,6 +53,7 @@ log = logging.getLogger("benchmarks.cost_routing")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "cost_routing.json"
+ENCODERS = ROOT / "benchmarks" / "results" / "encoders.json"
 MIXED = {
     "dir": shipped_pool("replay-mixed"),
     "reference": "meta-llama-3_1-70b-instruct",
@@ -195,6 +197,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
             recorded,
             gold,
             reference,
+            fixed=calibration.achieved.fixed,  # the calibrated ladder's curve
         )
         chosen = next(p for p in curve if p.value == calibration.achieved.value)
         router = make(policy)(calibration.apply(), calibration.confidence)
@@ -203,6 +206,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
         policies[policy] = {
             "knob": knob,
             "calibrated_value": chosen.value,
+            "calibrated": calibration.selection,
             "target_met_on_calibration_half": calibration.met,
             "accuracy": chosen.accuracy,
             "ci95": [round(low, 4), round(high, 4)],
@@ -214,6 +218,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
             "on_calibration_half": calibration.achieved.model_dump(),
             "calibration_seconds": round(fit_seconds, 1),
             "curve": [p.model_dump() for p in curve],
+            "calibration_curve": [p.model_dump() for p in calibration.curve],
         }
         log.info(
             "%s %-9s %s=%s acc %.4f (%.3f of ref) cost %.3f experts %.2f",
@@ -315,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the halves.")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N questions (a quick look).")
     parser.add_argument("--pools", default="mixed,small", help="Which pools: mixed, small.")
-    parser.add_argument("--encoders", action="store_true", help="Also measure routing speed per encoder.")
+    parser.add_argument(
+        "--encoders", action="store_true", help="Measure routing speed per encoder again (else: encoders.json's)."
+    )
     parser.add_argument("--write", action="store_true", help=f"Write the figures to {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Where --write writes.")
     args = parser.parse_args(argv)
@@ -333,10 +340,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for key in args.pools.split(","):
             spec = {"mixed": MIXED, "small": SMALL}[key.strip()]
             result["pools"][spec["dir"].name] = measure_pool(settings, spec, Path(workdir) / key, args)
-    if args.encoders:
-        from encoders import measure_mmlu_pro
+    if args.encoders:  # measured again, side by side, in this run
+        from encoders import main as measure_encoders
 
-        result["encoders"] = measure_mmlu_pro(settings)
+        measured = measure_encoders(["--data-dir", str(settings.data_dir)])
+    else:  # as benchmarks/encoders.py measured them on the same halves
+        measured = json.loads(ENCODERS.read_text())
+    keys = ("route_qps_batched", "route_ms_single", "classifier_accuracy")
+    result["encoders"] = {name: {k: r[k] for k in keys} for name, r in measured["encoders"].items()}
+    result["encoders_source"] = "measured in this run" if args.encoders else str(ENCODERS.relative_to(ROOT))
     show(result)
     if args.write:
         args.out.parent.mkdir(parents=True, exist_ok=True)

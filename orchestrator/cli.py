@@ -123,8 +123,12 @@ def plan(
     settings = _settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
     bench = load_benchmark(benchmark)
     questions = stratified_sample(bench.questions(settings.data_dir, split), limit, seed)
-    the_plan = Orchestrator(settings).plan(questions, benchmark=bench, policy=policy, k=k)
+    coe = Orchestrator(settings)
+    the_plan = coe.plan(questions, benchmark=bench, policy=policy, k=k)
     print(the_plan.to_json() if as_json else the_plan.render())
+    loads = coe.predicted_loads(questions, benchmark=bench, policy=policy, k=k)
+    if loads != the_plan.predicted_loads and not as_json:  # a cascade: later rounds for escalated questions
+        print(f"cascade: this is the first round; with every later round, at most {loads} loads in all")
 
 
 @app.command()

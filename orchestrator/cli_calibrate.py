@@ -93,10 +93,11 @@ def calibrate_command(
     if report.left_out:
         print(f"{report.left_out} question(s) left out: some expert gave no answer")
     print(f"stored: {report.path}")
-    print(f"{'value':>8} {'accuracy':>8} {'acc/ref':>7} {'cost/ref':>8} {'experts':>7}")
+    print(f"{'setting':>24} {'accuracy':>8} {'acc/ref':>7} {'cost/ref':>8} {'experts':>7}")
     for p in cal.curve:
-        mark = "  <- chosen" if p.value == got.value else ""
+        mark = "  <- chosen" if p.value == got.value and p.fixed == got.fixed else ""
+        setting = " ".join(f"{k}={v:g}" for k, v in {**p.fixed, list(cal.selection)[-1]: p.value}.items())
         print(
-            f"{p.value:>8g} {p.accuracy:>8.4f} {p.accuracy_ratio:>7.3f} {p.cost_ratio:>8.3f} "
+            f"{setting:>24} {p.accuracy:>8.4f} {p.accuracy_ratio:>7.3f} {p.cost_ratio:>8.3f} "
             f"{p.experts_per_question:>7.2f}{mark}"
         )

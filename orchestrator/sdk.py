@@ -36,6 +36,7 @@ from orchestrator.keywords import keyword_scorer
 from orchestrator.pipeline import Pipeline, require_answer, task_graph
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
+from orchestrator.rounds import predicted_loads
 from orchestrator.routing import pool_aggregator_choice, pool_router
 from orchestrator.settings import Settings, load_settings
 from orchestrator.stores import GenerationStore, open_generation_store
@@ -298,6 +299,21 @@ class Orchestrator:
         """The batch plan ``answer_batch`` would run (routing included), without running it."""
         tasks, _ = self.tasks(questions, benchmark=benchmark, policy=policy, k=k)
         return self._pipeline(self.router(policy, k), None).plan(tasks)
+
+    def predicted_loads(
+        self,
+        questions: Sequence[str | Query],
+        *,
+        benchmark: Benchmark | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+    ) -> int:
+        """The model loads ``answer_batch`` would take: its plan's, or for a cascade, at most its
+        first round's plus one per model of each later round (``orchestrator.rounds``)."""
+        pipeline = self._pipeline(self.router(policy, k), None)
+        asked = pipeline.ask(self._queries(questions), benchmark)
+        first = pipeline.plan(task_graph(asked)[0])
+        return predicted_loads(first, [one.decision for one in asked])
 
     def tasks(
         self,

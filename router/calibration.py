@@ -15,6 +15,7 @@ probabilities as logistic regressions on the states of every question's whole la
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -26,19 +27,28 @@ from router.decision import RouteDecision
 from router.policies import Selection
 from router.router import Router
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 
 Recorded = Mapping[str, Mapping[str, Heard]]
 """Question id -> expert -> its answer."""
 
+_FINE = (0.0005, 0.001, 0.002, 0.003, 0.0035, 0.004, 0.005, 0.006, 0.008, 0.01)
+"""Small gains: in a pool of equals one more expert adds little, so the curve turns near 0."""
 KNOBS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "cascade": ("cascade_gain", tuple(round(-0.1 + 0.0125 * i, 4) for i in range(49))),
-    "adaptive": ("cost", (0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)),
+    "cascade": ("cascade_gain", tuple(sorted({round(-0.1 + 0.0125 * i, 4) for i in range(49)} | set(_FINE)))),
+    "adaptive": (
+        "cost",
+        (0.0, 0.0025, 0.005, 0.006, 0.007, 0.008, 0.009, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2),
+    ),
     "top-p": ("top_p", tuple(round(0.05 * i, 2) for i in range(1, 21))),
     "routellm": ("win_threshold", tuple(round(0.025 * i, 3) for i in range(41))),
     "topk": ("k", (1, 2, 3, 4, 5, 6)),
 }
 """Policy -> the Selection field calibration sets, and the values tried."""
+LADDERS: dict[str, tuple[str, tuple[int, ...]]] = {"cascade": ("cascade_first", (1, 2, 3))}
+"""Policy -> a field that shapes the ladder: each value gets its own confidence model and curve."""
 
 
 class Outcome(NamedTuple):
@@ -58,6 +68,7 @@ class Point(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     value: float
+    fixed: dict[str, float] = Field(default_factory=dict, description="Other Selection fields it was played with.")
     accuracy: float
     cost_ratio: float = Field(..., description="Cost per question over the reference expert's.")
     accuracy_ratio: float = Field(..., description="Accuracy over the reference expert's.")
@@ -195,8 +206,10 @@ def sweep(
     gold: Mapping[str, str],
     reference: str,
     values: Sequence[float] | None = None,
+    fixed: Mapping[str, float] | None = None,
 ) -> list[Point]:
-    """The policy played at each value of its knob: its accuracy-cost curve."""
+    """The policy played at each value of its knob (with the ``fixed`` Selection fields): its
+    accuracy-cost curve."""
     if policy not in KNOBS:
         raise BadInput(f"policy {policy!r} has no threshold to calibrate; calibrate one of {', '.join(KNOBS)}")
     knob, grid = KNOBS[policy]
@@ -206,12 +219,14 @@ def sweep(
     for value in values if values is not None else grid:
         if knob == "k" and value > len(base.profile.experts):
             continue
-        router = make_router(base.selection.model_copy(update={knob: type(getattr(base.selection, knob))(value)}))
+        update = {name: type(getattr(base.selection, name))(v) for name, v in {**(fixed or {}), knob: value}.items()}
+        router = make_router(base.selection.model_copy(update=update))
         decisions = router.route_weights(weights, ids)
         got = score(router, decisions, recorded, gold)
         points.append(
             Point(
                 value=float(value),
+                fixed=dict(fixed or {}),
                 accuracy=round(got.accuracy, 4),
                 cost_ratio=round(got.cost / ref_cost, 4),
                 accuracy_ratio=round(got.accuracy / ref_accuracy, 4) if ref_accuracy else 0.0,
@@ -313,10 +328,24 @@ def calibrate(
         raise BadInput(
             f"reference {target.reference!r} is not one of the pool's experts ({', '.join(base.profile.experts)})"
         )
-    confidence = fit_confidence(base, weights, ids, recorded, gold) if policy == "cascade" else None
-    curve = sweep(
-        lambda selection: make_router(selection, confidence), policy, weights, ids, recorded, gold, target.reference
-    )
+    shapes = LADDERS.get(policy)
+    confidences: dict[float, ConfidenceModel | None] = {}
+    curve: list[Point] = []
+    for shape in shapes[1] if shapes else (0,):
+        fixed: dict[str, float] = {shapes[0]: shape} if shapes else {}
+        confidence = None
+        if policy == "cascade":
+            try:
+                start = make_router(Selection.model_validate(fixed), None)
+                confidence = fit_confidence(start, weights, ids, recorded, gold)
+            except BadInput as exc:  # e.g. a ladder with no later rung: nothing to fit, nothing to play
+                log.info("calibration: %s skipped (%s)", fixed, exc)
+                continue
+        confidences[shape] = confidence
+        played = _with(make_router, confidence)
+        curve += sweep(played, policy, weights, ids, recorded, gold, target.reference, fixed=fixed)
+    if not curve:
+        raise BadInput(f"nothing to calibrate {policy} on: no ladder had a rung to climb")
     try:
         best, met = choose(curve, target), True
     except BadInput:
@@ -327,8 +356,8 @@ def calibrate(
     knob = KNOBS[policy][0]
     return Calibration(
         policy=policy,
-        selection={knob: best.value},
-        confidence=confidence,
+        selection={**best.fixed, knob: best.value},
+        confidence=confidences[best.fixed[shapes[0]] if shapes else 0],  # the chosen ladder's
         target=target,
         reference_accuracy=round(ref_accuracy, 4),
         reference_cost=ref_cost,
@@ -337,3 +366,7 @@ def calibrate(
         curve=curve,
         questions=len(ids),
     )
+
+
+def _with(make_router: RouterMaker, confidence: ConfidenceModel | None) -> Callable[[Selection], Router]:
+    return lambda selection: make_router(selection, confidence)

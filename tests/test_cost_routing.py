@@ -413,9 +413,12 @@ def test_calibrate_cascade():
     ids = list(recorded)
     make = synth_maker(profile, "cascade")
     got = calibrate(make, "cascade", [SKILL] * len(ids), ids, recorded, gold, Target(max_cost=0.6, reference="big"))
-    assert got.met and got.policy == "cascade" and set(got.selection) == {"cascade_gain"}
+    assert got.met and got.policy == "cascade" and set(got.selection) == {"cascade_first", "cascade_gain"}
     assert got.achieved.cost_ratio <= 0.6 and got.confidence is not None and got.confidence.fitted_on > 0
-    assert got.questions == len(ids) and len(got.curve) == len(KNOBS["cascade"][1])
+    # one curve per ladder shape (first rungs of 1, 2, 3 experts), each with its own confidence model
+    assert got.questions == len(ids) and len(got.curve) == 3 * len(KNOBS["cascade"][1])
+    assert {p.fixed["cascade_first"] for p in got.curve} == {1, 2, 3}
+    assert got.selection["cascade_first"] == got.achieved.fixed["cascade_first"]
     assert got.achieved == max((p for p in got.curve if p.cost_ratio <= 0.6), key=lambda p: (p.accuracy, -p.cost_ratio))
     unreachable = Target(max_cost=0.001, reference="big")
     with pytest.raises(BadInput, match="0.001"):

@@ -44,3 +44,24 @@ def test_the_service_answers_as_the_sdk_does_under_concurrent_load(data_dir, tmp
         metrics = httpx.get(f"{url}/metrics").text
     batches = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("coe_batches_total"))
     assert batches < len(queries)  # requests waiting together ran together
+
+
+@pytest.mark.data
+def test_a_cascade_served_over_http_climbs_as_the_sdk_does(data_dir, tmp_path):
+    """The calibrated cascade of replay-mixed through ``coe serve``: the same answers, escalations
+    and costs as the SDK's rounds, and the trace says which questions climbed."""
+    asked = {"policy": "cascade", "aggregation": "majority"}
+    core = load_settings(pool=shipped_pool("replay-mixed"), data_dir=data_dir, runs_dir=tmp_path / "runs")
+    items = load_benchmark("mmlu_pro").questions(data_dir, "test")[:40]
+    queries = [Query(id=q.id, text=q.text, options=q.options) for q in items]
+    with Orchestrator(core) as coe:
+        expected = {a.question_id: a for a in coe.answer_batch(queries, **asked)}
+    climbed = [a for a in expected.values() if len(a.trace.escalations) > 1]
+    assert climbed and len(climbed) < len(queries)  # some questions climbed, not all
+    with serving(create_app(ServiceSettings(core=core))) as url, Client(url) as client:
+        served = client.answer_batch(queries, **asked)
+    for answer in served:
+        sdk = expected[answer.question_id]
+        assert answer.choice == sdk.choice
+        assert answer.trace.escalations == sdk.trace.escalations
+        assert answer.trace.cost == sdk.trace.cost > 0
