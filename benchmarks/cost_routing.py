@@ -42,9 +42,10 @@ from _replay import replay_pool
 from aggregators import wilson_interval
 from eval import Question, get_benchmark, split
 from orchestrator import Orchestrator, Settings, load_settings
+from orchestrator.calibrating import recorded_answers
 from orchestrator.profiling import profile_pool
 from orchestrator.settings import shipped_pool
-from router import Heard, Router
+from router import Router
 from router.calibration import KNOBS, Recorded, Target, calibrate, play, score, sweep
 from router.cascade import leader
 from skills import cached_embed, make_embedder
@@ -68,18 +69,6 @@ SMALL = {
     "policies": ("cascade", "adaptive", "top-p", "topk"),
     "goal": "accuracy >= all-majority at <= 2.5 experts per question",
 }
-
-
-def recorded_answers(coe: Orchestrator, questions: Sequence[Question]) -> Recorded:
-    """Every expert's answer per question, through the SDK; questions some expert lacks are left out."""
-    bench = get_benchmark("mmlu_pro")
-    experts = set(coe.pool.expert_names)
-    out: dict[str, dict[str, Heard]] = {}
-    for answer in coe.answer_batch(questions, benchmark=bench, policy="all", aggregation="majority"):
-        calls = answer.trace.experts
-        if {c.expert for c in calls} == experts and all(c.error is None for c in calls):
-            out[answer.question_id] = {c.expert: Heard(c.expert, c.choice, c.logprob) for c in calls}
-    return out
 
 
 def loads(router: Router, weights: Sequence[Mapping[str, float]], ids: Sequence[str], recorded: Recorded) -> int:
@@ -138,7 +127,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
         every = every[: args.limit]
     answering = Orchestrator(settings, pool=replay_pool(settings, workdir / "answers", spec["dir"]))
     started = time.perf_counter()
-    recorded = recorded_answers(answering, every)
+    recorded = recorded_answers(answering, every, bench)  # coe calibrate's own
     questions = [q for q in every if q.id in recorded]
     gold = {q.id: q.answer for q in questions}
     log.info(

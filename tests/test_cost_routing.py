@@ -27,20 +27,11 @@ from router.calibration import (
 from router.cascade import FEATURES, features, leader, vote_posterior
 from router.policies import strong_and_weak, win_probability
 from skills import ProfileBuilder
+from tests.test_router import FixedScorer
 
 DATA = Path(__file__).parent / "data"
 SKILL = {"s": 1.0}
 LETTERS = "ABCDEFGHIJ"
-
-
-class FixedScorer:
-    name = "fixed"
-
-    def __init__(self, table):
-        self.table = table
-
-    def skill_weights(self, texts):
-        return [self.table[t] for t in texts]
 
 
 SCORER = FixedScorer({"q": SKILL})
