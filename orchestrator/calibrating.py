@@ -15,7 +15,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import BadInput
+from pydantic import ValidationError
+
+from common.errors import BadInput, config_error
 from eval.benchmarks import Benchmark, Question
 from orchestrator.routing import pool_router
 from orchestrator.sdk import Orchestrator
@@ -34,12 +36,13 @@ class CalibrationReport:
     left_out: int
 
 
-def recorded_answers(coe: Orchestrator, questions: list[Question], benchmark: Benchmark) -> Recorded:
+def recorded_answers(coe: Orchestrator, questions: list[Question], benchmark: Benchmark | None) -> Recorded:
     """Every expert's answer to each question (choice and mean token log-probability); a question
     some expert failed on is left out."""
     experts = set(coe.pool.expert_names)
     out: dict[str, dict[str, Heard]] = {}
-    for answer in coe.answer_batch(questions, benchmark=benchmark, policy="all", aggregation="majority"):
+    asked = coe.answer_batch(questions, benchmark=benchmark, policy="all", aggregation="majority", logprobs=True)
+    for answer in asked:
         calls = answer.trace.experts
         if {c.expert for c in calls} == experts and all(c.error is None for c in calls):
             out[answer.question_id] = {c.expert: Heard(c.expert, c.choice, c.logprob) for c in calls}
@@ -49,7 +52,7 @@ def recorded_answers(coe: Orchestrator, questions: list[Question], benchmark: Be
 def calibrate_pool(
     coe: Orchestrator,
     questions: list[Question],
-    benchmark: Benchmark,
+    benchmark: Benchmark | None,
     policy: str,
     *,
     max_cost: float | None = None,
@@ -69,6 +72,10 @@ def calibrate_pool(
         )
     if not questions:
         raise BadInput("no calibration questions")
+    try:  # checked before any expert runs
+        Target(max_cost=max_cost, min_accuracy=min_accuracy, reference=reference or coe.pool.expert_names[0])
+    except ValidationError as exc:
+        raise config_error(exc, "calibration target") from exc
     recorded = recorded_answers(coe, questions, benchmark)
     kept = [q for q in questions if q.id in recorded]
     if not kept:

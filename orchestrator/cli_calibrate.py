@@ -21,7 +21,12 @@ MaxCostOpt = Annotated[
 ]
 MinAccuracyOpt = Annotated[
     float | None,
-    typer.Option("--min-accuracy", min=0.0, help="Accuracy, as a share of the reference expert's (e.g. 0.95)."),
+    typer.Option(
+        "--min-accuracy",
+        min=0.0,
+        max=1.5,
+        help="Accuracy, as a share of the reference expert's (e.g. 0.95).",
+    ),
 ]
 ReferenceOpt = Annotated[
     str | None,

@@ -111,14 +111,17 @@ class Asked:
         return f"{self.query.id}/aggregate"
 
 
-def task_graph(asked: Sequence[Asked], *, aggregate: bool = True) -> tuple[list[Task], dict[str, SynthesisJob]]:
+def task_graph(
+    asked: Sequence[Asked], *, aggregate: bool = True, logprobs: bool = False
+) -> tuple[list[Task], dict[str, SynthesisJob]]:
     """The expert tasks and, per query, one aggregation task waiting on them (with its job);
-    without ``aggregate`` only the expert tasks (their answers are voted on)."""
+    without ``aggregate`` only the expert tasks (their answers are voted on). ``logprobs``: the
+    expert requests ask for their tokens' log-probabilities."""
     tasks: list[Task] = []
     jobs: dict[str, SynthesisJob] = {}
     for one in asked:
         for name, task_id in one.expert_tasks.items():
-            request = Request.user(task_id, one.prompting.prompt, question_id=one.query.id)
+            request = Request.user(task_id, one.prompting.prompt, question_id=one.query.id, logprobs=logprobs)
             tasks.append(Task(id=task_id, model=name, request=request))
         if not aggregate:
             continue
@@ -230,6 +233,8 @@ class Pipeline:
     """Generations of earlier runs by what was asked: hits run nothing, new ones are written."""
     cache_reads: bool = True
     """False: never answer from the cache, still write to it (a refresh)."""
+    logprobs: bool = False
+    """Ask the experts for their tokens' log-probabilities (a cascade's rounds always do)."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -291,7 +296,7 @@ class Pipeline:
         run_id = run_id or _run_id([q.id for q in queries])
         if any(one.decision.later for one in asked):
             return self._climb(asked, run_id, route_seconds, vote)
-        tasks, jobs = task_graph(asked, aggregate=not vote)
+        tasks, jobs = task_graph(asked, aggregate=not vote, logprobs=self.logprobs)
         plan = self.plan(tasks)
         log.info(
             "pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",

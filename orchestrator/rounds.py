@@ -9,7 +9,8 @@ the same escalations from the same answers, and runs only what is left.
 After each round the router's ``escalate`` reads the answers of each question still climbing
 (choice and, where the engine gave them, token log-probabilities); its decision is kept in
 the answer's trace. The experts whose answers vote are those of every rung asked, except that
-a rung that ``replaces`` (a strong expert above cheap ones) leaves only its own.
+a rung that ``replaces`` (a strong expert above cheap ones) leaves only its own, when it gave
+a readable answer (else the earlier voters stand).
 """
 
 from __future__ import annotations
@@ -123,17 +124,22 @@ class Rounds:
             escalated: dict[str, tuple[str, ...]] = {}
             for qid in pending:
                 climb = climbs[qid]
-                heard = [
-                    self.heard(qid, e, generation)
+                heard = {
+                    e: self.heard(qid, e, generation)
                     for e in climb.asked
                     if (generation := generations.get(f"{qid}/expert/{e}")) is not None
-                ]
-                decided = self.escalate(climb.decision, heard, round_no)
+                }
+                if round_no > 1:  # the rung just answered joins the vote, or replaces it if it answered
+                    rung = climb.decision.later[round_no - 2]
+                    if not rung.replaces:
+                        climb.voters += rung.names
+                    elif any(heard[e].choice is not None for e in rung.names if e in heard):
+                        climb.voters = list(rung.names)
+                decided = self.escalate(climb.decision, list(heard.values()), round_no)
                 climb.escalations.append(decided)
                 if decided.escalate:
                     rung = climb.decision.later[round_no - 1]
                     climb.asked += rung.names
-                    climb.voters = list(rung.names) if rung.replaces else climb.voters + list(rung.names)
                     escalated[qid] = rung.names
             pending = escalated
         return merge(results, run_id)

@@ -231,14 +231,17 @@ class Orchestrator:
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
         run_id: str | None = None,
+        logprobs: bool = False,
     ) -> list[Answer]:
         """Answer a batch, each model loaded once. Items are strings or ``Query`` records (benchmark
         items with ``benchmark``). With ``run_id`` every finished generation is checkpointed under
         ``settings.runs_dir``, and the same call resumes a killed run. A question whose experts
-        all failed comes back with ``error`` set. ``aggregation`` and ``max_tokens`` as in ``answer``."""
+        all failed comes back with ``error`` set. ``aggregation`` and ``max_tokens`` as in ``answer``.
+        ``logprobs``: the experts are asked for their tokens' log-probabilities (each expert
+        answer's ``logprob``, where the engine gives them; a cascade always asks)."""
         queries = self._queries(questions)
         pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
-        return self._run(queries, benchmark, pipeline, run_id)
+        return self._run(queries, benchmark, replace(pipeline, logprobs=bool(logprobs)), run_id)
 
     async def aanswer(
         self,

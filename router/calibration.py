@@ -156,8 +156,9 @@ def play(
         new = hear(rung.names)
         heard += new
         asked += rung.names
-        voters = new if rung.replaces else voters + new
-        voter_names = list(rung.names) if rung.replaces else voter_names + list(rung.names)
+        replaced = rung.replaces and any(h.choice is not None for h in new)
+        voters = new if replaced else voters + [h for h in new if not rung.replaces]
+        voter_names = list(rung.names) if replaced else voter_names + ([] if rung.replaces else list(rung.names))
     return Outcome(
         leader(voters, competence),
         tuple(asked),

@@ -7,7 +7,8 @@ The ladder of one query (``cascade_ladder``) comes from the profile and the pool
 - when some experts cost less than it, the first rung is the ``cascade_first`` of those with
   the best expected accuracy per unit of cost, and the one later rung is the strong expert,
   whose answer then *replaces* the earlier ones (small models tend to agree on the same wrong
-  answer; a vote would let two of them overrule the large one);
+  answer; a vote would let two of them overrule the large one), unless it gave no readable
+  answer (failed, or no letter in it): then the earlier ones stand;
 - when none costs less (a pool of equals), the first rung is the ``cascade_first`` most
   accurate experts and each later rung *adds* the next one to the vote, up to ``max_k``.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,13 +57,17 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
+Weight = Annotated[float, Field(ge=-1e4, le=1e4)]
+"""A fitted coefficient: finite and bounded, so a stored model can never make a NaN."""
+
+
 class LinearModel(BaseModel):
     """``sigmoid(coef . features + intercept)``: plain numbers, one coefficient per feature."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    coef: list[float] = Field(..., min_length=len(FEATURES), max_length=len(FEATURES))
-    intercept: float = 0.0
+    coef: list[Weight] = Field(..., min_length=len(FEATURES), max_length=len(FEATURES))
+    intercept: Weight = 0.0
 
     def probability(self, features: Sequence[float]) -> float:
         return sigmoid(sum(c * f for c, f in zip(self.coef, features, strict=True)) + self.intercept)

@@ -13,6 +13,7 @@ from batching import FakeEngine
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
 from orchestrator.artefacts import PoolArtefacts
+from router import Heard
 from skills import ProfileBuilder
 
 POOL = """
@@ -145,3 +146,48 @@ def _first_tasks(one):
     from orchestrator.rounds import expert_task
 
     return [expert_task(one.query.id, e, one.prompting.prompt, True) for e in one.decision.expert_names]
+
+
+def test_a_strong_expert_that_fails_leaves_the_cheap_answers_standing(settings):
+    """Where the escalated expert gives no answer, the earlier voters' answer stands, as
+    ``router.calibration.play`` (and so ``coe eval``) decides it."""
+    from router.calibration import play
+
+    def big_fails_on_q1(request):
+        return request.question_id == "q1"
+
+    class Failing(Engines):
+        def __call__(self, spec):
+            fail = big_fails_on_q1 if spec.name == "big" else None
+            return self.made.setdefault(spec.name, FakeEngine(spec, answer=answer, fail_on=fail))
+
+    coe = Orchestrator(settings, engine_factory=Failing())
+    by_id = {a.question_id: a for a in coe.answer_batch(QUESTIONS, policy="cascade", aggregation="majority")}
+    failed = by_id["q1"]
+    assert failed.error is None and failed.choice in {"A", "B"}  # the cheap experts' vote, not nothing
+    assert [e.expert for e in failed.trace.experts if e.error] == ["big"]
+    assert failed.trace.aggregation.inputs == ("tiny", "small")
+    assert by_id["q3"].choice == "C"  # big answered there: its answer replaces theirs
+    router = coe.router("cascade")
+    heard = {e.expert: Heard(e.expert, e.choice if e.ok else None, e.logprob) for e in failed.trace.experts}
+    (decision,) = router.route_weights([{}], ["q1"])
+    assert play(router, decision, heard).choice == failed.choice
+
+
+def test_calibration_records_token_logprobs_and_fits_them(settings):
+    """``coe calibrate`` asks every expert with log-probabilities (where the engine gives them:
+    the fake does), so the fitted confidence model can lean on them."""
+    from orchestrator.calibrating import calibrate_pool, recorded_answers
+
+    golds = ["A", "C", "C", "A", "C", "A", "C", "C"]
+    kinds = ["agree", "split", "agree", "split", "split", "agree", "split", "agree"]
+    questions = [
+        Question(id=f"c{i}", benchmark="free", text=f"{kind} calibration {i}?", options=tuple("ABCD"), answer=g)
+        for i, (kind, g) in enumerate(zip(kinds, golds, strict=True))
+    ]
+    coe = Orchestrator(settings, engine_factory=Engines())
+    recorded = recorded_answers(coe, questions, None)
+    assert all(h.logprob is not None for answers in recorded.values() for h in answers.values())
+    report = calibrate_pool(coe, questions, None, "cascade", max_cost=1.0)
+    assert report.calibration.confidence is not None and report.calibration.confidence.fitted_on > 0
+    assert report.path.parent.name == "policies" and report.questions == len(questions)

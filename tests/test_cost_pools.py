@@ -211,3 +211,19 @@ def test_cost_record():
     for bad in ({}, {"active_params_b": 1, "usd_per_mtok": 1}, {"active_params_b": 0}, {"tokens": 3}):
         with pytest.raises(ValidationError):
             Cost(**bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e308])
+def test_a_confidence_model_with_unusable_numbers_is_refused_when_read(tmp_path, bad):
+    """A stored cascade confidence model whose coefficient is NaN, infinite or absurd would make
+    every escalation NaN: it is one ConfigError line when the pool is read, never a traceback later."""
+    from router import ConfidenceModel
+
+    raw = json.loads(calibration().model_copy(update={"confidence": ConfidenceModel()}).model_dump_json())
+    raw["confidence"]["now"]["coef"][0] = bad
+    stored = PoolArtefacts(tmp_path)
+    path = stored.save_calibration(calibration())
+    path.write_text(json.dumps(raw))  # json writes NaN and Infinity as Python reads them back
+    with pytest.raises(ConfigError, match="coef") as err:
+        stored.latest_calibration("cascade")
+    assert "\n" not in str(err.value)
