@@ -42,7 +42,7 @@ from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, w
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
-from orchestrator.rounds import Climb, Rounds, expert_task, merge, predicted_loads
+from orchestrator.rounds import Climb, Rounds, merge
 from orchestrator.trace import Answer, Timings, Trace
 from router import Escalation, Heard, RouteDecision, Router, expected_accuracy
 
@@ -343,18 +343,6 @@ class Pipeline:
             q: Climb(one.decision, list(one.decision.expert_names), list(one.decision.expert_names))
             for q, one in by_id.items()
         }
-        first = self.plan(
-            [
-                expert_task(q, e, one.prompting.prompt, True)
-                for q, one in by_id.items()
-                for e in one.decision.expert_names
-            ]
-        )
-        log.info(
-            "pipeline: cascade of %d question(s); at most %d load(s) predicted",
-            len(asked),
-            predicted_loads(first, [a.decision for a in asked]),
-        )
         rounds = Rounds(self.executor(), self.plan, self.pool.specs, self.router.escalate, heard)
         result = rounds.run({q: one.prompting.prompt for q, one in by_id.items()}, climbs, run_id)
         climbed = [_climbed(one, climbs[one.query.id], self.router) for one in asked]

@@ -111,6 +111,9 @@ class Rounds:
             round_no += 1
             tasks = [expert_task(q, e, prompts[q], True) for q, experts in pending.items() for e in experts]
             plan = self.plan(tasks)
+            if round_no == 1:
+                decisions = [c.decision for c in climbs.values()]
+                log.info("cascade: at most %d load(s) over every round", predicted_loads(plan, decisions))
             log.info(
                 "cascade round %d: %d question(s), %d task(s), %d load(s) planned",
                 round_no,
