@@ -99,6 +99,11 @@ def route(
     print(f"skills: {skills}")
     for choice in decision.experts:
         print(f"  {choice.expert:<32} {choice.score:8.3f}")
+    for number, rung in enumerate(decision.later, 2):  # a cascade's ladder
+        how = "replaces the answers before" if rung.replaces else "joins the vote"
+        print(f"round {number}, only if the answers so far look unsure ({how}):")
+        for choice in rung.experts:
+            print(f"  {choice.expert:<32} {choice.score:8.3f}")
 
 
 @app.command()

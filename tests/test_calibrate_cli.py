@@ -50,3 +50,10 @@ def test_calibrate_to_an_accuracy_floor_prints_the_curve(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     assert "routellm: win_threshold = " in done.stdout and "<- chosen" in done.stdout
     assert (pool / "policies" / "routellm.v1.json").is_file()
+
+
+def test_route_shows_a_cascades_ladder() -> None:
+    done = coe("route", "--pool", "pools/replay-mixed", "--policy", "cascade", "What is the derivative of x^3?")
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, _, later = done.stdout.partition("round 2, only if the answers so far look unsure (replaces")
+    assert later and "meta-llama-3_1-70b-instruct" in later and "meta-llama-3_1-70b-instruct" not in first
