@@ -36,13 +36,13 @@ from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
 from common.errors import BadInput, GenerationFailed
 from common.query import Query
-from common.requests import Generation, Request
+from common.requests import Generation
 from common.tasks import Compose, Composed, Task
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
-from orchestrator.rounds import Climb, Rounds, merge
+from orchestrator.rounds import Climb, Rounds, expert_task, merge
 from orchestrator.trace import Answer, Timings, Trace
 from router import Escalation, Heard, RouteDecision, Router, expected_accuracy
 
@@ -120,9 +120,7 @@ def task_graph(
     tasks: list[Task] = []
     jobs: dict[str, SynthesisJob] = {}
     for one in asked:
-        for name, task_id in one.expert_tasks.items():
-            request = Request.user(task_id, one.prompting.prompt, question_id=one.query.id, logprobs=logprobs)
-            tasks.append(Task(id=task_id, model=name, request=request))
+        tasks += [expert_task(one.query.id, name, one.prompting.prompt, logprobs) for name in one.expert_tasks]
         if not aggregate:
             continue
         tasks.append(Task(id=one.aggregate_task, model=one.aggregator, after=tuple(one.expert_tasks.values())))
