@@ -7,13 +7,28 @@ several candidates match one step, the last one in the text wins (models restate
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Callable, Sequence
 
+from common.numbers import boxed_contents, format_number, last_boxed, numbers_in
 from common.text import strip_thinking
 
 Extractor = Callable[[str], str | None]
+
+__all__ = [
+    "Extractor",
+    "boxed_contents",
+    "final_line_extractor",
+    "format_number",
+    "integer_extractor",
+    "last_boxed",
+    "letter_extractor",
+    "math_extractor",
+    "number_extractor",
+    "numbers_in",
+    "said",
+    "text_extractor",
+]
 
 
 def _letters(n: int) -> str:
@@ -45,66 +60,7 @@ def letter_extractor(n_options: int = 10) -> Extractor:
     return extract
 
 
-# --- \boxed{} -------------------------------------------------------------------------------
-
-_BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
-
-
-def boxed_contents(text: str) -> list[str]:
-    """The contents of every ``\\boxed{...}`` in order, braces nested to any depth (escaped
-    braces ``\\{`` do not count); an unclosed box is skipped, an empty one too."""
-    found = []
-    for match in _BOXED_START.finditer(text):
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            char = text[i]
-            if char == "\\":
-                i += 2
-                continue
-            depth += 1 if char == "{" else -1 if char == "}" else 0
-            i += 1
-        if depth == 0 and (inside := text[match.end() : i - 1].strip()):
-            found.append(inside)
-    return found
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last closed, non-empty ``\\boxed{}``; None when there is none."""
-    boxes = boxed_contents(text)
-    return boxes[-1] if boxes else None
-
-
-# --- numbers --------------------------------------------------------------------------------
-
-_NUMBER = re.compile(
-    r"(?<![\w.])(-?\d+/\d+(?![\d/])|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\d|,\d)|-?\.\d+)"
-)
-_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})
-
-
-def numbers_in(text: str) -> list[float]:
-    """Every number written in ``text``, in order: ``2,125``, ``-0.5``, ``1e-3``, ``3/4``.
-    Currency signs, units and words around them are ignored."""
-    values = []
-    for raw in _NUMBER.findall(text.translate(_MINUS).replace("\\$", "$")):
-        if "/" in raw:
-            top, bottom = raw.split("/")
-            if int(bottom) == 0:
-                continue
-            values.append(int(top) / int(bottom))
-        else:
-            value = float(raw.replace(",", ""))
-            if math.isfinite(value):
-                values.append(value)
-    return values
-
-
-def format_number(value: float) -> str:
-    """``18.0`` -> ``18``; other values in Python's shortest round-trip form."""
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
+# --- numbers and \boxed{}: read by the judge too (common.numbers) ----------------------------
 
 _SAID = (
     re.compile(r"final answer\**\s*(?:is\b\s*:?|:|-)\s*([^\n]+)", re.IGNORECASE),
