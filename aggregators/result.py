@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.answers import Judge
 from common.errors import BadInput
 from common.requests import Generation
 
@@ -121,10 +122,18 @@ def resolve_competence(answers: Iterable[ExpertAnswer], competence: Competence |
     return out
 
 
-def agreement(answers: Iterable[ExpertAnswer], choice: str | None) -> tuple[tuple[str, ...], float]:
-    """The experts whose choice equals ``choice`` and their share of all ``answers``."""
+TEXT_JUDGE = Judge()
+"""The judge when a caller names none: free text, numbers compared as numbers."""
+
+
+def agreement(
+    answers: Iterable[ExpertAnswer], choice: str | None, judge: Judge | None = None
+) -> tuple[tuple[str, ...], float]:
+    """The experts whose answer is the same as ``choice`` by ``judge`` and their share of all
+    ``answers`` (a blank or unreadable ``choice`` agrees with nobody)."""
     answers = list(answers)
-    agreed = tuple(a.expert for a in answers if choice is not None and a.choice == choice)
+    keys = (judge or TEXT_JUDGE).keys([choice, *(a.choice for a in answers)])
+    agreed = tuple(a.expert for a, key in zip(answers, keys[1:]) if keys[0] is not None and key == keys[0])
     return agreed, (len(agreed) / len(answers) if answers else 0.0)
 
 

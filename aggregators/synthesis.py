@@ -25,6 +25,7 @@ from aggregators.result import (
     Extract,
     agreement,
 )
+from common.answers import Judge
 from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
@@ -131,14 +132,16 @@ def synthesis_result(
     *,
     prompt: str = "",
     left_out: Sequence[str] = (),
+    judge: Judge | None = None,
 ) -> AggregationResult:
-    """The aggregator's generation as a result; confidence is the share of ``answers`` it agrees with."""
+    """The aggregator's generation as a result; confidence is the share of ``answers`` it agrees
+    with by ``judge``."""
     if generation.error is not None:
         raise GenerationFailed(
             f"aggregator {generation.model!r} failed on {generation.request_id!r}: {generation.error}"
         )
     choice = extract(generation.text)
-    agreed, share = agreement(answers, choice)
+    agreed, share = agreement(answers, choice, judge)
     return AggregationResult(
         method=f"synthesis:{generation.model}",
         text=generation.text,
@@ -155,7 +158,11 @@ def synthesis_result(
 
 
 def synthesis_outcome(
-    composed: Composed, generation: Generation, answers: Mapping[str, ExpertAnswer], extract: Extract
+    composed: Composed,
+    generation: Generation,
+    answers: Mapping[str, ExpertAnswer],
+    extract: Extract,
+    judge: Judge | None = None,
 ) -> AggregationResult:
     """The result of one aggregation from the record of what went into it (``composed``), the
     aggregator's generation and the expert answers by input task id."""
@@ -163,7 +170,7 @@ def synthesis_outcome(
     left_out = [
         f"{answers[task_id].expert if task_id in answers else task_id}: {why}" for task_id, why in composed.left_out
     ]
-    return synthesis_result(generation, used, extract, prompt=composed.request.text, left_out=left_out)
+    return synthesis_result(generation, used, extract, prompt=composed.request.text, left_out=left_out, judge=judge)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@
               weight is log((n_options - 1) p / (1 - p)), the multi-class form (a vote weighs
               more than nothing only when the expert beats chance, 1 / n_options).
 
-Answers without a choice (unparseable) count in the denominator of a vote share but vote for
-nothing. Competence comes from each answer's ``competence`` field, or from the ``competence``
-argument (a mapping or a function of the expert name), which overrides it.
+Answers are counted by the judge (``common.answers.Judge``): "7425", "7425.00" and "$7,425"
+are one answer to a number judge, "C" and the text of option C one to a letter judge. Blank
+and unreadable answers count in the denominator of a vote share but vote for nothing. The
+winner is stated as its most competent supporter wrote it. Competence comes from each
+answer's ``competence`` field, or from the ``competence`` argument (a mapping or a function of
+the expert name), which overrides it.
 """
 
 from __future__ import annotations
@@ -17,17 +20,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
-from aggregators.result import AggregationResult, Competence, ExpertAnswer, agreement, resolve_competence
+from aggregators.result import TEXT_JUDGE, AggregationResult, Competence, ExpertAnswer, resolve_competence
+from common.answers import Judge
 from common.errors import BadInput
 from common.names import unknown_name
-
-
-class Voter(Protocol):
-    def __call__(
-        self, answers: Sequence[ExpertAnswer], *, competence: Competence | None = None
-    ) -> AggregationResult: ...
 
 
 def _check(answers: Sequence[ExpertAnswer]) -> list[ExpertAnswer]:
@@ -41,37 +38,44 @@ def _check(answers: Sequence[ExpertAnswer]) -> list[ExpertAnswer]:
     return answers
 
 
-def _support(answers: Sequence[ExpertAnswer], choice: str) -> list[ExpertAnswer]:
-    return [a for a in answers if a.choice == choice]
+def _keys(answers: Sequence[ExpertAnswer], judge: Judge | None) -> list[str | None]:
+    """Each answer's vote: the judge's key of its choice (None: it abstains)."""
+    return (judge or TEXT_JUDGE).keys([a.choice for a in answers])
+
+
+def _supporters(answers: Sequence[ExpertAnswer], keys: Sequence[str | None], key: str | None) -> list[ExpertAnswer]:
+    return [a for a, k in zip(answers, keys) if key is not None and k == key]
 
 
 def _competence_sum(answers: Sequence[ExpertAnswer]) -> float:
     return sum(a.competence or 0.0 for a in answers)
 
 
-def _voice(answers: Sequence[ExpertAnswer], choice: str | None) -> str:
-    """The text of the most competent expert that made ``choice`` (first one on a tie)."""
-    backers = _support(answers, choice) if choice is not None else []
+def _voice(backers: Sequence[ExpertAnswer]) -> ExpertAnswer | None:
+    """The most competent expert among ``backers`` (the first one on a tie)."""
     if not backers:
-        return ""
-    best = max(backers, key=lambda a: a.competence if a.competence is not None else -1.0)
-    return best.text
+        return None
+    return max(backers, key=lambda a: a.competence if a.competence is not None else -1.0)
 
 
 def _result(
     method: str,
     answers: list[ExpertAnswer],
-    choice: str | None,
+    keys: Sequence[str | None],
+    key: str | None,
     confidence: float,
     scores: dict[str, float],
     started: float,
 ) -> AggregationResult:
-    agreed, _ = agreement(answers, choice)
+    backers = _supporters(answers, keys, key)
+    voice = _voice(backers)
+    written = {k: _voice(_supporters(answers, keys, k)) for k in scores}  # each answer as its voice wrote it
+    scores = {(w.choice or k) if (w := written[k]) is not None else k: v for k, v in scores.items()}
     return AggregationResult(
         method=method,
-        text=_voice(answers, choice),
-        choice=choice,
-        agreed_with=agreed,
+        text=voice.text if voice is not None else "",
+        choice=voice.choice if voice is not None else None,
+        agreed_with=tuple(a.expert for a in backers),
         inputs=tuple(a.expert for a in answers),
         confidence=min(1.0, max(0.0, confidence)),
         scores=scores,
@@ -79,30 +83,31 @@ def _result(
     )
 
 
-def majority(answers: Sequence[ExpertAnswer], *, competence: Competence | None = None) -> AggregationResult:
-    """One vote per expert; confidence is the winner's share of all answers.
+def majority(
+    answers: Sequence[ExpertAnswer], *, competence: Competence | None = None, judge: Judge | None = None
+) -> AggregationResult:
+    """One vote per expert, answers counted by ``judge``; confidence is the winner's share of all answers.
 
     The tie rule, applied in order among the choices with the most votes:
       1. the choice whose supporters have the larger summed competence wins (an expert
          without a competence counts 0), so with competence given, two weak experts can
          still lose a 2-2 tie to two strong ones;
-      2. then the smaller choice string ("A" before "B"), so the result never depends on
-         the order of the answers.
-    Answers without a choice count in the confidence's denominator but vote for nothing.
+      2. then the smaller key ("A" before "B"), so the result never depends on the order of
+         the answers.
+    Blank and unreadable answers count in the confidence's denominator but vote for nothing.
+    ``scores`` counts the votes of each answer (as its most competent supporter wrote it).
     """
     started = time.perf_counter()
     answers = resolve_competence(_check(answers), competence)
+    keys = _keys(answers, judge)
     counts: dict[str, float] = {}
-    for answer in answers:
-        if answer.choice is not None:
-            counts[answer.choice] = counts.get(answer.choice, 0) + 1
+    for key in keys:
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
     if not counts:
-        return _result("majority", answers, None, 0.0, {}, started)
-    choice = max(
-        sorted(counts),
-        key=lambda c: (counts[c], _competence_sum(_support(answers, c))),
-    )
-    return _result("majority", answers, choice, counts[choice] / len(answers), counts, started)
+        return _result("majority", answers, keys, None, 0.0, {}, started)
+    won = max(sorted(counts), key=lambda c: (counts[c], _competence_sum(_supporters(answers, keys, c))))
+    return _result("majority", answers, keys, won, counts[won] / len(answers), counts, started)
 
 
 def log_odds_weight(p: float, *, n_options: int | None = None, clip: float = 0.01) -> float:
@@ -122,8 +127,10 @@ def weighted(
     competence: Competence | None = None,
     n_options: int | None = None,
     clip: float = 0.01,
+    judge: Judge | None = None,
 ) -> AggregationResult:
-    """Competence-weighted vote. Every expert needs a competence (BadInput names those without).
+    """Competence-weighted vote, answers counted by ``judge``. Every expert needs a competence
+    (BadInput names those without).
 
     The score of a choice is the sum of its voters' log-odds weights; the winner is the
     highest-scoring choice someone voted for (ties: more voters, then the smaller string).
@@ -135,22 +142,23 @@ def weighted(
     missing = sorted(a.expert for a in answers if a.competence is None)
     if missing:
         raise BadInput(f"weighted vote needs the competence of every expert; missing: {', '.join(missing)}")
+    keys = _keys(answers, judge)
     scores: dict[str, float] = {}
     voters: dict[str, int] = {}
-    for answer in answers:
-        if answer.choice is None:
+    for answer, key in zip(answers, keys):
+        if key is None:
             continue
         weight = log_odds_weight(answer.competence or 0.0, n_options=n_options, clip=clip)
-        scores[answer.choice] = scores.get(answer.choice, 0.0) + weight
-        voters[answer.choice] = voters.get(answer.choice, 0) + 1
+        scores[key] = scores.get(key, 0.0) + weight
+        voters[key] = voters.get(key, 0) + 1
     if not scores:
-        return _result("weighted", answers, None, 0.0, {}, started)
+        return _result("weighted", answers, keys, None, 0.0, {}, started)
     choice = max(sorted(scores), key=lambda c: (round(scores[c], 12), voters[c]))
     unvoted = max(0, (n_options or 0) - len(scores))
     top = max(max(scores.values()), 0.0 if unvoted else -math.inf)
     mass = sum(math.exp(s - top) for s in scores.values()) + unvoted * math.exp(-top)
     confidence = math.exp(scores[choice] - top) / mass
-    return _result("weighted", answers, choice, confidence, scores, started)
+    return _result("weighted", answers, keys, choice, confidence, scores, started)
 
 
 VOTERS: dict[str, Callable[..., AggregationResult]] = {"majority": majority, "weighted": weighted}

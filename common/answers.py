@@ -53,9 +53,14 @@ _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 
 def normalise_text(text: str) -> str:
-    """Casefolded, articles dropped, spacing collapsed, punctuation around it stripped."""
-    text = _ARTICLES.sub(" ", unicodedata.normalize("NFKC", text).casefold())
-    return " ".join(text.strip().strip(_PUNCTUATION).split()).strip(_PUNCTUATION + " ")
+    """Casefolded, articles dropped (unless nothing else is left: "A" stays "a"), spacing
+    collapsed, punctuation around it stripped."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    for candidate in (_ARTICLES.sub(" ", folded), folded):
+        cleaned = " ".join(candidate.strip().strip(_PUNCTUATION).split()).strip(_PUNCTUATION + " ")
+        if cleaned:
+            return cleaned
+    return ""
 
 
 def integer_values(text: str) -> set[int]:

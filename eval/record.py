@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.answers import Judge
 from common.errors import ConfigError, NotFound
 from eval.answers import AnswerKind, AnswerRule
 from eval.question import Question
@@ -67,6 +68,10 @@ class Benchmark:
     def extract(self, question: Question, text: str) -> str | None:
         """The answer stated in a reply, or None."""
         return self.answers.extract(question, text)
+
+    def judge(self, question: Question) -> Judge:
+        """The judge of ``question``'s answers: the one rule by which every door scores and votes."""
+        return self.answers.judge(question)
 
     def check(self, question: Question, answer: str | None) -> bool:
         """Is an extracted answer right for ``question``?"""

@@ -130,6 +130,7 @@ class RunInfo(BaseModel):
     model_loads: int = 0
     generations: int = Field(0, description="Generations made by engines in this invocation.")
     reused: int = Field(0, description="Generations read back from the run's store (--resume).")
+    cached: int = Field(0, description="Generations answered from the generation cache (earlier runs).")
     started: str = ""
     finished: str = ""
     command: str = ""

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from common.answers import Judge
 from common.errors import BadInput, config_error
 from eval.benchmarks import Benchmark, Question
+from orchestrator.pipeline import prompting
 from orchestrator.routing import pool_router
 from orchestrator.sdk import Orchestrator
 from router import ConfidenceModel, Heard, Router, Selection
-from router.calibration import KNOBS, Calibration, Recorded, Target, calibrate
+from router.calibration import KNOBS, Calibration, Correct, Recorded, Target, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,30 @@ class CalibrationReport:
     left_out: int
 
 
+def judges(questions: list[Question], benchmark: Benchmark | None) -> dict[str, Judge]:
+    """Each question's judge, as the pipeline judges its answers."""
+    return {q.id: prompting(q, benchmark).judge for q in questions}
+
+
+def verdicts(questions: list[Question], benchmark: Benchmark | None) -> Correct:
+    """(question id, answer) -> is it right, by each question's judge and gold answer."""
+    judged = judges(questions, benchmark)
+    gold = {q.id: q.answer for q in questions}
+    return lambda qid, answer: judged[qid].correct(answer, gold[qid])
+
+
 def recorded_answers(coe: Orchestrator, questions: list[Question], benchmark: Benchmark | None) -> Recorded:
-    """Every expert's answer to each question (choice and mean token log-probability); a question
-    some expert failed on is left out."""
+    """Every expert's answer to each question (its judge's key and mean token log-probability),
+    through the pipeline; a question some expert failed on is left out."""
     experts = set(coe.pool.expert_names)
+    judged = judges(questions, benchmark)
     out: dict[str, dict[str, Heard]] = {}
     asked = coe.answer_batch(questions, benchmark=benchmark, policy="all", aggregation="majority", logprobs=True)
     for answer in asked:
         calls = answer.trace.experts
         if {c.expert for c in calls} == experts and all(c.error is None for c in calls):
-            out[answer.question_id] = {c.expert: Heard(c.expert, c.choice, c.logprob) for c in calls}
+            judge = judged[answer.question_id]
+            out[answer.question_id] = {c.expert: Heard(c.expert, judge.key(c.choice), c.logprob) for c in calls}
     return out
 
 
@@ -80,7 +96,7 @@ def calibrate_pool(
     kept = [q for q in questions if q.id in recorded]
     if not kept:
         raise BadInput(f"no question of {len(questions)} was answered by every expert; nothing to calibrate on")
-    gold = {q.id: q.answer for q in kept}
+    correct = verdicts(kept, benchmark)
     base = pool_router(
         coe.pool,
         policy,
@@ -96,12 +112,12 @@ def calibrate_pool(
         if coe.pool.cost_unit != "calls":
             reference = max(costs, key=lambda e: (costs[e], e))
         else:
-            reference = max(costs, key=lambda e: (sum(recorded[i][e].choice == gold[i] for i in ids), e))
+            reference = max(costs, key=lambda e: (sum(correct(i, recorded[i][e].choice) for i in ids), e))
     target = Target(max_cost=max_cost, min_accuracy=min_accuracy, reference=reference)
 
     def make(selection: Selection, confidence: ConfidenceModel | None) -> Router:
         return Router(base.profile, base.scorer, policy, selection=selection, costs=base.costs, confidence=confidence)
 
-    calibration = calibrate(make, policy, weights, ids, recorded, gold, target)
+    calibration = calibrate(make, policy, weights, ids, recorded, correct, target)
     path = coe.pool.artefacts.save_calibration(calibration)
     return CalibrationReport(calibration, path, len(kept), len(questions) - len(kept))

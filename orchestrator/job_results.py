@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from batching import Cost
 from common.errors import BadInput
 from common.query import Query
 from eval import load_benchmark, stratified_sample
 from eval.benchmarks import Benchmark, Question
-from eval.results import ExpertResult, MethodInfo, MethodResult, QuestionResult, RunInfo
+from eval.results import MethodInfo, QuestionResult, RunInfo
 from orchestrator.inputs import as_query
+from orchestrator.pool import Pool
+from orchestrator.result_rows import Scoring, question_result
 from orchestrator.settings import Settings
 from orchestrator.stores.jobs import Job, JobQuestion, JobRequest
 from orchestrator.trace import Answer
@@ -61,52 +64,17 @@ def _inline(item: str | JobQuestion, i: int, max_chars: int) -> Query:
     return query.model_copy(update={"id": item.id}) if item.id else query
 
 
-def question_result(answer: Answer, query: Query, bench: Benchmark | None, aggregation: str) -> QuestionResult:
-    """One answer as a line of ``results.jsonl``: its experts and the method ``ours``."""
+def job_result(
+    answer: Answer, query: Query, bench: Benchmark | None, aggregation: str, costs: Mapping[str, Cost | None]
+) -> QuestionResult:
+    """One answer as a line of ``results.jsonl``: its experts and the method ``ours``, written by
+    the writer ``coe eval`` uses (``orchestrator.result_rows``), cost filled in."""
     question = query if isinstance(query, Question) else None
-
-    def right(choice: str | None) -> bool | None:
-        return bench.check(question, choice) if bench is not None and question is not None else None
-
-    trace = answer.trace
-    experts = tuple(
-        ExpertResult(
-            expert=e.expert,
-            text=e.text,
-            answer=e.choice,
-            correct=right(e.choice),
-            tokens_in=e.tokens_in,
-            tokens_out=e.tokens_out,
-            seconds=e.seconds,
-            error=e.error,
-        )
-        for e in trace.experts
-    )
-    synthesis = aggregation == "synthesis"
-    tokens_in, tokens_out = trace.tokens
-    ours = MethodResult(
-        experts=tuple(e.expert for e in trace.experts),
-        final=answer.choice,
-        correct=right(answer.choice),
-        aggregation=aggregation,
-        aggregator=trace.aggregator if synthesis else None,
-        text=answer.text if synthesis else "",
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        seconds=round(trace.timings.experts + trace.timings.aggregate, 4),
-        fallback=trace.aggregation.fallback if trace.aggregation is not None else None,
-    )
-    top = dict(sorted(trace.route.skills.items(), key=lambda kv: -kv[1])[:3])
-    return QuestionResult(
-        question_id=answer.question_id,
-        benchmark=bench.name if bench is not None else INLINE,
-        category=question.category if question is not None else None,
-        gold=question.answer if question is not None else None,
-        skills={s: round(w, 4) for s, w in top.items()},
-        confidence=round(trace.route.confidence, 4),
-        experts=experts,
-        methods={"ours": ours},
-    )
+    if bench is not None and question is not None:
+        scoring = Scoring(bench.name, bench.judge(question), question.answer, question.category, costs)
+    else:
+        scoring = Scoring(INLINE, costs=costs)
+    return question_result(answer.question_id, {"ours": answer}, {"ours": aggregation}, scoring)
 
 
 def run_info(
@@ -114,7 +82,7 @@ def run_info(
     asked: JobQuestions,
     answers: Sequence[Answer],
     *,
-    pool: str,
+    pool: Pool,
     pool_dir: str,
     policy: str,
     stage_seconds: dict[str, float],
@@ -131,7 +99,7 @@ def run_info(
         benchmark_version=bench.version if bench is not None else "",
         split=asked.split,
         answer_kind=str(bench.answer_kind) if bench is not None else INLINE,
-        pool=pool,
+        pool=pool.name,
         pool_dir=pool_dir,
         policy=policy,
         k=request.k,
@@ -155,6 +123,9 @@ def run_info(
         started=started,
         finished=now_text(),
         command=f"POST /v1/batches ({job.id})",
+        cost_unit=pool.cost_unit,
+        costs=pool.costs,
+        cost_reference=pool.costliest,
     )
 
 
@@ -162,4 +133,4 @@ def now_text() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["INLINE", "JobQuestions", "job_questions", "now_text", "question_result", "run_info"]
+__all__ = ["INLINE", "JobQuestions", "job_questions", "job_result", "now_text", "run_info"]

@@ -20,7 +20,7 @@ import threading
 import time
 
 from common.errors import CoeError, Unavailable
-from orchestrator.job_results import job_questions, now_text, question_result, run_info
+from orchestrator.job_results import job_questions, job_result, now_text, run_info
 from orchestrator.sdk import Orchestrator
 from orchestrator.settings import JobSettings
 from orchestrator.stores.jobs import Job, JobResults, JobStore, Lease, WorkerId
@@ -174,14 +174,16 @@ class JobWorker:
         if beat.lease != "running":
             return self._let_go(job, beat.lease)
         generated = time.perf_counter() - began
+        costs = {name: spec.cost for name, spec in self.coe.pool.specs.items()}
         results = [
-            question_result(a, q, asked.benchmark, request.aggregation) for a, q in zip(answers, questions, strict=True)
+            job_result(answer, query, asked.benchmark, request.aggregation, costs)
+            for answer, query in zip(answers, questions, strict=True)
         ]
         info = run_info(
             job,
             asked,
             answers,
-            pool=self.coe.pool.name,
+            pool=self.coe.pool,
             pool_dir=str(self.coe.settings.pool.resolve()),
             policy=request.policy or self.coe.settings.policy,
             stage_seconds={"generate": round(generated, 3), "total": round(time.perf_counter() - began, 3)},

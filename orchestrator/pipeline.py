@@ -1,10 +1,14 @@
-"""The pipeline: route -> expert generations -> aggregation, for a batch of queries.
+"""The pipeline: route -> plan -> generate -> aggregate, for a batch of queries. Every door runs
+it: the SDK, ``coe ask``, ``coe eval``, ``coe profile``, ``coe calibrate``, the service and the
+job workers each call ``Pipeline.run`` or ``Pipeline.ask`` + ``Pipeline.answer`` and add only
+what is theirs.
 
-One straight path. Each query is decided once (``Asked``: its route, prompt, aggregator and
-the experts' competence); the task graph is built from those records; the batch planner and
-executor run it (each model loaded once, the aggregator's work last, composing its prompt from
-the expert answers that arrived); and each ``Answer`` is a pure function of the ``Asked``
-record and the run's result, which carries what went into every aggregation.
+One straight path. Each query is decided once (``Asked``: its route, prompt, judge, aggregator
+and the experts' competence); the task graph is built from those records
+(``orchestrator.graph``); the batch planner and executor run it (each model loaded once, the
+aggregator's work last, composing its prompt from the expert answers that arrived); and each
+``Answer`` is a pure function of the ``Asked`` record and the run's result
+(``orchestrator.answering``), which carries what went into every aggregation.
 
 An expert that fails is dropped from that answer with its reason; if the aggregator fails,
 the experts' majority vote (ties broken by competence) stands in and the trace says why.
@@ -16,47 +20,50 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from aggregators import (
-    AggregationResult,
-    AggregatorChoice,
-    ExpertAnswer,
-    SynthesisJob,
-    SynthesisOptions,
-    compose,
-    majority,
-    synthesis_outcome,
-)
-from batching import Cost, EngineFactory, WarmEngines
+from aggregators import AggregatorChoice, SynthesisOptions, compose
+from batching import EngineFactory, ReplaySource, WarmEngines
 from batching.cache import GenerationCache
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
+from batching.results import RunMetrics
 from batching.runstore import RunStore
+from common.answers import AnswerKind, Judge
 from common.errors import BadInput, GenerationFailed
 from common.query import Query
+from common.recordings import replay_book
 from common.requests import Generation
-from common.tasks import Compose, Composed, Task
+from common.tasks import Task
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
+from orchestrator.answering import build_answer, climbed, heard
+from orchestrator.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.inputs import FREE_FORMAT
 from orchestrator.pool import Pool
-from orchestrator.rounds import Climb, Rounds, expert_task, merge
-from orchestrator.trace import Answer, Timings, Trace
+from orchestrator.rounds import Climb, Rounds, merge
+from orchestrator.task_ids import aggregate_task_id, expert_task_id
+from orchestrator.trace import Answer
 from router import Escalation, Heard, RouteDecision, Router, expected_accuracy
 
 log = logging.getLogger(__name__)
 
+Vote = Literal["majority", "weighted"]
+"""The experts' answers are voted on instead of aggregated by a model."""
+
 
 @dataclass(frozen=True)
 class Prompting:
-    """How one query is asked and how its answers are read."""
+    """How one query is asked, how its answers are read, and how they are judged."""
 
     prompt: str
     answer_format: str
     extract: Extractor
     shown_question: str
+    judge: Judge = Judge()
+    """Compares the query's answers (votes, agreement, the cascade) and, for benchmark items, scores them."""
 
 
 def prompting(query: Query, benchmark: Benchmark | None) -> Prompting:
@@ -68,6 +75,7 @@ def prompting(query: Query, benchmark: Benchmark | None) -> Prompting:
             benchmark.answer_format,
             lambda text: benchmark.extract(query, text),
             with_options(query),
+            benchmark.judge(query),
         )
     if query.options:
         return Prompting(
@@ -75,6 +83,7 @@ def prompting(query: Query, benchmark: Benchmark | None) -> Prompting:
             LETTER_FORMAT,
             letter_extractor(len(query.options)),
             with_options(query),
+            Judge(AnswerKind.LETTER, tuple(query.options)),
         )
     return Prompting(
         f"{query.text}\n\nThink it through briefly. {FREE_FORMAT}",
@@ -93,116 +102,40 @@ class Asked:
     prompting: Prompting
     aggregator: str
     competence: dict[str, float] = field(default_factory=dict)
-    """Each chosen expert's expected accuracy on the query's skills, by weight (``router.expected_accuracy``;
-    experts the profile knows)."""
+    """Each expert's expected accuracy on the query's skills, by weight (``router.expected_accuracy``;
+    experts the profile knows; a cascade's whole ladder)."""
     voters: tuple[str, ...] | None = None
     """The experts whose answers the vote and the aggregator read (None: every one asked; a
     cascade that escalated to a strong expert: that expert alone)."""
     escalations: tuple[Escalation, ...] = ()
     """A cascade's decisions after each round."""
+    vote: Vote | None = None
+    """None: the aggregator model writes the answer; else the experts' vote is it."""
+    sample: int = 0
+    """Which draw of the query this is (an evaluation's ``--samples``; 0 otherwise)."""
+    method: str | None = None
+    """The evaluation method it belongs to, when several decide the same query."""
+    router: Router | None = None
+    """The router that decided it (a cascade climbs by its escalation)."""
 
     @property
     def expert_tasks(self) -> dict[str, str]:
         """Chosen expert -> the id of its task."""
-        return {name: f"{self.query.id}/expert/{name}" for name in self.decision.expert_names}
+        return {name: expert_task_id(self.query.id, name, self.sample) for name in self.decision.expert_names}
 
     @property
     def aggregate_task(self) -> str:
-        return f"{self.query.id}/aggregate"
+        return aggregate_task_id(self.query.id, self.sample, self.method)
 
 
-def task_graph(
-    asked: Sequence[Asked], *, aggregate: bool = True, logprobs: bool = False
-) -> tuple[list[Task], dict[str, SynthesisJob]]:
-    """The expert tasks and, per query, one aggregation task waiting on them (with its job);
-    without ``aggregate`` only the expert tasks (their answers are voted on). ``logprobs``: the
-    expert requests ask for their tokens' log-probabilities."""
-    tasks: list[Task] = []
-    jobs: dict[str, SynthesisJob] = {}
-    for one in asked:
-        tasks += [expert_task(one.query.id, name, one.prompting.prompt, logprobs) for name in one.expert_tasks]
-        if not aggregate:
-            continue
-        tasks.append(Task(id=one.aggregate_task, model=one.aggregator, after=tuple(one.expert_tasks.values())))
-        jobs[one.aggregate_task] = SynthesisJob(
-            question_text=one.prompting.shown_question,
-            answer_format=one.prompting.answer_format,
-            competence=one.competence,
-            question_id=one.query.id,
-        )
-    return tasks, jobs
+@dataclass(frozen=True)
+class Answered:
+    """A run's answers, one per record in order, and what the run took."""
 
-
-def build_answer(
-    one: Asked,
-    result: RunResult,
-    *,
-    pool: str,
-    route_seconds: float,
-    vote: bool = False,
-    costs: Mapping[str, Cost | None] | None = None,
-) -> Answer:
-    """The answer to one query from its record and the run's result (nothing is composed again).
-    With ``vote`` the experts' majority is the answer (ties broken by competence). ``costs``:
-    the pool's declared costs, for the trace's ``cost`` (one per call when none)."""
-    costs = costs or {}
-    scores = {c.expert: c.score for c in one.decision.experts}
-    experts = tuple(
-        _expert_answer(one, name, task_id, scores[name], result) for name, task_id in one.expert_tasks.items()
-    )
-    by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
-    generation = result.generations.get(one.aggregate_task)
-    composed = result.composed.get(one.aggregate_task)
-    aggregation: AggregationResult | None
-    error = None
-    arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
-    if vote and arrived:
-        aggregation = majority(arrived, competence=one.competence)
-    elif generation is not None and generation.ok and composed is not None:
-        aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract)
-    else:
-        reason = (generation.error if generation is not None else None) or "aggregator did not run"
-        if arrived:
-            aggregation = majority(arrived).model_copy(update={"fallback": reason})
-        else:
-            aggregation = None
-            causes = "; ".join(dict.fromkeys(f"{e.expert}: {e.error}" for e in experts))
-            error = f"no expert answer arrived for question {one.query.id!r} ({causes})"
-    trace = Trace(
-        question_id=one.query.id,
-        pool=pool,
-        route=one.decision,
-        experts=experts,
-        aggregator="majority" if vote else one.aggregator,
-        aggregation=aggregation,
-        loads=result.metrics.loads,
-        escalations=one.escalations,
-        cost=sum(expert_cost(costs.get(e.expert), e) for e in experts if e.error != "not run"),
-        cache_hits=sum(1 for t in (*one.expert_tasks.values(), one.aggregate_task) if t in result.cached),
-        timings=Timings(
-            route=route_seconds,
-            load=result.metrics.load_seconds,
-            experts=max((e.seconds for e in experts), default=0.0),
-            aggregate=aggregation.seconds if aggregation is not None else 0.0,
-            run=result.metrics.wall_seconds,
-        ),
-    )
-    if aggregation is None:
-        return Answer(question_id=one.query.id, text="", error=error, trace=trace)
-    return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
-
-
-def expert_cost(cost: Cost | None, answer: ExpertAnswer) -> float:
-    """What one expert call cost: the declared cost of its tokens, or 1 call when none is declared."""
-    return cost.of_tokens(answer.tokens_in + answer.tokens_out) if cost is not None else 1.0
-
-
-def _expert_answer(one: Asked, name: str, task_id: str, score: float, result: RunResult) -> ExpertAnswer:
-    generation = result.generations.get(task_id)
-    competence = one.competence.get(name)
-    if generation is None:
-        return ExpertAnswer(expert=name, score=score, competence=competence, error="not run")
-    return ExpertAnswer.from_generation(generation, one.prompting.extract, competence, score=score)
+    answers: list[Answer]
+    metrics: RunMetrics
+    tasks: int = 0
+    """Tasks the run had (resumed, cached and failed ones included)."""
 
 
 @dataclass
@@ -219,8 +152,8 @@ class Pipeline:
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
     cores: tuple[int, ...] | None = None
-    aggregation: Literal["synthesis", "majority"] = "synthesis"
-    """The aggregator model writes each answer, or the experts' majority is it."""
+    aggregation: Literal["synthesis", "majority", "weighted"] = "synthesis"
+    """The aggregator model writes each answer, or the experts' vote is it."""
     max_tokens: int | None = None
     """Most tokens the aggregator may write (its own setting when None)."""
     on_delta: Callable[[str, str], None] | None = None
@@ -233,6 +166,11 @@ class Pipeline:
     """False: never answer from the cache, still write to it (a refresh)."""
     logprobs: bool = False
     """Ask the experts for their tokens' log-probabilities (a cascade's rounds always do)."""
+    temperature: float | None = None
+    """The experts' sampling temperature (None: each expert's own)."""
+    whole_ladders: bool = False
+    """Ask a cascade's every rung at once and climb it afterwards (an evaluation, whose methods
+    share generations), instead of in rounds."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -247,6 +185,8 @@ class Pipeline:
         benchmark: Benchmark | None = None,
         *,
         weights: Sequence[Mapping[str, float]] | None = None,
+        sample: int = 0,
+        method: str | None = None,
     ) -> list[Asked]:
         """Route the batch and decide, once per query, everything its answer depends on.
         ``weights``: the queries' skill weights when the caller already has them (several
@@ -261,13 +201,27 @@ class Pipeline:
         else:
             decisions = self.router.route_weights(weights, ids)
         profile = self.router.profile
+        vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
         for query, decision in zip(queries, decisions, strict=True):
-            for name in decision.expert_names:
+            names = [c.expert for c in decision.all_experts]
+            for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
             expected = expected_accuracy(profile, decision.skills)
-            competence = {e: expected[e] for e in decision.expert_names if e in expected}
-            asked.append(Asked(query, decision, prompting(query, benchmark), self.aggregator_for(decision), competence))
+            competence = {e: expected[e] for e in names if e in expected}
+            asked.append(
+                Asked(
+                    query,
+                    decision,
+                    prompting(query, benchmark),
+                    self.aggregator_for(decision),
+                    competence,
+                    vote=vote,
+                    sample=sample,
+                    method=method,
+                    router=self.router,
+                )
+            )
         return asked
 
     def plan(self, tasks: Sequence[Task]) -> Plan:
@@ -283,34 +237,50 @@ class Pipeline:
     def run(
         self, queries: Sequence[Query], benchmark: Benchmark | None = None, *, run_id: str | None = None
     ) -> list[Answer]:
-        """Answer every query; one whose experts all failed gets ``error`` set."""
+        """Answer every query: route, then ``answer``. One whose experts all failed gets ``error`` set."""
         started = time.perf_counter()
         self._emit(ProgressEvent(kind="route_start", total=len(queries)))
         asked = self.ask(queries, benchmark)
         routed = time.perf_counter() - started
         self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
-        route_seconds = routed / len(asked)
-        vote = self.aggregation == "majority"
         run_id = run_id or _run_id([q.id for q in queries])
-        if any(one.decision.later for one in asked):
-            return self._climb(asked, run_id, route_seconds, vote)
-        tasks, jobs = task_graph(asked, aggregate=not vote, logprobs=self.logprobs)
-        plan = self.plan(tasks)
+        return self.answer(asked, run_id=run_id, route_seconds=routed / len(asked)).answers
+
+    def answer(self, asked: Sequence[Asked], *, run_id: str, route_seconds: float = 0.0) -> Answered:
+        """Generate and aggregate decided records, one answer each, in order: plan the task graph
+        (expert tasks shared by the records that ask them, each model loaded once), run it, and
+        build each answer from the result. Cascades climb in rounds unless ``whole_ladders``."""
+        if not asked:
+            return Answered([], RunMetrics())
+        if not self.whole_ladders and any(one.decision.later for one in asked):
+            return self._climb(asked, run_id, route_seconds)
+        graph = task_graph(
+            asked, whole_ladders=self.whole_ladders, logprobs=self.logprobs, temperature=self.temperature
+        )
+        plan = self.plan(graph.tasks)
         log.info(
-            "pipeline: %d question(s), %d task(s), %d phase(s), %d load(s) planned",
+            "pipeline: %d record(s), %d task(s), %d phase(s), %d load(s) planned",
             len(asked),
-            len(tasks),
+            len(graph.tasks),
             len(plan.phases),
             plan.predicted_loads,
         )
-        result = self.executor().run(
-            plan,
-            tasks,
-            self.pool.specs,
-            _limited(compose(jobs, self.synthesis), self.max_tokens),
-            run_id=run_id,
-        )
-        return [self._answer(one, result, route_seconds, vote) for one in asked]
+        self.index_recordings({t.model for t in graph.tasks})
+        composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
+        result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
+        answers = [self._answer(one, result, route_seconds) for one in asked]
+        return Answered(answers, result.metrics, len(graph.tasks))
+
+    def index_recordings(self, experts: set[str]) -> None:
+        """Index the recordings of the recorded experts in one pass per file (each replay engine
+        would otherwise read the whole file for its own model)."""
+        by_file: dict[str, list[str]] = {}
+        for name in sorted(experts):
+            source = self.pool.spec(name).source
+            if isinstance(source, ReplaySource):
+                by_file.setdefault(str(source.path), []).append(source.model)
+        for path, models in by_file.items():
+            replay_book(Path(path)).load(models)
 
     def executor(self) -> Executor:
         return Executor(
@@ -325,78 +295,52 @@ class Pipeline:
             cache_reads=self.cache_reads,
         )
 
-    def _answer(self, one: Asked, result: RunResult, route_seconds: float, vote: bool) -> Answer:
+    def _answer(self, one: Asked, result: RunResult, route_seconds: float) -> Answer:
         costs = {name: spec.cost for name, spec in self.pool.specs.items()}
-        return build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, vote=vote, costs=costs)
+        return build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
 
-    def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float, vote: bool) -> list[Answer]:
-        """A cascade's batch in rounds (``orchestrator.rounds``), then its vote or aggregation."""
+    def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
+        """A batch with cascades in rounds (``orchestrator.rounds``), then its votes or aggregations."""
+        by_task = {one.aggregate_task: one for one in asked}
         by_id = {one.query.id: one for one in asked}
 
-        def heard(question_id: str, expert: str, generation: Generation) -> Heard:
-            answer = ExpertAnswer.from_generation(generation, by_id[question_id].prompting.extract)
-            return Heard(expert, answer.choice if answer.ok else None, answer.logprob)
+        def hear(question_id: str, expert: str, generation: Generation) -> Heard:
+            from orchestrator.answering import expert_answer
+
+            one = by_id[question_id]
+            return heard(one, expert_answer(one, expert, generation))
 
         climbs = {
-            q: Climb(one.decision, list(one.decision.expert_names), list(one.decision.expert_names))
-            for q, one in by_id.items()
+            one.aggregate_task: Climb(one, list(one.decision.expert_names), list(one.decision.expert_names))
+            for one in asked
         }
-        rounds = Rounds(self.executor(), self.plan, self.pool.specs, self.router.escalate, heard)
-        result = rounds.run({q: one.prompting.prompt for q, one in by_id.items()}, climbs, run_id)
-        climbed = [_climbed(one, climbs[one.query.id], self.router) for one in asked]
-        if not vote:
+        rounds = Rounds(self.executor(), self.plan, self.pool.specs, hear)
+        result = rounds.run(climbs, run_id)
+        done = [climbed(by_task[t], c.asked, c.voters, tuple(c.escalations)) for t, c in climbs.items()]
+        synthesised = [one for one in done if one.vote is None]
+        if synthesised:
             inputs = {
                 one.aggregate_task: {
                     t: result.generations[t]
                     for e, t in one.expert_tasks.items()
                     if e in (one.voters or ()) and t in result.generations
                 }
-                for one in climbed
+                for one in synthesised
             }
-            jobs = {
-                one.aggregate_task: SynthesisJob(
-                    one.prompting.shown_question, one.prompting.answer_format, one.competence, one.query.id
-                )
-                for one in climbed
-            }
-            composer = _limited(compose(jobs, self.synthesis), self.max_tokens)
+            jobs = {one.aggregate_task: synthesis_job(one) for one in synthesised}
+            composer = limited(compose(jobs, self.synthesis), self.max_tokens)
             aggregated, composed = rounds.aggregate(
-                composer, inputs, {one.aggregate_task: one.aggregator for one in climbed}, run_id
+                composer, inputs, {one.aggregate_task: one.aggregator for one in synthesised}, run_id
             )
             result = merge([result, aggregated], run_id)
             result.composed.update(composed)
-        return [self._answer(one, result, route_seconds, vote) for one in climbed]
+        return Answered(
+            [self._answer(one, result, route_seconds) for one in done], result.metrics, len(result.generations)
+        )
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
             self.progress(event)
-
-
-def _climbed(one: Asked, climb: Climb, router: Router) -> Asked:
-    """``one`` after its cascade: every expert it asked, the voters, the escalations."""
-    choices = {c.expert: c for c in (*one.decision.experts, *(c for rung in one.decision.later for c in rung.experts))}
-    decision = one.decision.model_copy(update={"experts": tuple(choices[e] for e in climb.asked)})
-    expected = router.competence(decision)
-    return replace(
-        one,
-        decision=decision,
-        competence={e: expected[e] for e in climb.asked if e in expected},
-        voters=tuple(climb.voters),
-        escalations=tuple(climb.escalations),
-    )
-
-
-def _limited(composer: Compose, max_tokens: int | None) -> Compose:
-    """``composer`` with its requests' new tokens capped at ``max_tokens`` (unchanged when None)."""
-    if max_tokens is None:
-        return composer
-
-    def composed(task: Task, inputs: Mapping[str, Generation]) -> Composed:
-        made = composer(task, inputs)
-        request = made.request.model_copy(update={"max_tokens": max_tokens})
-        return made.model_copy(update={"request": request})
-
-    return composed
 
 
 def _first_repeat(ids: Sequence[str]) -> str:

@@ -108,6 +108,15 @@ class Pool(BaseModel):
         return first.kind if first is not None else "calls"
 
     @property
+    def costliest(self) -> str | None:
+        """The costliest expert (the first of equals), what cost ratios are against; None when the
+        pool declares no costs (a ratio is then against one call)."""
+        if self.cost_unit == "calls":
+            return None
+        costs = self.costs
+        return max(self.expert_names, key=lambda e: costs[e])
+
+    @property
     def aggregator(self) -> ExpertSpec:
         return self.spec(self.pool.aggregator)
 

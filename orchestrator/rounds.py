@@ -18,27 +18,37 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from batching.executor import Executor, RunResult
 from batching.plan import Plan
 from batching.results import RunMetrics
 from batching.spec import ExpertSpec
 from common.errors import CoeError
-from common.requests import Generation, Request
+from common.requests import Generation
 from common.tasks import Compose, Composed, Task
+from orchestrator.graph import expert_task
+from orchestrator.task_ids import expert_task_id
 from router import Escalation, Heard, RouteDecision
+
+if TYPE_CHECKING:
+    from orchestrator.pipeline import Asked
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Climb:
-    """One question's way up its ladder."""
+    """One record's way up its ladder."""
 
-    decision: RouteDecision
+    one: Asked
     asked: list[str]
     voters: list[str]
     escalations: list[Escalation] = field(default_factory=list)
+
+    @property
+    def decision(self) -> RouteDecision:
+        return self.one.decision
 
     @property
     def answered(self) -> int:
@@ -48,11 +58,9 @@ class Climb:
         later = self.decision.later
         return later[self.answered - 1].names if self.answered - 1 < len(later) else ()
 
-
-def expert_task(question_id: str, expert: str, prompt: str, logprobs: bool) -> Task:
-    task_id = f"{question_id}/expert/{expert}"
-    request = Request.user(task_id, prompt, question_id=question_id, logprobs=logprobs)
-    return Task(id=task_id, model=expert, request=request)
+    def task(self, expert: str) -> Task:
+        one = self.one
+        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True)
 
 
 def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:
@@ -93,23 +101,23 @@ def merge(results: Sequence[RunResult], run_id: str) -> RunResult:
 
 @dataclass
 class Rounds:
-    """Runs the rounds of a batch of cascade questions (``Pipeline`` builds it)."""
+    """Runs the rounds of a batch of cascade records (``Pipeline`` builds it)."""
 
     executor: Executor
     plan: Callable[[Sequence[Task]], Plan]
     specs: Mapping[str, ExpertSpec]
-    escalate: Callable[[RouteDecision, Sequence[Heard], int], Escalation]
     heard: Callable[[str, str, Generation], Heard]
     """(question id, expert, its generation) -> the answer as the cascade reads it."""
 
-    def run(self, prompts: Mapping[str, str], climbs: Mapping[str, Climb], run_id: str) -> RunResult:
-        """Climb every question's ladder; returns the experts' generations of all rounds."""
+    def run(self, climbs: Mapping[str, Climb], run_id: str) -> RunResult:
+        """Climb every record's ladder (``climbs`` by any key unique to a record); returns the
+        experts' generations of all rounds. A record's escalation is its router's."""
         results: list[RunResult] = []
-        pending = {qid: tuple(c.decision.expert_names) for qid, c in climbs.items()}
+        pending = {key: tuple(c.decision.expert_names) for key, c in climbs.items()}
         round_no = 0
         while pending:
             round_no += 1
-            tasks = [expert_task(q, e, prompts[q], True) for q, experts in pending.items() for e in experts]
+            tasks = list({t.id: t for key, names in pending.items() for t in map(climbs[key].task, names)}.values())
             plan = self.plan(tasks)
             if round_no == 1:
                 decisions = [c.decision for c in climbs.values()]
@@ -125,12 +133,13 @@ class Rounds:
             results.append(result)
             generations = {k: v for r in results for k, v in r.generations.items()}
             escalated: dict[str, tuple[str, ...]] = {}
-            for qid in pending:
-                climb = climbs[qid]
+            for key in pending:
+                climb = climbs[key]
+                qid, sample = climb.one.query.id, climb.one.sample
                 heard = {
                     e: self.heard(qid, e, generation)
                     for e in climb.asked
-                    if (generation := generations.get(f"{qid}/expert/{e}")) is not None
+                    if (generation := generations.get(expert_task_id(qid, e, sample))) is not None
                 }
                 if round_no > 1:  # the rung just answered joins the vote, or replaces it if it answered
                     rung = climb.decision.later[round_no - 2]
@@ -138,12 +147,13 @@ class Rounds:
                         climb.voters += rung.names
                     elif any(heard[e].choice is not None for e in rung.names if e in heard):
                         climb.voters = list(rung.names)
-                decided = self.escalate(climb.decision, list(heard.values()), round_no)
+                assert climb.one.router is not None, "a cascade record carries the router that decided it"
+                decided = climb.one.router.escalate(climb.decision, list(heard.values()), round_no)
                 climb.escalations.append(decided)
                 if decided.escalate:
                     rung = climb.decision.later[round_no - 1]
                     climb.asked += rung.names
-                    escalated[qid] = rung.names
+                    escalated[key] = rung.names
             pending = escalated
         return merge(results, run_id)
 
@@ -179,4 +189,4 @@ def _no_compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:
     raise CoeError(f"task {task.id!r}: a cascade round composes nothing")
 
 
-__all__ = ["Climb", "Rounds", "expert_task", "merge", "predicted_loads"]
+__all__ = ["Climb", "Rounds", "merge", "predicted_loads"]

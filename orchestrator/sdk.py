@@ -25,15 +25,16 @@ from aggregators import SynthesisJob
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
-from batching.runstore import SQLiteRunStore
+from batching.runstore import RunStore, SQLiteRunStore
 from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Composed, Task
 from eval.benchmarks import Benchmark
+from orchestrator.graph import task_graph
 from orchestrator.inputs import as_query, check_k, check_policy
 from orchestrator.keywords import keyword_scorer
-from orchestrator.pipeline import Pipeline, require_answer, task_graph
+from orchestrator.pipeline import Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
 from orchestrator.rounds import predicted_loads
@@ -315,7 +316,7 @@ class Orchestrator:
         first round's plus one per model of each later round (``orchestrator.rounds``)."""
         pipeline = self._pipeline(self.router(policy, k), None)
         asked = pipeline.ask(self._queries(questions), benchmark)
-        first = pipeline.plan(task_graph(asked)[0])
+        first = pipeline.plan(task_graph(asked).tasks)
         return predicted_loads(first, [one.decision for one in asked])
 
     def tasks(
@@ -328,7 +329,8 @@ class Orchestrator:
     ) -> tuple[list[Task], dict[str, SynthesisJob]]:
         """The expert and aggregation tasks ``answer_batch`` would run (routing included), with each
         aggregation task's synthesis job, without running them."""
-        return task_graph(self._pipeline(self.router(policy, k), None).ask(self._queries(questions), benchmark))
+        graph = task_graph(self._pipeline(self.router(policy, k), None).ask(self._queries(questions), benchmark))
+        return graph.tasks, graph.jobs
 
     def _queries(self, questions: object) -> list[Query]:
         """A batch checked once: a list of strings or ``Query`` records."""
@@ -381,18 +383,20 @@ class Orchestrator:
         progress: ProgressCallback | None = None,
         on_delta: Callable[[str, str], None] | None = None,
         skip: Callable[[Task], str | None] | None = None,
+        store: RunStore | None = None,
     ) -> Pipeline:
         """The pipeline ``answer_batch`` runs, for callers that schedule batches themselves (the
-        service): ``on_delta(task_id, text)`` receives generated text as it arrives where the
-        engine streams, and ``skip(task)`` names why a task should not run (a cancelled request).
-        Run it while holding ``busy``: calls share the engines."""
+        service, evaluations): ``on_delta(task_id, text)`` receives generated text as it arrives
+        where the engine streams, ``skip(task)`` names why a task should not run (a cancelled
+        request), and ``store`` checkpoints every generation (a run to resume). Run it while
+        holding ``busy``: calls share the engines."""
         if aggregation not in ("synthesis", "majority"):
             raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
             raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
         if max_tokens is not None and not 1 <= max_tokens <= 32768:
             raise BadInput(f"max_tokens must be from 1 to 32768, got {max_tokens}")
-        pipeline = self._pipeline(self.router(policy, k, scorer=scorer), None)
+        pipeline = self._pipeline(self.router(policy, k, scorer=scorer), store)
         return replace(
             pipeline,
             aggregation=aggregation,
@@ -414,7 +418,7 @@ class Orchestrator:
         """Held while a call runs the engines; a scheduler running ``pipeline()`` holds it too."""
         return self._busy
 
-    def _pipeline(self, router: Router, store: SQLiteRunStore | None) -> Pipeline:
+    def _pipeline(self, router: Router, store: RunStore | None) -> Pipeline:
         return Pipeline(
             pool=self.pool,
             router=router,

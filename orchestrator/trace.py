@@ -38,6 +38,9 @@ class Trace(BaseModel):
     loads: int = Field(0, description="Model loads of the batch run.")
     cache_hits: int = Field(0, description="This answer's generations (experts, aggregation) taken from the cache.")
     escalations: tuple[Escalation, ...] = Field((), description="A cascade's decision after each round.")
+    voters: tuple[str, ...] | None = Field(
+        None, description="A cascade: the experts whose answers were combined (None: every one asked)."
+    )
     cost: float = Field(
         0.0, ge=0.0, description="What the experts' calls cost, in the pool's unit (calls when it declares none)."
     )

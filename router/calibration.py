@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 Recorded = Mapping[str, Mapping[str, Heard]]
-"""Question id -> expert -> its answer."""
+"""Question id -> expert -> its answer (its choice as the judge's key, ``common.answers.Judge.key``)."""
+
+Correct = Callable[[str, str | None], bool]
+"""(question id, an answer) -> is it right: the judge's verdict (``common.answers.Judge.correct``),
+which the caller binds to each question's gold answer. Routing never compares answers itself."""
 
 _FINE = (0.0005, 0.001, 0.002, 0.003, 0.0035, 0.004, 0.005, 0.006, 0.008, 0.01)
 """Small gains: in a pool of equals one more expert adds little, so the curve turns near 0."""
@@ -176,10 +180,10 @@ class Scored(NamedTuple):
     escalated: float
 
 
-def score(router: Router, decisions: Sequence[RouteDecision], recorded: Recorded, gold: Mapping[str, str]) -> Scored:
+def score(router: Router, decisions: Sequence[RouteDecision], recorded: Recorded, correct: Correct) -> Scored:
     outcomes = [play(router, d, recorded[str(d.question_id)]) for d in decisions]
     n = max(1, len(outcomes))
-    right = sum(o.choice == gold[str(d.question_id)] for o, d in zip(outcomes, decisions, strict=True))
+    right = sum(correct(str(d.question_id), o.choice) for o, d in zip(outcomes, decisions, strict=True))
     return Scored(
         right / n,
         sum(o.cost for o in outcomes) / n,
@@ -189,12 +193,12 @@ def score(router: Router, decisions: Sequence[RouteDecision], recorded: Recorded
 
 
 def reference_figures(
-    reference: str, ids: Sequence[str], recorded: Recorded, gold: Mapping[str, str], costs: Mapping[str, float]
+    reference: str, ids: Sequence[str], recorded: Recorded, correct: Correct, costs: Mapping[str, float]
 ) -> tuple[float, float]:
     """The reference expert's accuracy alone, and its cost per question."""
     if not ids:
         raise BadInput("no calibration questions")
-    right = sum(recorded[i][reference].choice == gold[i] for i in ids)
+    right = sum(correct(i, recorded[i][reference].choice) for i in ids)
     return right / len(ids), costs.get(reference, 1.0)
 
 
@@ -204,7 +208,7 @@ def sweep(
     weights: Sequence[Mapping[str, float]],
     ids: Sequence[str],
     recorded: Recorded,
-    gold: Mapping[str, str],
+    correct: Correct,
     reference: str,
     values: Sequence[float] | None = None,
     fixed: Mapping[str, float] | None = None,
@@ -215,7 +219,7 @@ def sweep(
         raise BadInput(f"policy {policy!r} has no threshold to calibrate; calibrate one of {', '.join(KNOBS)}")
     knob, grid = KNOBS[policy]
     base = make_router(Selection())
-    ref_accuracy, ref_cost = reference_figures(reference, ids, recorded, gold, base.costs)
+    ref_accuracy, ref_cost = reference_figures(reference, ids, recorded, correct, base.costs)
     points = []
     for value in values if values is not None else grid:
         if knob == "k" and value > len(base.profile.experts):
@@ -223,7 +227,7 @@ def sweep(
         update = {name: type(getattr(base.selection, name))(v) for name, v in {**(fixed or {}), knob: value}.items()}
         router = make_router(base.selection.model_copy(update=update))
         decisions = router.route_weights(weights, ids)
-        got = score(router, decisions, recorded, gold)
+        got = score(router, decisions, recorded, correct)
         points.append(
             Point(
                 value=float(value),
@@ -275,7 +279,7 @@ def fit_confidence(
     weights: Sequence[Mapping[str, float]],
     ids: Sequence[str],
     recorded: Recorded,
-    gold: Mapping[str, str],
+    correct: Correct,
 ) -> ConfidenceModel:
     """The cascade's confidence model fitted on every question's whole ladder: ``now`` on whether
     the leading answer after a round is right, ``next`` on whether it is after the next rung."""
@@ -291,11 +295,11 @@ def fit_confidence(
         voters = list(heard)
         for rung in decision.later:
             rows.append(features(decision, heard, competence, rung.names, router.selection.n_options))
-            now.append(leader(voters, competence) == gold[qid])
+            now.append(correct(qid, leader(voters, competence)))
             new = [answers[e] for e in rung.names]
             heard = heard + new
             voters = new if rung.replaces else voters + new
-            ahead.append(leader(voters, competence) == gold[qid])
+            ahead.append(correct(qid, leader(voters, competence)))
     if len(set(now)) < 2 or len(set(ahead)) < 2:
         raise BadInput(f"cannot fit the cascade's confidence on {len(rows)} state(s): every answer is alike")
     fitted = []
@@ -315,7 +319,7 @@ def calibrate(
     weights: Sequence[Mapping[str, float]],
     ids: Sequence[str],
     recorded: Recorded,
-    gold: Mapping[str, str],
+    correct: Correct,
     target: Target,
     *,
     strict: bool = True,
@@ -338,13 +342,13 @@ def calibrate(
         if policy == "cascade":
             try:
                 start = make_router(Selection.model_validate(fixed), None)
-                confidence = fit_confidence(start, weights, ids, recorded, gold)
+                confidence = fit_confidence(start, weights, ids, recorded, correct)
             except BadInput as exc:  # e.g. a ladder with no later rung: nothing to fit, nothing to play
                 log.info("calibration: %s skipped (%s)", fixed, exc)
                 continue
         confidences[shape] = confidence
         played = _with(make_router, confidence)
-        curve += sweep(played, policy, weights, ids, recorded, gold, target.reference, fixed=fixed)
+        curve += sweep(played, policy, weights, ids, recorded, correct, target.reference, fixed=fixed)
     if not curve:
         raise BadInput(f"nothing to calibrate {policy} on: no ladder had a rung to climb")
     try:
@@ -353,7 +357,7 @@ def calibrate(
         if strict:
             raise
         best, met = nearest(curve, target), False
-    ref_accuracy, ref_cost = reference_figures(target.reference, ids, recorded, gold, base.costs)
+    ref_accuracy, ref_cost = reference_figures(target.reference, ids, recorded, correct, base.costs)
     knob = KNOBS[policy][0]
     return Calibration(
         policy=policy,

@@ -96,7 +96,9 @@ class ConfidenceModel(BaseModel):
 
 
 class Heard(NamedTuple):
-    """One expert's answer as the cascade sees it."""
+    """One expert's answer as the cascade sees it: ``choice`` is the judge's key of its answer
+    (``common.answers.Judge.key``), so answers written differently count as one; None when it
+    gave no readable answer."""
 
     expert: str
     choice: str | None

@@ -55,5 +55,10 @@ class RouteDecision(BaseModel):
         return [choice.expert for choice in self.experts]
 
     @property
+    def all_experts(self) -> tuple[ExpertChoice, ...]:
+        """The first rung's experts, then each later rung's (a cascade's whole ladder)."""
+        return (*self.experts, *(choice for rung in self.later for choice in rung.experts))
+
+    @property
     def top_skill(self) -> str | None:
         return max(self.skills, key=self.skills.__getitem__) if self.skills else None

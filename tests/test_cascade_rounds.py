@@ -143,9 +143,9 @@ def test_plan_predicts_loads_per_round(settings):
 
 
 def _first_tasks(one):
-    from orchestrator.rounds import expert_task
+    from orchestrator.graph import expert_task
 
-    return [expert_task(one.query.id, e, one.prompting.prompt, True) for e in one.decision.expert_names]
+    return [expert_task(one.query.id, e, one.prompting.prompt, logprobs=True) for e in one.decision.expert_names]
 
 
 def test_a_strong_expert_that_fails_leaves_the_cheap_answers_standing(settings):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from common.answers import AnswerKind, Judge
 from common.errors import BadInput
 from router import ConfidenceModel, Heard, ProfileLookup, Router, Selection
 from router.calibration import (
@@ -279,6 +280,12 @@ def test_routellm_pair_and_threshold():
 # -- calibration on recorded answers ----------------------------------------------------------------
 
 
+def letters_right(gold):
+    """The judge's verdict on letter answers to these gold letters (what the pipeline gives calibration)."""
+    judge = Judge(AnswerKind.LETTER)
+    return lambda qid, answer: judge.correct(answer, gold[qid])
+
+
 def hand_set():
     """Three questions, every expert's answer recorded (cheap s1, s2; strong big)."""
     recorded = {
@@ -331,7 +338,7 @@ def synthetic(n=240, seed=3, logprobs=False):
             answers[expert] = Heard(expert, choice, math.log(0.9 if ok else 0.5) if logprobs else None)
             builder.add(expert, ["s"], choice == right)
         recorded[qid] = answers
-    return builder.build(), recorded, gold
+    return builder.build(), recorded, letters_right(gold)
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +440,9 @@ def test_fit_confidence_ranks_agreement_above_disagreement(synth):
     split = features(d, [Heard(e, x) for e, x in zip(first, "AB")], competence, d.later[0].names, 10)
     assert model.now.probability(agree) > model.now.probability(split)
     with pytest.raises(BadInput, match="alike"):
-        fit_confidence(r, [SKILL] * 2, ids[:2], recorded, {q: recorded[q]["big"].choice for q in ids[:2]})
+        fit_confidence(
+            r, [SKILL] * 2, ids[:2], recorded, letters_right({q: recorded[q]["big"].choice for q in ids[:2]})
+        )
 
 
 def test_model_fitted_with_logprobs_keeps_first_rungs():

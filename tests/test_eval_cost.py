@@ -18,9 +18,9 @@ from eval.report import summarise
 from eval.results import read_results, read_run
 from orchestrator import Orchestrator, load_settings
 from orchestrator.cli import main
-from orchestrator.eval_ladders import ladder
 from orchestrator.evaluation import EvalConfig, evaluate
 from orchestrator.settings import shipped_pool
+from orchestrator.task_ids import aggregate_task_id
 
 QUESTIONS = 40
 POOL = shipped_pool("replay-mixed")
@@ -84,7 +84,7 @@ def test_a_cascade_asks_a_prefix_of_its_ladder_as_the_sdk_rounds_do(run: Path) -
     climbed = 0
     for answer in answers:
         ours = results[answer.question_id].methods["ours"]
-        whole = ladder(decisions[answer.question_id])
+        whole = [c.expert for c in decisions[answer.question_id].all_experts]
         assert list(ours.experts) == whole[: len(ours.experts)]  # a prefix of the ladder
         assert ours.cost == pytest.approx(sum(COSTS[e] for e in ours.experts))
         steps = ours.escalations
@@ -134,7 +134,7 @@ def test_a_cascade_synthesis_reads_its_voters_only(tmp_path: Path) -> None:
     for result in done.results:
         ours = result.methods["ours"]
         assert ours.aggregation == "synthesis" and ours.voters
-        prompt = shown[f"{result.question_id}/s0/ours/aggregate"]
+        prompt = shown[aggregate_task_id(result.question_id, 0, "ours")]
         texts = {e.expert: e.text.strip() for e in result.experts}
         for expert in ours.experts:
             own = texts[expert][len(texts[expert]) // 2 :][:80]  # a stretch of its own reasoning
