@@ -57,9 +57,7 @@ class ExpertAnswer(BaseModel):
         """Wrap a generation, failed or not. ``choice`` is the answer its source extracted (a
         recording's pred) when it has one, else ``extract`` run once on a finished one."""
         ok = generation.error is None
-        choice = generation.answer if ok else None
-        if ok and choice is None and extract is not None:
-            choice = extract(generation.text)
+        choice = generation.stated(extract)
         return cls(
             expert=generation.model,
             text=generation.text if ok else "",

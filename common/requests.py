@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,3 +88,18 @@ class Generation(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def stated(self, extract: Callable[[str], str | None] | None) -> str | None:
+        """The answer it states: its source's own (``answer``), else ``extract`` run on its text;
+        None when it failed."""
+        if not self.ok:
+            return None
+        return stated_answer(self.answer, self.text, extract)
+
+
+def stated_answer(recorded: str | None, text: str, extract: Callable[[str], str | None] | None) -> str | None:
+    """The one rule for what an answer states: what its source recorded (a recording's pred),
+    else what ``extract`` reads in its text."""
+    if recorded is not None:
+        return recorded
+    return extract(text) if extract is not None and text else None

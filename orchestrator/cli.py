@@ -190,6 +190,8 @@ def profile(
             coe, questions, classifier=classifier, embedder=encoder, activate=activate, benchmark=bench
         )
     print(f"profile ({report.source}, {report.questions} questions): {report.profile_path}")
+    if report.source == "replay":
+        print(f"re-judged the recorded answers: {report.relabelled} disagree with the recordings' 'correct' field")
     for path in report.router_paths:
         print(f"router artefact: {path}")
     active = coe.pool.artefacts.active()

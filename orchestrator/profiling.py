@@ -1,8 +1,10 @@
 """``coe profile``: measure each expert's competence per skill and train the skill classifier.
 
 Experts that answer from recordings (replay) are profiled from their recorded answers, in
-seconds; live experts (vLLM, HTTP) answer the questions through the batch planner, each
-model loaded once. Both the profile and the classifier are stored, versioned, in the pool.
+seconds; live experts (vLLM, HTTP) answer the questions through the pipeline (every expert
+asked, each model loaded once). Either way each answer is judged by the question's judge, the
+rule ``coe eval`` scores by; a recorded ``correct`` field the judge overrules is counted and
+reported. Both the profile and the classifier are stored, versioned, in the pool.
 
 Questions of a single category (a user's own benchmark) make a classifier that gives every
 query that category; topics, when there are enough questions, still tell questions apart.
@@ -17,11 +19,11 @@ from pathlib import Path
 from batching import ReplaySource
 from common.errors import BadInput
 from eval import splits
-from eval.benchmarks import Benchmark, Question
+from eval.benchmarks import Benchmark, Question, get_benchmark
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
 from router import train_router
-from skills import CachedEmbedder, build_profile_from_replay, build_profile_live, make_embedder
+from skills import CachedEmbedder, Verdict, build_profile, build_profile_from_replay, make_embedder
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class ProfileReport:
     source: str
     active: bool = False
     """Whether the pool now routes with the new versions."""
+    relabelled: int = 0
+    """Recorded answers whose own ``correct`` field the judge overruled."""
 
 
 def sample(questions: list[Question], limit: int | None, seed: int) -> list[Question]:
@@ -59,7 +63,6 @@ def profile_pool(
     *,
     classifier: bool = True,
     embedder: str | None = None,
-    max_tokens: int | None = None,
     activate: bool = False,
     benchmark: Benchmark | None = None,
 ) -> ProfileReport:
@@ -91,13 +94,8 @@ def profile_pool(
         )
         source = "replay"
     else:
-        profile = build_profile_live(
-            questions,
-            [s.name for s in specs],
-            coe.run_tasks,
-            skills_of=skills_of,
-            max_tokens=max_tokens,
-            benchmark=benchmark,
+        profile = build_profile(
+            questions, pool.expert_names, live_verdicts(coe, questions, benchmark), skills_of=skills_of
         )
         source = "live"
     stored = pool.artefacts
@@ -124,4 +122,28 @@ def profile_pool(
         )
     elif stored.active() is None:  # never pinned: pin what it routed with (0: none), so nothing switches
         stored.activate(**{kind: version or 0 for kind, version in before.items()})
-    return ProfileReport(profile_path, router_paths, len(questions), source, active=activate or first)
+    return ProfileReport(
+        profile_path, router_paths, len(questions), source, active=activate or first, relabelled=profile.relabelled
+    )
+
+
+def live_verdicts(coe: Orchestrator, questions: list[Question], benchmark: Benchmark | None) -> list[Verdict]:
+    """Every expert's answer to every question through the pipeline, judged; failed generations
+    are not counted (all failing is an error naming the first cause)."""
+    if not questions:
+        raise BadInput("no questions to profile on")
+    bench = benchmark or get_benchmark(questions[0].benchmark)
+    answers = coe.answer_batch(questions, benchmark=bench, policy="all", aggregation="majority")
+    verdicts: list[Verdict] = []
+    failed: list[str] = []
+    for question, answer in zip(questions, answers, strict=True):
+        for expert in answer.trace.experts:
+            if expert.ok:
+                verdicts.append((question.id, expert.expert, bench.check(question, expert.choice)))
+            else:
+                failed.append(f"{expert.expert}: {expert.error}")
+    if not verdicts:
+        raise BadInput(f"profile: all {len(failed)} generations failed; the first because: {failed[0]}")
+    if failed:
+        log.warning("profile: %d generation(s) failed and were not counted (first: %s)", len(failed), failed[0])
+    return verdicts

@@ -19,7 +19,7 @@ from skills.annotate import (
     consensus,
     parse_keywords,
 )
-from skills.build import build_profile_from_replay, build_profile_live, profile_tasks, score_answer
+from skills.build import Verdict, build_profile, build_profile_from_replay
 from skills.embed import Embedder, HashingEmbedder, SentenceEmbedder, known_encoders, make_embedder
 from skills.embed_cache import CachedEmbedder, cached_embed
 from skills.encoders import OnnxEmbedder
@@ -36,19 +36,18 @@ __all__ = [
     "SentenceEmbedder",
     "SkillMapper",
     "SkillStats",
+    "Verdict",
     "annotate",
     "annotation_prompt",
     "annotation_tasks",
+    "build_profile",
     "build_profile_from_replay",
-    "build_profile_live",
     "cached_embed",
     "consensus",
     "known_encoders",
     "make_embedder",
     "normalise_skill",
     "parse_keywords",
-    "profile_tasks",
     "question_skills",
-    "score_answer",
     "unique_skills",
 ]

@@ -1,9 +1,9 @@
 """Building profiles: from recorded answers (replay files) or from live generations.
 
-Both score each answer against the question's gold answer and count it under the
-question's skills. ``skills_of`` says which skills a question has: by default its
-dataset label (``question_skills``); a mapping question id -> skills (e.g. from the LLM
-annotator) works too.
+Both judge each answer by the question's judge (``common.answers.Judge``, through
+``Benchmark.check``) and count it under the question's skills. ``skills_of`` says which
+skills a question has: by default its dataset label (``question_skills``); a mapping
+question id -> skills (e.g. from the LLM annotator) works too.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from common.errors import BadInput
 from common.recordings import iter_records
-from common.requests import Request
-from common.tasks import RunTasks, Task
+from common.requests import stated_answer
 from eval.benchmarks import Benchmark, Question, get_benchmark
 from skills.names import question_skills
 from skills.profile import Profile, ProfileBuilder
@@ -52,18 +52,6 @@ def _expert_map(experts: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def score_answer(
-    question: Question, pred: str | None = None, text: str | None = None, *, benchmark: Benchmark | None = None
-) -> bool:
-    """Is the answer right, by the benchmark's check of its answer kind? Uses ``pred`` when
-    given, else extracts it from ``text``. ``benchmark``: the question's (a user's spec
-    benchmark must be given; a built-in one is found by name)."""
-    bench = benchmark or get_benchmark(question.benchmark)
-    if pred is None and text:
-        pred = bench.extract(question, text)
-    return bench.check(question, None if pred is None else str(pred))
-
-
 def build_profile_from_replay(
     replay: Path,
     questions: Iterable[Question],
@@ -77,8 +65,11 @@ def build_profile_from_replay(
     """A profile from recorded answers of ``experts`` (expert name -> recorded model name, or
     names that are the same in both) on ``questions``; records of other questions are skipped.
 
-    A record's ``correct`` is used when present; otherwise its ``pred`` (or the letter
-    extracted from its text) is scored against the question's gold answer.
+    Every record is judged again by the question's judge (``Benchmark.check``), on the answer it
+    states (its ``pred``, else the answer extracted from its text: ``stated_answer``, the rule
+    the replay engine and the pipeline follow), so a profile labels answers as ``coe eval``
+    scores them. Records whose own ``correct`` field the judge overrules are counted in the
+    profile's ``relabelled``.
     """
     started = time.perf_counter()
     table = _index(questions)
@@ -88,78 +79,49 @@ def build_profile_from_replay(
         by_model.setdefault(model, []).append(expert)
     skills = _skills_lookup(skills_of)
     builder = ProfileBuilder(mapping, name=name, source=f"replay:{Path(replay).name}", prior_strength=prior_strength)
-    seen = 0
+    seen = relabelled = 0
     for record in iter_records(Path(replay), by_model):
         question = table.get(record.question_id)
         if question is None:
             continue
-        if record.correct is not None:
-            right = bool(record.correct)
-        else:
-            right = score_answer(question, record.pred, record.text, benchmark=benchmark)
+        bench = benchmark or get_benchmark(question.benchmark)
+        right = bench.check(question, stated_answer(record.pred, record.text, partial(bench.extract, question)))
+        relabelled += record.correct is not None and bool(record.correct) != right
         for expert in by_model[record.model]:
             builder.add(expert, skills(question), right)
         seen += 1
     if seen == 0:
         raise BadInput(f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions")
     log.info(
-        "profile %s: %d recorded answers, %d experts, %.1f s", name, seen, len(mapping), time.perf_counter() - started
+        "profile %s: %d recorded answers (%d relabelled by the judge), %d experts, %.1f s",
+        name,
+        seen,
+        relabelled,
+        len(mapping),
+        time.perf_counter() - started,
     )
-    return builder.build()
+    return builder.build(relabelled=relabelled)
 
 
-def profile_tasks(
+Verdict = tuple[str, str, bool]
+"""(question id, expert, whether its answer was right)."""
+
+
+def build_profile(
     questions: Iterable[Question],
     experts: Sequence[str],
-    *,
-    max_tokens: int | None = None,
-    benchmark: Benchmark | None = None,
-) -> list[Task]:
-    """One task per (expert, question): the benchmark's own prompt, with the question id."""
-    tasks = []
-    for question in questions:
-        prompt = (benchmark or get_benchmark(question.benchmark)).prompt(question)
-        for expert in experts:
-            task_id = f"profile:{expert}:{question.id}"
-            request = Request.user(task_id, prompt, question_id=question.id, max_tokens=max_tokens)
-            tasks.append(Task(id=task_id, model=expert, request=request))
-    return tasks
-
-
-def build_profile_live(
-    questions: Iterable[Question],
-    experts: Sequence[str],
-    run: RunTasks,
+    verdicts: Iterable[Verdict],
     *,
     skills_of: SkillsOf | None = None,
     name: str = "profile",
+    source: str = "live",
     prior_strength: float = 4.0,
-    max_tokens: int | None = None,
-    benchmark: Benchmark | None = None,
 ) -> Profile:
-    """A profile from fresh answers: every expert answers every question (through ``run``),
-    each answer scored with its benchmark's extractor. Failed generations are not counted."""
+    """A profile from judged answers (the pipeline's: ``coe profile`` on live experts asks every
+    expert every question and judges each answer)."""
     table = _index(questions)
-    experts = list(_expert_map(experts))
     skills = _skills_lookup(skills_of)
-    tasks = profile_tasks(table.values(), experts, max_tokens=max_tokens, benchmark=benchmark)
-    log.info("profile %s: running %d generations", name, len(tasks))
-    generations = run(tasks)
-    builder = ProfileBuilder(experts, name=name, source="live", prior_strength=prior_strength)
-    failed = 0
-    cause = ""
-    for task in tasks:
-        generation = generations.get(task.id)
-        if generation is None or not generation.ok:
-            failed += 1
-            cause = cause or (generation.error if generation is not None else None) or "no generation came back"
-            continue
-        question = table[task.request.question_id]  # type: ignore[union-attr,index]
-        builder.add(task.model, skills(question), score_answer(question, text=generation.text, benchmark=benchmark))
-    if failed == len(tasks):
-        raise BadInput(f"profile {name}: all {failed} generations failed; the first because: {cause}")
-    if failed:
-        log.warning(
-            "profile %s: %d of %d generations failed and were not counted (first: %s)", name, failed, len(tasks), cause
-        )
+    builder = ProfileBuilder(_expert_map(experts), name=name, source=source, prior_strength=prior_strength)
+    for question_id, expert, right in verdicts:
+        builder.add(expert, skills(table[question_id]), right)
     return builder.build()

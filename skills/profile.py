@@ -66,6 +66,9 @@ class Profile(BaseModel):
     overall: dict[str, SkillStats] = Field(
         default_factory=dict, description="expert -> counts over all answered questions."
     )
+    relabelled: int = Field(
+        0, ge=0, description="Recorded answers whose own 'correct' field the judge overruled (replay profiles)."
+    )
     _memo: dict[tuple[str, str | None], tuple[float, float]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -181,8 +184,9 @@ class ProfileBuilder:
                 counts[0] += 1
                 counts[1] += right
 
-    def build(self) -> Profile:
+    def build(self, *, relabelled: int = 0) -> Profile:
         return Profile(
+            relabelled=relabelled,
             name=self.name,
             source=self.source,
             prior_strength=self.prior_strength,

@@ -9,14 +9,13 @@ import pytest
 
 from common.artefacts import read_model
 from common.errors import BadInput, ConfigError, NotFound
-from common.requests import Generation
 from eval.benchmarks import Question
 from orchestrator.artefacts import PoolArtefacts
 from skills import (
     Profile,
     ProfileBuilder,
+    build_profile,
     build_profile_from_replay,
-    build_profile_live,
 )
 
 
@@ -134,24 +133,28 @@ def _write_replay(path, rows):
             out.write(json.dumps(row) + "\n")
 
 
-def test_build_from_replay_uses_correct_then_pred_then_text(tmp_path):
+def test_build_from_replay_judges_every_record_again(tmp_path):
+    """Each record is judged by the question's judge on the answer it states (pred, else the
+    extracted letter); a recorded ``correct`` the judge overrules is counted, never trusted."""
     replay = tmp_path / "r.jsonl.gz"
     _write_replay(
         replay,
         [
-            {"model": "M1", "question_id": "1", "text": "", "pred": "B", "correct": 1},  # trusted flag
+            {"model": "M1", "question_id": "1", "text": "", "pred": "B", "correct": 1},  # gold A: relabelled
             {"model": "M1", "question_id": "2", "text": "", "pred": "B"},  # no flag: pred vs gold
             {"model": "M1", "question_id": "3", "text": "so the answer is (A)"},  # extracted: wrong
             {"model": "M2", "question_id": "2", "text": "The answer is (B)", "pred": None},  # extracted: right
+            {"model": "M2", "question_id": "3", "text": "", "pred": "(c)", "correct": 0},  # the judge: right
             {"model": "M2", "question_id": "99", "text": "", "pred": "A", "correct": 1},  # not asked about
             {"model": "Other", "question_id": "1", "text": "", "pred": "A", "correct": 1},
         ],
     )
     p = build_profile_from_replay(replay, _questions(), {"one": "M1", "two": "M2"}, name="demo")
     assert p.name == "demo" and p.experts == ["one", "two"]
-    assert (p.counts("one", "mathematics").correct, p.counts("one", "mathematics").n) == (1, 1)
+    assert (p.counts("one", "mathematics").correct, p.counts("one", "mathematics").n) == (0, 1)
     assert (p.counts("one", "law").correct, p.counts("one", "law").n) == (1, 2)
-    assert (p.counts("two").correct, p.counts("two").n) == (1, 1)
+    assert (p.counts("two").correct, p.counts("two").n) == (2, 2)
+    assert p.relabelled == 2
     # skills from another source (e.g. the annotator), by question id
     q = build_profile_from_replay(replay, _questions(), ["M1"], skills_of={"2": ["contract law"]})
     assert q.skills == ["contract law"] and q.counts("M1").n == 3
@@ -166,41 +169,12 @@ def test_build_from_replay_without_matching_answers_is_bad_input(tmp_path):
         build_profile_from_replay(tmp_path / "missing.jsonl", _questions(), ["M1"])
 
 
-def test_build_live_scores_with_the_extractor():
-    answers = {"good": {"1": "A", "2": "B", "3": "C"}, "bad": {"1": "B", "2": "B", "3": "A"}}
-    seen = []
-
-    def run(tasks):
-        seen.extend(tasks)
-        out = {}
-        for t in tasks:
-            qid = t.request.question_id
-            if t.model == "bad" and qid == "3":
-                out[t.id] = Generation(request_id=t.id, model=t.model, error="timeout")
-            else:
-                text = f"... The answer is ({answers[t.model][qid]})"
-                out[t.id] = Generation(request_id=t.id, model=t.model, text=text)
-        return out
-
-    p = build_profile_live(_questions(), ["good", "bad"], run)
-    assert len(seen) == 6 and all("Options" in t.request.text for t in seen)
+def test_build_from_verdicts_counts_each_under_its_skills():
+    verdicts = [("1", "good", True), ("2", "good", True), ("3", "good", True), ("1", "bad", False), ("2", "bad", True)]
+    p = build_profile(_questions(), ["good", "bad"], verdicts)
     assert p.counts("good").correct == 3 and p.counts("good").n == 3
-    assert p.counts("bad").n == 2 and p.counts("bad").correct == 1  # the failed one is not counted
-    assert p.score("bad", "law") == 1 - 0
-
-
-def test_build_live_all_failed_is_an_error():
-    def run(tasks):
-        return {}
-
-    with pytest.raises(BadInput, match="all 3 generations"):
-        build_profile_live(_questions(), ["x"], run)
-
-    def fails(tasks):
-        return {t.id: Generation(request_id=t.id, model=t.model, error="engine 'x' died: out of memory") for t in tasks}
-
-    with pytest.raises(BadInput, match="the first because: engine 'x' died: out of memory"):
-        build_profile_live(_questions(), ["x"], fails)
+    assert p.counts("bad").n == 2 and p.counts("bad").correct == 1
+    assert p.score("bad", "law") == 1 - 0 and p.source == "live"
 
 
 @pytest.mark.data
@@ -210,7 +184,10 @@ def test_profile_from_real_replay_matches_reference(data_dir, replay_file):
     questions = get_benchmark("mmlu_pro").questions(data_dir)
     p = build_profile_from_replay(replay_file, questions, {"llama": "Meta-Llama-3_1-8B-Instruct"})
     assert p.counts("llama").n == 12032
-    assert p.counts("llama").correct / 12032 == pytest.approx(0.442, abs=0.001)
+    # judged against the split's gold answers: 0.4435 (the recordings' own flags, made against an
+    # older revision's gold, say 0.442; the judge overrules 23 of them)
+    assert p.counts("llama").correct / 12032 == pytest.approx(0.4435, abs=1e-4)
+    assert p.relabelled == 23
     assert len(p.skills) == 14 and "mathematics" in p.skills
     assert p.accuracy("llama", "biology") > p.accuracy("llama", "law")
 

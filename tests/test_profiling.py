@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from common.errors import BadInput
-from eval.benchmarks import get_benchmark
+from eval.benchmarks import Question, get_benchmark
 from orchestrator import Orchestrator, load_settings
 from orchestrator.profiling import profile_pool, sample
 from orchestrator.settings import PROJECT_ROOT
@@ -75,3 +75,44 @@ def test_router_candidates_are_the_pools_experts(tmp_path, data_dir):
     names = {e.expert for e in decision.experts}
     assert "meta-llama-3_1-8b-instruct" not in names and "smollm2" in names
     assert names == set(coe.pool.expert_names)
+
+
+def test_live_experts_are_profiled_through_the_pipeline(tmp_path):
+    """Live experts answer through the pipeline (every expert asked, each model loaded once) and
+    each answer is judged by the question's judge; failed generations are not counted."""
+    from batching import FakeEngine
+    from orchestrator.profiling import live_verdicts
+
+    said = {"gemma3": "B", "smollm2": "$1,000.00"}
+    questions = [
+        Question(id=f"n{i}", benchmark="free", text=f"How much is item {i}?", answer="1000", category="cost")
+        for i in range(3)
+    ]
+    bench = numbers_benchmark()
+    engines: dict[str, FakeEngine] = {}
+
+    def factory(spec, cpus=None):
+        fail = (lambda request: request.question_id == "n2") if spec.name == "gemma3" else None
+        text = f"The answer is {said[spec.name]}"
+        return engines.setdefault(spec.name, FakeEngine(spec, answer=lambda spec, request: text, fail_on=fail))
+
+    settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs")
+    verdicts = live_verdicts(Orchestrator(settings, engine_factory=factory), questions, bench)
+    assert sorted(verdicts) == sorted(
+        [("n0", "gemma3", False), ("n1", "gemma3", False)] + [(f"n{i}", "smollm2", True) for i in range(3)]
+    )
+    assert {name: e.loads for name, e in engines.items()} == {"gemma3": 1, "smollm2": 1}
+
+
+def numbers_benchmark():
+    from eval.answers import AnswerKind, AnswerRule
+    from eval.record import Benchmark
+
+    return Benchmark(
+        name="free",
+        version="1",
+        splits=("test",),
+        load=lambda data, split: [],
+        prompt=lambda q: f"{q.text}\nEnd with 'The answer is N'.",
+        answers=AnswerRule(AnswerKind.NUMBER),
+    )
