@@ -105,6 +105,9 @@ def math_equal(gold: str, answer: str) -> bool:
         return False
 
 
+DEFAULT_TOLERANCE = 1e-9
+"""Relative and absolute: float noise passes (0.1 + 0.2 == 0.3), 999,999 is not 1,000,000."""
+
 _LETTER = re.compile(r"^\(?\s*([A-Ja-j])\s*\)?(?:[.:)]|\s|$)")
 _LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s+")
 _NUMBER_KEY_DIGITS = 12
@@ -127,7 +130,7 @@ class Judge:
 
     kind: AnswerKind = AnswerKind.TEXT
     options: tuple[str, ...] = ()
-    tolerance: float = 1e-6
+    tolerance: float = DEFAULT_TOLERANCE
 
     # -- one answer ----------------------------------------------------------------------------
     def key(self, answer: str | None) -> str | None:
@@ -239,6 +242,7 @@ def _is_option(text: str, option: str) -> bool:
 
 
 __all__ = [
+    "DEFAULT_TOLERANCE",
     "LETTERS",
     "AnswerKind",
     "Judge",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.answers import AnswerKind, Judge, integer_values, math_equal, normalise_text
+from common.answers import DEFAULT_TOLERANCE, AnswerKind, Judge, integer_values, math_equal, normalise_text
 from eval.extract import (
     integer_extractor,
     letter_extractor,
@@ -44,7 +44,7 @@ class AnswerRule:
     """
 
     kind: AnswerKind
-    tolerance: float = 1e-6
+    tolerance: float = DEFAULT_TOLERANCE
     low: int | None = None
     high: int | None = None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -24,6 +23,7 @@ from orchestrator.cli_options import (
     ScorerOpt,
     SeedOpt,
     SplitOpt,
+    command_settings,
 )
 from orchestrator.cli_serve import serve_command
 from orchestrator.cli_worker import worker_command
@@ -36,16 +36,6 @@ app = typer.Typer(
 )
 models_app = typer.Typer(no_args_is_help=True, help="The packaged default models.")
 app.add_typer(models_app, name="models")
-
-
-def _settings(**overrides):
-    from orchestrator.settings import load_settings
-
-    settings = load_settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return settings
 
 
 @app.command()
@@ -61,7 +51,7 @@ def ask(
     """Answer one question with the pool's experts and aggregator; print the answer and a trace."""
     from orchestrator.sdk import Orchestrator
 
-    settings = _settings(pool=pool)
+    settings = command_settings(pool=pool)
     from orchestrator.progress import LiveProgress
 
     with LiveProgress() as display:
@@ -87,7 +77,7 @@ def route(
     """Show the routing decision for a question: skills, chosen experts, scores, confidence."""
     from orchestrator.sdk import Orchestrator
 
-    decision = Orchestrator(_settings(pool=pool)).route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
+    decision = Orchestrator(command_settings(pool=pool)).route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
     if as_json:
         print(decision.model_dump_json(indent=2))
         return
@@ -125,7 +115,7 @@ def plan(
     from eval import load_benchmark, stratified_sample
     from orchestrator.sdk import Orchestrator
 
-    settings = _settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
+    settings = command_settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
     bench = load_benchmark(benchmark)
     questions = stratified_sample(bench.questions(settings.data_dir, split), limit, seed)
     coe = Orchestrator(settings)
@@ -172,7 +162,7 @@ def profile(
     from orchestrator.sdk import Orchestrator
     from skills import make_embedder
 
-    settings = _settings(pool=pool, data_dir=data_dir)
+    settings = command_settings(pool=pool, data_dir=data_dir)
     make_embedder(encoder, cache_dir=settings.encoders_dir)  # an unknown name fails here, before any work
     bench = load_benchmark(benchmark)
     split = split or bench.default_split
@@ -209,7 +199,7 @@ def activate(
     """Choose the artefact versions a pool routes with (roll back or forward); without options, list them."""
     from orchestrator.artefacts import PoolArtefacts
 
-    settings = _settings(pool=pool)
+    settings = command_settings(pool=pool)
     stored = PoolArtefacts(settings.pool)
     if profile_version is None and classifier_version is None and topics_version is None:
         for kind, found in (
@@ -277,7 +267,7 @@ def models_prepare(
     """Convert the packaged default models to Hugging Face folders in the cache (once)."""
     from batching.models import PACKAGED, prepare_models
 
-    settings = _settings(cache_dir=cache_dir)
+    settings = command_settings(cache_dir=cache_dir)
     prepare_models(names or list(PACKAGED), settings.cache_dir, progress=lambda line: print(line, flush=True))
 
 

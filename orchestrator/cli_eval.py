@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_options import DataOpt, KOpt, PolicyOpt, PoolOpt
+from orchestrator.cli_options import DataOpt, KOpt, PolicyOpt, PoolOpt, command_settings
 
 AggregatorOpt = Annotated[
     str,
@@ -66,14 +66,13 @@ def eval_command(
     from common.errors import BadInput
     from eval import load_benchmark, stratified_sample
     from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
-    from orchestrator.cli import _settings
     from orchestrator.evaluation import EvalConfig, check_out_dir, config_digest, evaluate
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
     if aggregator not in ("synthesis", "majority", "weighted"):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
-    settings = _settings(pool=pool, data_dir=data_dir)
+    settings = command_settings(pool=pool, data_dir=data_dir)
     bench = load_benchmark(benchmark)
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)

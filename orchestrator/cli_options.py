@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from orchestrator.settings import Settings
+
+
+def command_settings(**overrides: object) -> Settings:
+    """The settings a command runs with (``load_settings`` with its options), logging configured
+    from them (library code only logs; the command, as the entry point, configures)."""
+    from orchestrator.settings import load_settings
+
+    settings = load_settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
 
 PoolOpt = Annotated[Path | None, typer.Option("--pool", help="Pool directory (default: settings.pool).")]
 PolicyOpt = Annotated[str | None, typer.Option("--policy", help="Routing policy (default: settings.policy).")]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt
+from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt, command_settings
 from orchestrator.cli_worker import HeartbeatOpt, ReclaimOpt, job_settings
 
 
@@ -49,11 +49,10 @@ def serve_command(
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics."""
     import uvicorn
 
-    from orchestrator.cli import _settings
     from orchestrator.service.app import create_app
     from orchestrator.settings import SERVICE_ENV, ServiceSettings
 
-    core = _settings(
+    core = command_settings(
         pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb, store=store, cache=cache
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)

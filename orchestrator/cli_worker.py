@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli_options import DataOpt, PoolOpt, StoreOpt
+from orchestrator.cli_options import DataOpt, PoolOpt, StoreOpt, command_settings
 
 if TYPE_CHECKING:
     from orchestrator.settings import JobSettings
@@ -52,12 +52,11 @@ def worker_command(
     questions through the batch planner, a step at a time, its generations checkpointed under
     the job's id. Stopped, it finishes its step and hands the job back; killed, its job is
     taken over by another worker (or by this one started again) without regenerating anything."""
-    from orchestrator.cli import _settings
     from orchestrator.jobs_worker import JobWorker
     from orchestrator.sdk import Orchestrator
     from orchestrator.stores.jobs import open_job_store, store_location
 
-    settings = _settings(pool=pool, data_dir=data_dir, store=store, memory_budget_mb=memory_budget_mb)
+    settings = command_settings(pool=pool, data_dir=data_dir, store=store, memory_budget_mb=memory_budget_mb)
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)
     where = store_location(settings.store, settings.runs_dir)
     job_store = open_job_store(where, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts)

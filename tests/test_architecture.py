@@ -84,3 +84,80 @@ def test_the_check_catches_a_planted_import(tmp_path, package, line, caught):
     assert bool(found) is caught, found
     if caught:
         assert found[0].startswith(f"{package}/planted.py:")
+
+
+def private_reaches(root: Path) -> list[str]:
+    """Every place a module reaches into another's private members: ``from m import _name`` of
+    another module, an import of another package's private module (``pkg._mod``), and
+    ``obj._name`` on anything but ``self``/``cls`` or a standard-library module."""
+    out = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            here = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            outside: set[str] = set()  # names bound to modules outside the project
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    outside |= {(a.asname or a.name).split(".")[0] for a in node.names if _foreign(a.name)}
+                    out += [
+                        f"{path.relative_to(root)}:{node.lineno} imports {a.name}"
+                        for a in node.names
+                        if _private_module(a.name, here)
+                    ]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    if _foreign(node.module):
+                        outside |= {a.asname or a.name for a in node.names}
+                        continue
+                    if _private_module(node.module, here):
+                        out.append(f"{path.relative_to(root)}:{node.lineno} imports {node.module}")
+                    out += [
+                        f"{path.relative_to(root)}:{node.lineno} imports {node.module}.{a.name}"
+                        for a in node.names
+                        if _private(a.name) and node.module != here
+                    ]
+                elif isinstance(node, ast.Attribute) and _private(node.attr):
+                    base = node.value
+                    if isinstance(base, ast.Name) and (base.id in ("self", "cls") or base.id in outside):
+                        continue
+                    out.append(f"{path.relative_to(root)}:{node.lineno} reads {ast.unparse(node)}")
+    return out
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _foreign(module: str) -> bool:
+    return module.split(".")[0] not in PACKAGES
+
+
+def _private_module(module: str, here: str) -> bool:
+    """A private module (``a._b.c``) imported from outside the package that holds it."""
+    parts = module.split(".")
+    for i, part in enumerate(parts):
+        if _private(part) and not here.startswith(".".join(parts[:i]) + "."):
+            return True
+    return False
+
+
+def test_no_module_reaches_into_another_s_private_members():
+    assert private_reaches(ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "caught"),
+    [
+        ("x = coe._pipeline(router, None)", True),
+        ("from orchestrator.cli import _settings", True),
+        ("from batching.engines._vllm_worker import main", True),
+        ("import os\nos._exit(0)", False),
+        ("y = self._cache", False),
+        ("from orchestrator.sdk import Orchestrator", False),
+    ],
+)
+def test_the_private_check_catches_a_planted_reach(tmp_path, line, caught):
+    for name in PACKAGES:
+        (tmp_path / name).mkdir()
+    (tmp_path / "eval" / "planted.py").write_text(line + "\n", encoding="utf-8")
+    found = private_reaches(tmp_path)
+    assert bool(found) is caught, found
