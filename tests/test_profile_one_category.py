@@ -9,7 +9,9 @@ import json
 import pytest
 
 from common.errors import BadInput
+from eval.answers import AnswerKind, AnswerRule
 from eval.benchmarks import Question
+from eval.record import Benchmark
 from orchestrator import Orchestrator, load_settings
 from orchestrator.profiling import profile_pool, topic_count
 
@@ -31,6 +33,17 @@ def questions(n: int, category: str | None = "gsm8k") -> list[Question]:
     ]
 
 
+GSM8K = Benchmark(
+    name="gsm8k",
+    version="1",
+    splits=("test",),
+    load=lambda data, split: questions(60),
+    prompt=lambda q: q.text,
+    answers=AnswerRule(AnswerKind.NUMBER),
+)
+"""The user's benchmark the items come from (what judges their answers)."""
+
+
 def write_pool(folder, items: list[Question]):
     """Two replay experts (right 90% and 30% of the time) and an aggregator that is never called."""
     folder.mkdir()
@@ -39,7 +52,9 @@ def write_pool(folder, items: list[Question]):
         for model, share in RIGHT.items():
             for i, q in enumerate(items):
                 right = (i % 10) < share * 10
-                out.write(json.dumps({"model": model, "question_id": q.id, "text": "", "correct": int(right)}) + "\n")
+                said = int(q.answer) + (0 if right else 1)
+                text = f"{q.text} ... The answer is {said}."  # judged again by the question's judge
+                out.write(json.dumps({"model": model, "question_id": q.id, "text": text, "correct": int(right)}) + "\n")
     models = "".join(
         f'[[models]]\nname = "{model.lower()}"\n[models.source]\nkind = "replay"\n'
         f'path = "{replay}"\nmodel = "{model}"\n'
@@ -57,7 +72,7 @@ def test_one_category_profiles_and_routes_with_topics(tmp_path):
     items = questions(60)
     pool = write_pool(tmp_path / "pool", items)
     settings = load_settings(pool=pool, cache_dir=tmp_path / "cache", policy="topk", k=2)
-    report = profile_pool(Orchestrator(settings), items, embedder="hashing-64")
+    report = profile_pool(Orchestrator(settings), items, embedder="hashing-64", benchmark=GSM8K)
     assert {p.name for p in report.router_paths} == {"classifier.v1.json", "topics.v1.json"}
 
     coe = Orchestrator(settings)
@@ -84,7 +99,7 @@ def test_few_questions_of_one_category_make_no_topics(tmp_path):
     items = questions(8)
     pool = write_pool(tmp_path / "pool", items)
     settings = load_settings(pool=pool, cache_dir=tmp_path / "cache", policy="all")
-    report = profile_pool(Orchestrator(settings), items, embedder="hashing-64")
+    report = profile_pool(Orchestrator(settings), items, embedder="hashing-64", benchmark=GSM8K)
     assert [p.name for p in report.router_paths] == ["classifier.v1.json"]
     decision = Orchestrator(settings).route("Ann has 4 pens and loses one. How many are left?")
     assert decision.skills == {"gsm8k": 1.0}
@@ -97,7 +112,7 @@ def test_unlabelled_questions_still_need_no_classifier(tmp_path):
     pool = write_pool(tmp_path / "pool", items)
     settings = load_settings(pool=pool, cache_dir=tmp_path / "cache")
     with pytest.raises(BadInput, match="--no-classifier") as err:
-        profile_pool(Orchestrator(settings), items, embedder="hashing-64")
+        profile_pool(Orchestrator(settings), items, embedder="hashing-64", benchmark=GSM8K)
     assert "\n" not in str(err.value)
-    report = profile_pool(Orchestrator(settings), items, classifier=False)
+    report = profile_pool(Orchestrator(settings), items, classifier=False, benchmark=GSM8K)
     assert report.router_paths == []

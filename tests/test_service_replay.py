@@ -47,6 +47,17 @@ def test_the_service_answers_as_the_sdk_does_under_concurrent_load(data_dir, tmp
 
 
 @pytest.mark.data
+def same_escalations(served, sdk) -> bool:
+    """The same decisions, their confidences equal up to float noise (the embeddings of a batch
+    may differ in the last bits with the batch's size)."""
+    return [(e.round, e.leader, e.escalate) for e in served] == [(e.round, e.leader, e.escalate) for e in sdk] and all(
+        a.confidence == pytest.approx(b.confidence, abs=1e-6)
+        and (a.next_confidence is None) == (b.next_confidence is None)
+        and (a.next_confidence is None or a.next_confidence == pytest.approx(b.next_confidence, abs=1e-6))
+        for a, b in zip(served, sdk, strict=True)
+    )
+
+
 def test_a_cascade_served_over_http_climbs_as_the_sdk_does(data_dir, tmp_path):
     """The calibrated cascade of replay-mixed through ``coe serve``: the same answers, escalations
     and costs as the SDK's rounds, and the trace says which questions climbed."""
@@ -63,5 +74,5 @@ def test_a_cascade_served_over_http_climbs_as_the_sdk_does(data_dir, tmp_path):
     for answer in served:
         sdk = expected[answer.question_id]
         assert answer.choice == sdk.choice
-        assert answer.trace.escalations == sdk.trace.escalations
+        assert same_escalations(answer.trace.escalations, sdk.trace.escalations)
         assert answer.trace.cost == sdk.trace.cost > 0
