@@ -164,6 +164,7 @@ class Executor:
             if (self.store is not None or self._reading) and pending:
                 self._from_store(pending, state, specs, compose)
                 pending = [tid for tid in pending if not state.resolved(tid)]
+            pending = [tid for tid in pending if not self._inputs_failed(state.tasks[tid], state)]
             if not pending:
                 log.info("phase %d: every task already finished or skipped; nothing to load", phase.index)
                 with state.lock:
@@ -400,11 +401,9 @@ class Executor:
             return task.request
         if task.id in state.composed:  # composed already while looking in the store
             return state.composed[task.id].request
-        inputs = {d: state.results[d] for d in task.after}  # failed ones too: compose notes why
-        if not any(g.ok for g in inputs.values()):
-            reasons = "; ".join(f"{d}: {state.failed.get(d, '?')}" for d in task.after)
-            self._fail(task, f"every input failed ({reasons})", state)
+        if self._inputs_failed(task, state):
             return None
+        inputs = {d: state.results[d] for d in task.after}  # failed ones too: compose notes why
         try:
             composed = compose(task, inputs)
         except CoeError as exc:
@@ -413,6 +412,17 @@ class Executor:
         with state.lock:
             state.composed[task.id] = composed
         return composed.request
+
+    def _inputs_failed(self, task: Task, state: RunState) -> bool:
+        """Whether every input of a dependent task is in and failed (then it is recorded as failed,
+        so its model is not loaded for nothing)."""
+        if not task.after or not all(state.resolved(d) for d in task.after):
+            return False
+        if any(state.results[d].ok for d in task.after):
+            return False
+        reasons = "; ".join(f"{d}: {state.failed.get(d, '?')}" for d in task.after)
+        self._fail(task, f"every input failed ({reasons})", state)
+        return True
 
     def _fail(self, task: Task, reason: str, state: RunState) -> None:
         request_id = task.request.id if task.request is not None else task.id

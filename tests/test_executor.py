@@ -439,3 +439,17 @@ def test_operational_settings_do_not_change_the_request_key():
     assert request_key(tuned, ask) == request_key(base, ask)
     longer = base.model_copy(update={"source": base.source.model_copy(update={"max_model_len": 4096})})
     assert request_key(longer, ask) != request_key(base, ask)
+
+
+def test_the_aggregator_is_not_loaded_when_every_expert_failed():
+    """Nothing reached the aggregator: its tasks fail with the experts' reasons and its model is
+    never loaded (each model its own phase: budget for one)."""
+    tasks = moe(4, ["a", "b"], "agg")
+    plan = make_plan(tasks, SPECS, budget_mb=1000)
+    factory = Factory(fail_on=lambda request: True)
+    result = Executor(factory).run(plan, tasks, SPECS, compose)
+    finals = [t.id for t in tasks if t.after]
+    assert set(finals) <= set(result.failed)
+    assert all("every input failed" in result.failed[t] for t in finals)
+    assert factory.loads("agg") == 0 and factory.loads("a") == 1
+    assert result.metrics.loads == 2
