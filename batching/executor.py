@@ -182,11 +182,22 @@ class Executor:
             )
             self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending)))
             engines: dict[str, Engine] = {}
-            with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}") as pool:
-                try:
-                    self._waves(phase, pending, models, engines, pool, state, specs, compose)
-                finally:
+            pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}")
+            interrupted = False
+            try:
+                self._waves(phase, pending, models, engines, pool, state, specs, compose)
+            except KeyboardInterrupt:
+                interrupted = True
+                raise
+            finally:
+                if interrupted:  # stop now: unload from here, wait for no batch in flight
+                    log.warning("phase %d interrupted: unloading %s", phase.index, ", ".join(engines) or "nothing")
+                    for engine in engines.values():
+                        engine.unload()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                else:
                     list(pool.map(lambda e: self._release(e, state), list(engines.values())))
+                    pool.shutdown()
             seconds = time.perf_counter() - started
             with state.lock:
                 state.metrics.phases_run += 1

@@ -176,6 +176,11 @@ class SQLiteRunStore:
                     self._db.execute("ROLLBACK")
                 raise BadInput(f"run store {self.path} cannot be written: {exc}") from exc
 
+    def count(self, run_id: str) -> int:
+        """How many generations are stored under ``run_id``."""
+        with self._lock:
+            return int(self._read("SELECT COUNT(*) FROM generations WHERE run_id = ?", (run_id,))[0][0])
+
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:
             return self._db.execute(sql, args).fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -58,6 +59,10 @@ def eval_command(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: under settings.runs_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (same command).")] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor write the generation cache (regenerate everything)."),
+    ] = False,
     data_dir: DataOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
@@ -66,13 +71,14 @@ def eval_command(
     from common.errors import BadInput
     from eval import load_benchmark, stratified_sample
     from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
-    from orchestrator.evaluation import EvalConfig, check_out_dir, config_digest, evaluate
+    from orchestrator.eval_out import check_out_dir
+    from orchestrator.evaluation import EvalConfig, config_digest, evaluate
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
     if aggregator not in ("synthesis", "majority", "weighted"):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
-    settings = command_settings(pool=pool, data_dir=data_dir)
+    settings = command_settings(pool=pool, data_dir=data_dir, **({"cache": "off"} if no_cache else {}))
     bench = load_benchmark(benchmark)
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
@@ -98,25 +104,53 @@ def eval_command(
         f"{f' (stratified sample, seed {seed})' if limit and limit < len(part) else ''}; output {out}",
         file=sys.stderr,
     )
-    with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
-        greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
-        if samples > 1 and greedy:
-            print(
-                f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
-                "--temperature sets another",
-                file=sys.stderr,
+    command = shlex.join(["coe", *sys.argv[1:]])
+    try:
+        with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
+            greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
+            if samples > 1 and greedy:
+                print(
+                    f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
+                    "--temperature sets another",
+                    file=sys.stderr,
+                )
+            evaluate(
+                coe,
+                bench,
+                questions,
+                config,
+                out,
+                resume=resume,
+                questions_in_split=len(every),
+                command=command,
             )
-        evaluate(
-            coe,
-            bench,
-            questions,
-            config,
-            out,
-            resume=resume,
-            questions_in_split=len(every),
-            command=shlex.join(["coe", *sys.argv[1:]]),
-        )
+    except KeyboardInterrupt:
+        interrupted(out, command, resume)
     paths = write_report(out)
     print(render_methods_table(Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))))
     for path in paths:
         print(f"wrote {path}")
+
+
+def interrupted(out: Path, command: str, resume: bool) -> None:
+    """Ctrl-C: what finished is kept in the run store; say how to go on, exit 130 at once (an
+    engine call still in flight is not waited for: its process was unloaded). A run that had
+    stored nothing leaves nothing behind."""
+    from batching.runstore import SQLiteRunStore
+    from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, discard_if_unused
+
+    kept = 0
+    if (out / STORE_FILE).is_file():
+        with SQLiteRunStore(out / STORE_FILE) as store:
+            kept = store.count(STORE_RUN_ID)
+            discard_if_unused(out, store, created=False, resume=resume)
+    again = command
+    if not resume:
+        again += ("" if "--out" in sys.argv else f" --out {shlex.quote(str(out))}") + " --resume"
+    if kept:
+        print(f"coe: interrupted: {kept} generation(s) kept in {out}; resume with: {again}", file=sys.stderr)
+    else:
+        print("coe: interrupted before any generation was stored; nothing to resume", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)

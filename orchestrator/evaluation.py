@@ -28,13 +28,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from batching.executor import ProgressEvent
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
+from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
 from orchestrator.pipeline import Asked, Pipeline
 from orchestrator.pool import Pool
 from orchestrator.result_rows import ORACLE, Scoring, question_result
@@ -44,9 +45,6 @@ from orchestrator.trace import Answer
 log = logging.getLogger(__name__)
 
 Aggregation = Literal["synthesis", "majority", "weighted"]
-CONFIG_FILE = "config.json"
-STORE_FILE = "generations.sqlite"
-STORE_RUN_ID = "eval"
 BASELINE_K = 3
 """k of the random and symbolic baselines when the run's own policy sets none."""
 
@@ -219,25 +217,6 @@ def score(routed: Routed, answers: Sequence[Answer], bench: Benchmark, pool: Poo
     return out
 
 
-def check_out_dir(out: Path, config: EvalConfig, resume: bool) -> None:
-    """A new run needs an empty folder; ``--resume`` needs the same run's folder."""
-    stored = out / CONFIG_FILE
-    if resume:
-        if not stored.is_file():
-            raise BadInput(f"--resume: {out} holds no evaluation run to continue (no {CONFIG_FILE})")
-        try:
-            before = EvalConfig.model_validate_json(stored.read_text(encoding="utf-8"))
-        except (ValidationError, ValueError, OSError) as exc:
-            raise BadInput(f"--resume: {stored} is not a run configuration: {str(exc).splitlines()[0]}") from exc
-        changed = [k for k, v in config.model_dump().items() if before.model_dump()[k] != v]
-        if changed:
-            was = ", ".join(f"{k}={before.model_dump()[k]!r} (now {config.model_dump()[k]!r})" for k in changed)
-            raise BadInput(f"--resume: {out} holds a different run: {was}; repeat its command exactly")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise BadInput(f"{out} is not empty: use --resume to continue the run there, or choose another --out")
-
-
 @dataclass(frozen=True)
 class Outcome:
     info: RunInfo
@@ -256,34 +235,31 @@ def evaluate(
     questions_in_split: int | None = None,
     command: str = "",
 ) -> Outcome:
-    """Run ``config`` on ``questions`` into ``out`` (``run.json``, ``results.jsonl``)."""
+    """Run ``config`` on ``questions`` into ``out`` (``run.json``, ``results.jsonl``). The folder
+    is checked first and written only once routing is done; a run that fails before it stored any
+    generation leaves nothing behind."""
     if not questions:
         raise BadInput("no questions to evaluate")
     out = Path(out)
     check_out_dir(out, config, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        from common.artefacts import replace_file
-
-        replace_file(out / CONFIG_FILE, config.model_dump_json(indent=1) + "\n")
     started_at = _now()
     started = time.perf_counter()
+    base = replace(coe.pipeline(config.policy, config.k), whole_ladders=True, temperature=config.temperature)
+    _emit(coe, ProgressEvent(kind="route_start", total=len(questions)))
+    routed = route(base, coe, questions, bench, config)
+    routed_s = time.perf_counter() - started
+    _emit(coe, ProgressEvent(kind="route_done", done=len(questions), total=len(questions), seconds=routed_s))
+    created = open_out_dir(out, config, resume)
     store = SQLiteRunStore(out / STORE_FILE)
+    generated = time.perf_counter()
     try:
-        base = replace(
-            coe.pipeline(config.policy, config.k, store=store),
-            whole_ladders=True,
-            temperature=config.temperature,
-        )
-        _emit(coe, ProgressEvent(kind="route_start", total=len(questions)))
-        routed = route(base, coe, questions, bench, config)
-        routed_s = time.perf_counter() - started
-        _emit(coe, ProgressEvent(kind="route_done", done=len(questions), total=len(questions), seconds=routed_s))
-        generated = time.perf_counter()
-        answered = base.answer(routed.asked, run_id=STORE_RUN_ID)
-        generate_s = time.perf_counter() - generated
+        answered = replace(base, store=store).answer(routed.asked, run_id=STORE_RUN_ID)
+    except Exception:
+        discard_if_unused(out, store, created, resume)
+        raise
     finally:
         store.close()
+    generate_s = time.perf_counter() - generated
     scoring = time.perf_counter()
     results = score(routed, answered.answers, bench, coe.pool)
     score_s = time.perf_counter() - scoring
