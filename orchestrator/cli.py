@@ -195,21 +195,36 @@ def activate(
     profile_version: Annotated[int | None, typer.Option("--profile", min=1, help="Profile version.")] = None,
     classifier_version: Annotated[int | None, typer.Option("--classifier", min=1, help="Classifier version.")] = None,
     topics_version: Annotated[int | None, typer.Option("--topics", min=1, help="Topics version.")] = None,
+    policy_versions: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="POLICY=N: route POLICY with its calibration vN (0: uncalibrated); repeatable."),
+    ] = None,
 ) -> None:
     """Choose the artefact versions a pool routes with (roll back or forward); without options, list them."""
+    from common.errors import BadInput
     from orchestrator.artefacts import PoolArtefacts
 
     settings = command_settings(pool=pool)
     stored = PoolArtefacts(settings.pool)
-    if profile_version is None and classifier_version is None and topics_version is None:
+    pins: dict[str, int] = {}
+    for given in policy_versions or []:
+        name, _, number = given.partition("=")
+        if not name or not number.isdigit():
+            raise BadInput(f"--policy takes POLICY=N (N a calibration version, 0 for none), got {given!r}")
+        pins[name] = int(number)
+    if profile_version is None and classifier_version is None and topics_version is None and not pins:
         for kind, found in (
             ("profile", stored.profile_versions()),
             ("classifier", stored.classifier_versions()),
             ("topics", stored.topics_versions()),
         ):
             print(f"{kind}: {', '.join(f'v{v}' for v in sorted(found)) or 'none'}")
+        for policy in stored.calibrated_policies():
+            print(f"policy {policy}: {', '.join(f'v{v}' for v in sorted(stored.calibration_versions(policy)))}")
     else:
-        stored.activate(profile=profile_version, classifier=classifier_version, topics=topics_version)
+        stored.activate(
+            profile=profile_version, classifier=classifier_version, topics=topics_version, policies=pins or None
+        )
     active = stored.active()
     print(f"active: {active.model_dump() if active else 'the newest of each'}")
 

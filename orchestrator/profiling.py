@@ -121,7 +121,9 @@ def profile_pool(
             topics=new.get("router/topics"),
         )
     elif stored.active() is None:  # never pinned: pin what it routed with (0: none), so nothing switches
-        stored.activate(**{kind: version or 0 for kind, version in before.items()})
+        stored.activate(
+            profile=before["profile"] or 0, classifier=before["classifier"] or 0, topics=before["topics"] or 0
+        )
     return ProfileReport(
         profile_path, router_paths, len(questions), source, active=activate or first, relabelled=profile.relabelled
     )
