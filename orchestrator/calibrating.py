@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from common.errors import BadInput, config_error
 from eval.benchmarks import Benchmark, Question
+from orchestrator.items import check_questions
 from orchestrator.routing import pool_router
 from orchestrator.sdk import Orchestrator
 from router import ConfidenceModel, Heard, Router, Selection
@@ -72,6 +73,7 @@ def calibrate_pool(
         )
     if not questions:
         raise BadInput("no calibration questions")
+    check_questions(coe.pool, questions)
     try:  # checked before any expert runs
         Target(max_cost=max_cost, min_accuracy=min_accuracy, reference=reference or coe.pool.expert_names[0])
     except ValidationError as exc:

@@ -50,6 +50,7 @@ from eval.benchmarks import Benchmark, Question
 from eval.results import ExpertResult, MethodInfo, MethodResult, QuestionResult, RunInfo, write_results
 from orchestrator.eval_ladders import Ladder, calls_cost, climbed, cost_reference, ladder, voters_only
 from orchestrator.eval_ladders import answer_cost as call_cost
+from orchestrator.items import check_recordings
 from orchestrator.pipeline import Asked
 from orchestrator.pool import Pool
 from orchestrator.sdk import Orchestrator
@@ -265,7 +266,8 @@ def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str
                 request = Request.user(
                     task_id,
                     one.prompting.prompt,
-                    question_id=qid,
+                    question_id=one.asks.question_id,
+                    benchmark=one.asks.benchmark,
                     seed=sample or None,  # sample 0 keeps the expert's own seed
                     temperature=config.temperature,
                     logprobs=logprobs,
@@ -285,7 +287,8 @@ def task_graph(routed: Routed, config: EvalConfig) -> tuple[list[Task], dict[str
                     question_text=asked.prompting.shown_question,
                     answer_format=asked.prompting.answer_format,
                     competence=asked.competence,
-                    question_id=qid,
+                    question_id=asked.asks.question_id,
+                    benchmark=asked.asks.benchmark,
                 )
     return tasks, jobs, ladders
 
@@ -467,6 +470,7 @@ def evaluate(
     """Run ``config`` on ``questions`` into ``out`` (``run.json``, ``results.jsonl``)."""
     if not questions:
         raise BadInput("no questions to evaluate")
+    check_recordings(coe.pool, bench.item_benchmark)
     out = Path(out)
     check_out_dir(out, config, resume)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,13 +34,14 @@ from batching.cache import GenerationCache
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore
-from common.errors import BadInput, GenerationFailed
+from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Compose, Composed, Task
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.inputs import FREE_FORMAT
+from orchestrator.items import ItemIndex, ItemRef, item_of
 from orchestrator.pool import Pool
 from orchestrator.rounds import Climb, Rounds, expert_task, merge
 from orchestrator.trace import Answer, Timings, Trace
@@ -100,6 +101,13 @@ class Asked:
     cascade that escalated to a strong expert: that expert alone)."""
     escalations: tuple[Escalation, ...] = ()
     """A cascade's decisions after each round."""
+    item: ItemRef | None = None
+    """The benchmark item its requests ask (``orchestrator.items``), decided by ``ask``."""
+
+    @property
+    def asks(self) -> ItemRef:
+        """``item``, else the query's own id with no benchmark."""
+        return self.item if self.item is not None else ItemRef(self.query.id)
 
     @property
     def expert_tasks(self) -> dict[str, str]:
@@ -120,7 +128,9 @@ def task_graph(
     tasks: list[Task] = []
     jobs: dict[str, SynthesisJob] = {}
     for one in asked:
-        tasks += [expert_task(one.query.id, name, one.prompting.prompt, logprobs) for name in one.expert_tasks]
+        tasks += [
+            expert_task(one.query.id, name, one.prompting.prompt, logprobs, one.asks) for name in one.expert_tasks
+        ]
         if not aggregate:
             continue
         tasks.append(Task(id=one.aggregate_task, model=one.aggregator, after=tuple(one.expert_tasks.values())))
@@ -128,7 +138,8 @@ def task_graph(
             question_text=one.prompting.shown_question,
             answer_format=one.prompting.answer_format,
             competence=one.competence,
-            question_id=one.query.id,
+            question_id=one.asks.question_id,
+            benchmark=one.asks.benchmark,
         )
     return tasks, jobs
 
@@ -233,6 +244,8 @@ class Pipeline:
     """False: never answer from the cache, still write to it (a refresh)."""
     logprobs: bool = False
     """Ask the experts for their tokens' log-probabilities (a cascade's rounds always do)."""
+    items: ItemIndex | None = None
+    """Finds the benchmark item a free-text query is, for a pool with replay models."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -267,7 +280,12 @@ class Pipeline:
                 self.pool.spec(name)  # an unknown expert is an error, named
             expected = expected_accuracy(profile, decision.skills)
             competence = {e: expected[e] for e in decision.expert_names if e in expected}
-            asked.append(Asked(query, decision, prompting(query, benchmark), self.aggregator_for(decision), competence))
+            item = item_of(query, self.items)
+            asked.append(
+                Asked(
+                    query, decision, prompting(query, benchmark), self.aggregator_for(decision), competence, item=item
+                )
+            )
         return asked
 
     def plan(self, tasks: Sequence[Task]) -> Plan:
@@ -342,7 +360,8 @@ class Pipeline:
             for q, one in by_id.items()
         }
         rounds = Rounds(self.executor(), self.plan, self.pool.specs, self.router.escalate, heard)
-        result = rounds.run({q: one.prompting.prompt for q, one in by_id.items()}, climbs, run_id)
+        items = {q: one.asks for q, one in by_id.items()}
+        result = rounds.run({q: one.prompting.prompt for q, one in by_id.items()}, climbs, run_id, items)
         climbed = [_climbed(one, climbs[one.query.id], self.router) for one in asked]
         if not vote:
             inputs = {
@@ -355,7 +374,11 @@ class Pipeline:
             }
             jobs = {
                 one.aggregate_task: SynthesisJob(
-                    one.prompting.shown_question, one.prompting.answer_format, one.competence, one.query.id
+                    one.prompting.shown_question,
+                    one.prompting.answer_format,
+                    one.competence,
+                    one.asks.question_id,
+                    one.asks.benchmark,
                 )
                 for one in climbed
             }
@@ -414,5 +437,5 @@ def _run_id(ids: Sequence[str]) -> str:
 
 def require_answer(answer: Answer) -> Answer:
     if answer.error:
-        raise GenerationFailed(answer.error)
+        raise answer.failure()
     return answer

@@ -26,6 +26,7 @@ from batching.spec import ExpertSpec
 from common.errors import CoeError
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
+from orchestrator.items import ItemRef
 from router import Escalation, Heard, RouteDecision
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,12 @@ class Climb:
         return later[self.answered - 1].names if self.answered - 1 < len(later) else ()
 
 
-def expert_task(question_id: str, expert: str, prompt: str, logprobs: bool) -> Task:
+def expert_task(question_id: str, expert: str, prompt: str, logprobs: bool, item: ItemRef | None = None) -> Task:
+    """The task of asking ``expert`` question ``question_id``; its request names the benchmark item
+    it asks (``item``; default: the question's own id, no benchmark)."""
     task_id = f"{question_id}/expert/{expert}"
-    request = Request.user(task_id, prompt, question_id=question_id, logprobs=logprobs)
+    item = item if item is not None else ItemRef(question_id)
+    request = Request.user(task_id, prompt, question_id=item.question_id, benchmark=item.benchmark, logprobs=logprobs)
     return Task(id=task_id, model=expert, request=request)
 
 
@@ -102,14 +106,24 @@ class Rounds:
     heard: Callable[[str, str, Generation], Heard]
     """(question id, expert, its generation) -> the answer as the cascade reads it."""
 
-    def run(self, prompts: Mapping[str, str], climbs: Mapping[str, Climb], run_id: str) -> RunResult:
-        """Climb every question's ladder; returns the experts' generations of all rounds."""
+    def run(
+        self,
+        prompts: Mapping[str, str],
+        climbs: Mapping[str, Climb],
+        run_id: str,
+        items: Mapping[str, ItemRef] | None = None,
+    ) -> RunResult:
+        """Climb every question's ladder; returns the experts' generations of all rounds. ``items``:
+        the benchmark item each question asks (default: its own id)."""
+        items = items or {}
         results: list[RunResult] = []
         pending = {qid: tuple(c.decision.expert_names) for qid, c in climbs.items()}
         round_no = 0
         while pending:
             round_no += 1
-            tasks = [expert_task(q, e, prompts[q], True) for q, experts in pending.items() for e in experts]
+            tasks = [
+                expert_task(q, e, prompts[q], True, items.get(q)) for q, experts in pending.items() for e in experts
+            ]
             plan = self.plan(tasks)
             if round_no == 1:
                 decisions = [c.decision for c in climbs.values()]

@@ -17,7 +17,7 @@ from common.errors import BadInput
 from common.recordings import iter_records
 from common.requests import Request
 from common.tasks import RunTasks, Task
-from eval.benchmarks import Benchmark, Question, get_benchmark
+from eval.benchmarks import Benchmark, Question, get_benchmark, item_benchmark
 from skills.names import question_skills
 from skills.profile import Profile, ProfileBuilder
 
@@ -115,13 +115,20 @@ def profile_tasks(
     max_tokens: int | None = None,
     benchmark: Benchmark | None = None,
 ) -> list[Task]:
-    """One task per (expert, question): the benchmark's own prompt, with the question id."""
+    """One task per (expert, question): the benchmark's own prompt, with the question id and the
+    benchmark whose item it is (a replay expert answers only its own benchmark's)."""
     tasks = []
     for question in questions:
         prompt = (benchmark or get_benchmark(question.benchmark)).prompt(question)
         for expert in experts:
             task_id = f"profile:{expert}:{question.id}"
-            request = Request.user(task_id, prompt, question_id=question.id, max_tokens=max_tokens)
+            request = Request.user(
+                task_id,
+                prompt,
+                question_id=question.id,
+                benchmark=item_benchmark(question.benchmark),
+                max_tokens=max_tokens,
+            )
             tasks.append(Task(id=task_id, model=expert, request=request))
     return tasks
 
