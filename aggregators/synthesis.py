@@ -110,8 +110,10 @@ def synthesis_request(
     options: SynthesisOptions | None = None,
     *,
     question_id: str | None = None,
+    benchmark: str | None = None,
 ) -> Request:
-    """The request that asks the aggregator to synthesise ``answers`` into one."""
+    """The request that asks the aggregator to synthesise ``answers`` into one (``question_id``
+    and ``benchmark``: the item it answers, for an aggregator that answers from recordings)."""
     options = options or SynthesisOptions()
     if not question_text.strip():
         raise BadInput(f"aggregation {task_id!r}: question_text is empty")
@@ -122,7 +124,7 @@ def synthesis_request(
         raise BadInput(f"aggregation {task_id!r}: no expert answer with any text to synthesise")
     shown = order_answers(usable, options.order, seed=options.seed, key=task_id)
     prompt = synthesis_prompt(question_text, shown, answer_format, options)
-    return Request.user(task_id, prompt, question_id=question_id, max_tokens=options.max_tokens)
+    return Request.user(task_id, prompt, question_id=question_id, benchmark=benchmark, max_tokens=options.max_tokens)
 
 
 def synthesis_result(
@@ -182,6 +184,8 @@ class SynthesisJob:
     competence: Mapping[str, float] = field(default_factory=dict)
     """Each expert's accuracy on the question's skill (experts without evidence left out)."""
     question_id: str | None = None
+    benchmark: str | None = None
+    """The benchmark whose item ``question_id`` names (``Request.benchmark``)."""
 
 
 def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> Compose:
@@ -223,7 +227,13 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
                 f"({'; '.join(f'{i}: {why}' for i, why in left_out)})"
             )
         request = synthesis_request(
-            task.id, job.question_text, answers, job.answer_format, options, question_id=job.question_id
+            task.id,
+            job.question_text,
+            answers,
+            job.answer_format,
+            options,
+            question_id=job.question_id,
+            benchmark=job.benchmark,
         )
         return Composed(request=request, used=tuple(used), left_out=tuple(left_out))
 

@@ -540,9 +540,9 @@ class Executor:
                 except CoeError as again:
                     failure = again
             if out is None:
-                out = self._isolate(engine, items, state, str(failure))
+                out = self._isolate(engine, items, state, failure)
         except CoeError as exc:
-            out = self._isolate(engine, items, state, str(exc))
+            out = self._isolate(engine, items, state, exc)
         assert out is not None
         finished = {tid: g for tid, g in out.items() if g.ok}
         unsaved = {tid: g for tid, g in finished.items() if tid not in state.stored}
@@ -602,18 +602,23 @@ class Executor:
         return {tid: generation for (tid, _), generation in zip(items, out, strict=True)}
 
     def _isolate(
-        self, engine: Engine, items: list[tuple[str, Request]], state: RunState, reason: str
+        self, engine: Engine, items: list[tuple[str, Request]], state: RunState, failure: CoeError
     ) -> dict[str, Generation]:
-        """Halve a failing batch until the requests that fail on their own are found."""
+        """Halve a failing batch until the requests that fail on their own are found; each keeps
+        its error's message and class."""
         if len(items) == 1 or not engine.loaded:
-            return {tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items}
+            kind = type(failure).__name__
+            return {
+                tid: Generation(request_id=r.id, model=engine.spec.name, error=str(failure), error_type=kind)
+                for tid, r in items
+            }
         out: dict[str, Generation] = {}
         middle = len(items) // 2
         for half in (items[:middle], items[middle:]):
             try:
                 out.update(self._call(engine, half, state))
             except CoeError as exc:
-                out.update(self._isolate(engine, half, state, str(exc)))
+                out.update(self._isolate(engine, half, state, exc))
         return out
 
     def _emit(self, event: ProgressEvent) -> None:

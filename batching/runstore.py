@@ -1,10 +1,10 @@
 """Run stores: every finished generation of a batch run, so a killed run resumes where it was.
 
 Generations are keyed by what was asked: ``request_key`` digests the model's source and
-prompting, the request's messages and question id, its effective sampling, and whether it asked
-for log-probabilities (a generation made without them cannot answer one that asks). A reused run
-id with a changed pool, policy or prompt therefore regenerates exactly what changed, and never
-returns an answer to a different request.
+prompting, the request's messages and question id (and benchmark, for a replay expert), its
+effective sampling, and whether it asked for log-probabilities (a generation made without them
+cannot answer one that asks). A reused run id with a changed pool, policy or prompt therefore
+regenerates exactly what changed, and never returns an answer to a different request.
 
 ``RunStore`` is the protocol the executor uses (``get_many``, ``put``); ``SQLiteRunStore``
 keeps one table keyed by (run id, request key) in a WAL-mode SQLite file and commits once per
@@ -75,6 +75,8 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     }
     if request.logprobs:  # only when asked, so the keys of every other request stay as they were
         asked["logprobs"] = True
+    if request.benchmark is not None and spec.source.kind == "replay":  # only where it decides: the recording
+        asked["benchmark"] = request.benchmark
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 

@@ -31,13 +31,17 @@ class Message(BaseModel):
 
 
 class Request(BaseModel):
-    """One prompt for one model. ``question_id`` lets a replay engine find its record."""
+    """One prompt for one model. ``question_id`` and ``benchmark`` name the benchmark item it asks,
+    so a replay engine finds its record (and answers no other benchmark's item by its id)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(..., min_length=1)
     messages: tuple[Message, ...] = Field(..., min_length=1)
     question_id: str | None = None
+    benchmark: str | None = Field(
+        None, min_length=1, description="The benchmark whose item question_id names; None: a question of no benchmark."
+    )
     max_tokens: int | None = Field(None, ge=1, le=32768, description="Overrides the expert's.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Overrides the expert's.")
     seed: int | None = Field(None, description="Overrides the expert's (distinct samples of one prompt).")
@@ -75,6 +79,9 @@ class Generation(BaseModel):
     seconds: float = 0.0
     finish_reason: str | None = None
     error: str | None = None
+    error_type: str | None = Field(
+        None, description="The class in the error tree of what failed it (e.g. 'ReplayMiss'), when known."
+    )
     answer: str | None = Field(
         None, description="The answer its source already extracted (a recording's pred): read instead of the text."
     )

@@ -1,7 +1,15 @@
 """Benchmarks as data (loaders, prompts, answer kinds, spec files), splits and samples, run results."""
 
 from eval.answers import AnswerKind, AnswerRule, math_equal, normalise_text
-from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark, load_benchmark
+from eval.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    Question,
+    choice_prompt,
+    get_benchmark,
+    item_benchmark,
+    load_benchmark,
+)
 from eval.compare import Comparison, PairedScore, compare, render_comparison
 from eval.data import replay_path
 from eval.extract import (
@@ -29,6 +37,7 @@ __all__ = [
     "Question",
     "choice_prompt",
     "get_benchmark",
+    "item_benchmark",
     "load_benchmark",
     "load_spec",
     "final_line_extractor",

@@ -37,6 +37,7 @@ __all__ = [
     "format_options",
     "get_benchmark",
     "integer_prompt",
+    "item_benchmark",
     "load_aime",
     "load_benchmark",
     "load_gpqa",
@@ -52,6 +53,13 @@ def get_benchmark(name: str) -> Benchmark:
         return BENCHMARKS[name]
     except KeyError:
         raise unknown_name("benchmark", name, BENCHMARKS) from None
+
+
+def item_benchmark(name: str) -> str:
+    """The benchmark whose items a benchmark named ``name`` asks (``Benchmark.items_of``): another
+    built-in's for a variant of it, else ``name`` itself (a spec file's benchmark too)."""
+    known = BENCHMARKS.get(name)
+    return known.item_benchmark if known is not None else name
 
 
 def load_benchmark(name_or_path: str | Path) -> Benchmark:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from common.answers import Judge
 from common.errors import BadInput, config_error
 from eval.benchmarks import Benchmark, Question
+from orchestrator.items import check_questions
 from orchestrator.pipeline import prompting
 from orchestrator.routing import pool_router
 from orchestrator.sdk import Orchestrator
@@ -92,6 +93,7 @@ def calibrate_pool(
         )
     if not questions:
         raise BadInput("no calibration questions")
+    check_questions(coe.pool, questions)
     try:  # checked before any expert runs
         Target(max_cost=max_cost, min_accuracy=min_accuracy, reference=reference or coe.pool.expert_names[0])
     except ValidationError as exc:

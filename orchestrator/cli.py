@@ -157,6 +157,8 @@ def profile(
     as new versions; by default from the profiling half of the split, disjoint from evaluation."""
     from eval import load_benchmark
     from orchestrator.cli_eval import pick_part
+    from orchestrator.items import check_recordings
+    from orchestrator.pool import load_pool
     from orchestrator.profiling import profile_pool, sample
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
@@ -165,6 +167,8 @@ def profile(
     settings = command_settings(pool=pool, data_dir=data_dir)
     make_embedder(encoder, cache_dir=settings.encoders_dir)  # an unknown name fails here, before any work
     bench = load_benchmark(benchmark)
+    the_pool = load_pool(settings.pool, settings.data_dir)
+    check_recordings(the_pool, bench.item_benchmark)  # before any work: recordings of another benchmark
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
     part, which = pick_part(every, split, whole_split, "profiling")
@@ -175,7 +179,7 @@ def profile(
     )
     questions = sample(part, limit, seed)
     with LiveProgress() as display:
-        coe = Orchestrator(settings, progress=display)
+        coe = Orchestrator(settings, pool=the_pool, progress=display)
         report = profile_pool(
             coe, questions, classifier=classifier, embedder=encoder, activate=activate, benchmark=bench
         )

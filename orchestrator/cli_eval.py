@@ -73,6 +73,8 @@ def eval_command(
     from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
     from orchestrator.eval_out import check_out_dir
     from orchestrator.evaluation import EvalConfig, config_digest, evaluate
+    from orchestrator.items import check_recordings
+    from orchestrator.pool import load_pool
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
@@ -80,6 +82,8 @@ def eval_command(
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
     settings = command_settings(pool=pool, data_dir=data_dir, **({"cache": "off"} if no_cache else {}))
     bench = load_benchmark(benchmark)
+    the_pool = load_pool(settings.pool, settings.data_dir)
+    check_recordings(the_pool, bench.item_benchmark)  # before any work: recordings of another benchmark
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
     part, which = pick_part(every, split, whole_split, "evaluation")
@@ -106,7 +110,7 @@ def eval_command(
     )
     command = shlex.join(["coe", *sys.argv[1:]])
     try:
-        with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
+        with LiveProgress() as display, Orchestrator(settings, pool=the_pool, progress=display) as coe:
             greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
             if samples > 1 and greedy:
                 print(

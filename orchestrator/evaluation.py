@@ -36,6 +36,7 @@ from common.errors import BadInput
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
 from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
+from orchestrator.items import check_recordings
 from orchestrator.pipeline import Asked, Pipeline
 from orchestrator.pool import Pool
 from orchestrator.result_rows import ORACLE, Scoring, question_result
@@ -240,6 +241,7 @@ def evaluate(
     generation leaves nothing behind."""
     if not questions:
         raise BadInput("no questions to evaluate")
+    check_recordings(coe.pool, bench.item_benchmark)
     out = Path(out)
     check_out_dir(out, config, resume)
     started_at = _now()

@@ -32,7 +32,7 @@ from batching.plan import Plan, make_plan
 from batching.results import RunMetrics
 from batching.runstore import RunStore
 from common.answers import AnswerKind, Judge
-from common.errors import BadInput, GenerationFailed
+from common.errors import BadInput
 from common.query import Query
 from common.recordings import replay_book
 from common.requests import Generation
@@ -42,6 +42,7 @@ from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.answering import build_answer, climbed, heard
 from orchestrator.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.inputs import FREE_FORMAT
+from orchestrator.items import ItemIndex, ItemRef, item_of
 from orchestrator.pool import Pool
 from orchestrator.rounds import Climb, Rounds, merge
 from orchestrator.task_ids import aggregate_task_id, expert_task_id
@@ -117,6 +118,13 @@ class Asked:
     """The evaluation method it belongs to, when several decide the same query."""
     router: Router | None = None
     """The router that decided it (a cascade climbs by its escalation)."""
+    item: ItemRef | None = None
+    """The benchmark item its requests ask (``orchestrator.items``), decided by ``ask``."""
+
+    @property
+    def asks(self) -> ItemRef:
+        """``item``, else the query's own id with no benchmark."""
+        return self.item if self.item is not None else ItemRef(self.query.id)
 
     @property
     def expert_tasks(self) -> dict[str, str]:
@@ -171,6 +179,8 @@ class Pipeline:
     whole_ladders: bool = False
     """Ask a cascade's every rung at once and climb it afterwards (an evaluation, whose methods
     share generations), instead of in rounds."""
+    items: ItemIndex | None = None
+    """Finds the benchmark item a free-text query is, for a pool with replay models."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -220,6 +230,7 @@ class Pipeline:
                     sample=sample,
                     method=method,
                     router=self.router,
+                    item=item_of(query, self.items),
                 )
             )
         return asked
@@ -358,5 +369,5 @@ def _run_id(ids: Sequence[str]) -> str:
 
 def require_answer(answer: Answer) -> Answer:
     if answer.error:
-        raise GenerationFailed(answer.error)
+        raise answer.failure()
     return answer

@@ -20,7 +20,9 @@
     kind = "vllm"                   # vllm | http | replay
     model = "packaged:smollm2-135m-instruct"
 
-Paths in replay sources may use ``{data_dir}``; relative paths are read from the pool directory.
+A replay source names the benchmark its recordings answer (``benchmark = "mmlu_pro"``): question
+ids of different benchmarks collide, so a pool never guesses it. Paths in replay sources may use
+``{data_dir}``; relative paths are read from the pool directory.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from batching.spec import NAME_PATTERN, ExpertSpec, ReplaySource
 from common.errors import ConfigError, NotFound, config_error
 from common.names import unknown_name
+from eval.benchmarks import item_benchmark
 from orchestrator.artefacts import PoolArtefacts
 from orchestrator.settings import shipped_pool
 
@@ -163,6 +166,7 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text") from exc
     raw = _expand(raw, file.parent, data_dir)
+    _replay_benchmarks_named(raw, file)
     try:
         pool = Pool(**raw, directory=file.parent)
     except ValidationError as exc:  # "models[1].source.kind", without the union's "vllm" tag
@@ -172,6 +176,23 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
     for pickled in pool.artefacts.pickles():
         log.warning("%s is a pickle: pools store none, and it is never read (delete it)", pickled)
     return pool
+
+
+def _replay_benchmarks_named(raw: dict, file: Path) -> None:
+    """Every replay source names a benchmark, and the one whose items it asks (one line naming
+    the field otherwise; the types are checked by the model)."""
+    models = raw.get("models")
+    for i, model in enumerate(models if isinstance(models, list) else []):
+        source = model.get("source") if isinstance(model, dict) else None
+        if not isinstance(source, dict) or source.get("kind") != "replay":
+            continue
+        where = f"{file}: models[{i}].source.benchmark"
+        named = source.get("benchmark")
+        if named is None:
+            example = 'benchmark = "mmlu_pro"'
+            raise ConfigError(f"{where}: missing; name the benchmark the recordings answer, e.g. {example}")
+        if isinstance(named, str) and (asked := item_benchmark(named)) != named:
+            raise ConfigError(f"{where}: {named} asks the items of {asked}; name {asked}")
 
 
 def recorded_models(pool: Pool) -> dict[str, str]:

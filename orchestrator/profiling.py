@@ -20,6 +20,7 @@ from batching import ReplaySource
 from common.errors import BadInput
 from eval import splits
 from eval.benchmarks import Benchmark, Question, get_benchmark
+from orchestrator.items import check_questions
 from orchestrator.pool import recorded_models
 from orchestrator.sdk import Orchestrator
 from router import train_router
@@ -70,6 +71,7 @@ def profile_pool(
     skill classifier (one category or more) and topics on them, and profile the experts on those
     finer skills too. Embeddings are cached in the settings' ``embeddings_dir``."""
     pool = coe.pool
+    check_questions(pool, questions)  # recordings of another benchmark would score its questions
     specs = [pool.spec(name) for name in pool.expert_names]
     artefacts = None
     if classifier:

@@ -60,7 +60,7 @@ class Climb:
 
     def task(self, expert: str) -> Task:
         one = self.one
-        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True)
+        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True, item=one.asks)
 
 
 def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:

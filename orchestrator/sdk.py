@@ -33,6 +33,7 @@ from common.tasks import Composed, Task
 from eval.benchmarks import Benchmark
 from orchestrator.graph import task_graph
 from orchestrator.inputs import as_query, check_k, check_policy
+from orchestrator.items import item_index
 from orchestrator.keywords import keyword_scorer
 from orchestrator.pipeline import Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
@@ -94,6 +95,8 @@ class Orchestrator:
         self._building = threading.RLock()  # guards the routers' cache (a keyword router runs tasks)
         self._store: GenerationStore | None = None
         self._store_lock = threading.Lock()
+        # which benchmark item a free-text question is, for replay models: read on first use
+        self._items = item_index(self.pool, self.settings.data_dir)
 
     @classmethod
     def from_pool(cls, pool: str | Path, **settings: object) -> Orchestrator:
@@ -431,6 +434,7 @@ class Orchestrator:
             progress=self.progress,
             choice=pool_aggregator_choice(self.pool),
             warm=self._warm,
+            items=self._items,
         )
 
 

@@ -88,7 +88,7 @@ def write_replay_pool(folder: Path, n: int = 40) -> Path:
                 out.write(json.dumps(record) + "\n")
     models = "".join(
         f'\n[[models]]\nname = "{m}"\n[models.source]\nkind = "replay"\npath = "{folder / "recordings.jsonl"}"\n'
-        f'model = "{m}"\n'
+        f'model = "{m}"\nbenchmark = "arith"\n'
         for m in EXPERTS
     )
     (folder / "pool.toml").write_text(

@@ -70,7 +70,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
         )
     (found,) = await wait_for(request, service, [service.submit(query, asking)])
     if found.error:
-        raise GenerationFailed(found.error)
+        raise found.failure()
     return _completion(found, body.model, completion_id)
 
 
@@ -144,7 +144,7 @@ async def _stream(
         try:
             answer = done.result()
             if answer.error:
-                raise GenerationFailed(answer.error)
+                raise answer.failure()
             if not answer.text.startswith(sent):  # e.g. the aggregator failed midway and a vote stands in
                 raise GenerationFailed("the streamed text is not the final answer (the aggregator failed midway)")
         except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes in it, as one event

@@ -35,7 +35,10 @@ class AnswerRequest(AskOptions):
     question: str = Field(..., min_length=1, description="The question.")
     options: list[str] | None = Field(None, max_length=MAX_OPTIONS, description="Choices, lettered A, B, ...")
     id: str | None = Field(
-        None, min_length=1, max_length=200, description="The question's id (replay experts need it)."
+        None,
+        min_length=1,
+        max_length=200,
+        description="The question's id (replay experts find a question by its text, else by this id).",
     )
 
 
