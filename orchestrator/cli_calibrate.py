@@ -108,7 +108,7 @@ def calibrate_command(
     )
     if report.left_out:
         print(f"{report.left_out} question(s) left out: some expert gave no answer")
-    version = cal.revision or report.path.name
+    version = report.path.name.removeprefix(f"{policy}.v").removesuffix(".json")
     if report.active:
         print(f"stored: {report.path}; the pool now routes {policy} with it")
     else:
