@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from common.errors import BadInput
-from common.recordings import iter_records
+from common.recordings import iter_records, require_models
 from common.requests import Request
 from common.tasks import RunTasks, Task
 from eval.benchmarks import Benchmark, Question, get_benchmark
@@ -78,7 +78,8 @@ def build_profile_from_replay(
     names that are the same in both) on ``questions``; records of other questions are skipped.
 
     A record's ``correct`` is used when present; otherwise its ``pred`` (or the letter
-    extracted from its text) is scored against the question's gold answer.
+    extracted from its text) is scored against the question's gold answer. A recorded model
+    the file does not hold at all is ``NotFound`` (naming the models it does hold).
     """
     started = time.perf_counter()
     table = _index(questions)
@@ -89,9 +90,11 @@ def build_profile_from_replay(
     skills = _skills_lookup(skills_of)
     builder = ProfileBuilder(mapping, name=name, source=f"replay:{Path(replay).name}", prior_strength=prior_strength)
     seen = 0
-    for record in iter_records(Path(replay), by_model):
+    recorded: set[str] = set()
+    for record in iter_records(Path(replay)):
+        recorded.add(record.model)
         question = table.get(record.question_id)
-        if question is None:
+        if question is None or record.model not in by_model:
             continue
         if record.correct is not None:
             right = bool(record.correct)
@@ -100,6 +103,7 @@ def build_profile_from_replay(
         for expert in by_model[record.model]:
             builder.add(expert, skills(question), right)
         seen += 1
+    require_models(Path(replay), mapping, recorded)
     if seen == 0:
         raise BadInput(f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions")
     log.info(

@@ -166,6 +166,18 @@ def test_build_from_replay_without_matching_answers_is_bad_input(tmp_path):
         build_profile_from_replay(tmp_path / "missing.jsonl", _questions(), ["M1"])
 
 
+def test_build_from_replay_refuses_a_model_the_file_never_recorded(tmp_path):
+    replay = tmp_path / "r.jsonl"
+    replay.write_text(
+        "".join(json.dumps({"model": m, "question_id": "1", "text": "", "pred": "A"}) + "\n" for m in ("M1", "M2"))
+    )
+    with pytest.raises(NotFound) as info:
+        build_profile_from_replay(replay, _questions(), {"one": "M1", "big": "M70B", "old": "M0"})
+    assert str(info.value) == (
+        f"replay file {replay} has no records of 'M70B' (expert big), 'M0' (expert old); it records: M1, M2"
+    )
+
+
 def test_build_live_scores_with_the_extractor():
     answers = {"good": {"1": "A", "2": "B", "3": "C"}, "bad": {"1": "B", "2": "B", "3": "A"}}
     seen = []
