@@ -11,7 +11,7 @@ import gzip
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,15 @@ def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
             if correct is not None and correct not in (0, 1, True, False):
                 raise BadInput(f"{path}:{number}: 'correct' must be 0 or 1, got {correct!r}")
             yield Record(str(model), str(qid), text or "", pred, None if correct is None else int(correct))
+
+
+def require_models(path: Path, wanted: Mapping[str, str], recorded: Collection[str]) -> None:
+    """NotFound naming every recorded model of ``wanted`` (expert -> recorded model) that is not
+    among ``recorded`` (the models the file ``path`` holds), and the models it holds."""
+    missing = {expert: model for expert, model in wanted.items() if model not in recorded}
+    if missing:
+        lacking = ", ".join(f"{model!r} (expert {expert})" for expert, model in missing.items())
+        raise NotFound(f"replay file {path} has no records of {lacking}; it records: {', '.join(sorted(recorded))}")
 
 
 class ReplayBook:

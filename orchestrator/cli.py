@@ -38,6 +38,24 @@ models_app = typer.Typer(no_args_is_help=True, help="The packaged default models
 app.add_typer(models_app, name="models")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from orchestrator.settings import project_version
+
+        print(f"coe {project_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """symbolic-coe: route questions to expert LLMs and aggregate their answers."""
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer.")],

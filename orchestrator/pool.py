@@ -10,7 +10,7 @@
     [pool]
     name = "default"
     version = 1
-    aggregator = "smollm2"          # a model below
+    aggregator = "smollm2"          # a model below that generates (vllm or http, not replay)
     experts = ["smollm2", "gemma3"] # optional; default: every model but the aggregator
 
     [[models]]
@@ -76,6 +76,12 @@ class Pool(BaseModel):
         for name in (self.pool.aggregator, *(self.pool.experts or ())):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
+        aggregator = self.specs[self.pool.aggregator].source
+        if isinstance(aggregator, ReplaySource):  # it would return its own recorded answer as the synthesis
+            raise ValueError(
+                f"the aggregator {self.pool.aggregator!r} replays recorded answers of {aggregator.model!r} and "
+                "cannot write new text: the aggregator must be a model that generates (kind vllm or http)"
+            )
         declared = {m.name: m.cost.kind for m in self.models if m.cost is not None and m.name in self.expert_names}
         if declared and len(declared) != len(self.expert_names):
             lacking = ", ".join(e for e in self.expert_names if e not in declared)

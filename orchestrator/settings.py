@@ -18,11 +18,26 @@ from common.errors import ConfigError, config_error
 from orchestrator.stores.target import store_kind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DISTRIBUTION = "symbolic-coe"
 
 
 def shipped_pool(name: str) -> Path:
     """The folder of a pool shipped with the project (``pools/<name>``)."""
     return PROJECT_ROOT / "pools" / name
+
+
+def project_version() -> str:
+    """The version of the installed ``symbolic-coe`` distribution; where it is not installed
+    (a source checkout on the path), the one ``pyproject.toml`` declares."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        import tomllib
+
+        with (PROJECT_ROOT / "pyproject.toml").open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
 
 
 class Settings(BaseModel):

@@ -31,7 +31,7 @@ from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.service.guard import guard
 from orchestrator.service.state import Service
 from orchestrator.service.wire import ErrorBody, ErrorResponse
-from orchestrator.settings import ServiceSettings, load_settings, service_settings_from_env
+from orchestrator.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
         finally:
             await run_in_threadpool(state.stop)
 
-    app = FastAPI(title="symbolic-coe", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="symbolic-coe", version=project_version(), lifespan=lifespan)
     # the last added runs first: the body limit inside the measurement, so a 413 is counted
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_Measured)
