@@ -228,7 +228,9 @@ class Executor:
         specs: Mapping[str, ExpertSpec],
         compose: Compose,
     ) -> None:
-        """Load the phase's models, then run its tasks wave by wave, one batch per model per wave."""
+        """Load the phase's models, then run its tasks wave by wave, one batch per model per wave.
+        A model whose every task waits on this phase's other tasks (an aggregator beside its
+        experts) is loaded only when its first task is ready: never, when all its inputs failed."""
         broken: dict[str, str] = {}
         reloaded: set[str] = set()
         if self.warm is not None:
@@ -237,34 +239,12 @@ class Executor:
         totals = Counter(state.tasks[tid].model for tid in to_run)
         with state.lock:
             state.arrived.update({m: (0, totals[m], 0) for m in models})
-        for model in models:
-            self._emit(
-                ProgressEvent(
-                    kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
-                )
-            )
         cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
-        loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
-        wait(loads)  # every engine that did load is registered (and so released) before any error is raised
-        loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
-        engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
-        for job in loads:
-            job.result()  # a load that crashed outright ends the phase now
-        for model in models:
-            _, error, seconds = loaded[model]
-            if error is not None:
-                broken[model] = error
-            self._emit(
-                ProgressEvent(
-                    kind="model_loaded",
-                    phase=phase.index,
-                    device=phase.device,
-                    model=model,
-                    total=totals[model],
-                    failed=totals[model] if error else 0,
-                    seconds=seconds,
-                )
-            )
+        waiting = set(to_run)
+        ready_now = {state.tasks[t].model for t in to_run if not any(d in waiting for d in state.tasks[t].after)}
+        self._load_models(
+            [m for m in models if m in ready_now], phase, totals, cpus, engines, broken, pool, state, specs
+        )
         pending = list(to_run)
         while pending:
             ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
@@ -284,6 +264,12 @@ class Executor:
             for tid, (request, _) in asked.items():
                 if tid not in hits:
                     batches.setdefault(state.tasks[tid].model, []).append((tid, request))
+            cold = [m for m in batches if m not in engines and m not in broken]
+            if cold:  # models whose tasks waited on this phase's others: loaded now that they have work
+                self._load_models(cold, phase, totals, cpus, engines, broken, pool, state, specs)
+                for model in [m for m in cold if m in broken]:
+                    for tid, _ in batches.pop(model):
+                        self._fail(state.tasks[tid], broken[model], state)
             jobs = [
                 pool.submit(self._batch, model, engines[model], items, state, reloaded)
                 for model, items in batches.items()
@@ -461,6 +447,47 @@ class Executor:
         allowed = self.cores
         share = max(1, len(allowed) // len(local))
         return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
+
+    def _load_models(
+        self,
+        models: list[str],
+        phase: Phase,
+        totals: Mapping[str, int],
+        cpus: Mapping[str, tuple[int, ...]],
+        engines: dict[str, Engine],
+        broken: dict[str, str],
+        pool: ThreadPoolExecutor,
+        state: RunState,
+        specs: Mapping[str, ExpertSpec],
+    ) -> None:
+        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``."""
+        for model in models:
+            self._emit(
+                ProgressEvent(
+                    kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
+                )
+            )
+        loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
+        wait(loads)  # every engine that did load is registered (and so released) before any error is raised
+        loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
+        engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
+        for job in loads:
+            job.result()  # a load that crashed outright ends the phase now
+        for model in models:
+            _, error, seconds = loaded[model]
+            if error is not None:
+                broken[model] = error
+            self._emit(
+                ProgressEvent(
+                    kind="model_loaded",
+                    phase=phase.index,
+                    device=phase.device,
+                    model=model,
+                    total=totals[model],
+                    failed=totals[model] if error else 0,
+                    seconds=seconds,
+                )
+            )
 
     def _load(
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None

@@ -58,7 +58,7 @@ def _options(
 
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    question: Annotated[str, typer.Argument(help="The question to answer ('-': read it from standard input).")],
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="A choice (repeat for each).")] = None,
     pool: PoolOpt = None,
     policy: PolicyOpt = None,
@@ -69,6 +69,8 @@ def ask(
     """Answer one question with the pool's experts and aggregator; print the answer and a trace."""
     from orchestrator.sdk import Orchestrator
 
+    if question == "-":
+        question = sys.stdin.read()
     settings = command_settings(pool=pool)
     from orchestrator.progress import LiveProgress
 
@@ -94,8 +96,13 @@ def route(
 ) -> None:
     """Show the routing decision for a question: skills, chosen experts, scores, confidence."""
     from orchestrator.sdk import Orchestrator
+    from orchestrator.sources import check_sources
 
-    decision = Orchestrator(command_settings(pool=pool)).route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
+    if question == "-":
+        question = sys.stdin.read()
+    coe = Orchestrator(command_settings(pool=pool))
+    check_sources(coe.pool, coe.engine_factory)
+    decision = coe.route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
     if as_json:
         print(decision.model_dump_json(indent=2))
         return
@@ -132,11 +139,13 @@ def plan(
     category): phases, models, loads, time."""
     from eval import load_benchmark, stratified_sample
     from orchestrator.sdk import Orchestrator
+    from orchestrator.sources import check_sources
 
     settings = command_settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
     bench = load_benchmark(benchmark)
     questions = stratified_sample(bench.questions(settings.data_dir, split), limit, seed)
     coe = Orchestrator(settings)
+    check_sources(coe.pool, coe.engine_factory)
     the_plan = coe.plan(questions, benchmark=bench, policy=policy, k=k)
     print(the_plan.to_json() if as_json else the_plan.render())
     loads = coe.predicted_loads(questions, benchmark=bench, policy=policy, k=k)

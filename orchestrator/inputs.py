@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from common.errors import BadInput
 from common.query import MAX_OPTIONS, Query
 
@@ -20,6 +22,9 @@ def check_question(text: object, max_chars: int, *, field: str = "question") -> 
         raise BadInput(f"{field} is not valid UTF-8 text") from None
     if len(text) > max_chars:
         raise BadInput(f"{field} is {len(text)} characters long; the limit is {max_chars}")
+    controls = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cc" and c not in "\n\r\t"})
+    if controls:
+        raise BadInput(f"{field} holds control characters ({', '.join(controls[:3])}); send plain text")
     return text
 
 
