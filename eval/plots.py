@@ -4,7 +4,7 @@
   labelled point per method; the dashed line joins the methods no other beats at equal or
   lower cost (the cost frontier; the oracle, a ceiling, is left off it).
 - ``cost.png`` (runs that recorded costs, more than one method): the same against the declared
-  cost per answer (active parameters, dollars or calls; ``eval.report.UNITS``).
+  cost per answer (active parameters, dollars or calls; ``eval.report_markdown.UNITS``).
 - ``usage.png``: for ``ours``, the share of each category's answers where each expert was
   consulted (category × expert heat map).
 """

@@ -65,7 +65,8 @@ def eval_command(
     report.md and plots. A killed run continues with --resume without regenerating anything."""
     from common.errors import BadInput
     from eval import load_benchmark, stratified_sample
-    from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
+    from eval.report import REPORT_JSON, Summary, write_report
+    from eval.report_markdown import render_methods_table
     from orchestrator.cli import _settings
     from orchestrator.evaluation import EvalConfig, check_out_dir, config_digest, evaluate
     from orchestrator.progress import LiveProgress
