@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aggregators import wilson_interval
 from common.errors import BadInput, NotFound
 from eval.report_markdown import render_markdown
-from eval.results import QuestionResult, RunInfo, read_results, read_run
+from eval.results import QuestionResult, RunInfo, declares_costs, read_results, read_run
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -67,7 +67,9 @@ class MethodSummary(BaseModel):
     samples: SampleSpread | None = Field(None, description="Mean ± standard error over samples (samples > 1).")
     per_category: dict[str, Score]
     cost_per_question: float | None = Field(
-        None, description="Mean cost of the experts consulted per answer, in the run's cost unit (None: not recorded)."
+        None,
+        description="Mean cost of the experts consulted per answer, in the run's cost unit "
+        "(None: the pool declares no costs, or the run recorded none).",
     )
     cost_ratio: float | None = Field(None, description="cost_per_question over the reference's (Summary).")
     escalated: float | None = Field(
@@ -119,14 +121,23 @@ class Summary(BaseModel):
     )
     cost: RunCost
     cost_unit: str | None = Field(
-        None, description="active_params_b, usd_per_mtok or calls (None: the run recorded no costs)."
+        None,
+        description="active_params_b, usd_per_mtok or calls (None: the run recorded no costs). With calls (the "
+        "pool declares no costs) every cost field is None.",
     )
     cost_reference: str | None = Field(
         None, description="The expert cost ratios are against: the pool's costliest (None: one expert call)."
     )
     reference_cost: float | None = Field(
-        None, description="The reference's cost per answer (None: it never ran and its cost depends on tokens)."
+        None,
+        description="The reference's cost per answer (None: no costs declared, or it never ran and its cost "
+        "depends on tokens).",
     )
+
+    @property
+    def costs_declared(self) -> bool:
+        """Whether the pool declared costs (active parameters or prices): only then are costs shown."""
+        return declares_costs(self.cost_unit)
 
     def method(self, name: str) -> MethodSummary:
         for one in self.methods:
@@ -172,15 +183,13 @@ def _check_unique(results: Sequence[QuestionResult]) -> None:
 
 
 def reference_cost(info: RunInfo, results: Sequence[QuestionResult]) -> float | None:
-    """What cost ratios are measured against, per answer: the costliest expert alone (its
+    """What cost ratios are measured against, per answer: the reference expert alone (its
     declared cost per call in active parameters; its mean cost over the answers it gave when
-    the price is per token), or one expert call when the pool declares no costs (the best single
-    expert's cost). None when costs were not recorded, or the reference never ran at a per-token price."""
-    if info.cost_unit is None:
-        return None
+    the price is per token). None when the pool declares no costs (or the run recorded none),
+    there is no reference, or the reference never ran at a per-token price."""
     ref = info.cost_reference
-    if ref is None:
-        return 1.0
+    if not declares_costs(info.cost_unit) or ref is None:
+        return None
     if info.cost_unit == "active_params_b" and ref in info.costs:
         return info.costs[ref]
     paid = [e.cost for r in results for e in r.experts if e.expert == ref and e.error is None]
@@ -204,7 +213,7 @@ def _summarise_method(
         by_category[category_of(result)].append(hit)
         by_sample[result.sample].append(hit)
     aggregations = sorted({m.aggregation for _, m in answered})
-    cost = _mean([m.cost for _, m in answered]) if info.cost_unit is not None else None
+    cost = _mean([m.cost for _, m in answered]) if declares_costs(info.cost_unit) else None
     cascade = [m for _, m in answered if m.escalations]
     return MethodSummary(
         name=name,

@@ -39,8 +39,8 @@ def cost_text(value: float | None) -> str:
 
 def render_methods_table(summary: Summary) -> str:
     """The methods table alone: method, description, accuracy, 95% interval, experts and tokens
-    per answer, and (when the run recorded costs) cost per answer and its ratio to the reference."""
-    costs = summary.cost_unit is not None
+    per answer, and (when the pool declares costs) cost per answer and its ratio to the reference."""
+    costs = summary.costs_declared
     rows = [
         [
             f"**{m.name}**" if not m.baseline else m.name,
@@ -61,32 +61,36 @@ def render_methods_table(summary: Summary) -> str:
 UNITS = {
     "active_params_b": "billions of active parameters per expert call (the pool's declared costs)",
     "usd_per_mtok": "US dollars: each expert's price per million tokens times the tokens it read and wrote",
-    "calls": "expert calls (the pool declares no costs: every call counts 1)",
 }
 
 
 def _cost_note(summary: Summary) -> list[str]:
-    """What the cost columns count and what the ratio is against; a cascade's climbs."""
-    if summary.cost_unit is None:
-        return []
-    unit = UNITS.get(summary.cost_unit, summary.cost_unit)
-    if summary.cost_reference is None:
-        against = "one expert call (the best single expert alone)"
-    else:
-        alone = cost_text(summary.reference_cost) if summary.reference_cost is not None else "not measured"
-        against = f"the pool's costliest expert alone, {summary.cost_reference} ({alone} per answer)"
-    lines = [
-        f"Cost: {unit}, summed over the experts a method consulted (the aggregator's call not "
-        f"counted; the oracle: every expert it looked at), mean per answer. Cost ratio: against {against}.",
-        "",
-    ]
+    """What the cost columns count and what the ratio is against (when the pool declares costs);
+    a cascade's climbs."""
+    lines = []
+    if summary.costs_declared:
+        unit = UNITS.get(str(summary.cost_unit), str(summary.cost_unit))
+        if summary.cost_reference is None:
+            against = " Cost ratio: none (no reference expert)."
+        else:
+            alone = cost_text(summary.reference_cost) if summary.reference_cost is not None else "not measured"
+            against = (
+                f" Cost ratio: against the pool's costliest expert alone, {summary.cost_reference} "
+                f"({alone} per answer)."
+            )
+        lines += [
+            f"Cost: {unit}, summed over the experts a method consulted (the aggregator's call not "
+            f"counted; the oracle: every expert it looked at), mean per answer.{against}",
+            "",
+        ]
     climbs = [m for m in summary.methods if m.escalated is not None]
     if climbs:
         shares = ", ".join(f"{m.name} {pct(m.escalated or 0.0)}" for m in climbs)
+        counted = "; its cost counts only the rungs it climbed" if summary.costs_declared else ""
         lines += [
             f"Cascades climbed past their first rung on: {shares} of answers. Eval asks every rung of a "
             "cascade's ladder and plays its escalation on those answers (the decisions the SDK's rounds "
-            "reach); its cost counts only the rungs it climbed.",
+            f"reach){counted}.",
             "",
         ]
     return lines

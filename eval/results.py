@@ -22,6 +22,13 @@ from common.errors import BadInput, NotFound
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 SCHEMA = 1
+DECLARED_UNITS = ("active_params_b", "usd_per_mtok")
+"""The cost units of a pool that declares costs; ``calls`` (it declares none) is not one."""
+
+
+def declares_costs(cost_unit: str | None) -> bool:
+    """Whether a run's cost unit is a declared cost (not ``calls``, nor None: a run made before costs)."""
+    return cost_unit in DECLARED_UNITS
 
 
 class ExpertResult(BaseModel):

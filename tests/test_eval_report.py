@@ -22,19 +22,24 @@ PNG = b"\x89PNG\r\n\x1a\n"
 EXPERTS = ("e1", "e2", "e3")
 # method -> (experts consulted, tokens in, tokens out, seconds); ours' experts come from the row
 COSTS = {"ours": (None, 100, 50, 2.0), "single-best": (("e1",), 40, 20, 1.0), "oracle": (EXPERTS, 120, 60, 3.0)}
+PRICES = {"e1": 10.0, "e2": 4.0, "e3": 2.0}
+"""Declared costs (active parameters) for the runs that have them: ours costs 66 / 6 = 11 per answer in run A."""
 
 
-def result(row: dict) -> QuestionResult:
+def result(row: dict, prices: dict[str, float] | None = None) -> QuestionResult:
+    prices = prices or {}
     methods = {}
     for name, (experts, tokens_in, tokens_out, seconds) in COSTS.items():
+        consulted = tuple(row["ours"]) if experts is None else experts
         methods[name] = MethodResult(
-            experts=tuple(row["ours"]) if experts is None else experts,
+            experts=consulted,
             final="A" if name in row["right"] else "B",
             correct=name in row["right"],
             aggregation={"ours": "synthesis", "single-best": "single", "oracle": "oracle"}[name],
             tokens_in=row.get("ours_in", tokens_in) if name == "ours" else tokens_in,
             tokens_out=tokens_out,
             seconds=seconds,
+            cost=sum(prices.get(e, 0.0) for e in consulted),
         )
     return QuestionResult(
         question_id=row["id"],
@@ -42,14 +47,17 @@ def result(row: dict) -> QuestionResult:
         benchmark="mmlu_pro",
         category=row["category"],
         gold="A",
-        experts=tuple(ExpertResult(expert=e, answer="A", correct="oracle" in row["right"]) for e in EXPERTS),
+        experts=tuple(
+            ExpertResult(expert=e, answer="A", correct="oracle" in row["right"], cost=prices.get(e, 0.0))
+            for e in EXPERTS
+        ),
         methods=methods,
     )
 
 
-def make_run(directory: Path, which: str = "a", **changes) -> Path:
+def make_run(directory: Path, which: str = "a", prices: dict[str, float] | None = None, **changes) -> Path:
     info = RunInfo.model_validate({**DATA["run"], **changes})
-    write_results(directory, info, [result(row) for row in DATA[which]["rows"]])
+    write_results(directory, info, [result(row, prices) for row in DATA[which]["rows"]])
     return directory
 
 
@@ -162,6 +170,40 @@ def test_an_empty_run_still_has_a_report(tmp_path):
     assert (
         "0 of 3 questions evaluated" in text and "| **ours** | routed top-2 experts, synthesised | 0.0% (0/0) |" in text
     )
+
+
+def test_declared_costs_have_their_columns_note_and_plot(tmp_path):
+    run = make_run(tmp_path / "p", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e1")
+    summary = summarise(read_run(run), read_results(run))
+    assert summary.reference_cost == 10.0
+    ours, single, oracle = summary.methods
+    assert (ours.cost_per_question, single.cost_per_question, oracle.cost_per_question) == (11.0, 10.0, 16.0)
+    assert (ours.cost_ratio, single.cost_ratio, oracle.cost_ratio) == pytest.approx((1.1, 1.0, 1.6))
+    text = render_markdown(summary)
+    assert "| experts/question | tokens/question (in / out) | cost/question | cost ratio |" in text
+    assert "| 120 / 50 | 11 | 1.10 |" in text
+    assert "Cost ratio: against the pool's costliest expert alone, e1 (10 per answer)." in text
+    assert "cost.png" in [p.name for p in write_report(run)]
+
+
+@pytest.mark.parametrize("unit", ["calls", None])
+def test_no_cost_columns_where_the_pool_declares_no_costs(tmp_path, unit):
+    """A pool without declared costs counts calls (1 each): that is no cost, so the methods table
+    has no cost columns, no cost note, no cost.png; report.json has its cost fields null. A run
+    made before costs were recorded (unit None) reads the same."""
+    ones = dict.fromkeys(EXPERTS, 1.0)
+    run = make_run(tmp_path / "c", prices=ones if unit else None, cost_unit=unit, costs=ones if unit else {})
+    assert read_results(run)[0].methods["oracle"].cost == (3.0 if unit else 0.0)
+    summary = summarise(read_run(run), read_results(run))
+    assert summary.reference_cost is None and not summary.costs_declared
+    assert all(m.cost_per_question is None and m.cost_ratio is None for m in summary.methods)
+    text = render_markdown(summary)
+    assert "| **ours** | routed top-2 experts, synthesised | 50.0% (3/6) | 18.8–81.2% | 2.00 | 120 / 50 |" in text
+    assert "cost/question" not in text and "cost ratio" not in text and "Cost:" not in text
+    assert [p.name for p in write_report(run)] == ["report.md", "report.json", "frontier.png", "usage.png"]
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["cost_unit"] == unit and report["reference_cost"] is None
+    assert all(m["cost_per_question"] is None and m["cost_ratio"] is None for m in report["methods"])
 
 
 def test_cost_frontier():
