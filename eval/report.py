@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import wilson_interval
 from common.errors import BadInput, NotFound
+from eval.report_experts import ExpertSummary, summarise_experts
 from eval.report_markdown import render_markdown
 from eval.results import QuestionResult, RunInfo, declares_costs, read_results, read_run
 
@@ -113,6 +114,9 @@ class Summary(BaseModel):
     answers: int = Field(..., description="Lines of results.jsonl: questions × samples.")
     categories: list[str]
     methods: list[MethodSummary]
+    experts: list[ExpertSummary] = Field(
+        default_factory=list, description="Every expert that the results hold an answer of, over its own answers."
+    )
     skipped: dict[str, str]
     usage_method: str | None = Field(None, description="The method whose expert usage is tabulated.")
     usage: dict[str, dict[str, float]] = Field(
@@ -257,7 +261,8 @@ def expert_usage(results: Sequence[QuestionResult], method: str) -> dict[str, di
 
 def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
     """The run in numbers: per method accuracy (Wilson 95% interval), per category accuracy,
-    experts, tokens and generation seconds per answer, the spread over samples, the cost."""
+    experts, tokens and generation seconds per answer, the spread over samples, the cost; per
+    expert its accuracy over its own answers."""
     _check_unique(results)
     categories = sorted({category_of(r) for r in results})
     names = method_order(info, results)
@@ -280,6 +285,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
         answers=len(results),
         categories=categories,
         methods=[_summarise_method(name, info, results, categories, reference) for name in names],
+        experts=summarise_experts(info, results),
         skipped=dict(sorted(info.skipped.items())),
         usage_method=usage_method,
         usage=expert_usage(results, usage_method) if usage_method else {},

@@ -119,6 +119,26 @@ def _samples_section(summary: Summary) -> list[str]:
     ]
 
 
+def _experts_section(summary: Summary) -> list[str]:
+    """Each expert's accuracy over its own answers, its 95% interval and (costs declared) its cost per answer."""
+    costs = summary.costs_declared
+    rows = []
+    for e in summary.experts:
+        failed = f" ({e.failed} failed)" if e.failed else ""
+        row = [e.name, f"{e.answered}{failed}", f"{pct(e.accuracy)} ({e.correct}/{e.n})", interval(e.ci95)]
+        rows.append(row + ([cost_text(e.cost_per_answer)] if costs else []))
+    header = ["expert", "answers", "accuracy", "95% interval"] + (["cost/answer"] if costs else [])
+    return [
+        "## Experts",
+        "",
+        *(_table(header, rows, [False] + [True] * (len(header) - 1)) if rows else ["No expert answered."]),
+        "",
+        "Each expert alone, over the answers it gave (questions × samples where some method asked it; "
+        "a failed call is no answer), with its 95% Wilson interval.",
+        "",
+    ]
+
+
 def _category_section(summary: Summary) -> list[str]:
     rows = []
     for category in summary.categories:
@@ -154,7 +174,7 @@ def _cost_section(summary: Summary) -> list[str]:
 
 
 def render_markdown(summary: Summary) -> str:
-    """``report.md``: title, methods, samples (if several), categories, skipped baselines, then cost."""
+    """``report.md``: title, methods, experts, samples (if several), categories, skipped baselines, then cost."""
     k = f", k={summary.k}" if summary.k is not None else ""
     limit = f", limit {summary.limit}" if summary.limit is not None else ""
     lines = [
@@ -174,6 +194,7 @@ def render_markdown(summary: Summary) -> str:
         "",
         *_cost_note(summary),
     ]
+    lines += _experts_section(summary)
     if summary.samples > 1:
         lines += _samples_section(summary)
     if summary.categories:

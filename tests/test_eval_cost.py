@@ -66,6 +66,9 @@ def test_every_method_costs_its_experts_declared_costs(run: Path) -> None:
         assert m.cost_ratio == pytest.approx(expected / 70.0)
         assert m.experts_per_question == sum(len(r.methods[m.name].experts) for r in results) / len(results)
     assert summary.method("all-majority").cost_ratio == pytest.approx(sum(COSTS.values()) / 70.0)
+    assert {e.name: (e.answered, e.cost_per_answer) for e in summary.experts} == {
+        name: (QUESTIONS, cost) for name, cost in sorted(COSTS.items())
+    }
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     assert report["cost_reference"] == STRONG and "cost_ratio" in report["methods"][0]
 

@@ -47,12 +47,16 @@ def result(row: dict, prices: dict[str, float] | None = None) -> QuestionResult:
         benchmark="mmlu_pro",
         category=row["category"],
         gold="A",
-        experts=tuple(
-            ExpertResult(expert=e, answer="A", correct="oracle" in row["right"], cost=prices.get(e, 0.0))
-            for e in EXPERTS
-        ),
+        experts=tuple(expert_row(row, e, prices.get(e, 0.0)) for e in EXPERTS),
         methods=methods,
     )
+
+
+def expert_row(row: dict, expert: str, cost: float) -> ExpertResult:
+    if expert in row.get("failed", ()):
+        return ExpertResult(expert=expert, error="timed out", correct=False, cost=cost)
+    right = expert in row.get("experts_right", EXPERTS if "oracle" in row["right"] else ())
+    return ExpertResult(expert=expert, answer="A" if right else "B", correct=right, cost=cost)
 
 
 def make_run(directory: Path, which: str = "a", prices: dict[str, float] | None = None, **changes) -> Path:
@@ -89,6 +93,27 @@ def test_summary_numbers_by_hand(run_a):
     assert summary.usage["math"] == {"e1": 1.0, "e2": 0.75, "e3": 0.25}
     assert summary.usage["law"] == {"e1": 0.0, "e2": 1.0, "e3": 1.0}
     assert (summary.cost.model_loads, summary.cost.generations, summary.cost.reused) == (4, 30, 6)
+
+
+def test_each_expert_alone_by_hand(run_a, tmp_path):
+    """Each expert over its own answers (a failed call is none), from the expert rows alone."""
+    summary = summarise(read_run(run_a), read_results(run_a))
+    got = {e.name: (e.answered, e.failed, e.correct, e.n) for e in summary.experts}
+    assert got == {"e1": (6, 0, 3, 6), "e2": (6, 0, 3, 6), "e3": (5, 1, 2, 5)}
+    e3 = summary.experts[2]
+    assert e3.accuracy == pytest.approx(0.4) and e3.ci95 == wilson_interval(2, 5) and e3.cost_per_answer is None
+    text = render_markdown(summary)
+    assert "| expert | answers | accuracy | 95% interval |" in text
+    assert (
+        "| e1 | 6 | 50.0% (3/6) | 18.8–81.2% |" in text and "| e3 | 5 (1 failed) | 40.0% (2/5) | 11.8–76.9% |" in text
+    )
+    report = json.loads(summary.model_dump_json())
+    assert [(e["name"], e["correct"], e["n"]) for e in report["experts"]] == [("e1", 3, 6), ("e2", 3, 6), ("e3", 2, 5)]
+    priced = make_run(tmp_path / "p", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e1")
+    summary = summarise(read_run(priced), read_results(priced))
+    assert [e.cost_per_answer for e in summary.experts] == [10.0, 4.0, 2.0]
+    assert "| expert | answers | accuracy | 95% interval | cost/answer |" in render_markdown(summary)
+    assert "| e3 | 5 (1 failed) | 40.0% (2/5) | 11.8–76.9% | 2 |" in render_markdown(summary)
 
 
 def test_samples_give_mean_and_standard_error(run_a):

@@ -72,6 +72,25 @@ def test_every_method_scores_what_the_experts_deserve(made: dict[str, Path]) -> 
     accuracy = {m["name"]: m["accuracy"] for m in report["methods"]}
     assert accuracy["oracle"] == accuracy["category"] == 1.0
     assert all(0.0 <= a <= accuracy["oracle"] for a in accuracy.values())
+    # each expert alone, over its own answers (every one answered every question: all-majority asked it)
+    experts = {e["name"]: e for e in report["experts"]}
+    assert list(experts) == sorted(userbench.EXPERTS)
+    for name in userbench.EXPERTS:
+        rights = [
+            userbench.answer_value(name, rows[r.question_id]) == userbench.truth(rows[r.question_id]) for r in results
+        ]
+        assert (experts[name]["correct"], experts[name]["n"], experts[name]["answered"]) == (
+            sum(rights),
+            len(rights),
+            len(rights),
+        )
+        assert experts[name]["cost_per_answer"] is None
+    assert 0 < experts["adder"]["correct"] < len(results)
+    # the pool declares no costs: no cost columns, no cost note, no cost plot
+    assert report["cost_unit"] == "calls" and all(m["cost_ratio"] is None for m in report["methods"])
+    text = (made["out"] / "report.md").read_text()
+    assert "## Experts" in text and "cost/question" not in text and "Cost:" not in text
+    assert not (made["out"] / "cost.png").exists()
 
 
 def test_the_router_works_on_one_category(made: dict[str, Path]) -> None:
