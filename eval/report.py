@@ -17,7 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import wilson_interval
 from common.errors import BadInput, NotFound
-from eval.report_experts import ExpertSummary, summarise_experts
+from eval.report_experts import (
+    Answer,
+    Choice,
+    ExpertSummary,
+    accuracy_ratio,
+    reference_choice,
+    reference_hits,
+    summarise_experts,
+)
 from eval.report_markdown import render_markdown
 from eval.results import QuestionResult, RunInfo, declares_costs, read_results, read_run
 
@@ -73,6 +81,11 @@ class MethodSummary(BaseModel):
         "(None: the pool declares no costs, or the run recorded none).",
     )
     cost_ratio: float | None = Field(None, description="cost_per_question over the reference's (Summary).")
+    accuracy_ratio: float | None = Field(
+        None,
+        description="Accuracy over the reference expert's on the answers both gave (None: no reference, or it "
+        "gave none of them right).",
+    )
     escalated: float | None = Field(
         None, description="A cascade: share of answers that climbed past the first rung (None: no cascade)."
     )
@@ -130,7 +143,12 @@ class Summary(BaseModel):
         "pool declares no costs) every cost field is None.",
     )
     cost_reference: str | None = Field(
-        None, description="The expert cost ratios are against: the pool's costliest (None: one expert call)."
+        None,
+        description="The reference expert, what accuracy and cost ratios are against (None: the pool declares no "
+        "costs and the run named none).",
+    )
+    reference_choice: Choice | None = Field(
+        None, description="costliest: the pool's costliest expert (the default); given: named with --reference."
     )
     reference_cost: float | None = Field(
         None,
@@ -206,6 +224,7 @@ def _summarise_method(
     results: Sequence[QuestionResult],
     categories: list[str],
     reference: float | None = None,
+    reference_right: dict[Answer, bool] | None = None,
 ) -> MethodSummary:
     described = {m.name: m for m in info.methods}.get(name)
     answered = [(r, r.methods[name]) for r in results if name in r.methods]
@@ -236,6 +255,7 @@ def _summarise_method(
         per_category={c: _score(by_category[c]) for c in categories if by_category[c]},
         cost_per_question=cost,
         cost_ratio=cost / reference if cost is not None and reference else None,
+        accuracy_ratio=accuracy_ratio((((r.question_id, r.sample), hit) for r, hit in scored), reference_right or {}),
         escalated=_mean([m.escalations[0].escalate for m in cascade]) if cascade else None,
     )
 
@@ -268,6 +288,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
     names = method_order(info, results)
     usage_method = USAGE_METHOD if USAGE_METHOD in names else None
     reference = reference_cost(info, results)
+    right = reference_hits(results, info.cost_reference)
     return Summary(
         benchmark=info.benchmark,
         benchmark_version=info.benchmark_version,
@@ -284,7 +305,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
         questions_in_split=info.questions_in_split,
         answers=len(results),
         categories=categories,
-        methods=[_summarise_method(name, info, results, categories, reference) for name in names],
+        methods=[_summarise_method(name, info, results, categories, reference, right) for name in names],
         experts=summarise_experts(info, results),
         skipped=dict(sorted(info.skipped.items())),
         usage_method=usage_method,
@@ -301,6 +322,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
         ),
         cost_unit=info.cost_unit,
         cost_reference=info.cost_reference,
+        reference_choice=reference_choice(info),
         reference_cost=reference,
     )
 

@@ -37,10 +37,16 @@ def cost_text(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
 
 
+def ratio_text(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def render_methods_table(summary: Summary) -> str:
     """The methods table alone: method, description, accuracy, 95% interval, experts and tokens
-    per answer, and (when the pool declares costs) cost per answer and its ratio to the reference."""
+    per answer, (when the pool declares costs) cost per answer and its ratio to the reference's,
+    and (when there is a reference) accuracy over the reference's."""
     costs = summary.costs_declared
+    accuracy = summary.cost_reference is not None
     rows = [
         [
             f"**{m.name}**" if not m.baseline else m.name,
@@ -50,11 +56,13 @@ def render_methods_table(summary: Summary) -> str:
             f"{m.experts_per_question:.2f}",
             f"{m.tokens_in_per_question:.0f} / {m.tokens_out_per_question:.0f}",
         ]
-        + ([cost_text(m.cost_per_question), "–" if m.cost_ratio is None else f"{m.cost_ratio:.2f}"] if costs else [])
+        + ([cost_text(m.cost_per_question), ratio_text(m.cost_ratio)] if costs else [])
+        + ([ratio_text(m.accuracy_ratio)] if accuracy else [])
         for m in summary.methods
     ]
     header = ["method", "description", "accuracy", "95% interval", "experts/question", "tokens/question (in / out)"]
     header += ["cost/question", "cost ratio"] if costs else []
+    header += ["accuracy ratio"] if accuracy else []
     return "\n".join(_table(header, rows, [False, False] + [True] * (len(header) - 2)))
 
 
@@ -62,6 +70,25 @@ UNITS = {
     "active_params_b": "billions of active parameters per expert call (the pool's declared costs)",
     "usd_per_mtok": "US dollars: each expert's price per million tokens times the tokens it read and wrote",
 }
+
+
+def _reference_note(summary: Summary) -> list[str]:
+    """The reference expert in words: who, how chosen, what it answered; or why there is none."""
+    ref = summary.cost_reference
+    if ref is None:
+        why = "the run recorded no costs" if summary.cost_unit is None else "the pool declares no costs"
+        return [f"Reference expert: none ({why}, and none was named with --reference), so no ratios.", ""]
+    how = "the pool's costliest expert" if summary.reference_choice == "costliest" else "named with --reference"
+    own = next((e for e in summary.experts if e.name == ref), None)
+    if own is None:
+        gave = "it gave no answer in this run, so no accuracy ratio"
+    else:
+        gave = f"it gave {own.answered} of the {summary.answers} answers, {pct(own.accuracy)} of them right"
+    return [
+        f"Reference expert: {ref}, {how}; {gave}. Accuracy ratio: a method's accuracy over the "
+        "reference's, on the answers both gave.",
+        "",
+    ]
 
 
 def _cost_note(summary: Summary) -> list[str]:
@@ -74,10 +101,8 @@ def _cost_note(summary: Summary) -> list[str]:
             against = " Cost ratio: none (no reference expert)."
         else:
             alone = cost_text(summary.reference_cost) if summary.reference_cost is not None else "not measured"
-            against = (
-                f" Cost ratio: against the pool's costliest expert alone, {summary.cost_reference} "
-                f"({alone} per answer)."
-            )
+            who = "the pool's costliest expert" if summary.reference_choice == "costliest" else "the reference"
+            against = f" Cost ratio: against {who} alone, {summary.cost_reference} ({alone} per answer)."
         lines += [
             f"Cost: {unit}, summed over the experts a method consulted (the aggregator's call not "
             f"counted; the oracle: every expert it looked at), mean per answer.{against}",
@@ -125,7 +150,8 @@ def _experts_section(summary: Summary) -> list[str]:
     rows = []
     for e in summary.experts:
         failed = f" ({e.failed} failed)" if e.failed else ""
-        row = [e.name, f"{e.answered}{failed}", f"{pct(e.accuracy)} ({e.correct}/{e.n})", interval(e.ci95)]
+        name = f"{e.name} (reference)" if e.name == summary.cost_reference else e.name
+        row = [name, f"{e.answered}{failed}", f"{pct(e.accuracy)} ({e.correct}/{e.n})", interval(e.ci95)]
         rows.append(row + ([cost_text(e.cost_per_answer)] if costs else []))
     header = ["expert", "answers", "accuracy", "95% interval"] + (["cost/answer"] if costs else [])
     return [
@@ -192,6 +218,7 @@ def render_markdown(summary: Summary) -> str:
         "Accuracy over every answer (questions × samples) with its 95% Wilson interval; "
         "experts and tokens are means per answer. Bold: not a baseline.",
         "",
+        *_reference_note(summary),
         *_cost_note(summary),
     ]
     lines += _experts_section(summary)

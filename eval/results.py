@@ -146,7 +146,9 @@ class RunInfo(BaseModel):
     )
     costs: dict[str, float] = Field(default_factory=dict, description="Expert -> its declared cost of one call.")
     cost_reference: str | None = Field(
-        None, description="The costliest expert, what cost ratios are against (None: one call, no costs declared)."
+        None,
+        description="The reference expert, what accuracy and cost ratios are against: the one named with "
+        "--reference, else the pool's costliest (None: neither, the pool declares no costs).",
     )
 
 

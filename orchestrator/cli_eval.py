@@ -15,6 +15,14 @@ AggregatorOpt = Annotated[
     str,
     typer.Option("--aggregator", help="How ours combines answers: synthesis (the LLM), majority or weighted."),
 ]
+ReferenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reference",
+        help="The expert accuracy and cost ratios are measured against (default: the pool's costliest; "
+        "none when the pool declares no costs).",
+    ),
+]
 
 
 def pick_part(every: list, split: str, whole: bool, purpose: str) -> tuple[list, str]:
@@ -58,6 +66,7 @@ def eval_command(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: under settings.runs_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (same command).")] = False,
+    reference: ReferenceOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
@@ -69,12 +78,17 @@ def eval_command(
     from eval.report_markdown import render_methods_table
     from orchestrator.cli import _settings
     from orchestrator.evaluation import EvalConfig, check_out_dir, config_digest, evaluate
+    from orchestrator.pool import load_pool
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
     if aggregator not in ("synthesis", "majority", "weighted"):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
     settings = _settings(pool=pool, data_dir=data_dir)
+    the_pool = load_pool(settings.pool, settings.data_dir)
+    if reference is not None and reference not in the_pool.expert_names:
+        experts = ", ".join(the_pool.expert_names)
+        raise BadInput(f"--reference {reference!r} is not one of the pool's experts ({experts})")
     bench = load_benchmark(benchmark)
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
@@ -92,6 +106,7 @@ def eval_command(
         samples=samples,
         temperature=temperature,
         baselines=baselines,
+        reference=reference,
     )
     out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
     check_out_dir(out, config, resume)  # before any work: a wrong folder is one line, nothing else
@@ -100,7 +115,7 @@ def eval_command(
         f"{f' (stratified sample, seed {seed})' if limit and limit < len(part) else ''}; output {out}",
         file=sys.stderr,
     )
-    with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
+    with LiveProgress() as display, Orchestrator(settings, pool=the_pool, progress=display) as coe:
         greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
         if samples > 1 and greedy:
             print(

@@ -67,6 +67,7 @@ class EvalConfig(BaseModel):
     samples: int = Field(1, ge=1, le=64)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     baselines: bool = False
+    reference: str | None = None  # the expert ratios are against; None: the pool's costliest, if any
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ def evaluate(
         command=command,
         cost_unit=coe.pool.cost_unit,
         costs=coe.pool.costs,
-        cost_reference=coe.pool.costliest,
+        cost_reference=config.reference or coe.pool.costliest,
     )
     write_results(out, info, results)
     return Outcome(info, results, out)

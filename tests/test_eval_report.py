@@ -211,6 +211,46 @@ def test_declared_costs_have_their_columns_note_and_plot(tmp_path):
     assert "cost.png" in [p.name for p in write_report(run)]
 
 
+def test_accuracy_and_cost_ratios_are_against_the_reference(run_a, tmp_path):
+    """The reference: the pool's costliest expert by default, or the one named with --reference;
+    a method's accuracy ratio is over the reference's on the answers both gave (e3's call on q3
+    sample 1 failed: 5 answers paired, e3 right on 2 of them, ours on 3, the oracle on 5)."""
+    costliest = make_run(tmp_path / "c", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e1")
+    summary = summarise(read_run(costliest), read_results(costliest))
+    assert summary.reference_choice == "costliest"
+    assert [m.accuracy_ratio for m in summary.methods] == pytest.approx([1.0, 1.0, 5 / 3])
+    text = render_markdown(summary)
+    assert "| cost/question | cost ratio | accuracy ratio |" in text and "| 11 | 1.10 | 1.00 |" in text
+    assert "Reference expert: e1, the pool's costliest expert; it gave 6 of the 6 answers, 50.0% of them right." in text
+    assert "| e1 (reference) | 6 | 50.0% (3/6) |" in text
+
+    given = make_run(tmp_path / "g", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e3")
+    summary = summarise(read_run(given), read_results(given))
+    assert (summary.reference_choice, summary.reference_cost) == ("given", 2.0)
+    assert [m.accuracy_ratio for m in summary.methods] == pytest.approx([1.5, 1.5, 2.5])
+    assert [m.cost_ratio for m in summary.methods] == pytest.approx([5.5, 5.0, 8.0])
+    text = render_markdown(summary)
+    assert "Reference expert: e3, named with --reference; it gave 5 of the 6 answers, 40.0% of them right." in text
+    assert "Cost ratio: against the reference alone, e3 (2 per answer)." in text
+    assert "| e3 (reference) | 5 (1 failed) |" in text
+
+    ones = dict.fromkeys(EXPERTS, 1.0)
+    calls = make_run(tmp_path / "n", prices=ones, cost_unit="calls", costs=ones, cost_reference="e3")
+    summary = summarise(read_run(calls), read_results(calls))
+    assert summary.reference_choice == "given" and summary.reference_cost is None
+    assert [m.accuracy_ratio for m in summary.methods] == pytest.approx([1.5, 1.5, 2.5])
+    assert [m.cost_ratio for m in summary.methods] == [None, None, None]
+    text = render_markdown(summary)
+    assert "| tokens/question (in / out) | accuracy ratio |" in text and "| 120 / 50 | 1.50 |" in text
+    assert "cost ratio" not in text and "Cost:" not in text
+
+    summary = summarise(read_run(run_a), read_results(run_a))
+    assert summary.reference_choice is None and all(m.accuracy_ratio is None for m in summary.methods)
+    text = render_markdown(summary)
+    assert "accuracy ratio" not in text
+    assert "Reference expert: none (the run recorded no costs, and none was named with --reference)" in text
+
+
 @pytest.mark.parametrize("unit", ["calls", None])
 def test_no_cost_columns_where_the_pool_declares_no_costs(tmp_path, unit):
     """A pool without declared costs counts calls (1 each): that is no cost, so the methods table
