@@ -22,6 +22,13 @@ from common.errors import BadInput, NotFound
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 SCHEMA = 1
+DECLARED_UNITS = ("active_params_b", "usd_per_mtok")
+"""The cost units of a pool that declares costs; ``calls`` (it declares none) is not one."""
+
+
+def declares_costs(cost_unit: str | None) -> bool:
+    """Whether a run's cost unit is a declared cost (not ``calls``, nor None: a run made before costs)."""
+    return cost_unit in DECLARED_UNITS
 
 
 class ExpertResult(BaseModel):
@@ -139,7 +146,9 @@ class RunInfo(BaseModel):
     )
     costs: dict[str, float] = Field(default_factory=dict, description="Expert -> its declared cost of one call.")
     cost_reference: str | None = Field(
-        None, description="The costliest expert, what cost ratios are against (None: one call, no costs declared)."
+        None,
+        description="The reference expert, what accuracy and cost ratios are against: the one named with "
+        "--reference, else the pool's costliest (None: neither, the pool declares no costs).",
     )
 
 

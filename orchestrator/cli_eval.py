@@ -16,6 +16,14 @@ AggregatorOpt = Annotated[
     str,
     typer.Option("--aggregator", help="How ours combines answers: synthesis (the LLM), majority or weighted."),
 ]
+ReferenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reference",
+        help="The expert accuracy and cost ratios are measured against (default: the pool's costliest; "
+        "none when the pool declares no costs).",
+    ),
+]
 
 
 def pick_part(every: list, split: str, whole: bool, purpose: str) -> tuple[list, str]:
@@ -63,6 +71,7 @@ def eval_command(
         bool,
         typer.Option("--no-cache", help="Neither read nor write the generation cache (regenerate everything)."),
     ] = False,
+    reference: ReferenceOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
@@ -70,7 +79,8 @@ def eval_command(
     report.md and plots. A killed run continues with --resume without regenerating anything."""
     from common.errors import BadInput
     from eval import load_benchmark, stratified_sample
-    from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
+    from eval.report import REPORT_JSON, Summary, write_report
+    from eval.report_markdown import render_methods_table
     from orchestrator.eval_out import check_out_dir
     from orchestrator.evaluation import EvalConfig, config_digest, evaluate
     from orchestrator.items import check_recordings
@@ -81,8 +91,11 @@ def eval_command(
     if aggregator not in ("synthesis", "majority", "weighted"):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
     settings = command_settings(pool=pool, data_dir=data_dir, **({"cache": "off"} if no_cache else {}))
-    bench = load_benchmark(benchmark)
     the_pool = load_pool(settings.pool, settings.data_dir)
+    if reference is not None and reference not in the_pool.expert_names:
+        experts = ", ".join(the_pool.expert_names)
+        raise BadInput(f"--reference {reference!r} is not one of the pool's experts ({experts})")
+    bench = load_benchmark(benchmark)
     check_recordings(the_pool, bench.item_benchmark)  # before any work: recordings of another benchmark
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
@@ -100,6 +113,7 @@ def eval_command(
         samples=samples,
         temperature=temperature,
         baselines=baselines,
+        reference=reference,
     )
     out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
     check_out_dir(out, config, resume)  # before any work: a wrong folder is one line, nothing else

@@ -66,6 +66,7 @@ class EvalConfig(BaseModel):
     samples: int = Field(1, ge=1, le=64)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     baselines: bool = False
+    reference: str | None = Field(None, description="The expert ratios are against (None: the pool's costliest).")
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,10 @@ def evaluate(
     if not questions:
         raise BadInput("no questions to evaluate")
     check_recordings(coe.pool, bench.item_benchmark)
+    if config.reference is not None and config.reference not in coe.pool.expert_names:
+        raise BadInput(
+            f"reference {config.reference!r} is not one of the pool's experts ({', '.join(coe.pool.expert_names)})"
+        )
     out = Path(out)
     check_out_dir(out, config, resume)
     started_at = _now()
@@ -300,7 +305,7 @@ def evaluate(
         command=command,
         cost_unit=coe.pool.cost_unit,
         costs=coe.pool.costs,
-        cost_reference=coe.pool.costliest,
+        cost_reference=config.reference or coe.pool.costliest,
     )
     write_results(out, info, results)
     return Outcome(info, results, out)
