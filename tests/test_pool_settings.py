@@ -65,7 +65,7 @@ def test_good_pool(tmp_path):
         (
             (
                 'kind = "vllm"\nmodel = "packaged:smollm2-135m-instruct"',
-                'kind = "replay"\npath = "r.jsonl"\nmodel = "L-70B"',
+                'kind = "replay"\npath = "r.jsonl"\nmodel = "L-70B"\nbenchmark = "mmlu_pro"',
             ),
             "the aggregator 'a' replays recorded answers of 'L-70B' and cannot write new text: "
             "the aggregator must be a model that generates (kind vllm or http)",

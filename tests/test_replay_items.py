@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from aggregators import ExpertAnswer
+from batching import FakeEngine, make_engine
 from common.errors import BadInput, ConfigError, GenerationFailed, ReplayMiss
 from common.query import Query
 from eval.benchmarks import Question, with_options
@@ -24,6 +25,7 @@ from orchestrator import Orchestrator, load_settings
 from orchestrator.items import ItemIndex, ItemRef, check_recordings, item_of
 from orchestrator.pool import load_pool
 from orchestrator.service import ServiceSettings, create_app
+from orchestrator.service.state import Service
 from orchestrator.trace import Answer, Trace
 from router import ExpertChoice, RouteDecision
 from tests.live_server import serving
@@ -70,9 +72,12 @@ def world(tmp_path) -> tuple[Path, Path]:
         f'\n[[models]]\nname = "{m.lower()}"\n[models.source]\nkind = "replay"\n'
         f'path = "{{data_dir}}/replay/rec.jsonl"\nmodel = "{m}"\nbenchmark = "mmlu_pro"\n'
         for m in PREDS
+        if m != "Agg"
     )
+    writer = '\n[[models]]\nname = "agg"\nmemory_mb = 100\n[models.source]\nkind = "vllm"\nmodel = "packaged:x"\n'
     (pool / "pool.toml").write_text(
-        '[pool]\nname = "made-up"\naggregator = "agg"\nexperts = ["a", "b", "c"]\n' + models, encoding="utf-8"
+        '[pool]\nname = "made-up"\naggregator = "agg"\nexperts = ["a", "b", "c"]\n' + models + writer,
+        encoding="utf-8",
     )
     return pool, data
 
@@ -163,11 +168,22 @@ def test_only_misses_make_a_replay_miss():
 def test_the_service_answers_a_question_text_and_404s_an_unknown_one(world, tmp_path):
     pool, data = world
     core = load_settings(pool=pool, data_dir=data, runs_dir=tmp_path / "runs")
-    with serving(create_app(ServiceSettings(core=core))) as url, httpx.Client(base_url=url, timeout=60) as http:
+    prompts: list[str] = []
+
+    def aggregate(spec, request) -> str:  # the aggregator, a live model, stood in for by a fake
+        prompts.append(request.text)
+        return "The answers agree. The answer is (B)."
+
+    def engines(spec, cpus=None):
+        return make_engine(spec, cache_dir=tmp_path) if spec.source.kind == "replay" else FakeEngine(spec, aggregate)
+
+    service = Service(ServiceSettings(core=core), Orchestrator(core, engine_factory=engines))
+    with serving(create_app(service=service)) as url, httpx.Client(base_url=url, timeout=60) as http:
         asked = {"model": "made-up/all", "messages": [{"role": "user", "content": ITEMS[0][1]}]}
         reply = http.post("/v1/chat/completions", json=asked)
         assert reply.status_code == 200, reply.text
-        assert reply.json()["choices"][0]["message"]["content"] == recorded_text("Agg", "1")
+        assert reply.json()["choices"][0]["message"]["content"] == "The answers agree. The answer is (B)."
+        assert all(recorded_text(m, "1").split(". ")[0] in prompts[0] for m in "ABC")  # the item's recordings
         unknown = {**asked, "messages": [{"role": "user", "content": "Is this in the recordings?"}]}
         missed = http.post("/v1/chat/completions", json=unknown)
         assert missed.status_code == 404 and missed.json()["error"]["type"] == "replay_miss", missed.text
@@ -192,5 +208,5 @@ def test_a_replay_source_names_its_benchmark(world):
 def test_putting_another_benchmark_to_recordings_is_refused(world):
     pool = load_pool(world[0], world[1])
     check_recordings(pool, "mmlu_pro")
-    with pytest.raises(BadInput, match=r"'made-up' answers from recordings of mmlu_pro \(4 replay models\)"):
+    with pytest.raises(BadInput, match=r"'made-up' answers from recordings of mmlu_pro \(a, b, c\)"):
         check_recordings(pool, "aime")
