@@ -76,7 +76,11 @@ class Answer(BaseModel):
         message = self.error or f"no answer to question {self.question_id!r}"
         kinds = {e.error_type for e in self.trace.experts if e.error != "not run"}
         if self.trace.experts and kinds == {ReplayMiss.__name__}:
-            return ReplayMiss(message)
+            asked = ", ".join(e.expert for e in self.trace.experts if e.error != "not run")
+            return ReplayMiss(
+                f"no recorded answer to question {self.question_id!r} from its experts ({asked}): replay experts "
+                "answer only the items of their recordings' benchmark, asked by id or by the item's text"
+            )
         return GenerationFailed(message)
 
     def summary(self) -> str:
