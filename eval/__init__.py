@@ -1,7 +1,16 @@
 """Benchmarks as data (loaders, prompts, answer kinds, spec files), splits and samples, run results."""
 
 from eval.answers import AnswerKind, AnswerRule, math_equal, normalise_text
-from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark, load_benchmark
+from eval.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    Question,
+    choice_prompt,
+    get_benchmark,
+    load_benchmark,
+    named_benchmark,
+    registered_benchmarks,
+)
 from eval.compare import Comparison, PairedScore, compare, render_comparison
 from eval.data import replay_path
 from eval.extract import (
@@ -31,6 +40,8 @@ __all__ = [
     "get_benchmark",
     "load_benchmark",
     "load_spec",
+    "named_benchmark",
+    "registered_benchmarks",
     "final_line_extractor",
     "integer_extractor",
     "last_boxed",
