@@ -9,6 +9,8 @@ from eval.benchmarks import (
     get_benchmark,
     item_benchmark,
     load_benchmark,
+    named_benchmark,
+    registered_benchmarks,
 )
 from eval.compare import Comparison, PairedScore, compare, render_comparison
 from eval.data import replay_path
@@ -41,6 +43,8 @@ __all__ = [
     "item_benchmark",
     "load_benchmark",
     "load_spec",
+    "named_benchmark",
+    "registered_benchmarks",
     "final_line_extractor",
     "integer_extractor",
     "last_boxed",

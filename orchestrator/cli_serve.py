@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt, command_settings
-from orchestrator.cli_worker import HeartbeatOpt, ReclaimOpt, job_settings
+from orchestrator.cli_worker import BenchmarkSpecOpt, HeartbeatOpt, ReclaimOpt, job_settings
 
 
 def serve_command(
@@ -46,10 +46,12 @@ def serve_command(
     ] = None,
     job_reclaim_s: ReclaimOpt = None,
     job_heartbeat_s: HeartbeatOpt = None,
+    benchmark: BenchmarkSpecOpt = None,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
-    GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Everything
-    is checked before the port is bound: each problem is one line, exit status 2."""
+    GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
+    benchmarks: the built-ins and each spec file given with --benchmark (by its spec's name).
+    Everything is checked before the port is bound: each problem is one line, exit status 2."""
     import uvicorn
 
     from common.errors import BadInput
@@ -76,11 +78,15 @@ def serve_command(
         grouping=grouping,
         gather_ms=gather_ms,
         jobs=jobs,
+        benchmarks=tuple(benchmark or ()),
     )
     if api_keys is not None:
         from orchestrator.service.security import ApiKeys
 
         ApiKeys.from_file(api_keys)  # a bad key file is one line now, not a crash in each worker
+    from eval import registered_benchmarks
+
+    registered_benchmarks(settings.benchmarks)  # so is a bad spec file, or a name given twice
     coe = Orchestrator(core)  # the pool file, then the default policy's router (profile, classifier)
     coe.router()
     free_to_listen(host, port)

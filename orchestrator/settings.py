@@ -180,11 +180,22 @@ class ServiceSettings(BaseModel):
     max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
     gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
+    benchmarks: tuple[Path, ...] = Field(
+        (),
+        max_length=1_000,
+        description="Benchmark spec files a job may name (each by its spec's name) beside the built-ins; "
+        "clients name benchmarks, never paths.",
+    )
 
     @field_validator("api_keys_file", mode="after")
     @classmethod
     def _expand(cls, path: Path | None) -> Path | None:
         return path.expanduser() if path is not None else None
+
+    @field_validator("benchmarks", mode="after")
+    @classmethod
+    def _expand_all(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(path.expanduser() for path in paths)
 
 
 SERVICE_ENV = "COE_SERVICE_SETTINGS"

@@ -189,3 +189,23 @@ def test_broken_spec(tmp_path, case):
     assert "\n" not in message
     for name in case["names"]:
         assert name in message
+
+
+def test_registered_benchmarks_are_known_by_name_only(tmp_path):
+    from eval import named_benchmark, registered_benchmarks
+    from tests import userbench
+
+    spec = userbench.write_benchmark(tmp_path / "arith", 4)
+    known = registered_benchmarks([spec])
+    assert named_benchmark("arith", known).name == "arith" and named_benchmark("gpqa", known).name == "gpqa"
+    for given in (str(spec), "arith.toml", "/etc/passwd", str(tmp_path)):
+        with pytest.raises(NotFound, match="the benchmarks known here are aime, arith, gpqa") as caught:
+            named_benchmark(given, known)
+        assert "TOML" not in str(caught.value) and "folder" not in str(caught.value)
+    with pytest.raises(NotFound, match=r"\(did you mean 'arith'\?\)"):
+        named_benchmark("arit", known)
+    with pytest.raises(errors.ConfigError, match="the name 'arith' is taken"):
+        registered_benchmarks([spec, spec])
+    clash = write(tmp_path / "arith" / "gpqa.toml", spec.read_text().replace('name = "arith"', 'name = "gpqa"'))
+    with pytest.raises(errors.ConfigError, match="'gpqa' is a built-in benchmark"):
+        registered_benchmarks([clash])

@@ -149,7 +149,7 @@ async def _stream(
                 raise GenerationFailed("the streamed text is not the final answer (the aggregator failed midway)")
         except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes in it, as one event
             status, kind = status_of(exc) if isinstance(exc, CoeError) else INTERNAL
-            message = str(exc) if isinstance(exc, CoeError) else "internal error"
+            message = service.redact(str(exc)) if isinstance(exc, CoeError) else "internal error"
             param = exc.param if isinstance(exc, CoeError) else None
             error = ErrorBody(message=message, type=kind, param=param, code=str(status))
             yield f"data: {json.dumps({'error': error.model_dump(mode='json')})}\n\n"
