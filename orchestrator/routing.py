@@ -4,29 +4,15 @@ classifier, aggregator selection)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from aggregators import AggregatorChoice
 from orchestrator.pool import Pool
 from router import Router, get_policy
-from router.scorers import Scorer
+from router.scorers import NoSkillScorer, Scorer
 from skills import Profile, ProfileBuilder
 
 log = logging.getLogger(__name__)
-
-
-class NoSkillScorer:
-    """The scorer of a pool with no trained classifier: it knows no skills.
-
-    Policies then choose from the profile's global prior alone (or, with no profile,
-    treat every expert alike); ``all`` needs nothing more.
-    """
-
-    name = "none"
-
-    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        return [{} for _ in texts]
 
 
 def pool_profile(pool: Pool) -> Profile:

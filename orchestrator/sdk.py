@@ -34,7 +34,6 @@ from eval.benchmarks import Benchmark
 from orchestrator.graph import task_graph
 from orchestrator.inputs import as_query, check_k, check_policy
 from orchestrator.items import item_index
-from orchestrator.keywords import keyword_scorer
 from orchestrator.pipeline import Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
@@ -44,6 +43,7 @@ from orchestrator.settings import Settings, load_settings
 from orchestrator.stores import GenerationStore, open_generation_store
 from orchestrator.trace import Answer
 from router import RouteDecision, Router
+from router.scorers import keyword_scorer
 from skills import make_embedder
 
 Scorer = Literal["classifier", "keywords"]

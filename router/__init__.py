@@ -34,7 +34,15 @@ from router.decision import ExpertChoice, RouteDecision, Rung
 from router.lookup import ProfileLookup
 from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
 from router.router import Router
-from router.scorers import ClassifierScorer, KeywordScorer, MixtureScorer, Scorer, annotator_keywords
+from router.scorers import (
+    ClassifierScorer,
+    KeywordScorer,
+    MixtureScorer,
+    NoSkillScorer,
+    Scorer,
+    annotator_keywords,
+    keyword_scorer,
+)
 from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
 from router.vote_model import vote_accuracies, vote_accuracy
 
@@ -51,6 +59,7 @@ __all__ = [
     "ClassifierScorer",
     "ExpertChoice",
     "KeywordScorer",
+    "NoSkillScorer",
     "LinearMember",
     "MixtureScorer",
     "ProfileLookup",
@@ -65,6 +74,7 @@ __all__ = [
     "TopicPayload",
     "TopicScorer",
     "annotator_keywords",
+    "keyword_scorer",
     "expected_accuracy",
     "get_policy",
     "symbolic_scores",
