@@ -30,6 +30,7 @@ from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
 from common.text import strip_thinking
+from common.vocabulary import MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class SynthesisOptions(BaseModel):
         "tokens", description="Unit of answer_limit; tokens are approximated as 4 characters."
     )
     max_tokens: int | None = Field(
-        None, ge=1, le=32768, description="Most tokens the aggregator writes; None keeps its own setting."
+        None, ge=1, le=MAX_NEW_TOKENS, description="Most tokens the aggregator writes; None keeps its own setting."
     )
 
     @property

@@ -80,7 +80,7 @@ def ask(
             options=option,
             policy=policy,
             k=k,
-            scorer=scorer,  # type: ignore[arg-type]
+            scorer=scorer,
         )
     print(answer.model_dump_json(indent=2) if as_json else answer.summary())
 
@@ -102,7 +102,7 @@ def route(
         question = sys.stdin.read()
     coe = Orchestrator(command_settings(pool=pool))
     check_sources(coe.pool, coe.engine_factory)
-    decision = coe.route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
+    decision = coe.route(question, policy=policy, k=k, scorer=scorer)
     if as_json:
         print(decision.model_dump_json(indent=2))
         return

@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -78,6 +78,7 @@ def eval_command(
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
     report.md and plots. A killed run continues with --resume without regenerating anything."""
     from common.errors import BadInput
+    from common.vocabulary import EvalAggregation
     from eval import load_benchmark, stratified_sample
     from eval.report import REPORT_JSON, Summary, write_report
     from eval.report_markdown import render_methods_table
@@ -88,7 +89,7 @@ def eval_command(
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
-    if aggregator not in ("synthesis", "majority", "weighted"):
+    if aggregator not in get_args(EvalAggregation):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
     settings = command_settings(pool=pool, data_dir=data_dir, **({"cache": "off"} if no_cache else {}))
     the_pool = load_pool(settings.pool, settings.data_dir)

@@ -26,13 +26,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from batching.executor import ProgressEvent
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
+from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
 from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
@@ -45,7 +45,7 @@ from orchestrator.trace import Answer
 
 log = logging.getLogger(__name__)
 
-Aggregation = Literal["synthesis", "majority", "weighted"]
+Aggregation = EvalAggregation
 BASELINE_K = 3
 """k of the random and symbolic baselines when the run's own policy sets none."""
 
@@ -162,8 +162,9 @@ def methods(config: EvalConfig, default_k: int) -> tuple[list[Method], dict[str,
     return [Method(info) for info in chosen], skipped
 
 
-AS_PIPELINE = {"synthesis": "synthesis", "majority": "majority", "weighted": "weighted", "single": "majority"}
-"""A method's aggregation as the pipeline runs it (the oracle is read from every expert's answer)."""
+AS_PIPELINE: dict[str, Vote | None] = {"synthesis": None, "majority": "majority", "weighted": "weighted"}
+"""A method's aggregation as the pipeline runs it: the aggregator model (None) or a vote (a single
+expert and the oracle, read from every expert's answer, are majorities)."""
 
 
 def route(
@@ -184,9 +185,7 @@ def route(
         vote = AS_PIPELINE.get(method.info.aggregation, "majority")
         for one in decided[key]:
             for sample in range(config.samples):
-                asked.append(
-                    replace(one, vote=None if vote == "synthesis" else vote, sample=sample, method=method.name)  # type: ignore[arg-type]
-                )
+                asked.append(replace(one, vote=vote, sample=sample, method=method.name))
     return Routed(chosen, asked, skipped)
 
 

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from aggregators import AggregatorChoice, SynthesisOptions, compose
 from batching import EngineFactory, ReplaySource, WarmEngines
@@ -37,6 +36,7 @@ from common.query import Query
 from common.recordings import replay_book
 from common.requests import Generation
 from common.tasks import Task
+from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.answering import build_answer, climbed, heard
@@ -50,9 +50,6 @@ from orchestrator.trace import Answer
 from router import Escalation, Heard, RouteDecision, Router, expected_accuracy
 
 log = logging.getLogger(__name__)
-
-Vote = Literal["majority", "weighted"]
-"""The experts' answers are voted on instead of aggregated by a model."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ class Pipeline:
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
     cores: tuple[int, ...] | None = None
-    aggregation: Literal["synthesis", "majority", "weighted"] = "synthesis"
+    aggregation: EvalAggregation = "synthesis"
     """The aggregator model writes each answer, or the experts' vote is it."""
     max_tokens: int | None = None
     """Most tokens the aggregator may write (its own setting when None)."""

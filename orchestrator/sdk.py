@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 from aggregators import SynthesisJob
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
@@ -30,6 +30,8 @@ from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Composed, Task
+from common.vocabulary import MAX_NEW_TOKENS, Aggregation
+from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
 from orchestrator.graph import task_graph
 from orchestrator.inputs import as_query, check_k, check_policy
@@ -45,12 +47,6 @@ from orchestrator.trace import Answer
 from router import RouteDecision, Router
 from router.scorers import keyword_scorer
 from skills import make_embedder
-
-Scorer = Literal["classifier", "keywords"]
-"""Where routing takes a question's skills from."""
-
-Aggregation = Literal["synthesis", "majority"]
-"""How the experts' answers become one: the aggregator model writes it, or their majority vote."""
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +161,7 @@ class Orchestrator:
         ``scorer``: ``classifier`` (the pool's trained skill classifier) or ``keywords`` (the
         pool's aggregator annotates each question with keywords, mapped onto the profile's
         skills: Symbolic-MoE's way; it runs the annotator model)."""
-        if scorer not in ("classifier", "keywords"):
+        if scorer not in get_args(Scorer):
             raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
         key = (
             check_policy(policy, self.settings.policy),
@@ -281,6 +277,7 @@ class Orchestrator:
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
         run_id: str | None = None,
+        logprobs: bool = False,
     ) -> list[Answer]:
         """``answer_batch`` in a worker thread, for async code."""
         return await asyncio.to_thread(
@@ -293,6 +290,7 @@ class Orchestrator:
             aggregation=aggregation,
             max_tokens=max_tokens,
             run_id=run_id,
+            logprobs=logprobs,
         )
 
     def plan(
@@ -393,12 +391,12 @@ class Orchestrator:
         where the engine streams, ``skip(task)`` names why a task should not run (a cancelled
         request), and ``store`` checkpoints every generation (a run to resume). Run it while
         holding ``busy``: calls share the engines."""
-        if aggregation not in ("synthesis", "majority"):
+        if aggregation not in get_args(Aggregation):
             raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
             raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
-        if max_tokens is not None and not 1 <= max_tokens <= 32768:
-            raise BadInput(f"max_tokens must be from 1 to 32768, got {max_tokens}")
+        if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
+            raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
         pipeline = self._pipeline(self.router(policy, k, scorer=scorer), store)
         return replace(
             pipeline,

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError, config_error
+from common.vocabulary import CacheMode
 from orchestrator.stores.target import store_kind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ class Settings(BaseModel):
         description="Where generations (the cache) and batch jobs are kept: a redis:// or rediss:// URL "
         "(replicas share it) or an SQLite file; None: runs_dir/store.sqlite.",
     )
-    cache: Literal["use", "refresh", "off"] = Field(
+    cache: CacheMode = Field(
         "use",
         description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
         "still write it; off: neither.",

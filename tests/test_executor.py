@@ -351,7 +351,7 @@ def _mutual_groups(tasks: list[Task]) -> list[set[str]]:
     changed = True
     while changed:
         changed = False
-        for m, out in reach.items():
+        for out in reach.values():
             more = set().union(*(reach[x] for x in out)) - out
             if more:
                 out |= more

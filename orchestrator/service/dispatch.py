@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from common.errors import CoeError, Unavailable
 from common.query import Query
 from common.tasks import Task
+from common.vocabulary import Aggregation
 from orchestrator.task_ids import is_aggregate, question_of
 from orchestrator.trace import Answer
 
@@ -37,7 +38,7 @@ class Asking:
 
     policy: str
     k: int
-    aggregation: str = "synthesis"
+    aggregation: Aggregation = "synthesis"
     max_tokens: int | None = None
 
 

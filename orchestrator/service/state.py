@@ -15,6 +15,7 @@ from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
 from common.errors import CoeError, NotFound, Unavailable
 from common.query import Query
+from common.vocabulary import Aggregation
 from eval import registered_benchmarks
 from orchestrator.inputs import check_k, check_policy
 from orchestrator.jobs_worker import JobWorker
@@ -123,7 +124,7 @@ class Service:
     # -- asking ---------------------------------------------------------------------------------
 
     def asking(
-        self, policy: str | None, k: int | None, aggregation: str = "synthesis", max_tokens: int | None = None
+        self, policy: str | None, k: int | None, aggregation: Aggregation = "synthesis", max_tokens: int | None = None
     ) -> Asking:
         """How a request is answered, checked now so that a bad request fails alone."""
         name = check_policy(policy, self.coe.settings.policy)
@@ -164,7 +165,7 @@ class Service:
             pipeline = self.coe.pipeline(
                 asking.policy,
                 asking.k,
-                aggregation=asking.aggregation,  # type: ignore[arg-type]
+                aggregation=asking.aggregation,
                 max_tokens=asking.max_tokens,
                 progress=progress,
                 on_delta=hooks.on_delta,

@@ -12,9 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.query import MAX_NAME_CHARS, MAX_OPTIONS
+from common.vocabulary import Aggregation
 from orchestrator.trace import Answer, Trace
 
-Aggregation = Literal["synthesis", "majority"]
 """How a question's expert answers become one: the aggregator model writes it, or a vote."""
 
 

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from common.errors import BadInput, NotFound
 from common.query import MAX_NAME_CHARS, MAX_OPTIONS
+from common.vocabulary import Aggregation
 from eval.results import QuestionResult, RunInfo
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -85,7 +86,7 @@ class JobOptions(BaseModel):
         None, min_length=1, max_length=MAX_NAME_CHARS, description="Routing policy; the service's default when absent."
     )
     k: int | None = Field(None, ge=1, le=64, description="Experts per question for policies that take k.")
-    aggregation: Literal["synthesis", "majority"] = Field("synthesis", description="Aggregator model or majority vote.")
+    aggregation: Aggregation = Field("synthesis", description="Aggregator model or majority vote.")
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Most tokens the final answer may have.")
 
 
