@@ -40,6 +40,7 @@ from batching.cache import GenerationCache
 from batching.deltas import DeltaListener, DeltaRelay
 from batching.engine_calls import EngineCalls
 from batching.engines.base import Engine, EngineFactory
+from batching.engines.kinds import engine_kind
 from batching.plan import Phase, Plan
 from batching.results import ProgressCallback, ProgressEvent, RunMetrics, RunResult
 from batching.reuse import Reuse
@@ -240,7 +241,7 @@ class Executor(EngineCalls, Reuse):
         totals = Counter(state.tasks[tid].model for tid in to_run)
         with state.lock:
             state.arrived.update({m: (0, totals[m], 0) for m in models})
-        cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
+        cpus = self._split_cores([m for m in models if engine_kind(specs[m]).local])
         waiting = set(to_run)
         ready_now = {state.tasks[t].model for t in to_run if not any(d in waiting for d in state.tasks[t].after)}
         self._load_models(

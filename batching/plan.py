@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batching.engines.kinds import KINDS, ModelCost, engine_kind
 from batching.spec import ExpertSpec
 from common.errors import BadInput, ConfigError
 from common.names import unknown_name
@@ -27,22 +28,8 @@ from common.tasks import Task
 __all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "model_footprint", "task_order"]
 
 
-class ModelCost(BaseModel):
-    """Predicted cost of one model: a load, then tokens at its batched throughputs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    load_seconds: float = Field(30.0, ge=0, description="Seconds to load the model.")
-    tokens_per_second: float = Field(50.0, gt=0, description="Output tokens/s for a whole batch.")
-    prompt_tokens_per_second: float = Field(1000.0, gt=0, description="Prompt tokens/s (prefill).")
-
-
-DEFAULT_COSTS: dict[str, ModelCost] = {
-    "vllm": ModelCost(load_seconds=30.0, tokens_per_second=50.0, prompt_tokens_per_second=1000.0),
-    "http": ModelCost(load_seconds=0.0, tokens_per_second=200.0, prompt_tokens_per_second=5000.0),
-    "replay": ModelCost(load_seconds=1.0, tokens_per_second=1e6, prompt_tokens_per_second=1e6),
-}
-"""Defaults per engine kind, measured roughly on a 2-core CPU for vLLM; override per model."""
+DEFAULT_COSTS: dict[str, ModelCost] = {name: kind.cost for name, kind in KINDS.items()}
+"""Defaults per engine kind (``batching.engines.kinds``); override per model."""
 
 _COMPOSED_OVERHEAD_TOKENS = 100  # instructions around the answers an aggregation prompt quotes
 
@@ -160,7 +147,7 @@ def model_footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]
         return float(footprints[name])
     if spec.memory_mb is not None:
         return float(spec.memory_mb)
-    if spec.source.kind in ("replay", "http"):
+    if not engine_kind(spec).local:
         return 0.0  # served from a file or from elsewhere: holds no local accelerator memory
     raise ConfigError(f"model {name!r} has no memory footprint: set memory_mb in its pool entry or pass a measured one")
 

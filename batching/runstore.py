@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
+from batching.engines.kinds import engine_kind
 from batching.spec import ExpertSpec
 from common.errors import BadInput, CoeError
 from common.requests import Generation, Request
@@ -49,15 +50,6 @@ CREATE TABLE IF NOT EXISTS generations (
 """
 
 
-_DECIDING = {
-    "vllm": {"kind", "model", "dtype", "max_model_len"},
-    "http": {"kind", "base_url", "model"},
-    "replay": {"kind", "model"},
-}
-"""The source fields that decide a generation; timeouts, retries, memory shares, where a
-recording file lies and the like do not, so changing them keeps what is stored."""
-
-
 def request_key(spec: ExpertSpec, request: Request) -> str:
     """A digest of everything that decides a generation: the expert (its name, model source and
     prompting), the request's messages and question id (replay answers by it), and the sampling
@@ -65,7 +57,7 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     lacks ``Generation.logprob``). The request's own id is not part of it."""
     asked: dict[str, object] = {
         "expert": spec.name,
-        "source": spec.source.model_dump(mode="json", include=_DECIDING[spec.source.kind]),
+        "source": spec.source.model_dump(mode="json", include=set(engine_kind(spec).deciding)),
         "prompt_mode": spec.prompt_mode,
         "chat_template": spec.chat_template,
         "system_prompt": spec.system_prompt,
@@ -75,7 +67,7 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     }
     if request.logprobs:  # only when asked, so the keys of every other request stay as they were
         asked["logprobs"] = True
-    if request.benchmark is not None and spec.source.kind == "replay":  # only where it decides: the recording
+    if request.benchmark is not None and engine_kind(spec).recorded:  # only where it decides: the recording
         asked["benchmark"] = request.benchmark
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from batching.engines.kinds import KINDS, engine_kind
 from batching.spec import NAME_PATTERN, ExpertSpec, ReplaySource
 from common.errors import ConfigError, NotFound, config_error
 from common.names import unknown_name
@@ -43,7 +44,7 @@ from orchestrator.settings import shipped_pool
 log = logging.getLogger(__name__)
 
 POOL_FILE = "pool.toml"
-SOURCE_KINDS = ("vllm", "http", "replay")  # the tags pydantic puts in the location of a source's error
+SOURCE_KINDS = tuple(KINDS)  # the tags pydantic puts in the location of a source's error
 
 
 class PoolHeader(BaseModel):
@@ -76,11 +77,12 @@ class Pool(BaseModel):
         for name in (self.pool.aggregator, *(self.pool.experts or ())):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
-        aggregator = self.specs[self.pool.aggregator].source
-        if isinstance(aggregator, ReplaySource):  # it would return its own recorded answer as the synthesis
+        aggregator = self.specs[self.pool.aggregator]
+        if engine_kind(aggregator).recorded:  # it would return its own recorded answer as the synthesis
+            writers = " or ".join(k for k, kind in KINDS.items() if not kind.recorded)
             raise ValueError(
-                f"the aggregator {self.pool.aggregator!r} replays recorded answers of {aggregator.model!r} and "
-                "cannot write new text: the aggregator must be a model that generates (kind vllm or http)"
+                f"the aggregator {self.pool.aggregator!r} replays recorded answers of {aggregator.source.model!r} "
+                f"and cannot write new text: the aggregator must be a model that generates (kind {writers})"
             )
         declared = {m.name: m.cost.kind for m in self.models if m.cost is not None and m.name in self.expert_names}
         if declared and len(declared) != len(self.expert_names):

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from aggregators import AggregatorChoice
+from batching.engines.kinds import engine_kind
 from orchestrator.pool import Pool
 from router import Router, get_policy
 from router.scorers import NoSkillScorer, Scorer
@@ -68,7 +69,7 @@ def pool_router(
         selection=selection,
         costs=pool.costs,
         confidence=calibration.confidence if calibration is not None else None,
-        token_experts=[e for e in pool.expert_names if pool.spec(e).source.kind != "replay"],
+        token_experts=[e for e in pool.expert_names if engine_kind(pool.spec(e)).logprobs],
     )
 
 
