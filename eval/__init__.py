@@ -25,10 +25,11 @@ from eval.extract import (
     text_extractor,
 )
 from eval.plots import plot_cost, plot_frontier, plot_usage, write_plots
-from eval.report import MethodSummary, Summary, summarise, write_report
+from eval.report import summarise, write_report
 from eval.report_markdown import render_markdown, render_methods_table
 from eval.spec import load_spec
 from eval.splits import PROFILE_SHARE, partition, sample, seeded_order, split, stratified_sample
+from eval.summary import MethodSummary, Summary
 
 __all__ = [
     "PROFILE_SHARE",

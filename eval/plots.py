@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from eval.report import MethodSummary, Summary
+    from eval.summary import MethodSummary, Summary
 
 FRONTIER_PNG = "frontier.png"
 USAGE_PNG = "usage.png"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from eval.report import Summary
+    from eval.summary import Summary
 
 
 def _cell(text: str) -> str:

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from aggregators import AggregationResult, ExpertAnswer, majority, synthesis_outcome, weighted
 from batching import Cost
 from batching.executor import RunResult
 from common.requests import Generation
+from orchestrator.asked import Asked
 from orchestrator.task_ids import expert_task_id
 from orchestrator.trace import Answer, Timings, Trace
 from router import Heard
 from router.calibration import Outcome
 from router.calibration import play as play_policy
-
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Asked
 
 NOT_RUN = "not run"
 

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from common.answers import Judge
 from common.errors import BadInput, config_error
 from eval.benchmarks import Benchmark, Question
+from orchestrator.asked import prompting
 from orchestrator.items import check_questions
-from orchestrator.pipeline import prompting
 from orchestrator.routing import pool_router
 from orchestrator.sdk import Orchestrator
 from router import ConfidenceModel, Heard, Router, Selection

@@ -274,8 +274,9 @@ def report(
     from common.errors import BadInput
 
     if len(runs) == 1:
-        from eval.report import REPORT_JSON, Summary, write_report
+        from eval.report import REPORT_JSON, write_report
         from eval.report_markdown import render_methods_table
+        from eval.summary import Summary
 
         if method is not None or out is not None:
             raise BadInput("--method and --out are for comparing two runs; a report covers every method")

@@ -80,8 +80,9 @@ def eval_command(
     from common.errors import BadInput
     from common.vocabulary import EvalAggregation
     from eval import load_benchmark, stratified_sample
-    from eval.report import REPORT_JSON, Summary, write_report
+    from eval.report import REPORT_JSON, write_report
     from eval.report_markdown import render_methods_table
+    from eval.summary import Summary
     from orchestrator.eval_out import check_out_dir
     from orchestrator.evaluation import EvalConfig, config_digest, evaluate
     from orchestrator.items import check_recordings

@@ -66,7 +66,8 @@ def worker_command(
     from eval import registered_benchmarks
     from orchestrator.jobs_worker import JobWorker
     from orchestrator.sdk import Orchestrator
-    from orchestrator.stores.jobs import open_job_store, store_location
+    from orchestrator.stores.jobs_open import open_job_store
+    from orchestrator.stores.target import store_location
 
     settings = command_settings(pool=pool, data_dir=data_dir, store=store, memory_budget_mb=memory_budget_mb)
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)

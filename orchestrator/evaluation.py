@@ -35,9 +35,10 @@ from common.errors import BadInput
 from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
+from orchestrator.asked import Asked
 from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
 from orchestrator.items import check_recordings
-from orchestrator.pipeline import Asked, Pipeline
+from orchestrator.pipeline import Pipeline
 from orchestrator.pool import Pool
 from orchestrator.result_rows import ORACLE, Scoring, question_result
 from orchestrator.sdk import Orchestrator

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aggregators import SynthesisJob
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
+from orchestrator.answering import play
+from orchestrator.asked import Asked
 from orchestrator.items import ItemRef
 from orchestrator.task_ids import expert_task_id
-
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Asked
 
 
 def expert_task(
@@ -125,7 +123,6 @@ def voters_only(compose: Compose, ladders: Mapping[str, Asked]) -> Compose:
     the voters their cascade reaches on the generations they wait on; other tasks unchanged."""
     if not ladders:
         return compose
-    from orchestrator.answering import play
 
     def composed(task: Task, inputs: Mapping[str, Generation]) -> Composed:
         one = ladders.get(task.id)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from batching.executor import Executor, RunResult
 from batching.plan import Plan
@@ -27,12 +26,10 @@ from batching.spec import ExpertSpec
 from common.errors import CoeError
 from common.requests import Generation
 from common.tasks import Compose, Composed, Task
+from orchestrator.asked import Asked
 from orchestrator.graph import expert_task
 from orchestrator.task_ids import expert_task_id
 from router import Escalation, Heard, RouteDecision
-
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Asked
 
 log = logging.getLogger(__name__)
 

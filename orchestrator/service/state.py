@@ -26,8 +26,9 @@ from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
 from orchestrator.settings import PROJECT_ROOT, ServiceSettings
-from orchestrator.stores.jobs import JobStore, open_job_store, store_location
-from orchestrator.stores.target import store_kind
+from orchestrator.stores.jobs import JobStore
+from orchestrator.stores.jobs_open import open_job_store
+from orchestrator.stores.target import store_kind, store_location
 from orchestrator.trace import Answer
 from router import POLICIES
 

@@ -32,7 +32,6 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import psutil
@@ -290,32 +289,6 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-DEFAULT_FILE = "store.sqlite"
-
-
-def store_location(store: str | None, runs_dir: Path) -> str:
-    """The store a setting names: the setting itself, or ``runs_dir/store.sqlite`` when None."""
-    return store if store else str(runs_dir / DEFAULT_FILE)
-
-
-def open_job_store(location: str | Path, *, reclaim_s: float = 60.0, max_attempts: int = 5) -> JobStore:
-    """The job store at ``location``: Redis for a ``redis://`` URL, else an SQLite file path.
-
-    ``reclaim_s``: a running job whose worker has been silent this long is taken over.
-    ``max_attempts``: a job taken this many times (its workers kept dying) is failed."""
-    text = str(location)
-    if text.startswith(REDIS_SCHEMES):
-        from orchestrator.stores.jobs_redis import RedisJobStore
-
-        return RedisJobStore(text, reclaim_s=reclaim_s, max_attempts=max_attempts)
-    if "://" in text:
-        raise BadInput(f"store {text.split('://')[0]}://... is not a Redis URL or a file path")
-    from orchestrator.stores.jobs_sqlite import SQLiteJobStore
-
-    return SQLiteJobStore(Path(text), reclaim_s=reclaim_s, max_attempts=max_attempts)
-
-
 def abandoned(attempts: int, max_attempts: int) -> str:
     return f"abandoned: taken {attempts} times (max_attempts {max_attempts}); its workers died or stopped"
 
@@ -338,8 +311,6 @@ __all__ = [
     "is_job_id",
     "new_job_id",
     "no_such_job",
-    "open_job_store",
     "process_alive",
-    "store_location",
     "visible",
 ]
