@@ -102,6 +102,9 @@ class AggregationResult(BaseModel):
     fallback: str | None = Field(
         None, description="Why a vote stands in for the aggregator model (it failed or did not run)."
     )
+    skipped: str | None = Field(
+        None, description="Why the aggregator model was not called: the experts agreed (method 'consensus')."
+    )
     tokens_in: int = Field(0, ge=0, description="Tokens the aggregator read (0 for votes).")
     tokens_out: int = Field(0, ge=0, description="Tokens the aggregator wrote (0 for votes).")
     seconds: float = Field(0.0, ge=0.0, description="Time the aggregation took.")

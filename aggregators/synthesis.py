@@ -25,6 +25,7 @@ from aggregators.result import (
     Extract,
     agreement,
 )
+from aggregators.vote import majority
 from common.answers import Judge
 from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Request
@@ -62,6 +63,13 @@ class SynthesisOptions(BaseModel):
     )
     max_tokens: int | None = Field(
         None, ge=1, le=MAX_NEW_TOKENS, description="Most tokens the aggregator writes; None keeps its own setting."
+    )
+    skip_agreement: float | None = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="Skip the aggregator when at least this share of the answers agree (by the judge), at "
+        "least two of them: 1 = unanimous; None never skips. A blank answer agrees with nothing.",
     )
 
     @property
@@ -187,6 +195,27 @@ class SynthesisJob:
     question_id: str | None = None
     benchmark: str | None = None
     """The benchmark whose item ``question_id`` names (``Request.benchmark``)."""
+    extract: Extract | None = None
+    """Reads an answer out of an expert's text (the consensus check)."""
+    judge: Judge | None = None
+    """Compares the answers (the consensus check); None: the text judge."""
+
+
+def consensus(
+    answers: Sequence[ExpertAnswer], ids: Sequence[str], agreement: float | None, judge: Judge | None
+) -> tuple[str, str] | None:
+    """(why, the input id whose answer stands) when the answers agree enough to skip the
+    aggregator: at least two answers, ``agreement`` of them (of every usable answer) the same by
+    ``judge``; the most competent supporter's answer stands. None otherwise."""
+    if agreement is None or len(answers) < 2:
+        return None
+    result = majority(answers, judge=judge)
+    if result.choice is None or len(result.agreed_with) < 2 or result.confidence < agreement - 1e-9:
+        return None
+    backers = [(i, a) for i, a in zip(ids, answers, strict=True) if a.expert in result.agreed_with]
+    stands = max(backers, key=lambda pair: pair[1].competence if pair[1].competence is not None else -1.0)[0]
+    how = "unanimous" if len(result.agreed_with) == len(answers) else f"{result.confidence:.0%} agree"
+    return f"{how}: {len(result.agreed_with)} of {len(answers)} experts answered {result.choice}", stands
 
 
 def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> Compose:
@@ -217,7 +246,10 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
                 used.append(input_id)
                 answers.append(
                     ExpertAnswer(
-                        expert=generation.model, text=generation.text, competence=job.competence.get(generation.model)
+                        expert=generation.model,
+                        text=generation.text,
+                        choice=generation.stated(job.extract),
+                        competence=job.competence.get(generation.model),
                     )
                 )
         if left_out:
@@ -236,6 +268,8 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
             question_id=job.question_id,
             benchmark=job.benchmark,
         )
-        return Composed(request=request, used=tuple(used), left_out=tuple(left_out))
+        agreed = consensus(answers, used, options.skip_agreement, job.judge) if job.extract is not None else None
+        skipped, stands = agreed if agreed is not None else (None, None)
+        return Composed(request=request, used=tuple(used), left_out=tuple(left_out), skipped=skipped, stands=stands)
 
     return composed

@@ -51,7 +51,7 @@ from batching.warm import WarmEngines
 from common.errors import BadInput, CoeError
 from common.names import unknown_name
 from common.requests import Generation, Request
-from common.tasks import Compose, Task
+from common.tasks import Compose, Composed, Task
 
 __all__ = ["Executor", "ProgressCallback", "ProgressEvent", "RunMetrics", "RunResult"]
 
@@ -326,7 +326,25 @@ class Executor(EngineCalls, Reuse):
             return None
         with state.lock:
             state.composed[task.id] = composed
+        if composed.skipped is not None:
+            self._settle_agreed(task, composed, inputs, state)
+            return None
         return composed.request
+
+    def _settle_agreed(self, task: Task, composed: Composed, inputs: Mapping[str, Generation], state: RunState) -> None:
+        """A task whose inputs agree needs no model: the agreeing input's answer stands as its own."""
+        stands = inputs[composed.stands] if composed.stands is not None else None
+        generation = Generation(
+            request_id=composed.request.id,
+            model=task.model,
+            text=stands.text if stands is not None else "",
+            answer=stands.answer if stands is not None else None,
+            finish_reason="skipped",
+        )
+        with state.lock:
+            state.record(task.id, generation)
+            state.metrics.skipped += 1
+        log.debug("task %s: not run (%s)", task.id, composed.skipped)
 
     def _inputs_failed(self, task: Task, state: RunState) -> bool:
         """Whether every input of a dependent task is in and failed (then it is recorded as failed,

@@ -121,6 +121,8 @@ def _summarise_method(
         cost_ratio=cost / reference if cost is not None and reference else None,
         accuracy_ratio=accuracy_ratio((((r.question_id, r.sample), hit) for r, hit in scored), reference_right or {}),
         escalated=_mean([m.escalations[0].escalate for m in cascade]) if cascade else None,
+        aggregator_skipped=sum(1 for _, m in answered if m.skipped is not None),
+        aggregator_called=sum(1 for _, m in answered if m.aggregation == "synthesis" and m.skipped is None),
     )
 
 

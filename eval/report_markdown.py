@@ -199,6 +199,21 @@ def _cost_section(summary: Summary) -> list[str]:
     return lines + [""]
 
 
+def _skip_note(summary: Summary) -> list[str]:
+    """How many aggregator calls the experts' consensus saved, per method that aggregates."""
+    shares = [
+        f"{m.name} {m.aggregator_skipped} of {m.aggregator_skipped + m.aggregator_called}"
+        for m in summary.methods
+        if m.aggregator_skipped + m.aggregator_called
+    ]
+    if not shares:
+        return []
+    return [
+        "Aggregator calls skipped because the experts agreed (their answer stands): " + ", ".join(shares) + ".",
+        "",
+    ]
+
+
 def render_markdown(summary: Summary) -> str:
     """``report.md``: title, methods, experts, samples (if several), categories, skipped baselines, then cost."""
     k = f", k={summary.k}" if summary.k is not None else ""
@@ -220,6 +235,7 @@ def render_markdown(summary: Summary) -> str:
         "",
         *_reference_note(summary),
         *_cost_note(summary),
+        *_skip_note(summary),
     ]
     lines += _experts_section(summary)
     if summary.samples > 1:

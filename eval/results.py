@@ -74,6 +74,9 @@ class MethodResult(BaseModel):
     tokens_out: int = Field(0, description="Tokens written by the experts consulted and the aggregator.")
     seconds: float = Field(0.0, description="Generation seconds: the slowest expert consulted plus the aggregator.")
     fallback: str | None = Field(None, description="Why a vote stood in for the aggregator.")
+    skipped: str | None = Field(
+        None, description="Why the aggregator was not called: its experts agreed (their answer stands)."
+    )
     cost: float = Field(0.0, description="What the experts consulted cost, in the run's cost unit.")
     voters: tuple[str, ...] | None = Field(
         None, description="A cascade: the experts whose answers were combined (None: every one consulted)."
@@ -138,6 +141,7 @@ class RunInfo(BaseModel):
     generations: int = Field(0, description="Generations made by engines in this invocation.")
     reused: int = Field(0, description="Generations read back from the run's store (--resume).")
     cached: int = Field(0, description="Generations answered from the generation cache (earlier runs).")
+    aggregations_skipped: int = Field(0, description="Aggregator calls saved: the experts agreed (consensus).")
     started: str = ""
     finished: str = ""
     command: str = ""

@@ -64,6 +64,8 @@ class MethodSummary(BaseModel):
     escalated: float | None = Field(
         None, description="A cascade: share of answers that climbed past the first rung (None: no cascade)."
     )
+    aggregator_skipped: int = Field(0, description="Answers whose experts agreed, so the aggregator was not called.")
+    aggregator_called: int = Field(0, description="Answers the aggregator model wrote (synthesis).")
 
 
 class RunCost(BaseModel):

@@ -104,7 +104,10 @@ def build_answer(
     else:
         generation = result.generations.get(one.aggregate_task)
         composed = result.composed.get(one.aggregate_task)
-        if generation is not None and generation.ok and composed is not None:
+        if composed is not None and composed.skipped is not None and arrived:
+            agreed = majority(arrived, competence=one.competence, judge=judge)
+            aggregation = agreed.model_copy(update={"method": "consensus", "skipped": composed.skipped})
+        elif generation is not None and generation.ok and composed is not None:
             aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract, judge)
         elif arrived:
             reason = (generation.error if generation is not None else None) or "aggregator did not run"

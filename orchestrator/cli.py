@@ -18,6 +18,7 @@ from orchestrator.cli_options import (
     JsonOpt,
     KOpt,
     LimitOpt,
+    NoSkipOpt,
     PolicyOpt,
     PoolOpt,
     ScorerOpt,
@@ -65,13 +66,14 @@ def ask(
     k: KOpt = None,
     scorer: ScorerOpt = "classifier",
     as_json: JsonOpt = False,
+    no_skip: NoSkipOpt = False,
 ) -> None:
     """Answer one question with the pool's experts and aggregator; print the answer and a trace."""
     from orchestrator.sdk import Orchestrator
 
     if question == "-":
         question = sys.stdin.read()
-    settings = command_settings(pool=pool)
+    settings = command_settings(pool=pool, aggregator_skip=False if no_skip else None)
     from orchestrator.progress import LiveProgress
 
     with LiveProgress() as display:

@@ -10,7 +10,7 @@ from typing import Annotated, get_args
 
 import typer
 
-from orchestrator.cli_options import DataOpt, KOpt, PolicyOpt, PoolOpt, command_settings
+from orchestrator.cli_options import DataOpt, KOpt, NoSkipOpt, PolicyOpt, PoolOpt, command_settings
 
 AggregatorOpt = Annotated[
     str,
@@ -67,6 +67,7 @@ def eval_command(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: under settings.runs_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (same command).")] = False,
+    no_skip: NoSkipOpt = False,
     no_cache: Annotated[
         bool,
         typer.Option("--no-cache", help="Neither read nor write the generation cache (regenerate everything)."),
@@ -92,7 +93,12 @@ def eval_command(
 
     if aggregator not in get_args(EvalAggregation):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
-    settings = command_settings(pool=pool, data_dir=data_dir, **({"cache": "off"} if no_cache else {}))
+    settings = command_settings(
+        pool=pool,
+        data_dir=data_dir,
+        cache="off" if no_cache else None,
+        aggregator_skip=False if no_skip else None,
+    )
     the_pool = load_pool(settings.pool, settings.data_dir)
     if reference is not None and reference not in the_pool.expert_names:
         experts = ", ".join(the_pool.expert_names)
@@ -116,6 +122,7 @@ def eval_command(
         temperature=temperature,
         baselines=baselines,
         reference=reference,
+        skip_agreement=settings.consensus,
     )
     out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
     check_out_dir(out, config, resume)  # before any work: a wrong folder is one line, nothing else

@@ -42,6 +42,12 @@ StoreOpt = Annotated[
         help="Generation cache and batch jobs: a redis:// URL or an SQLite file (default: settings.store).",
     ),
 ]
+NoSkipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-skip", help="Always call the aggregator, even when the experts agree (default: skip on consensus)."
+    ),
+]
 CacheModeOpt = Annotated[
     CacheMode | None,
     typer.Option("--cache", help="use, refresh (write only) or off (default: settings.cache)."),

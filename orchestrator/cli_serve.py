@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt, command_settings
+from orchestrator.cli_options import CacheModeOpt, DataOpt, NoSkipOpt, PolicyOpt, PoolOpt, StoreOpt, command_settings
 from orchestrator.cli_worker import BenchmarkSpecOpt, HeartbeatOpt, ReclaimOpt, job_settings
 
 
@@ -47,6 +47,7 @@ def serve_command(
     job_reclaim_s: ReclaimOpt = None,
     job_heartbeat_s: HeartbeatOpt = None,
     benchmark: BenchmarkSpecOpt = None,
+    no_skip: NoSkipOpt = False,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
@@ -64,7 +65,13 @@ def serve_command(
         raise BadInput(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
     core = command_settings(
-        pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb, store=store, cache=cache
+        pool=pool,
+        data_dir=data_dir,
+        policy=policy,
+        memory_budget_mb=memory_budget_mb,
+        store=store,
+        cache=cache,
+        aggregator_skip=False if no_skip else None,
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
     settings = ServiceSettings(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli_options import DataOpt, PoolOpt, StoreOpt, command_settings
+from orchestrator.cli_options import DataOpt, NoSkipOpt, PoolOpt, StoreOpt, command_settings
 
 if TYPE_CHECKING:
     from orchestrator.settings import JobSettings
@@ -57,6 +57,7 @@ def worker_command(
         typer.Option("--memory-budget-mb", min=1, help="Memory models may hold at once (default: measured)."),
     ] = None,
     benchmark: BenchmarkSpecOpt = None,
+    no_skip: NoSkipOpt = False,
 ) -> None:
     """Run batch jobs (POST /v1/batches) from the job store until SIGTERM or Ctrl-C: each job's
     questions through the batch planner, a step at a time, its generations checkpointed under
@@ -69,7 +70,13 @@ def worker_command(
     from orchestrator.stores.jobs_open import open_job_store
     from orchestrator.stores.target import store_location
 
-    settings = command_settings(pool=pool, data_dir=data_dir, store=store, memory_budget_mb=memory_budget_mb)
+    settings = command_settings(
+        pool=pool,
+        data_dir=data_dir,
+        store=store,
+        memory_budget_mb=memory_budget_mb,
+        aggregator_skip=False if no_skip else None,
+    )
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)
     benchmarks = registered_benchmarks(benchmark or ())
     where = store_location(settings.store, settings.runs_dir)

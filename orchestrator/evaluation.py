@@ -68,6 +68,9 @@ class EvalConfig(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     baselines: bool = False
     reference: str | None = Field(None, description="The expert ratios are against (None: the pool's costliest).")
+    skip_agreement: float | None = Field(
+        1.0, description="Agreement that skips the aggregator (None: --no-skip, always aggregate)."
+    )
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,9 @@ def evaluate(
     check_out_dir(out, config, resume)
     started_at = _now()
     started = time.perf_counter()
-    base = replace(coe.pipeline(config.policy, config.k), whole_ladders=True, temperature=config.temperature)
+    base = coe.pipeline(config.policy, config.k)
+    synthesis = base.synthesis.model_copy(update={"skip_agreement": config.skip_agreement})
+    base = replace(base, whole_ladders=True, temperature=config.temperature, synthesis=synthesis)
     _emit(coe, ProgressEvent(kind="route_start", total=len(questions)))
     routed = route(base, coe, questions, bench, config)
     routed_s = time.perf_counter() - started
@@ -300,6 +305,7 @@ def evaluate(
         generations=answered.tasks - metrics.resumed - metrics.failed - metrics.cache_hits,
         reused=metrics.resumed,
         cached=metrics.cache_hits,
+        aggregations_skipped=metrics.skipped,
         started=started_at,
         finished=_now(),
         command=command,

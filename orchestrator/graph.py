@@ -115,6 +115,8 @@ def synthesis_job(one: Asked) -> SynthesisJob:
         competence=one.competence,
         question_id=one.asks.question_id,
         benchmark=one.asks.benchmark,
+        extract=one.prompting.extract,
+        judge=one.prompting.judge,
     )
 
 

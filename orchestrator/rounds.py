@@ -69,14 +69,30 @@ def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:
     return first.predicted_loads + later
 
 
+SUMMED = (
+    "loads",
+    "load_seconds",
+    "generate_seconds",
+    "unload_seconds",
+    "engine_seconds",
+    "tokens_in",
+    "tokens_out",
+    "generate_calls",
+    "phases_run",
+    "phases_skipped",
+    "resumed",
+    "cache_hits",
+    "skipped",
+)
+"""The run metrics that rounds add up."""
+
+
 def merge(results: Sequence[RunResult], run_id: str) -> RunResult:
     """The rounds' results as one (generations by task, metrics added up)."""
     metrics = RunMetrics()
     for result in results:
         m = result.metrics
-        for name in ("loads", "load_seconds", "generate_seconds", "unload_seconds", "engine_seconds", "tokens_in"):
-            setattr(metrics, name, getattr(metrics, name) + getattr(m, name))
-        for name in ("tokens_out", "generate_calls", "phases_run", "phases_skipped", "resumed", "cache_hits"):
+        for name in SUMMED:
             setattr(metrics, name, getattr(metrics, name) + getattr(m, name))
         metrics.cache_misses += m.cache_misses
         metrics.failed += m.failed

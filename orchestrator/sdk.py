@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import get_args
 
-from aggregators import SynthesisJob
+from aggregators import SynthesisJob, SynthesisOptions
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
@@ -211,13 +211,16 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
     ) -> Answer:
         """Answer one question (multiple-choice when ``options`` are given). Raises if no expert answered.
 
         ``aggregation``: the aggregator model writes the answer (``synthesis``) or the experts'
         majority is it (``majority``). ``max_tokens``: most tokens the aggregator may write."""
         query = as_query(question, self.settings.max_question_chars, options=options)
-        pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
         return require_answer(self._run([query], None, pipeline, None)[0])
 
     def answer_batch(
@@ -230,6 +233,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
         run_id: str | None = None,
         logprobs: bool = False,
     ) -> list[Answer]:
@@ -240,7 +244,9 @@ class Orchestrator:
         ``logprobs``: the experts are asked for their tokens' log-probabilities (each expert
         answer's ``logprob``, where the engine gives them; a cascade always asks)."""
         queries = self._queries(questions)
-        pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
         return self._run(queries, benchmark, replace(pipeline, logprobs=bool(logprobs)), run_id)
 
     async def aanswer(
@@ -253,6 +259,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
     ) -> Answer:
         """``answer`` in a worker thread, for async code."""
         return await asyncio.to_thread(
@@ -264,6 +271,7 @@ class Orchestrator:
             scorer=scorer,
             aggregation=aggregation,
             max_tokens=max_tokens,
+            skip_consensus=skip_consensus,
         )
 
     async def aanswer_batch(
@@ -276,6 +284,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
         run_id: str | None = None,
         logprobs: bool = False,
     ) -> list[Answer]:
@@ -289,6 +298,7 @@ class Orchestrator:
             scorer=scorer,
             aggregation=aggregation,
             max_tokens=max_tokens,
+            skip_consensus=skip_consensus,
             run_id=run_id,
             logprobs=logprobs,
         )
@@ -381,6 +391,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
         progress: ProgressCallback | None = None,
         on_delta: Callable[[str, str], None] | None = None,
         skip: Callable[[Task], str | None] | None = None,
@@ -389,7 +400,8 @@ class Orchestrator:
         """The pipeline ``answer_batch`` runs, for callers that schedule batches themselves (the
         service, evaluations): ``on_delta(task_id, text)`` receives generated text as it arrives
         where the engine streams, ``skip(task)`` names why a task should not run (a cancelled
-        request), and ``store`` checkpoints every generation (a run to resume). Run it while
+        request), and ``store`` checkpoints every generation (a run to resume). ``skip_consensus``:
+        False always calls the aggregator; None follows ``settings.skip_agreement``. Run it while
         holding ``busy``: calls share the engines."""
         if aggregation not in get_args(Aggregation):
             raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
@@ -398,6 +410,8 @@ class Orchestrator:
         if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
             raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
         pipeline = self._pipeline(self.router(policy, k, scorer=scorer), store)
+        if skip_consensus is False:
+            pipeline = replace(pipeline, synthesis=pipeline.synthesis.model_copy(update={"skip_agreement": None}))
         return replace(
             pipeline,
             aggregation=aggregation,
@@ -431,6 +445,7 @@ class Orchestrator:
             store=store,
             progress=self.progress,
             choice=pool_aggregator_choice(self.pool),
+            synthesis=SynthesisOptions(order="competence", skip_agreement=self.settings.consensus),
             warm=self._warm,
             items=self._items,
         )

@@ -70,6 +70,21 @@ class Settings(BaseModel):
         "still write it; off: neither.",
     )
     cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
+    aggregator_skip: bool = Field(
+        True, description="Skip the aggregator when the experts agree (skip_agreement); False: always call it."
+    )
+    skip_agreement: float = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="The share of the experts' answers that must agree (by the judge; two at least) for the "
+        "aggregator to be skipped: 1 = unanimous.",
+    )
+
+    @property
+    def consensus(self) -> float | None:
+        """The agreement that skips the aggregator (``SynthesisOptions.skip_agreement``); None: never."""
+        return self.skip_agreement if self.aggregator_skip else None
 
     @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
     @classmethod

@@ -46,6 +46,12 @@ class Metrics:
             "coe_expert_queue_depth", "Generations each expert still owes the batch in flight.", ["expert"], registry=r
         )
         self.batches = Counter("coe_batches", "Batches run.", registry=r)
+        self.aggregations = Counter(
+            "coe_aggregations",
+            "Answers by how they were combined: the aggregator called, skipped (the experts agreed), or a vote.",
+            ["outcome"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "coe_batch_questions",
             "Questions per batch.",

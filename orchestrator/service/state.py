@@ -189,9 +189,12 @@ class Service:
             for expert in answer.trace.experts:
                 m.tokens.labels("expert", "in").inc(expert.tokens_in)
                 m.tokens.labels("expert", "out").inc(expert.tokens_out)
-            if answer.trace.aggregation is not None:
-                m.tokens.labels("aggregator", "in").inc(answer.trace.aggregation.tokens_in)
-                m.tokens.labels("aggregator", "out").inc(answer.trace.aggregation.tokens_out)
+            aggregation = answer.trace.aggregation
+            if aggregation is not None:
+                m.tokens.labels("aggregator", "in").inc(aggregation.tokens_in)
+                m.tokens.labels("aggregator", "out").inc(aggregation.tokens_out)
+                called = aggregation.method.startswith("synthesis")
+                m.aggregations.labels("skipped" if aggregation.skipped else "called" if called else "vote").inc()
         if answers:
             m.stage.labels("load").observe(answers[0].trace.timings.load)
 
