@@ -178,8 +178,9 @@ class Rounds:
         run_id: str,
     ) -> tuple[RunResult, dict[str, Composed]]:
         """The aggregation round: each task's request composed (by ``composer``) from its voters'
-        generations of earlier rounds; a task with nothing to compose from fails, named."""
-        tasks, composed, failed = [], {}, {}
+        generations of earlier rounds; a task with nothing to compose from fails, named; one whose
+        voters agree is not run (its ``Composed`` record says so, and their answer stands)."""
+        tasks, composed, failed, agreed = [], {}, {}, 0
         for task_id, given in inputs.items():
             try:
                 made = composer(Task(id=task_id, model=models[task_id], after=tuple(given)), given)
@@ -187,10 +188,15 @@ class Rounds:
                 failed[task_id] = str(exc)
                 continue
             composed[task_id] = made
+            if made.skipped is not None:
+                agreed += 1
+                continue
             tasks.append(Task(id=task_id, model=models[task_id], request=made.request))
         if not tasks:
-            return RunResult(run_id=run_id, generations={}, failed=failed, metrics=RunMetrics()), composed
+            result = RunResult(run_id=run_id, generations={}, failed=failed, metrics=RunMetrics(skipped=agreed))
+            return result, composed
         result = self.executor.run(self.plan(tasks), tasks, self.specs, _no_compose, run_id=f"{run_id}-agg")
+        result.metrics.skipped += agreed
         return replace_failed(result, failed), composed
 
 
