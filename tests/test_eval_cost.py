@@ -140,7 +140,9 @@ def test_a_cascade_synthesis_reads_its_voters_only(tmp_path: Path) -> None:
 
     bench = load_benchmark("mmlu_pro")
     questions = stratified_sample(bench.questions(settings.data_dir, "test")[:400], 12, 0)
-    config = EvalConfig(benchmark="mmlu_pro", split="test", limit=12, pool_dir=str(POOL), policy="cascade")
+    config = EvalConfig(
+        benchmark="mmlu_pro", split="test", limit=12, pool_dir=str(POOL), policy="cascade", skip_agreement=None
+    )
     with Orchestrator(settings, engine_factory=engines) as coe:
         done = evaluate(coe, bench, questions, config, tmp_path / "out")
     replaced = 0

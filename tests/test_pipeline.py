@@ -94,7 +94,7 @@ def test_aggregator_failure_falls_back_to_vote(settings):
             engine = FakeEngine(spec, answer=fine, fail_on=agg_fails)
             return self.made.setdefault(spec.name, engine)
 
-    answer = Orchestrator(settings, engine_factory=Factory()).answer("Pick.", options=["a", "b"])
+    answer = Orchestrator(settings, engine_factory=Factory()).answer("Pick.", options=["a", "b"], skip_consensus=False)
     assert answer.choice == "B"
     assert answer.trace.aggregation.method == "majority"
     assert answer.trace.aggregation.fallback
