@@ -9,15 +9,17 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from pathlib import Path
 
 from batching.engines.base import Engine, EngineFactory
 from batching.plan import Phase
 from batching.results import ProgressEvent
 from batching.run_state import RunState, StoreFailed
 from batching.runstore import RunStore, request_key
-from batching.spec import ExpertSpec
+from batching.spec import ExpertSpec, ReplaySource
 from batching.warm import WarmEngines
 from common.errors import CoeError, EngineError
+from common.recordings import replay_book
 from common.requests import Generation, Request
 
 log = logging.getLogger("batching.executor")  # a part of the executor: its log
@@ -64,7 +66,16 @@ class EngineCalls:
         state: RunState,
         specs: Mapping[str, ExpertSpec],
     ) -> None:
-        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``."""
+        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``.
+        Recorded models of one file are indexed in one pass over it first (each replay engine
+        would otherwise read the whole file for its own model)."""
+        by_file: dict[Path, list[str]] = {}
+        for model in models:
+            source = specs[model].source
+            if isinstance(source, ReplaySource):
+                by_file.setdefault(Path(source.path), []).append(source.model)
+        for path, recorded in by_file.items():
+            replay_book(path).load(recorded)
         for model in models:
             self._emit(
                 ProgressEvent(

@@ -48,9 +48,11 @@ def iter_records(path: Path, models: Iterable[str] | None = None) -> Iterator[Re
 
 
 def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
+    # a line that names none of the wanted models (as written, or JSON-escaped) is not parsed
+    needles = None if wanted is None else {n for m in wanted for n in (m, json.dumps(m)[1:-1])}
     with _open_text(path) as lines:
         for number, line in enumerate(lines, 1):
-            if not line.strip():
+            if not line.strip() or (needles is not None and not any(n in line for n in needles)):
                 continue
             try:
                 row = json.loads(line)

@@ -21,10 +21,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aggregators import AggregatorChoice, SynthesisOptions, compose
-from batching import EngineFactory, ReplaySource, WarmEngines
+from batching import EngineFactory, WarmEngines
 from batching.cache import GenerationCache
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
@@ -32,7 +31,6 @@ from batching.results import RunMetrics
 from batching.runstore import RunStore
 from common.errors import BadInput
 from common.query import Query
-from common.recordings import replay_book
 from common.requests import Generation
 from common.tasks import Task
 from common.vocabulary import EvalAggregation
@@ -44,7 +42,7 @@ from orchestrator.items import ItemIndex, item_of
 from orchestrator.pool import Pool
 from orchestrator.rounds import Climb, Rounds, merge
 from orchestrator.trace import Answer
-from router import Heard, RouteDecision, Router, expected_accuracy
+from router import Heard, RouteDecision, Router
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +121,13 @@ class Pipeline:
             decisions = self.router.route([q.text for q in queries], ids)
         else:
             decisions = self.router.route_weights(weights, ids)
-        profile = self.router.profile
         vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
         for query, decision in zip(queries, decisions, strict=True):
             names = [c.expert for c in decision.all_experts]
             for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
-            expected = expected_accuracy(profile, decision.skills)
+            expected = self.router.competence(decision)  # through the router's memoised profile
             competence = {e: expected[e] for e in names if e in expected}
             asked.append(
                 Asked(
@@ -189,22 +186,10 @@ class Pipeline:
             len(plan.phases),
             plan.predicted_loads,
         )
-        self.index_recordings({t.model for t in graph.tasks})
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
         result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
         answers = [self._answer(one, result, route_seconds) for one in asked]
         return Answered(answers, result.metrics, len(graph.tasks))
-
-    def index_recordings(self, experts: set[str]) -> None:
-        """Index the recordings of the recorded experts in one pass per file (each replay engine
-        would otherwise read the whole file for its own model)."""
-        by_file: dict[str, list[str]] = {}
-        for name in sorted(experts):
-            source = self.pool.spec(name).source
-            if isinstance(source, ReplaySource):
-                by_file.setdefault(str(source.path), []).append(source.model)
-        for path, models in by_file.items():
-            replay_book(Path(path)).load(models)
 
     def executor(self) -> Executor:
         return Executor(
