@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,13 +48,25 @@ def iter_records(path: Path, models: Iterable[str] | None = None) -> Iterator[Re
         raise BadInput(f"{path}: cannot be read as JSONL: {type(exc).__name__}: {exc}") from exc
 
 
+_MODEL = re.compile(r'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
+"""A record's model, read without parsing the line (whose other models' records are skipped)."""
+
+
+def _named(line: str) -> str | None:
+    found = _MODEL.search(line)
+    if found is None:
+        return None
+    value = found.group(1)
+    return json.loads(f'"{value}"') if "\\" in value else value
+
+
 def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
-    # a line that names none of the wanted models (as written, or JSON-escaped) is not parsed
-    needles = None if wanted is None else {n for m in wanted for n in (m, json.dumps(m)[1:-1])}
     with _open_text(path) as lines:
         for number, line in enumerate(lines, 1):
-            if not line.strip() or (needles is not None and not any(n in line for n in needles)):
+            if not line.strip():
                 continue
+            if wanted is not None and (named := _named(line)) is not None and named not in wanted:
+                continue  # another model's record: not parsed (a malformed line still is, and fails)
             try:
                 row = json.loads(line)
                 model, qid, text = row["model"], row["question_id"], row["text"]
