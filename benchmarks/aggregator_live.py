@@ -146,6 +146,7 @@ def select(
             question_skills(q)[0],
             bench.answer_format,
             partial(bench.extract, q),
+            bench.judge(q),
         )
         for q in fitting
     }
