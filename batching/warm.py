@@ -20,17 +20,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from batching.engines.base import Engine, Sleeper, asleep, can_sleep
+from batching.engines.base import Engine, EngineFactory, Sleeper, asleep, can_sleep
 from batching.engines.kinds import KINDS
 from batching.spec import ExpertSpec
 from common.errors import CoeError, EngineError
 
-__all__ = ["Claim", "SleepCounts", "WarmEngines"]
+__all__ = ["Claim", "MadeEngines", "SleepCounts", "WarmEngines"]
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +236,20 @@ class WarmEngines:
             self._asleep.clear()
         for engine in engines:
             engine.unload()
+
+
+class MadeEngines:
+    """The engines ``factory`` made, while they live: how many sleep now (a service's gauge)."""
+
+    def __init__(self, factory: EngineFactory) -> None:
+        self._factory = factory
+        self._made: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+    def factory(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> Engine:
+        """``factory``'s engine of ``spec``, remembered."""
+        engine = self._factory(spec) if cpus is None else self._factory(spec, cpus=cpus)
+        self._made.add(engine)
+        return engine
+
+    def sleeping(self) -> int:
+        return sum(asleep(engine) for engine in list(self._made))

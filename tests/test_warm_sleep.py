@@ -225,3 +225,34 @@ def test_a_run_counts_its_wakes_and_failed_wakes(wake_fails: bool) -> None:
     assert len(made["a"]) == (2 if wake_fails else 1) and made["a"][0].loads == 1
     assert warm.sleeping == ["b"] and warm.names == ["a"]
     warm.close()
+
+
+def test_the_service_parks_models_and_shows_them_in_its_metrics(tmp_path) -> None:
+    import httpx
+
+    from orchestrator.service import ServiceSettings, create_app
+    from orchestrator.service.state import Service
+    from tests.live_server import serving
+
+    made: list[FakeEngine] = []
+
+    def factory(spec, cpus=None):
+        made.append(FakeEngine(spec, sleeps=True))
+        return made[-1]
+
+    core = session(tmp_path, 9000)  # room for one default model awake
+    settings = ServiceSettings(core=core)
+    app = create_app(settings, service=Service(settings, Orchestrator(core, engine_factory=factory)))
+    with serving(app) as url:
+        for question in ("Is water wet?", "Is fire hot?"):
+            reply = httpx.post(f"{url}/v1/answer", json={"question": question}, timeout=60)
+            assert reply.status_code == 200, reply.text
+        metrics = {
+            line.split()[0]: float(line.split()[-1])
+            for line in httpx.get(f"{url}/metrics").text.splitlines()
+            if line.startswith(("coe_models_sleeping", "coe_model_swaps_total", "coe_models_loaded"))
+        }
+    assert metrics["coe_models_sleeping"] == 1 and metrics["coe_models_loaded"] == 2
+    assert not any(v for k, v in metrics.items() if k.startswith("coe_model_swaps_total"))  # no unload to make room
+    assert sorted(e.spec.name for e in made) == ["gemma3", "smollm2"]  # each loaded once, woken after
+    assert sum(e.wakes for e in made) >= 1
