@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from batching.engines import _vllm_sleep
+from batching.engines import FakeEngine, _vllm_sleep
 from batching.engines._vllm_protocol import ErrorKind, Failed, Ready, Sleep, Stop, Switched, Wake
 from batching.engines._vllm_sleep import switch
 from batching.engines.vllm_engine import VLLMEngine
-from batching.engines.vllm_options import engine_args
+from batching.engines.vllm_options import cpu_build, engine_args
 from batching.spec import ExpertSpec, VLLMSource
 from batching.warm import WarmEngines
 from common.errors import EngineError
@@ -166,3 +166,29 @@ def test_an_unloaded_engine_cannot_sleep() -> None:
     engine = VLLMEngine(spec(), cache_dir=Path("."))
     assert not engine.can_sleep and not engine.sleeping and not engine.sleep()
     engine.wake()  # nothing to wake
+
+
+def test_the_sleep_benchmark_measures_swaps_with_engines_that_sleep() -> None:
+    from benchmarks import sleep as bench
+
+    engines = {name: FakeEngine(spec(name), sleeps=True) for name in ("a", "b")}
+    result = bench.measure(engines, lambda name: [Request.user(f"{name}-0", "hi")], rounds=2, gpu_used=lambda: 1.0)
+    for engine in engines.values():
+        assert (engine.loads, engine.sleeps, engine.wakes, engine.loaded) == (2, 3, 3, False)
+    row = result["models"]["a"]
+    assert (row["sleeps"], row["wakes"], row["gpu_used_asleep_mb"]) == (3, 2, 1.0)
+    swap = result["swaps"]["a->b"]
+    b = result["models"]["b"]
+    assert swap["swap_sleep_s"] == pytest.approx(row["sleep_s"] + b["wake_s"], abs=0.002)
+    assert swap["swap_cold_s"] == pytest.approx(row["unload_s"] + b["reload_s"], abs=0.002)
+    with pytest.raises(SystemExit, match="without sleep mode"):
+        bench.measure({"a": FakeEngine(spec("a"))}, lambda name: [], rounds=1)
+
+
+@pytest.mark.skipif(not cpu_build(), reason="a GPU build of vLLM has sleep mode")
+def test_the_sleep_benchmark_measures_nothing_on_this_cpu(tmp_path, capsys) -> None:
+    from benchmarks import sleep as bench
+
+    out = tmp_path / "sleep.json"
+    assert bench.main(["--write", "--out", str(out)]) == 0
+    assert "sleep mode unavailable here" in capsys.readouterr().out and not out.exists()
