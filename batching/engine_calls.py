@@ -117,10 +117,18 @@ class EngineCalls:
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None
     ) -> tuple[Engine | None, str | None]:
         if self.warm is not None:
-            warm = self.warm.take(spec, cpus)
-            if warm is not None:
-                log.info("%s: still loaded from the session's last run", model)
-                return warm, None
+            claim = self.warm.claim(spec, cpus)
+            if claim.how in ("woken", "wake_failed"):
+                end = time.perf_counter()
+                with state.lock:
+                    state.intervals.append((end - claim.seconds, end))
+                    state.metrics.wake_seconds += claim.seconds
+                    state.metrics.wakes += int(claim.how == "woken")
+                    state.metrics.failed_wakes += int(claim.how == "wake_failed")
+            if claim.engine is not None:
+                how = "woken from sleep" if claim.how == "woken" else "still loaded from the session's last run"
+                log.info("%s: %s", model, how)
+                return claim.engine, None
         try:
             engine = self.engine_factory(spec) if cpus is None else self.engine_factory(spec, cpus=cpus)
         except CoeError as exc:

@@ -51,6 +51,9 @@ class RunMetrics(BaseModel):
     load_seconds: float = 0.0
     generate_seconds: float = 0.0
     unload_seconds: float = 0.0
+    wakes: int = Field(0, description="Engines a warm session had put to sleep, woken instead of loaded.")
+    failed_wakes: int = Field(0, description="Sleeping engines that did not wake (unloaded, then loaded afresh).")
+    wake_seconds: float = Field(0.0, description="Seconds spent waking sleeping engines.")
     engine_seconds: float = Field(0.0, description="Wall time during which any engine call was running.")
     generate_calls: int = 0
     requests_per_model: dict[str, int] = Field(default_factory=dict)

@@ -41,6 +41,11 @@ class VLLMSource(_Strict):
     )
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per model.")
     enforce_eager: bool = Field(True, description="Skip graph capture: much faster start.")
+    sleep_mode: bool = Field(
+        True,
+        description="Where vLLM has its sleep mode (CUDA, ROCm, XPU), start the engine with it, so a warm "
+        "session parks the model (weights in host memory) to make room and wakes it instead of loading it.",
+    )
 
 
 class HTTPSource(_Strict):

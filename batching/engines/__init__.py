@@ -14,6 +14,7 @@ from batching.engines.base import (
     Engine,
     EngineFactory,
     ResultCallback,
+    Sleeper,
     chat_messages,
     completion_prompt,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "FakeEngine",
     "ReplayEngine",
     "ResultCallback",
+    "Sleeper",
     "chat_messages",
     "completion_prompt",
     "engine_kind",

@@ -14,7 +14,8 @@ models split the CPU cores; the planner needs its footprint). ``recorded``: it a
 from recordings, so it writes no new text (never a synthesis aggregator), answers a
 benchmark's items only (the item's benchmark decides its answer) and gives no token
 log-probabilities. ``sleep``: where the platform allows, it can be parked instead of unloaded
-(vLLM's sleep mode needs CUDA, ROCm or XPU).
+(vLLM's sleep mode needs CUDA, ROCm or XPU); the warm session (``batching.warm``) parks only
+engines of such kinds, and only those that also report ``can_sleep`` once loaded.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What ``GET /metrics`` shows, with prometheus-client: one registry per app (tests run several).
 
 Requests and errors by route and kind, latency per route and per stage of an answer, tokens,
-model loads and swaps (an unload to make room for another model), requests waiting, the
+model loads and swaps (an unload to make room for another model), models sleeping, requests waiting, the
 work each expert still has in the batch in flight, and the generation cache's hits, misses and
 bad entries (read from the store's own counters when /metrics is asked).
 """
@@ -40,7 +40,10 @@ class Metrics:
         self.swaps = Counter(
             "coe_model_swaps", "Models unloaded to make room for another while serving.", ["model"], registry=r
         )
-        self.loaded = Gauge("coe_models_loaded", "Models loaded now.", registry=r)
+        self.loaded = Gauge("coe_models_loaded", "Models loaded now (sleeping ones included).", registry=r)
+        self.sleeping = Gauge(
+            "coe_models_sleeping", "Models parked in sleep mode now: woken instead of loaded.", registry=r
+        )
         self.queue = Gauge("coe_queue_depth", "Requests waiting for a batch.", registry=r)
         self.expert_queue = Gauge(
             "coe_expert_queue_depth", "Generations each expert still owes the batch in flight.", ["expert"], registry=r

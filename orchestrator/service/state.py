@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from batching import ExpertSpec, ProgressEvent
+from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
 from common.errors import CoeError, NotFound, Unavailable
@@ -45,6 +45,9 @@ class Service:
         self.coe = orchestrator or Orchestrator(settings.core)
         self._serving = [True]
         self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
+        made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
+        self.coe.engine_factory = made.factory
+        self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
         self.dispatcher = Dispatcher(
