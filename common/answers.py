@@ -105,8 +105,8 @@ def math_equal(gold: str, answer: str) -> bool:
         return False
 
 
-DEFAULT_TOLERANCE = 1e-9
-"""Relative and absolute: float noise passes (0.1 + 0.2 == 0.3), 999,999 is not 1,000,000."""
+DEFAULT_TOLERANCE = 1e-12
+"""Relative and absolute: float noise passes (0.1 + 0.2 == 0.3); 9,999,999.96 is not 9,999,999.97."""
 
 _LETTER = re.compile(r"^\(?\s*([A-Ja-j])\s*\)?(?:[.:)]|\s|$)")
 _LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s+")

@@ -6,7 +6,7 @@
     answer_kind = "number"               # letter | integer | number | math | text
     data = "gsm8k_test.jsonl.gz"         # JSONL, JSON list or CSV, gzipped or not; beside the spec
     prompt = "{question}\\n\\nSolve it step by step; end with 'The answer is N'."   # optional
-    tolerance = 1e-6                     # number only (optional; default 1e-9)
+    tolerance = 1e-6                     # number only (optional; default 1e-12)
 
     [benchmark.fields]                   # data key or CSV column of each part of an item
     question = "question"
