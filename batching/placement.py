@@ -101,10 +101,10 @@ def _fill(
         if gi not in units:
             return None
         work = cost[gi] - load[gi]
-        smallest = sum(u.seconds for u in units[gi]) / len(units[gi])  # a replica worth its load holds a unit
-        for d in sorted(range(len(free)), key=lambda d: (starts[d], d)):
+        unit = sum(u.seconds for u in units[gi]) / len(units[gi])  # a replica needs room for about one unit
+        for d in sorted(range(len(free)), key=lambda d: (starts[d], d)):  # the most room first
             room = limit - starts[d] - load[gi]
-            if room < smallest or work <= 0:
+            if room < unit or work <= 0:
                 break
             share = min(work, room)
             out[d].append((gi, share))
