@@ -11,7 +11,7 @@ from batching.engines import (
     make_engine,
 )
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
-from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
+from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Placement, Plan, make_plan, model_footprint, task_order
 from batching.runstore import RunStore, SQLiteRunStore
 from batching.spec import Cost, ExpertSpec, HTTPSource, ReplaySource, VLLMSource
 from batching.warm import MadeEngines, WarmEngines
@@ -29,6 +29,7 @@ __all__ = [
     "HTTPSource",
     "ModelCost",
     "Phase",
+    "Placement",
     "Plan",
     "ProgressEvent",
     "ReplayEngine",

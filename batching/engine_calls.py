@@ -152,8 +152,13 @@ class EngineCalls:
         return engine, error
 
     def _release(self, engine: Engine, state: RunState) -> None:
-        if self.warm is not None and self.warm.give_back(engine):
-            return
+        """Hand the engine to the warm session, or unload it. A session keeps one engine per
+        model: a replica's engine, when another replica's is already kept, is unloaded."""
+        if self.warm is not None:
+            with state.lock:  # device threads release side by side: one check-and-keep at a time
+                kept = engine.spec.name not in self.warm.names and self.warm.give_back(engine)
+            if kept:
+                return
         with self._timed(state, "unload_seconds"):
             engine.unload()
 
@@ -223,16 +228,17 @@ class EngineCalls:
                     self.store.put(state.run_id, {request_key(engine.spec, request): generation})
                 except CoeError as exc:  # not the engine's fault: the run stops, nothing is retried
                     raise StoreFailed(exc) from exc
+            phase = state.phase_of.get(task_id)
             with state.lock:
                 if generation.ok and self.store is not None:
                     state.stored.add(task_id)
-                done, total, tokens = state.arrived.get(model, (0, len(items), 0))
-                state.arrived[model] = (done + 1, total, tokens + generation.tokens_out)
-                done, total, tokens = state.arrived[model]
+                done, total, tokens = state.arrived.get((phase, model), (0, len(items), 0))
+                state.arrived[phase, model] = (done + 1, total, tokens + generation.tokens_out)
+                done, total, tokens = state.arrived[phase, model]
             self._emit(
                 ProgressEvent(
                     kind="generated",
-                    phase=state.phase_of.get(task_id),
+                    phase=phase,
                     model=model,
                     done=min(done, total),
                     total=total,

@@ -9,7 +9,9 @@ are resolved from the store (resume). A store that cannot be written stops the r
 that fails mid-phase is reloaded once and its unfinished requests retried; requests that
 still fail are isolated by halving the batch and marked failed with the reason. At the end
 of a phase each engine is unloaded, or handed back to a warm session (``WarmEngines``) that
-keeps it while it fits. Phases on different devices run in parallel threads.
+keeps it while it fits. Phases on different devices run in parallel threads; a model may
+appear in phases on several devices (replicas, each its own load serving its share of the
+model's tasks), and a phase waits for the phases of other devices it names in ``after``.
 The result holds every task's generation and, for composed tasks, the ``Composed`` record of
 what went into their request.
 
@@ -102,6 +104,10 @@ class Executor(EngineCalls, Reuse):
         sampling) already has a generation stored under ``run_id`` is not run again."""
         by_id = {t.id: t for t in tasks}
         planned = plan.phase_of()
+        served = Counter(tid for phase in plan.phases for tid in phase.tasks)
+        twice = sorted(tid for tid, n in served.items() if n > 1)[:3]
+        if twice:
+            raise BadInput(f"plan serves tasks more than once: {twice}")
         if len(by_id) != len(tasks) or set(by_id) != set(planned):
             extra = sorted(set(by_id) - set(planned))[:3]
             missing = sorted(set(planned) - set(by_id))[:3]
@@ -240,7 +246,7 @@ class Executor(EngineCalls, Reuse):
             self.warm.make_room(sum(self.warm.sizes.get(m, 0.0) for m in cold), keep=models)
         totals = Counter(state.tasks[tid].model for tid in to_run)
         with state.lock:
-            state.arrived.update({m: (0, totals[m], 0) for m in models})
+            state.arrived.update({(phase.index, m): (0, totals[m], 0) for m in models})
         cpus = self._split_cores([m for m in models if engine_kind(specs[m]).local])
         waiting = set(to_run)
         ready_now = {state.tasks[t].model for t in to_run if not any(d in waiting for d in state.tasks[t].after)}

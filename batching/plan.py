@@ -1,31 +1,44 @@
 """The batch plan: which models are resident together, on which device, serving which tasks.
 
-Every model is loaded once per run. Models that depend on each other's output (a task of
-one needs a task of the other, both ways) must be resident together; they form a *group*.
-Groups are scheduled in dependency order by list scheduling over the devices (highest
-remaining critical path first, aggregators last, each on the device that can start it
-soonest: LPT when groups are independent), and a group joins the device's current phase
-when it fits the memory budget and adds no new wait on another device.
+Models that depend on each other's output (a task of one needs a task of the other, both ways)
+must be resident together; they form a *group*. On one device (and with ``placement="groups"``)
+every model is loaded once per run: groups are scheduled in dependency order by list scheduling
+over the devices (highest remaining critical path first, aggregators last, each on the device
+that can start it soonest: LPT when groups are independent), and a group joins the device's
+current phase when it fits the memory budget and adds no new wait on another device.
+
+With several devices, ``placement="work"`` (the default) places groups by their expected work
+(``batching.placement``): a model whose work exceeds its share is *replicated*, its tasks split
+between replicas on different devices (each replica a load), light models are pinned together
+under the budget, and the devices finish each stage together. The planner keeps whichever of
+the two schedules it predicts to finish first.
 
 The cost model is deliberately simple: a model costs its load seconds plus its prompt and
-output tokens over its throughputs; co-resident models share one device, so a phase costs
-the sum of its models.
+output tokens over its throughputs (output tokens: the measured mean per request where given,
+else the request's ``max_tokens``); co-resident models share one device, so a phase costs the
+sum of its models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from batching.engines.kinds import KINDS, ModelCost, engine_kind
+from batching.placement import work_schedule
 from batching.schedule import Draft, GroupGraph, group_graph, list_schedule
 from batching.spec import ExpertSpec
 from common.errors import BadInput, ConfigError
 from common.names import unknown_name
 from common.tasks import Task
 
-__all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "model_footprint", "task_order"]
+__all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Placement", "Plan", "make_plan", "model_footprint", "task_order"]
+
+Placement = Literal["work", "groups"]
+"""How groups go to devices: ``work`` (replicas of heavy models, balanced by expected work) or
+``groups`` (each model once, list scheduling); the same on one device."""
 
 
 DEFAULT_COSTS: dict[str, ModelCost] = {name: kind.cost for name, kind in KINDS.items()}
@@ -153,20 +166,30 @@ def model_footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]
 
 
 def _tokens(
-    task: Task, spec: ExpertSpec, by_id: Mapping[str, Task], specs: Mapping[str, ExpertSpec]
+    task: Task,
+    spec: ExpertSpec,
+    by_id: Mapping[str, Task],
+    specs: Mapping[str, ExpertSpec],
+    measured: Mapping[str, float],
 ) -> tuple[int, int]:
-    """Predicted (prompt, output) tokens of one task: ~4 characters a token."""
-    out = spec.sampling.max_tokens
+    """Predicted (prompt, output) tokens of one task: ~4 characters a token; output the model's
+    measured mean (under the request's cap) where known, else the cap."""
+    out = _output(task, spec, measured)
     if task.request is not None:
-        out = task.request.max_tokens or out
         chars = sum(len(m.content) for m in task.request.messages) + len(spec.system_prompt or "")
         return chars // 4 + 1, out
     quoted = 0
     for dep in task.after:
         dep_task = by_id[dep]
-        dep_spec = specs[dep_task.model]
-        quoted += (dep_task.request.max_tokens if dep_task.request else None) or dep_spec.sampling.max_tokens
+        quoted += _output(dep_task, specs[dep_task.model], measured)
     return quoted + _COMPOSED_OVERHEAD_TOKENS, out
+
+
+def _output(task: Task, spec: ExpertSpec, measured: Mapping[str, float]) -> int:
+    cap = (task.request.max_tokens if task.request else None) or spec.sampling.max_tokens
+    if task.model in measured:
+        return min(cap, max(1, round(measured[task.model])))
+    return cap
 
 
 def make_plan(
@@ -178,19 +201,26 @@ def make_plan(
     devices: int = 1,
     aggregators: Iterable[str] | None = None,
     costs: Mapping[str, ModelCost] | None = None,
+    output_tokens: Mapping[str, float] | None = None,
+    placement: Placement = "work",
 ) -> Plan:
-    """Plan ``tasks`` so each model loads once, under ``budget_mb`` per device.
+    """Plan ``tasks`` under ``budget_mb`` per device: on one device each model loads once.
 
     ``footprints`` are measured sizes (MB) that take precedence over ``spec.memory_mb``;
     ``aggregators`` are scheduled after every other ready model (default: the models that
-    run composed tasks); ``costs`` override the cost model per model name.
+    run composed tasks); ``costs`` override the cost model per model name; ``output_tokens``
+    are measured mean output tokens per request per model (profiles, past runs); ``placement``
+    picks how groups go to several devices (``Placement``).
     """
     if not budget_mb > 0:
         raise BadInput(f"memory budget must be positive, got {budget_mb}")
     if devices < 1:
         raise BadInput(f"devices must be at least 1, got {devices}")
+    if placement not in ("work", "groups"):
+        raise BadInput(f"placement must be 'work' or 'groups', got {placement!r}")
     footprints = dict(footprints or {})
     costs = dict(costs or {})
+    measured = dict(output_tokens or {})
     ordered = task_order(tasks)
     models: list[str] = []
     for task in tasks:
@@ -208,9 +238,15 @@ def make_plan(
         if size[model] > budget_mb:
             raise BadInput(f"model {model!r} needs {size[model]:g} MB, more than the memory budget of {budget_mb:g} MB")
 
-    seconds = _model_seconds(ordered, models, specs, costs)
+    seconds, task_seconds = _model_seconds(ordered, models, specs, costs, measured)
     graph = group_graph(ordered, models, size, seconds, aggs, budget_mb)
     drafts, finish = list_schedule(graph, devices, budget_mb)
+    makespan = max(finish.values(), default=0.0)
+    if placement == "work" and devices > 1:
+        load = [sum(_cost(m, specs, costs).load_seconds for m in group) for group in graph.groups]
+        placed, predicted = work_schedule(graph, ordered, task_seconds, load, devices, budget_mb)
+        if predicted < makespan * (1 - 1e-9):
+            drafts, makespan = placed, predicted
     out = _phases(drafts, graph, ordered)
     return Plan(
         phases=tuple(out),
@@ -218,38 +254,54 @@ def make_plan(
         budget_mb=budget_mb,
         aggregators=tuple(sorted(aggs & set(models))),
         predicted_loads=sum(len(p.models) for p in out),
-        predicted_seconds=round(max(finish.values(), default=0.0), 3),
+        predicted_seconds=round(makespan, 3),
     )
 
 
+def _cost(model: str, specs: Mapping[str, ExpertSpec], costs: Mapping[str, ModelCost]) -> ModelCost:
+    return costs.get(model) or engine_kind(specs[model]).cost
+
+
 def _model_seconds(
-    ordered: Sequence[Task], models: list[str], specs: Mapping[str, ExpertSpec], costs: Mapping[str, ModelCost]
-) -> dict[str, float]:
-    """Each model's predicted seconds: its load, then its prompt and output tokens over its speeds."""
+    ordered: Sequence[Task],
+    models: list[str],
+    specs: Mapping[str, ExpertSpec],
+    costs: Mapping[str, ModelCost],
+    measured: Mapping[str, float],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each model's predicted seconds (its load, then its prompt and output tokens over its
+    speeds) and each task's (its tokens only)."""
     by_id = {t.id: t for t in ordered}
     prompt = {m: 0 for m in models}
     output = {m: 0 for m in models}
+    per_task = {}
     for task in ordered:
-        p, o = _tokens(task, specs[task.model], by_id, specs)
+        p, o = _tokens(task, specs[task.model], by_id, specs, measured)
         prompt[task.model] += p
         output[task.model] += o
+        cost = _cost(task.model, specs, costs)
+        per_task[task.id] = o / cost.tokens_per_second + p / cost.prompt_tokens_per_second
     seconds = {}
     for m in models:
-        cost = costs.get(m) or engine_kind(specs[m]).cost
+        cost = _cost(m, specs, costs)
         seconds[m] = cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
-    return seconds
+    return seconds, per_task
 
 
 def _phases(drafts: list[Draft], graph: GroupGraph, ordered: Sequence[Task]) -> list[Phase]:
     """The drafts as phases, ordered by predicted start (creation order breaks ties, so inputs come first)."""
-    # phases ordered by predicted start (creation order breaks ties, so inputs come first)
     order = sorted(range(len(drafts)), key=lambda i: (drafts[i].start, i))
     renumber = {old: new for new, old in enumerate(order)}
     out = []
     for new, old in enumerate(order):
         ph = drafts[old]
         phase_models = [m for gi in ph.groups for m in graph.groups[gi]]
-        served = [t for t in ordered if graph.group_of[t.model] in ph.groups]
+        served = [
+            t
+            for t in ordered
+            if graph.group_of[t.model] in ph.groups
+            and (graph.group_of[t.model] not in ph.only or t.id in ph.only[graph.group_of[t.model]])
+        ]
         out.append(
             Phase(
                 index=new,
@@ -261,7 +313,7 @@ def _phases(drafts: list[Draft], graph: GroupGraph, ordered: Sequence[Task]) -> 
                 composed={m: sum(t.model == m and t.request is None for t in served) for m in phase_models},
                 memory_mb=ph.memory,
                 predicted_start=round(ph.start, 3),
-                predicted_seconds=round(sum(graph.seconds[gi] for gi in ph.groups), 3),
+                predicted_seconds=round(ph.seconds, 3),
             )
         )
     return out

@@ -38,7 +38,8 @@ class RunState:
         self.stored: set[str] = set()  # tasks checkpointed as their generation arrived
         self.looked: set[str] = set()  # tasks already looked up in the stores (each is looked up once)
         self.cached: set[str] = set()  # tasks answered from the generation cache
-        self.arrived: dict[str, tuple[int, int, int]] = {}  # model -> (arrived, total, tokens) this phase
+        # (phase, model) -> (arrived, total, tokens): a model's replicas on other devices count apart
+        self.arrived: dict[tuple[int | None, str], tuple[int, int, int]] = {}
         self.phase_of: dict[str, int] = {}
         self.metrics = RunMetrics()
         self.intervals: list[tuple[float, float]] = []

@@ -83,7 +83,7 @@ def group_order(needs: list[set[int]]) -> list[int]:
 
 @dataclass
 class Draft:
-    """A phase while the list scheduler builds it."""
+    """A phase while a scheduler builds it."""
 
     index: int
     device: int
@@ -91,6 +91,9 @@ class Draft:
     after: list[int]
     groups: list[int] = field(default_factory=list)
     memory: float = 0.0
+    seconds: float = 0.0
+    only: dict[int, frozenset[str]] = field(default_factory=dict)
+    """Group -> the task ids this phase serves of it, for a group split between replicas (absent: all)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ def list_schedule(graph: GroupGraph, devices: int, budget_mb: float) -> tuple[li
             current[d] = ph.index
         ph.groups.append(gi)
         ph.memory += graph.size[gi]
+        ph.seconds += graph.seconds[gi]
         phase_of_group[gi] = ph.index
         free[d] = start + graph.seconds[gi]
         finish[gi] = free[d]

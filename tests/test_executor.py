@@ -361,7 +361,7 @@ def _mutual_groups(tasks: list[Task]) -> list[set[str]]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workloads())
-def test_any_plan_runs_every_task_once_with_one_load_per_model(workload):
+def test_any_plan_runs_every_task_once_with_one_load_per_model_per_replica(workload):
     names, tasks, budget, devices = workload
     specs = {n: spec(n) for n in names}
     if max(len(group) for group in _mutual_groups(tasks)) * 1000 > budget:
@@ -375,8 +375,11 @@ def test_any_plan_runs_every_task_once_with_one_load_per_model(workload):
     assert not result.failed and set(result.generations) == {t.id for t in tasks}
     generated = [x for n in names for b in factory.batches(n) for x in b]
     assert sorted(generated) == sorted(t.id for t in tasks)
-    assert all(factory.loads(n) == 1 for n in {t.model for t in tasks})
-    assert result.metrics.loads == len({t.model for t in tasks})
+    replicas = {n: sum(n in p.models for p in plan.phases) for n in {t.model for t in tasks}}
+    assert all(factory.loads(n) == replicas[n] for n in replicas)  # one load per model per replica
+    if devices == 1:
+        assert set(replicas.values()) == {1}
+    assert result.metrics.loads == sum(replicas.values()) == plan.predicted_loads
 
 
 def test_a_changed_request_under_the_same_run_id_is_generated_again(tmp_path):

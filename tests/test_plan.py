@@ -43,7 +43,12 @@ def check_plan(plan: Plan, tasks: list[Task], budget: float, sizes: dict[str, fl
     """Every property a plan must have, whatever the input."""
     by_id = {t.id: t for t in tasks}
     loads = [m for p in plan.phases for m in p.models]
-    assert len(loads) == len(set(loads)) == len({t.model for t in tasks})  # each model once
+    if plan.devices == 1:
+        assert len(loads) == len(set(loads)) == len({t.model for t in tasks})  # each model once
+    placed = [(m, p.device) for p in plan.phases for m in p.models]
+    assert len(placed) == len(set(placed))  # replicas of a model are on different devices
+    assert set(loads) == {t.model for t in tasks}
+    assert all(p.requests[m] > 0 for p in plan.phases for m in p.models)  # no load without work
     assert plan.predicted_loads == len(loads)
     served = [tid for p in plan.phases for tid in p.tasks]
     assert sorted(served) == sorted(by_id)  # each task exactly once
