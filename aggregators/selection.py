@@ -4,7 +4,7 @@ For each validation question, one correct and ``n_wrong`` incorrect recorded ans
 taken from different experts and shuffled; every candidate aggregator model is asked to
 synthesise them, and scored by how often its extracted answer equals the gold one. The
 result (per candidate accuracy with a 95% interval and n, the best overall and per skill) is an
-``AggregatorChoice``; a pool stores it through ``orchestrator.artefacts.PoolArtefacts``.
+``AggregatorChoice``; a pool stores it through ``orchestrator.pools.artefacts.PoolArtefacts``.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Cost(_Strict):
 
     Routing compares models by ``per_call``: the active parameters (billions) or the price, on
     the assumption that answers are of like length; reports that know the tokens use them.
-    A pool declares one kind for all its models (``orchestrator.pool`` checks).
+    A pool declares one kind for all its models (``orchestrator.pools.pool`` checks).
     """
 
     active_params_b: float | None = Field(None, gt=0, le=100_000, description="Active parameters, billions.")

@@ -18,7 +18,7 @@ from aggregators import AggregationResult, ExpertAnswer, majority, weighted
 from common.answers import Judge
 from eval import Benchmark, Question
 from orchestrator import Orchestrator, Pool, Settings, load_pool
-from orchestrator.settings import shipped_pool
+from orchestrator.pools.settings import shipped_pool
 from router import expected_accuracy
 from skills.profile import Profile
 

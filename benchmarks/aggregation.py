@@ -4,7 +4,7 @@ Six recorded 6B-8B instruct models (pools/replay-small) answer the MMLU-Pro test
 through ``Orchestrator.answer_batch`` (policy ``all``; a choice is the benchmark's extraction
 of the recorded text). The questions are split by ``eval.splits.split`` (seeded, by question
 id; the split benchmarks/routing.py uses) into a train part, on which a copy of the pool is
-profiled by ``orchestrator.profiling.profile_pool`` (``coe profile``'s code), and a disjoint
+profiled by ``orchestrator.workflows.profile.profile_pool`` (``coe profile``'s code), and a disjoint
 test part, reported. A question's skill weights come from the profiled pool's router
 (``--skills router``: classifier and topics) or from its dataset category (``labels``); an
 expert's competence on it is its skill-weighted smoothed accuracy (router.expected_accuracy);
@@ -48,7 +48,7 @@ from _replay import POOL_DIR, Ballot, Ballots, Choices, ballots, expert_choices,
 from aggregators import AggregationResult, wilson_interval
 from eval import Benchmark, Question, get_benchmark, split
 from orchestrator import Orchestrator, load_settings
-from orchestrator.profiling import profile_pool
+from orchestrator.workflows.profile import profile_pool
 from router import POLICIES
 from skills import cached_embed, make_embedder, question_skills
 

@@ -52,8 +52,8 @@ from common.tasks import Task
 from eval import Benchmark, Question, get_benchmark, replay_path, sample, split
 from eval.benchmarks import format_options
 from orchestrator import Answer, Orchestrator, load_settings
-from orchestrator.artefacts import PoolArtefacts
-from orchestrator.pool import small_replay_models
+from orchestrator.pools.artefacts import PoolArtefacts
+from orchestrator.pools.pool import small_replay_models
 from skills import question_skills
 
 log = logging.getLogger("benchmarks.aggregator_live")

@@ -12,7 +12,7 @@ Two shipped pools, each measured the same way, every step the product's own:
   curve of the knob (with the confidence model fitted on the first half), each point played by
   ``router.calibration.play`` (the rules the pipeline runs); the calibrated cascade is also run
   through the SDK in real rounds, and its accuracy, cost and loads are reported beside;
-- every answer is right or wrong by the question's judge (``orchestrator.calibrating.verdicts``,
+- every answer is right or wrong by the question's judge (``orchestrator.workflows.calibrate.verdicts``,
   ``coe calibrate``'s own ``Correct``), and the majority of all experts is ``_replay.majority_all``
   (``aggregators.majority`` with the judge: the routing and aggregation benchmarks' figure).
 
@@ -45,9 +45,9 @@ from _replay import Ballots, ballots, majority_all, replay_pool
 from aggregators import wilson_interval
 from eval import Question, get_benchmark, split
 from orchestrator import Orchestrator, Settings, load_settings
-from orchestrator.calibrating import recorded_answers, verdicts
-from orchestrator.profiling import profile_pool
-from orchestrator.settings import shipped_pool
+from orchestrator.pools.settings import shipped_pool
+from orchestrator.workflows.calibrate import recorded_answers, verdicts
+from orchestrator.workflows.profile import profile_pool
 from router import Router
 from router.calibration import KNOBS, Correct, Recorded, Target, calibrate, play, sweep
 from router.cascade import leader

@@ -4,7 +4,7 @@ Every step is the product's own:
 
 - the questions are split by ``eval.splits.split`` (seeded, keyed by question id) into a
   train part and a disjoint test part;
-- a copy of the pool is profiled on the train part by ``orchestrator.profiling.profile_pool``
+- a copy of the pool is profiled on the train part by ``orchestrator.workflows.profile.profile_pool``
   (what ``coe profile`` runs: the per-skill profile, the skill classifier and the topics);
 - every expert answers every question once through ``Orchestrator.answer_batch`` (policy
   ``all``: a replay expert's answer does not depend on who else was asked); a choice is the
@@ -41,7 +41,7 @@ from _replay import POOL_DIR, Ballots, Choices, ballots, expert_choices, replay_
 from aggregators import wilson_interval
 from eval import Benchmark, Question, get_benchmark, split
 from orchestrator import Orchestrator, Settings, load_settings
-from orchestrator.profiling import profile_pool
+from orchestrator.workflows.profile import profile_pool
 from router import RouteDecision, Router, Selection
 from router.scorers import Scorer
 from skills import cached_embed, make_embedder, question_skills

@@ -33,17 +33,17 @@ from common.tasks import Composed, Task
 from common.vocabulary import MAX_NEW_TOKENS, Aggregation
 from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
-from orchestrator.graph import task_graph
-from orchestrator.inputs import as_query, check_k, check_policy
-from orchestrator.items import item_index
-from orchestrator.pipeline import Pipeline, require_answer
-from orchestrator.pool import Pool, load_pool
-from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
-from orchestrator.rounds import predicted_loads
-from orchestrator.routing import pool_aggregator_choice, pool_router
-from orchestrator.settings import Settings, load_settings
+from orchestrator.pipeline.core import Pipeline, require_answer
+from orchestrator.pipeline.graph import task_graph
+from orchestrator.pipeline.inputs import as_query, check_k, check_policy
+from orchestrator.pipeline.items import item_index
+from orchestrator.pipeline.rounds import predicted_loads
+from orchestrator.pipeline.trace import Answer
+from orchestrator.pools.pool import Pool, load_pool
+from orchestrator.pools.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
+from orchestrator.pools.routing import pool_aggregator_choice, pool_router
+from orchestrator.pools.settings import Settings, load_settings
 from orchestrator.stores import GenerationStore, open_generation_store
-from orchestrator.trace import Answer
 from router import RouteDecision, Router
 from router.scorers import keyword_scorer
 from skills import make_embedder
@@ -324,7 +324,7 @@ class Orchestrator:
         k: int | None = None,
     ) -> int:
         """The model loads ``answer_batch`` would take: its plan's, or for a cascade, at most its
-        first round's plus one per model of each later round (``orchestrator.rounds``)."""
+        first round's plus one per model of each later round (``orchestrator.pipeline.rounds``)."""
         pipeline = self._pipeline(self.router(policy, k), None)
         asked = pipeline.ask(self._queries(questions), benchmark)
         first = pipeline.plan(task_graph(asked).tasks)

@@ -15,7 +15,7 @@ The measured best setup (benchmarks/routing.py) adds topics, finer skills from c
 
 Trained objects are plain numbers, never pickles: ``SkillClassifier.to_payload()`` and
 ``TopicModel.to_payload()`` give pydantic records of lists, ``from_payload()`` rebuilds them.
-A pool stores them through ``orchestrator.artefacts.PoolArtefacts``.
+A pool stores them through ``orchestrator.pools.artefacts.PoolArtefacts``.
 
 Scorers (``skill_weights(texts) -> [{skill: weight}]``): ``ClassifierScorer`` (embeddings +
 calibrated logistic regression), ``TopicScorer`` (soft k-means topics of embeddings, finer skills

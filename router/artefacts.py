@@ -6,7 +6,7 @@ together.
     scorer = arts.scorer()                            # categories + topics, half each
     scorer = RouterArtefacts.of(classifier, topics).scorer()   # from stored payloads
 
-Storing them is the orchestrator's business (``orchestrator.artefacts.PoolArtefacts``); each
+Storing them is the orchestrator's business (``orchestrator.pools.artefacts.PoolArtefacts``); each
 object turns itself into plain data with ``to_payload()``.
 
 A profile built with ``skills_of`` counts each question under its category and its topic,

@@ -10,7 +10,7 @@ curve; ``choose`` picks the setting a ``Target`` asks for: the most accurate who
 within ``max_cost`` times the reference expert's, or the cheapest whose accuracy reaches
 ``min_accuracy`` times the reference's. ``fit_confidence`` fits the cascade's two
 probabilities as logistic regressions on the states of every question's whole ladder.
-``Calibration`` is what a pool stores (``orchestrator.artefacts``): plain numbers, versioned.
+``Calibration`` is what a pool stores (``orchestrator.pools.artefacts``): plain numbers, versioned.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     profile.accuracy("llama", "law"); profile.score("llama", "law"); profile.competence("llama")
 
 A ``Profile`` is a pydantic model (``model_dump_json`` / ``model_validate``); where it is stored
-in a pool is the orchestrator's business (``orchestrator.artefacts.PoolArtefacts``).
+in a pool is the orchestrator's business (``orchestrator.pools.artefacts.PoolArtefacts``).
 
 Generations (live profiling, LLM annotation) come from a ``run(tasks) -> {task id: Generation}``
 callable the orchestrator supplies; this package never calls an engine.

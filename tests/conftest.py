@@ -9,7 +9,7 @@ import pytest
 
 from batching import ExpertSpec
 from eval.data import replay_path
-from orchestrator.settings import load_settings
+from orchestrator.pools.settings import load_settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

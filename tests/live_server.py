@@ -22,7 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.settings import PROJECT_ROOT, load_settings
+from orchestrator.pools.settings import PROJECT_ROOT, load_settings
 
 _ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost|0\.0\.0\.0):(\d+)")
 _PRIVATE = ("/readyz", "/v1/batches")

@@ -164,7 +164,7 @@ def test_the_private_check_catches_a_planted_reach(tmp_path, line, caught):
 
 
 def test_task_ids_are_built_in_one_place():
-    """``orchestrator.task_ids`` alone spells a task id: a second copy of the format (a literal
+    """``orchestrator.pipeline.task_ids`` alone spells a task id: a second copy of the format (a literal
     "/expert/" or "/aggregate" elsewhere) would drift from it."""
     spelled = []
     for package in PACKAGES:

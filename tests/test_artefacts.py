@@ -15,8 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from common.artefacts import latest, read_model, versions, write_new_version
 from common.errors import ConfigError, NotFound, config_error, field_path
-from orchestrator.artefacts import PoolArtefacts
-from orchestrator.settings import shipped_pool
+from orchestrator.pools.artefacts import PoolArtefacts
+from orchestrator.pools.settings import shipped_pool
 
 
 class Thing(BaseModel):
@@ -162,7 +162,7 @@ def test_a_planted_pickle_is_never_opened(trained_pool, tmp_path, caplog):
     ]
     for path in planted:
         path.write_bytes(payload)
-    with caplog.at_level("WARNING", logger="orchestrator.pool"):
+    with caplog.at_level("WARNING", logger="orchestrator.pools.pool"):
         decision = _route(trained_pool, "the court ruled on the contract")
     assert not marker.exists()
     assert decision.expert_names == ["smollm2"]
@@ -260,7 +260,7 @@ def test_malformed_choice_is_a_config_error_and_never_overwritten(tmp_path, cont
 
 def test_new_versions_do_not_switch_routing_unless_activated(tmp_path):
     from common.errors import NotFound
-    from orchestrator.artefacts import PoolArtefacts
+    from orchestrator.pools.artefacts import PoolArtefacts
     from skills import ProfileBuilder
 
     stored = PoolArtefacts(tmp_path)
@@ -291,7 +291,7 @@ def test_profiling_uses_a_part_disjoint_from_evaluation():
 
 
 def test_pins_are_concrete_so_a_new_kind_never_routes_unasked(tmp_path):
-    from orchestrator.artefacts import PoolArtefacts
+    from orchestrator.pools.artefacts import PoolArtefacts
     from skills import ProfileBuilder
 
     stored = PoolArtefacts(tmp_path)

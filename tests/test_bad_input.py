@@ -13,7 +13,7 @@ import pytest
 import common.errors as errors
 from batching import FakeEngine
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 TABLE = tomllib.loads((Path(__file__).parent / "data" / "bad_input.toml").read_text(encoding="utf-8"))
 

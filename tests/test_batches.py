@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.settings import JobSettings
+from orchestrator.pools.settings import JobSettings
 from tests import test_service as service_tests
 from tests import userbench
 from tests.live_server import serving

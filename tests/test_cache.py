@@ -19,7 +19,7 @@ from common.requests import Generation, Request
 from common.tasks import Task
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 from orchestrator.stores import SQLiteGenerationStore
 from tests.redis_server import redis_server  # noqa: F401
 from tests.test_executor import SPECS, Factory, compose, moe

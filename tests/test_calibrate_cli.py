@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from orchestrator import load_pool
-from orchestrator.routing import pool_router
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.routing import pool_router
+from orchestrator.pools.settings import PROJECT_ROOT
 
 DATA = PROJECT_ROOT.parent / "shared" / "data"
 

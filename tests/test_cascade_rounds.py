@@ -12,7 +12,7 @@ import pytest
 from batching import FakeEngine
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.artefacts import PoolArtefacts
+from orchestrator.pools.artefacts import PoolArtefacts
 from router import Heard
 from skills import ProfileBuilder
 
@@ -143,7 +143,7 @@ def test_a_rerun_with_the_run_id_resumes_every_round(settings):
 
 
 def test_plan_predicts_loads_per_round(settings):
-    from orchestrator.rounds import predicted_loads
+    from orchestrator.pipeline.rounds import predicted_loads
 
     coe = Orchestrator(settings, engine_factory=Engines())
     pipeline = coe.pipeline("cascade")
@@ -154,7 +154,7 @@ def test_plan_predicts_loads_per_round(settings):
 
 
 def _first_tasks(one):
-    from orchestrator.graph import expert_task
+    from orchestrator.pipeline.graph import expert_task
 
     return [expert_task(one.query.id, e, one.prompting.prompt, logprobs=True) for e in one.decision.expert_names]
 
@@ -188,7 +188,7 @@ def test_a_strong_expert_that_fails_leaves_the_cheap_answers_standing(settings):
 def test_calibration_records_token_logprobs_and_fits_them(settings):
     """``coe calibrate`` asks every expert with log-probabilities (where the engine gives them:
     the fake does), so the fitted confidence model can lean on them."""
-    from orchestrator.calibrating import calibrate_pool, recorded_answers
+    from orchestrator.workflows.calibrate import calibrate_pool, recorded_answers
 
     golds = ["A", "C", "C", "A", "C", "A", "C", "C"]
     kinds = ["agree", "split", "agree", "split", "split", "agree", "split", "agree"]

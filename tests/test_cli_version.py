@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.settings import PROJECT_ROOT, project_version
+from orchestrator.pools.settings import PROJECT_ROOT, project_version
 
 
 def version_line(capsys: pytest.CaptureFixture[str]) -> str:

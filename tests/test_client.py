@@ -23,8 +23,8 @@ from aggregators import AggregationResult, ExpertAnswer
 from common.errors import BadInput, CoeError, EndpointError, EngineTimeout, RateLimited
 from common.query import Query
 from orchestrator import Answer, Client, Trace
-from orchestrator.service.errors import ERROR_TABLE, INTERNAL, INVALID_JSON
-from orchestrator.service.wire import ErrorBody, ErrorResponse
+from orchestrator.remote.errors import ERROR_TABLE, INTERNAL, INVALID_JSON
+from orchestrator.remote.wire import ErrorBody, ErrorResponse
 from router import RouteDecision
 
 BASE = "http://coe.test"

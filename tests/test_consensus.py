@@ -12,7 +12,7 @@ from batching import ExpertSpec, FakeEngine
 from common.answers import AnswerKind, Judge
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 NUMBER = Judge(AnswerKind.NUMBER)
 

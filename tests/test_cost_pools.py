@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from batching.spec import Cost
 from common.errors import ConfigError
-from orchestrator.artefacts import PoolArtefacts
-from orchestrator.pool import load_pool
-from orchestrator.routing import pool_router
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.artefacts import PoolArtefacts
+from orchestrator.pools.pool import load_pool
+from orchestrator.pools.routing import pool_router
+from orchestrator.pools.settings import PROJECT_ROOT
 from router import ConfidenceModel, LinearModel, Selection
 from router.calibration import FORMAT_VERSION, Calibration, Target
 from router.cascade import FEATURES

@@ -10,8 +10,8 @@ import pytest
 
 from common.errors import BadInput, Unavailable
 from common.query import Query
+from orchestrator.pipeline.trace import Answer
 from orchestrator.service.dispatch import Asking, Dispatcher
-from orchestrator.trace import Answer
 
 TOPK = Asking("topk", 2)
 ALL = Asking("all", 3)

@@ -12,8 +12,8 @@ import pytest
 
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.artefacts import PoolArtefacts
-from orchestrator.settings import shipped_pool
+from orchestrator.pools.artefacts import PoolArtefacts
+from orchestrator.pools.settings import shipped_pool
 from router import train_router
 from skills import CachedEmbedder, HashingEmbedder, ProfileBuilder, cached_embed
 from skills.embed_cache import cache_file, text_key

@@ -191,8 +191,8 @@ def test_a_pool_profiled_with_an_encoder_routes_with_it(tmp_path, data_dir, repl
 
     from eval import get_benchmark
     from orchestrator import Orchestrator, load_settings
-    from orchestrator.profiling import profile_pool, sample
-    from orchestrator.settings import PROJECT_ROOT
+    from orchestrator.pools.settings import PROJECT_ROOT
+    from orchestrator.workflows.profile import profile_pool, sample
 
     pool = tmp_path / "pool"
     shutil.copytree(

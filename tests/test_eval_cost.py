@@ -18,9 +18,9 @@ from eval.report import summarise
 from eval.results import read_results, read_run
 from orchestrator import Orchestrator, load_settings
 from orchestrator.cli import main
-from orchestrator.evaluation import EvalConfig, evaluate
-from orchestrator.settings import shipped_pool
-from orchestrator.task_ids import aggregate_task_id
+from orchestrator.pipeline.task_ids import aggregate_task_id
+from orchestrator.pools.settings import shipped_pool
+from orchestrator.workflows.evaluate import EvalConfig, evaluate
 
 QUESTIONS = 40
 POOL = shipped_pool("replay-mixed")

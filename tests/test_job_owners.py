@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from common.errors import NotFound
-from orchestrator.stores import JobRequest, open_job_store
-from orchestrator.stores.jobs import JobSummary, visible
-from orchestrator.stores.jobs_redis import PREFIX
+from orchestrator.jobs import JobRequest, open_job_store
+from orchestrator.jobs.queue import JobSummary, visible
+from orchestrator.jobs.redis_queue import PREFIX
 from tests.redis_server import RedisServer
 
 BIG = JobRequest(questions=[f"Question number {i}: what is {i} + {i}?" for i in range(500)], policy="topk", k=2)

@@ -16,8 +16,8 @@ import pytest
 
 from common.errors import BadInput, ConfigError, Conflict, NotFound, Unavailable
 from eval.results import ExpertResult, MethodInfo, MethodResult, QuestionResult, RunInfo
-from orchestrator.stores import JobRequest, JobResults, JobStore, WorkerId, open_job_store
-from orchestrator.stores.jobs_redis import RedisJobStore
+from orchestrator.jobs import JobRequest, JobResults, JobStore, WorkerId, open_job_store
+from orchestrator.jobs.redis_queue import RedisJobStore
 from tests.redis_server import RedisServer, need_redis_server
 
 KINDS = ["sqlite", "redis"]

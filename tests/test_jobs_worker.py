@@ -15,9 +15,9 @@ from batching import FakeEngine
 from common.errors import ConfigError, Unavailable
 from eval import registered_benchmarks
 from orchestrator import Orchestrator, load_settings
-from orchestrator.jobs_worker import JobWorker
-from orchestrator.settings import PROJECT_ROOT, JobSettings
-from orchestrator.stores import JobRequest, open_job_store
+from orchestrator.jobs import JobRequest, open_job_store
+from orchestrator.jobs.worker import JobWorker
+from orchestrator.pools.settings import PROJECT_ROOT, JobSettings
 from tests import userbench
 
 
@@ -153,7 +153,7 @@ BAD_JOB_SETTINGS = [
 
 @pytest.mark.parametrize(("given", "message"), BAD_JOB_SETTINGS)
 def test_job_settings_are_checked(given, message):
-    from orchestrator.cli_worker import job_settings
+    from orchestrator.cli.options import job_settings
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         job_settings(**given)

@@ -155,7 +155,7 @@ def test_routing_benchmark_votes_with_aggregators_majority():
 
 def test_sdk_tasks_are_the_graph_answer_batch_runs(tmp_path):
     from orchestrator import Orchestrator, load_settings
-    from orchestrator.settings import PROJECT_ROOT
+    from orchestrator.pools.settings import PROJECT_ROOT
 
     settings = load_settings(pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=8000)
     coe = Orchestrator(settings)

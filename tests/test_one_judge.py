@@ -14,10 +14,10 @@ import pytest
 from eval import load_benchmark
 from eval.results import read_results
 from orchestrator import Orchestrator, load_settings
-from orchestrator.calibrating import calibrate_pool
 from orchestrator.cli import main
-from orchestrator.evaluation import EvalConfig, evaluate
-from orchestrator.profiling import profile_pool
+from orchestrator.workflows.calibrate import calibrate_pool
+from orchestrator.workflows.evaluate import EvalConfig, evaluate
+from orchestrator.workflows.profile import profile_pool
 from skills import Profile
 
 N = 30

@@ -12,7 +12,7 @@ from batching import FakeEngine
 from common.errors import BadInput, GenerationFailed
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 
 class Engines:
@@ -172,7 +172,7 @@ def test_stored_aggregator_choice_is_used(tmp_path):
     import shutil
 
     from aggregators import AggregatorChoice, CandidateScore, SynthesisOptions
-    from orchestrator.artefacts import PoolArtefacts
+    from orchestrator.pools.artefacts import PoolArtefacts
 
     pool = tmp_path / "pool"
     shutil.copytree(PROJECT_ROOT / "pools" / "default", pool)
@@ -195,7 +195,7 @@ def test_stored_aggregator_choice_is_used(tmp_path):
 
 
 def test_gpu_footprint_is_vllms_reserved_share(vllm_spec):
-    from orchestrator.resources import footprints_mb
+    from orchestrator.pools.resources import footprints_mb
 
     specs = {"a": vllm_spec("a"), "b": vllm_spec("b")}
     assert footprints_mb(specs, None) == {}
@@ -254,7 +254,7 @@ def test_the_keyword_scorer_routes_through_the_sdk(tmp_path):
     engine writes them), each mapped to the nearest skill of the profile, which picks the expert."""
     import shutil
 
-    from orchestrator.artefacts import PoolArtefacts
+    from orchestrator.pools.artefacts import PoolArtefacts
     from skills import ProfileBuilder
 
     pool = tmp_path / "pool"

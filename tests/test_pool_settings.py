@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError, NotFound
-from orchestrator.pool import load_pool
-from orchestrator.settings import PROJECT_ROOT, load_settings, shipped_pool
+from orchestrator.pools.pool import load_pool
+from orchestrator.pools.settings import PROJECT_ROOT, load_settings, shipped_pool
 
 GOOD = """
 [pool]
@@ -131,11 +131,11 @@ def test_settings_errors_say_where_a_value_came_from(monkeypatch, tmp_path):
 
 
 def test_settings_module_is_the_only_reader_of_coe_variables_and_the_project_root():
-    """Packages get paths as arguments; only orchestrator/settings.py reads COE_* or finds the project."""
+    """Packages get paths as arguments; only orchestrator/pools/settings.py reads COE_* or finds the project."""
     offenders = []
     for package in ("common", "batching", "eval", "skills", "router", "aggregators", "orchestrator"):
         for path in (PROJECT_ROOT / package).rglob("*.py"):
-            if path == PROJECT_ROOT / "orchestrator" / "settings.py":
+            if path == PROJECT_ROOT / "orchestrator" / "pools" / "settings.py":
                 continue
             text = path.read_text(encoding="utf-8")
             if '"COE_' in text or "'COE_" in text or "__file__" in text:
@@ -145,7 +145,7 @@ def test_settings_module_is_the_only_reader_of_coe_variables_and_the_project_roo
 
 
 def test_shipped_replay_pool_holds_no_pickle():
-    from orchestrator.artefacts import PoolArtefacts
+    from orchestrator.pools.artefacts import PoolArtefacts
 
     pool = shipped_pool("replay-small")
     assert PoolArtefacts(pool).pickles() == []
@@ -165,7 +165,7 @@ def _pool_toml(tmp_path, header: str) -> Path:
 
 
 def test_experts_default_to_every_model_but_the_aggregator(tmp_path):
-    from orchestrator.pool import load_pool
+    from orchestrator.pools.pool import load_pool
 
     assert load_pool(_pool_toml(tmp_path, ""), tmp_path).expert_names == ["big"]
     both = load_pool(_pool_toml(tmp_path, 'experts = ["big", "small"]'), tmp_path)
@@ -174,7 +174,7 @@ def test_experts_default_to_every_model_but_the_aggregator(tmp_path):
 
 def test_an_empty_experts_list_is_an_error(tmp_path):
     from common.errors import ConfigError
-    from orchestrator.pool import load_pool
+    from orchestrator.pools.pool import load_pool
 
     with pytest.raises(ConfigError, match=r"pool\.experts: .*at least 1 item"):
         load_pool(_pool_toml(tmp_path, "experts = []"), tmp_path)

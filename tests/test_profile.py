@@ -10,7 +10,7 @@ import pytest
 from common.artefacts import read_model
 from common.errors import BadInput, ConfigError, NotFound
 from eval.benchmarks import Question
-from orchestrator.artefacts import PoolArtefacts
+from orchestrator.pools.artefacts import PoolArtefacts
 from skills import (
     Profile,
     ProfileBuilder,

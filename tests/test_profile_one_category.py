@@ -13,7 +13,7 @@ from eval.answers import AnswerKind, AnswerRule
 from eval.benchmarks import Question
 from eval.record import Benchmark
 from orchestrator import Orchestrator, load_settings
-from orchestrator.profiling import profile_pool, topic_count
+from orchestrator.workflows.profile import profile_pool, topic_count
 
 NAMES = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo"]
 THINGS = ["apples", "marbles", "stamps", "coins", "books", "shells"]

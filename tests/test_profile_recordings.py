@@ -13,7 +13,7 @@ from common.errors import NotFound
 from eval import load_benchmark
 from orchestrator import Orchestrator, load_settings
 from orchestrator.cli import main
-from orchestrator.profiling import profile_pool
+from orchestrator.workflows.profile import profile_pool
 
 
 @pytest.fixture

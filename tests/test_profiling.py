@@ -9,8 +9,8 @@ import pytest
 from common.errors import BadInput
 from eval.benchmarks import Question, get_benchmark
 from orchestrator import Orchestrator, load_settings
-from orchestrator.profiling import profile_pool, sample
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
+from orchestrator.workflows.profile import profile_pool, sample
 
 pytestmark = pytest.mark.data
 
@@ -81,7 +81,7 @@ def test_live_experts_are_profiled_through_the_pipeline(tmp_path):
     """Live experts answer through the pipeline (every expert asked, each model loaded once) and
     each answer is judged by the question's judge; failed generations are not counted."""
     from batching import FakeEngine
-    from orchestrator.profiling import live_verdicts
+    from orchestrator.workflows.profile import live_verdicts
 
     said = {"gemma3": "B", "smollm2": "$1,000.00"}
     questions = [

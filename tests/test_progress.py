@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 from batching.executor import ProgressEvent
-from orchestrator.progress import PLAIN_INTERVAL_S, LiveProgress, duration
+from orchestrator.cli.progress import PLAIN_INTERVAL_S, LiveProgress, duration
 
 
 class Clock:

@@ -22,11 +22,11 @@ from common.errors import BadInput, ConfigError, GenerationFailed, ReplayMiss
 from common.query import Query
 from eval.benchmarks import Question, with_options
 from orchestrator import Orchestrator, load_settings
-from orchestrator.items import ItemIndex, ItemRef, check_recordings, item_of
-from orchestrator.pool import load_pool
+from orchestrator.pipeline.items import ItemIndex, ItemRef, check_recordings, item_of
+from orchestrator.pipeline.trace import Answer, Trace
+from orchestrator.pools.pool import load_pool
 from orchestrator.service import ServiceSettings, create_app
 from orchestrator.service.state import Service
-from orchestrator.trace import Answer, Trace
 from router import ExpertChoice, RouteDecision
 from tests.live_server import serving
 

@@ -12,7 +12,7 @@ import pytest
 
 import router
 from common.errors import BadInput, ConfigError, NotFound
-from orchestrator.artefacts import PoolArtefacts
+from orchestrator.pools.artefacts import PoolArtefacts
 from router import (
     POLICIES,
     ClassifierScorer,

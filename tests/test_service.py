@@ -17,9 +17,9 @@ import pytest
 from batching import FakeEngine
 from common.errors import BadInput, NotFound, Unauthorized
 from orchestrator import Client, Orchestrator, load_settings
+from orchestrator.pools.settings import PROJECT_ROOT
 from orchestrator.service import ServiceSettings, create_app
 from orchestrator.service.state import Service
-from orchestrator.settings import PROJECT_ROOT
 from tests.live_server import serving
 
 KEY = "s3cret-key-for-tests"

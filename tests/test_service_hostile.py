@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from orchestrator import Orchestrator, load_settings
+from orchestrator.jobs import JobRequest, open_job_store
 from orchestrator.service import ServiceSettings, create_app
 from orchestrator.service.state import Service
-from orchestrator.stores import JobRequest, open_job_store
 from tests import userbench
 from tests.live_server import serving
 from tests.redis_server import RedisServer

@@ -16,11 +16,11 @@ from common.errors import ReplayMiss
 from common.recordings import replay_book
 from eval import load_benchmark, replay_path
 from orchestrator import Client, Orchestrator, Query, load_settings
-from orchestrator.items import squash
-from orchestrator.pool import recorded_models
+from orchestrator.pipeline.items import squash
+from orchestrator.pools.pool import recorded_models
+from orchestrator.pools.settings import shipped_pool
 from orchestrator.service import ServiceSettings, create_app
 from orchestrator.service.state import Service
-from orchestrator.settings import shipped_pool
 from tests.live_server import serving
 
 ASKED = {"policy": "topk", "k": 3, "aggregation": "majority"}

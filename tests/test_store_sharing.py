@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from common.requests import Generation
-from orchestrator.stores import JobRequest, SQLiteGenerationStore
-from orchestrator.stores.jobs_sqlite import SQLiteJobStore
+from orchestrator.jobs import JobRequest
+from orchestrator.jobs.sqlite_queue import SQLiteJobStore
+from orchestrator.stores import SQLiteGenerationStore
 
 
 @pytest.mark.parametrize("first", ["cache", "jobs"])

@@ -20,7 +20,7 @@ import pytest
 from batching.cache import GenerationCache
 from common.errors import ConfigError, Unavailable
 from common.requests import Generation
-from orchestrator.settings import load_settings
+from orchestrator.pools.settings import load_settings
 from orchestrator.stores import (
     GenerationStore,
     RedisGenerationStore,

@@ -22,7 +22,7 @@ from common.requests import Generation, Request
 from common.tasks import Task
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 CANCELLED = "cancelled: the client went away"
 

@@ -15,7 +15,7 @@ from common.errors import EngineError
 from common.requests import Request
 from common.tasks import Task
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 
 def spec(name: str, kind: str = "vllm") -> ExpertSpec:

@@ -11,11 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from common.errors import BadInput, TooLarge
 from common.query import Query
-from orchestrator.inputs import as_query
+from orchestrator.pipeline.inputs import as_query
+from orchestrator.pipeline.trace import Answer
+from orchestrator.remote.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
 from orchestrator.service.dispatch import Ticket
 from orchestrator.service.state import Service
-from orchestrator.service.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
-from orchestrator.trace import Answer
 
 router = APIRouter(prefix="/v1")
 

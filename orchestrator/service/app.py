@@ -6,7 +6,7 @@ Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completi
 ``GET /readyz``, ``GET /metrics``. Every route but ``/healthz`` (the liveness probe, which says
 nothing but "ok") needs an API key when keys are configured and counts against the rate limit
 (``orchestrator.service.guard``). Every error is one JSON body, from the table in
-``orchestrator.service.errors``; its message is shown without the server's paths, hosts or
+``orchestrator.remote.errors``; its message is shown without the server's paths, hosts or
 ports (``orchestrator.service.redact``).
 """
 
@@ -27,13 +27,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import CoeError, RateLimited, TooLarge
+from orchestrator.pools.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
+from orchestrator.remote.errors import INTERNAL, INVALID_JSON, status_of
+from orchestrator.remote.wire import ErrorBody, ErrorResponse
 from orchestrator.service import answers, batches, chat
 from orchestrator.service.answers import ClientGone
-from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.service.guard import guard
 from orchestrator.service.state import Service
-from orchestrator.service.wire import ErrorBody, ErrorResponse
-from orchestrator.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 
 A job is checked when it is submitted (policy, k, its questions or its benchmark, split and
 sample; at most ``MAX_JOB_QUESTIONS`` questions), queued in the job store and run by a worker
-(``orchestrator.jobs_worker``): a thread of this service or a ``coe worker`` process on the same
+(``orchestrator.jobs.worker``): a thread of this service or a ``coe worker`` process on the same
 store. A benchmark is named, never given as a path: the built-ins and the spec files registered
 at start (``ServiceSettings.benchmarks``).
 
@@ -26,10 +26,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.job_results import job_questions
+from orchestrator.jobs.questions import job_questions
+from orchestrator.jobs.queue import Job, JobRequest, JobResults, JobSummary, is_job_id, no_such_job, visible
 from orchestrator.service.guard import caller_of
 from orchestrator.service.state import Service
-from orchestrator.stores.jobs import Job, JobRequest, JobResults, JobSummary, is_job_id, no_such_job, visible
 
 router = APIRouter(prefix="/v1")
 

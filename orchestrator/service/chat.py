@@ -22,11 +22,9 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from common.errors import BadInput, CoeError, GenerationFailed
-from orchestrator.service.answers import cancel, checked_query, wait_for
-from orchestrator.service.dispatch import Ticket
-from orchestrator.service.errors import INTERNAL, status_of
-from orchestrator.service.state import Service
-from orchestrator.service.wire import (
+from orchestrator.pipeline.trace import Answer
+from orchestrator.remote.errors import INTERNAL, status_of
+from orchestrator.remote.wire import (
     ChatChoice,
     ChatChoiceMessage,
     ChatCompletion,
@@ -36,7 +34,9 @@ from orchestrator.service.wire import (
     ModelList,
     Usage,
 )
-from orchestrator.trace import Answer
+from orchestrator.service.answers import cancel, checked_query, wait_for
+from orchestrator.service.dispatch import Ticket
+from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
 

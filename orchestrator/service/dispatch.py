@@ -26,8 +26,8 @@ from common.errors import CoeError, Unavailable
 from common.query import Query
 from common.tasks import Task
 from common.vocabulary import Aggregation
-from orchestrator.task_ids import is_aggregate, question_of
-from orchestrator.trace import Answer
+from orchestrator.pipeline.task_ids import is_aggregate, question_of
+from orchestrator.pipeline.trace import Answer
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from batching.spec import HTTPSource, ReplaySource, VLLMSource
-from orchestrator.stores.jobs import JobResults
-from orchestrator.trace import Answer
+from orchestrator.jobs.queue import JobResults
+from orchestrator.pipeline.trace import Answer
 
 log = logging.getLogger(__name__)
 

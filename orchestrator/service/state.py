@@ -17,19 +17,19 @@ from common.errors import CoeError, NotFound, Unavailable
 from common.query import Query
 from common.vocabulary import Aggregation
 from eval import registered_benchmarks
-from orchestrator.inputs import check_k, check_policy
-from orchestrator.jobs_worker import JobWorker
+from orchestrator.jobs.open import open_job_store
+from orchestrator.jobs.queue import JobStore
+from orchestrator.jobs.worker import JobWorker
+from orchestrator.pipeline.inputs import check_k, check_policy
+from orchestrator.pipeline.trace import Answer
+from orchestrator.pools.settings import PROJECT_ROOT, ServiceSettings
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
-from orchestrator.settings import PROJECT_ROOT, ServiceSettings
-from orchestrator.stores.jobs import JobStore
-from orchestrator.stores.jobs_open import open_job_store
 from orchestrator.stores.target import store_kind, store_location
-from orchestrator.trace import Answer
 from router import POLICIES
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.settings import load_settings
+from orchestrator.pools.settings import load_settings
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

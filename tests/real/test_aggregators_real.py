@@ -21,7 +21,7 @@ from common.recordings import ReplayBook
 from common.requests import Generation
 from common.tasks import Task
 from eval.extract import letter_extractor
-from orchestrator.artefacts import PoolArtefacts
+from orchestrator.pools.artefacts import PoolArtefacts
 
 pytestmark = pytest.mark.real
 

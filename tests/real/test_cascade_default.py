@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eval.benchmarks import Question
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 QUESTIONS = [
     Question(

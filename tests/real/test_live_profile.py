@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 
 def test_live_profile_of_default_pool(tmp_path, cache_dir, data_dir):

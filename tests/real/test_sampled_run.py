@@ -10,7 +10,7 @@ import pytest
 from eval.benchmarks import get_benchmark
 from eval.splits import sample
 from orchestrator import Orchestrator, load_settings
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.pools.settings import PROJECT_ROOT
 
 
 @pytest.mark.real

@@ -1,0 +1,154 @@
+"""From a run's generations to each query's ``Answer``: the experts' answers, the vote or the
+aggregator's, the trace and the cost. Every door's answers are made here, by one set of rules:
+
+- answers are compared by the query's judge (``Prompting.judge``): votes, agreement, the
+  cascade's leader;
+- a record that votes (``Asked.vote``) gets the experts' majority, or their competence-weighted
+  vote when every voter's competence is known (else the majority);
+- an aggregation that failed or did not run is replaced by the experts' majority, and the
+  trace says why;
+- a cascade asked whole is played on its generations (``play``) by the router's own
+  escalation, so it reaches the decisions its rounds would reach;
+- an expert call costs its declared cost of the tokens, or one call when none is declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from aggregators import AggregationResult, ExpertAnswer, majority, synthesis_outcome, weighted
+from batching import Cost
+from batching.executor import RunResult
+from common.requests import Generation
+from orchestrator.pipeline.asked import Asked
+from orchestrator.pipeline.task_ids import expert_task_id
+from orchestrator.pipeline.trace import Answer, Timings, Trace
+from router import Heard
+from router.calibration import Outcome
+from router.calibration import play as play_policy
+
+NOT_RUN = "not run"
+
+
+def expert_cost(cost: Cost | None, answer: ExpertAnswer) -> float:
+    """What one expert call cost: the declared cost of its tokens, or 1 call when none is
+    declared; nothing when it did not run."""
+    if answer.error == NOT_RUN:
+        return 0.0
+    return cost.of_tokens(answer.tokens_in + answer.tokens_out) if cost is not None else 1.0
+
+
+def expert_answer(one: Asked, name: str, generation: Generation | None) -> ExpertAnswer:
+    """One expert's answer to ``one`` (``not run`` when it has no generation)."""
+    competence = one.competence.get(name)
+    score = next((c.score for c in one.decision.all_experts if c.expert == name), None)
+    if generation is None:
+        return ExpertAnswer(expert=name, score=score, competence=competence, error=NOT_RUN)
+    return ExpertAnswer.from_generation(generation, one.prompting.extract, competence, score=score)
+
+
+def heard(one: Asked, answer: ExpertAnswer) -> Heard:
+    """An expert's answer as the cascade reads it: the judge's key of its choice (none when it failed)."""
+    return Heard(answer.expert, one.prompting.judge.key(answer.choice) if answer.ok else None, answer.logprob)
+
+
+def play(one: Asked, generations: Mapping[str, Generation]) -> Outcome:
+    """The cascade of ``one`` climbed on these generations (an expert without one is not heard)."""
+
+    def hear(expert: str) -> Heard | None:
+        generation = generations.get(expert_task_id(one.query.id, expert, one.sample))
+        return heard(one, expert_answer(one, expert, generation)) if generation is not None else None
+
+    assert one.router is not None, "a cascade record carries the router that decided it"
+    return play_policy(one.router, one.decision, hear)
+
+
+def climbed(one: Asked, asked: list[str], voters: list[str], escalations: tuple) -> Asked:
+    """``one`` after its cascade: every expert it asked, the voters, the escalations."""
+    decision = one.decision
+    choices = {c.expert: c for c in decision.all_experts}
+    decision = decision.model_copy(update={"experts": tuple(choices[e] for e in asked)})
+    competence = one.router.competence(decision) if one.router is not None else one.competence
+    return replace(
+        one,
+        decision=decision,
+        competence={e: competence[e] for e in asked if e in competence},
+        voters=tuple(voters),
+        escalations=tuple(escalations),
+    )
+
+
+def build_answer(
+    one: Asked,
+    result: RunResult,
+    *,
+    pool: str,
+    route_seconds: float,
+    costs: Mapping[str, Cost | None] | None = None,
+) -> Answer:
+    """The answer to one record from the run's result (nothing is composed again). ``costs``:
+    the pool's declared costs, for the trace's ``cost`` (one per call when none)."""
+    if one.decision.later and one.voters is None:  # a cascade asked whole: climb it now
+        outcome = play(one, result.generations)
+        one = climbed(one, list(outcome.asked), list(outcome.voters), outcome.escalations)
+    costs = costs or {}
+    judge = one.prompting.judge
+    experts = tuple(expert_answer(one, name, result.generations.get(t)) for name, t in one.expert_tasks.items())
+    by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
+    arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
+    aggregation: AggregationResult | None = None
+    error = None
+    if one.vote is not None:
+        aggregation = _vote(one, arrived) if arrived else None
+    else:
+        generation = result.generations.get(one.aggregate_task)
+        composed = result.composed.get(one.aggregate_task)
+        if composed is not None and composed.skipped is not None and arrived:
+            agreed = majority(arrived, competence=one.competence, judge=judge)
+            aggregation = agreed.model_copy(update={"method": "consensus", "skipped": composed.skipped})
+        elif generation is not None and generation.ok and composed is not None:
+            aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract, judge)
+        elif arrived:
+            reason = (generation.error if generation is not None else None) or "aggregator did not run"
+            aggregation = majority(arrived, competence=one.competence, judge=judge).model_copy(
+                update={"fallback": reason}
+            )
+    if aggregation is None:
+        causes = "; ".join(dict.fromkeys(f"{e.expert}: {e.error}" for e in experts if e.error))
+        error = f"no expert answer arrived for question {one.query.id!r} ({causes or 'none asked'})"
+    task_ids = (*one.expert_tasks.values(), *(() if one.vote is not None else (one.aggregate_task,)))
+    trace = Trace(
+        question_id=one.query.id,
+        pool=pool,
+        route=one.decision,
+        experts=experts,
+        aggregator=one.vote or one.aggregator,
+        aggregation=aggregation,
+        loads=result.metrics.loads,
+        escalations=one.escalations,
+        voters=one.voters,
+        cost=sum(expert_cost(costs.get(e.expert), e) for e in experts),
+        cache_hits=sum(1 for t in task_ids if t in result.cached),
+        timings=Timings(
+            route=route_seconds,
+            load=result.metrics.load_seconds,
+            experts=max((e.seconds for e in experts), default=0.0),
+            aggregate=aggregation.seconds if aggregation is not None else 0.0,
+            run=result.metrics.wall_seconds,
+        ),
+    )
+    if aggregation is None:
+        return Answer(question_id=one.query.id, text="", error=error, trace=trace)
+    return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
+
+
+def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
+    judge = one.prompting.judge
+    if one.vote == "weighted" and all(one.competence.get(a.expert) is not None for a in arrived):
+        n_options = len(one.query.options) or None
+        return weighted(arrived, competence=one.competence, n_options=n_options, judge=judge)
+    return majority(arrived, competence=one.competence, judge=judge)
+
+
+__all__ = ["NOT_RUN", "build_answer", "climbed", "expert_answer", "expert_cost", "heard", "play"]

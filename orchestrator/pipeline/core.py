@@ -1,0 +1,271 @@
+"""The pipeline: route -> plan -> generate -> aggregate, for a batch of queries. Every door runs
+it: the SDK, ``coe ask``, ``coe eval``, ``coe profile``, ``coe calibrate``, the service and the
+job workers each call ``Pipeline.run`` or ``Pipeline.ask`` + ``Pipeline.answer`` and add only
+what is theirs.
+
+One straight path. Each query is decided once (``Asked``: its route, prompt, judge, aggregator
+and the experts' competence); the task graph is built from those records
+(``orchestrator.pipeline.graph``); the batch planner and executor run it (each model loaded once, the
+aggregator's work last, composing its prompt from the expert answers that arrived); and each
+``Answer`` is a pure function of the ``Asked`` record and the run's result
+(``orchestrator.pipeline.answering``), which carries what went into every aggregation.
+
+An expert that fails is dropped from that answer with its reason; if the aggregator fails,
+the experts' majority vote (ties broken by competence) stands in and the trace says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aggregators import AggregatorChoice, SynthesisOptions, compose
+from batching import EngineFactory, WarmEngines
+from batching.cache import GenerationCache
+from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
+from batching.plan import Plan, make_plan
+from batching.results import RunMetrics
+from batching.runstore import RunStore
+from common.errors import BadInput
+from common.query import Query
+from common.requests import Generation
+from common.tasks import Task
+from common.vocabulary import EvalAggregation
+from eval.benchmarks import Benchmark
+from orchestrator.pipeline.answering import build_answer, climbed, heard
+from orchestrator.pipeline.asked import Asked, prompting
+from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
+from orchestrator.pipeline.items import ItemIndex, item_of
+from orchestrator.pipeline.rounds import Climb, Rounds, merge
+from orchestrator.pipeline.trace import Answer
+from orchestrator.pools.pool import Pool
+from router import Heard, RouteDecision, Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A run's answers, one per record in order, and what the run took."""
+
+    answers: list[Answer]
+    metrics: RunMetrics
+    tasks: int = 0
+    """Tasks the run had (resumed, cached and failed ones included)."""
+
+
+@dataclass
+class Pipeline:
+    pool: Pool
+    router: Router
+    engine_factory: EngineFactory
+    budget_mb: float
+    footprints: dict[str, float] = field(default_factory=dict)
+    devices: int = 1
+    store: RunStore | None = None
+    progress: ProgressCallback | None = None
+    synthesis: SynthesisOptions = SynthesisOptions(order="competence")
+    choice: AggregatorChoice | None = None
+    warm: WarmEngines | None = None
+    cores: tuple[int, ...] | None = None
+    aggregation: EvalAggregation = "synthesis"
+    """The aggregator model writes each answer, or the experts' vote is it."""
+    max_tokens: int | None = None
+    """Most tokens the aggregator may write (its own setting when None)."""
+    on_delta: Callable[[str, str], None] | None = None
+    """Hears each task's text as it is generated (task id, new text), where the engine streams."""
+    skip: Callable[[Task], str | None] | None = None
+    """Why a task should not run (e.g. its request was cancelled), or None."""
+    cache: GenerationCache | None = None
+    """Generations of earlier runs by what was asked: hits run nothing, new ones are written."""
+    cache_reads: bool = True
+    """False: never answer from the cache, still write to it (a refresh)."""
+    logprobs: bool = False
+    """Ask the experts for their tokens' log-probabilities (a cascade's rounds always do)."""
+    temperature: float | None = None
+    """The experts' sampling temperature (None: each expert's own)."""
+    whole_ladders: bool = False
+    """Ask a cascade's every rung at once and climb it afterwards (an evaluation, whose methods
+    share generations), instead of in rounds."""
+    items: ItemIndex | None = None
+    """Finds the benchmark item a free-text query is, for a pool with replay models."""
+
+    def aggregator_for(self, decision: RouteDecision) -> str:
+        """The stored selection's best aggregator for the query's top skill, else the pool's."""
+        if self.choice is None:
+            return self.pool.aggregator.name
+        name = self.choice.for_skill(decision.top_skill)
+        return name if name in self.pool.specs else self.pool.aggregator.name
+
+    def ask(
+        self,
+        queries: Sequence[Query],
+        benchmark: Benchmark | None = None,
+        *,
+        weights: Sequence[Mapping[str, float]] | None = None,
+        sample: int = 0,
+        method: str | None = None,
+    ) -> list[Asked]:
+        """Route the batch and decide, once per query, everything its answer depends on.
+        ``weights``: the queries' skill weights when the caller already has them (several
+        routers over one scorer), else the router's scorer reads them."""
+        ids = [q.id for q in queries]
+        if not queries:
+            raise BadInput("no questions to answer")
+        if len(set(ids)) != len(ids):
+            raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
+        if weights is None:
+            decisions = self.router.route([q.text for q in queries], ids)
+        else:
+            decisions = self.router.route_weights(weights, ids)
+        vote = None if self.aggregation == "synthesis" else self.aggregation
+        asked = []
+        for query, decision in zip(queries, decisions, strict=True):
+            names = [c.expert for c in decision.all_experts]
+            for name in names:
+                self.pool.spec(name)  # an unknown expert is an error, named
+            expected = self.router.competence(decision)  # through the router's memoised profile
+            competence = {e: expected[e] for e in names if e in expected}
+            asked.append(
+                Asked(
+                    query,
+                    decision,
+                    prompting(query, benchmark),
+                    self.aggregator_for(decision),
+                    competence,
+                    vote=vote,
+                    sample=sample,
+                    method=method,
+                    router=self.router,
+                    item=item_of(query, self.items),
+                )
+            )
+        return asked
+
+    def plan(self, tasks: Sequence[Task]) -> Plan:
+        return make_plan(
+            tasks,
+            self.pool.specs,
+            budget_mb=self.budget_mb,
+            footprints=self.footprints,
+            devices=self.devices,
+            aggregators={t.model for t in tasks if t.after},
+        )
+
+    def run(
+        self, queries: Sequence[Query], benchmark: Benchmark | None = None, *, run_id: str | None = None
+    ) -> list[Answer]:
+        """Answer every query: route, then ``answer``. One whose experts all failed gets ``error`` set."""
+        started = time.perf_counter()
+        self._emit(ProgressEvent(kind="route_start", total=len(queries)))
+        asked = self.ask(queries, benchmark)
+        routed = time.perf_counter() - started
+        self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
+        run_id = run_id or _run_id([q.id for q in queries])
+        return self.answer(asked, run_id=run_id, route_seconds=routed / len(asked)).answers
+
+    def answer(self, asked: Sequence[Asked], *, run_id: str, route_seconds: float = 0.0) -> Answered:
+        """Generate and aggregate decided records, one answer each, in order: plan the task graph
+        (expert tasks shared by the records that ask them, each model loaded once), run it, and
+        build each answer from the result. Cascades climb in rounds unless ``whole_ladders``."""
+        if not asked:
+            return Answered([], RunMetrics())
+        if not self.whole_ladders and any(one.decision.later for one in asked):
+            return self._climb(asked, run_id, route_seconds)
+        graph = task_graph(
+            asked, whole_ladders=self.whole_ladders, logprobs=self.logprobs, temperature=self.temperature
+        )
+        plan = self.plan(graph.tasks)
+        log.info(
+            "pipeline: %d record(s), %d task(s), %d phase(s), %d load(s) planned",
+            len(asked),
+            len(graph.tasks),
+            len(plan.phases),
+            plan.predicted_loads,
+        )
+        composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
+        result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
+        answers = [self._answer(one, result, route_seconds) for one in asked]
+        return Answered(answers, result.metrics, len(graph.tasks))
+
+    def executor(self) -> Executor:
+        return Executor(
+            self.engine_factory,
+            self.store,
+            self.progress,
+            self.warm,
+            self.cores,
+            on_delta=self.on_delta,
+            skip=self.skip,
+            cache=self.cache,
+            cache_reads=self.cache_reads,
+        )
+
+    def _answer(self, one: Asked, result: RunResult, route_seconds: float) -> Answer:
+        costs = {name: spec.cost for name, spec in self.pool.specs.items()}
+        return build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
+
+    def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
+        """A batch with cascades in rounds (``orchestrator.pipeline.rounds``), then its votes or aggregations."""
+        by_task = {one.aggregate_task: one for one in asked}
+        by_id = {one.query.id: one for one in asked}
+
+        def hear(question_id: str, expert: str, generation: Generation) -> Heard:
+            from orchestrator.pipeline.answering import expert_answer
+
+            one = by_id[question_id]
+            return heard(one, expert_answer(one, expert, generation))
+
+        climbs = {
+            one.aggregate_task: Climb(one, list(one.decision.expert_names), list(one.decision.expert_names))
+            for one in asked
+        }
+        rounds = Rounds(self.executor(), self.plan, self.pool.specs, hear)
+        result = rounds.run(climbs, run_id)
+        done = [climbed(by_task[t], c.asked, c.voters, tuple(c.escalations)) for t, c in climbs.items()]
+        synthesised = [one for one in done if one.vote is None]
+        if synthesised:
+            inputs = {
+                one.aggregate_task: {
+                    t: result.generations[t]
+                    for e, t in one.expert_tasks.items()
+                    if e in (one.voters or ()) and t in result.generations
+                }
+                for one in synthesised
+            }
+            jobs = {one.aggregate_task: synthesis_job(one) for one in synthesised}
+            composer = limited(compose(jobs, self.synthesis), self.max_tokens)
+            aggregated, composed = rounds.aggregate(
+                composer, inputs, {one.aggregate_task: one.aggregator for one in synthesised}, run_id
+            )
+            result = merge([result, aggregated], run_id)
+            result.composed.update(composed)
+        return Answered(
+            [self._answer(one, result, route_seconds) for one in done], result.metrics, len(result.generations)
+        )
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+
+def _first_repeat(ids: Sequence[str]) -> str:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            return i
+        seen.add(i)
+    return ""
+
+
+def _run_id(ids: Sequence[str]) -> str:
+    return "run-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def require_answer(answer: Answer) -> Answer:
+    if answer.error:
+        raise answer.failure()
+    return answer

@@ -1,0 +1,229 @@
+"""The one settings object, built once by ``load_settings`` (never at import time).
+
+Each setting has one default, here. The environment (``COE_*``) may replace a default;
+CLI options and SDK arguments override both by passing ``overrides``. This module is the only
+reader of ``COE_*`` variables and of where the project lies; every package gets the paths it
+needs (cache, data) as arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from common.errors import ConfigError, config_error
+from common.vocabulary import CacheMode
+from orchestrator.stores.target import store_kind
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # orchestrator/pools/settings.py
+DISTRIBUTION = "symbolic-coe"
+
+
+def shipped_pool(name: str) -> Path:
+    """The folder of a pool shipped with the project (``pools/<name>``)."""
+    return PROJECT_ROOT / "pools" / name
+
+
+def project_version() -> str:
+    """The version of the installed ``symbolic-coe`` distribution; where it is not installed
+    (a source checkout on the path), the one ``pyproject.toml`` declares."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        import tomllib
+
+        with (PROJECT_ROOT / "pyproject.toml").open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: Path = Field(shipped_pool("default"), description="Pool directory (holds pool.toml).")
+    data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data", description="Benchmarks and replay recordings.")
+    cache_dir: Path = Field(Path.home() / ".cache" / "symbolic-coe", description="Converted models and other caches.")
+    runs_dir: Path = Field(Path(".coe") / "runs", description="Run stores (checkpoints) and metrics.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Logging level of the CLI (progress lines are printed regardless)."
+    )
+    max_question_chars: int = Field(16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters.")
+    memory_budget_mb: float | None = Field(
+        None, gt=0, description="Memory models may hold at once; None measures the machine."
+    )
+    devices: int = Field(1, ge=1, le=64, description="Devices (GPUs) the planner may spread phases over.")
+    policy: str = Field("all", min_length=1, description="Routing policy used by answer().")
+    k: int = Field(3, ge=1, le=64, description="Experts per question for policies that take k.")
+    store: str | None = Field(
+        None,
+        min_length=1,
+        description="Where generations (the cache) and batch jobs are kept: a redis:// or rediss:// URL "
+        "(replicas share it) or an SQLite file; None: runs_dir/store.sqlite.",
+    )
+    cache: CacheMode = Field(
+        "use",
+        description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
+        "still write it; off: neither.",
+    )
+    cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
+    aggregator_skip: bool = Field(
+        True, description="Skip the aggregator when the experts agree (skip_agreement); False: always call it."
+    )
+    skip_agreement: float = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="The share of the experts' answers that must agree (by the judge; two at least) for the "
+        "aggregator to be skipped: 1 = unanimous.",
+    )
+
+    @property
+    def consensus(self) -> float | None:
+        """The agreement that skips the aggregator (``SynthesisOptions.skip_agreement``); None: never."""
+        return self.skip_agreement if self.aggregator_skip else None
+
+    @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
+
+    @field_validator("store", mode="after")
+    @classmethod
+    def _store_target(cls, target: str | None) -> str | None:
+        if target is not None:
+            store_kind(target)  # a ConfigError (a ValueError) names what is wrong with it
+        return target
+
+    @property
+    def store_target(self) -> str | Path:
+        """What ``orchestrator.stores.open_generation_store`` opens: ``store``, or the default file."""
+        return self.store if self.store is not None else self.runs_dir / "store.sqlite"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        """Where sentence embeddings are cached (``skills.cached_embed``)."""
+        return self.cache_dir / "embeddings"
+
+    @property
+    def encoders_dir(self) -> Path:
+        """Where the ONNX encoders are exported to, once (``skills.make_embedder``'s ``cache_dir``)."""
+        return self.cache_dir / "encoders"
+
+    @model_validator(mode="after")
+    def _paths_distinct(self) -> Settings:
+        if self.cache_dir.resolve() == self.pool.resolve():
+            raise ValueError(f"cache_dir and pool are the same folder ({self.cache_dir})")
+        return self
+
+
+_ENV = {
+    "pool": "COE_POOL",
+    "data_dir": "COE_DATA_DIR",
+    "cache_dir": "COE_CACHE_DIR",
+    "runs_dir": "COE_RUNS_DIR",
+    "log_level": "COE_LOG_LEVEL",
+    "memory_budget_mb": "COE_MEMORY_BUDGET_MB",
+    "policy": "COE_POLICY",
+    "store": "COE_STORE",
+    "cache": "COE_CACHE",
+    "cache_ttl_s": "COE_CACHE_TTL_S",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Defaults, then ``COE_*`` environment variables, then ``overrides`` (None = not given)."""
+    values: dict[str, object] = {k: os.environ[v] for k, v in _ENV.items() if os.environ.get(v)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+
+        def source(field: str) -> str:
+            from_env = field in _ENV and overrides.get(field) is None and field in values
+            return f"{field} (from {_ENV[field]})" if from_env else field
+
+        raise config_error(exc, "settings", describe=source) from exc
+
+
+class JobSettings(BaseModel):
+    """How batch jobs are run: by worker threads of ``coe serve`` and by ``coe worker``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(1, ge=0, le=64, description="Job worker threads in each service process (0: none).")
+    chunk: int = Field(
+        50, ge=1, le=100_000, description="Questions run per step; progress and cancellation are seen between steps."
+    )
+    heartbeat_s: float = Field(5.0, gt=0, le=3600, description="How often a worker says it still runs its job.")
+    reclaim_s: float = Field(
+        60.0, gt=0, le=86_400, description="A running job silent this long is taken over (Redis: XAUTOCLAIM min idle)."
+    )
+    max_attempts: int = Field(5, ge=1, le=1000, description="Claims of one job before it is failed as abandoned.")
+    poll_s: float = Field(1.0, gt=0, le=60, description="How long an idle worker waits for a job per look.")
+
+    @model_validator(mode="after")
+    def _reclaim_after_heartbeat(self) -> JobSettings:
+        if self.reclaim_s <= 2 * self.heartbeat_s:
+            raise ValueError(
+                f"reclaim_s ({self.reclaim_s}) must be over twice heartbeat_s ({self.heartbeat_s}): "
+                "a live worker's job would be taken over"
+            )
+        return self
+
+
+class ServiceSettings(BaseModel):
+    """``coe serve``: the core settings, where it listens, and its limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    core: Settings = Field(default_factory=Settings, description="Pool, paths, routing defaults.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    workers: int = Field(1, ge=1, le=64, description="Server processes; each loads its own engines.")
+    api_keys_file: Path | None = Field(
+        None, description="Keys clients must send as 'Authorization: Bearer KEY' (one per line, plain or sha256:HEX)."
+    )
+    rate_limit_per_minute: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests per key (or client address) per minute; None: no limit."
+    )
+    max_body_bytes: int = Field(2_000_000, ge=1_024, le=1_000_000_000, description="Largest request body accepted.")
+    max_batch_questions: int = Field(1_000, ge=1, le=100_000, description="Most questions in one batch request.")
+    grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
+    max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
+    gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+    jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
+    benchmarks: tuple[Path, ...] = Field(
+        (),
+        max_length=1_000,
+        description="Benchmark spec files a job may name (each by its spec's name) beside the built-ins; "
+        "clients name benchmarks, never paths.",
+    )
+
+    @field_validator("api_keys_file", mode="after")
+    @classmethod
+    def _expand(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
+
+    @field_validator("benchmarks", mode="after")
+    @classmethod
+    def _expand_all(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(path.expanduser() for path in paths)
+
+
+SERVICE_ENV = "COE_SERVICE_SETTINGS"
+"""How ``coe serve --workers N`` hands each worker process its settings (JSON)."""
+
+
+def service_settings_from_env() -> ServiceSettings:
+    """The settings ``coe serve`` left for its worker processes."""
+    raw = os.environ.get(SERVICE_ENV)
+    if not raw:
+        raise ConfigError(f"{SERVICE_ENV} is not set: start the service with 'coe serve'")
+    try:
+        return ServiceSettings.model_validate_json(raw)
+    except ValidationError as exc:
+        raise config_error(exc, SERVICE_ENV) from exc

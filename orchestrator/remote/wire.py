@@ -1,0 +1,140 @@
+"""What crosses the wire: the service's request and response bodies (pydantic, no heavy imports).
+
+The SDK's ``Client`` sends these bodies and reads ``orchestrator.pipeline.trace.Answer`` back, so the
+service and the client agree on one definition. OpenAI-compatible bodies accept the fields the
+``openai`` client sends and ignore those that do not apply; the fields we use are checked.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.query import MAX_NAME_CHARS, MAX_OPTIONS
+from common.vocabulary import Aggregation
+from orchestrator.pipeline.trace import Answer, Trace
+
+"""How a question's expert answers become one: the aggregator model writes it, or a vote."""
+
+
+class AskOptions(BaseModel):
+    """How to answer: the same fields for one question and for a batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_CHARS, description="Routing policy; the service's default when absent."
+    )
+    k: int | None = Field(None, ge=1, le=64, description="Experts per question for policies that take k.")
+    max_tokens: int | None = Field(None, ge=1, le=8192, description="Most tokens the final answer may have.")
+    aggregation: Aggregation = Field("synthesis", description="Aggregator model or majority vote.")
+
+
+class AnswerRequest(AskOptions):
+    """``POST /v1/answer``: one question, multiple-choice when ``options`` are given."""
+
+    question: str = Field(..., min_length=1, description="The question.")
+    options: list[str] | None = Field(None, max_length=MAX_OPTIONS, description="Choices, lettered A, B, ...")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The question's id (replay experts find a question by its text, else by this id).",
+    )
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., min_length=1)
+    options: list[str] | None = Field(None, max_length=MAX_OPTIONS)
+    id: str | None = Field(None, min_length=1, max_length=200)
+
+
+class AnswerBatchRequest(AskOptions):
+    """``POST /v1/answer/batch``: several questions answered together (each model loaded once)."""
+
+    questions: list[str | BatchItem] = Field(..., min_length=1, description="Plain questions or items with options.")
+
+
+class AnswerBatchResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answers: list[Answer]
+
+
+class ErrorBody(BaseModel):
+    """Every error's body, shaped as OpenAI's so its client reads it: ``{"error": {...}}``."""
+
+    message: str
+    type: str = Field(..., description="The kind of error, from the service's one table.")
+    param: str | None = Field(None, description="The field or limit at fault, when there is one.")
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# -- OpenAI-compatible ------------------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, object]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``: ``model`` is ``POOL`` or ``POOL/POLICY``; the last user
+    message is the question."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1, max_length=2 * MAX_NAME_CHARS + 1, description="POOL or POOL/POLICY.")
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    n: int = Field(1, ge=1, le=1, description="One answer per request.")
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatChoiceMessage
+    finish_reason: Literal["stop", "length"] = "stop"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    trace: Trace = Field(..., description="Extension: everything the answer went through.")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "symbolic-coe"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
