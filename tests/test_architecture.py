@@ -176,3 +176,123 @@ def test_task_ids_are_built_in_one_place():
                     if "/expert/" in node.value or node.value.endswith("/aggregate"):
                         spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert spelled == []
+
+
+ROOMS = {
+    "stores": 0,
+    "pools": 1,
+    "pipeline": 2,
+    "sdk": 3,
+    "remote": 3,
+    "jobs": 4,
+    "workflows": 5,
+    "service": 6,
+    "cli": 7,
+}
+"""orchestrator's rooms, lowest first: a room imports only rooms below it (and the packages)."""
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "orchestrator" and len(parts) > 1 else None
+
+
+def room_arrows_up(root: Path) -> list[str]:
+    """Every import from one room of orchestrator/ into a room at its level or above."""
+    out = []
+    for path in sorted((root / "orchestrator").rglob("*.py")):
+        here = _room(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"))
+        if here is None:
+            continue  # the package's own surface: names loaded on first use
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                there = _room(name)
+                if there is not None and there != here and ROOMS.get(there, 99) >= ROOMS.get(here, -1):
+                    out.append(f"{path.relative_to(root)}:{node.lineno} {here} -> {there} ({name})")
+    return out
+
+
+def import_circles(root: Path) -> list[list[str]]:
+    """Modules that import each other (through any chain), every import counted."""
+    files = [p for package in PACKAGES for p in sorted((root / package).rglob("*.py"))]
+    modules = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p for p in files}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                while name and name not in modules:
+                    name = name.rpartition(".")[0]
+                if name and name != module and modules[name].name != "__init__.py":
+                    graph[module].add(name)
+    reach = {m: set(edges) for m, edges in graph.items()}
+    changed = True
+    while changed:
+        changed = False
+        for out in reach.values():
+            more = set().union(*(reach[x] for x in out)) - out if out else set()
+            if more:
+                out |= more
+                changed = True
+    return sorted({tuple(sorted(n for n in reach if m in reach[n] and n in reach[m])) for m in reach if m in reach[m]})
+
+
+def test_rooms_import_only_rooms_below():
+    assert room_arrows_up(ROOT) == []
+
+
+def test_no_import_circles():
+    assert import_circles(ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "caught"),
+    [
+        ("orchestrator/pipeline/planted.py", "from orchestrator.sdk import Orchestrator", True),
+        ("orchestrator/stores/planted.py", "from orchestrator.jobs.queue import Job", True),
+        ("orchestrator/cli/planted.py", "from orchestrator.service.app import create_app", False),
+    ],
+)
+def test_the_rooms_check_catches_a_planted_arrow(tmp_path, module, line, caught):
+    planted = tmp_path / module
+    planted.parent.mkdir(parents=True)
+    planted.write_text(line + "\n", encoding="utf-8")
+    assert bool(room_arrows_up(tmp_path)) is caught
+
+
+def test_the_circle_check_catches_a_planted_circle(tmp_path):
+    for name in PACKAGES:
+        (tmp_path / name).mkdir()
+    (tmp_path / "eval" / "a.py").write_text("from eval.b import x\n", encoding="utf-8")
+    (tmp_path / "eval" / "b.py").write_text("from eval.a import y\n", encoding="utf-8")
+    assert import_circles(tmp_path) == [("eval.a", "eval.b")]
+
+
+LIGHT = """
+import sys, time
+started = time.process_time()  # CPU time: the machine is shared, wall time counts the others' work
+import orchestrator.remote.client
+seconds = time.process_time() - started
+heavy = sorted(m for m in ("fastapi", "starlette", "vllm", "torch", "numpy", "sklearn") if m in sys.modules)
+print(seconds, ",".join(heavy))
+"""
+
+
+def test_the_client_is_light():
+    """A machine that only calls a server imports the HTTP client without the server, the engines
+    or the numerics: neither FastAPI nor vLLM nor torch, in under 0.3 s (best of three)."""
+    import subprocess
+    import sys
+
+    runs = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, cwd=ROOT, check=True)
+        seconds, heavy = done.stdout.split()[0], done.stdout.split()[1:]
+        runs.append(float(seconds))
+        assert heavy == [], heavy
+    assert min(runs) < 0.3, runs
