@@ -1,4 +1,5 @@
-"""Serving and scheduling: engines, the batch plan, and the executor that runs it."""
+"""Serving and scheduling: engines, the batch plan, and the executors that run it (in this
+process, or as actors on a Ray cluster)."""
 
 from batching.cache import GenerationCache, cacheable
 from batching.engines import (
@@ -12,12 +13,15 @@ from batching.engines import (
 )
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
 from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
+from batching.ray_engine import ActorPolicy
+from batching.ray_executor import RayExecutor
 from batching.runstore import RunStore, SQLiteRunStore
 from batching.spec import Cost, ExpertSpec, HTTPSource, ReplaySource, VLLMSource
 from batching.warm import WarmEngines
 
 __all__ = [
     "DEFAULT_COSTS",
+    "ActorPolicy",
     "DeltaCallback",
     "Engine",
     "EngineFactory",
@@ -31,6 +35,7 @@ __all__ = [
     "Phase",
     "Plan",
     "ProgressEvent",
+    "RayExecutor",
     "ReplayEngine",
     "ReplaySource",
     "ResultCallback",

@@ -66,16 +66,8 @@ class EngineCalls:
         state: RunState,
         specs: Mapping[str, ExpertSpec],
     ) -> None:
-        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``.
-        Recorded models of one file are indexed in one pass over it first (each replay engine
-        would otherwise read the whole file for its own model)."""
-        by_file: dict[Path, list[str]] = {}
-        for model in models:
-            source = specs[model].source
-            if isinstance(source, ReplaySource):
-                by_file.setdefault(Path(source.path), []).append(source.model)
-        for path, recorded in by_file.items():
-            replay_book(path).load(recorded)
+        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``."""
+        self._prepare_loads(models, phase, specs)
         for model in models:
             self._emit(
                 ProgressEvent(
@@ -103,6 +95,17 @@ class EngineCalls:
                     seconds=seconds,
                 )
             )
+
+    def _prepare_loads(self, models: list[str], phase: Phase, specs: Mapping[str, ExpertSpec]) -> None:
+        """Before ``models`` of ``phase`` load: recorded models of one file are indexed in one pass
+        over it (each replay engine would otherwise read the whole file for its own model)."""
+        by_file: dict[Path, list[str]] = {}
+        for model in models:
+            source = specs[model].source
+            if isinstance(source, ReplaySource):
+                by_file.setdefault(Path(source.path), []).append(source.model)
+        for path, recorded in by_file.items():
+            replay_book(path).load(recorded)
 
     def _load(
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None
@@ -178,6 +181,7 @@ class EngineCalls:
                     with state.lock:
                         state.metrics.loads += 1
                         state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
+                        state.metrics.retried += len(items)
                     out = self._call(engine, items, state)
                 except CoeError as again:
                     failure = again

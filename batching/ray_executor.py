@@ -1,0 +1,363 @@
+"""The Ray executor: a plan run as the local executor runs it, each engine replica in a Ray actor.
+
+Everything above the engines is the local executor's own code (``batching.executor``): phases
+in order per device and devices side by side, waves of ready requests, resume from the run
+store, the generation cache, composing aggregation requests from their inputs, ``skip``,
+``on_delta`` and the progress events. What changes is where an engine lives: each is an
+``ActorEngine`` (``batching.ray_engine``), so the driver still composes every request, hears
+every result as it comes back and writes it to the run store and the cache itself; a run
+started on Ray resumes on the local executor and the other way round, since both key the store
+by ``request_key``.
+
+Placement follows the plan. The devices its phases use become the bundles of one placement
+group (strategy SPREAD: on different nodes where the cluster has them), each of
+``cpus_per_device`` CPUs and, where the plan has a local model (vLLM) and the cluster has GPUs,
+one GPU. A model's actor goes into its phase's bundle and asks for its share of it: the CPUs
+split evenly between the phase's models, the GPU between its local models by their declared
+memory (evenly when none is declared). The group is made when the first actor is needed (a run
+answered from the store or the cache touches no cluster) and removed at the end of the run,
+with every actor it started, also after an error or Ctrl-C. Engines are not kept warm between
+runs on Ray. ``RunMetrics.retried`` counts the requests sent again after an actor or its node
+was lost.
+
+Ray is imported only when a run needs it: ``connect`` joins the cluster at ``address`` (or
+``RAY_ADDRESS``), else starts one on this machine for the process, and logs the dashboard's
+address when Ray's dashboard is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from batching.cache import GenerationCache
+from batching.deltas import DeltaListener
+from batching.engines.base import EngineFactory
+from batching.engines.kinds import engine_kind
+from batching.executor import Executor
+from batching.plan import Phase, Plan
+from batching.ray_engine import ActorEngine, ActorPolicy
+from batching.results import ProgressCallback, RunResult
+from batching.runstore import RunStore
+from batching.spec import ExpertSpec
+from common.errors import BadInput, ConfigError, Unavailable
+from common.tasks import Compose, Task
+
+__all__ = ["INSTALL", "ActorPolicy", "RayExecutor", "code_path", "connect", "ray_installed", "require_ray"]
+
+log = logging.getLogger(__name__)
+
+INSTALL = "pip install 'symbolic-coe[ray]'"
+_connecting = threading.Lock()
+
+
+def ray_installed() -> bool:
+    """Whether Ray can be imported here (checked without importing it)."""
+    import importlib.util
+    import sys
+
+    if "ray" in sys.modules:
+        return sys.modules["ray"] is not None
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module; a one-line ConfigError saying how to install it when it is missing."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"the Ray executor needs Ray, which is not installed: {INSTALL}") from exc
+    return ray
+
+
+def code_path() -> dict[str, Any]:
+    """A runtime environment whose workers import this process's code first: the folder that holds
+    ``batching`` in front of ``PYTHONPATH`` (on a node where that folder is not, the project
+    installed there is imported)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    given = os.environ.get("PYTHONPATH", "")
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, given) if p)}}
+
+
+def connect(address: str | None = None) -> ModuleType:
+    """Ray, connected: to the cluster at ``address`` (``auto``: the one this machine belongs to;
+    None: ``RAY_ADDRESS``, else a Ray started on this machine for this process). Once per process;
+    a connection made before (by the caller) is used as it is.
+
+    A Ray started here dies with the thread that started it (its processes get the parent-death
+    signal of that thread), so off the main thread it is started from a thread kept for the life
+    of the process."""
+    ray = require_ray()
+    with _connecting:
+        if ray.is_initialized():
+            return ray
+        if threading.current_thread() is threading.main_thread():
+            context = _init(ray, address)
+        else:
+            box: dict[str, Any] = {}
+            started = threading.Event()
+
+            def keep() -> None:
+                try:
+                    box["context"] = _init(ray, address)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    box["error"] = exc
+                finally:
+                    started.set()
+                if "context" in box:
+                    threading.Event().wait()  # the Ray started here lives as long as this thread
+
+            threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
+            started.wait()
+            if "error" in box:
+                raise box["error"]
+            context = box["context"]
+        dashboard = getattr(context, "dashboard_url", None)
+        log.info(
+            "ray: %s (%s); dashboard: %s",
+            f"joined the cluster at {address}" if address else "connected",
+            ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")),
+            f"http://{dashboard}" if dashboard else "not installed (pip install 'ray[default]')",
+        )
+        return ray
+
+
+def _init(ray: ModuleType, address: str | None) -> Any:
+    try:
+        return ray.init(address=address, runtime_env=code_path(), logging_level=logging.WARNING)
+    except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:
+        where = f"at {address!r}" if address else "on this machine"
+        raise Unavailable(f"could not start or join a Ray cluster {where}: {exc}") from exc
+
+
+class _ClusterFailed(Exception):
+    """The cluster could not be reached or could not hold the run: raised past the executor's
+    per-model handling (which would fail each model's tasks one by one) to end the run with
+    ``error``."""
+
+    def __init__(self, error: Unavailable) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _share(total: float, parts: float) -> float:
+    """``total / parts`` rounded down to Ray's resource granularity (1e-4)."""
+    return math.floor(total / parts * 10_000) / 10_000
+
+
+@dataclass
+class _Run:
+    """One run's placement: the plan, its placement group once made, and the actors started."""
+
+    plan: Plan
+    specs: Mapping[str, ExpertSpec]
+    phase_of: dict[str, Phase] = field(default_factory=dict)  # model -> the phase loading it now
+    group: Any = None
+    bundle_of: dict[int, int] = field(default_factory=dict)  # device -> bundle index
+    gpus: bool = False
+    actors: list[Any] = field(default_factory=list)
+    retried: int = 0
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RayExecutor(Executor):
+    """Runs plans with each engine replica in a Ray actor (see the module's docstring).
+
+    ``engine_factory`` makes the engines, called in the actors (it is pickled to them); the rest
+    as ``Executor``. ``address``: the cluster to join; ``policy``: how actors are fed and
+    replaced; ``cpus_per_device``: the CPUs each of the plan's devices reserves."""
+
+    def __init__(
+        self,
+        engine_factory: EngineFactory,
+        store: RunStore | None = None,
+        progress: ProgressCallback | None = None,
+        *,
+        address: str | None = None,
+        on_delta: DeltaListener | None = None,
+        skip: Callable[[Task], str | None] | None = None,
+        cache: GenerationCache | None = None,
+        cache_reads: bool = True,
+        policy: ActorPolicy | None = None,
+        cpus_per_device: float = 1.0,
+    ) -> None:
+        require_ray()
+        if not cpus_per_device > 0:
+            raise BadInput(f"cpus_per_device must be positive, got {cpus_per_device}")
+        super().__init__(
+            self._actor_engine,
+            store,
+            progress,
+            None,  # no warm engines: a run starts and ends its actors
+            None,  # cores are Ray's to give
+            on_delta=on_delta,
+            skip=skip,
+            cache=cache,
+            cache_reads=cache_reads,
+        )
+        self.factory = engine_factory
+        self.address = address
+        self.policy = policy or ActorPolicy()
+        self.cpus_per_device = cpus_per_device
+        self.placed: dict[str, dict[str, str]] = {}
+        """Model -> where its actor last loaded (node id, host, process id)."""
+        self._running = threading.Lock()
+        self._run: _Run | None = None
+
+    def run(
+        self,
+        plan: Plan,
+        tasks: Sequence[Task],
+        specs: Mapping[str, ExpertSpec],
+        compose: Compose,
+        *,
+        run_id: str = "run",
+    ) -> RunResult:
+        """As ``Executor.run``; its actors and placement group are gone when it returns or raises."""
+        with self._running:
+            self._run = run = _Run(plan, specs)
+            try:
+                result = super().run(plan, tasks, specs, compose, run_id=run_id)
+            except _ClusterFailed as failed:
+                raise failed.error from failed.error.__cause__
+            finally:
+                self._run = None
+                self._end(run)
+            result.metrics.retried += run.retried
+            return result
+
+    def actors(self) -> dict[str, Any]:
+        """The latest actor of each model of the run in progress (for tools and tests)."""
+        run = self._run
+        if run is None:
+            return {}
+        return {model: actor for model, actor in run.actors if actor is not None}
+
+    # -- the executor's hooks -------------------------------------------------------------------
+
+    def _prepare_loads(self, models: list[str], phase: Phase, specs: Mapping[str, ExpertSpec]) -> None:
+        """Note the phase each model is loaded for (its actor goes into that device's bundle).
+        Recordings are read where the replay engines run: in their actors, not here."""
+        run = self._current()
+        with run.lock:
+            run.phase_of.update({model: phase for model in models})
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def _current(self) -> _Run:
+        if self._run is None:
+            raise BadInput("a Ray engine is made only while its executor runs a plan")
+        return self._run
+
+    def _actor_engine(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> ActorEngine:
+        run = self._current()
+        try:
+            options = self._options(spec, run)
+        except Unavailable as exc:
+            raise _ClusterFailed(exc) from exc
+
+        def started(actor: Any) -> None:
+            with run.lock:
+                run.actors.append((spec.name, actor))
+
+        def placed(model: str, where: dict[str, str]) -> None:
+            self.placed[model] = where
+            log.info("ray: %s loaded on node %s (%s, pid %s)", model, where["node"][:12], where["host"], where["pid"])
+
+        def retried(n: int) -> None:
+            with run.lock:
+                run.retried += n
+
+        return ActorEngine(
+            spec,
+            self.factory,
+            options,
+            self.policy,
+            on_start=started,
+            on_placed=placed,
+            on_retry=retried,
+            closed=lambda: run.closed,
+        )
+
+    def _options(self, spec: ExpertSpec, run: _Run) -> dict[str, Any]:
+        """The actor's Ray options: its share of its phase's bundle."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = self._group(run)
+        with run.lock:
+            phase = run.phase_of[spec.name]
+        options: dict[str, Any] = {
+            "num_cpus": _share(self.cpus_per_device, len(phase.models)),
+            "max_restarts": 0,  # a lost actor is replaced by its engine, which knows what it had in flight
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=run.bundle_of[phase.device]
+            ),
+        }
+        if run.gpus and engine_kind(spec).local:
+            local = [m for m in phase.models if engine_kind(run.specs[m]).local]
+            sizes = {m: run.specs[m].memory_mb or 0.0 for m in local}
+            total = sum(sizes.values())
+            declared = sizes[spec.name] > 0 and all(sizes.values())
+            options["num_gpus"] = _share(sizes[spec.name], total) if declared else _share(1.0, len(local))
+        return options
+
+    def _group(self, run: _Run) -> Any:
+        """The run's placement group, made (and waited for) on first use."""
+        with run.lock:
+            if run.group is not None:
+                return run.group
+            if run.closed:
+                raise Unavailable("the run has ended")
+            ray = connect(self.address)
+            from ray.util.placement_group import placement_group
+
+            devices = sorted({p.device for p in run.plan.phases})
+            local = any(engine_kind(run.specs[m]).local for p in run.plan.phases for m in p.models)
+            run.gpus = local and ray.cluster_resources().get("GPU", 0) > 0
+            bundle = {"CPU": self.cpus_per_device, **({"GPU": 1.0} if run.gpus else {})}
+            run.bundle_of = {device: index for index, device in enumerate(devices)}
+            group = placement_group([dict(bundle) for _ in devices], strategy="SPREAD")
+            try:
+                ray.get(group.ready(), timeout=self.policy.place_timeout_s)
+            except ray.exceptions.GetTimeoutError as exc:
+                ray.util.remove_placement_group(group)
+                raise Unavailable(
+                    f"the Ray cluster cannot hold {len(devices)} device(s) of {bundle} "
+                    f"within {self.policy.place_timeout_s:g} s (it has {ray.cluster_resources()})"
+                ) from exc
+            log.info("ray: %d device(s) placed as bundles of %s", len(devices), bundle)
+            run.group = group
+            return group
+
+    def _end(self, run: _Run) -> None:
+        """End every actor the run started and remove its placement group."""
+        with run.lock:
+            run.closed = True
+            actors, group = list(run.actors), run.group
+        if not actors and group is None:
+            return
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for _, actor in actors:
+            try:
+                ray.kill(actor)
+            except (ValueError, ray.exceptions.RayError):  # already gone
+                pass
+        if group is not None:
+            try:
+                ray.util.remove_placement_group(group)
+            except (ValueError, ray.exceptions.RayError) as exc:
+                log.info("ray: the run's placement group was not removed: %s", exc)
