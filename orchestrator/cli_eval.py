@@ -10,7 +10,16 @@ from typing import Annotated, get_args
 
 import typer
 
-from orchestrator.cli_options import DataOpt, KOpt, NoSkipOpt, PolicyOpt, PoolOpt, command_settings
+from orchestrator.cli_options import (
+    DataOpt,
+    ExecutorOpt,
+    KOpt,
+    NoSkipOpt,
+    PolicyOpt,
+    PoolOpt,
+    RayAddressOpt,
+    command_settings,
+)
 
 AggregatorOpt = Annotated[
     str,
@@ -74,6 +83,8 @@ def eval_command(
     ] = False,
     reference: ReferenceOpt = None,
     data_dir: DataOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
@@ -98,6 +109,8 @@ def eval_command(
         data_dir=data_dir,
         cache="off" if no_cache else None,
         aggregator_skip=False if no_skip else None,
+        executor=executor,
+        ray_address=ray_address,
     )
     the_pool = load_pool(settings.pool, settings.data_dir)
     if reference is not None and reference not in the_pool.expert_names:

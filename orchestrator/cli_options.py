@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from common.vocabulary import CacheMode, ScorerKind
+from common.vocabulary import CacheMode, ExecutorKind, ScorerKind
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -61,4 +61,20 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the question sampl
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="How many questions.")]
 ScorerOpt = Annotated[
     ScorerKind, typer.Option("--scorer", help="classifier (the pool's skill classifier) or keywords (LLM annotation).")
+]
+ExecutorOpt = Annotated[
+    ExecutorKind | None,
+    typer.Option(
+        "--executor",
+        help="Where planned groups run: local (this process) or ray (actors on a Ray cluster; "
+        "pip install 'symbolic-coe[ray]') (default: settings.executor).",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster to join with --executor ray: auto, HOST:6379 or ray://HOST:10001 "
+        "(default: RAY_ADDRESS, else a Ray started on this machine).",
+    ),
 ]

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli_options import DataOpt, NoSkipOpt, PoolOpt, StoreOpt, command_settings
+from orchestrator.cli_options import (
+    DataOpt,
+    ExecutorOpt,
+    NoSkipOpt,
+    PoolOpt,
+    RayAddressOpt,
+    StoreOpt,
+    command_settings,
+)
 
 if TYPE_CHECKING:
     from orchestrator.settings import JobSettings
@@ -58,6 +66,8 @@ def worker_command(
     ] = None,
     benchmark: BenchmarkSpecOpt = None,
     no_skip: NoSkipOpt = False,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run batch jobs (POST /v1/batches) from the job store until SIGTERM or Ctrl-C: each job's
     questions through the batch planner, a step at a time, its generations checkpointed under
@@ -76,6 +86,8 @@ def worker_command(
         store=store,
         memory_budget_mb=memory_budget_mb,
         aggregator_skip=False if no_skip else None,
+        executor=executor,
+        ray_address=ray_address,
     )
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)
     benchmarks = registered_benchmarks(benchmark or ())

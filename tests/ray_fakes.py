@@ -128,3 +128,12 @@ def moe(questions: int, experts: list[str], aggregator: str, k: int = 2, words: 
 def compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:
     quoted = "\n".join(f"[{tid}] {g.text}" for tid, g in sorted(inputs.items()))
     return Composed(request=Request.user(task.id, f"Combine these answers:\n{quoted}"), used=tuple(sorted(inputs)))
+
+
+def four(spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> FakeEngine:
+    """A FakeEngine whose every answer is 4."""
+    return FakeEngine(spec, answer=_four)
+
+
+def _four(spec: ExpertSpec, request: Request) -> str:
+    return "Final answer: 4"
