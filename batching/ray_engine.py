@@ -47,6 +47,11 @@ class ActorPolicy:
     """How long an actor may wait for a node with the resources it asks for."""
 
 
+LOAD_ATTEMPTS = 8
+"""Actors started for one load before it fails: a node that died leaves its actors dead for the
+few seconds the cluster takes to notice."""
+
+
 class _Lost(Exception):
     """The actor (or its node) is gone; the requests it had in flight were not answered."""
 
@@ -115,21 +120,24 @@ class ActorEngine:
         return self.actor is not None and self._ready
 
     def load(self) -> None:
-        """Start the actor (if none) and load the engine in it. An actor lost while loading is
-        replaced, ``max_retries`` times; an engine that cannot load raises its own error."""
+        """Start the actor (if none) and load the engine in it. An actor lost while loading (its node
+        died, the cluster is rescheduling) is replaced, ``LOAD_ATTEMPTS`` times at most, within
+        ``place_timeout_s``; an actor that cannot start at all, or an engine that cannot load,
+        raises at once."""
         import ray
 
         if self.loaded:
             return
+        deadline = time.monotonic() + self.policy.place_timeout_s
         lost: BaseException | None = None
-        for attempt in range(self.policy.max_retries + 1):
+        for attempt in range(LOAD_ATTEMPTS):
             if self.actor is None:
                 if self.closed():
                     raise EngineLoadError(f"{self.spec.name!r}: the run was stopped; no actor is started")
                 self.actor = _remote_host().options(**self.options).remote(self.factory, self.spec)
                 self.on_start(self.actor)
             try:
-                where, error = ray.get(self.actor.load.remote(), timeout=self.policy.place_timeout_s)
+                where, error = ray.get(self.actor.load.remote(), timeout=max(deadline - time.monotonic(), 1.0))
             except ray.exceptions.GetTimeoutError as exc:
                 self._drop()
                 asked = {k: v for k, v in self.options.items() if k in ("num_cpus", "num_gpus", "resources")}
@@ -146,7 +154,7 @@ class ActorEngine:
                     ) from exc
                 lost = exc
                 log.warning("%s: its Ray actor was lost while loading (%s)", self.spec.name, _first_line(exc))
-                time.sleep(min(0.5 * 2**attempt, 5.0))
+                time.sleep(min(0.5 * 2**attempt, 5.0, max(deadline - time.monotonic(), 0.0)))
                 continue
             if error is not None:
                 raise error
@@ -156,8 +164,7 @@ class ActorEngine:
             return
         assert lost is not None
         raise EngineLoadError(
-            f"{self.spec.name!r}: its Ray actor was lost {self.policy.max_retries + 1} times while loading "
-            f"({_first_line(lost)})"
+            f"{self.spec.name!r}: its Ray actor was lost {LOAD_ATTEMPTS} times while loading ({_first_line(lost)})"
         )
 
     def generate(

@@ -16,7 +16,8 @@ one GPU. A model's actor goes into its phase's bundle and asks for its share of 
 split evenly between the phase's models, the GPU between its local models by their declared
 memory (evenly when none is declared). The group is made when the first actor is needed (a run
 answered from the store or the cache touches no cluster) and removed at the end of the run,
-with every actor it started, also after an error or Ctrl-C. Engines are not kept warm between
+with every actor it started, also after an error or Ctrl-C (which also shuts down a Ray the
+run started on this machine, so none of its processes outlives the interrupted one). Engines are not kept warm between
 runs on Ray. ``RunMetrics.retried`` counts the requests sent again after an actor or its node
 was lost.
 
@@ -50,12 +51,22 @@ from batching.spec import ExpertSpec
 from common.errors import BadInput, ConfigError, Unavailable
 from common.tasks import Compose, Task
 
-__all__ = ["INSTALL", "ActorPolicy", "RayExecutor", "code_path", "connect", "ray_installed", "require_ray"]
+__all__ = [
+    "INSTALL",
+    "ActorPolicy",
+    "RayExecutor",
+    "code_path",
+    "connect",
+    "ray_installed",
+    "require_ray",
+    "stop_started",
+]
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'symbolic-coe[ray]'"
 _connecting = threading.Lock()
+_started_here: list[bool] = []  # holds True while a Ray that connect() started runs
 
 
 def ray_installed() -> bool:
@@ -101,6 +112,8 @@ def connect(address: str | None = None) -> ModuleType:
     with _connecting:
         if ray.is_initialized():
             return ray
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            _started_here[:] = [True]
         if threading.current_thread() is threading.main_thread():
             context = _init(ray, address)
         else:
@@ -130,6 +143,19 @@ def connect(address: str | None = None) -> ModuleType:
             f"http://{dashboard}" if dashboard else "not installed (pip install 'ray[default]')",
         )
         return ray
+
+
+def stop_started() -> None:
+    """Shut down the Ray ``connect`` started on this machine, if it did: after an interrupt, so
+    that none of its processes outlives this one (an abrupt exit can leave Ray's agents behind)."""
+    with _connecting:
+        if not _started_here:
+            return
+        _started_here.clear()
+        import ray
+
+        log.info("ray: shutting down the Ray started on this machine")
+        ray.shutdown()
 
 
 def _init(ray: ModuleType, address: str | None) -> Any:
@@ -227,13 +253,19 @@ class RayExecutor(Executor):
         """As ``Executor.run``; its actors and placement group are gone when it returns or raises."""
         with self._running:
             self._run = run = _Run(plan, specs)
+            interrupted = False
             try:
                 result = super().run(plan, tasks, specs, compose, run_id=run_id)
             except _ClusterFailed as failed:
                 raise failed.error from failed.error.__cause__
+            except KeyboardInterrupt:
+                interrupted = True
+                raise
             finally:
                 self._run = None
                 self._end(run)
+                if interrupted:
+                    stop_started()
             result.metrics.retried += run.retried
             return result
 

@@ -8,6 +8,7 @@ Ray tests skip, except under ``CI=true``, where a missing Ray is a failure.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from types import ModuleType
 
 import pytest
 
-from batching import ExpertSpec, FakeEngine
+from batching import Engine, ExpertSpec, FakeEngine
 from batching.engines.fake import letter_answer
 from common.requests import Generation, Request
 from common.tasks import Composed, Task
@@ -137,3 +138,56 @@ def four(spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> FakeEngine:
 
 def _four(spec: ExpertSpec, request: Request) -> str:
     return "Final answer: 4"
+
+
+class KillsItsNode:
+    """Replay engines (``make_engine``) slowed to ``seconds`` a request. On the node whose
+    environment says ``COE_TEST_NODE=2`` (the second node of ``ray_cluster``), an engine kills
+    that node's raylet (the parent of every worker it starts) once it has answered ``after``
+    requests: the node dies mid-run."""
+
+    def __init__(self, cache_dir: Path, seconds: float = 0.05, after: int = 3) -> None:
+        self.cache_dir = cache_dir
+        self.seconds = seconds
+        self.after = after
+
+    def __call__(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> Engine:
+        from batching import make_engine
+
+        return _Killing(make_engine(spec, cache_dir=self.cache_dir), self.seconds, self.after)
+
+
+class _Killing:
+    def __init__(self, engine: Engine, seconds: float, after: int) -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self.seconds = seconds
+        self.after = after
+        self.answered = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self.engine.loaded
+
+    def load(self) -> None:
+        self.engine.load()
+
+    def unload(self) -> None:
+        self.engine.unload()
+
+    def footprint_mb(self) -> float | None:
+        return self.engine.footprint_mb()
+
+    def generate(self, requests, on_result=None, on_delta=None):
+        def arrived(index: int, generation: Generation) -> None:
+            time.sleep(self.seconds)
+            if on_result is not None:
+                on_result(index, generation)
+            self.answered += 1
+            if os.environ.get("COE_TEST_NODE") == "2" and self.answered == self.after:
+                parent = os.getppid()
+                if Path(f"/proc/{parent}/comm").read_text().strip() != "raylet":
+                    raise RuntimeError(f"the parent of this worker ({parent}) is not a raylet")
+                os.kill(parent, signal.SIGKILL)
+
+        return self.engine.generate(requests, arrived, on_delta)
