@@ -12,30 +12,23 @@ by ``request_key``.
 Placement follows the plan. The devices its phases use become the bundles of one placement
 group (strategy SPREAD: on different nodes where the cluster has them), each of
 ``cpus_per_device`` CPUs and, where the plan has a local model (vLLM) and the cluster has GPUs,
-one GPU. A model's actor goes into its phase's bundle and asks for its share of it: the CPUs
-split evenly between the phase's models, the GPU between its local models by their declared
-memory (evenly when none is declared). The group is made when the first actor is needed (a run
-answered from the store or the cache touches no cluster) and removed at the end of the run,
-with every actor it started, also after an error or Ctrl-C (which also shuts down a Ray the
-run started on this machine, so none of its processes outlives the interrupted one). Engines are not kept warm between
-runs on Ray. ``RunMetrics.retried`` counts the requests sent again after an actor or its node
-was lost.
-
-Ray is imported only when a run needs it: ``connect`` joins the cluster at ``address`` (or
-``RAY_ADDRESS``), else starts one on this machine for the process, and logs the dashboard's
-address when Ray's dashboard is installed.
+one GPU (more where a model on that device is tensor parallel: ``device_gpus``). A model's actor
+goes into its phase's bundle and asks for its share of it: the CPUs split evenly between the
+phase's models, the GPUs between its local models by their declared memory (``gpu_shares``,
+``batching.ray_cluster``). The group is made when the first actor is needed (a run answered
+from the store or the cache touches no cluster) and removed at the end of the run, with every
+actor it started, also after an error or Ctrl-C (which also shuts down a Ray the run started on
+this machine, so none of its processes outlives the interrupted one). Engines are not kept warm
+between runs on Ray. ``RunMetrics.retried`` counts the requests sent again after an actor or its
+node was lost.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from batching.cache import GenerationCache
@@ -44,126 +37,17 @@ from batching.engines.base import EngineFactory
 from batching.engines.kinds import engine_kind
 from batching.executor import Executor
 from batching.plan import Phase, Plan
+from batching.ray_cluster import connect, device_gpus, gpu_shares, require_ray, share, stop_started
 from batching.ray_engine import ActorEngine, ActorPolicy
 from batching.results import ProgressCallback, RunResult
 from batching.runstore import RunStore
 from batching.spec import ExpertSpec
-from common.errors import BadInput, ConfigError, Unavailable
+from common.errors import BadInput, Unavailable
 from common.tasks import Compose, Task
 
-__all__ = [
-    "INSTALL",
-    "ActorPolicy",
-    "RayExecutor",
-    "code_path",
-    "connect",
-    "ray_installed",
-    "require_ray",
-    "stop_started",
-]
+__all__ = ["ActorPolicy", "RayExecutor"]
 
 log = logging.getLogger(__name__)
-
-INSTALL = "pip install 'symbolic-coe[ray]'"
-_connecting = threading.Lock()
-_started_here: list[bool] = []  # holds True while a Ray that connect() started runs
-
-
-def ray_installed() -> bool:
-    """Whether Ray can be imported here (checked without importing it)."""
-    import importlib.util
-    import sys
-
-    if "ray" in sys.modules:
-        return sys.modules["ray"] is not None
-    try:
-        return importlib.util.find_spec("ray") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def require_ray() -> ModuleType:
-    """The ``ray`` module; a one-line ConfigError saying how to install it when it is missing."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError(f"the Ray executor needs Ray, which is not installed: {INSTALL}") from exc
-    return ray
-
-
-def code_path() -> dict[str, Any]:
-    """A runtime environment whose workers import this process's code first: the folder that holds
-    ``batching`` in front of ``PYTHONPATH`` (on a node where that folder is not, the project
-    installed there is imported)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    given = os.environ.get("PYTHONPATH", "")
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, given) if p)}}
-
-
-def connect(address: str | None = None) -> ModuleType:
-    """Ray, connected: to the cluster at ``address`` (``auto``: the one this machine belongs to;
-    None: ``RAY_ADDRESS``, else a Ray started on this machine for this process). Once per process;
-    a connection made before (by the caller) is used as it is.
-
-    A Ray started here dies with the thread that started it (its processes get the parent-death
-    signal of that thread), so off the main thread it is started from a thread kept for the life
-    of the process."""
-    ray = require_ray()
-    with _connecting:
-        if ray.is_initialized():
-            return ray
-        if address is None and not os.environ.get("RAY_ADDRESS"):
-            _started_here[:] = [True]
-        if threading.current_thread() is threading.main_thread():
-            context = _init(ray, address)
-        else:
-            box: dict[str, Any] = {}
-            started = threading.Event()
-
-            def keep() -> None:
-                try:
-                    box["context"] = _init(ray, address)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    box["error"] = exc
-                finally:
-                    started.set()
-                if "context" in box:
-                    threading.Event().wait()  # the Ray started here lives as long as this thread
-
-            threading.Thread(target=keep, name="ray-keeper", daemon=True).start()
-            started.wait()
-            if "error" in box:
-                raise box["error"]
-            context = box["context"]
-        dashboard = getattr(context, "dashboard_url", None)
-        log.info(
-            "ray: %s (%s); dashboard: %s",
-            f"joined the cluster at {address}" if address else "connected",
-            ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")),
-            f"http://{dashboard}" if dashboard else "not installed (pip install 'ray[default]')",
-        )
-        return ray
-
-
-def stop_started() -> None:
-    """Shut down the Ray ``connect`` started on this machine, if it did: after an interrupt, so
-    that none of its processes outlives this one (an abrupt exit can leave Ray's agents behind)."""
-    with _connecting:
-        if not _started_here:
-            return
-        _started_here.clear()
-        import ray
-
-        log.info("ray: shutting down the Ray started on this machine")
-        ray.shutdown()
-
-
-def _init(ray: ModuleType, address: str | None) -> Any:
-    try:
-        return ray.init(address=address, runtime_env=code_path(), logging_level=logging.WARNING)
-    except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:
-        where = f"at {address!r}" if address else "on this machine"
-        raise Unavailable(f"could not start or join a Ray cluster {where}: {exc}") from exc
 
 
 class _ClusterFailed(Exception):
@@ -176,11 +60,6 @@ class _ClusterFailed(Exception):
         self.error = error
 
 
-def _share(total: float, parts: float) -> float:
-    """``total / parts`` rounded down to Ray's resource granularity (1e-4)."""
-    return math.floor(total / parts * 10_000) / 10_000
-
-
 @dataclass
 class _Run:
     """One run's placement: the plan, its placement group once made, and the actors started."""
@@ -191,6 +70,7 @@ class _Run:
     group: Any = None
     bundle_of: dict[int, int] = field(default_factory=dict)  # device -> bundle index
     gpus: bool = False
+    device_gpus: dict[int, int] = field(default_factory=dict)
     actors: list[Any] = field(default_factory=list)
     retried: int = 0
     closed: bool = False
@@ -330,18 +210,14 @@ class RayExecutor(Executor):
         with run.lock:
             phase = run.phase_of[spec.name]
         options: dict[str, Any] = {
-            "num_cpus": _share(self.cpus_per_device, len(phase.models)),
+            "num_cpus": share(self.cpus_per_device, len(phase.models)),
             "max_restarts": 0,  # a lost actor is replaced by its engine, which knows what it had in flight
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 group, placement_group_bundle_index=run.bundle_of[phase.device]
             ),
         }
         if run.gpus and engine_kind(spec).local:
-            local = [m for m in phase.models if engine_kind(run.specs[m]).local]
-            sizes = {m: run.specs[m].memory_mb or 0.0 for m in local}
-            total = sum(sizes.values())
-            declared = sizes[spec.name] > 0 and all(sizes.values())
-            options["num_gpus"] = _share(sizes[spec.name], total) if declared else _share(1.0, len(local))
+            options["num_gpus"] = gpu_shares(phase.models, run.specs, run.device_gpus[phase.device])[spec.name]
         return options
 
     def _group(self, run: _Run) -> Any:
@@ -357,9 +233,14 @@ class RayExecutor(Executor):
             devices = sorted({p.device for p in run.plan.phases})
             local = any(engine_kind(run.specs[m]).local for p in run.plan.phases for m in p.models)
             run.gpus = local and ray.cluster_resources().get("GPU", 0) > 0
-            bundle = {"CPU": self.cpus_per_device, **({"GPU": 1.0} if run.gpus else {})}
+            run.device_gpus = device_gpus(run.plan, run.specs)
+            bundles = [
+                {"CPU": self.cpus_per_device, **({"GPU": float(run.device_gpus[d])} if run.gpus else {})}
+                for d in devices
+            ]
+            bundle = bundles[0] if len({str(b) for b in bundles}) == 1 else bundles
             run.bundle_of = {device: index for index, device in enumerate(devices)}
-            group = placement_group([dict(bundle) for _ in devices], strategy="SPREAD")
+            group = placement_group(bundles, strategy="SPREAD")
             try:
                 ray.get(group.ready(), timeout=self.policy.place_timeout_s)
             except ray.exceptions.GetTimeoutError as exc:

@@ -95,7 +95,7 @@ def main() -> None:
 
     import ray
 
-    from batching.ray_executor import code_path
+    from batching.ray_cluster import code_path
 
     ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", runtime_env=code_path())
     try:
