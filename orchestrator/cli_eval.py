@@ -18,6 +18,7 @@ from orchestrator.cli_options import (
     PolicyOpt,
     PoolOpt,
     RayAddressOpt,
+    StoreOpt,
     command_settings,
 )
 
@@ -85,6 +86,7 @@ def eval_command(
     data_dir: DataOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
@@ -111,6 +113,7 @@ def eval_command(
         aggregator_skip=False if no_skip else None,
         executor=executor,
         ray_address=ray_address,
+        store=store,
     )
     the_pool = load_pool(settings.pool, settings.data_dir)
     if reference is not None and reference not in the_pool.expert_names:

@@ -1,10 +1,12 @@
 """The doors on the Ray executor: ``coe eval --executor ray`` writes exactly the answers and the
-report of a local run and resumes a local run (and a job started by a local worker is finished by
-a worker on Ray) without regenerating anything; the SDK takes ``executor="ray"``; asked for Ray
+report of a local run, resumes a local run and fills a generation store (``--store``) that
+answers a local run (and a job started by a local worker is finished by a worker on Ray) without
+regenerating anything; the SDK takes ``executor="ray"``; asked for Ray
 where it is not installed, every door says in one line how to install it."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def ray():
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory):
+    """The benchmark and replay pool of ``userbench``, profiled, and a local evaluation of it."""
     tmp = tmp_path_factory.mktemp("raybench")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("COE_RUNS_DIR", str(tmp / "runs"))
@@ -70,24 +73,41 @@ def bench(tmp_path_factory: pytest.TempPathFactory):
         spec = userbench.write_benchmark(tmp / "bench", QUESTIONS)
         pool = userbench.write_replay_pool(tmp / "pool", QUESTIONS)
         coe("profile", "-b", str(spec), "--pool", str(pool))
-        yield {"spec": spec, "pool": pool, "tmp": tmp}
+        argv = ["eval", str(spec), "--pool", str(pool), "--aggregator", "majority", "--baselines"]
+        coe(*argv, "--no-cache", "--out", str(tmp / "here"))
+        yield {"spec": spec, "pool": pool, "tmp": tmp, "argv": argv, "here": tmp / "here"}
 
 
-def test_coe_eval_on_ray_writes_what_a_local_run_writes(ray, bench, monkeypatch):
-    monkeypatch.setenv("COE_RUNS_DIR", str(bench["tmp"] / "runs"))
-    argv = ["eval", str(bench["spec"]), "--pool", str(bench["pool"]), "--aggregator", "majority", "--baselines"]
-    argv += ["--no-cache"]
-    here, there = bench["tmp"] / "here", bench["tmp"] / "there"
-    coe(*argv, "--out", str(here))
-    coe(*argv, "--out", str(there), "--executor", "ray")
-    assert (there / "results.jsonl").read_text() == (here / "results.jsonl").read_text()
-    assert untimed(there / "report.md") == untimed(here / "report.md")
-    assert read_run(there).generations == read_run(here).generations == QUESTIONS // 2 * len(userbench.EXPERTS)
-    # the local run resumed on Ray: everything read back from its store, nothing generated
-    coe(*argv, "--out", str(here), "--resume", "--executor", "ray")
-    resumed = read_run(here)
-    assert resumed.generations == 0 and resumed.reused == QUESTIONS // 2 * len(userbench.EXPERTS)
-    assert (here / "results.jsonl").read_text() == (there / "results.jsonl").read_text()
+GENERATIONS = QUESTIONS // 2 * len(userbench.EXPERTS)
+
+
+def test_coe_eval_on_ray_writes_what_a_local_run_writes(ray, bench, monkeypatch, tmp_path):
+    monkeypatch.setenv("COE_RUNS_DIR", str(tmp_path / "runs"))
+    there = tmp_path / "there"
+    coe(*bench["argv"], "--no-cache", "--out", str(there), "--executor", "ray")
+    assert (there / "results.jsonl").read_text() == (bench["here"] / "results.jsonl").read_text()
+    assert untimed(there / "report.md") == untimed(bench["here"] / "report.md")
+    assert read_run(there).generations == read_run(bench["here"]).generations == GENERATIONS
+
+
+def test_a_local_evaluation_resumes_on_ray(ray, bench, monkeypatch, tmp_path):
+    monkeypatch.setenv("COE_RUNS_DIR", str(tmp_path / "runs"))
+    out = tmp_path / "resumed"
+    shutil.copytree(bench["here"], out)
+    coe(*bench["argv"], "--no-cache", "--out", str(out), "--resume", "--executor", "ray")
+    resumed = read_run(out)
+    assert resumed.generations == 0 and resumed.reused == GENERATIONS and resumed.model_loads == 0
+    assert (out / "results.jsonl").read_text() == (bench["here"] / "results.jsonl").read_text()
+
+
+def test_a_store_filled_on_ray_answers_a_local_run(ray, bench, monkeypatch, tmp_path):
+    """``--store`` names the generation store: a run on Ray writes it, a local run reads it."""
+    monkeypatch.setenv("COE_RUNS_DIR", str(tmp_path / "runs"))
+    shared, filled, answered = tmp_path / "shared.sqlite", tmp_path / "filled", tmp_path / "answered"
+    coe(*bench["argv"], "--out", str(filled), "--executor", "ray", "--store", str(shared))
+    coe(*bench["argv"], "--out", str(answered), "--store", str(shared))
+    assert read_run(filled).cached == 0 and read_run(answered).cached == GENERATIONS
+    assert (answered / "results.jsonl").read_text() == (bench["here"] / "results.jsonl").read_text()
 
 
 def test_the_sdk_answers_on_ray_as_here(ray, bench):
