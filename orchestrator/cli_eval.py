@@ -12,6 +12,7 @@ import typer
 
 from orchestrator.cli_options import (
     DataOpt,
+    DevicesOpt,
     ExecutorOpt,
     KOpt,
     NoSkipOpt,
@@ -87,6 +88,7 @@ def eval_command(
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     store: StoreOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
@@ -114,6 +116,7 @@ def eval_command(
         executor=executor,
         ray_address=ray_address,
         store=store,
+        devices=devices,
     )
     the_pool = load_pool(settings.pool, settings.data_dir)
     if reference is not None and reference not in the_pool.expert_names:

@@ -74,7 +74,13 @@ RayAddressOpt = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
-        help="The Ray cluster to join with --executor ray: auto, HOST:6379 or ray://HOST:10001 "
-        "(default: RAY_ADDRESS, else a Ray started on this machine).",
+        help="The Ray cluster to join with --executor ray: auto (the one this machine belongs to) or "
+        "HOST:6379 (default: RAY_ADDRESS, else a Ray started on this machine).",
+    ),
+]
+DevicesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--devices", min=1, max=64, help="Devices (GPUs) the plan spreads phases over (default: settings.devices)."
     ),
 ]

@@ -12,6 +12,7 @@ import typer
 
 from orchestrator.cli_options import (
     DataOpt,
+    DevicesOpt,
     ExecutorOpt,
     NoSkipOpt,
     PoolOpt,
@@ -68,6 +69,7 @@ def worker_command(
     no_skip: NoSkipOpt = False,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Run batch jobs (POST /v1/batches) from the job store until SIGTERM or Ctrl-C: each job's
     questions through the batch planner, a step at a time, its generations checkpointed under
@@ -88,6 +90,7 @@ def worker_command(
         aggregator_skip=False if no_skip else None,
         executor=executor,
         ray_address=ray_address,
+        devices=devices,
     )
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)
     benchmarks = registered_benchmarks(benchmark or ())

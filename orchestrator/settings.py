@@ -90,8 +90,8 @@ class Settings(BaseModel):
     ray_address: str | None = Field(
         None,
         min_length=1,
-        description="The Ray cluster the ray executor joins ('auto', 'HOST:6379', 'ray://HOST:10001'); "
-        "None: RAY_ADDRESS, else a Ray started on this machine for the process.",
+        description="The Ray cluster the ray executor joins ('auto': the one this machine belongs to, or "
+        "'HOST:6379'); None: RAY_ADDRESS, else a Ray started on this machine for the process.",
     )
 
     @field_validator("executor", mode="after")
