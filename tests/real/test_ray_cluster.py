@@ -28,6 +28,7 @@ import userbench
 from ray_cluster import MARK, RayCluster, describe, end_marked, free_port, marked
 
 from eval import load_benchmark
+from eval.report import write_report
 from eval.results import read_results, read_run
 from orchestrator import Orchestrator, load_settings
 from orchestrator.cli import main
@@ -91,6 +92,9 @@ def test_a_node_that_dies_mid_evaluation_loses_nothing(cluster, tmp_path, monkey
     assert lost and sum(map(int, lost)) > 0
     assert (tmp_path / "there" / "results.jsonl").read_text() == (tmp_path / "here" / "results.jsonl").read_text()
     assert read_run(tmp_path / "there").generations == len(questions) * len(userbench.EXPERTS)
+    assert read_run(tmp_path / "there").retried == sum(map(int, lost)) and read_run(tmp_path / "here").retried == 0
+    write_report(tmp_path / "there")
+    assert "requests sent again after a lost engine or Ray actor" in (tmp_path / "there" / "report.md").read_text()
     assert all(len(r.experts) == 3 and all(e.answer for e in r.experts) for r in read_results(tmp_path / "there"))
     assert there.info.generations == here.info.generations
 
