@@ -2,9 +2,10 @@
 cluster or starting one on this machine, and what a plan's devices ask of the cluster.
 
 Ray is imported only when a run needs it: ``connect`` joins the cluster at ``address`` (or
-``RAY_ADDRESS``), else starts one on this machine for the process, gives the workers this
-process's code first (``code_path``), and logs the dashboard's address when Ray's dashboard is
-installed. A Ray started here is shut down by ``stop_started`` after an interrupt.
+``RAY_ADDRESS``), else starts one on this machine for the process, gives the workers the
+driver's code first (``code_path``, from the folder the caller names), and logs the dashboard's
+address when Ray's dashboard is installed. A Ray started here is shut down by ``stop_started``
+after an interrupt.
 """
 
 from __future__ import annotations
@@ -64,19 +65,21 @@ def require_ray() -> ModuleType:
     return ray
 
 
-def code_path() -> dict[str, Any]:
-    """A runtime environment whose workers import this process's code first: the folder that holds
-    ``batching`` in front of ``PYTHONPATH`` (on a node where that folder is not, the project
-    installed there is imported)."""
-    root = str(Path(__file__).resolve().parent.parent)
+def code_path(root: Path | None) -> dict[str, Any]:
+    """A runtime environment whose workers import the code under ``root`` (the project's folder)
+    first, in front of ``PYTHONPATH`` (on a node where that folder is not, the project installed
+    there is imported); None: the workers' own path."""
+    if root is None:
+        return {}
     given = os.environ.get("PYTHONPATH", "")
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, given) if p)}}
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (str(root), given) if p)}}
 
 
-def connect(address: str | None = None) -> ModuleType:
+def connect(address: str | None = None, code_root: Path | None = None) -> ModuleType:
     """Ray, connected: to the cluster at ``address`` (``auto``: the one this machine belongs to;
-    None: ``RAY_ADDRESS``, else a Ray started on this machine for this process). Once per process;
-    a connection made before (by the caller) is used as it is.
+    None: ``RAY_ADDRESS``, else a Ray started on this machine for this process), its workers
+    importing the code under ``code_root`` first (``code_path``). Once per process; a connection
+    made before (by the caller) is used as it is.
 
     A Ray started here dies with the thread that started it (its processes get the parent-death
     signal of that thread), so off the main thread it is started from a thread kept for the life
@@ -88,14 +91,14 @@ def connect(address: str | None = None) -> ModuleType:
         if address is None and not os.environ.get("RAY_ADDRESS"):
             _started_here[:] = [True]
         if threading.current_thread() is threading.main_thread():
-            context = _init(ray, address)
+            context = _init(ray, address, code_root)
         else:
             box: dict[str, Any] = {}
             started = threading.Event()
 
             def keep() -> None:
                 try:
-                    box["context"] = _init(ray, address)
+                    box["context"] = _init(ray, address, code_root)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                     box["error"] = exc
                 finally:
@@ -131,9 +134,9 @@ def stop_started() -> None:
         ray.shutdown()
 
 
-def _init(ray: ModuleType, address: str | None) -> Any:
+def _init(ray: ModuleType, address: str | None, code_root: Path | None) -> Any:
     try:
-        return ray.init(address=address, runtime_env=code_path(), logging_level=logging.WARNING)
+        return ray.init(address=address, runtime_env=code_path(code_root), logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as exc:
         where = f"at {address!r}" if address else "on this machine"
         raise Unavailable(f"could not start or join a Ray cluster {where}: {exc}") from exc

@@ -29,6 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from batching.cache import GenerationCache
@@ -82,7 +83,8 @@ class RayExecutor(Executor):
 
     ``engine_factory`` makes the engines, called in the actors (it is pickled to them); the rest
     as ``Executor``. ``address``: the cluster to join; ``policy``: how actors are fed and
-    replaced; ``cpus_per_device``: the CPUs each of the plan's devices reserves."""
+    replaced; ``cpus_per_device``: the CPUs each of the plan's devices reserves; ``code_root``:
+    the project's folder, whose code the workers of a Ray started or joined here import first."""
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class RayExecutor(Executor):
         cache_reads: bool = True,
         policy: ActorPolicy | None = None,
         cpus_per_device: float = 1.0,
+        code_root: Path | None = None,
     ) -> None:
         require_ray()
         if not cpus_per_device > 0:
@@ -116,6 +119,7 @@ class RayExecutor(Executor):
         self.address = address
         self.policy = policy or ActorPolicy()
         self.cpus_per_device = cpus_per_device
+        self.code_root = code_root
         self.placed: dict[str, dict[str, str]] = {}
         """Model -> where its actor last loaded (node id, host, process id)."""
         self._running = threading.Lock()
@@ -227,7 +231,7 @@ class RayExecutor(Executor):
                 return run.group
             if run.closed:
                 raise Unavailable("the run has ended")
-            ray = connect(self.address)
+            ray = connect(self.address, self.code_root)
             from ray.util.placement_group import placement_group
 
             devices = sorted({p.device for p in run.plan.phases})

@@ -97,7 +97,7 @@ def main() -> None:
 
     from batching.ray_cluster import code_path
 
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", runtime_env=code_path())
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", runtime_env=code_path(ROOT))
     try:
         factory = partial(timed_fake, args.per_token_ms / 1000)
         tasks, specs = workload(args.questions)

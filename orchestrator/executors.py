@@ -43,9 +43,11 @@ class Placement:
         cache_reads: bool = True,
     ) -> Executor:
         """The executor of this kind. On Ray, engines are neither kept warm nor bound to this
-        machine's cores: each run starts and ends its actors where the cluster places them."""
+        machine's cores: each run starts and ends its actors where the cluster places them, and
+        the workers import this checkout first where it lies at the same path."""
         if self.kind == "ray":
             from batching.ray_executor import RayExecutor
+            from orchestrator.settings import PROJECT_ROOT
 
             return RayExecutor(
                 engine_factory,
@@ -56,6 +58,7 @@ class Placement:
                 skip=skip,
                 cache=cache,
                 cache_reads=cache_reads,
+                code_root=PROJECT_ROOT,
             )
         return Executor(
             engine_factory,

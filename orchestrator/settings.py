@@ -97,10 +97,11 @@ class Settings(BaseModel):
     @field_validator("executor", mode="after")
     @classmethod
     def _ray_installed(cls, executor: ExecutorKind) -> ExecutorKind:
-        from batching.ray_cluster import INSTALL, ray_installed
+        if executor == "ray":
+            from batching.ray_cluster import INSTALL, ray_installed
 
-        if executor == "ray" and not ray_installed():
-            raise ConfigError(f"executor 'ray' needs Ray, which is not installed: {INSTALL}")
+            if not ray_installed():
+                raise ConfigError(f"executor 'ray' needs Ray, which is not installed: {INSTALL}")
         return executor
 
     @model_validator(mode="after")

@@ -3,13 +3,15 @@ directly, and what a plan's devices and models ask of a GPU cluster."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import ray_fakes
 from ray_fakes import spec
 
 from batching import ExpertSpec
 from batching.plan import make_plan
-from batching.ray_cluster import device_gpus, gpu_shares
+from batching.ray_cluster import code_path, device_gpus, gpu_shares
 from batching.ray_host import EngineHost
 from common.errors import EngineError
 from common.requests import Request
@@ -88,3 +90,9 @@ def test_a_factory_that_breaks_is_an_engine_error_not_a_crash():
     assert isinstance(error, EngineError) and "RuntimeError: no such device" in str(error)
     events = drain(EngineHost(broken, spec("a")), [Request.user("r", "q?")])
     assert events[-1][0] == "end" and "before load()" in str(events[-1][2])
+
+
+def test_workers_import_the_named_checkout_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    assert code_path(tmp_path) == {"env_vars": {"PYTHONPATH": f"{tmp_path}{os.pathsep}/elsewhere"}}
+    assert code_path(None) == {}
