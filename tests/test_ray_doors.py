@@ -20,9 +20,9 @@ from eval import load_benchmark
 from eval.results import read_run
 from orchestrator import Orchestrator, load_settings
 from orchestrator.cli import main
+from orchestrator.jobs import JobRequest, open_job_store
 from orchestrator.jobs.worker import JobWorker
 from orchestrator.pools.settings import PROJECT_ROOT, JobSettings
-from orchestrator.stores import JobRequest, open_job_store
 
 QUESTIONS = 24
 TIMED = ("- wall time per stage:", "- started ")
