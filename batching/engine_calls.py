@@ -1,6 +1,7 @@
 """Engines at work for the executor (``batching.executor``): loading a phase's models side by
-side (or taking them warm), releasing them, and running one model's batch with a reload and
-retry when its engine dies and isolation of the requests that still fail."""
+side (or taking them warm), giving the cores to the local engines of each wave, releasing them,
+and running one model's batch with a reload and retry when its engine dies and isolation of the
+requests that still fail."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
-from batching.engines.base import Engine, EngineFactory
+from batching.engines.base import Binder, Engine, EngineFactory, can_bind
+from batching.engines.kinds import engine_kind
 from batching.plan import Phase
 from batching.results import ProgressEvent
 from batching.run_state import RunState, StoreFailed
@@ -61,6 +64,23 @@ class EngineCalls:
         allowed = self.cores
         share = max(1, len(allowed) // len(local))
         return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
+
+    def _bind_wave(self, running: list[str], engines: Mapping[str, Engine], specs: Mapping[str, ExpertSpec]) -> None:
+        """Before a wave: the local engines that generate in it share the cores, a lone one takes
+        them all; engines that sit the wave out keep their cores but use none. An engine that
+        cannot be moved generates where it is; one that died moving is found by its batch."""
+        if self.cores is None:
+            return
+        local = [m for m in running if m in engines and engine_kind(specs[m]).local]
+        shares = self._split_cores(local) or {m: self.cores for m in local}
+        for model, cpus in shares.items():
+            engine = engines[model]
+            if not can_bind(engine) or getattr(engine, "cpus", None) == cpus:
+                continue
+            try:
+                cast(Binder, engine).bind(cpus)
+            except CoeError as exc:
+                log.warning("%s: could not move it to cores %s (%s)", model, list(cpus), exc)
 
     def _load_models(
         self,

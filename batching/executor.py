@@ -1,7 +1,8 @@
 """The executor: runs a ``Plan`` phase by phase, one batch per model per wave.
 
 Per phase: load its models (co-resident ones in parallel threads), then in waves hand each
-model the whole list of its ready requests in one ``engine.generate`` call; tasks composed
+model the whole list of its ready requests in one ``engine.generate`` call (with ``cores``, the
+local engines of a wave share them first: a model generating alone gets every core); tasks composed
 from inputs (aggregation) become ready once their inputs are resolved. Each generation goes
 to the run store the moment its engine reports it finished, keyed by what was asked
 (``request_key``); before a phase loads anything, its tasks whose request is already stored
@@ -84,7 +85,8 @@ class Executor(EngineCalls, Reuse):
         self.progress = progress
         self.warm = warm  # a warm session: engines stay loaded between runs while they fit
         # CPU cores to split between co-resident local (vLLM) models, each factory call then
-        # getting ``cpus=``; None leaves binding to the engines (a lone engine takes every core)
+        # getting ``cpus=``, and before each wave between the local engines generating in it (a
+        # lone one gets them all; ``Binder``); None leaves binding to the engines
         self.cores = cores
         self.on_delta = on_delta  # (task id, new text) as engines generate; engines stream only if set
         self.skip = skip  # a reason not to run a task (checked before loads and per wave), or None
@@ -278,6 +280,7 @@ class Executor(EngineCalls, Reuse):
                 for model in [m for m in cold if m in broken]:
                     for tid, _ in batches.pop(model):
                         self._fail(state.tasks[tid], broken[model], state)
+            self._bind_wave(list(batches), engines, specs)
             jobs = [
                 pool.submit(self._batch, model, engines[model], items, state, reloaded)
                 for model, items in batches.items()

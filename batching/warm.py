@@ -26,7 +26,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from batching.engines.base import Engine, EngineFactory, Sleeper, asleep, can_sleep
+from batching.engines.base import Engine, EngineFactory, Sleeper, asleep, can_bind, can_sleep
 from batching.engines.kinds import KINDS
 from batching.spec import ExpertSpec
 from common.errors import CoeError, EngineError
@@ -120,8 +120,8 @@ class WarmEngines:
         return self.sizes.get(name, 0.0)
 
     def take(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> Engine | None:
-        """The loaded engine of this exact expert bound to ``cpus``, if one is held (woken if it
-        slept); it leaves the set until handed back. None: load one."""
+        """The loaded engine of this exact expert bound to ``cpus`` (or able to move there), if one
+        is held (woken if it slept); it leaves the set until handed back. None: load one."""
         return self.claim(spec, cpus).engine
 
     def claim(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> Claim:
@@ -134,8 +134,10 @@ class WarmEngines:
         if engine is None:
             return Claim(None, "cold")
         bound = getattr(engine, "cpus", None)  # only vLLM engines are bound to cores
-        # the pool entry changed, the engine died, or it is bound to other cores than this phase gives
-        if engine.spec != spec or not engine.loaded or (bound is not None or cpus is not None) and bound != cpus:
+        # other cores than this phase gives are no reason to reload one the executor can move (Binder)
+        elsewhere = (bound is not None or cpus is not None) and bound != cpus and not can_bind(engine)
+        # the pool entry changed, the engine died, or it is bound to other cores and cannot move
+        if engine.spec != spec or not engine.loaded or elsewhere:
             engine.unload()
             return Claim(None, "stale")
         if not slept:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batching.engines.base import (
+    Binder,
     DeltaCallback,
     Engine,
     EngineFactory,
@@ -24,6 +25,7 @@ from batching.engines.replay import ReplayEngine
 from batching.spec import ExpertSpec
 
 __all__ = [
+    "Binder",
     "DeltaCallback",
     "Engine",
     "EngineFactory",
@@ -43,7 +45,7 @@ __all__ = [
 def make_engine(spec: ExpertSpec, *, cache_dir: Path, cpus: tuple[int, ...] | None = None) -> Engine:
     """The engine that serves ``spec``; ``cache_dir`` holds converted packaged models.
 
-    ``cpus``: the cores a vLLM engine on the CPU build is bound to (None: all); engines of the
-    other kinds compute elsewhere and take no cores.
+    ``cpus``: the cores a vLLM engine on the CPU build computes on at first (None: all; ``bind``
+    moves it); engines of the other kinds compute elsewhere and take no cores.
     """
     return engine_kind(spec).build(spec, cache_dir, cpus)

@@ -1,11 +1,12 @@
 """The messages between ``VLLMEngine`` (parent) and its worker child, over a multiprocessing pipe.
 
-    parent -> child   Generate(jobs, stream) | Sleep(level) | Wake() | Stop()
+    parent -> child   Generate(jobs, stream) | Sleep(level) | Wake() | Bind(cpus) | Stop()
     child -> parent   Ready(...) | Failed(kind, message)                 after start
                       Partial(texts) per engine step, if stream is set,
                       Finished(index, ...) per request, as each ends,
                       then BatchDone(count) | Failed(kind, message)      after Generate
                       Switched(sleeping) | Failed(SLEEP, message)        after Sleep or Wake
+                      Bound(cpus, threads) | Failed(BIND, message)       after Bind
 
 Plain frozen dataclasses of this project (pickled by the pipe), so both sides agree on the
 fields and an error's kind is an enum member, not a class name in a string.
@@ -26,6 +27,7 @@ class ErrorKind(enum.Enum):
     GENERATE = "generate"  # a batch failed; the engine is still usable
     ENGINE_DEAD = "engine_dead"  # vLLM's engine process died; the child exits non-zero
     SLEEP = "sleep"  # a sleep or wake failed; the parent stops the child
+    BIND = "bind"  # the worker could not be rebound; it computes where it did
 
 
 def describe(exc: BaseException) -> str:
@@ -103,6 +105,21 @@ class Switched:
 
 
 @dataclass(frozen=True)
+class Bind:
+    """Compute on these cores from the next batch on (CPU build)."""
+
+    cpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The worker computes on ``cpus`` now, with ``threads`` threads."""
+
+    cpus: tuple[int, ...]
+    threads: int
+
+
+@dataclass(frozen=True)
 class Ready:
     model: str
     device: str
@@ -134,5 +151,5 @@ class BatchDone:
     count: int
 
 
-ToChild = Generate | Sleep | Wake | Stop
-FromChild = Ready | Failed | Partial | Finished | BatchDone | Switched
+ToChild = Generate | Sleep | Wake | Bind | Stop
+FromChild = Ready | Failed | Partial | Finished | BatchDone | Switched | Bound

@@ -16,20 +16,19 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from batching.engines._orphans import guard_group
+from batching.engines._vllm_cores import WORKER_EXTENSION, bind
 from batching.engines._vllm_protocol import (
     BatchDone,
+    Bind,
     ErrorKind,
     Failed,
     Finished,
     Generate,
     Job,
-    Partial,
     Ready,
     Sleep,
     Stop,
@@ -38,6 +37,7 @@ from batching.engines._vllm_protocol import (
     describe,
 )
 from batching.engines._vllm_sleep import available, switch
+from batching.engines._vllm_stream import every_step, send_partial
 from batching.engines.base import mean_logprob
 from batching.engines.vllm_options import engine_args
 from common.errors import NotFound
@@ -64,22 +64,31 @@ def build_llm(config: WorkerConfig):
 
     on_cpu = current_platform.is_cpu()
     sleep_mode = config.source.sleep_mode and available()
+    # one worker on a CPU starts on every core and is bound to its own afterwards (_vllm_cores)
+    rebinds = on_cpu and config.source.tensor_parallel_size == 1
     args = engine_args(
         config.source,
         model,
         cpu=on_cpu,
         seed=config.seed,
         chat_template=config.chat_template,
-        cpus=config.cpus,
+        cpus=None if rebinds else config.cpus,
         sleep_mode=sleep_mode,
     )
     os.environ.update(args.environment())
     if args.kv_cache_bytes is not None:
         os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # the byte count is passed to LLM instead
-    print(f"coe: vLLM options {args.llm_kwargs()} environment {args.environment()}", flush=True)
+    kwargs: dict[str, Any] = args.llm_kwargs()
+    if rebinds:
+        kwargs["worker_extension_cls"] = WORKER_EXTENSION
+    print(f"coe: vLLM options {kwargs} environment {args.environment()}", flush=True)
     from vllm import LLM
 
-    llm = LLM(**args.llm_kwargs())
+    llm = LLM(**kwargs)
+    if rebinds and config.cpus is not None and set(config.cpus) != set(args.cpus or ()):
+        bound = bind(llm, Bind(cpus=tuple(config.cpus)))
+        if isinstance(bound, Failed):
+            raise RuntimeError(f"could not bind the worker to cores {list(config.cpus)}: {bound.message}")
     device = "cpu" if on_cpu else str(current_platform.device_type)
     return llm, Ready(model=model, device=device, sleep_mode=sleep_mode)
 
@@ -162,12 +171,12 @@ def generate(
     sent: dict[int, str] = {}  # index -> the text sent so far in Partials
     engine = llm.llm_engine
     try:
-        with _every_step(engine, stream):
+        with every_step(engine, stream):
             _enqueue(llm, jobs, chats, prompts, max_tokens, chat_template, pending)
         while pending and engine.has_unfinished_requests():
             outputs = engine.step()
             if stream:
-                _send_partial(outputs, pending, sent, send)
+                send_partial(outputs, pending, sent, send)
             for output in outputs:
                 if not output.finished:
                     continue
@@ -214,50 +223,6 @@ def _enqueue(
         texts = [jobs[i].prompt for i in prompts]
         ids = llm.enqueue(texts, [_sampling(jobs[i], max_tokens[i]) for i in prompts], use_tqdm=False)
         pending.update({_external_id(rid): (i, rid) for rid, i in zip(ids, prompts, strict=True)})
-
-
-@contextmanager
-def _every_step(engine, on: bool) -> Iterator[None]:
-    """While on, requests added to ``engine`` report their text at every step, not only at the end.
-
-    vLLM's offline ``LLM`` marks each request it adds as wanting its final output only
-    (``RequestOutputKind.FINAL_ONLY``, vLLM 0.32); a streamed batch needs the text as it grows,
-    so the engine's ``add_request`` switches them to ``CUMULATIVE`` (the whole text so far, at
-    every step). The final output is the same either way."""
-    if not on:
-        yield
-        return
-    from vllm.sampling_params import RequestOutputKind, SamplingParams
-
-    add = engine.add_request
-
-    def add_every_step(request_id, prompt, params, *args, **kwargs):
-        if isinstance(params, SamplingParams):
-            params.output_kind = RequestOutputKind.CUMULATIVE
-        return add(request_id, prompt, params, *args, **kwargs)
-
-    engine.add_request = add_every_step
-    try:
-        yield
-    finally:
-        del engine.add_request  # the class's own method again
-
-
-def _send_partial(outputs, pending: dict[str, tuple[int, str]], sent: dict[int, str], send) -> None:
-    """One ``Partial`` with what this step added to each unfinished request's text (vLLM's outputs
-    hold the whole text so far); nothing if the step added none."""
-    texts = []
-    for output in outputs:
-        entry = pending.get(output.request_id)
-        if output.finished or entry is None:
-            continue
-        index = entry[0]
-        text, before = output.outputs[0].text, sent.get(index, "")
-        if len(text) > len(before) and text.startswith(before):
-            texts.append((index, text[len(before) :]))
-            sent[index] = text
-    if texts:
-        send(Partial(texts=tuple(texts)))
 
 
 def _external_id(request_id: str) -> str:
@@ -350,6 +315,9 @@ def serve(conn, config: WorkerConfig) -> None:
             break
         if isinstance(message, Sleep | Wake):
             pipe.send(switch(llm, message, ready.sleep_mode))
+            continue
+        if isinstance(message, Bind):
+            pipe.send(bind(llm, message))
             continue
         if not isinstance(message, Generate):
             pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))

@@ -10,6 +10,10 @@ that asks for log-probabilities (``Request.logprobs``) gets their mean per gener
 ``Generation.logprob`` where the engine has them (vLLM, servers that return them, the fake's
 stand-in); replay's recordings have none, so it leaves None.
 
+Core binding is optional too (``Binder``): an engine that computes on this machine's CPU cores
+can be moved to other cores between batches, so the executor gives a model every core while it
+generates alone and splits them while models generate side by side (vLLM on a CPU).
+
 Sleep mode is optional (``Sleeper``): an engine that has it can park its loaded model, freeing
 the accelerator's memory but for what the mode keeps, and wake it far faster than a load.
 Only kinds whose registry entry says ``sleep`` (``batching.engines.kinds``) are asked to, and
@@ -93,6 +97,27 @@ class Sleeper(Protocol):
     def wake(self) -> None:
         """Make a sleeping model ready to generate again (nothing to do when awake). Raises
         EngineError if it failed: the engine is then unusable, unload it and load afresh."""
+
+
+@runtime_checkable
+class Binder(Protocol):
+    """The optional core binding of an engine that computes on CPU cores."""
+
+    cpus: tuple[int, ...] | None
+    """The cores it computes on (None: every core this process may use)."""
+
+    @property
+    def can_bind(self) -> bool:
+        """True when ``bind`` would move the loaded engine to other cores now."""
+
+    def bind(self, cpus: tuple[int, ...]) -> bool:
+        """Compute on ``cpus`` from the next batch on; False if it cannot be moved (it stays where
+        it is). Raises EngineError if moving failed: when it is no longer loaded, unload it."""
+
+
+def can_bind(engine: object) -> bool:
+    """Whether ``engine`` reports that it can be moved to other cores now."""
+    return getattr(engine, "can_bind", False) is True
 
 
 def can_sleep(engine: object) -> bool:

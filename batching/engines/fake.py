@@ -5,6 +5,8 @@ the prompt), counts its loads and calls so tests can assert on them, and can be 
 Asked to stream, it hands each answer out word by word (each word with the spaces after it),
 so the deltas join to the exact text. Asked for log-probabilities (``Request.logprobs``), it
 gives ``fake_logprob`` of the answer's text: a stable value in [-2, -0.05] from the text's hash.
+Made with ``cpus=`` (the cores a factory gave it) it has a core binding
+(``batching.engines.base.Binder``) that records each move in ``binds``.
 Made with ``sleeps=True`` it has a sleep mode (``batching.engines.base.Sleeper``) whose wake can
 be told to fail (``wake_fails``); it refuses to generate while asleep, as vLLM would.
 It stands for a real engine in tests only; every behaviour it stands for is also tested
@@ -56,6 +58,8 @@ class FakeEngine:
         *,
         sleeps: bool = False,
         wake_fails: bool = False,
+        cpus: tuple[int, ...] | None = None,
+        binds: bool = False,
     ) -> None:
         self.spec = spec
         self._answer = answer
@@ -66,6 +70,10 @@ class FakeEngine:
         self._sleeping = False
         self.wake_fails = wake_fails
         """The next wakes raise EngineError (the engine must then be unloaded)."""
+        self.cpus = cpus
+        self._binds = binds
+        self.binds: list[tuple[int, ...]] = []
+        """Each move ``bind`` made, in order."""
         self.loads = 0
         self.unloads = 0
         self.sleeps = 0
@@ -100,6 +108,21 @@ class FakeEngine:
             raise EngineError(f"engine {self.spec.name!r} could not wake")
         self._sleeping = False
         self.wakes += 1
+
+    @property
+    def can_bind(self) -> bool:
+        return self._binds and self._loaded
+
+    def bind(self, cpus: tuple[int, ...]) -> bool:
+        if not self._loaded:
+            self.cpus = tuple(cpus)
+            return self._binds
+        if not self.can_bind:
+            return False
+        if tuple(cpus) != self.cpus:
+            self.cpus = tuple(cpus)
+            self.binds.append(self.cpus)
+        return True
 
     def load(self) -> None:
         if not self._loaded:

@@ -11,7 +11,8 @@ The child leads its own process group, which holds vLLM's engine and worker proc
 it kills that group when this process dies, and this process kills it when the child dies.
 
 On a GPU the engine starts with vLLM's sleep mode and can be parked and woken (``sleep``,
-``wake``: ``_vllm_sleep``); on the CPU build ``can_sleep`` is False.
+``wake``: ``_vllm_sleep``); on the CPU build ``can_sleep`` is False, and ``bind`` moves it to
+other cores without a reload (``_vllm_cores``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from batching.engines._orphans import wait_group_gone
+from batching.engines._vllm_cores import CoreBinding
 from batching.engines._vllm_protocol import (
     BatchDone,
     ErrorKind,
@@ -56,11 +58,12 @@ _ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception|Exit)\b: |^coe error: ")  
 _VLLM_PREFIX = re.compile(r"^(\(\w+ pid=\d+\) )?(ERROR|WARNING|INFO) \d\d-\d\d [\d:]+ \[[^\]]*\] ")
 
 
-class VLLMEngine(SleepMode):
+class VLLMEngine(SleepMode, CoreBinding):
     """Serves one ``ExpertSpec`` whose source is a ``VLLMSource``, from a child process.
 
-    ``cpus``: on the CPU build, the cores this engine's model worker is bound to (give
-    co-resident engines disjoint sets); None means every core this process may use.
+    ``cpus``: on the CPU build, the cores this engine's model worker computes on (give engines
+    that generate at the same time disjoint sets; ``bind`` changes them); None means every core
+    this process may use.
     """
 
     def __init__(
@@ -85,7 +88,7 @@ class VLLMEngine(SleepMode):
         self.load_timeout_s = load_timeout_s
         self.generate_timeout_s = generate_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.switch_timeout_s = switch_timeout_s  # the most a sleep or a wake may take
+        self.switch_timeout_s = switch_timeout_s  # the most a sleep, a wake or a bind may take
         self._sleeping = False
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None

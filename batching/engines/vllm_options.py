@@ -15,6 +15,11 @@ Choices made for the CPU build (vLLM 0.32, measured on 2-core machines, see RUNT
 - The model worker is bound to the cores given (``cpus``; all allowed cores when None) and no
   core is reserved: a lone engine on both cores ran at 443 tokens/s against 312 with vLLM's
   default binding to one core.
+- Its OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``): they sleep at once when a
+  parallel region ends instead of spinning. These machines are shared; with other work on the
+  cores (load average 6-12), SmolLM2 on two spinning threads made 1.3-2 tokens/s for one chat
+  and 7-10 for eight, against 15-17 and 72-99 on one thread; passive, two threads made 8-16
+  and 72-86, as fast as one.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ class VLLMArgs:
         """Variables to set in the process that starts vLLM, before it starts."""
         if not self.cpu:
             return {}
-        env: dict[str, str] = {}
+        env: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
         if self.kv_cache_gib is not None and self.kv_cache_bytes is None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(int(self.kv_cache_gib))
         if self.cpus:

@@ -251,3 +251,34 @@ def test_on_this_cpu_the_engine_cannot_sleep_and_keeps_serving(loaded: VLLMEngin
     loaded.wake()  # nothing to wake
     out = loaded.generate([Request.user("after-sleep", "Say hello.", max_tokens=4)])
     assert out[0].ok and out[0].text.strip()
+
+
+def _worker_cores(engine: VLLMEngine) -> set[tuple[int, ...]]:
+    """The cores each thread of the engine's vLLM worker process may run on (each distinct set once)."""
+    workers = [p for p in psutil.Process(engine.pid).children(recursive=True) if "Worker" in p.name()]
+    assert len(workers) == 1, [p.name() for p in workers]
+    return {
+        tuple(sorted(os.sched_getaffinity(int(task.name)))) for task in Path(f"/proc/{workers[0].pid}/task").iterdir()
+    }
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_the_worker_moves_to_other_cores_without_a_reload(cache_dir: Path) -> None:
+    cores = tuple(sorted(os.sched_getaffinity(0)))
+    engine = VLLMEngine(smollm2(), cache_dir=cache_dir, cpus=(cores[1],))
+    engine.load()
+    try:
+        assert engine.can_bind and _worker_cores(engine) == {(cores[1],)}  # loaded wide, then bound to its core
+        question = [Request.user("m", "Name three colours.", max_tokens=12)]
+        before = engine.generate(question)
+        pid = engine.pid
+        assert engine.bind(cores) and engine.cpus == cores and _worker_cores(engine) == {cores}
+        after = engine.generate(question)
+        assert engine.pid == pid  # the same child: moved, not reloaded
+        assert after[0].text == before[0].text  # greedy: where it computes changes nothing it writes
+        assert engine.bind((cores[0],)) and _worker_cores(engine) == {(cores[0],)}
+        with pytest.raises(EngineError, match="cannot bind"):
+            engine.bind((max(cores) + 1,))  # a core this process may not use
+        assert engine.generate(question)[0].text == before[0].text
+    finally:
+        engine.unload()
