@@ -2,7 +2,8 @@
 
 Per phase: load its models (co-resident ones in parallel threads), then in waves hand each
 model the whole list of its ready requests in one ``engine.generate`` call (with ``cores``, the
-local engines of a wave share them first: a model generating alone gets every core); tasks composed
+local engines of a wave share them, and a batch that ends hands its cores to those still
+running: a model generating alone gets every core); tasks composed
 from inputs (aggregation) become ready once their inputs are resolved. Each generation goes
 to the run store the moment its engine reports it finished, keyed by what was asked
 (``request_key``); before a phase loads anything, its tasks whose request is already stored
@@ -37,7 +38,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from batching.cache import GenerationCache
 from batching.deltas import DeltaListener, DeltaRelay
@@ -281,12 +282,16 @@ class Executor(EngineCalls, Reuse):
                     for tid, _ in batches.pop(model):
                         self._fail(state.tasks[tid], broken[model], state)
             self._bind_wave(list(batches), engines, specs)
-            jobs = [
-                pool.submit(self._batch, model, engines[model], items, state, reloaded)
+            jobs = {
+                pool.submit(self._batch, model, engines[model], items, state, reloaded): model
                 for model, items in batches.items()
-            ]
-            for batch in jobs:
+            }
+            running = set(jobs.values())
+            for batch in as_completed(jobs):
                 model = batch.result()
+                running.discard(model)
+                if running:  # its cores go to the batches still running, from their next step
+                    self._bind_wave(sorted(running, key=list(batches).index), engines, specs)
                 mine = [t for t in to_run if state.tasks[t].model == model]
                 with state.lock:
                     done = sum(1 for t in mine if state.resolved(t))

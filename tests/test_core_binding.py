@@ -6,6 +6,7 @@ a kept engine instead of reloading it. The real tier moves a vLLM worker
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 
 from batching import ExpertSpec, FakeEngine
@@ -45,13 +46,26 @@ class Seen(FakeEngine):
         return super().generate(requests, on_result, on_delta)
 
 
+class Waits(Seen):
+    """A fake whose batch runs until it is moved to every core (or 5 s pass), as a long batch would."""
+
+    def generate(self, requests: Sequence[Request], on_result=None, on_delta=None) -> list[Generation]:
+        started = self.cpus
+        deadline = time.monotonic() + 5
+        while self.cpus != CORES and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.moved_during = (started, self.cpus)
+        return super().generate(requests, on_result, on_delta)
+
+
 class Factory:
-    def __init__(self, **options) -> None:
+    def __init__(self, slow: str | None = None, **options) -> None:
+        self.slow = slow  # the model whose batches run until it is moved
         self.options = options
         self.made: dict[str, list[Seen]] = {}
 
     def __call__(self, spec: ExpertSpec, cpus: tuple[int, ...] | None = None) -> Seen:
-        engine = Seen(spec, cpus=cpus, **self.options)
+        engine = (Waits if spec.name == self.slow else Seen)(spec, cpus=cpus, **self.options)
         self.made.setdefault(spec.name, []).append(engine)
         return engine
 
@@ -80,6 +94,14 @@ def test_experts_split_the_cores_and_the_lone_aggregator_gets_them_all():
     assert a.ran_on == [((0,), ["q0/a"]), (CORES, ["q0/final"])]  # the experts' wave, then alone
     assert b.ran_on == [((1,), ["q0/b"])]  # b sat the aggregation out: it held no core then
     assert a.loads == b.loads == 1  # moved, never reloaded
+
+
+def test_a_batch_that_ends_hands_its_cores_to_the_one_still_running():
+    factory = Factory(slow="b")
+    result = run(Executor(factory, cores=CORES), question(0))
+    assert not result.failed
+    b = factory.made["b"][0]
+    assert b.moved_during == ((1,), CORES)  # began on its share; a's batch ended and b got both cores
 
 
 def test_a_lone_model_generates_on_every_core():

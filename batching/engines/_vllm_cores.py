@@ -10,13 +10,18 @@ cores and pins every thread of the worker process to them. The worker never runs
 than it started with, so nothing vLLM sized at start is outgrown. Measured here: a bind takes
 25-40 ms.
 
-The parent's side is ``CoreBinding``, the part of ``VLLMEngine`` that sends ``Bind``.
+The parent's side is ``CoreBinding``, the part of ``VLLMEngine`` that sends ``Bind``. Between
+batches it waits for the child's ``Bound``. During a batch (the executor moves an engine still
+generating when the others of its wave are done) it only sends: the child rebinds between two
+engine steps, and the batch's own reading of the pipe takes the reply, as every reading does
+with a reply that comes late.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +85,30 @@ class CoreBinding:
 
         def _cleanup(self) -> None: ...
 
+    def _init_binding(self) -> None:
+        self._generating = False  # a batch is in the child: a bind only sends
+        self._unsure = False  # a bind sent during a batch failed: the cores are not known
+        self._send_lock = threading.Lock()  # a batch's start and a bind from another thread
+
+    def _start_batch(self, message: Any) -> None:
+        """Send a batch; a bind from now until ``_generating`` is cleared does not wait."""
+        with self._send_lock:
+            self._conn.send(message)
+            self._generating = True
+
+    def _late_bind(self, reply: Any) -> bool:
+        """Whether ``reply`` answers a bind sent during a batch (noted here, not the reader's)."""
+        if isinstance(reply, Bound):
+            logger.info(
+                "%s computes on cores %s (%d threads)", self.spec.name, ",".join(map(str, reply.cpus)), reply.threads
+            )
+            return True
+        if isinstance(reply, Failed) and reply.kind is ErrorKind.BIND:
+            logger.warning("%s could not be moved during its batch: %s", self.spec.name, reply.message)
+            self._unsure = True
+            return True
+        return False
+
     @property
     def can_bind(self) -> bool:
         """Loaded on a CPU with one worker: its cores can change without a reload."""
@@ -87,10 +116,10 @@ class CoreBinding:
         return self.loaded and ready is not None and ready.device == "cpu" and self.source.tensor_parallel_size == 1
 
     def bind(self, cpus: tuple[int, ...]) -> bool:
-        """Compute on ``cpus`` (a subset of the cores this process may use) from the next batch on.
-        Before a load it only sets the cores the load binds to. False where the engine cannot be
-        rebound (a GPU, tensor parallelism). EngineError if the child failed to: the engine is
-        left as it was (bound as before) unless the child died."""
+        """Compute on ``cpus`` (a subset of the cores this process may use) from the next batch on,
+        or during a batch from its next step. Before a load it only sets the cores the load binds
+        to. False where the engine cannot be rebound (a GPU, tensor parallelism). EngineError if
+        the child failed to: the engine computes where it did unless the child died."""
         cpus = tuple(sorted(set(cpus)))
         allowed = os.sched_getaffinity(0)
         if not cpus or not set(cpus) <= allowed:
@@ -102,19 +131,26 @@ class CoreBinding:
             return True
         if not self.can_bind:
             return False
-        if cpus == (self.cpus if self.cpus is not None else tuple(sorted(allowed))):
+        if cpus == (self.cpus if self.cpus is not None else tuple(sorted(allowed))) and not self._unsure:
             return True
         started = time.perf_counter()
         try:
-            self._conn.send(Bind(cpus=cpus))
+            with self._send_lock:
+                self._conn.send(Bind(cpus=cpus))
+                during = self._generating
+            self.cpus, self._unsure = cpus, False
+            if during:
+                return True  # the batch's reading takes the reply
             reply = self._receive(self.switch_timeout_s, "bind")
+            while isinstance(reply, Bound) and reply.cpus != cpus:  # a late reply to a bind sent during a batch
+                reply = self._receive(self.switch_timeout_s, "bind")
         except (OSError, ValueError, EngineError) as exc:
             self._cleanup()
             raise EngineError(f"vLLM bind of {self.spec.name!r} failed: {exc}; log: {self.log_path}") from exc
         if not isinstance(reply, Bound):
+            self._unsure = True
             text = reply.message if isinstance(reply, Failed) else f"unexpected {type(reply).__name__}"
             raise EngineError(f"vLLM bind of {self.spec.name!r} to cores {list(cpus)} failed: {text}")
-        self.cpus = cpus
         logger.info(
             "%s computes on cores %s (%d threads; %.0f ms)",
             self.spec.name,

@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +158,18 @@ def screen(
 
 
 def generate(
-    llm, jobs: tuple[Job, ...], chat_template: str | None, max_model_len: int, send, stream: bool = False
+    llm,
+    jobs: tuple[Job, ...],
+    chat_template: str | None,
+    max_model_len: int,
+    send,
+    stream: bool = False,
+    between_steps: Callable[[], None] | None = None,
 ) -> None:
     """Run the batch as one continuous batch; ``send`` each request's ``Finished`` as it ends,
     then ``BatchDone``. Screened-out requests are reported first. With ``stream``, each engine
-    step also sends one ``Partial`` with the text it added to the requests still running."""
+    step also sends one ``Partial`` with the text it added to the requests still running.
+    ``between_steps`` runs after each engine step (the parent's binds during a batch)."""
     errors, max_tokens = screen(llm, jobs, chat_template, max_model_len)
     for i, error in errors.items():
         send(Finished(index=i, error=error))
@@ -175,6 +184,8 @@ def generate(
             _enqueue(llm, jobs, chats, prompts, max_tokens, chat_template, pending)
         while pending and engine.has_unfinished_requests():
             outputs = engine.step()
+            if between_steps is not None:
+                between_steps()
             if stream:
                 send_partial(outputs, pending, sent, send)
             for output in outputs:
@@ -306,9 +317,19 @@ def serve(conn, config: WorkerConfig) -> None:
     _watch_engine(pipe, stopping)
     pipe.send(ready)
     code = 0
+    later: deque = deque()  # commands read during a batch that are not binds
+
+    def between_steps() -> None:
+        while conn.poll():
+            sent = conn.recv()
+            if isinstance(sent, Bind):
+                pipe.send(bind(llm, sent))
+            else:
+                later.append(sent)
+
     while True:
         try:
-            message = conn.recv()
+            message = later.popleft() if later else conn.recv()
         except (EOFError, OSError):
             break
         if isinstance(message, Stop):
@@ -323,7 +344,15 @@ def serve(conn, config: WorkerConfig) -> None:
             pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
             continue
         try:
-            generate(llm, message.jobs, config.chat_template, config.source.max_model_len, pipe.send, message.stream)
+            generate(
+                llm,
+                message.jobs,
+                config.chat_template,
+                config.source.max_model_len,
+                pipe.send,
+                message.stream,
+                between_steps,
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             traceback.print_exc()
             if _engine_dead(exc):

@@ -1,11 +1,10 @@
 """vLLM offline engine: one child process per loaded model, so unloading gives all memory back.
 
-The parent never imports vLLM or torch. ``load`` spawns the child
-(``batching.engines._vllm_worker.serve``), which converts a packaged model if needed, builds
-``vllm.LLM`` and answers ``Ready``; ``generate`` sends the whole batch in one message and
-receives one ``Finished`` message per request as vLLM finishes it; ``unload`` asks the child
-to stop and kills its process group if it does not. The messages are the typed records of
-``_vllm_protocol``.
+The parent never imports vLLM or torch. ``load`` spawns the child (``_vllm_worker.serve``),
+which converts a packaged model if needed, builds ``vllm.LLM`` and answers ``Ready``;
+``generate`` sends the whole batch in one message and receives one ``Finished`` message per
+request as vLLM finishes it; ``unload`` asks the child to stop and kills its process group if it
+does not. The messages are the typed records of ``_vllm_protocol``.
 
 The child leads its own process group, which holds vLLM's engine and worker processes too;
 it kills that group when this process dies, and this process kills it when the child dies.
@@ -20,7 +19,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +27,7 @@ from typing import Any
 
 from batching.engines._orphans import wait_group_gone
 from batching.engines._vllm_cores import CoreBinding
+from batching.engines._vllm_log import log_cause
 from batching.engines._vllm_protocol import (
     BatchDone,
     ErrorKind,
@@ -54,8 +53,6 @@ __all__ = ["VLLMEngine"]
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.2
-_ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception|Exit)\b: |^coe error: ")  # vLLM's, or the child's own
-_VLLM_PREFIX = re.compile(r"^(\(\w+ pid=\d+\) )?(ERROR|WARNING|INFO) \d\d-\d\d [\d:]+ \[[^\]]*\] ")
 
 
 class VLLMEngine(SleepMode, CoreBinding):
@@ -90,6 +87,7 @@ class VLLMEngine(SleepMode, CoreBinding):
         self.stop_timeout_s = stop_timeout_s
         self.switch_timeout_s = switch_timeout_s  # the most a sleep, a wake or a bind may take
         self._sleeping = False
+        self._init_binding()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
         self._ready: Ready | None = None
@@ -235,10 +233,19 @@ class VLLMEngine(SleepMode, CoreBinding):
             return []
         jobs = tuple(self._job(request) for request in requests)
         try:
-            self._conn.send(Generate(jobs=jobs, stream=on_delta is not None))
+            self._start_batch(Generate(jobs=jobs, stream=on_delta is not None))
         except (OSError, ValueError) as exc:
             self._cleanup()
             raise EngineError(f"vLLM child of {self.spec.name!r} is gone: {exc}; log: {self.log_path}") from exc
+        try:
+            return self._results(requests, on_result, on_delta)
+        finally:
+            self._generating = False
+
+    def _results(
+        self, requests: Sequence[Request], on_result: ResultCallback | None, on_delta: DeltaCallback | None
+    ) -> list[Generation]:
+        """The batch's messages until it is done, each result reported as it arrives."""
         deadline = None if self.generate_timeout_s is None else time.monotonic() + self.generate_timeout_s
         out: list[Generation | None] = [None] * len(requests)
         streamed = [""] * len(requests)  # the text handed to on_delta so far, per request
@@ -334,9 +341,11 @@ class VLLMEngine(SleepMode, CoreBinding):
         while True:
             if self._conn.poll(_POLL_S):
                 try:
-                    return self._conn.recv()
+                    message = self._conn.recv()
                 except (EOFError, OSError):
-                    pass  # the child closed the pipe: treat as a death below
+                    message = None  # the child closed the pipe: treat as a death below
+                if message is not None and not (what != "bind" and self._late_bind(message)):
+                    return message
             process = self._process
             if process is None or not process.is_alive():
                 if process is not None:
@@ -358,16 +367,7 @@ class VLLMEngine(SleepMode, CoreBinding):
 
     def _log_cause(self) -> str | None:
         """The last error line of the child's log (the root cause vLLM printed), on one line."""
-        if self.log_path is None or not self.log_path.exists():
-            return None
-        with self.log_path.open("rb") as handle:
-            handle.seek(max(0, self.log_path.stat().st_size - 65536))
-            lines = [" ".join(line.split()) for line in handle.read().decode("utf-8", "replace").splitlines()]
-        errors = [_VLLM_PREFIX.sub("", line) for line in lines if _ERROR_LINE.search(line)]
-        # vLLM's "engine is dead" errors only point back at the real one
-        specific = [line for line in errors if "EngineDeadError" not in line and "EngineCore encountered" not in line]
-        found = specific or errors or [line for line in lines if line]
-        return found[-1][:500] if found else None
+        return log_cause(self.log_path)
 
     def _cleanup(self) -> None:
         """Stop the child and every process it started (its process group); forget them."""

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,5 +281,15 @@ def test_the_worker_moves_to_other_cores_without_a_reload(cache_dir: Path) -> No
         with pytest.raises(EngineError, match="cannot bind"):
             engine.bind((max(cores) + 1,))  # a core this process may not use
         assert engine.generate(question)[0].text == before[0].text
+        story = [Request.user("long", "Tell me a long story about a lighthouse keeper.", max_tokens=96)]
+        box: dict[str, list[Generation]] = {}
+        batch = threading.Thread(target=lambda: box.update(out=engine.generate(story)))
+        batch.start()
+        time.sleep(1.0)
+        running = batch.is_alive()
+        assert engine.bind(cores)  # during the batch: sent, and done between two of its steps
+        batch.join(300)
+        assert running and box["out"][0].ok and box["out"][0].tokens_out > 20
+        assert _worker_cores(engine) == {cores} and engine.generate(question)[0].text == before[0].text
     finally:
         engine.unload()
