@@ -25,7 +25,7 @@ from aggregators.result import (
     Extract,
     agreement,
 )
-from aggregators.vote import majority
+from aggregators.skip import agreement_of, skips
 from common.answers import Judge
 from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Request
@@ -70,6 +70,13 @@ class SynthesisOptions(BaseModel):
         le=1.0,
         description="Skip the aggregator when at least this share of the answers agree (by the judge), at "
         "least two of them: 1 = unanimous; None never skips. A blank answer agrees with nothing.",
+    )
+    skip_competence: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="With skip_agreement: skip only when the agreeing experts' mean competence is at least this "
+        "(an agreement of experts without a known competence never does); None: agreement alone decides.",
     )
 
     @property
@@ -202,20 +209,24 @@ class SynthesisJob:
 
 
 def consensus(
-    answers: Sequence[ExpertAnswer], ids: Sequence[str], agreement: float | None, judge: Judge | None
+    answers: Sequence[ExpertAnswer],
+    ids: Sequence[str],
+    agreement: float | None,
+    judge: Judge | None,
+    competence: float | None = None,
 ) -> tuple[str, str] | None:
     """(why, the input id whose answer stands) when the answers agree enough to skip the
-    aggregator: at least two answers, ``agreement`` of them (of every usable answer) the same by
-    ``judge``; the most competent supporter's answer stands. None otherwise."""
-    if agreement is None or len(answers) < 2:
+    aggregator (``aggregators.skip``): at least two answers, ``agreement`` of them (of every usable
+    answer) the same by ``judge``, and with a ``competence`` bar, their experts' mean competence
+    at least that; the most competent supporter's answer stands. None otherwise."""
+    found = agreement_of(answers, judge) if agreement is not None else None
+    if found is None or not skips(found, agreement, competence):
         return None
-    result = majority(answers, judge=judge)
-    if result.choice is None or len(result.agreed_with) < 2 or result.confidence < agreement - 1e-9:
-        return None
-    backers = [(i, a) for i, a in zip(ids, answers, strict=True) if a.expert in result.agreed_with]
-    stands = max(backers, key=lambda pair: pair[1].competence if pair[1].competence is not None else -1.0)[0]
-    how = "unanimous" if len(result.agreed_with) == len(answers) else f"{result.confidence:.0%} agree"
-    return f"{how}: {len(result.agreed_with)} of {len(answers)} experts answered {result.choice}", stands
+    stands = max(found.supporters, key=lambda i: c if (c := answers[i].competence) is not None else -1.0)
+    how = "unanimous" if len(found.supporters) == len(answers) else f"{found.share:.0%} agree"
+    if competence is not None:
+        how += f", competence {found.competence:.2f}"
+    return f"{how}: {len(found.supporters)} of {len(answers)} experts answered {found.choice}", ids[stands]
 
 
 def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> Compose:
@@ -268,7 +279,11 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
             question_id=job.question_id,
             benchmark=job.benchmark,
         )
-        agreed = consensus(answers, used, options.skip_agreement, job.judge) if job.extract is not None else None
+        agreed = (
+            consensus(answers, used, options.skip_agreement, job.judge, options.skip_competence)
+            if job.extract is not None
+            else None
+        )
         skipped, stands = agreed if agreed is not None else (None, None)
         return Composed(request=request, used=tuple(used), left_out=tuple(left_out), skipped=skipped, stands=stands)
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import get_args
 
-from aggregators import SynthesisJob, SynthesisOptions
+from aggregators import SynthesisJob
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
 from batching.executor import ProgressCallback
 from batching.plan import Plan, make_plan
@@ -42,7 +42,7 @@ from orchestrator.pipeline.rounds import predicted_loads
 from orchestrator.pipeline.trace import Answer
 from orchestrator.pools.pool import Pool, load_pool
 from orchestrator.pools.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
-from orchestrator.pools.routing import pool_aggregator_choice, pool_router
+from orchestrator.pools.routing import pool_aggregator_choice, pool_router, pool_synthesis
 from orchestrator.pools.settings import Settings, load_settings
 from orchestrator.stores import GenerationStore, open_generation_store
 from router import RouteDecision, Router
@@ -446,7 +446,7 @@ class Orchestrator:
             store=store,
             progress=self.progress,
             choice=pool_aggregator_choice(self.pool),
-            synthesis=SynthesisOptions(order="competence", skip_agreement=self.settings.consensus),
+            synthesis=pool_synthesis(self.pool, self.settings.consensus),
             warm=self._warm,
             items=self._items,
             placement=self.placement,

@@ -1,19 +1,44 @@
 """``coe calibrate``: fit a routing policy's thresholds to a cost or accuracy target, store them in
-the pool (``policies/<policy>.v<N>.json``), and print what they reach and the curve."""
+the pool (``policies/<policy>.v<N>.json``), and print what they reach and the curve; or, with
+``--aggregator-skip``, fit when the aggregator is skipped (``aggregator/skip.v<N>.json``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.options import BenchmarkOpt, DataOpt, JsonOpt, PoolOpt, SeedOpt, SplitOpt, pick_part
 
+if TYPE_CHECKING:
+    from orchestrator.workflows.calibrate import SkipReport
+
 CalibratePolicyOpt = Annotated[
-    str, typer.Option("--policy", help="The policy to calibrate: cascade, adaptive, top-p, routellm or topk.")
+    str | None,
+    typer.Option(
+        "--policy",
+        help="The policy to calibrate: cascade (the default), adaptive, top-p, routellm or topk; with "
+        "--aggregator-skip, the policy choosing the experts (default: the settings').",
+    ),
+]
+SkipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--aggregator-skip",
+        help="Fit when the aggregator is skipped (the experts' agreement and competence) instead of a policy.",
+    ),
+]
+ToleranceOpt = Annotated[
+    float,
+    typer.Option(
+        "--tolerance",
+        min=0.0,
+        max=100.0,
+        help="--aggregator-skip: accuracy points the rule may lose against always aggregating.",
+    ),
 ]
 MaxCostOpt = Annotated[
     float | None,
@@ -37,7 +62,9 @@ ReferenceOpt = Annotated[
 
 
 def calibrate_command(
-    policy: CalibratePolicyOpt = "cascade",
+    policy: CalibratePolicyOpt = None,
+    aggregator_skip: SkipOpt = False,
+    tolerance: ToleranceOpt = 0.1,
     max_cost: MaxCostOpt = None,
     min_accuracy: MinAccuracyOpt = None,
     reference: ReferenceOpt = None,
@@ -57,16 +84,20 @@ def calibrate_command(
 ) -> None:
     """Fit POLICY's thresholds on the profiling half of the split to --max-cost or --min-accuracy
     and store them as the policy's next version in the pool; the pool routes with it once it is
-    activated (--activate, or 'coe activate --policy POLICY=N')."""
+    activated (--activate, or 'coe activate --policy POLICY=N'). With --aggregator-skip, fit the
+    agreement level and competence bar that skip the aggregator while accuracy stays within
+    --tolerance points of always aggregating (activated by --activate or 'coe activate --skip N')."""
     from common.errors import BadInput
     from eval import load_benchmark
     from orchestrator.cli.progress import LiveProgress
     from orchestrator.pools.settings import load_settings
     from orchestrator.sdk import Orchestrator
-    from orchestrator.workflows.calibrate import calibrate_pool
+    from orchestrator.workflows.calibrate import calibrate_pool, calibrate_skip
     from orchestrator.workflows.profile import sample
 
-    if (max_cost is None) == (min_accuracy is None):
+    if aggregator_skip and (max_cost is not None or min_accuracy is not None):
+        raise BadInput("--aggregator-skip takes --tolerance, not --max-cost or --min-accuracy")
+    if not aggregator_skip and (max_cost is None) == (min_accuracy is None):
         raise BadInput("give exactly one target: --max-cost or --min-accuracy")
     settings = load_settings(pool=pool, data_dir=data_dir)
     logging.basicConfig(
@@ -77,6 +108,15 @@ def calibrate_command(
     every = bench.questions(settings.data_dir, split)
     part, which = pick_part(every, split, whole_split, "profiling")
     questions = sample(part, limit, seed)
+    if aggregator_skip:
+        what = "the aggregator's skip rule"
+        print(f"calibrating {what} on {bench.name} {split}, {which}: {len(questions)} questions", file=sys.stderr)
+        with LiveProgress() as display:
+            coe = Orchestrator(settings, progress=display)
+            skip = calibrate_skip(coe, questions, bench, policy=policy, tolerance=tolerance / 100, activate=activate)
+        print_skip(skip, as_json)
+        return
+    policy = policy or "cascade"
     print(f"calibrating {policy} on {bench.name} {split}, {which}: {len(questions)} questions", file=sys.stderr)
     with LiveProgress() as display:
         coe = Orchestrator(settings, progress=display)
@@ -120,6 +160,36 @@ def calibrate_command(
             f"{setting:>24} {p.accuracy:>8.4f} {p.accuracy_ratio:>7.3f} {p.cost_ratio:>8.3f} "
             f"{p.experts_per_question:>7.2f}{mark}"
         )
+
+
+def print_skip(report: SkipReport, as_json: bool) -> None:
+    """What a fitted skip rule reaches, where it is stored, and the settings around it."""
+    cal = report.calibration
+    if as_json:
+        print(json.dumps({"path": str(report.path), "active": report.active, **cal.model_dump(mode="json")}, indent=1))
+        return
+    got = cal.achieved
+    if cal.level is None:
+        print("aggregator skip: never (no setting saved a call within the tolerance)")
+    else:
+        bar = f"their mean competence >= {cal.bar:g}" if cal.bar is not None else "any competence"
+        print(f"aggregator skip: when >= {cal.level:g} of the experts agree, {bar}")
+    print(
+        f"on {report.questions} questions: accuracy {got.accuracy:.4f} against {cal.accuracy_always:.4f} always "
+        f"aggregating (tolerance {cal.tolerance * 100:g} points), {got.calls_saved:.1%} of the aggregator calls saved"
+    )
+    if report.left_out:
+        print(f"{report.left_out} question(s) left out: no aggregation")
+    version = report.path.name.removeprefix("skip.v").removesuffix(".json")
+    if report.active:
+        print(f"stored: {report.path}; the pool now skips by it")
+    else:
+        print(f"stored: {report.path}; not active: skip by it with 'coe activate --skip {version}'")
+    print(f"{'level':>6} {'bar':>6} {'accuracy':>8} {'saved':>7}")
+    for p in sorted(cal.curve, key=lambda p: (-p.calls_saved, -p.accuracy))[:12]:
+        mark = "  <- chosen" if (p.level, p.bar) == (got.level, got.bar) else ""
+        bar_text = "-" if p.bar is None else f"{p.bar:g}"
+        print(f"{p.level or 0:>6g} {bar_text:>6} {p.accuracy:>8.4f} {p.calls_saved:>7.1%}{mark}")
 
 
 def register(app: typer.Typer) -> None:

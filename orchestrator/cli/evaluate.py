@@ -86,6 +86,7 @@ def eval_command(
     from orchestrator.cli.progress import LiveProgress
     from orchestrator.pipeline.items import check_recordings
     from orchestrator.pools.pool import load_pool
+    from orchestrator.pools.routing import pool_synthesis
     from orchestrator.sdk import Orchestrator
     from orchestrator.workflows.evaluate import EvalConfig, config_digest, evaluate
     from orchestrator.workflows.out_dir import check_out_dir
@@ -112,6 +113,7 @@ def eval_command(
     every = bench.questions(settings.data_dir, split)
     part, which = pick_part(every, split, whole_split, "evaluation")
     questions = stratified_sample(part, limit, seed) if limit else part
+    rule = pool_synthesis(the_pool, settings.consensus)  # the pool's fitted skip rule, else the settings'
     config = EvalConfig(
         benchmark=benchmark if Path(benchmark).suffix != ".toml" else str(Path(benchmark).resolve()),
         split=split,
@@ -125,7 +127,8 @@ def eval_command(
         temperature=temperature,
         baselines=baselines,
         reference=reference,
-        skip_agreement=settings.consensus,
+        skip_agreement=rule.skip_agreement,
+        skip_competence=rule.skip_competence,
     )
     out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
     check_out_dir(out, config, resume)  # before any work: a wrong folder is one line, nothing else

@@ -102,6 +102,9 @@ def activate(
         list[str] | None,
         typer.Option("--policy", help="POLICY=N: route POLICY with its calibration vN (0: uncalibrated); repeatable."),
     ] = None,
+    skip_version: Annotated[
+        int | None, typer.Option("--skip", min=0, help="The aggregator's fitted skip rule (0: the settings' rule).")
+    ] = None,
 ) -> None:
     """Choose the artefact versions a pool routes with (roll back or forward); without options, list them."""
     from common.errors import BadInput
@@ -115,18 +118,24 @@ def activate(
         if not name or not number.isdigit():
             raise BadInput(f"--policy takes POLICY=N (N a calibration version, 0 for none), got {given!r}")
         pins[name] = int(number)
-    if profile_version is None and classifier_version is None and topics_version is None and not pins:
+    chosen = (profile_version, classifier_version, topics_version, skip_version)
+    if all(v is None for v in chosen) and not pins:
         for kind, found in (
             ("profile", stored.profile_versions()),
             ("classifier", stored.classifier_versions()),
             ("topics", stored.topics_versions()),
+            ("skip", stored.skip_versions()),
         ):
             print(f"{kind}: {', '.join(f'v{v}' for v in sorted(found)) or 'none'}")
         for policy in stored.calibrated_policies():
             print(f"policy {policy}: {', '.join(f'v{v}' for v in sorted(stored.calibration_versions(policy)))}")
     else:
         stored.activate(
-            profile=profile_version, classifier=classifier_version, topics=topics_version, policies=pins or None
+            profile=profile_version,
+            classifier=classifier_version,
+            topics=topics_version,
+            skip=skip_version,
+            policies=pins or None,
         )
     active = stored.active()
     print(f"active: {active.model_dump() if active else 'the newest of each'}")

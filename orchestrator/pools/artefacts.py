@@ -6,6 +6,7 @@
       router/classifier.v<N>.json       skill classifier (router.ClassifierPayload)
       router/topics.v<N>.json           topics (router.TopicPayload)
       aggregator/choice.v<N>.json       aggregator selection (aggregators.AggregatorChoice)
+      aggregator/skip.v<N>.json         when the aggregator is skipped (aggregators.skip.SkipCalibration)
       policies/<policy>.v<N>.json       a policy's calibrated thresholds (router.calibration.Calibration)
       active.json                       the versions the pool routes with (``ActiveVersions``)
 
@@ -29,6 +30,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregatorChoice
+from aggregators.skip import SkipCalibration
 from common.artefacts import read_model, replace_file, versions, write_new_version
 from common.errors import BadInput, ConfigError, NotFound
 from router import ClassifierPayload, RouterArtefacts, Scorer, SkillClassifier, TopicModel, TopicPayload
@@ -54,6 +56,7 @@ class ActiveVersions(BaseModel):
         default_factory=dict,
         description="Policy -> its calibration version (0: uncalibrated); a policy not named routes with its newest.",
     )
+    skip: int | None = Field(None, ge=0, description="The aggregator's fitted skip rule (0: none, the settings').")
 
 
 class PoolArtefacts:
@@ -106,6 +109,9 @@ class PoolArtefacts:
     def choice_versions(self) -> dict[int, Path]:
         return versions(self.aggregator_dir, "choice")
 
+    def skip_versions(self) -> dict[int, Path]:
+        return versions(self.aggregator_dir, "skip")
+
     def pickles(self) -> list[Path]:
         """Pickle files lying in the pool's artefact folders: never read, listed so that loading
         the pool can warn about them."""
@@ -125,8 +131,8 @@ class PoolArtefacts:
         return read_model(self.active_file, ActiveVersions) if self.active_file.is_file() else None
 
     def activate(self, *, policies: dict[str, int] | None = None, **chosen: int | None) -> ActiveVersions:
-        """Pin versions (``profile=``, ``classifier=``, ``topics=``; ``policies``: policy -> its
-        calibration version, 0 for none); each must exist. Others stay."""
+        """Pin versions (``profile=``, ``classifier=``, ``topics=``, ``skip=``; ``policies``: policy ->
+        its calibration version, 0 for none); each must exist. Others stay."""
         for policy, pin in (policies or {}).items():
             calibrated = self.calibration_versions(policy)
             if pin and pin not in calibrated:
@@ -136,6 +142,7 @@ class PoolArtefacts:
             "profile": self.profile_versions(),
             "classifier": self.classifier_versions(),
             "topics": self.topics_versions(),
+            "skip": self.skip_versions(),
         }
         for kind, version in chosen.items():
             if kind not in stored:
@@ -253,6 +260,27 @@ class PoolArtefacts:
 
     def latest_choice(self) -> AggregatorChoice | None:
         return self._latest(self.choice_versions(), AggregatorChoice)
+
+    # -- the aggregator's skip rule ----------------------------------------------------------------
+
+    def latest_skip(self) -> SkipCalibration | None:
+        """The skip rule the pool aggregates with: the version ``active.json`` pins (0: none, the
+        settings' rule), else the newest; None when it was never fitted."""
+        return self._latest(self.skip_versions(), SkipCalibration, "skip")
+
+    def add_skip(self, calibration: SkipCalibration, *, activate: bool = False) -> Path:
+        """Store a fitted skip rule as its next version; the pool uses it only when ``activate``
+        (else it keeps the rule it used, pinned now if it was not)."""
+        active = self.active()
+        used = active.skip if active is not None and active.skip is not None else max(self.skip_versions(), default=0)
+        path = write_new_version(
+            self.aggregator_dir,
+            "skip",
+            lambda version: calibration.model_copy(update={"revision": version}).model_dump_json(indent=1),
+        )
+        log.info("skip rule saved to %s (level %s, bar %s)", path, calibration.level, calibration.bar)
+        self.activate(skip=max(self.skip_versions()) if activate else used)
+        return path
 
     # -- calibrated policies ----------------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""Builds the pool's router and aggregator choice from its stored artefacts (profile, skill
-classifier, aggregator selection)."""
+"""Builds the pool's router, aggregator choice and skip rule from its stored artefacts (profile,
+skill classifier, aggregator selection, fitted skip rule)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from aggregators import AggregatorChoice
+from aggregators import AggregatorChoice, SynthesisOptions
 from batching.engines.kinds import engine_kind
 from orchestrator.pools.pool import Pool
 from router import Router, get_policy
@@ -95,3 +95,13 @@ def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
             pool.aggregator.name,
         )
     return choice
+
+
+def pool_synthesis(pool: Pool, consensus: float | None) -> SynthesisOptions:
+    """How the pool's aggregator is asked, and when it is skipped: by the pool's active fitted skip
+    rule (``coe calibrate --aggregator-skip``) where it has one, else when ``consensus`` of the
+    experts agree (the settings' ``skip_agreement``); None (``aggregator_skip`` off) never skips."""
+    fitted = pool.artefacts.latest_skip() if consensus is not None else None
+    if fitted is None:
+        return SynthesisOptions(order="competence", skip_agreement=consensus)
+    return SynthesisOptions(order="competence", skip_agreement=fitted.level, skip_competence=fitted.bar)

@@ -7,6 +7,10 @@ log-probabilities where the engine gives them; the policy is then played on thos
 first, then the knob is swept and the setting that meets the target is chosen. The result is
 stored as the next version of ``policies/<policy>.v<N>.json`` in the pool, which the pool's
 router reads from then on.
+
+``calibrate_skip`` fits when the aggregator is skipped instead: every calibration question is
+answered with the aggregator always called, and the agreement level and competence bar are
+played on those answers (``aggregators.skip``); the rule is stored as ``aggregator/skip.v<N>.json``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from aggregators.skip import SkipCalibration, SkipCase, agreement_of, fit_skip
 from common.answers import Judge
 from common.errors import BadInput, config_error
+from common.text import strip_thinking
 from eval.benchmarks import Benchmark, Question
 from orchestrator.pipeline.asked import prompting
 from orchestrator.pipeline.items import check_questions
@@ -127,3 +133,58 @@ def calibrate_pool(
     calibration = calibrate(make, policy, weights, ids, recorded, correct, target)
     path = coe.pool.artefacts.add_calibration(calibration, activate=activate)
     return CalibrationReport(calibration, path, activate, len(kept), len(questions) - len(kept))
+
+
+@dataclass(frozen=True)
+class SkipReport:
+    calibration: SkipCalibration
+    path: Path
+    active: bool
+    """Whether the pool now skips by it."""
+    questions: int
+    """Calibration questions answered with an aggregation (the others are left out)."""
+    left_out: int
+
+
+def skip_cases(
+    coe: Orchestrator, questions: list[Question], benchmark: Benchmark | None, policy: str | None
+) -> list[SkipCase]:
+    """Each question answered with the aggregator always called (``policy``'s experts): the
+    agreement the skip rule would read and whether the agreed and the aggregated answers are
+    right. A question with no aggregation (every expert failed) is left out."""
+    judged = judges(questions, benchmark)
+    correct = verdicts(questions, benchmark)
+    cases = []
+    for answer in coe.answer_batch(questions, benchmark=benchmark, policy=policy, skip_consensus=False):
+        if answer.trace.aggregation is None or answer.error is not None:
+            continue
+        qid = answer.question_id
+        usable = [e for e in answer.trace.experts if e.ok and strip_thinking(e.text)]  # what the aggregator reads
+        found = agreement_of(usable, judged[qid])
+        cases.append(SkipCase(found, found is not None and correct(qid, found.choice), correct(qid, answer.choice)))
+    return cases
+
+
+def calibrate_skip(
+    coe: Orchestrator,
+    questions: list[Question],
+    benchmark: Benchmark | None,
+    *,
+    policy: str | None = None,
+    tolerance: float = 0.001,
+    activate: bool = False,
+) -> SkipReport:
+    """Fit when the aggregator is skipped (``aggregators.skip``) on ``questions``: the agreement
+    level and competence bar that save the most calls while accuracy stays within ``tolerance``
+    (a share) of always aggregating; stored as the pool's next skip rule, used once activated."""
+    if not questions:
+        raise BadInput("no calibration questions")
+    if not 0.0 <= tolerance <= 1.0:
+        raise BadInput(f"tolerance must lie in [0, 1] (a share of the questions), got {tolerance}")
+    check_questions(coe.pool, questions)
+    cases = skip_cases(coe, questions, benchmark, policy)
+    if not cases:
+        raise BadInput(f"no question of {len(questions)} got an aggregation; nothing to fit the skip rule on")
+    calibration = fit_skip(cases, tolerance)
+    path = coe.pool.artefacts.add_skip(calibration, activate=activate)
+    return SkipReport(calibration, path, activate, len(cases), len(questions) - len(cases))

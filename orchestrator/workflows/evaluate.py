@@ -71,6 +71,9 @@ class EvalConfig(BaseModel):
     skip_agreement: float | None = Field(
         1.0, description="Agreement that skips the aggregator (None: --no-skip, always aggregate)."
     )
+    skip_competence: float | None = Field(
+        None, description="The agreeing experts' mean competence a skip also needs (the pool's fitted rule)."
+    )
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,8 @@ def evaluate(
     started_at = _now()
     started = time.perf_counter()
     base = coe.pipeline(config.policy, config.k)
-    synthesis = base.synthesis.model_copy(update={"skip_agreement": config.skip_agreement})
+    rule = {"skip_agreement": config.skip_agreement, "skip_competence": config.skip_competence}
+    synthesis = base.synthesis.model_copy(update=rule)
     base = replace(base, whole_ladders=True, temperature=config.temperature, synthesis=synthesis)
     _emit(coe, ProgressEvent(kind="route_start", total=len(questions)))
     routed = route(base, coe, questions, bench, config)
@@ -325,7 +329,8 @@ def _emit(coe: Orchestrator, event: ProgressEvent) -> None:
 
 def config_digest(config: EvalConfig) -> str:
     """A short digest of what a run was asked: its id and its default folder's suffix."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    unset = {"skip_competence"} if config.skip_competence is None else None  # the digests of runs before it
+    return hashlib.sha256(config.model_dump_json(exclude=unset).encode()).hexdigest()[:12]
 
 
 def _now() -> str:
