@@ -4,16 +4,23 @@ accuracy, and to wall time.
     votes       replay-small and replay-mixed, the evaluation half of MMLU-Pro, policy topk k=3,
                 the experts' majority: how often the experts are unanimous (the calls a synthesis
                 would save) and how accurate those unanimous answers are
-    synthesis   the aggregator model writing answers, asked every time ("always") or only where
-                the experts disagree ("skip"), on the same questions, each way in a fresh
+    synthesis   the aggregator model writing answers, on the same questions, each way in a fresh
                 session (models loaded each time, no generation cache):
+                "always"      asked every time;
+                "skip"        not asked where the experts are unanimous (the settings' rule);
+                "calibrated"  not asked where the rule ``coe calibrate --aggregator-skip`` fitted
+                              (an agreement level plus the agreeing experts' competence, within
+                              0.1 points of always aggregating) says so; fitted first on
+                              ``--fit-n`` questions of the profiling half, in a copy of the pool;
+                on:
                 - replay-small's recorded experts with its live SmolLM2 aggregator;
                 - the default pool live (SmolLM2 and Gemma experts, SmolLM2 aggregating)
 
-For each: calls_saved_ratio, accuracy_always, accuracy_skip, the paired difference (skip -
-always, per question) with its 95% interval, and wall time both ways.
+For each way: calls_saved_ratio, accuracy, the paired difference against "always" (per question)
+with its 95% interval, and wall time; for "calibrated" also the rule fitted and its figures on
+the questions it was fitted on.
 
-    python benchmarks/aggregator_skip.py [-n 120] [--replay-n 200]   # prints the figures
+    python benchmarks/aggregator_skip.py [-n 120] [--replay-n 200] [--fit-n 100]   # prints the figures
     python benchmarks/aggregator_skip.py --write                     # and writes results/aggregator_skip.json
 """
 
@@ -23,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -65,50 +73,87 @@ def votes(pool: str, questions: list, bench) -> dict:
     }
 
 
-def synthesis(pool: str, questions: list, bench, policy: str, k: int | None) -> dict:
+def synthesis(pool: str, questions: list, bench, policy: str, k: int | None, fit_on: list) -> dict:
+    from orchestrator.workflows.calibrate import calibrate_skip
+
     runs = {}
-    for way, skip in (("always", False), ("skip", True)):
-        with tempfile.TemporaryDirectory() as folder:
-            settings = load_settings(pool=shipped_pool(pool), runs_dir=Path(folder), cache="off")
-            coe = Orchestrator(settings)
-            started = time.perf_counter()
-            answers = coe.answer_batch(questions, benchmark=bench, policy=policy, k=k, skip_consensus=skip)
-            runs[way] = (answers, time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "pool"  # the fitted rule is stored and activated here, not in the shipped pool
+        shutil.copytree(shipped_pool(pool), copy)
+        fitting = load_settings(pool=copy, runs_dir=Path(folder) / "fit", cache="off", policy=policy, k=k)
+        started = time.perf_counter()
+        fitted = calibrate_skip(Orchestrator(fitting), fit_on, bench, tolerance=0.001, activate=True)
+        fit_s = time.perf_counter() - started
+        print(
+            pool,
+            "fitted",
+            fitted.calibration.level,
+            fitted.calibration.bar,
+            json.dumps(fitted.calibration.achieved.model_dump()),
+            flush=True,
+        )
+        for way, where, skip in (
+            ("always", shipped_pool(pool), False),
+            ("skip", shipped_pool(pool), True),
+            ("calibrated", copy, True),
+        ):
+            with tempfile.TemporaryDirectory() as runs_dir:
+                settings = load_settings(pool=where, runs_dir=Path(runs_dir), cache="off")
+                coe = Orchestrator(settings)
+                started = time.perf_counter()
+                answers = coe.answer_batch(questions, benchmark=bench, policy=policy, k=k, skip_consensus=skip)
+                runs[way] = (answers, time.perf_counter() - started)
+                print(pool, way, f"{runs[way][1]:.0f}s", flush=True)
     by_id = {q.id: q for q in questions}
     right = {way: [bench.check(by_id[a.question_id], a.choice) for a in answers] for way, (answers, _) in runs.items()}
-    skipped = sum(1 for a in runs["skip"][0] if a.trace.aggregation is not None and a.trace.aggregation.skipped)
-    return {
+    out: dict = {
         "questions": len(questions),
         "policy": policy,
         "k": k,
-        "calls_saved_ratio": round(skipped / len(questions), 4),
         "accuracy_always": round(sum(right["always"]) / len(questions), 4),
-        "accuracy_skip": round(sum(right["skip"]) / len(questions), 4),
-        "paired_difference": paired(right["skip"], right["always"]),
-        "wall_s": {way: round(seconds, 1) for way, (_, seconds) in runs.items()},
     }
+    for way in ("skip", "calibrated"):
+        skipped = sum(1 for a in runs[way][0] if a.trace.aggregation is not None and a.trace.aggregation.skipped)
+        out[way] = {
+            "calls_saved_ratio": round(skipped / len(questions), 4),
+            "accuracy": round(sum(right[way]) / len(questions), 4),
+            "paired_difference": paired(right[way], right["always"]),
+        }
+    cal = fitted.calibration
+    out["calibrated"]["rule"] = {"level": cal.level, "bar": cal.bar, "tolerance": cal.tolerance}
+    out["calibrated"]["fitted_on"] = {
+        "questions": fitted.questions,
+        "accuracy_always": cal.accuracy_always,
+        "accuracy": cal.achieved.accuracy,
+        "calls_saved_ratio": cal.achieved.calls_saved,
+        "seconds": round(fit_s, 1),
+    }
+    out["wall_s"] = {way: round(seconds, 1) for way, (_, seconds) in runs.items()}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=120, help="Questions of the live default-pool run (>= 100).")
     parser.add_argument("--replay-n", type=int, default=200, help="Questions of the replay + live aggregator run.")
+    parser.add_argument("--fit-n", type=int, default=100, help="Profiling-half questions the skip rule is fitted on.")
     parser.add_argument("--skip-live", action="store_true", help="Only the vote figures (no model runs).")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     bench = get_benchmark("mmlu_pro")
     data_dir = load_settings().data_dir
-    evaluation = partition(bench.questions(data_dir, "test"))[1]
+    profiling, evaluation = partition(bench.questions(data_dir, "test"))
     out: dict = {"benchmark": "aggregator_skip", "load_average_start": os.getloadavg()[0], "votes": {}}
     for pool in ("replay-small", "replay-mixed"):
         out["votes"][pool] = votes(pool, evaluation, bench)
         print(pool, "votes", json.dumps(out["votes"][pool]))
     if not args.skip_live:
+        fit_on = stratified_sample(profiling, args.fit_n, 0)
         sample = stratified_sample(evaluation, args.replay_n, 0)
-        out["replay_small_live_aggregator"] = synthesis("replay-small", sample, bench, "topk", 3)
+        out["replay_small_live_aggregator"] = synthesis("replay-small", sample, bench, "topk", 3, fit_on)
         print("replay-small + SmolLM2", json.dumps(out["replay_small_live_aggregator"]))
         sample = stratified_sample(evaluation, args.n, 0)
-        out["default_live"] = synthesis("default", sample, bench, "all", None)
+        out["default_live"] = synthesis("default", sample, bench, "all", None, fit_on)
         print("default", json.dumps(out["default_live"]))
     out["load_average_end"] = os.getloadavg()[0]
     if args.write:
