@@ -65,7 +65,12 @@ def measure(pool: str | None, questions: list[str]) -> dict:
                 started = time.perf_counter()
                 answer = coe.answer(question)
                 answers.append(figures(question, answer, time.perf_counter() - started))
-                print(f"{answers[-1]['seconds']:5.1f} s  {question}", flush=True)
+                got = answers[-1]
+                print(
+                    f"{got['seconds']:5.1f} s (experts {got['experts_s']:.1f} s, {got['expert_tokens']} tokens; "
+                    f"aggregation {got['aggregate_s']:.1f} s, {got['aggregator_tokens']} tokens)  {question}",
+                    flush=True,
+                )
     out["load_average_end"] = os.getloadavg()[0]
     out["first"], out["second"] = answers[0], answers[1:]
     seconds = sorted(a["seconds"] for a in answers[1:])
