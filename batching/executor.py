@@ -3,7 +3,7 @@
 Per phase: load its models (co-resident ones in parallel threads), then in waves hand each
 model the whole list of its ready requests in one ``engine.generate`` call (with ``cores``, the
 local engines of a wave share them, and a batch that ends hands its cores to those still
-running: a model generating alone gets every core); tasks composed
+running: a model generating alone gets every core but one, left to vLLM's engine process); tasks composed
 from inputs (aggregation) become ready once their inputs are resolved. Each generation goes
 to the run store the moment its engine reports it finished, keyed by what was asked
 (``request_key``); before a phase loads anything, its tasks whose request is already stored
@@ -87,7 +87,7 @@ class Executor(EngineCalls, Reuse):
         self.warm = warm  # a warm session: engines stay loaded between runs while they fit
         # CPU cores to split between co-resident local (vLLM) models, each factory call then
         # getting ``cpus=``, and before each wave between the local engines generating in it (a
-        # lone one gets them all; ``Binder``); None leaves binding to the engines
+        # lone one gets all but one; ``Binder``); None leaves binding to the engines
         self.cores = cores
         self.on_delta = on_delta  # (task id, new text) as engines generate; engines stream only if set
         self.skip = skip  # a reason not to run a task (checked before loads and per wave), or None

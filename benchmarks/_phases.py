@@ -12,7 +12,7 @@ on every core, one model after another, each call timed; a phase offline is the 
 calls. The offline ``LLM`` gets the engine options the pool's engines get (``engine_args``:
 float32, eager, the context, the KV cache, no chunked prefill), so the two differ only in how
 the work reaches vLLM and which cores it runs on. Each offline setting (``OFFLINE``) is one way
-vLLM can be told to use every core.
+vLLM can be told to use the machine; a phase's ratio is against the best of them.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ from typing import Any
 from common.requests import Generation, Request
 
 OFFLINE = {
+    "auto": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": None, "OMP_WAIT_POLICY": None},
     "every_core": {"OMP_WAIT_POLICY": None},
     "every_core_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
 }
-"""Offline settings: the worker bound to every core, no core reserved (``engine_args``), with
-vLLM's own OpenMP waiting (threads spin) or passive waiting, as the project's engines."""
+"""Offline settings: ``auto``, vLLM's own default (it binds its worker to the cores but one and
+leaves that one to its engine process); ``every_core``, the worker bound to every core, no core
+reserved, with vLLM's own OpenMP waiting (threads spin); ``every_core_passive``, the same with
+threads that wait passively, as the project's engines have."""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Cores for local engines, wave by wave: models generating side by side split the cores, a model
-generating alone gets all of them (an idle co-resident one holds none), and a warm session moves
-a kept engine instead of reloading it. The real tier moves a vLLM worker
+generating alone gets all but one (left to vLLM's engine process; an idle co-resident model
+holds none), a batch that ends hands its cores to the one still running, and a warm session
+moves a kept engine instead of reloading it. The real tier moves a vLLM worker
 (tests/real/test_vllm_engine.py)."""
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from common.errors import EngineError
 from common.requests import Generation, Request
 from common.tasks import Composed, Task
 
-CORES = (0, 1)
+CORES = (0, 1, 2, 3)
+LONE = (0, 1, 2)  # every core but one
 
 
 def spec(name: str) -> ExpertSpec:
@@ -47,12 +49,12 @@ class Seen(FakeEngine):
 
 
 class Waits(Seen):
-    """A fake whose batch runs until it is moved to every core (or 5 s pass), as a long batch would."""
+    """A fake whose batch runs until it is moved to a lone model's cores (or 5 s pass), as a long batch would."""
 
     def generate(self, requests: Sequence[Request], on_result=None, on_delta=None) -> list[Generation]:
         started = self.cpus
         deadline = time.monotonic() + 5
-        while self.cpus != CORES and time.monotonic() < deadline:
+        while self.cpus != LONE and time.monotonic() < deadline:
             time.sleep(0.01)
         self.moved_during = (started, self.cpus)
         return super().generate(requests, on_result, on_delta)
@@ -91,8 +93,8 @@ def test_experts_split_the_cores_and_the_lone_aggregator_gets_them_all():
     result = run(Executor(factory, cores=CORES), question(0))
     assert not result.failed
     a, b = factory.made["a"][0], factory.made["b"][0]
-    assert a.ran_on == [((0,), ["q0/a"]), (CORES, ["q0/final"])]  # the experts' wave, then alone
-    assert b.ran_on == [((1,), ["q0/b"])]  # b sat the aggregation out: it held no core then
+    assert a.ran_on == [((0, 1), ["q0/a"]), (LONE, ["q0/final"])]  # the experts' wave, then alone
+    assert b.ran_on == [((2, 3), ["q0/b"])]  # b sat the aggregation out: it held no core then
     assert a.loads == b.loads == 1  # moved, never reloaded
 
 
@@ -101,14 +103,22 @@ def test_a_batch_that_ends_hands_its_cores_to_the_one_still_running():
     result = run(Executor(factory, cores=CORES), question(0))
     assert not result.failed
     b = factory.made["b"][0]
-    assert b.moved_during == ((1,), CORES)  # began on its share; a's batch ended and b got both cores
+    assert b.moved_during == ((2, 3), LONE)  # began on its share; a's batch ended and b got a lone one's
 
 
-def test_a_lone_model_generates_on_every_core():
+def test_a_lone_model_generates_on_every_core_but_one():
     factory = Factory()
     tasks = [Task(id="x", model="b", request=Request.user("x", "hi"))]
     run(Executor(factory, cores=CORES), tasks)
-    assert factory.made["b"][0].ran_on == [(CORES, ["x"])]  # made with no cores named; told every core
+    assert factory.made["b"][0].ran_on == [(LONE, ["x"])]  # made with no cores named, moved before it ran
+
+
+def test_on_two_cores_a_lone_model_keeps_its_one_core():
+    factory = Factory()
+    run(Executor(factory, cores=(0, 1)), question(0))
+    a, b = factory.made["a"][0], factory.made["b"][0]
+    assert a.ran_on == [((0,), ["q0/a"]), ((0,), ["q0/final"])] and b.ran_on == [((1,), ["q0/b"])]
+    assert a.binds == [] and b.binds == []  # as many cores alone as in the split: nothing to move
 
 
 def test_a_warm_session_moves_a_kept_engine_instead_of_reloading_it():
@@ -120,8 +130,8 @@ def test_a_warm_session_moves_a_kept_engine_instead_of_reloading_it():
     run(executor, question(1))  # both again
     a = factory.made["a"]
     assert len(a) == 1 and a[0].loads == 1
-    assert [cpus for cpus, _ in a[0].ran_on] == [(0,), CORES, CORES, (0,), CORES]
-    assert [cpus for cpus, _ in factory.made["b"][0].ran_on] == [(1,), (1,)]
+    assert [cpus for cpus, _ in a[0].ran_on] == [(0, 1), LONE, LONE, (0, 1), LONE]
+    assert [cpus for cpus, _ in factory.made["b"][0].ran_on] == [(2, 3), (2, 3)]
     warm.close()
 
 
@@ -136,8 +146,8 @@ def test_an_engine_that_will_not_move_generates_where_it_is(caplog):
     with caplog.at_level(logging.WARNING, logger="batching.executor"):
         result = run(Executor(factory, cores=CORES), question(0))
     assert not result.failed
-    assert factory.made["a"][0].ran_on[-1] == ((0,), ["q0/final"])  # stayed on its share
-    assert "could not move it to cores [0, 1]" in caplog.text
+    assert factory.made["a"][0].ran_on[-1] == ((0, 1), ["q0/final"])  # stayed on its share
+    assert "could not move it to cores [0, 1, 2]" in caplog.text
 
 
 def test_warm_sessions_keep_movable_engines_bound_elsewhere():

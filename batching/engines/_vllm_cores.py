@@ -2,7 +2,8 @@
 
 vLLM 0.32 binds its model worker's OpenMP threads once, as the worker starts
 (``VLLM_CPU_OMP_THREADS_BIND``). An engine that had to share the cores with a co-resident model
-then kept one core even when it ran alone. So ``VLLMEngine`` starts its worker on every core
+then kept its share even when it ran alone, and one loaded alone kept every core when another
+joined it. So ``VLLMEngine`` starts its worker on every core
 this process may use and binds it to the cores it is given afterwards, as often as asked: the
 child hands ``Bind`` to the worker through vLLM's ``collective_rpc`` and the worker extension
 ``WorkerCores`` (vLLM's ``worker_extension_cls``) sets torch's thread count to the number of

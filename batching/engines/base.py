@@ -11,7 +11,7 @@ that asks for log-probabilities (``Request.logprobs``) gets their mean per gener
 stand-in); replay's recordings have none, so it leaves None.
 
 Core binding is optional too (``Binder``): an engine that computes on this machine's CPU cores
-can be moved to other cores between batches, so the executor gives a model every core while it
+can be moved to other cores between batches, so the executor gives a model more cores while it
 generates alone and splits them while models generate side by side (vLLM on a CPU).
 
 Sleep mode is optional (``Sleeper``): an engine that has it can park its loaded model, freeing
