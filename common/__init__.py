@@ -17,6 +17,7 @@ from common.errors import (
     TooLarge,
     Unauthorized,
     Unavailable,
+    Unsupported,
 )
 from common.query import Query, query_id
 from common.recordings import Record, ReplayBook, iter_records, replay_book
@@ -50,6 +51,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "Unsupported",
     "iter_records",
     "query_id",
     "replay_book",

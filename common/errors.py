@@ -2,7 +2,8 @@
 
     CoeError                      every error this project raises on purpose
     ├── BadInput                  a caller gave something unusable (empty, too long, wrong type)
-    │   └── TooLarge              a body or question over one of the service's size limits
+    │   ├── TooLarge              a body or question over one of the service's size limits
+    │   └── Unsupported           asks for what this project does not do (images, tools, a response format)
     ├── Unauthorized              no API key, or one the service does not know
     ├── RateLimited               a key asked more often than its limit allows
     ├── Unavailable               the service cannot take this work now (starting, stopping, a store down)
@@ -48,6 +49,11 @@ class BadInput(CoeError, ValueError):
 
 class TooLarge(BadInput):
     """A request body or a question is over one of the service's size limits."""
+
+
+class Unsupported(BadInput):
+    """The request asks for something this project does not do: content parts other than text
+    (images, audio, files), tools and function calls, a response format other than text."""
 
 
 class Unauthorized(CoeError):

@@ -24,11 +24,13 @@ from common.errors import (
     TooLarge,
     Unauthorized,
     Unavailable,
+    Unsupported,
 )
 
 ERROR_TABLE: tuple[tuple[type[CoeError], int, str], ...] = (
     # most specific first
     (TooLarge, 413, "too_large"),
+    (Unsupported, 400, "unsupported"),
     (BadInput, 422, "bad_input"),
     (Unauthorized, 401, "unauthorized"),
     (RateLimited, 429, "rate_limited"),
