@@ -53,12 +53,29 @@ class Router:
         self.selection = selection
         self.seed = seed
 
-    def route(self, texts: Sequence[str], question_ids: Sequence[str] | None = None) -> list[RouteDecision]:
-        """One decision per query text, in order."""
+    def route(
+        self,
+        texts: Sequence[str],
+        question_ids: Sequence[str] | None = None,
+        *,
+        contexts: Sequence[str | None] | None = None,
+    ) -> list[RouteDecision]:
+        """One decision per query text, in order. ``contexts``: per query, what it is read in the
+        context of (a conversation's earlier questions) or None; a query with a context is routed
+        on ``in_context`` of its own skills and the context's."""
         if isinstance(texts, str):
             raise BadInput("route() takes a list of queries, not one string")
         texts = list(texts)
-        return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+        if contexts is None or not any(contexts):
+            return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+        if len(contexts) != len(texts):
+            raise BadInput(f"{len(contexts)} contexts for {len(texts)} queries")
+        given = [i for i, context in enumerate(contexts) if context]
+        scored = self.scorer.skill_weights([*texts, *(contexts[i] or "" for i in given)])
+        weights = scored[: len(texts)]
+        for i, earlier in zip(given, scored[len(texts) :], strict=True):
+            weights[i] = in_context(weights[i], earlier)
+        return self.route_weights(weights, question_ids)
 
     def route_weights(
         self,
@@ -126,6 +143,24 @@ class Router:
             gain=self.selection.cascade_gain,
             n_options=self.selection.n_options,
         )
+
+
+CONTEXT_WEIGHT = 0.5
+"""The share of a conversation's earlier questions in the skills of its last (benchmarks/conversations.py)."""
+
+
+def in_context(
+    own: Mapping[str, float], earlier: Mapping[str, float], weight: float = CONTEXT_WEIGHT
+) -> dict[str, float]:
+    """The skills of a question read in the context of earlier ones: its own skill weights and
+    theirs mixed, ``weight`` of the context's (each normalised first)."""
+    own, earlier = _normalised(own), _normalised(earlier)
+    if not earlier:
+        return own
+    if not own:
+        return earlier
+    mixed = {s: (1 - weight) * own.get(s, 0.0) + weight * earlier.get(s, 0.0) for s in own.keys() | earlier.keys()}
+    return _normalised(mixed)
 
 
 def _normalised(skills: Mapping[str, float]) -> dict[str, float]:
