@@ -22,8 +22,9 @@ from batching import Cost
 from batching.executor import RunResult
 from common.requests import Generation
 from orchestrator.pipeline.asked import Asked
+from orchestrator.pipeline.conversation import cut_counts
 from orchestrator.pipeline.task_ids import expert_task_id
-from orchestrator.pipeline.trace import Answer, Timings, Trace
+from orchestrator.pipeline.trace import Answer, ConversationTrace, Timings, Trace
 from router import Heard
 from router.calibration import Outcome
 from router.calibration import play as play_policy
@@ -129,6 +130,7 @@ def build_answer(
         escalations=one.escalations,
         voters=one.voters,
         cost=sum(expert_cost(costs.get(e.expert), e) for e in experts),
+        conversation=_conversation(one, [e.expert for e in experts]),
         cache_hits=sum(1 for t in task_ids if t in result.cached),
         timings=Timings(
             route=route_seconds,
@@ -141,6 +143,19 @@ def build_answer(
     if aggregation is None:
         return Answer(question_id=one.query.id, text="", error=error, trace=trace)
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
+
+
+def _conversation(one: Asked, experts: list[str]) -> ConversationTrace | None:
+    """A chat turn's conversation record: its length, what each model asked was not shown, affinity."""
+    conversation = one.query.conversation
+    if conversation is None:
+        return None
+    models = experts if one.vote is not None else [*experts, one.aggregator]
+    return ConversationTrace(
+        messages=len(conversation.history) + 1,
+        cut=cut_counts(one.query, one.history, models),
+        affinity=one.affinity,
+    )
 
 
 def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from common.answers import AnswerKind, Judge
 from common.errors import BadInput
 from common.query import Query
+from common.requests import Message
 from common.vocabulary import Vote
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.pipeline.inputs import FREE_FORMAT
 from orchestrator.pipeline.items import ItemRef
 from orchestrator.pipeline.task_ids import aggregate_task_id, expert_task_id
-from router import Escalation, RouteDecision, Router
+from router import Affinity, Anchor, Escalation, RouteDecision, Router
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,22 @@ class Asked:
     """The router that decided it (a cascade climbs by its escalation)."""
     item: ItemRef | None = None
     """The benchmark item its requests ask (``orchestrator.pipeline.items``), decided by ``ask``."""
+    history: dict[str, tuple[Message, ...]] = field(default_factory=dict)
+    """A chat turn: model -> the conversation's earlier turns it is shown, cut to its context
+    (``orchestrator.pipeline.conversation.shown``); empty for a plain question."""
+    affinity: Affinity | None = None
+    """A chat turn: whether it kept its conversation's experts, and why."""
+    anchor: Anchor | None = None
+    """A chat turn: the session state to keep once it is answered."""
 
     @property
     def asks(self) -> ItemRef:
         """``item``, else the query's own id with no benchmark."""
         return self.item if self.item is not None else ItemRef(self.query.id)
+
+    def shown_to(self, model: str) -> tuple[Message, ...]:
+        """The earlier turns ``model`` is shown (none for a plain question)."""
+        return self.history.get(model, ())
 
     @property
     def expert_tasks(self) -> dict[str, str]:

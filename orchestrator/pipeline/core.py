@@ -38,6 +38,7 @@ from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
 from orchestrator.pipeline.answering import build_answer, climbed, heard
 from orchestrator.pipeline.asked import Asked, prompting
+from orchestrator.pipeline.conversation import Sessions, contexts, shown
 from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.pipeline.items import ItemIndex, item_of
 from orchestrator.pipeline.rounds import Climb, Rounds, merge
@@ -95,6 +96,8 @@ class Pipeline:
     """Finds the benchmark item a free-text query is, for a pool with replay models."""
     placement: ExecutorChoice = ExecutorChoice()
     """Where the planned groups run: this process, or a Ray cluster (``orchestrator.executors``)."""
+    sessions: Sessions | None = None
+    """Session affinity of chat turns (``orchestrator.pipeline.conversation``); None: none kept."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -120,30 +123,52 @@ class Pipeline:
             raise BadInput("no questions to answer")
         if len(set(ids)) != len(ids):
             raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
-        if weights is None:
-            decisions = self.router.route([q.text for q in queries], ids)
-        else:
+        earlier = contexts(queries)
+        if weights is not None:
             decisions = self.router.route_weights(weights, ids)
+        elif any(earlier):  # chat turns: each read in the context of its earlier questions
+            decisions = self.router.route([q.text for q in queries], ids, contexts=earlier)
+        else:
+            decisions = self.router.route([q.text for q in queries], ids)
         vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
-        for query, decision in zip(queries, decisions, strict=True):
+        for query, routed in zip(queries, decisions, strict=True):
+            decision, affinity, anchor = routed, None, None
+            if self.sessions is not None:
+                decision, affinity, anchor = self.sessions.decide(query, routed, self.router.selection.k)
             names = [c.expert for c in decision.all_experts]
             for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
             expected = self.router.competence(decision)  # through the router's memoised profile
             competence = {e: expected[e] for e in names if e in expected}
+            how = prompting(query, benchmark)
+            aggregator = self.aggregator_for(decision)
+            history = shown(
+                query,
+                decision,
+                how.prompt,
+                self.pool.specs,
+                None if vote is not None else aggregator,
+                self.synthesis,
+                how.answer_format,
+                how.shown_question,
+                self.max_tokens,
+            )
             asked.append(
                 Asked(
                     query,
                     decision,
-                    prompting(query, benchmark),
-                    self.aggregator_for(decision),
+                    how,
+                    aggregator,
                     competence,
                     vote=vote,
                     sample=sample,
                     method=method,
                     router=self.router,
                     item=item_of(query, self.items),
+                    history=history,
+                    affinity=affinity,
+                    anchor=anchor,
                 )
             )
         return asked
@@ -176,6 +201,11 @@ class Pipeline:
         build each answer from the result. Cascades climb in rounds unless ``whole_ladders``."""
         if not asked:
             return Answered([], RunMetrics())
+        answered = self._answer_all(asked, run_id, route_seconds)
+        self._remember(asked, answered.answers)
+        return answered
+
+    def _answer_all(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
         if not self.whole_ladders and any(one.decision.later for one in asked):
             return self._climb(asked, run_id, route_seconds)
         graph = task_graph(
@@ -193,6 +223,14 @@ class Pipeline:
         result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
         answers = [self._answer(one, result, route_seconds) for one in asked]
         return Answered(answers, result.metrics, len(graph.tasks))
+
+    def _remember(self, asked: Sequence[Asked], answers: Sequence[Answer]) -> None:
+        """Keep the session state of every chat turn that was answered (a failed turn keeps none)."""
+        if self.sessions is None:
+            return
+        for one, answer in zip(asked, answers, strict=True):
+            if one.anchor is not None and answer.error is None:
+                self.sessions.remember(one.query, answer.text, one.anchor)
 
     def executor(self) -> Executor:
         return self.placement.executor(

@@ -57,7 +57,15 @@ class Climb:
 
     def task(self, expert: str) -> Task:
         one = self.one
-        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True, item=one.asks)
+        return expert_task(
+            one.query.id,
+            expert,
+            one.prompting.prompt,
+            sample=one.sample,
+            logprobs=True,
+            item=one.asks,
+            history=one.shown_to(expert),
+        )
 
 
 def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:

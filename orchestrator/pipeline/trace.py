@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
 from common.errors import CoeError, GenerationFailed, ReplayMiss
-from router import Escalation, RouteDecision
+from router import Affinity, Escalation, RouteDecision
 
 
 class Timings(BaseModel):
@@ -24,6 +24,23 @@ class Timings(BaseModel):
     experts: float = Field(0.0, description="The slowest of this question's expert generations.")
     aggregate: float = Field(0.0, description="This question's aggregation.")
     run: float = Field(0.0, description="The batch run, loads and generations included.")
+
+
+class ConversationTrace(BaseModel):
+    """What a chat turn's conversation did: its length, what each model was not shown, and
+    session affinity's decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: int = Field(
+        ..., ge=1, description="Messages of the conversation, the question and any system one included."
+    )
+    cut: dict[str, int] = Field(
+        default_factory=dict,
+        description="Model -> how many of the oldest messages it was not shown, to fit its context (models "
+        "shown the whole conversation are left out).",
+    )
+    affinity: Affinity | None = Field(None, description="Whether the conversation kept its experts, and why.")
 
 
 class Trace(BaseModel):
@@ -44,6 +61,9 @@ class Trace(BaseModel):
     )
     cost: float = Field(
         0.0, ge=0.0, description="What the experts' calls cost, in the pool's unit (calls when it declares none)."
+    )
+    conversation: ConversationTrace | None = Field(
+        None, description="A chat turn's conversation; None: a plain question."
     )
 
     @property
