@@ -6,20 +6,25 @@ with Orchestrator.from_pool("pools/default") as coe:   # engines stay loaded ins
     print(answer.text); print(answer.summary())
     answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
 
-Every method has an async twin (``aanswer``, ``aanswer_batch``) that runs it in a worker
-thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
+    answer = coe.chat([{"role": "user", "content": "Which planet is largest?"},
+                       {"role": "assistant", "content": "Jupiter."},
+                       {"role": "user", "content": "And its largest moon?"}])
+
+Every method has an async twin (``aanswer``, ``aanswer_batch``, ``achat``) that runs it in a
+worker thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import get_args
+from typing import Concatenate, ParamSpec, TypeVar, get_args
 
 from aggregators import SynthesisJob, SynthesisOptions
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
@@ -30,26 +35,42 @@ from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Composed, Task
-from common.vocabulary import MAX_NEW_TOKENS, Aggregation
+from common.vocabulary import Aggregation
 from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
+from orchestrator.pipeline.conversation import Sessions
 from orchestrator.pipeline.core import Pipeline, require_answer
 from orchestrator.pipeline.graph import task_graph
-from orchestrator.pipeline.inputs import as_query, check_k, check_policy
+from orchestrator.pipeline.inputs import as_queries, as_query, check_answering, check_k, check_policy
 from orchestrator.pipeline.items import item_index
 from orchestrator.pipeline.rounds import predicted_loads
 from orchestrator.pipeline.trace import Answer
+from orchestrator.pipeline.turns import check_session, read_messages
 from orchestrator.pools.pool import Pool, load_pool
 from orchestrator.pools.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
-from orchestrator.pools.routing import pool_aggregator_choice, pool_router
+from orchestrator.pools.routing import PoolRouters, pool_aggregator_choice
 from orchestrator.pools.settings import Settings, load_settings
-from orchestrator.stores import GenerationStore, open_generation_store
+from orchestrator.stores import GenerationStore, HeldStores, SessionStore
 from router import RouteDecision, Router
-from router.scorers import keyword_scorer
-from skills import make_embedder
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_thread(
+    method: Callable[Concatenate[Orchestrator, P], R],
+) -> Callable[Concatenate[Orchestrator, P], Awaitable[R]]:
+    """The async twin of ``method``: the same call, run in a worker thread."""
+
+    @functools.wraps(method)
+    async def twin(self: Orchestrator, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(method, self, *args, **kwargs)
+
+    twin.__doc__ = f"``{method.__name__}`` in a worker thread, for async code."
+    return twin
 
 
 class Orchestrator:
@@ -84,14 +105,13 @@ class Orchestrator:
         # our own engines on a CPU: co-resident vLLM models get disjoint cores
         self._cores = None if engine_factory is not None else tuple(sorted(os.sched_getaffinity(0)))
         self.progress = progress
-        self._routers: dict[tuple[str, int, str], Router] = {}
+        self._routers = PoolRouters(self.pool, self.run_tasks, self.settings.embeddings_dir, self.settings.encoders_dir)
         self._memory: tuple[float, dict[str, float]] | None = None
         self._gpu = False
         self._warm: WarmEngines | None = None
         self._busy = threading.RLock()  # one call at a time: calls share the engines
-        self._building = threading.RLock()  # guards the routers' cache (a keyword router runs tasks)
-        self._store: GenerationStore | None = None
-        self._store_lock = threading.Lock()
+        core = self.settings
+        self._stores = HeldStores(core.store_target, core.cache_ttl_s, core.session_ttl_s)  # opened on first use
         # which benchmark item a free-text question is, for replay models: read on first use
         self._items = item_index(self.pool, self.settings.data_dir)
 
@@ -113,24 +133,23 @@ class Orchestrator:
         self.close()
 
     def close(self) -> None:
-        """Unload the engines a warm session kept, and close the generation store if it was opened."""
+        """Unload the engines a warm session kept, and close the stores that were opened."""
         if self._warm is not None:
             warm, self._warm = self._warm, None
             warm.close()
-        with self._store_lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
+        self._stores.close()
 
     @property
     def generation_store(self) -> GenerationStore:
         """The generation cache's store (``settings.store``, else ``runs_dir/store.sqlite``), opened
         on first use and kept until ``close``. A Redis store connects when it is first asked."""
-        with self._store_lock:
-            if self._store is None:
-                self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
-                log.info("generation cache: %s (%s)", self._store.name, self.settings.cache)
-            return self._store
+        return self._stores.generations
+
+    @property
+    def session_store(self) -> SessionStore:
+        """Where conversations' session state lives (the generation store's place), each entry
+        expiring ``settings.session_ttl_s`` after its last turn; opened on first use."""
+        return self._stores.sessions
 
     @property
     def cache(self) -> GenerationStore | None:
@@ -140,7 +159,7 @@ class Orchestrator:
     def _cache_on_use(self) -> GenerationCache | None:
         """The cache a run is given: the store, opened when the run first reads or writes it (input
         refused before that opens nothing)."""
-        return None if self.settings.cache == "off" else _OnFirstUse(lambda: self.generation_store)
+        return None if self.settings.cache == "off" else self._stores.cache_on_use()
 
     def _split_cores(self) -> tuple[int, ...] | None:
         """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
@@ -164,36 +183,8 @@ class Orchestrator:
         skills: Symbolic-MoE's way; it runs the annotator model)."""
         if scorer not in get_args(Scorer):
             raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
-        key = (
-            check_policy(policy, self.settings.policy),
-            check_k(k, self.settings.k, len(self.pool.expert_names)),
-            scorer,
-        )
-        with self._building:  # request threads, job workers and the dispatcher build each router once
-            return self._router(key, scorer)
-
-    def _router(self, key: tuple[str, int, str], scorer: Scorer) -> Router:
-        if key not in self._routers:
-            router = pool_router(
-                self.pool,
-                key[0],
-                key[1],
-                embeddings_dir=self.settings.embeddings_dir,
-                encoders_dir=self.settings.encoders_dir,
-            )
-            if scorer == "keywords":
-                keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
-                router = Router(
-                    router.profile,
-                    keywords,
-                    key[0],
-                    selection=router.selection,
-                    costs=router.costs,
-                    confidence=router.confidence,
-                    token_experts=router.token_experts,
-                )
-            self._routers[key] = router
-        return self._routers[key]
+        policy = check_policy(policy, self.settings.policy)
+        return self._routers.get(policy, check_k(k, self.settings.k, len(self.pool.expert_names)), scorer)
 
     def route(
         self, question: str | Query, *, policy: str | None = None, k: int | None = None, scorer: Scorer = "classifier"
@@ -219,6 +210,36 @@ class Orchestrator:
         ``aggregation``: the aggregator model writes the answer (``synthesis``) or the experts'
         majority is it (``majority``). ``max_tokens``: most tokens the aggregator may write."""
         query = as_query(question, self.settings.max_question_chars, options=options)
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
+        return require_answer(self._run([query], None, pipeline, None)[0])
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
+    ) -> Answer:
+        """Answer the last user message of a conversation (``messages``: ``{"role", "content"}``
+        as OpenAI's chat takes them). Every expert and the aggregator read the conversation in
+        their own chat template, the oldest turns cut to fit their context (the trace's
+        ``conversation.cut``); routing reads the last message with the earlier ones. The
+        conversation keeps its experts from turn to turn (session affinity) unless its skills
+        move past the pool's ``sessions.shift``; ``session`` names it (else it is recognised by
+        its earlier turns). Other options as in ``answer``."""
+        query = read_messages(
+            messages,
+            max_question_chars=self.settings.max_question_chars,
+            max_conversation_chars=self.settings.max_conversation_chars,
+            session=check_session(session),
+        )
         pipeline = self.pipeline(
             policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
         )
@@ -250,59 +271,9 @@ class Orchestrator:
         )
         return self._run(queries, benchmark, replace(pipeline, logprobs=bool(logprobs)), run_id)
 
-    async def aanswer(
-        self,
-        question: str | Query,
-        *,
-        options: Sequence[str] | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-        scorer: Scorer = "classifier",
-        aggregation: Aggregation = "synthesis",
-        max_tokens: int | None = None,
-        skip_consensus: bool | None = None,
-    ) -> Answer:
-        """``answer`` in a worker thread, for async code."""
-        return await asyncio.to_thread(
-            self.answer,
-            question,
-            options=options,
-            policy=policy,
-            k=k,
-            scorer=scorer,
-            aggregation=aggregation,
-            max_tokens=max_tokens,
-            skip_consensus=skip_consensus,
-        )
-
-    async def aanswer_batch(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-        scorer: Scorer = "classifier",
-        aggregation: Aggregation = "synthesis",
-        max_tokens: int | None = None,
-        skip_consensus: bool | None = None,
-        run_id: str | None = None,
-        logprobs: bool = False,
-    ) -> list[Answer]:
-        """``answer_batch`` in a worker thread, for async code."""
-        return await asyncio.to_thread(
-            self.answer_batch,
-            questions,
-            benchmark=benchmark,
-            policy=policy,
-            k=k,
-            scorer=scorer,
-            aggregation=aggregation,
-            max_tokens=max_tokens,
-            skip_consensus=skip_consensus,
-            run_id=run_id,
-            logprobs=logprobs,
-        )
+    aanswer = _in_thread(answer)
+    aanswer_batch = _in_thread(answer_batch)
+    achat = _in_thread(chat)
 
     def plan(
         self,
@@ -345,11 +316,7 @@ class Orchestrator:
         return graph.tasks, graph.jobs
 
     def _queries(self, questions: object) -> list[Query]:
-        """A batch checked once: a list of strings or ``Query`` records."""
-        if isinstance(questions, str) or not isinstance(questions, Sequence):
-            raise BadInput("a batch takes a list of questions")
-        limit = self.settings.max_question_chars
-        return [as_query(q, limit, field=f"questions[{i}]") for i, q in enumerate(questions)]
+        return as_queries(questions, self.settings.max_question_chars)
 
     def run_tasks(self, tasks: Sequence[Task], *, run_id: str | None = None) -> dict[str, Generation]:
         """Run independent tasks (profiling, annotation) through the planner: each model loads once."""
@@ -404,12 +371,7 @@ class Orchestrator:
         request), and ``store`` checkpoints every generation (a run to resume). ``skip_consensus``:
         False always calls the aggregator; None follows ``settings.skip_agreement``. Run it while
         holding ``busy``: calls share the engines."""
-        if aggregation not in get_args(Aggregation):
-            raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-            raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
-        if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
+        check_answering(aggregation, max_tokens)
         pipeline = self._pipeline(self.router(policy, k, scorer=scorer), store)
         if skip_consensus is False:
             pipeline = replace(pipeline, synthesis=pipeline.synthesis.model_copy(update={"skip_agreement": None}))
@@ -450,25 +412,18 @@ class Orchestrator:
             warm=self._warm,
             items=self._items,
             placement=self.placement,
+            sessions=Sessions(
+                self._stores.sessions_on_use(),
+                self.pool.name,
+                self.pool.pool.sessions.shift,
+                self.pool.expert_names,
+            ),
         )
 
     @property
     def placement(self) -> ExecutorChoice:
         """Where runs execute (``settings.executor``, ``settings.ray_address``)."""
         return ExecutorChoice(self.settings.executor, self.settings.ray_address)
-
-
-class _OnFirstUse:
-    """A generation cache that opens its store on the first read or write."""
-
-    def __init__(self, store: Callable[[], GenerationStore]) -> None:
-        self._store = store
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
-        return self._store().get_many(keys)
-
-    def put_many(self, entries: Mapping[str, Generation]) -> None:
-        self._store().put_many(entries)
 
 
 def _no_compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:

@@ -1,17 +1,22 @@
 """Builds the pool's router and aggregator choice from its stored artefacts (profile, skill
-classifier, aggregator selection)."""
+classifier, aggregator selection), and keeps the routers a caller asked for (``PoolRouters``)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
+from typing import get_args
 
 from aggregators import AggregatorChoice
 from batching.engines.kinds import engine_kind
+from common.errors import BadInput
+from common.tasks import RunTasks
+from common.vocabulary import ScorerKind
 from orchestrator.pools.pool import Pool
 from router import Router, get_policy
-from router.scorers import NoSkillScorer, Scorer
-from skills import Profile, ProfileBuilder
+from router.scorers import NoSkillScorer, Scorer, keyword_scorer
+from skills import Profile, ProfileBuilder, make_embedder
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +100,41 @@ def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
             pool.aggregator.name,
         )
     return choice
+
+
+class PoolRouters:
+    """The pool's routers, each built once per (policy, k, scorer) and shared by the threads that
+    ask (request threads, job workers, the dispatcher). A ``keywords`` scorer has the pool's
+    aggregator annotate each question with keywords (``run_tasks`` runs it)."""
+
+    def __init__(self, pool: Pool, run_tasks: RunTasks, embeddings_dir: Path, encoders_dir: Path) -> None:
+        self.pool = pool
+        self.run_tasks = run_tasks
+        self.embeddings_dir = embeddings_dir
+        self.encoders_dir = encoders_dir
+        self._built: dict[tuple[str, int, str], Router] = {}
+        self._lock = threading.RLock()  # reentrant: a keyword router's annotator runs tasks
+
+    def get(self, policy: str, k: int, scorer: ScorerKind = "classifier") -> Router:
+        if scorer not in get_args(ScorerKind):
+            raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
+        key = (policy, k, scorer)
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = self._build(policy, k, scorer)
+            return self._built[key]
+
+    def _build(self, policy: str, k: int, scorer: ScorerKind) -> Router:
+        router = pool_router(self.pool, policy, k, embeddings_dir=self.embeddings_dir, encoders_dir=self.encoders_dir)
+        if scorer != "keywords":
+            return router
+        keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
+        return Router(
+            router.profile,
+            keywords,
+            policy,
+            selection=router.selection,
+            costs=router.costs,
+            confidence=router.confidence,
+            token_experts=router.token_experts,
+        )

@@ -52,6 +52,13 @@ class Settings(BaseModel):
         "WARNING", description="Logging level of the CLI (progress lines are printed regardless)."
     )
     max_question_chars: int = Field(16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters.")
+    max_conversation_chars: int = Field(
+        200_000,
+        ge=1,
+        le=10_000_000,
+        description="Longest conversation a chat turn may bring, in characters (every message's, the question's "
+        "included); each model is shown the newest turns that fit its context.",
+    )
     memory_budget_mb: float | None = Field(
         None, gt=0, description="Memory models may hold at once; None measures the machine."
     )
@@ -70,6 +77,12 @@ class Settings(BaseModel):
         "still write it; off: neither.",
     )
     cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
+    session_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        le=31_536_000,
+        description="Seconds a conversation's session state (the experts affinity keeps) lives after its last turn.",
+    )
     aggregator_skip: bool = Field(
         True, description="Skip the aggregator when the experts agree (skip_agreement); False: always call it."
     )
@@ -160,6 +173,7 @@ _ENV = {
     "store": "COE_STORE",
     "cache": "COE_CACHE",
     "cache_ttl_s": "COE_CACHE_TTL_S",
+    "session_ttl_s": "COE_SESSION_TTL_S",
     "executor": "COE_EXECUTOR",
     "ray_address": "COE_RAY_ADDRESS",
 }

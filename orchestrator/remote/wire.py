@@ -31,10 +31,32 @@ class AskOptions(BaseModel):
     aggregation: Aggregation = Field("synthesis", description="Aggregator model or majority vote.")
 
 
-class AnswerRequest(AskOptions):
-    """``POST /v1/answer``: one question, multiple-choice when ``options`` are given."""
+class ChatMessage(BaseModel):
+    """One message as OpenAI's chat sends it; roles, content parts and tool calls are checked by
+    ``orchestrator.pipeline.turns`` (which names the field at fault)."""
 
-    question: str = Field(..., min_length=1, description="The question.")
+    model_config = ConfigDict(extra="ignore")
+
+    role: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
+    content: str | list[dict[str, object]] | None = None
+    tool_calls: list[dict[str, object]] | None = None
+    function_call: dict[str, object] | None = None
+
+
+class AnswerRequest(AskOptions):
+    """``POST /v1/answer``: one question, multiple-choice when ``options`` are given; or the last
+    user message of a conversation (``messages``, OpenAI's shape), instead of ``question``."""
+
+    question: str | None = Field(None, min_length=1, description="The question (or give messages).")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, description="A conversation whose last user message is answered (or give question)."
+    )
+    session: str | None = Field(
+        None,
+        min_length=1,
+        max_length=300,
+        description="Names the conversation of messages for session affinity (else its earlier turns do).",
+    )
     options: list[str] | None = Field(None, max_length=MAX_OPTIONS, description="Choices, lettered A, B, ...")
     id: str | None = Field(
         None,
@@ -80,16 +102,11 @@ class ErrorResponse(BaseModel):
 # -- OpenAI-compatible ------------------------------------------------------------------------
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, object]] | None = None
-
-
 class ChatRequest(BaseModel):
     """``POST /v1/chat/completions``: ``model`` is ``POOL`` or ``POOL/POLICY``; the last user
-    message is the question."""
+    message is the question, asked in the context of the messages before it. ``user`` names the
+    conversation for session affinity (a session header does too). Tools, function calls and
+    response formats other than text are refused (``Unsupported``)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -99,6 +116,12 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
     n: int = Field(1, ge=1, le=1, description="One answer per request.")
+    user: str | None = Field(None, max_length=300, description="The end user: names the conversation (affinity).")
+    tools: list[dict[str, object]] | None = None
+    tool_choice: str | dict[str, object] | None = None
+    functions: list[dict[str, object]] | None = None
+    function_call: str | dict[str, object] | None = None
+    response_format: dict[str, object] | None = None
 
 
 class ChatChoiceMessage(BaseModel):

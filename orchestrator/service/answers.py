@@ -1,4 +1,7 @@
-"""``POST /v1/answer`` and ``POST /v1/answer/batch``: the service's own way in (the SDK's ``Client``)."""
+"""``POST /v1/answer`` and ``POST /v1/answer/batch``: the service's own way in (the SDK's ``Client``).
+
+``/v1/answer`` takes a question, or a conversation (``messages``, its last user message answered
+in the context of the others; ``session`` names it for session affinity)."""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ from common.errors import BadInput, TooLarge
 from common.query import Query
 from orchestrator.pipeline.inputs import as_query
 from orchestrator.pipeline.trace import Answer
+from orchestrator.pipeline.turns import check_session, read_messages
 from orchestrator.remote.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
 from orchestrator.service.dispatch import Ticket
+from orchestrator.service.guard import caller_of
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
@@ -28,7 +33,16 @@ async def answer(body: AnswerRequest, request: Request) -> Answer:
     """One question: its answer and trace. 502 when no expert answered (404 ``replay_miss`` when
     none holds a recording of it)."""
     service: Service = request.app.state.service
-    query = checked_query(service, body.question, body.options, body.id, "question")
+    if body.messages is not None:
+        if body.question is not None or body.options is not None:
+            what = "question" if body.question is not None else "options"
+            raise BadInput(f"{what}: give a question (with options) or messages, not both", param=what)
+        query = conversation_query(service, body.messages, body.session, caller_of(request))
+        query = query.model_copy(update={"id": body.id}) if body.id else query
+    elif body.question is not None:
+        query = checked_query(service, body.question, body.options, body.id, "question")
+    else:
+        raise BadInput("question: give a question, or messages (a conversation)", param="question")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
     (found,) = await wait_for(request, service, [service.submit(query, asking)])
     if found.error:
@@ -67,6 +81,21 @@ def checked_query(service: Service, text: str, options: Sequence[str] | None, qi
     return query.model_copy(update={"id": qid}) if qid else query
 
 
+def conversation_query(service: Service, messages: Sequence[object], session: str | None, caller: str | None) -> Query:
+    """The chat turn of a request's ``messages`` (``orchestrator.pipeline.turns``), its session
+    named by ``session`` (a caller's name, kept apart from other keys' names by ``caller``)."""
+    settings = service.coe.settings
+    name = check_session(session)
+    if name is not None and caller is not None:
+        name = f"{caller}/{name}"  # one key's names never meet another's
+    return read_messages(
+        messages,
+        max_question_chars=settings.max_question_chars,
+        max_conversation_chars=settings.max_conversation_chars,
+        session=name,
+    )
+
+
 def _item(service: Service, item: str | BatchItem, i: int) -> Query:
     if isinstance(item, str):
         return checked_query(service, item, None, None, f"questions[{i}]")
@@ -99,4 +128,4 @@ def cancel(service: Service, tickets: list[Ticket]) -> None:
             service.metrics.cancelled.inc()
 
 
-__all__ = ["ClientGone", "cancel", "checked_query", "router", "wait_for"]
+__all__ = ["ClientGone", "cancel", "checked_query", "conversation_query", "router", "wait_for"]
