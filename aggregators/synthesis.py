@@ -29,6 +29,7 @@ from aggregators.result import (
 )
 from aggregators.vote import majority
 from common.answers import Judge
+from common.conversation import PER_MESSAGE, estimate_tokens, fit
 from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Message, Request
 from common.tasks import Compose, Composed, Task
@@ -136,10 +137,13 @@ def synthesis_request(
     question_id: str | None = None,
     benchmark: str | None = None,
     history: Sequence[Message] = (),
+    context: tuple[int | None, int] = (None, 0),
 ) -> Request:
     """The request that asks the aggregator to synthesise ``answers`` into one (``question_id``
     and ``benchmark``: the item it answers, for an aggregator that answers from recordings;
-    ``history``: the conversation's earlier turns, sent before the prompt)."""
+    ``history``: the conversation's earlier turns, sent before the prompt, as many of the newest
+    as fit ``context``: the aggregator's context in tokens (None: no limit) and the tokens its
+    call needs besides the prompt and the turns (its instructions, its answer))."""
     options = options or SynthesisOptions()
     if not question_text.strip():
         raise BadInput(f"aggregation {task_id!r}: question_text is empty")
@@ -150,6 +154,9 @@ def synthesis_request(
         raise BadInput(f"aggregation {task_id!r}: no expert answer with any text to synthesise")
     shown = order_answers(usable, options.order, seed=options.seed, key=task_id)
     prompt = synthesis_prompt(question_text, shown, answer_format, options, in_conversation=bool(history))
+    if history:
+        fixed = estimate_tokens(prompt) + PER_MESSAGE + context[1]
+        history = fit(history, fixed, context[0])[0]
     messages = (*history, Message(role="user", content=prompt))
     return Request(
         id=task_id, messages=messages, question_id=question_id, benchmark=benchmark, max_tokens=options.max_tokens
@@ -220,7 +227,10 @@ class SynthesisJob:
     judge: Judge | None = None
     """Compares the answers (the consensus check); None: the text judge."""
     history: tuple[Message, ...] = ()
-    """The conversation's earlier turns the aggregator is shown (cut to its context), oldest first."""
+    """The conversation's earlier turns, oldest first: the aggregator is shown the newest that fit."""
+    context: tuple[int | None, int] = (None, 0)
+    """The aggregator's context in tokens (None: no limit) and what its call needs besides the
+    prompt and the earlier turns (its instructions and the answer it writes)."""
 
 
 def consensus(
@@ -290,6 +300,7 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
             question_id=job.question_id,
             benchmark=job.benchmark,
             history=job.history,
+            context=job.context,
         )
         agreed = consensus(answers, used, options.skip_agreement, job.judge) if job.extract is not None else None
         skipped, stands = agreed if agreed is not None else (None, None)

@@ -86,10 +86,7 @@ def keep_or_move(
         return decision, record("moved", f"moved, because {', '.join(gone)} left the pool"), fresh
     shift = round(skill_shift(before.skills, decision.skills), 6)
     if shift > threshold:
-        why = (
-            f"moved, because the skills moved by {shift:.2f} (over {threshold:.2f}): "
-            f"{_top(before.skills)} -> {_top(decision.skills)}"
-        )
+        why = f"moved, because the skills moved by {shift:.2f} (over {threshold:.2f}): {_change(before, decision)}"
         return decision, record("moved", why, shift), fresh
     kept = decision.model_copy(
         update={
@@ -103,12 +100,15 @@ def keep_or_move(
     return kept, record("kept", why, shift), anchor
 
 
-def _top(skills: Mapping[str, float]) -> str:
-    """The top named skill (a category, not a topic), or the top skill when none is named."""
+def _change(before: RouteDecision, after: RouteDecision) -> str:
+    """The named skill (a category, not a topic) that rose most, in words; topics when none is named."""
     from router.policies import category_weights  # numpy: not for the light client, which reads Affinity
 
-    named = category_weights(skills) or dict(skills)
-    return max(named, key=named.__getitem__) if named else "no skill"
+    was, now = category_weights(before.skills), category_weights(after.skills)
+    if not now:
+        return "no skill is known now"
+    rose = max(now, key=lambda s: now[s] - was.get(s, 0.0))
+    return f"{rose} {was.get(rose, 0.0):.2f} -> {now[rose]:.2f}"
 
 
 def _normalised(skills: Mapping[str, float]) -> dict[str, float]:

@@ -58,11 +58,13 @@ class Router:
         texts: Sequence[str],
         question_ids: Sequence[str] | None = None,
         *,
-        contexts: Sequence[str | None] | None = None,
+        contexts: Sequence[Sequence[str]] | None = None,
+        context_weight: float | None = None,
     ) -> list[RouteDecision]:
-        """One decision per query text, in order. ``contexts``: per query, what it is read in the
-        context of (a conversation's earlier questions) or None; a query with a context is routed
-        on ``in_context`` of its own skills and the context's."""
+        """One decision per query text, in order. ``contexts``: per query, the questions it
+        follows (a conversation's earlier ones, oldest first; empty for none): its skills are
+        ``in_context`` of its own and theirs, each earlier question counting ``context_weight``
+        (default ``CONTEXT_WEIGHT``) as much as the one after it."""
         if isinstance(texts, str):
             raise BadInput("route() takes a list of queries, not one string")
         texts = list(texts)
@@ -70,11 +72,11 @@ class Router:
             return self.route_weights(self.scorer.skill_weights(texts), question_ids)
         if len(contexts) != len(texts):
             raise BadInput(f"{len(contexts)} contexts for {len(texts)} queries")
-        given = [i for i, context in enumerate(contexts) if context]
-        scored = self.scorer.skill_weights([*texts, *(contexts[i] or "" for i in given)])
-        weights = scored[: len(texts)]
-        for i, earlier in zip(given, scored[len(texts) :], strict=True):
-            weights[i] = in_context(weights[i], earlier)
+        earlier = [text for context in contexts for text in context]
+        scored = self.scorer.skill_weights([*texts, *earlier])
+        weights, rest = scored[: len(texts)], iter(scored[len(texts) :])
+        for i, context in enumerate(contexts):
+            weights[i] = in_context(weights[i], [next(rest) for _ in context], context_weight)
         return self.route_weights(weights, question_ids)
 
     def route_weights(
@@ -146,21 +148,29 @@ class Router:
 
 
 CONTEXT_WEIGHT = 0.5
-"""The share of a conversation's earlier questions in the skills of its last (benchmarks/conversations.py)."""
+"""How much the questions before a conversation's turn count in its skills: the turn before it
+this share, the one before that this share of the rest, and so on (benchmarks/conversations.py)."""
 
 
 def in_context(
-    own: Mapping[str, float], earlier: Mapping[str, float], weight: float = CONTEXT_WEIGHT
+    own: Mapping[str, float], earlier: Sequence[Mapping[str, float]], weight: float | None = None
 ) -> dict[str, float]:
-    """The skills of a question read in the context of earlier ones: its own skill weights and
-    theirs mixed, ``weight`` of the context's (each normalised first)."""
-    own, earlier = _normalised(own), _normalised(earlier)
-    if not earlier:
-        return own
-    if not own:
-        return earlier
-    mixed = {s: (1 - weight) * own.get(s, 0.0) + weight * earlier.get(s, 0.0) for s in own.keys() | earlier.keys()}
-    return _normalised(mixed)
+    """The skills of a question read in the context of the questions before it (``earlier``, oldest
+    first, each its skill weights): an exponential smoothing, each question mixed with the reading
+    of those before it, ``weight`` (default ``CONTEXT_WEIGHT``) of the earlier reading. A question
+    or context without skills leaves the other as it is."""
+    weight = CONTEXT_WEIGHT if weight is None else weight
+    if not 0.0 <= weight < 1.0:
+        raise BadInput(f"context weight must be from 0 to below 1, got {weight}")
+    reading: dict[str, float] = {}
+    for skills in [*earlier, own]:
+        now = _normalised(skills)
+        if not reading or not now:
+            reading = now or reading
+            continue
+        keys = now.keys() | reading.keys()
+        reading = _normalised({s: (1 - weight) * now.get(s, 0.0) + weight * reading.get(s, 0.0) for s in keys})
+    return reading
 
 
 def _normalised(skills: Mapping[str, float]) -> dict[str, float]:

@@ -130,7 +130,7 @@ def build_answer(
         escalations=one.escalations,
         voters=one.voters,
         cost=sum(expert_cost(costs.get(e.expert), e) for e in experts),
-        conversation=_conversation(one, [e.expert for e in experts]),
+        conversation=_conversation(one, result),
         cache_hits=sum(1 for t in task_ids if t in result.cached),
         timings=Timings(
             route=route_seconds,
@@ -145,15 +145,19 @@ def build_answer(
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
 
 
-def _conversation(one: Asked, experts: list[str]) -> ConversationTrace | None:
-    """A chat turn's conversation record: its length, what each model asked was not shown, affinity."""
+def _conversation(one: Asked, result: RunResult) -> ConversationTrace | None:
+    """A chat turn's conversation record: its length, what each model asked was not shown (the
+    aggregator's as its prompt was written), affinity."""
     conversation = one.query.conversation
     if conversation is None:
         return None
-    models = experts if one.vote is not None else [*experts, one.aggregator]
+    whole = len(conversation.history)
+    composed = result.composed.get(one.aggregate_task) if one.vote is None else None
+    sent = composed is not None and composed.skipped is None  # the aggregator's request went out
     return ConversationTrace(
-        messages=len(conversation.history) + 1,
-        cut=cut_counts(one.query, one.history, models),
+        messages=whole + 1,
+        cut=cut_counts(one.query, {e: len(one.shown_to(e)) for e in one.expert_tasks}),
+        aggregator_cut=whole - (len(composed.request.messages) - 1) if composed is not None and sent else 0,
         affinity=one.affinity,
     )
 

@@ -85,8 +85,11 @@ class Asked:
     item: ItemRef | None = None
     """The benchmark item its requests ask (``orchestrator.pipeline.items``), decided by ``ask``."""
     history: dict[str, tuple[Message, ...]] = field(default_factory=dict)
-    """A chat turn: model -> the conversation's earlier turns it is shown, cut to its context
+    """A chat turn: expert -> the conversation's earlier turns it is shown, cut to its context
     (``orchestrator.pipeline.conversation.shown``); empty for a plain question."""
+    aggregator_context: tuple[int | None, int] = (None, 0)
+    """A chat turn: the aggregator's context and what its call needs besides its prompt and the
+    earlier turns (``aggregators.SynthesisJob.context``)."""
     affinity: Affinity | None = None
     """A chat turn: whether it kept its conversation's experts, and why."""
     anchor: Anchor | None = None
@@ -97,9 +100,9 @@ class Asked:
         """``item``, else the query's own id with no benchmark."""
         return self.item if self.item is not None else ItemRef(self.query.id)
 
-    def shown_to(self, model: str) -> tuple[Message, ...]:
-        """The earlier turns ``model`` is shown (none for a plain question)."""
-        return self.history.get(model, ())
+    def shown_to(self, expert: str) -> tuple[Message, ...]:
+        """The earlier turns ``expert`` is shown (none for a plain question)."""
+        return self.history.get(expert, ())
 
     @property
     def expert_tasks(self) -> dict[str, str]:

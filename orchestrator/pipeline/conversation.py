@@ -6,11 +6,13 @@ format are a plain question's), and adds three things here:
 
 - **routing in context**: ``contexts`` gives the router each turn's earlier questions
   (``Router.route``'s ``contexts``), so a follow-up is read with its subject;
-- **what each model is shown**: ``shown`` fits the earlier turns to each expert's and the
-  aggregator's context (``ExpertSpec.context``), cutting the oldest exchanges first and never the
-  question or the user's system message; the expert tasks and the aggregator's request put them
-  before the prompt, in the model's own chat template (``batching.engines.base.chat_messages``
-  joins the user's system message to the expert's own);
+- **what each model is shown**: ``shown`` fits the earlier turns to each expert's context
+  (``ExpertSpec.context``), cutting the oldest exchanges first and never the question or the
+  user's system message; the aggregator's are fitted the same way when its prompt is written
+  (``aggregators.synthesis``: the experts' answers are known then; ``aggregator_context``). The
+  expert tasks and the aggregator's request put them before the prompt, in the model's own chat
+  template (``batching.engines.base.chat_messages`` joins the user's system message to the
+  model's own instructions);
 - **session affinity** (``Sessions``): a conversation named by its caller (``session``), or else
   recognised by its earlier turns, keeps the experts it was given (``router.affinity``) while its
   skills stay within the pool's ``sessions.shift``; its state lives in the session store
@@ -26,14 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import ValidationError
 
 from aggregators import SynthesisOptions
-from aggregators.synthesis import synthesis_prompt
 from batching.spec import ExpertSpec
 from common.conversation import PER_MESSAGE, estimate_tokens, fit
 from common.query import Query
@@ -47,48 +47,37 @@ log = logging.getLogger(__name__)
 SessionKey = tuple[str, Literal["session", "turns"]]
 
 
-def contexts(queries: Sequence[Query]) -> list[str | None]:
-    """Per query, the earlier questions its skills are read with (None: a plain question, or a
-    conversation's first question)."""
-    return [(q.conversation.earlier_questions or None) if q.conversation is not None else None for q in queries]
+def contexts(queries: Sequence[Query]) -> list[tuple[str, ...]]:
+    """Per query, the earlier questions its skills are read with, oldest first (none for a plain
+    question or a conversation's first)."""
+    return [q.conversation.earlier_questions if q.conversation is not None else () for q in queries]
 
 
-def _fixed_tokens(spec: ExpertSpec, prompt: str, new_tokens: int) -> int:
-    """What a model's call holds besides the earlier turns: its instructions, the prompt, its answer."""
-    own = estimate_tokens(spec.system_prompt) + PER_MESSAGE if spec.system_prompt else 0
-    return own + estimate_tokens(prompt) + PER_MESSAGE + new_tokens
+def _own_tokens(spec: ExpertSpec) -> int:
+    """What a model's own instructions take of its context."""
+    return estimate_tokens(spec.system_prompt) + PER_MESSAGE if spec.system_prompt else 0
 
 
 def shown(
-    query: Query,
-    decision: RouteDecision,
-    prompt: str,
-    specs: Mapping[str, ExpertSpec],
-    aggregator: str | None,
-    synthesis: SynthesisOptions,
-    answer_format: str,
-    shown_question: str,
-    max_tokens: int | None,
+    query: Query, decision: RouteDecision, prompt: str, specs: Mapping[str, ExpertSpec]
 ) -> dict[str, tuple[Message, ...]]:
-    """Model -> the earlier turns of ``query``'s conversation it is shown: every expert the
-    decision may ask (its ladder) and ``aggregator`` (None: a vote, no aggregator). The
-    aggregator's call is bounded as its prompt can be at most: every expert's answer at its
-    longest (``synthesis.answer_chars``)."""
+    """Expert -> the earlier turns of ``query``'s conversation it is shown, for every expert the
+    decision may ask (its ladder): the newest that fit beside its instructions, the prompt and
+    the answer it writes."""
     if query.conversation is None or not query.conversation.history:
         return {}
-    history = query.conversation.history
     out: dict[str, tuple[Message, ...]] = {}
     for choice in decision.all_experts:
         spec = specs[choice.expert]
-        fixed = _fixed_tokens(spec, prompt, spec.sampling.max_tokens)
-        out[choice.expert] = fit(history, fixed, spec.context)[0]
-    if aggregator is not None:
-        spec = specs[aggregator]
-        skeleton = synthesis_prompt(shown_question, [], answer_format, synthesis, in_conversation=True)
-        answers = len(decision.all_experts) * (math.ceil(synthesis.answer_chars / 3) + 8)
-        new_tokens = max_tokens or synthesis.max_tokens or spec.sampling.max_tokens
-        out[aggregator] = fit(history, _fixed_tokens(spec, skeleton, new_tokens) + answers, spec.context)[0]
+        fixed = _own_tokens(spec) + estimate_tokens(prompt) + PER_MESSAGE + spec.sampling.max_tokens
+        out[choice.expert] = fit(query.conversation.history, fixed, spec.context)[0]
     return out
+
+
+def aggregator_context(spec: ExpertSpec, max_tokens: int | None, synthesis: SynthesisOptions) -> tuple[int | None, int]:
+    """The aggregator's context and what its call needs besides its prompt and the earlier turns
+    (``aggregators.SynthesisJob.context``): its instructions and the most it may write."""
+    return spec.context, _own_tokens(spec) + (max_tokens or synthesis.max_tokens or spec.sampling.max_tokens)
 
 
 def _digest(*parts: str) -> str:
@@ -166,11 +155,11 @@ class Sessions:
             self.store.put(key, anchor.model_dump_json())
 
 
-def cut_counts(query: Query, history: Mapping[str, tuple[Message, ...]], models: Sequence[str]) -> dict[str, int]:
-    """Model -> how many of the conversation's earlier messages it was not shown (none left out)."""
+def cut_counts(query: Query, shown: Mapping[str, int]) -> dict[str, int]:
+    """Model -> how many of the conversation's earlier messages it was not shown, from how many it
+    was (``shown``); models shown them all are left out."""
     whole = len(query.conversation.history) if query.conversation is not None else 0
-    counts = {model: whole - len(history.get(model, ())) for model in dict.fromkeys(models) if model in history}
-    return {model: n for model, n in counts.items() if n}
+    return {model: whole - n for model, n in shown.items() if whole - n}
 
 
-__all__ = ["Sessions", "contexts", "cut_counts", "next_key", "session_key", "shown"]
+__all__ = ["Sessions", "aggregator_context", "contexts", "cut_counts", "next_key", "session_key", "shown"]

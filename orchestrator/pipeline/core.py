@@ -38,7 +38,7 @@ from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
 from orchestrator.pipeline.answering import build_answer, climbed, heard
 from orchestrator.pipeline.asked import Asked, prompting
-from orchestrator.pipeline.conversation import Sessions, contexts, shown
+from orchestrator.pipeline.conversation import Sessions, aggregator_context, contexts, shown
 from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.pipeline.items import ItemIndex, item_of
 from orchestrator.pipeline.rounds import Climb, Rounds, merge
@@ -143,17 +143,6 @@ class Pipeline:
             competence = {e: expected[e] for e in names if e in expected}
             how = prompting(query, benchmark)
             aggregator = self.aggregator_for(decision)
-            history = shown(
-                query,
-                decision,
-                how.prompt,
-                self.pool.specs,
-                None if vote is not None else aggregator,
-                self.synthesis,
-                how.answer_format,
-                how.shown_question,
-                self.max_tokens,
-            )
             asked.append(
                 Asked(
                     query,
@@ -166,7 +155,8 @@ class Pipeline:
                     method=method,
                     router=self.router,
                     item=item_of(query, self.items),
-                    history=history,
+                    history=shown(query, decision, how.prompt, self.pool.specs),
+                    aggregator_context=aggregator_context(self.pool.spec(aggregator), self.max_tokens, self.synthesis),
                     affinity=affinity,
                     anchor=anchor,
                 )

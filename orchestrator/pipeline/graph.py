@@ -120,7 +120,8 @@ def synthesis_job(one: Asked) -> SynthesisJob:
         benchmark=one.asks.benchmark,
         extract=one.prompting.extract,
         judge=one.prompting.judge,
-        history=one.shown_to(one.aggregator),
+        history=one.query.conversation.history if one.query.conversation is not None else (),
+        context=one.aggregator_context,
     )
 
 

@@ -37,8 +37,11 @@ class ConversationTrace(BaseModel):
     )
     cut: dict[str, int] = Field(
         default_factory=dict,
-        description="Model -> how many of the oldest messages it was not shown, to fit its context (models "
-        "shown the whole conversation are left out).",
+        description="Expert -> how many of the oldest earlier messages it was not shown, to fit its context "
+        "(experts shown them all are left out).",
+    )
+    aggregator_cut: int = Field(
+        0, ge=0, description="How many of the oldest earlier messages the aggregator was not shown (0: none)."
     )
     affinity: Affinity | None = Field(None, description="Whether the conversation kept its experts, and why.")
 
