@@ -35,6 +35,14 @@ def serve_command(
         bool, typer.Option("--grouping/--fifo", help="Run waiting requests in groups per model, or one at a time.")
     ] = True,
     gather_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for requests to join it.")] = 20.0,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most questions waiting; over it a request is refused (503). Default: settings."),
+    ] = None,
+    queue_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Longest a question waits for its batch; then 503, never run. Default: settings."),
+    ] = None,
     data_dir: DataOpt = None,
     store: StoreOpt = None,
     cache: CacheModeOpt = None,
@@ -48,7 +56,9 @@ def serve_command(
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics."""
     import uvicorn
+    from pydantic import ValidationError
 
+    from common.errors import config_error
     from orchestrator.service.app import create_app
     from orchestrator.settings import SERVICE_ENV, ServiceSettings
 
@@ -56,18 +66,23 @@ def serve_command(
         pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb, store=store, cache=cache
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
-    settings = ServiceSettings(
-        core=core,
-        host=host,
-        port=port,
-        workers=workers,
-        api_keys_file=api_keys,
-        rate_limit_per_minute=rate_limit,
-        max_body_bytes=max_body_bytes,
-        grouping=grouping,
-        gather_ms=gather_ms,
-        jobs=jobs,
-    )
+    given = {"max_queue": max_queue, "queue_timeout_s": queue_timeout_s}
+    try:
+        settings = ServiceSettings(
+            core=core,
+            host=host,
+            port=port,
+            workers=workers,
+            api_keys_file=api_keys,
+            rate_limit_per_minute=rate_limit,
+            max_body_bytes=max_body_bytes,
+            grouping=grouping,
+            gather_ms=gather_ms,
+            jobs=jobs,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    except ValidationError as exc:
+        raise config_error(exc, "service settings") from exc
     if api_keys is not None:
         from orchestrator.service.security import ApiKeys
 

@@ -164,12 +164,35 @@ class ServiceSettings(BaseModel):
     grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
     max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
     gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+    max_queue: int = Field(
+        4_096,
+        ge=1,
+        le=1_000_000,
+        description="Most questions waiting for a batch; a request that would go over it is refused at once "
+        "(503 overloaded, with Retry-After).",
+    )
+    queue_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Longest a question may wait for its batch to start; past it the request is answered "
+        "503 overloaded (with Retry-After) and never run.",
+    )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
 
     @field_validator("api_keys_file", mode="after")
     @classmethod
     def _expand(cls, path: Path | None) -> Path | None:
         return path.expanduser() if path is not None else None
+
+    @model_validator(mode="after")
+    def _batch_fits_queue(self) -> ServiceSettings:
+        if self.max_batch_questions > self.max_queue:
+            raise ValueError(
+                f"max_batch_questions ({self.max_batch_questions}) is over max_queue ({self.max_queue}): "
+                "a full batch request could never be queued"
+            )
+        return self
 
 
 SERVICE_ENV = "COE_SERVICE_SETTINGS"

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import CoeError, RateLimited, TooLarge
+from common.errors import CoeError, Overloaded, RateLimited, TooLarge
 from orchestrator.service import answers, batches, chat
 from orchestrator.service.answers import ClientGone
 from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
@@ -103,7 +103,7 @@ def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
     if scope is not None:
         scope["coe_error"] = kind
     headers = {}
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+    if isinstance(exc, (RateLimited, Overloaded)) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     body = _error_body(str(exc), kind, exc.param)
     return JSONResponse(body, status_code=status, headers=headers)

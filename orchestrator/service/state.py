@@ -12,7 +12,7 @@ from pathlib import Path
 from batching import ExpertSpec, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
-from common.errors import CoeError, NotFound, Unavailable
+from common.errors import CoeError, NotFound, RateLimited, Unavailable
 from common.query import Query
 from orchestrator.inputs import check_k, check_policy
 from orchestrator.jobs_worker import JobWorker
@@ -40,14 +40,18 @@ class Service:
         self._serving = [True]
         self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
-        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        per_minute = settings.rate_limit_per_minute
+        self.limiter = _CountedLimiter(per_minute, self.metrics) if per_minute else None
         self.dispatcher = Dispatcher(
             self._run_batch,
             grouping=settings.grouping,
             max_batch=settings.max_batch,
             gather_s=settings.gather_ms / 1000,
+            max_queue=settings.max_queue,
+            queue_timeout_s=settings.queue_timeout_s,
             on_queue=self.metrics.queue.set,
             on_wait=self.metrics.stage.labels("queue").observe,
+            on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
         )
         jobs = settings.jobs
         location = store_location(settings.core.store, settings.core.runs_dir)
@@ -93,6 +97,10 @@ class Service:
 
     def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
         return self.dispatcher.submit(query, asking, on_delta)
+
+    def submit_all(self, queries: Sequence[Query], asking: Asking) -> list[Ticket]:
+        """One ticket per query, all queued or all refused (``Overloaded``)."""
+        return self.dispatcher.submit_all(queries, asking)
 
     def model_names(self) -> list[str]:
         """The virtual models of ``/v1/models``: the pool (default policy) and POOL/POLICY."""
@@ -188,6 +196,21 @@ class Service:
         if problems:
             details["problems"] = problems
         return not problems, details
+
+
+class _CountedLimiter(RateLimiter):
+    """The rate limit, each refusal counted in ``coe_refused_total{reason="rate_limit"}``."""
+
+    def __init__(self, per_minute: int, metrics: Metrics) -> None:
+        super().__init__(per_minute)
+        self._metrics = metrics
+
+    def take(self, key_id: str) -> None:
+        try:
+            super().take(key_id)
+        except RateLimited:
+            self._metrics.refused.labels("rate_limit").inc()
+            raise
 
 
 def _unloadable(spec: ExpertSpec, cache_dir: Path) -> str | None:
