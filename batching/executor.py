@@ -45,7 +45,7 @@ from batching.results import ProgressCallback, ProgressEvent, RunMetrics, RunRes
 from batching.run_state import RunState, StoreFailed, union
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
-from batching.warm import WarmEngines
+from batching.warm import WarmEngines, split_cores
 from common.errors import BadInput, CoeError, EngineError
 from common.names import unknown_name
 from common.requests import Generation, Request
@@ -445,11 +445,7 @@ class Executor:
 
     def _split_cores(self, local: list[str]) -> dict[str, tuple[int, ...]]:
         """Disjoint core sets for co-resident local models (none to give when one is alone)."""
-        if self.cores is None or len(local) < 2:
-            return {}
-        allowed = self.cores
-        share = max(1, len(allowed) // len(local))
-        return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
+        return split_cores(self.cores, local)
 
     def _load(
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None

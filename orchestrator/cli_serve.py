@@ -43,6 +43,14 @@ def serve_command(
         float | None,
         typer.Option(help="Longest a question waits for its batch; then 503, never run. Default: settings."),
     ] = None,
+    lazy: Annotated[
+        bool,
+        typer.Option(
+            "--lazy",
+            help="Ready once the router is loaded; engines, encoder and recordings load on first use "
+            "(default: loaded at start, /readyz 503 until then).",
+        ),
+    ] = False,
     data_dir: DataOpt = None,
     store: StoreOpt = None,
     cache: CacheModeOpt = None,
@@ -78,6 +86,7 @@ def serve_command(
             max_body_bytes=max_body_bytes,
             grouping=grouping,
             gather_ms=gather_ms,
+            lazy=lazy,
             jobs=jobs,
             **{k: v for k, v in given.items() if v is not None},
         )

@@ -38,11 +38,12 @@ from orchestrator.pipeline import Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
 from orchestrator.rounds import predicted_loads
-from orchestrator.routing import pool_aggregator_choice, pool_router
+from orchestrator.routing import pool_aggregator_choice, pool_router, pool_scorer
 from orchestrator.settings import Settings, load_settings
 from orchestrator.stores import GenerationStore, open_generation_store
 from orchestrator.trace import Answer
-from router import RouteDecision, Router
+from router import RouteDecision, Router, load_scorer
+from router import Scorer as SkillScorer
 from skills import make_embedder
 
 Scorer = Literal["classifier", "keywords"]
@@ -87,6 +88,7 @@ class Orchestrator:
         self._cores = None if engine_factory is not None else tuple(sorted(os.sched_getaffinity(0)))
         self.progress = progress
         self._routers: dict[tuple[str, int, str], Router] = {}
+        self._scorer: SkillScorer | None = None  # one for every router: the encoder is loaded once
         self._memory: tuple[float, dict[str, float]] | None = None
         self._gpu = False
         self._warm: WarmEngines | None = None
@@ -111,6 +113,21 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def warm_up(self) -> list[str]:
+        """Load now what answering would load on first use: the default router and its encoder (which
+        every router shares); the recordings of every recorded expert (one pass per file); and, in a
+        warm session (``with``), the engines of the experts and then the aggregator, each that fits
+        the memory budget beside those before it, bound to cores as one phase holding them would
+        bind them. Returns the models whose engines are loaded."""
+        router = self.router()
+        load_scorer(router.scorer)
+        names = list(dict.fromkeys([*self.pool.expert_names, self.pool.aggregator.name]))
+        self._pipeline(router, None).index_recordings(set(names))
+        if self._warm is None:
+            return []
+        with self._busy:
+            return self._warm.preload([self.pool.spec(n) for n in names], self.engine_factory, self._split_cores())
 
     def close(self) -> None:
         """Unload the engines a warm session kept, and close the generation store if it was opened."""
@@ -174,13 +191,9 @@ class Orchestrator:
 
     def _router(self, key: tuple[str, int, str], scorer: Scorer) -> Router:
         if key not in self._routers:
-            router = pool_router(
-                self.pool,
-                key[0],
-                key[1],
-                embeddings_dir=self.settings.embeddings_dir,
-                encoders_dir=self.settings.encoders_dir,
-            )
+            if self._scorer is None:
+                self._scorer = pool_scorer(self.pool, self.settings.embeddings_dir, self.settings.encoders_dir)
+            router = pool_router(self.pool, key[0], key[1], scorer=self._scorer)
             if scorer == "keywords":
                 keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
                 router = Router(

@@ -178,6 +178,11 @@ class ServiceSettings(BaseModel):
         description="Longest a question may wait for its batch to start; past it the request is answered "
         "503 overloaded (with Retry-After) and never run.",
     )
+    lazy: bool = Field(
+        False,
+        description="Ready once the router is loaded; engines, the encoder and recordings load on first use. "
+        "False: they are loaded at start (a warm-up) and /readyz says ready only when it is done.",
+    )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
 
     @field_validator("api_keys_file", mode="after")

@@ -34,7 +34,7 @@ from router.decision import ExpertChoice, RouteDecision, Rung
 from router.lookup import ProfileLookup
 from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
 from router.router import Router
-from router.scorers import ClassifierScorer, KeywordScorer, MixtureScorer, Scorer, annotator_keywords
+from router.scorers import ClassifierScorer, KeywordScorer, MixtureScorer, Scorer, annotator_keywords, load_scorer
 from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
 from router.vote_model import vote_accuracies, vote_accuracy
 
@@ -67,6 +67,7 @@ __all__ = [
     "annotator_keywords",
     "expected_accuracy",
     "get_policy",
+    "load_scorer",
     "symbolic_scores",
     "train_classifier",
     "train_router",

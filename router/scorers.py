@@ -152,3 +152,13 @@ class MixtureScorer:
             assert embedder is not None
             return self.weights_from_vectors(embedder.embed(texts)) if texts else []
         return self._mix([(scorer.skill_weights(texts), share) for scorer, share in self.parts])
+
+
+def load_scorer(scorer: Scorer) -> None:
+    """Load the models ``scorer`` runs on (its embedder's, each part's of a mixture) now rather
+    than on its first query. Scorers and embedders with nothing to load are left alone."""
+    for part, _ in getattr(scorer, "parts", ()):
+        load_scorer(part)
+    load = getattr(getattr(scorer, "embedder", None), "load", None)
+    if callable(load):
+        load()

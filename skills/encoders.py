@@ -256,6 +256,11 @@ class OnnxEmbedder:
         """The session, the tokenizer, the most tokens read of a text, and the session's inputs."""
         self._lock = threading.Lock()
 
+    def load(self) -> None:
+        """Load the session now, exporting the encoder if it was never exported (``embed`` loads it
+        on first use otherwise)."""
+        self._load()
+
     def _load(self) -> tuple[Any, Any, int, frozenset[str]]:
         with self._lock:
             if self._loaded is None:

@@ -1,11 +1,16 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
-runs requests in batches, the keys, the rate limiter and the metrics."""
+runs requests in batches, the keys, the rate limiter and the metrics.
+
+Unless ``lazy``, the dispatcher's first work is the warm-up (``Orchestrator.warm_up``): the
+encoder, every recording the pool's experts answer from and every engine that stays warm are
+loaded before the first batch, and ``/readyz`` says ready only once that is done."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +57,7 @@ class Service:
             on_queue=self.metrics.queue.set,
             on_wait=self.metrics.stage.labels("queue").observe,
             on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
+            prepare=None if settings.lazy else self._warm_up,
         )
         jobs = settings.jobs
         location = store_location(settings.core.store, settings.core.runs_dir)
@@ -64,7 +70,7 @@ class Service:
 
     def start(self) -> None:
         self.coe.__enter__()
-        self.coe.router()  # the default router's artefacts (classifier, encoder) load now, not on a request
+        self.coe.router()  # the default router's artefacts load now: a broken pool stops the start
         cache = self.coe.cache  # opened now: a file that is not a store stops the start, not a request
         if cache is not None:
             self.metrics.cache.source = cache.stats.snapshot
@@ -101,6 +107,12 @@ class Service:
     def submit_all(self, queries: Sequence[Query], asking: Asking) -> list[Ticket]:
         """One ticket per query, all queued or all refused (``Overloaded``)."""
         return self.dispatcher.submit_all(queries, asking)
+
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        with self.coe.busy:
+            loaded = self.coe.warm_up()
+        log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, ", ".join(loaded) or "no engine")
 
     def model_names(self) -> list[str]:
         """The virtual models of ``/v1/models``: the pool (default policy) and POOL/POLICY."""
@@ -168,6 +180,10 @@ class Service:
         problems: dict[str, str] = {}
         if not self.dispatcher.alive:
             problems["dispatcher"] = "not running"
+        elif not self.dispatcher.prepared.is_set():
+            problems["warm-up"] = "loading the encoder, the recordings and the engines that stay warm"
+        elif self.dispatcher.prepare_error is not None:
+            problems["warm-up"] = f"failed: {self.dispatcher.prepare_error}"
         loaded = set(self.coe.loaded_models)
         experts: dict[str, str] = {}
         for name, spec in self.coe.pool.specs.items():
