@@ -145,7 +145,10 @@ class Orchestrator:
         on first use and kept until ``close``. A Redis store connects when it is first asked."""
         with self._store_lock:
             if self._store is None:
-                self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
+                settings = self.settings
+                self._store = open_generation_store(
+                    settings.store_target, settings.cache_ttl_s, settings.cache_max_entries
+                )
                 log.info("generation cache: %s (%s)", self._store.name, self.settings.cache)
             return self._store
 

@@ -53,7 +53,15 @@ class Settings(BaseModel):
         description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
         "still write it; off: neither.",
     )
-    cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
+    cache_ttl_s: float | None = Field(
+        604_800.0, gt=0, description="Seconds a cached generation is kept (default a week); None: for good."
+    )
+    cache_max_entries: int | None = Field(
+        100_000,
+        ge=1,
+        description="Most generations an SQLite cache keeps; the oldest over it are deleted as new ones are "
+        "written. None: no bound but the expiry. (Redis is bounded by the expiry and its own maxmemory policy.)",
+    )
 
     @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
     @classmethod
@@ -100,6 +108,7 @@ _ENV = {
     "store": "COE_STORE",
     "cache": "COE_CACHE",
     "cache_ttl_s": "COE_CACHE_TTL_S",
+    "cache_max_entries": "COE_CACHE_MAX_ENTRIES",
 }
 
 
