@@ -111,6 +111,7 @@ class SentenceEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
         self._tokenizing = threading.Lock()  # a fast tokenizer is not to be called from two threads at once
+        self._pool: ThreadPoolExecutor | None = None  # made once: see ``_workers``
 
     def _path(self) -> str:
         if self.model_ref is not None:
@@ -164,11 +165,21 @@ class SentenceEmbedder:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                with ThreadPoolExecutor(workers, thread_name_prefix="embed") as pool:
-                    list(pool.map(encode, batches))
+                list(self._workers().map(encode, batches))
             finally:
                 torch.set_num_threads(threads)
         return out
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The threads that encode, kept for the embedder's life. A pool made per call started new
+        threads each time, and glibc's malloc gives each new thread an arena in turn: the encoder's
+        large, ever differently sized buffers then fragmented one arena after another, and a
+        long-running service's memory grew with every batch (measured in
+        ``orchestrator.service.memory``)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
+            return self._pool
 
     def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
         """What ``model.encode(texts, normalize_embeddings=True)`` gives, as one batch."""

@@ -21,6 +21,7 @@ batch holds the dispatcher. Each refusal is reported to ``on_refuse`` with its r
 
 ``prepare`` (the service's warm-up) runs in the dispatcher thread before the first batch, so the
 engines have one owner from the start; requests that arrive meanwhile wait in the queue.
+``after_batch`` runs once each batch's tickets are settled (the service gives freed memory back).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Dispatcher:
         on_wait: Callable[[float], None] | None = None,
         on_refuse: Callable[[str], None] | None = None,
         prepare: Callable[[], None] | None = None,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.grouping = grouping
@@ -65,6 +67,7 @@ class Dispatcher:
         self._on_wait = on_wait
         self._on_refuse = on_refuse
         self._prepare = prepare
+        self._after_batch = after_batch
         self._waiting: list[Ticket] = []  # in arrival order
         self._running: dict[str, list[Ticket]] = {}  # query id -> tickets of the batch in flight
         self._cond = threading.Condition()
@@ -178,6 +181,11 @@ class Dispatcher:
                 log.exception("the dispatcher could not settle a batch")
                 for ticket in batch:
                     settle(ticket, error=CoeError("the service failed to finish this request"))
+            if batch and self._after_batch is not None:
+                try:
+                    self._after_batch()
+                except Exception:  # noqa: BLE001 - housekeeping must not stop the dispatcher
+                    log.exception("the dispatcher's after-batch step failed")
 
     def _next_batch(self) -> list[Ticket] | None:
         with self._cond:

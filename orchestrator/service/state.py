@@ -24,6 +24,7 @@ from orchestrator.jobs_worker import JobWorker
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
+from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.security import ApiKeys, RateLimiter
 from orchestrator.settings import ServiceSettings
@@ -45,6 +46,7 @@ class Service:
         self._serving = [True]
         self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
+        self.freed = FreedMemory()  # freed memory goes back to the system after each batch
         per_minute = settings.rate_limit_per_minute
         self.limiter = _CountedLimiter(per_minute, self.metrics) if per_minute else None
         self.dispatcher = Dispatcher(
@@ -58,6 +60,7 @@ class Service:
             on_wait=self.metrics.stage.labels("queue").observe,
             on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
             prepare=None if settings.lazy else self._warm_up,
+            after_batch=self.freed.release,
         )
         jobs = settings.jobs
         location = store_location(settings.core.store, settings.core.runs_dir)
@@ -112,6 +115,7 @@ class Service:
         started = time.perf_counter()
         with self.coe.busy:
             loaded = self.coe.warm_up()
+        self.freed.release(now=True)  # reading the recordings freed what other models recorded
         log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, ", ".join(loaded) or "no engine")
 
     def model_names(self) -> list[str]:
