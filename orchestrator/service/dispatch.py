@@ -98,7 +98,7 @@ class Dispatcher:
                 raise Unavailable("the service is shutting down")
             if self.max_queue is not None and len(self._waiting) + len(tickets) > self.max_queue:
                 refused = Overloaded(
-                    f"the service is overloaded: {len(self._waiting)} requests are waiting and the queue holds "
+                    f"the service is overloaded: {len(self._waiting)} questions are waiting and the queue holds "
                     f"{self.max_queue} (max_queue); {len(tickets)} more do not fit, retry later",
                     retry_after=self._drain_s(),
                     param="max_queue",
