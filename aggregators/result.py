@@ -37,6 +37,9 @@ class ExpertAnswer(BaseModel):
     tokens_out: int = Field(0, ge=0)
     seconds: float = Field(0.0, ge=0.0)
     error: str | None = Field(None, description="Why the expert gave no answer (failed or not run).")
+    error_type: str | None = Field(
+        None, description="The class in the error tree of what failed it (e.g. 'ReplayMiss'), when known."
+    )
     logprob: float | None = Field(
         None, le=0.0, description="Mean log-probability per generated token, where the engine gave one."
     )
@@ -68,6 +71,7 @@ class ExpertAnswer(BaseModel):
             tokens_out=generation.tokens_out,
             seconds=generation.seconds,
             error=generation.error,
+            error_type=generation.error_type if not ok else None,
             logprob=generation.logprob if ok else None,
         )
 
@@ -97,6 +101,9 @@ class AggregationResult(BaseModel):
     prompt: str = Field("", description="What the aggregator model was asked (empty for votes).")
     fallback: str | None = Field(
         None, description="Why a vote stands in for the aggregator model (it failed or did not run)."
+    )
+    skipped: str | None = Field(
+        None, description="Why the aggregator model was not called: the experts agreed (method 'consensus')."
     )
     tokens_in: int = Field(0, ge=0, description="Tokens the aggregator read (0 for votes).")
     tokens_out: int = Field(0, ge=0, description="Tokens the aggregator wrote (0 for votes).")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators.result import ExpertAnswer, Extract, wilson_interval
 from aggregators.synthesis import SynthesisOptions, synthesis_request
+from common.answers import Judge
 from common.errors import BadInput
 from common.recordings import Record, ReplayBook
+from common.requests import stated_answer
 from common.tasks import RunTasks, Task
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,11 @@ class ValidationItem:
     skill: str
     answer_format: str
     extract: Extract
+    judge: Judge = field(default_factory=Judge)
+    """Whether an answer is right (the question's judge; the caller's, for its benchmark)."""
+
+    def right(self, answer: str | None) -> bool:
+        return self.judge.correct(answer, self.gold)
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,6 @@ class SyntheticCase:
     item: ValidationItem
     answers: tuple[ExpertAnswer, ...]
     correct_expert: str
-
-
-def _is_correct(record: Record, gold: str) -> bool:
-    return bool(record.correct) if record.correct is not None else record.pred == gold
 
 
 def synthetic_cases(
@@ -75,7 +78,8 @@ def synthetic_cases(
             record = records[expert].get(item.question_id)
             if record is None or not record.text.strip():
                 continue
-            (right if _is_correct(record, item.gold) else wrong).append((expert, record))
+            said = stated_answer(record.pred, record.text, item.extract)
+            (right if item.right(said) else wrong).append((expert, record))
         if not right or len(wrong) < n_wrong:
             skipped += 1
             continue
@@ -83,7 +87,10 @@ def synthetic_cases(
         chosen = [rng.choice(right), *rng.sample(wrong, n_wrong)]
         correct_expert = chosen[0][0]
         rng.shuffle(chosen)
-        answers = tuple(ExpertAnswer(expert=expert, text=record.text, choice=record.pred) for expert, record in chosen)
+        answers = tuple(
+            ExpertAnswer(expert=expert, text=record.text, choice=stated_answer(record.pred, record.text, item.extract))
+            for expert, record in chosen
+        )
         cases.append(SyntheticCase(item, answers, correct_expert))
     log.info("aggregator selection: %d synthetic case(s), %d question(s) skipped", len(cases), skipped)
     return cases
@@ -184,7 +191,7 @@ def select_aggregator(
         for case in cases:
             generation = generations.get(f"aggsel/{candidate}/{case.item.question_id}")
             ok = generation is not None and generation.error is None
-            hit = generation is not None and ok and case.item.extract(generation.text) == case.item.gold
+            hit = generation is not None and ok and case.item.right(case.item.extract(generation.text))
             failed += not ok
             right += hit
             tally = by_skill.setdefault(case.item.skill, [0, 0])

@@ -25,11 +25,13 @@ from aggregators.result import (
     Extract,
     agreement,
 )
+from aggregators.vote import majority
 from common.answers import Judge
 from common.errors import BadInput, GenerationFailed
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
 from common.text import strip_thinking
+from common.vocabulary import MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,14 @@ class SynthesisOptions(BaseModel):
         "tokens", description="Unit of answer_limit; tokens are approximated as 4 characters."
     )
     max_tokens: int | None = Field(
-        None, ge=1, le=32768, description="Most tokens the aggregator writes; None keeps its own setting."
+        None, ge=1, le=MAX_NEW_TOKENS, description="Most tokens the aggregator writes; None keeps its own setting."
+    )
+    skip_agreement: float | None = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="Skip the aggregator when at least this share of the answers agree (by the judge), at "
+        "least two of them: 1 = unanimous; None never skips. A blank answer agrees with nothing.",
     )
 
     @property
@@ -110,8 +119,10 @@ def synthesis_request(
     options: SynthesisOptions | None = None,
     *,
     question_id: str | None = None,
+    benchmark: str | None = None,
 ) -> Request:
-    """The request that asks the aggregator to synthesise ``answers`` into one."""
+    """The request that asks the aggregator to synthesise ``answers`` into one (``question_id``
+    and ``benchmark``: the item it answers, for an aggregator that answers from recordings)."""
     options = options or SynthesisOptions()
     if not question_text.strip():
         raise BadInput(f"aggregation {task_id!r}: question_text is empty")
@@ -122,7 +133,7 @@ def synthesis_request(
         raise BadInput(f"aggregation {task_id!r}: no expert answer with any text to synthesise")
     shown = order_answers(usable, options.order, seed=options.seed, key=task_id)
     prompt = synthesis_prompt(question_text, shown, answer_format, options)
-    return Request.user(task_id, prompt, question_id=question_id, max_tokens=options.max_tokens)
+    return Request.user(task_id, prompt, question_id=question_id, benchmark=benchmark, max_tokens=options.max_tokens)
 
 
 def synthesis_result(
@@ -182,6 +193,29 @@ class SynthesisJob:
     competence: Mapping[str, float] = field(default_factory=dict)
     """Each expert's accuracy on the question's skill (experts without evidence left out)."""
     question_id: str | None = None
+    benchmark: str | None = None
+    """The benchmark whose item ``question_id`` names (``Request.benchmark``)."""
+    extract: Extract | None = None
+    """Reads an answer out of an expert's text (the consensus check)."""
+    judge: Judge | None = None
+    """Compares the answers (the consensus check); None: the text judge."""
+
+
+def consensus(
+    answers: Sequence[ExpertAnswer], ids: Sequence[str], agreement: float | None, judge: Judge | None
+) -> tuple[str, str] | None:
+    """(why, the input id whose answer stands) when the answers agree enough to skip the
+    aggregator: at least two answers, ``agreement`` of them (of every usable answer) the same by
+    ``judge``; the most competent supporter's answer stands. None otherwise."""
+    if agreement is None or len(answers) < 2:
+        return None
+    result = majority(answers, judge=judge)
+    if result.choice is None or len(result.agreed_with) < 2 or result.confidence < agreement - 1e-9:
+        return None
+    backers = [(i, a) for i, a in zip(ids, answers, strict=True) if a.expert in result.agreed_with]
+    stands = max(backers, key=lambda pair: pair[1].competence if pair[1].competence is not None else -1.0)[0]
+    how = "unanimous" if len(result.agreed_with) == len(answers) else f"{result.confidence:.0%} agree"
+    return f"{how}: {len(result.agreed_with)} of {len(answers)} experts answered {result.choice}", stands
 
 
 def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None = None) -> Compose:
@@ -212,7 +246,10 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
                 used.append(input_id)
                 answers.append(
                     ExpertAnswer(
-                        expert=generation.model, text=generation.text, competence=job.competence.get(generation.model)
+                        expert=generation.model,
+                        text=generation.text,
+                        choice=generation.stated(job.extract),
+                        competence=job.competence.get(generation.model),
                     )
                 )
         if left_out:
@@ -223,8 +260,16 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
                 f"({'; '.join(f'{i}: {why}' for i, why in left_out)})"
             )
         request = synthesis_request(
-            task.id, job.question_text, answers, job.answer_format, options, question_id=job.question_id
+            task.id,
+            job.question_text,
+            answers,
+            job.answer_format,
+            options,
+            question_id=job.question_id,
+            benchmark=job.benchmark,
         )
-        return Composed(request=request, used=tuple(used), left_out=tuple(left_out))
+        agreed = consensus(answers, used, options.skip_agreement, job.judge) if job.extract is not None else None
+        skipped, stands = agreed if agreed is not None else (None, None)
+        return Composed(request=request, used=tuple(used), left_out=tuple(left_out), skipped=skipped, stands=stands)
 
     return composed

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from aggregators.result import TEXT_JUDGE, AggregationResult, Competence, ExpertAnswer, resolve_competence
-from common.answers import Judge
+from common.answers import Judge, plurality
 from common.errors import BadInput
 from common.names import unknown_name
 
@@ -45,10 +45,6 @@ def _keys(answers: Sequence[ExpertAnswer], judge: Judge | None) -> list[str | No
 
 def _supporters(answers: Sequence[ExpertAnswer], keys: Sequence[str | None], key: str | None) -> list[ExpertAnswer]:
     return [a for a, k in zip(answers, keys) if key is not None and k == key]
-
-
-def _competence_sum(answers: Sequence[ExpertAnswer]) -> float:
-    return sum(a.competence or 0.0 for a in answers)
 
 
 def _voice(backers: Sequence[ExpertAnswer]) -> ExpertAnswer | None:
@@ -100,13 +96,13 @@ def majority(
     started = time.perf_counter()
     answers = resolve_competence(_check(answers), competence)
     keys = _keys(answers, judge)
+    won = plurality(keys, [a.competence or 0.0 for a in answers])
     counts: dict[str, float] = {}
     for key in keys:
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
-    if not counts:
+    if won is None:
         return _result("majority", answers, keys, None, 0.0, {}, started)
-    won = max(sorted(counts), key=lambda c: (counts[c], _competence_sum(_supporters(answers, keys, c))))
     return _result("majority", answers, keys, won, counts[won] / len(answers), counts, started)
 
 

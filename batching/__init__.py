@@ -14,7 +14,7 @@ from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
 from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Plan, make_plan, model_footprint, task_order
 from batching.runstore import RunStore, SQLiteRunStore
 from batching.spec import Cost, ExpertSpec, HTTPSource, ReplaySource, VLLMSource
-from batching.warm import WarmEngines
+from batching.warm import MadeEngines, WarmEngines
 
 __all__ = [
     "DEFAULT_COSTS",
@@ -39,6 +39,7 @@ __all__ = [
     "RunStore",
     "SQLiteRunStore",
     "VLLMSource",
+    "MadeEngines",
     "WarmEngines",
     "cacheable",
     "make_engine",

@@ -34,29 +34,31 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 
-from batching.cache import GenerationCache, cacheable
+from batching.cache import GenerationCache
 from batching.deltas import DeltaListener, DeltaRelay
+from batching.engine_calls import EngineCalls
 from batching.engines.base import Engine, EngineFactory
+from batching.engines.kinds import engine_kind
 from batching.plan import Phase, Plan
 from batching.results import ProgressCallback, ProgressEvent, RunMetrics, RunResult
-from batching.run_state import RunState, StoreFailed, union
-from batching.runstore import RunStore, request_key
+from batching.reuse import Reuse
+from batching.run_state import RunState, union
+from batching.runstore import RunStore
 from batching.spec import ExpertSpec
-from batching.warm import WarmEngines, split_cores
-from common.errors import BadInput, CoeError, EngineError
+from batching.warm import WarmEngines
+from common.errors import BadInput, CoeError
 from common.names import unknown_name
 from common.requests import Generation, Request
-from common.tasks import Compose, Task
+from common.tasks import Compose, Composed, Task
 
 __all__ = ["Executor", "ProgressCallback", "ProgressEvent", "RunMetrics", "RunResult"]
 
 log = logging.getLogger(__name__)
 
 
-class Executor:
+class Executor(EngineCalls, Reuse):
     """Runs plans on engines made by ``engine_factory``; checkpoints into ``store`` if given, and
     answers from (and fills) the generation ``cache`` if given."""
 
@@ -182,11 +184,22 @@ class Executor:
             )
             self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending)))
             engines: dict[str, Engine] = {}
-            with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}") as pool:
-                try:
-                    self._waves(phase, pending, models, engines, pool, state, specs, compose)
-                finally:
+            pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}")
+            interrupted = False
+            try:
+                self._waves(phase, pending, models, engines, pool, state, specs, compose)
+            except KeyboardInterrupt:
+                interrupted = True
+                raise
+            finally:
+                if interrupted:  # stop now: unload from here, wait for no batch in flight
+                    log.warning("phase %d interrupted: unloading %s", phase.index, ", ".join(engines) or "nothing")
+                    for engine in engines.values():
+                        engine.unload()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                else:
                     list(pool.map(lambda e: self._release(e, state), list(engines.values())))
+                    pool.shutdown()
             seconds = time.perf_counter() - started
             with state.lock:
                 state.metrics.phases_run += 1
@@ -217,7 +230,9 @@ class Executor:
         specs: Mapping[str, ExpertSpec],
         compose: Compose,
     ) -> None:
-        """Load the phase's models, then run its tasks wave by wave, one batch per model per wave."""
+        """Load the phase's models, then run its tasks wave by wave, one batch per model per wave.
+        A model whose every task waits on this phase's other tasks (an aggregator beside its
+        experts) is loaded only when its first task is ready: never, when all its inputs failed."""
         broken: dict[str, str] = {}
         reloaded: set[str] = set()
         if self.warm is not None:
@@ -226,34 +241,12 @@ class Executor:
         totals = Counter(state.tasks[tid].model for tid in to_run)
         with state.lock:
             state.arrived.update({m: (0, totals[m], 0) for m in models})
-        for model in models:
-            self._emit(
-                ProgressEvent(
-                    kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
-                )
-            )
-        cpus = self._split_cores([m for m in models if specs[m].source.kind == "vllm"])
-        loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
-        wait(loads)  # every engine that did load is registered (and so released) before any error is raised
-        loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
-        engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
-        for job in loads:
-            job.result()  # a load that crashed outright ends the phase now
-        for model in models:
-            _, error, seconds = loaded[model]
-            if error is not None:
-                broken[model] = error
-            self._emit(
-                ProgressEvent(
-                    kind="model_loaded",
-                    phase=phase.index,
-                    device=phase.device,
-                    model=model,
-                    total=totals[model],
-                    failed=totals[model] if error else 0,
-                    seconds=seconds,
-                )
-            )
+        cpus = self._split_cores([m for m in models if engine_kind(specs[m]).local])
+        waiting = set(to_run)
+        ready_now = {state.tasks[t].model for t in to_run if not any(d in waiting for d in state.tasks[t].after)}
+        self._load_models(
+            [m for m in models if m in ready_now], phase, totals, cpus, engines, broken, pool, state, specs
+        )
         pending = list(to_run)
         while pending:
             ready = [tid for tid in pending if all(state.resolved(d) for d in state.tasks[tid].after)]
@@ -273,6 +266,12 @@ class Executor:
             for tid, (request, _) in asked.items():
                 if tid not in hits:
                     batches.setdefault(state.tasks[tid].model, []).append((tid, request))
+            cold = [m for m in batches if m not in engines and m not in broken]
+            if cold:  # models whose tasks waited on this phase's others: loaded now that they have work
+                self._load_models(cold, phase, totals, cpus, engines, broken, pool, state, specs)
+                for model in [m for m in cold if m in broken]:
+                    for tid, _ in batches.pop(model):
+                        self._fail(state.tasks[tid], broken[model], state)
             jobs = [
                 pool.submit(self._batch, model, engines[model], items, state, reloaded)
                 for model, items in batches.items()
@@ -298,90 +297,6 @@ class Executor:
                 )
             finished = set(ready)
             pending = [tid for tid in pending if tid not in finished]
-
-    @property
-    def _reading(self) -> bool:
-        return self.cache is not None and self.cache_reads
-
-    def _from_store(
-        self, pending: list[str], state: RunState, specs: Mapping[str, ExpertSpec], compose: Compose
-    ) -> None:
-        """Resolve the phase's tasks whose request already has a stored generation (the run's
-        checkpoint, else the cache), before any model loads: wave by wave, since a composed task's
-        request is known once its inputs are. Each task is looked up once."""
-        left = list(pending)
-        while True:
-            ready = [
-                tid
-                for tid in left
-                if tid not in state.looked and all(state.resolved(d) for d in state.tasks[tid].after)
-            ]
-            if not ready:
-                return
-            asked: dict[str, tuple[Request, ExpertSpec]] = {}
-            for tid in ready:
-                request = self._request(state.tasks[tid], state, compose, {})
-                if request is not None:
-                    asked[tid] = (request, specs[state.tasks[tid].model])
-            with state.lock:
-                state.looked.update(ready)
-            found: dict[str, Generation] = {}
-            if self.store is not None:
-                keys = {tid: request_key(spec, request) for tid, (request, spec) in asked.items()}
-                stored = self.store.get_many(state.run_id, keys.values())
-                found = {tid: stored[key] for tid, key in keys.items() if key in stored}
-                with state.lock:
-                    for tid, generation in found.items():
-                        state.record(tid, generation)
-                    state.metrics.resumed += len(found)
-                if found:
-                    log.info("run %s: %d task(s) found finished in the store", state.run_id, len(found))
-            hits = self._from_cache({tid: one for tid, one in asked.items() if tid not in found}, state)
-            left = [tid for tid in left if not state.resolved(tid)]
-            if not found and not hits:
-                return
-
-    def _from_cache(self, asked: Mapping[str, tuple[Request, ExpertSpec]], state: RunState) -> set[str]:
-        """Resolve the tasks whose request the cache has answered before; returns them. Requests
-        that ask for a fresh sample are not looked up."""
-        if not self._reading or not asked:
-            return set()
-        assert self.cache is not None
-        keys = {
-            tid: request_key(spec, request)
-            for tid, (request, spec) in asked.items()
-            if cacheable(request.sampling(spec.sampling))
-        }
-        if not keys:
-            return set()
-        cached = self.cache.get_many(keys.values())
-        hits = {
-            tid: cached[key].model_copy(update={"request_id": asked[tid][0].id})
-            for tid, key in keys.items()
-            if key in cached
-        }
-        with state.lock:
-            for tid, generation in hits.items():
-                state.record(tid, generation)
-            state.cached.update(hits)
-            state.metrics.cache_hits += len(hits)
-            state.metrics.cache_misses += len(keys) - len(hits)
-        if hits:
-            log.info("run %s: %d of %d task(s) answered from the cache", state.run_id, len(hits), len(keys))
-        return set(hits)
-
-    def _to_cache(self, spec: ExpertSpec, items: list[tuple[str, Request]], out: Mapping[str, Generation]) -> None:
-        """Write a model's finished batch to the cache in one call (fresh samples left out)."""
-        if self.cache is None:
-            return
-        requests = dict(items)
-        entries = {
-            request_key(spec, requests[tid]): generation
-            for tid, generation in out.items()
-            if generation.ok and tid in requests and cacheable(requests[tid].sampling(spec.sampling))
-        }
-        if entries:
-            self.cache.put_many(entries)
 
     def _skipped(self, task_id: str, state: RunState) -> bool:
         """Whether ``skip`` names a reason not to run the task (then recorded as its failure)."""
@@ -411,7 +326,25 @@ class Executor:
             return None
         with state.lock:
             state.composed[task.id] = composed
+        if composed.skipped is not None:
+            self._settle_agreed(task, composed, inputs, state)
+            return None
         return composed.request
+
+    def _settle_agreed(self, task: Task, composed: Composed, inputs: Mapping[str, Generation], state: RunState) -> None:
+        """A task whose inputs agree needs no model: the agreeing input's answer stands as its own."""
+        stands = inputs[composed.stands] if composed.stands is not None else None
+        generation = Generation(
+            request_id=composed.request.id,
+            model=task.model,
+            text=stands.text if stands is not None else "",
+            answer=stands.answer if stands is not None else None,
+            finish_reason="skipped",
+        )
+        with state.lock:
+            state.record(task.id, generation)
+            state.metrics.skipped += 1
+        log.debug("task %s: not run (%s)", task.id, composed.skipped)
 
     def _inputs_failed(self, task: Task, state: RunState) -> bool:
         """Whether every input of a dependent task is in and failed (then it is recorded as failed,
@@ -429,177 +362,6 @@ class Executor:
         with state.lock:
             state.record(task.id, Generation(request_id=request_id, model=task.model, error=reason))
         log.info("task %s failed: %s", task.id, reason)
-
-    # -- engines ------------------------------------------------------------------------------
-
-    @contextmanager
-    def _timed(self, state: RunState, field: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            end = time.perf_counter()
-            with state.lock:
-                state.intervals.append((start, end))
-                setattr(state.metrics, field, getattr(state.metrics, field) + end - start)
-
-    def _split_cores(self, local: list[str]) -> dict[str, tuple[int, ...]]:
-        """Disjoint core sets for co-resident local models (none to give when one is alone)."""
-        return split_cores(self.cores, local)
-
-    def _load(
-        self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None
-    ) -> tuple[Engine | None, str | None, float]:
-        """Load the model's engine (or take it warm); a failed load is tried once more. Returns the
-        engine, the error if it could not be loaded, and the seconds it took."""
-        started = time.perf_counter()
-        engine, error = self._load_once_or_twice(model, spec, state, cpus)
-        return engine, error, time.perf_counter() - started
-
-    def _load_once_or_twice(
-        self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None
-    ) -> tuple[Engine | None, str | None]:
-        if self.warm is not None:
-            warm = self.warm.take(spec, cpus)
-            if warm is not None:
-                log.info("%s: still loaded from the session's last run", model)
-                return warm, None
-        try:
-            engine = self.engine_factory(spec) if cpus is None else self.engine_factory(spec, cpus=cpus)
-        except CoeError as exc:
-            log.warning("could not make an engine for %r: %s", model, exc)
-            return None, f"could not make an engine for {model!r}: {exc}"
-        error = None
-        for attempt in (1, 2):
-            try:
-                with self._timed(state, "load_seconds"):
-                    engine.load()
-            except CoeError as exc:
-                error = f"could not load {model!r}: {exc}"
-                log.info("%s (attempt %d)", error, attempt)
-                if not isinstance(exc, EngineError):
-                    break
-                continue
-            with state.lock:
-                state.metrics.loads += 1
-                state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
-            return engine, None
-        return engine, error
-
-    def _release(self, engine: Engine, state: RunState) -> None:
-        if self.warm is not None and self.warm.give_back(engine):
-            return
-        with self._timed(state, "unload_seconds"):
-            engine.unload()
-
-    def _batch(
-        self, model: str, engine: Engine, items: list[tuple[str, Request]], state: RunState, reloaded: set[str]
-    ) -> str:
-        """Run one model's whole ready batch and store what finished; returns the model."""
-        log.info("%s: generating %d request(s)", model, len(items))
-        out: dict[str, Generation] | None
-        try:
-            out = self._call(engine, items, state)
-        except StoreFailed as failed:
-            raise failed.error from failed
-        except EngineError as exc:
-            out = None
-            failure: CoeError = exc
-            if model not in reloaded and not engine.loaded:  # the engine died: restart it once
-                reloaded.add(model)
-                log.warning(
-                    "%s failed mid-phase (%s); reloading it and retrying %d request(s)",
-                    model,
-                    exc,
-                    len(items),
-                )
-                with self._timed(state, "unload_seconds"):
-                    engine.unload()
-                try:
-                    with self._timed(state, "load_seconds"):
-                        engine.load()
-                    with state.lock:
-                        state.metrics.loads += 1
-                        state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
-                    out = self._call(engine, items, state)
-                except CoeError as again:
-                    failure = again
-            if out is None:
-                out = self._isolate(engine, items, state, str(failure))
-        except CoeError as exc:
-            out = self._isolate(engine, items, state, str(exc))
-        assert out is not None
-        finished = {tid: g for tid, g in out.items() if g.ok}
-        unsaved = {tid: g for tid, g in finished.items() if tid not in state.stored}
-        if self.store is not None and unsaved:
-            requests = dict(items)
-            self.store.put(state.run_id, {request_key(engine.spec, requests[tid]): g for tid, g in unsaved.items()})
-        self._to_cache(engine.spec, items, finished)
-        with state.lock:
-            for tid, generation in out.items():
-                state.record(tid, generation)
-            state.metrics.requests_per_model[model] = state.metrics.requests_per_model.get(model, 0) + len(items)
-            state.metrics.tokens_in += sum(g.tokens_in for g in finished.values())
-            state.metrics.tokens_out += sum(g.tokens_out for g in finished.values())
-        for tid, generation in out.items():
-            if not generation.ok:
-                log.info("task %s failed on %s: %s", tid, model, generation.error)
-        return model
-
-    def _call(self, engine: Engine, items: list[tuple[str, Request]], state: RunState) -> dict[str, Generation]:
-        requests = [request for _, request in items]
-        model = engine.spec.name
-
-        def arrived(index: int, generation: Generation) -> None:
-            """Checkpoint each generation the moment it is finished, and say so."""
-            task_id, request = items[index]
-            if generation.ok and self.store is not None:
-                try:
-                    self.store.put(state.run_id, {request_key(engine.spec, request): generation})
-                except CoeError as exc:  # not the engine's fault: the run stops, nothing is retried
-                    raise StoreFailed(exc) from exc
-            with state.lock:
-                if generation.ok and self.store is not None:
-                    state.stored.add(task_id)
-                done, total, tokens = state.arrived.get(model, (0, len(items), 0))
-                state.arrived[model] = (done + 1, total, tokens + generation.tokens_out)
-                done, total, tokens = state.arrived[model]
-            self._emit(
-                ProgressEvent(
-                    kind="generated",
-                    phase=state.phase_of.get(task_id),
-                    model=model,
-                    done=min(done, total),
-                    total=total,
-                    tokens=tokens,
-                )
-            )
-
-        with self._timed(state, "generate_seconds"):
-            if state.relay is None:
-                out = engine.generate(requests, arrived)
-            else:
-                out = engine.generate(requests, arrived, on_delta=state.relay.attempt([tid for tid, _ in items]))
-        with state.lock:
-            state.metrics.generate_calls += 1
-        if len(out) != len(requests):
-            raise EngineError(f"engine {engine.spec.name!r} answered {len(out)} of {len(requests)} requests")
-        return {tid: generation for (tid, _), generation in zip(items, out, strict=True)}
-
-    def _isolate(
-        self, engine: Engine, items: list[tuple[str, Request]], state: RunState, reason: str
-    ) -> dict[str, Generation]:
-        """Halve a failing batch until the requests that fail on their own are found."""
-        if len(items) == 1 or not engine.loaded:
-            return {tid: Generation(request_id=r.id, model=engine.spec.name, error=reason) for tid, r in items}
-        out: dict[str, Generation] = {}
-        middle = len(items) // 2
-        for half in (items[:middle], items[middle:]):
-            try:
-                out.update(self._call(engine, half, state))
-            except CoeError as exc:
-                out.update(self._isolate(engine, half, state, str(exc)))
-        return out
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:

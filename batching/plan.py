@@ -15,10 +15,11 @@ the sum of its models.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from batching.engines.kinds import KINDS, ModelCost, engine_kind
+from batching.schedule import Draft, GroupGraph, group_graph, list_schedule
 from batching.spec import ExpertSpec
 from common.errors import BadInput, ConfigError
 from common.names import unknown_name
@@ -27,22 +28,8 @@ from common.tasks import Task
 __all__ = ["DEFAULT_COSTS", "ModelCost", "Phase", "Plan", "make_plan", "model_footprint", "task_order"]
 
 
-class ModelCost(BaseModel):
-    """Predicted cost of one model: a load, then tokens at its batched throughputs."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    load_seconds: float = Field(30.0, ge=0, description="Seconds to load the model.")
-    tokens_per_second: float = Field(50.0, gt=0, description="Output tokens/s for a whole batch.")
-    prompt_tokens_per_second: float = Field(1000.0, gt=0, description="Prompt tokens/s (prefill).")
-
-
-DEFAULT_COSTS: dict[str, ModelCost] = {
-    "vllm": ModelCost(load_seconds=30.0, tokens_per_second=50.0, prompt_tokens_per_second=1000.0),
-    "http": ModelCost(load_seconds=0.0, tokens_per_second=200.0, prompt_tokens_per_second=5000.0),
-    "replay": ModelCost(load_seconds=1.0, tokens_per_second=1e6, prompt_tokens_per_second=1e6),
-}
-"""Defaults per engine kind, measured roughly on a 2-core CPU for vLLM; override per model."""
+DEFAULT_COSTS: dict[str, ModelCost] = {name: kind.cost for name, kind in KINDS.items()}
+"""Defaults per engine kind (``batching.engines.kinds``); override per model."""
 
 _COMPOSED_OVERHEAD_TOKENS = 100  # instructions around the answers an aggregation prompt quotes
 
@@ -160,7 +147,7 @@ def model_footprint(name: str, spec: ExpertSpec, footprints: Mapping[str, float]
         return float(footprints[name])
     if spec.memory_mb is not None:
         return float(spec.memory_mb)
-    if spec.source.kind in ("replay", "http"):
+    if not engine_kind(spec).local:
         return 0.0  # served from a file or from elsewhere: holds no local accelerator memory
     raise ConfigError(f"model {name!r} has no memory footprint: set memory_mb in its pool entry or pass a measured one")
 
@@ -180,66 +167,6 @@ def _tokens(
         dep_spec = specs[dep_task.model]
         quoted += (dep_task.request.max_tokens if dep_task.request else None) or dep_spec.sampling.max_tokens
     return quoted + _COMPOSED_OVERHEAD_TOKENS, out
-
-
-def _groups(models: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of the model graph (Tarjan), in first-seen order."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(root: str) -> None:
-        work = [(root, iter(sorted(edges[root])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, successors = work[-1]
-            advanced = False
-            for nxt in successors:
-                if nxt not in index:
-                    index[nxt] = low[nxt] = len(index)
-                    stack.append(nxt)
-                    on_stack.add(nxt)
-                    work.append((nxt, iter(sorted(edges[nxt]))))
-                    advanced = True
-                    break
-                if nxt in on_stack:
-                    low[node] = min(low[node], index[nxt])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                group = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    group.append(member)
-                    if member == node:
-                        break
-                found.append(group)
-
-    for model in models:
-        if model not in index:
-            visit(model)
-    rank = {m: i for i, m in enumerate(models)}
-    return [sorted(g, key=rank.__getitem__) for g in found]
-
-
-@dataclass
-class _Draft:
-    """A phase while the list scheduler builds it."""
-
-    index: int
-    device: int
-    start: float
-    after: list[int]
-    groups: list[int] = field(default_factory=list)
-    memory: float = 0.0
 
 
 def make_plan(
@@ -265,7 +192,6 @@ def make_plan(
     footprints = dict(footprints or {})
     costs = dict(costs or {})
     ordered = task_order(tasks)
-    by_id = {t.id: t for t in ordered}
     models: list[str] = []
     for task in tasks:
         if task.model not in specs:
@@ -282,7 +208,25 @@ def make_plan(
         if size[model] > budget_mb:
             raise BadInput(f"model {model!r} needs {size[model]:g} MB, more than the memory budget of {budget_mb:g} MB")
 
-    # predicted seconds per model
+    seconds = _model_seconds(ordered, models, specs, costs)
+    graph = group_graph(ordered, models, size, seconds, aggs, budget_mb)
+    drafts, finish = list_schedule(graph, devices, budget_mb)
+    out = _phases(drafts, graph, ordered)
+    return Plan(
+        phases=tuple(out),
+        devices=devices,
+        budget_mb=budget_mb,
+        aggregators=tuple(sorted(aggs & set(models))),
+        predicted_loads=sum(len(p.models) for p in out),
+        predicted_seconds=round(max(finish.values(), default=0.0), 3),
+    )
+
+
+def _model_seconds(
+    ordered: Sequence[Task], models: list[str], specs: Mapping[str, ExpertSpec], costs: Mapping[str, ModelCost]
+) -> dict[str, float]:
+    """Each model's predicted seconds: its load, then its prompt and output tokens over its speeds."""
+    by_id = {t.id: t for t in ordered}
     prompt = {m: 0 for m in models}
     output = {m: 0 for m in models}
     for task in ordered:
@@ -291,99 +235,21 @@ def make_plan(
         output[task.model] += o
     seconds = {}
     for m in models:
-        cost = costs.get(m) or DEFAULT_COSTS[specs[m].source.kind]
+        cost = costs.get(m) or engine_kind(specs[m]).cost
         seconds[m] = cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
+    return seconds
 
-    # model graph (edge: input model -> model that needs it) and its groups
-    needs: dict[str, set[str]] = {m: set() for m in models}
-    for task in ordered:
-        for dep in task.after:
-            if by_id[dep].model != task.model:
-                needs[task.model].add(by_id[dep].model)
-    feeds: dict[str, set[str]] = {m: set() for m in models}
-    for model, inputs in needs.items():
-        for source in inputs:
-            feeds[source].add(model)
-    groups = _groups(models, feeds)
-    group_of = {m: gi for gi, g in enumerate(groups) for m in g}
-    for group in groups:
-        total = sum(size[m] for m in group)
-        if total > budget_mb:
-            raise BadInput(
-                f"models {', '.join(group)} need each other's output so must be resident together, "
-                f"but need {total:g} MB, more than the memory budget of {budget_mb:g} MB"
-            )
-    g_needs = [{group_of[d] for m in g for d in needs[m]} - {gi} for gi, g in enumerate(groups)]
-    g_feeds: list[set[int]] = [set() for _ in groups]
-    for gi, group_inputs in enumerate(g_needs):
-        for group_source in group_inputs:
-            g_feeds[group_source].add(gi)
-    g_cost = [sum(seconds[m] for m in g) for g in groups]
-    g_size = [sum(size[m] for m in g) for g in groups]
-    g_agg = [any(m in aggs for m in g) for g in groups]
 
-    rank: dict[int, float] = {}  # upward rank: own cost + longest path after it
-    for gi in reversed(_group_order(g_needs)):
-        rank[gi] = g_cost[gi] + max((rank[s] for s in g_feeds[gi]), default=0.0)
-
-    # list scheduling over devices; a phase is a draft being built
-    phases: list[_Draft] = []
-    current: list[int | None] = [None] * devices  # open phase per device
-    free = [0.0] * devices
-    finish: dict[int, float] = {}
-    phase_of_group: dict[int, int] = {}
-    waiting = {gi: len(g_needs[gi]) for gi in range(len(groups))}
-    ready = [gi for gi, n in waiting.items() if n == 0]
-    while ready:
-        ready.sort(key=lambda gi: (g_agg[gi], -rank[gi], gi))
-        gi = ready.pop(0)
-        best = None
-        for d in range(devices):
-            dep_phases = {phase_of_group[s] for s in g_needs[gi]}
-            open_phase = current[d]
-            if open_phase is not None:
-                ph = phases[open_phase]
-                allowed = {open_phase, *ph.after} | {p.index for p in phases if p.device == d}
-                if ph.memory + g_size[gi] <= budget_mb and dep_phases <= allowed:
-                    option = (free[d], 0, d, True)
-                    best = option if best is None or option < best else best
-                    continue
-            start = max([free[d], *(finish[s] for s in g_needs[gi])])
-            option = (start, 1, d, False)
-            best = option if best is None or option < best else best
-        assert best is not None
-        start, _, d, merge = best
-        if merge:
-            open_index = current[d]
-            assert open_index is not None
-            ph = phases[open_index]
-        else:
-            ph = _Draft(
-                index=len(phases),
-                device=d,
-                start=start,
-                after=sorted({phase_of_group[s] for s in g_needs[gi]} - {p.index for p in phases if p.device == d}),
-            )
-            phases.append(ph)
-            current[d] = ph.index
-        ph.groups.append(gi)
-        ph.memory += g_size[gi]
-        phase_of_group[gi] = ph.index
-        free[d] = start + g_cost[gi]
-        finish[gi] = free[d]
-        for user in g_feeds[gi]:
-            waiting[user] -= 1
-            if waiting[user] == 0:
-                ready.append(user)
-
+def _phases(drafts: list[Draft], graph: GroupGraph, ordered: Sequence[Task]) -> list[Phase]:
+    """The drafts as phases, ordered by predicted start (creation order breaks ties, so inputs come first)."""
     # phases ordered by predicted start (creation order breaks ties, so inputs come first)
-    order = sorted(range(len(phases)), key=lambda i: (phases[i].start, i))
+    order = sorted(range(len(drafts)), key=lambda i: (drafts[i].start, i))
     renumber = {old: new for new, old in enumerate(order)}
     out = []
     for new, old in enumerate(order):
-        ph = phases[old]
-        phase_models = [m for gi in ph.groups for m in groups[gi]]
-        served = [t for t in ordered if group_of[t.model] in ph.groups]
+        ph = drafts[old]
+        phase_models = [m for gi in ph.groups for m in graph.groups[gi]]
+        served = [t for t in ordered if graph.group_of[t.model] in ph.groups]
         out.append(
             Phase(
                 index=new,
@@ -395,33 +261,7 @@ def make_plan(
                 composed={m: sum(t.model == m and t.request is None for t in served) for m in phase_models},
                 memory_mb=ph.memory,
                 predicted_start=round(ph.start, 3),
-                predicted_seconds=round(sum(g_cost[gi] for gi in ph.groups), 3),
+                predicted_seconds=round(sum(graph.seconds[gi] for gi in ph.groups), 3),
             )
         )
-    return Plan(
-        phases=tuple(out),
-        devices=devices,
-        budget_mb=budget_mb,
-        aggregators=tuple(sorted(aggs & set(models))),
-        predicted_loads=sum(len(p.models) for p in out),
-        predicted_seconds=round(max(finish.values(), default=0.0), 3),
-    )
-
-
-def _group_order(needs: list[set[int]]) -> list[int]:
-    """Groups in topological order (inputs first); the group graph is acyclic by construction."""
-    waiting = [len(n) for n in needs]
-    feeds: list[list[int]] = [[] for _ in needs]
-    for gi, inputs in enumerate(needs):
-        for source in inputs:
-            feeds[source].append(gi)
-    ready = [gi for gi, n in enumerate(waiting) if n == 0]
-    order = []
-    while ready:
-        gi = ready.pop(0)
-        order.append(gi)
-        for user in feeds[gi]:
-            waiting[user] -= 1
-            if waiting[user] == 0:
-                ready.append(user)
-    return order
+    return out

@@ -51,6 +51,9 @@ class RunMetrics(BaseModel):
     load_seconds: float = 0.0
     generate_seconds: float = 0.0
     unload_seconds: float = 0.0
+    wakes: int = Field(0, description="Engines a warm session had put to sleep, woken instead of loaded.")
+    failed_wakes: int = Field(0, description="Sleeping engines that did not wake (unloaded, then loaded afresh).")
+    wake_seconds: float = Field(0.0, description="Seconds spent waking sleeping engines.")
     engine_seconds: float = Field(0.0, description="Wall time during which any engine call was running.")
     generate_calls: int = 0
     requests_per_model: dict[str, int] = Field(default_factory=dict)
@@ -62,6 +65,7 @@ class RunMetrics(BaseModel):
     cache_hits: int = Field(0, description="Tasks answered from the generation cache (no load, no engine call).")
     cache_misses: int = Field(0, description="Tasks looked up in the generation cache and not found there.")
     failed: int = 0
+    skipped: int = Field(0, description="Composed tasks not run: their inputs agreed (an aggregation's consensus).")
     wall_seconds: float = 0.0
     overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")
 

@@ -1,10 +1,10 @@
 """Run stores: every finished generation of a batch run, so a killed run resumes where it was.
 
 Generations are keyed by what was asked: ``request_key`` digests the model's source and
-prompting, the request's messages and question id, its effective sampling, and whether it asked
-for log-probabilities (a generation made without them cannot answer one that asks). A reused run
-id with a changed pool, policy or prompt therefore regenerates exactly what changed, and never
-returns an answer to a different request.
+prompting, the request's messages and question id (and benchmark, for a replay expert), its
+effective sampling, and whether it asked for log-probabilities (a generation made without them
+cannot answer one that asks). A reused run id with a changed pool, policy or prompt therefore
+regenerates exactly what changed, and never returns an answer to a different request.
 
 ``RunStore`` is the protocol the executor uses (``get_many``, ``put``); ``SQLiteRunStore``
 keeps one table keyed by (run id, request key) in a WAL-mode SQLite file and commits once per
@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
+from batching.engines.kinds import engine_kind
 from batching.spec import ExpertSpec
 from common.errors import BadInput, CoeError
 from common.requests import Generation, Request
@@ -49,15 +50,6 @@ CREATE TABLE IF NOT EXISTS generations (
 """
 
 
-_DECIDING = {
-    "vllm": {"kind", "model", "dtype", "max_model_len"},
-    "http": {"kind", "base_url", "model"},
-    "replay": {"kind", "model"},
-}
-"""The source fields that decide a generation; timeouts, retries, memory shares, where a
-recording file lies and the like do not, so changing them keeps what is stored."""
-
-
 def request_key(spec: ExpertSpec, request: Request) -> str:
     """A digest of everything that decides a generation: the expert (its name, model source and
     prompting), the request's messages and question id (replay answers by it), and the sampling
@@ -65,7 +57,7 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     lacks ``Generation.logprob``). The request's own id is not part of it."""
     asked: dict[str, object] = {
         "expert": spec.name,
-        "source": spec.source.model_dump(mode="json", include=_DECIDING[spec.source.kind]),
+        "source": spec.source.model_dump(mode="json", include=set(engine_kind(spec).deciding)),
         "prompt_mode": spec.prompt_mode,
         "chat_template": spec.chat_template,
         "system_prompt": spec.system_prompt,
@@ -75,6 +67,8 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     }
     if request.logprobs:  # only when asked, so the keys of every other request stay as they were
         asked["logprobs"] = True
+    if request.benchmark is not None and engine_kind(spec).recorded:  # only where it decides: the recording
+        asked["benchmark"] = request.benchmark
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
@@ -175,6 +169,11 @@ class SQLiteRunStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise BadInput(f"run store {self.path} cannot be written: {exc}") from exc
+
+    def count(self, run_id: str) -> int:
+        """How many generations are stored under ``run_id``."""
+        with self._lock:
+            return int(self._read("SELECT COUNT(*) FROM generations WHERE run_id = ?", (run_id,))[0][0])
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:

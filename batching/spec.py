@@ -41,6 +41,11 @@ class VLLMSource(_Strict):
     )
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per model.")
     enforce_eager: bool = Field(True, description="Skip graph capture: much faster start.")
+    sleep_mode: bool = Field(
+        True,
+        description="Where vLLM has its sleep mode (CUDA, ROCm, XPU), start the engine with it, so a warm "
+        "session parks the model (weights in host memory) to make room and wakes it instead of loading it.",
+    )
 
 
 class HTTPSource(_Strict):
@@ -56,11 +61,21 @@ class HTTPSource(_Strict):
 
 
 class ReplaySource(_Strict):
-    """Answers recorded earlier from a real model, looked up by question id."""
+    """Answers recorded earlier from a real model on one benchmark, looked up by question id.
+
+    A recordings file does not say which benchmark it answers, and question ids of different
+    benchmarks collide, so the source names it: a request for an item of another benchmark is
+    a ``ReplayMiss``, never the answer to whatever question had that id."""
 
     kind: Literal["replay"] = "replay"
     path: Path = Field(..., description="JSONL file (gzip or not) of recorded answers.")
     model: str = Field(..., min_length=1, description="The model's name in the recordings.")
+    benchmark: str = Field(
+        ...,
+        pattern=NAME_PATTERN,
+        description="The benchmark whose questions the recordings answer, e.g. 'mmlu_pro' (a built-in "
+        "name, or the name of a benchmark spec file).",
+    )
 
 
 Source = Annotated[VLLMSource | HTTPSource | ReplaySource, Field(discriminator="kind")]

@@ -8,10 +8,14 @@ profiled by ``orchestrator.profiling.profile_pool`` (``coe profile``'s code), an
 test part, reported. A question's skill weights come from the profiled pool's router
 (``--skills router``: classifier and topics) or from its dataset category (``labels``); an
 expert's competence on it is its skill-weighted smoothed accuracy (router.expected_accuracy);
-the routed experts are ``Orchestrator.router(policy, k)``'s choice. On the test part:
+the routed experts are ``Orchestrator.router(policy, k)``'s choice. Every vote is counted by the
+question's judge and judged right or wrong by it, through ``_replay.Ballot`` (the routing and
+cost routing benchmarks count with the same ballots). On the test part:
 
     single_best            the expert with the best train profile, alone
-    majority_all           aggregators.majority, all six (the same figure as routing.py's "all")
+    majority_all           aggregators.majority, all six (the same figure as routing.py's "all";
+                           its ties go to the larger summed competence, so with other skill
+                           weights, as in the dataset-label block, it may move slightly)
     weighted_all           aggregators.weighted with n_options=K: log((K-1) p/(1-p)), p = the
                            expert's competence: the odds of being right against one given wrong
                            option (the vote we use)
@@ -39,15 +43,14 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from _replay import POOL_DIR, Choices, expert_choices, replay_pool
+from _replay import POOL_DIR, Ballot, Ballots, Choices, ballots, expert_choices, replay_pool
 
-from aggregators import AggregationResult, ExpertAnswer, majority, weighted, wilson_interval
-from eval import Question, get_benchmark, split
+from aggregators import AggregationResult, wilson_interval
+from eval import Benchmark, Question, get_benchmark, split
 from orchestrator import Orchestrator, load_settings
 from orchestrator.profiling import profile_pool
-from router import POLICIES, expected_accuracy
+from router import POLICIES
 from skills import cached_embed, make_embedder, question_skills
-from skills.profile import Profile
 
 log = logging.getLogger("benchmarks.aggregation")
 
@@ -64,10 +67,6 @@ Weights = list[dict[str, float]]
 def label_weights(questions: Sequence[Question]) -> Weights:
     """Skill weights from the dataset's own category label."""
     return [{skill: 1.0 for skill in question_skills(q)} for q in questions]
-
-
-def expert_answers(question: Question, choices: Choices, competence: Mapping[str, float]) -> list[ExpertAnswer]:
-    return [ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in choices[question.id].items()]
 
 
 def summary(hits: Sequence[bool]) -> dict:
@@ -90,42 +89,40 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], *, seed: int = 0, ro
     }
 
 
-def votes(answers: list[ExpertAnswer], n_options: int) -> dict[str, AggregationResult]:
+def votes(ballot: Ballot, experts: Sequence[str] | None, n_options: int) -> dict[str, AggregationResult]:
+    """Each vote of ``experts`` (all when None) on one ballot, counted by the question's judge."""
     return {
-        "majority": majority(answers),
-        "weighted": weighted(answers),
-        "weighted_kclass": weighted(answers, n_options=n_options),
+        "majority": ballot.majority(experts),
+        "weighted": ballot.weighted(experts),
+        "weighted_kclass": ballot.weighted(experts, n_options=n_options),
     }
 
 
 def evaluate(
     test: Sequence[Question],
-    choices: Choices,
-    profile: Profile,
-    weights: Weights,
+    book: Ballots,
+    best: str,
     routes: Mapping[str, list[list[str]]],
 ) -> tuple[dict[str, list[bool]], dict[str, list[float]], dict[str, list[int]]]:
-    """Hits per method (``<vote>_all``, ``<vote>_<policy>``, oracles), confidences and routed k."""
-    best = profile.best_expert()
+    """Hits per method (``<vote>_all``, ``<vote>_<policy>``, oracles; ``best`` alone as
+    ``single_best``), confidences and routed k, every answer judged by its ballot."""
     hits: dict[str, list[bool]] = {"single_best": [], "oracle_all": []}
     confidence: dict[str, list[float]] = {}
     sizes: dict[str, list[int]] = {policy: [] for policy in routes}
     for index, question in enumerate(test):
-        everyone = expert_answers(question, choices, expected_accuracy(profile, weights[index]))
-        groups = {"all": everyone}
+        ballot = book[question.id]
+        groups: dict[str, Sequence[str] | None] = {"all": None}
         for policy, chosen in routes.items():
-            names = set(chosen[index])
-            groups[policy] = [a for a in everyone if a.expert in names]
-            sizes[policy].append(len(names))
-        for group, answers in groups.items():
-            for vote, result in votes(answers, len(question.options)).items():
-                hits.setdefault(f"{vote}_{group}", []).append(result.choice == question.answer)
+            groups[policy] = chosen[index]
+            sizes[policy].append(len(set(chosen[index])))
+        for group, experts in groups.items():
+            for vote, result in votes(ballot, experts, len(question.options)).items():
+                hits.setdefault(f"{vote}_{group}", []).append(ballot.right(result.choice))
                 confidence.setdefault(f"{vote}_{group}", []).append(result.confidence)
             if group != "all":
-                right = any(a.choice == question.answer for a in answers)
-                hits.setdefault(f"oracle_{group}", []).append(right)
-        hits["single_best"].append(choices[question.id][best] == question.answer)
-        hits["oracle_all"].append(any(a.choice == question.answer for a in everyone))
+                hits.setdefault(f"oracle_{group}", []).append(ballot.any_right(experts))
+        hits["single_best"].append(ballot.right(ballot.votes[best].choice))
+        hits["oracle_all"].append(ballot.any_right())
     return hits, confidence, sizes
 
 
@@ -137,6 +134,7 @@ def confident_half(hits: Sequence[bool], confidence: Sequence[float]) -> float:
 
 def measure(
     coe: Orchestrator,
+    bench: Benchmark,
     test: Sequence[Question],
     choices: Choices,
     weights: Weights,
@@ -150,7 +148,8 @@ def measure(
     ids = [q.id for q in test]
     routes = {name: [d.expert_names for d in coe.router(name, k).route_weights(weights, ids)] for name in policies}
     profile = coe.router(policy, k).profile
-    hits, confidence, sizes = evaluate(test, choices, profile, weights, routes)
+    book = ballots(bench, test, choices, profile, weights)
+    hits, confidence, sizes = evaluate(test, book, profile.best_expert(), routes)
     keys = {
         "single_best": "single_best",
         "majority_all": "majority_all",
@@ -226,7 +225,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             scorer = coe.router(args.policy, args.k).scorer
             test_vectors = vectors[[row[q.id] for q in test]]
             weights = scorer.weights_from_vectors(test_vectors)  # type: ignore[attr-defined]
-        blocks[skills] = measure(coe, test, choices, weights, policy=args.policy, k=args.k, seed=args.seed)
+        blocks[skills] = measure(coe, bench, test, choices, weights, policy=args.policy, k=args.k, seed=args.seed)
     main_skills = next(iter(blocks))
     profile = coe.router(args.policy, args.k).profile
     report = {

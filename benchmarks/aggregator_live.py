@@ -6,7 +6,8 @@ the models' context) are answered through the SDK, ``Orchestrator.answer_batch``
 (SmolLM2-135M-Instruct) synthesises their answers, all scheduled by the batch planner.
 Reported, from each ``Answer``: how often the final choice matches the experts' majority
 (``aggregators.majority`` over ``answer.trace.experts``), any expert, and the gold answer,
-with parse rates and the run's loads and wall time.
+with parse rates and the run's loads and wall time. Answers are compared and judged by the
+question's judge (``Benchmark.judge``), the votes counted by it.
 
     python benchmarks/aggregator_live.py [--n 20] [--seed 0]          # prints the figures
     python benchmarks/aggregator_live.py --dry-run                     # FakeEngine: plumbing only
@@ -16,7 +17,8 @@ with parse rates and the run's loads and wall time.
 ``--select N`` also chooses the aggregator among the pool's models on the synthetic task:
 N questions of the train part of the split benchmarks/aggregation.py uses
 (``eval.splits.split``, seed 0), each with one correct and two incorrect recorded answers of
-the replay small pool, run through ``Orchestrator.run_tasks``; ``--pool-dir`` saves the
+the replay small pool (right or wrong by the question's judge on the answer each recording
+states, not by its own ``correct`` flag), run through ``Orchestrator.run_tasks``; ``--pool-dir`` saves the
 choice as D/aggregator/choice.vN.json.
 
 With ``--write`` the figures go into benchmarks/results/aggregation.json under
@@ -30,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from aggregators import (
@@ -44,7 +47,7 @@ from aggregators import (
 )
 from batching import FakeEngine
 from common.recordings import replay_book
-from common.requests import Generation
+from common.requests import Generation, stated_answer
 from common.tasks import Task
 from eval import Benchmark, Question, get_benchmark, replay_path, sample, split
 from eval.benchmarks import format_options
@@ -76,30 +79,33 @@ def rate(hits: Sequence[bool]) -> dict:
     }
 
 
-def score(questions: Sequence[Question], answers: Sequence[Answer], experts: Sequence[str]) -> dict:
-    """The final choices against the experts' majority, any expert's choice and the gold answer."""
-    gold = {q.id: q.answer for q in questions}
+def score(bench: Benchmark, questions: Sequence[Question], answers: Sequence[Answer], experts: Sequence[str]) -> dict:
+    """The final choices against the experts' majority, any expert's choice and the gold answer,
+    each comparison the question's judge's."""
+    by_id = {q.id: q for q in questions}
     rows, agg_gold, agg_major, agg_any, agg_parsed, major_gold = [], [], [], [], [], []
     expert_gold: dict[str, list[bool]] = {e: [] for e in experts}
     expert_parsed: dict[str, list[bool]] = {e: [] for e in experts}
     for answer in answers:
+        question = by_id[answer.question_id]
+        judge = bench.judge(question)
         calls = answer.trace.experts
         arrived = [ExpertAnswer(expert=c.expert, choice=c.choice) for c in calls if c.error is None]
         said = {a.expert: a.choice for a in arrived}
         for expert in experts:
             expert_parsed[expert].append(said.get(expert) is not None)
-            expert_gold[expert].append(said.get(expert) == gold[answer.question_id])
-        vote = majority(arrived).choice if arrived else None
+            expert_gold[expert].append(judge.correct(said.get(expert), question.answer))
+        vote = majority(arrived, judge=judge).choice if arrived else None
         choice = answer.choice if answer.error is None else None
         agg_parsed.append(choice is not None)
-        agg_gold.append(choice == gold[answer.question_id])
-        agg_major.append(vote is not None and choice == vote)
-        agg_any.append(choice is not None and choice in said.values())
-        major_gold.append(vote is not None and vote == gold[answer.question_id])
+        agg_gold.append(judge.correct(choice, question.answer))
+        agg_major.append(judge.same(choice, vote))
+        agg_any.append(any(judge.same(choice, s) for s in said.values()))
+        major_gold.append(judge.correct(vote, question.answer))
         rows.append(
             {
                 "question_id": answer.question_id,
-                "gold": gold[answer.question_id],
+                "gold": question.answer,
                 "experts": said,
                 "majority": vote,
                 "aggregator": choice,
@@ -132,29 +138,34 @@ def select(
     fitting = [q for q in train if len(bench.prompt(q)) <= MAX_PROMPT_CHARS]
     experts = small_replay_models()
     records = records_for(replay_book(replay_path(data_dir)), {m: m for m in experts})
-    items = [
-        ValidationItem(
+    items = {
+        q.id: ValidationItem(
             q.id,
             f"{q.text.strip()}\n\nOptions:\n{format_options(q.options)}",
             q.answer,
             question_skills(q)[0],
             bench.answer_format,
-            bench.extractor(q),
+            partial(bench.extract, q),
+            bench.judge(q),
         )
         for q in fitting
-    ]
+    }
 
     class Item:  # eval.splits keys items by ``id``
         def __init__(self, item: ValidationItem) -> None:
             self.id, self.item = item.question_id, item
 
+    def right(question: Question, model: str) -> bool:
+        """The judge's verdict on the answer the recording states (its pred, else its text's)."""
+        record = records[model][question.id]
+        return bench.check(question, stated_answer(record.pred, record.text, items[question.id].extract))
+
     # draw n among the questions that can make a case (one right, two wrong answers)
-    usable = [
-        Item(item)
-        for item in items
-        if sum(records[m][item.question_id].correct == 1 for m in experts) >= 1
-        and sum(records[m][item.question_id].correct == 0 for m in experts) >= 2
-    ]
+    usable = []
+    for q in fitting:
+        verdicts = [right(q, m) for m in experts if q.id in records[m]]
+        if sum(verdicts) >= 1 and len(verdicts) - sum(verdicts) >= 2:
+            usable.append(Item(items[q.id]))
     drawn = [wrapped.item for wrapped in sample(usable, n, seed)]
     options = SynthesisOptions(answer_limit=answer_tokens, limit_unit="tokens", seed=seed)
     choice = select_aggregator(candidates, drawn, records, run, options=options, seed=seed)
@@ -217,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         started = time.perf_counter()
         answers = coe.answer_batch(questions, benchmark=bench, policy="all")
         wall = time.perf_counter() - started
-        report = score(questions, answers, coe.pool.expert_names)
+        report = score(bench, questions, answers, coe.pool.expert_names)
         report.update(
             {
                 "pool": coe.pool.name,

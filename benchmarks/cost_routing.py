@@ -11,7 +11,10 @@ Two shipped pools, each measured the same way, every step the product's own:
 - everything reported is measured on the other half: the calibrated setting and the whole
   curve of the knob (with the confidence model fitted on the first half), each point played by
   ``router.calibration.play`` (the rules the pipeline runs); the calibrated cascade is also run
-  through the SDK in real rounds, and its accuracy, cost and loads are reported beside.
+  through the SDK in real rounds, and its accuracy, cost and loads are reported beside;
+- every answer is right or wrong by the question's judge (``orchestrator.calibrating.verdicts``,
+  ``coe calibrate``'s own ``Correct``), and the majority of all experts is ``_replay.majority_all``
+  (``aggregators.majority`` with the judge: the routing and aggregation benchmarks' figure).
 
 Pools and targets:
 - ``pools/replay-mixed`` (costs in active parameters): reference Llama-3.1-70B alone; target
@@ -37,16 +40,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from _replay import replay_pool
+from _replay import Ballots, ballots, majority_all, replay_pool
 
 from aggregators import wilson_interval
 from eval import Question, get_benchmark, split
 from orchestrator import Orchestrator, Settings, load_settings
-from orchestrator.calibrating import recorded_answers
+from orchestrator.calibrating import recorded_answers, verdicts
 from orchestrator.profiling import profile_pool
 from orchestrator.settings import shipped_pool
 from router import Router
-from router.calibration import KNOBS, Recorded, Target, calibrate, play, score, sweep
+from router.calibration import KNOBS, Correct, Recorded, Target, calibrate, play, sweep
 from router.cascade import leader
 from skills import cached_embed, make_embedder
 
@@ -83,7 +86,12 @@ def loads(router: Router, weights: Sequence[Mapping[str, float]], ids: Sequence[
 
 
 def oracle_escalation(
-    router: Router, weights: Sequence[Mapping[str, float]], ids: Sequence[str], recorded: Recorded, gold, ref_cost
+    router: Router,
+    weights: Sequence[Mapping[str, float]],
+    ids: Sequence[str],
+    recorded: Recorded,
+    correct: Correct,
+    ref_cost: float,
 ) -> dict:
     """The same ladders with a perfect confidence signal: climb exactly when the answer so far is
     wrong and the next rung's is right. The bound on what better confidence could buy."""
@@ -96,27 +104,27 @@ def oracle_escalation(
         for rung in decision.later:
             new = [answers[e] for e in rung.names]
             after = new if rung.replaces else voters + new
-            if leader(voters, competence) == gold[qid] or leader(after, competence) != gold[qid]:
+            if correct(qid, leader(voters, competence)) or not correct(qid, leader(after, competence)):
                 break  # climbing would not help
             voters = after
             cost += sum(router.costs[e] for e in rung.names)
-        right += leader(voters, competence) == gold[qid]
+        right += correct(qid, leader(voters, competence))
     return {"accuracy": round(right / len(ids), 4), "cost_ratio": round(cost / len(ids) / ref_cost, 4)}
 
 
 def naive_cascade(
-    ids: Sequence[str], recorded: Recorded, gold: Mapping[str, str], costs: Mapping[str, float], pair, strong
+    ids: Sequence[str], recorded: Recorded, book: Ballots, costs: Mapping[str, float], pair, strong
 ) -> dict:
-    """Two small models; the strong one when they disagree (or either is unreadable)."""
+    """Two small models; the strong one when they disagree (or either is unreadable), by the judge."""
     right = cost = 0.0
     for qid in ids:
         a, b = (recorded[qid][e].choice for e in pair)
         cost += sum(costs[e] for e in pair)
-        if a is not None and a == b:
-            right += a == gold[qid]
+        if book[qid].judge.same(a, b):
+            right += book[qid].right(a)
         else:
             cost += costs[strong]
-            right += recorded[qid][strong].choice == gold[qid]
+            right += book[qid].right(recorded[qid][strong].choice)
     return {"accuracy": right / len(ids), "cost": cost / len(ids)}
 
 
@@ -129,7 +137,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
     started = time.perf_counter()
     recorded = recorded_answers(answering, every, bench)  # coe calibrate's own
     questions = [q for q in every if q.id in recorded]
-    gold = {q.id: q.answer for q in questions}
+    correct = verdicts(questions, bench)  # coe calibrate's own: the judge's verdicts
     log.info(
         "%s: %d questions answered by every expert in %.1f s",
         spec["dir"].name,
@@ -153,13 +161,14 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
     train_ids, test_ids = [q.id for q in train], [q.id for q in test]
     costs = pool.costs
     reference = spec["reference"] or max(
-        pool.expert_names, key=lambda e: sum(recorded[i][e].choice == gold[i] for i in train_ids)
+        pool.expert_names, key=lambda e: sum(correct(i, recorded[i][e].choice) for i in train_ids)
     )
     target = Target(reference=reference, **spec["target"])
-    ref_right = sum(recorded[i][reference].choice == gold[i] for i in test_ids)
+    ref_right = sum(correct(i, recorded[i][reference].choice) for i in test_ids)
     ref_accuracy, ref_cost = ref_right / len(test_ids), costs[reference]
-    majority_all = Router(base.profile, scorer, "all", costs=costs)
-    everyone = score(majority_all, majority_all.route_weights(test_w, test_ids), recorded, gold)
+    keys = {qid: {e: heard.choice for e, heard in recorded[qid].items()} for qid in test_ids}
+    book = ballots(bench, test, keys, base.profile, test_w)
+    everyone = sum(majority_all(book, test_ids)) / len(test_ids)
 
     def make(policy: str):
         return lambda selection, confidence: Router(
@@ -175,7 +184,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
     policies = {}
     for policy in spec["policies"]:
         started = time.perf_counter()
-        calibration = calibrate(make(policy), policy, train_w, train_ids, recorded, gold, target, strict=False)
+        calibration = calibrate(make(policy), policy, train_w, train_ids, recorded, correct, target, strict=False)
         fit_seconds = time.perf_counter() - started
         knob = KNOBS[policy][0]
         curve = sweep(
@@ -184,7 +193,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
             test_w,
             test_ids,
             recorded,
-            gold,
+            correct,
             reference,
             fixed=calibration.achieved.fixed,  # the calibrated ladder's curve
         )
@@ -222,10 +231,10 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
         )
         if policy == "cascade":
             policies[policy]["oracle_escalation"] = oracle_escalation(
-                router, test_w, test_ids, recorded, gold, ref_cost
+                router, test_w, test_ids, recorded, correct, ref_cost
             )
             pool.artefacts.save_calibration(calibration)
-            policies[policy]["sdk_run"] = sdk_cascade(settings, pool, test, gold, ref_cost)
+            policies[policy]["sdk_run"] = sdk_cascade(settings, pool, test, correct, ref_cost)
     result = {
         "pool": str(spec["dir"].relative_to(ROOT)),
         "experts": pool.expert_names,
@@ -238,10 +247,10 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
         "reference_cost": ref_cost,
         "goal": spec["goal"],
         "all_majority": {
-            "accuracy": round(everyone.accuracy, 4),
-            "accuracy_ratio": round(everyone.accuracy / ref_accuracy, 4),
-            "cost_ratio": round(everyone.cost / ref_cost, 4),
-            "experts_per_question": round(everyone.experts, 3),
+            "accuracy": round(everyone, 4),
+            "accuracy_ratio": round(everyone / ref_accuracy, 4),
+            "cost_ratio": round(sum(costs[e] for e in pool.expert_names) / ref_cost, 4),
+            "experts_per_question": float(len(pool.expert_names)),
         },
         "policies": policies,
     }
@@ -249,7 +258,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
         small = sorted((e for e in pool.expert_names if e != reference), key=costs.__getitem__)
         pair = ("phi-3-mini-4k-instruct", "meta-llama-3_1-8b-instruct")
         naive = naive_cascade(
-            test_ids, recorded, gold, costs, pair if set(pair) <= set(small) else small[:2], reference
+            test_ids, recorded, book, costs, pair if set(pair) <= set(small) else small[:2], reference
         )
         result["naive_cascade"] = {
             "pair": list(pair),
@@ -260,7 +269,7 @@ def measure_pool(settings: Settings, spec: dict, workdir: Path, args: argparse.N
     return result
 
 
-def sdk_cascade(settings: Settings, pool, test: Sequence[Question], gold: Mapping[str, str], ref_cost: float) -> dict:
+def sdk_cascade(settings: Settings, pool, test: Sequence[Question], correct: Correct, ref_cost: float) -> dict:
     """The calibrated cascade through the SDK: real rounds on the replay engines."""
     coe = Orchestrator(settings.model_copy(update={"cache": "off"}), pool=pool)  # loads are what is measured
     started = time.perf_counter()
@@ -270,7 +279,7 @@ def sdk_cascade(settings: Settings, pool, test: Sequence[Question], gold: Mappin
     seconds = time.perf_counter() - started
     n = len(answers)
     return {
-        "accuracy": round(sum(a.choice == gold[a.question_id] for a in answers) / n, 4),
+        "accuracy": round(sum(correct(a.question_id, a.choice) for a in answers) / n, 4),
         "cost_ratio": round(sum(a.trace.cost for a in answers) / n / ref_cost, 4),
         "experts_per_question": round(sum(len(a.trace.experts) for a in answers) / n, 3),
         "loads": answers[0].trace.loads,

@@ -10,8 +10,10 @@ Every step is the product's own:
   ``all``: a replay expert's answer does not depend on who else was asked); a choice is the
   benchmark's extraction of the recorded text, read from ``answer.trace.experts``;
 - per policy, ``Orchestrator.router(policy, k)`` of the profiled copy chooses the experts,
-  whose choices ``aggregators.majority`` combines (its tie rule), each expert's competence
-  being its expected accuracy on the question's skill weights (``router.expected_accuracy``);
+  whose answers ``aggregators.majority`` combines with the question's judge (its tie rule),
+  each expert's competence being its expected accuracy on the question's skill weights
+  (``router.expected_accuracy``), and the judge says whether the result is right: both through
+  ``_replay.Ballot``, which the aggregation and cost routing benchmarks count with too;
 - intervals are ``aggregators.wilson_interval``.
 
 adaptive's two knobs (cost, spread) are also tuned on a second split of the train part; the
@@ -34,16 +36,15 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-from _replay import POOL_DIR, Choices, expert_choices, replay_pool
+from _replay import POOL_DIR, Ballots, Choices, ballots, expert_choices, replay_pool
 
-from aggregators import ExpertAnswer, majority, wilson_interval
-from eval import Question, get_benchmark, split
+from aggregators import wilson_interval
+from eval import Benchmark, Question, get_benchmark, split
 from orchestrator import Orchestrator, Settings, load_settings
 from orchestrator.profiling import profile_pool
-from router import RouteDecision, Router, Selection, expected_accuracy
+from router import RouteDecision, Router, Selection
 from router.scorers import Scorer
 from skills import cached_embed, make_embedder, question_skills
-from skills.profile import Profile
 
 log = logging.getLogger("benchmarks.routing")
 
@@ -62,9 +63,6 @@ COSTS = (0.0, 0.005, 0.01, 0.015, 0.02)
 SPREADS = (2.0, 3.0, 4.0, 5.0, 6.0)
 PUBLISHED = {"best_single": 0.442, "majority_all": 0.469, "oracle": 0.726}
 
-Ballots = dict[str, dict[str, ExpertAnswer]]
-"""Question id -> expert -> its answer as a vote, with its competence on that question."""
-
 
 @dataclass(frozen=True)
 class Score:
@@ -81,29 +79,11 @@ def profiled(settings: Settings, questions: Sequence[Question], directory: Path,
     return Orchestrator(settings, pool=pool)
 
 
-def ballots(
-    questions: Sequence[Question], choices: Choices, profile: Profile, weights: Sequence[Mapping[str, float]]
-) -> Ballots:
-    """Each expert's answer as a vote, its competence on the question's skills attached."""
-    out: Ballots = {}
-    for question, skills in zip(questions, weights, strict=True):
-        competence = expected_accuracy(profile, skills)
-        out[question.id] = {
-            e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in choices[question.id].items()
-        }
-    return out
-
-
-def vote(votes: Mapping[str, ExpertAnswer], experts: Sequence[str]) -> str | None:
-    """The choice of ``experts`` by the project's one majority vote (aggregators.majority)."""
-    return majority([votes[e] for e in experts]).choice
-
-
 def score(decisions: Sequence[RouteDecision], questions: Sequence[Question], book: Ballots) -> Score:
-    """How often the routed experts' majority is the gold answer."""
+    """How often the routed experts' majority is right (``_replay.Ballot.majority_right``)."""
     right, per_cat = 0, {}
     for decision, question in zip(decisions, questions, strict=True):
-        ok = vote(book[question.id], decision.expert_names) == question.answer
+        ok = book[question.id].majority_right(decision.expert_names)
         right += ok
         cat = per_cat.setdefault(question.category or "none", [0, 0])
         cat[0] += ok
@@ -121,6 +101,7 @@ def score(decisions: Sequence[RouteDecision], questions: Sequence[Question], boo
 def tune_adaptive(
     settings: Settings,
     pool_dir: Path,
+    bench: Benchmark,
     train: Sequence[Question],
     choices: Choices,
     vectors_of: Callable[[Sequence[Question]], np.ndarray],
@@ -133,7 +114,7 @@ def tune_adaptive(
     inner_fit, inner_eval = split(train, 0.6, seed + 1)
     router = profiled(settings, inner_fit, workdir, pool_dir).router("adaptive")
     weights = router.scorer.weights_from_vectors(vectors_of(inner_eval))  # type: ignore[attr-defined]
-    book = ballots(inner_eval, choices, router.profile, weights)
+    book = ballots(bench, inner_eval, choices, router.profile, weights)
     ids = [q.id for q in inner_eval]
     n_experts = len(router.profile.experts)
     grid = {}
@@ -176,7 +157,7 @@ def category_ceilings(
     def rights(questions: Sequence[Question], book: Ballots) -> dict[str, list[list[bool]]]:
         out: dict[str, list[list[bool]]] = {}
         for q in questions:
-            row = [vote(book[q.id], s) == q.answer for s in subsets]
+            row = [book[q.id].majority_right(s) for s in subsets]
             out.setdefault(q.category or "none", []).append(row)
         return out
 
@@ -242,7 +223,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     category_weights = categories.weights_from_vectors(vectors_of(test))  # type: ignore[attr-defined]
     predicted = [max(w, key=w.get) for w in category_weights]
     classifier_accuracy = sum(p == question_skills(q)[0] for p, q in zip(predicted, test)) / len(test)
-    book = ballots(test, choices, profile, weights)
+    book = ballots(bench, test, choices, profile, weights)
     ids = [q.id for q in test]
 
     policies: dict[str, dict] = {}
@@ -260,6 +241,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     tuned, tuning = tune_adaptive(
         settings,
         args.pool_dir,
+        bench,
         train,
         choices,
         vectors_of,
@@ -275,9 +257,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
     ablation_scores = {label: asdict(score(decisions, test, book)) for label, decisions in ablations.items()}
 
     train_weights = mixture.weights_from_vectors(vectors_of(train))  # type: ignore[attr-defined]
-    train_book = ballots(train, choices, profile, train_weights)
+    train_book = ballots(bench, train, choices, profile, train_weights)
     ceilings = category_ceilings(train, test, train_book, book, profile.experts)
-    oracle = sum(any(c == q.answer for c in choices[q.id].values()) for q in test) / len(test)
+    oracle = sum(book[q.id].any_right() for q in test) / len(test)
     qps, ms_single, ms_fastest = throughput(base, [q.text for q in test[:512]])
     return {
         "benchmark": "mmlu_pro replay",
@@ -288,7 +270,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
         "n_train": len(train),
         "n_test": len(test),
         "embedder": embedder.name,
-        "vote": ("aggregators.majority, competence = router.expected_accuracy on the pool scorer's skill weights"),
+        "vote": (
+            "aggregators.majority with the question's judge (_replay.Ballot), competence = "
+            "router.expected_accuracy on the pool scorer's skill weights"
+        ),
         "policy_k": POLICY_K,
         "selection_defaults": Selection().model_dump(),
         "adaptive_tuning": tuning,

@@ -237,6 +237,21 @@ class Judge:
         return values[-1] if values else None
 
 
+def plurality(keys: Sequence[str | None], weights: Sequence[float]) -> str | None:
+    """The one vote-counting rule: the key most answers have (None abstains); a tie goes to the
+    larger summed weight of its supporters (their competence), then to the smaller key, so the
+    result never depends on the answers' order. None when every answer abstains."""
+    counts: dict[str, int] = {}
+    summed: dict[str, float] = {}
+    for key, weight in zip(keys, weights, strict=True):
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+            summed[key] = summed.get(key, 0.0) + weight
+    if not counts:
+        return None
+    return max(sorted(counts), key=lambda k: (counts[k], summed[k]))
+
+
 def _is_option(text: str, option: str) -> bool:
     return normalise_text(text) == normalise_text(option)
 
@@ -250,4 +265,5 @@ __all__ = [
     "math_equal",
     "normalise_text",
     "number_key",
+    "plurality",
 ]

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_OPTIONS = 10
 """Options are lettered A-J."""
 
+MAX_NAME_CHARS = 100
+"""Longest name (policy, model, benchmark, split) a request may give."""
+
 
 def query_id(text: str, options: tuple[str, ...] = ()) -> str:
     """A stable id for a query without one: a digest of its text and options."""

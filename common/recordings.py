@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +48,25 @@ def iter_records(path: Path, models: Iterable[str] | None = None) -> Iterator[Re
         raise BadInput(f"{path}: cannot be read as JSONL: {type(exc).__name__}: {exc}") from exc
 
 
+_MODEL = re.compile(r'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
+"""A record's model, read without parsing the line (whose other models' records are skipped)."""
+
+
+def _named(line: str) -> str | None:
+    found = _MODEL.search(line)
+    if found is None:
+        return None
+    value = found.group(1)
+    return json.loads(f'"{value}"') if "\\" in value else value
+
+
 def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
     with _open_text(path) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            if wanted is not None and (named := _named(line)) is not None and named not in wanted:
+                continue  # another model's record: not parsed (a malformed line still is, and fails)
             try:
                 row = json.loads(line)
                 model, qid, text = row["model"], row["question_id"], row["text"]
@@ -66,6 +81,15 @@ def _records(path: Path, wanted: set[str] | None) -> Iterator[Record]:
             if correct is not None and correct not in (0, 1, True, False):
                 raise BadInput(f"{path}:{number}: 'correct' must be 0 or 1, got {correct!r}")
             yield Record(str(model), str(qid), text or "", pred, None if correct is None else int(correct))
+
+
+def require_models(path: Path, wanted: Mapping[str, str], recorded: Collection[str]) -> None:
+    """NotFound naming every recorded model of ``wanted`` (expert -> recorded model) that is not
+    among ``recorded`` (the models the file ``path`` holds), and the models it holds."""
+    missing = {expert: model for expert, model in wanted.items() if model not in recorded}
+    if missing:
+        lacking = ", ".join(f"{model!r} (expert {expert})" for expert, model in missing.items())
+        raise NotFound(f"replay file {path} has no records of {lacking}; it records: {', '.join(sorted(recorded))}")
 
 
 class ReplayBook:

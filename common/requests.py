@@ -7,13 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.vocabulary import MAX_NEW_TOKENS
+
 
 class Sampling(BaseModel):
     """How an expert samples its answer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_tokens: int = Field(256, ge=1, le=32768, description="Most new tokens per answer.")
+    max_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS, description="Most new tokens per answer.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     seed: int | None = Field(0, description="Sampling seed; None draws a fresh one.")
@@ -31,14 +33,18 @@ class Message(BaseModel):
 
 
 class Request(BaseModel):
-    """One prompt for one model. ``question_id`` lets a replay engine find its record."""
+    """One prompt for one model. ``question_id`` and ``benchmark`` name the benchmark item it asks,
+    so a replay engine finds its record (and answers no other benchmark's item by its id)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(..., min_length=1)
     messages: tuple[Message, ...] = Field(..., min_length=1)
     question_id: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=32768, description="Overrides the expert's.")
+    benchmark: str | None = Field(
+        None, min_length=1, description="The benchmark whose item question_id names; None: a question of no benchmark."
+    )
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="Overrides the expert's.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Overrides the expert's.")
     seed: int | None = Field(None, description="Overrides the expert's (distinct samples of one prompt).")
     logprobs: bool = Field(False, description="Ask the engine for the generated tokens' log-probabilities.")
@@ -75,6 +81,9 @@ class Generation(BaseModel):
     seconds: float = 0.0
     finish_reason: str | None = None
     error: str | None = None
+    error_type: str | None = Field(
+        None, description="The class in the error tree of what failed it (e.g. 'ReplayMiss'), when known."
+    )
     answer: str | None = Field(
         None, description="The answer its source already extracted (a recording's pred): read instead of the text."
     )

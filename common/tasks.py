@@ -40,6 +40,12 @@ class Composed(BaseModel):
     request: Request
     used: tuple[str, ...] = Field(..., description="Input task ids whose generations the request holds.")
     left_out: tuple[tuple[str, str], ...] = Field((), description="(input task id, why it was left out).")
+    skipped: str | None = Field(
+        None, description="Why the task need not run: its inputs already agree (the request is not sent)."
+    )
+    stands: str | None = Field(
+        None, description="With ``skipped``: the input task id whose generation stands as the task's answer."
+    )
 
 
 Compose = Callable[[Task, Mapping[str, Generation]], Composed]

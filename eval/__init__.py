@@ -1,7 +1,17 @@
 """Benchmarks as data (loaders, prompts, answer kinds, spec files), splits and samples, run results."""
 
 from eval.answers import AnswerKind, AnswerRule, math_equal, normalise_text
-from eval.benchmarks import BENCHMARKS, Benchmark, Question, choice_prompt, get_benchmark, load_benchmark
+from eval.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    Question,
+    choice_prompt,
+    get_benchmark,
+    item_benchmark,
+    load_benchmark,
+    named_benchmark,
+    registered_benchmarks,
+)
 from eval.compare import Comparison, PairedScore, compare, render_comparison
 from eval.data import replay_path
 from eval.extract import (
@@ -15,9 +25,11 @@ from eval.extract import (
     text_extractor,
 )
 from eval.plots import plot_cost, plot_frontier, plot_usage, write_plots
-from eval.report import MethodSummary, Summary, render_markdown, render_methods_table, summarise, write_report
+from eval.report import summarise, write_report
+from eval.report_markdown import render_markdown, render_methods_table
 from eval.spec import load_spec
 from eval.splits import PROFILE_SHARE, partition, sample, seeded_order, split, stratified_sample
+from eval.summary import MethodSummary, Summary
 
 __all__ = [
     "PROFILE_SHARE",
@@ -29,8 +41,11 @@ __all__ = [
     "Question",
     "choice_prompt",
     "get_benchmark",
+    "item_benchmark",
     "load_benchmark",
     "load_spec",
+    "named_benchmark",
+    "registered_benchmarks",
     "final_line_extractor",
     "integer_extractor",
     "last_boxed",

@@ -223,6 +223,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         prompt=few_shot_prompt,
         answers=LETTER,
         description="MMLU-Pro, 5 worked examples of the item's category (validation split) first",
+        items_of="mmlu_pro",
     ),
     "gpqa": Benchmark(
         name="gpqa",

@@ -10,7 +10,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import BadInput, NotFound
-from eval.report import category_of, method_order, pct
+from eval.report import category_of, method_order
+from eval.report_markdown import pct
 from eval.results import QuestionResult, RunInfo, read_results, read_run
 
 Z95 = 1.96

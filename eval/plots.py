@@ -3,8 +3,8 @@
 - ``frontier.png``: accuracy (95% interval bars) against experts consulted per answer, one
   labelled point per method; the dashed line joins the methods no other beats at equal or
   lower cost (the cost frontier; the oracle, a ceiling, is left off it).
-- ``cost.png`` (runs that recorded costs, more than one method): the same against the declared
-  cost per answer (active parameters, dollars or calls; ``eval.report.UNITS``).
+- ``cost.png`` (pools that declare costs, more than one method): the same against the declared
+  cost per answer (active parameters or dollars; ``eval.report_markdown.UNITS``).
 - ``usage.png``: for ``ours``, the share of each category's answers where each expert was
   consulted (category × expert heat map).
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from eval.report import MethodSummary, Summary
+    from eval.summary import MethodSummary, Summary
 
 FRONTIER_PNG = "frontier.png"
 USAGE_PNG = "usage.png"
@@ -102,22 +102,21 @@ def plot_frontier(summary: Summary, path: Path) -> Path:
 COST_LABELS = {
     "active_params_b": "active parameters consulted per answer (billions, mean)",
     "usd_per_mtok": "US dollars per answer (mean)",
-    "calls": "expert calls per answer (mean)",
 }
 
 
 def plot_cost(summary: Summary, path: Path) -> Path | None:
-    """Accuracy against the declared cost per answer; None when the run recorded no costs or
-    fewer than two methods have both."""
+    """Accuracy against the declared cost per answer; None when the pool declares no costs (or
+    the run recorded none) or fewer than two methods have both."""
     methods = [m for m in summary.methods if m.n and m.cost_per_question is not None]
-    if summary.cost_unit is None or len(methods) < 2:
+    if not summary.costs_declared or len(methods) < 2:
         return None
     reference = f", reference {summary.cost_reference}" if summary.cost_reference else ""
     return _accuracy_against(
         summary,
         methods,
         [m.cost_per_question or 0.0 for m in methods],
-        COST_LABELS.get(summary.cost_unit, summary.cost_unit),
+        COST_LABELS.get(str(summary.cost_unit), str(summary.cost_unit)),
         f"{summary.benchmark} ({summary.split}), pool {summary.pool}: accuracy against declared cost{reference}",
         path,
         labels_right=True,
@@ -246,7 +245,7 @@ def plot_usage(summary: Summary, path: Path) -> Path | None:
 
 
 def write_plots(summary: Summary, directory: Path) -> list[Path]:
-    """Draw ``frontier.png``, ``cost.png`` (costs recorded, several methods) and (when the run
+    """Draw ``frontier.png``, ``cost.png`` (costs declared, several methods) and (when the run
     has ``ours``) ``usage.png`` into ``directory``."""
     written = [plot_frontier(summary, Path(directory) / FRONTIER_PNG)]
     cost = plot_cost(summary, Path(directory) / COST_PNG)

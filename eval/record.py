@@ -33,6 +33,10 @@ class Benchmark:
     default_split: str = ""
     """Empty: the first of ``splits``."""
     description: str = ""
+    items_of: str = ""
+    """The benchmark whose items this one asks, when another's (MMLU-Pro 5-shot asks MMLU-Pro's
+    items with worked examples first): recordings of that benchmark answer its questions. Empty:
+    its own."""
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -43,6 +47,11 @@ class Benchmark:
             raise ConfigError(
                 f"benchmark {self.name!r}: default split {self.default_split!r} is not one of {', '.join(self.splits)}"
             )
+
+    @property
+    def item_benchmark(self) -> str:
+        """The benchmark whose items this one asks: ``items_of``, else its own name."""
+        return self.items_of or self.name
 
     @property
     def answer_kind(self) -> AnswerKind:

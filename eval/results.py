@@ -22,6 +22,13 @@ from common.errors import BadInput, NotFound
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 SCHEMA = 1
+DECLARED_UNITS = ("active_params_b", "usd_per_mtok")
+"""The cost units of a pool that declares costs; ``calls`` (it declares none) is not one."""
+
+
+def declares_costs(cost_unit: str | None) -> bool:
+    """Whether a run's cost unit is a declared cost (not ``calls``, nor None: a run made before costs)."""
+    return cost_unit in DECLARED_UNITS
 
 
 class ExpertResult(BaseModel):
@@ -67,6 +74,9 @@ class MethodResult(BaseModel):
     tokens_out: int = Field(0, description="Tokens written by the experts consulted and the aggregator.")
     seconds: float = Field(0.0, description="Generation seconds: the slowest expert consulted plus the aggregator.")
     fallback: str | None = Field(None, description="Why a vote stood in for the aggregator.")
+    skipped: str | None = Field(
+        None, description="Why the aggregator was not called: its experts agreed (their answer stands)."
+    )
     cost: float = Field(0.0, description="What the experts consulted cost, in the run's cost unit.")
     voters: tuple[str, ...] | None = Field(
         None, description="A cascade: the experts whose answers were combined (None: every one consulted)."
@@ -131,6 +141,7 @@ class RunInfo(BaseModel):
     generations: int = Field(0, description="Generations made by engines in this invocation.")
     reused: int = Field(0, description="Generations read back from the run's store (--resume).")
     cached: int = Field(0, description="Generations answered from the generation cache (earlier runs).")
+    aggregations_skipped: int = Field(0, description="Aggregator calls saved: the experts agreed (consensus).")
     started: str = ""
     finished: str = ""
     command: str = ""
@@ -139,7 +150,9 @@ class RunInfo(BaseModel):
     )
     costs: dict[str, float] = Field(default_factory=dict, description="Expert -> its declared cost of one call.")
     cost_reference: str | None = Field(
-        None, description="The costliest expert, what cost ratios are against (None: one call, no costs declared)."
+        None,
+        description="The reference expert, what accuracy and cost ratios are against: the one named with "
+        "--reference, else the pool's costliest (None: neither, the pool declares no costs).",
     )
 
 

@@ -16,20 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from aggregators import AggregationResult, ExpertAnswer, majority, synthesis_outcome, weighted
 from batching import Cost
 from batching.executor import RunResult
 from common.requests import Generation
+from orchestrator.asked import Asked
 from orchestrator.task_ids import expert_task_id
 from orchestrator.trace import Answer, Timings, Trace
 from router import Heard
 from router.calibration import Outcome
 from router.calibration import play as play_policy
-
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Asked
 
 NOT_RUN = "not run"
 
@@ -107,7 +104,10 @@ def build_answer(
     else:
         generation = result.generations.get(one.aggregate_task)
         composed = result.composed.get(one.aggregate_task)
-        if generation is not None and generation.ok and composed is not None:
+        if composed is not None and composed.skipped is not None and arrived:
+            agreed = majority(arrived, competence=one.competence, judge=judge)
+            aggregation = agreed.model_copy(update={"method": "consensus", "skipped": composed.skipped})
+        elif generation is not None and generation.ok and composed is not None:
             aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract, judge)
         elif arrived:
             reason = (generation.error if generation is not None else None) or "aggregator did not run"

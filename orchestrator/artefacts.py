@@ -50,6 +50,10 @@ class ActiveVersions(BaseModel):
     profile: int | None = Field(None, ge=0)
     classifier: int | None = Field(None, ge=0)
     topics: int | None = Field(None, ge=0)
+    policies: dict[str, int] = Field(
+        default_factory=dict,
+        description="Policy -> its calibration version (0: uncalibrated); a policy not named routes with its newest.",
+    )
 
 
 class PoolArtefacts:
@@ -93,6 +97,12 @@ class PoolArtefacts:
     def calibration_versions(self, policy: str) -> dict[int, Path]:
         return versions(self.policies_dir, policy)
 
+    def calibrated_policies(self) -> list[str]:
+        """The policies with at least one stored calibration."""
+        folder = self.policies_dir
+        names = {p.name.split(".v")[0] for p in folder.glob("*.v*.json")} if folder.is_dir() else set()
+        return sorted(n for n in names if self.calibration_versions(n))
+
     def choice_versions(self) -> dict[int, Path]:
         return versions(self.aggregator_dir, "choice")
 
@@ -114,8 +124,14 @@ class PoolArtefacts:
         """The pinned versions; None when the pool never pinned any (the newest route)."""
         return read_model(self.active_file, ActiveVersions) if self.active_file.is_file() else None
 
-    def activate(self, **chosen: int | None) -> ActiveVersions:
-        """Pin versions (``profile=``, ``classifier=``, ``topics=``); each must exist. Others stay."""
+    def activate(self, *, policies: dict[str, int] | None = None, **chosen: int | None) -> ActiveVersions:
+        """Pin versions (``profile=``, ``classifier=``, ``topics=``; ``policies``: policy -> its
+        calibration version, 0 for none); each must exist. Others stay."""
+        for policy, pin in (policies or {}).items():
+            calibrated = self.calibration_versions(policy)
+            if pin and pin not in calibrated:
+                have = ", ".join(f"v{v}" for v in sorted(calibrated)) or "none"
+                raise NotFound(f"pool {self.directory.name} has no calibration v{pin} of {policy} (it has: {have})")
         stored = {
             "profile": self.profile_versions(),
             "classifier": self.classifier_versions(),
@@ -131,7 +147,13 @@ class PoolArtefacts:
         newest = {kind: max(found, default=0) for kind, found in stored.items()}
         current = self.active() or ActiveVersions(**newest)
         unset = {k: newest[k] for k, v in current.model_dump().items() if v is None}
-        pinned = current.model_copy(update={**unset, **{k: v for k, v in chosen.items() if v is not None}})
+        pinned = current.model_copy(
+            update={
+                **unset,
+                **{k: v for k, v in chosen.items() if v is not None},
+                "policies": {**current.policies, **(policies or {})},
+            }
+        )
         replace_file(self.active_file, pinned.model_dump_json(indent=2) + "\n")
         log.info("pool %s now routes with %s", self.directory, pinned.model_dump())
         return pinned
@@ -245,11 +267,31 @@ class PoolArtefacts:
         return path
 
     def latest_calibration(self, policy: str) -> Calibration | None:
-        """The newest calibration of ``policy``; None when it was never calibrated."""
+        """The calibration of ``policy`` the pool routes with: the version ``active.json`` pins
+        (0: none), else the newest; None when it was never calibrated."""
         found = self.calibration_versions(policy)
-        if not found:
+        active = self.active()
+        version = active.policies.get(policy) if active is not None else None
+        if not found or version == 0:
             return None
-        calibration = read_model(found[max(found)], Calibration)
+        if version is None:
+            version = max(found)
+        if version not in found:
+            raise ConfigError(f"{self.active_file}: policies: {policy} v{version} does not exist")
+        calibration = read_model(found[version], Calibration)
         if calibration.policy != policy:
-            raise ConfigError(f"{found[max(found)]}: policy: {calibration.policy!r}, but the file is {policy!r}'s")
+            raise ConfigError(f"{found[version]}: policy: {calibration.policy!r}, but the file is {policy!r}'s")
         return calibration
+
+    def add_calibration(self, calibration: Calibration, *, activate: bool = False) -> Path:
+        """Store a calibration as its policy's next version; the pool routes with it only when
+        ``activate`` (else it keeps the calibration it routed with, pinned now if it was not)."""
+        policy = calibration.policy
+        active = self.active()
+        routed = active.policies.get(policy) if active is not None else None
+        if routed is None:
+            routed = max(self.calibration_versions(policy), default=0)
+        path = self.save_calibration(calibration)
+        new = max(self.calibration_versions(policy))
+        self.activate(policies={policy: new if activate else routed})
+        return path

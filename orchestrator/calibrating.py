@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from common.answers import Judge
 from common.errors import BadInput, config_error
 from eval.benchmarks import Benchmark, Question
-from orchestrator.pipeline import prompting
+from orchestrator.asked import prompting
+from orchestrator.items import check_questions
 from orchestrator.routing import pool_router
 from orchestrator.sdk import Orchestrator
 from router import ConfidenceModel, Heard, Router, Selection
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 class CalibrationReport:
     calibration: Calibration
     path: Path
+    active: bool
+    """Whether the pool now routes with it."""
     questions: int
     """Calibration questions every expert answered (the others are left out)."""
     left_out: int
@@ -74,10 +77,12 @@ def calibrate_pool(
     max_cost: float | None = None,
     min_accuracy: float | None = None,
     reference: str | None = None,
+    activate: bool = False,
 ) -> CalibrationReport:
     """Calibrate ``policy`` on ``questions`` to ``max_cost`` or ``min_accuracy`` (shares of the
     ``reference`` expert's cost or accuracy; default reference: the costliest expert when the
-    pool declares costs, else the most accurate one on these questions) and store it."""
+    pool declares costs, else the most accurate one on these questions) and store it as the
+    policy's next version; the pool routes with it only when ``activate``."""
     if policy not in KNOBS:
         raise BadInput(f"policy {policy!r} has nothing to calibrate; calibrate one of {', '.join(KNOBS)}")
     if (max_cost is None) == (min_accuracy is None):
@@ -88,6 +93,7 @@ def calibrate_pool(
         )
     if not questions:
         raise BadInput("no calibration questions")
+    check_questions(coe.pool, questions)
     try:  # checked before any expert runs
         Target(max_cost=max_cost, min_accuracy=min_accuracy, reference=reference or coe.pool.expert_names[0])
     except ValidationError as exc:
@@ -119,5 +125,5 @@ def calibrate_pool(
         return Router(base.profile, base.scorer, policy, selection=selection, costs=base.costs, confidence=confidence)
 
     calibration = calibrate(make, policy, weights, ids, recorded, correct, target)
-    path = coe.pool.artefacts.save_calibration(calibration)
-    return CalibrationReport(calibration, path, len(kept), len(questions) - len(kept))
+    path = coe.pool.artefacts.add_calibration(calibration, activate=activate)
+    return CalibrationReport(calibration, path, activate, len(kept), len(questions) - len(kept))

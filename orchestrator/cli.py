@@ -18,6 +18,7 @@ from orchestrator.cli_options import (
     JsonOpt,
     KOpt,
     LimitOpt,
+    NoSkipOpt,
     PolicyOpt,
     PoolOpt,
     ScorerOpt,
@@ -38,20 +39,41 @@ models_app = typer.Typer(no_args_is_help=True, help="The packaged default models
 app.add_typer(models_app, name="models")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from orchestrator.settings import project_version
+
+        print(f"coe {project_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """symbolic-coe: route questions to expert LLMs and aggregate their answers."""
+
+
 @app.command()
 def ask(
-    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    question: Annotated[str, typer.Argument(help="The question to answer ('-': read it from standard input).")],
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="A choice (repeat for each).")] = None,
     pool: PoolOpt = None,
     policy: PolicyOpt = None,
     k: KOpt = None,
     scorer: ScorerOpt = "classifier",
     as_json: JsonOpt = False,
+    no_skip: NoSkipOpt = False,
 ) -> None:
     """Answer one question with the pool's experts and aggregator; print the answer and a trace."""
     from orchestrator.sdk import Orchestrator
 
-    settings = command_settings(pool=pool)
+    if question == "-":
+        question = sys.stdin.read()
+    settings = command_settings(pool=pool, aggregator_skip=False if no_skip else None)
     from orchestrator.progress import LiveProgress
 
     with LiveProgress() as display:
@@ -60,7 +82,7 @@ def ask(
             options=option,
             policy=policy,
             k=k,
-            scorer=scorer,  # type: ignore[arg-type]
+            scorer=scorer,
         )
     print(answer.model_dump_json(indent=2) if as_json else answer.summary())
 
@@ -76,8 +98,13 @@ def route(
 ) -> None:
     """Show the routing decision for a question: skills, chosen experts, scores, confidence."""
     from orchestrator.sdk import Orchestrator
+    from orchestrator.sources import check_sources
 
-    decision = Orchestrator(command_settings(pool=pool)).route(question, policy=policy, k=k, scorer=scorer)  # type: ignore[arg-type]
+    if question == "-":
+        question = sys.stdin.read()
+    coe = Orchestrator(command_settings(pool=pool))
+    check_sources(coe.pool, coe.engine_factory)
+    decision = coe.route(question, policy=policy, k=k, scorer=scorer)
     if as_json:
         print(decision.model_dump_json(indent=2))
         return
@@ -114,11 +141,13 @@ def plan(
     category): phases, models, loads, time."""
     from eval import load_benchmark, stratified_sample
     from orchestrator.sdk import Orchestrator
+    from orchestrator.sources import check_sources
 
     settings = command_settings(pool=pool, devices=devices, memory_budget_mb=budget_mb, data_dir=data_dir)
     bench = load_benchmark(benchmark)
     questions = stratified_sample(bench.questions(settings.data_dir, split), limit, seed)
     coe = Orchestrator(settings)
+    check_sources(coe.pool, coe.engine_factory)
     the_plan = coe.plan(questions, benchmark=bench, policy=policy, k=k)
     print(the_plan.to_json() if as_json else the_plan.render())
     loads = coe.predicted_loads(questions, benchmark=bench, policy=policy, k=k)
@@ -157,6 +186,8 @@ def profile(
     as new versions; by default from the profiling half of the split, disjoint from evaluation."""
     from eval import load_benchmark
     from orchestrator.cli_eval import pick_part
+    from orchestrator.items import check_recordings
+    from orchestrator.pool import load_pool
     from orchestrator.profiling import profile_pool, sample
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
@@ -165,6 +196,8 @@ def profile(
     settings = command_settings(pool=pool, data_dir=data_dir)
     make_embedder(encoder, cache_dir=settings.encoders_dir)  # an unknown name fails here, before any work
     bench = load_benchmark(benchmark)
+    the_pool = load_pool(settings.pool, settings.data_dir)
+    check_recordings(the_pool, bench.item_benchmark)  # before any work: recordings of another benchmark
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
     part, which = pick_part(every, split, whole_split, "profiling")
@@ -175,7 +208,7 @@ def profile(
     )
     questions = sample(part, limit, seed)
     with LiveProgress() as display:
-        coe = Orchestrator(settings, progress=display)
+        coe = Orchestrator(settings, pool=the_pool, progress=display)
         report = profile_pool(
             coe, questions, classifier=classifier, embedder=encoder, activate=activate, benchmark=bench
         )
@@ -195,21 +228,36 @@ def activate(
     profile_version: Annotated[int | None, typer.Option("--profile", min=1, help="Profile version.")] = None,
     classifier_version: Annotated[int | None, typer.Option("--classifier", min=1, help="Classifier version.")] = None,
     topics_version: Annotated[int | None, typer.Option("--topics", min=1, help="Topics version.")] = None,
+    policy_versions: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="POLICY=N: route POLICY with its calibration vN (0: uncalibrated); repeatable."),
+    ] = None,
 ) -> None:
     """Choose the artefact versions a pool routes with (roll back or forward); without options, list them."""
+    from common.errors import BadInput
     from orchestrator.artefacts import PoolArtefacts
 
     settings = command_settings(pool=pool)
     stored = PoolArtefacts(settings.pool)
-    if profile_version is None and classifier_version is None and topics_version is None:
+    pins: dict[str, int] = {}
+    for given in policy_versions or []:
+        name, _, number = given.partition("=")
+        if not name or not number.isdigit():
+            raise BadInput(f"--policy takes POLICY=N (N a calibration version, 0 for none), got {given!r}")
+        pins[name] = int(number)
+    if profile_version is None and classifier_version is None and topics_version is None and not pins:
         for kind, found in (
             ("profile", stored.profile_versions()),
             ("classifier", stored.classifier_versions()),
             ("topics", stored.topics_versions()),
         ):
             print(f"{kind}: {', '.join(f'v{v}' for v in sorted(found)) or 'none'}")
+        for policy in stored.calibrated_policies():
+            print(f"policy {policy}: {', '.join(f'v{v}' for v in sorted(stored.calibration_versions(policy)))}")
     else:
-        stored.activate(profile=profile_version, classifier=classifier_version, topics=topics_version)
+        stored.activate(
+            profile=profile_version, classifier=classifier_version, topics=topics_version, policies=pins or None
+        )
     active = stored.active()
     print(f"active: {active.model_dump() if active else 'the newest of each'}")
 
@@ -228,7 +276,9 @@ def report(
     from common.errors import BadInput
 
     if len(runs) == 1:
-        from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
+        from eval.report import REPORT_JSON, write_report
+        from eval.report_markdown import render_methods_table
+        from eval.summary import Summary
 
         if method is not None or out is not None:
             raise BadInput("--method and --out are for comparing two runs; a report covers every method")

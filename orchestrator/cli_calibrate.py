@@ -51,9 +51,13 @@ def calibrate_command(
     pool: PoolOpt = None,
     data_dir: DataOpt = None,
     as_json: JsonOpt = False,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Route with the new calibration at once (else: 'coe activate --policy').")
+    ] = False,
 ) -> None:
     """Fit POLICY's thresholds on the profiling half of the split to --max-cost or --min-accuracy
-    and store them, versioned, in the pool; its router reads them from then on."""
+    and store them as the policy's next version in the pool; the pool routes with it once it is
+    activated (--activate, or 'coe activate --policy POLICY=N')."""
     from common.errors import BadInput
     from eval import load_benchmark
     from orchestrator.calibrating import calibrate_pool
@@ -78,11 +82,18 @@ def calibrate_command(
     with LiveProgress() as display:
         coe = Orchestrator(settings, progress=display)
         report = calibrate_pool(
-            coe, questions, bench, policy, max_cost=max_cost, min_accuracy=min_accuracy, reference=reference
+            coe,
+            questions,
+            bench,
+            policy,
+            max_cost=max_cost,
+            min_accuracy=min_accuracy,
+            reference=reference,
+            activate=activate,
         )
     cal = report.calibration
     if as_json:
-        print(json.dumps({"path": str(report.path), **cal.model_dump(mode="json")}, indent=1))
+        print(json.dumps({"path": str(report.path), "active": report.active, **cal.model_dump(mode="json")}, indent=1))
         return
     got = cal.achieved
     target = f"cost <= {max_cost:g}" if max_cost is not None else f"accuracy >= {min_accuracy:g}"
@@ -97,7 +108,11 @@ def calibrate_command(
     )
     if report.left_out:
         print(f"{report.left_out} question(s) left out: some expert gave no answer")
-    print(f"stored: {report.path}")
+    version = report.path.name.removeprefix(f"{policy}.v").removesuffix(".json")
+    if report.active:
+        print(f"stored: {report.path}; the pool now routes {policy} with it")
+    else:
+        print(f"stored: {report.path}; not active: route with it by 'coe activate --policy {policy}={version}'")
     print(f"{'setting':>24} {'accuracy':>8} {'acc/ref':>7} {'cost/ref':>8} {'experts':>7}")
     for p in cal.curve:
         mark = "  <- chosen" if p.value == got.value and p.fixed == got.fixed else ""

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
-from orchestrator.cli_options import DataOpt, KOpt, PolicyOpt, PoolOpt, command_settings
+from orchestrator.cli_options import DataOpt, KOpt, NoSkipOpt, PolicyOpt, PoolOpt, command_settings
 
 AggregatorOpt = Annotated[
     str,
     typer.Option("--aggregator", help="How ours combines answers: synthesis (the LLM), majority or weighted."),
+]
+ReferenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reference",
+        help="The expert accuracy and cost ratios are measured against (default: the pool's costliest; "
+        "none when the pool declares no costs).",
+    ),
 ]
 
 
@@ -58,22 +67,44 @@ def eval_command(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: under settings.runs_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (same command).")] = False,
+    no_skip: NoSkipOpt = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor write the generation cache (regenerate everything)."),
+    ] = False,
+    reference: ReferenceOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
     report.md and plots. A killed run continues with --resume without regenerating anything."""
     from common.errors import BadInput
+    from common.vocabulary import EvalAggregation
     from eval import load_benchmark, stratified_sample
-    from eval.report import REPORT_JSON, Summary, render_methods_table, write_report
-    from orchestrator.evaluation import EvalConfig, check_out_dir, config_digest, evaluate
+    from eval.report import REPORT_JSON, write_report
+    from eval.report_markdown import render_methods_table
+    from eval.summary import Summary
+    from orchestrator.eval_out import check_out_dir
+    from orchestrator.evaluation import EvalConfig, config_digest, evaluate
+    from orchestrator.items import check_recordings
+    from orchestrator.pool import load_pool
     from orchestrator.progress import LiveProgress
     from orchestrator.sdk import Orchestrator
 
-    if aggregator not in ("synthesis", "majority", "weighted"):
+    if aggregator not in get_args(EvalAggregation):
         raise BadInput(f"--aggregator must be synthesis, majority or weighted, got {aggregator!r}")
-    settings = command_settings(pool=pool, data_dir=data_dir)
+    settings = command_settings(
+        pool=pool,
+        data_dir=data_dir,
+        cache="off" if no_cache else None,
+        aggregator_skip=False if no_skip else None,
+    )
+    the_pool = load_pool(settings.pool, settings.data_dir)
+    if reference is not None and reference not in the_pool.expert_names:
+        experts = ", ".join(the_pool.expert_names)
+        raise BadInput(f"--reference {reference!r} is not one of the pool's experts ({experts})")
     bench = load_benchmark(benchmark)
+    check_recordings(the_pool, bench.item_benchmark)  # before any work: recordings of another benchmark
     split = split or bench.default_split
     every = bench.questions(settings.data_dir, split)
     part, which = pick_part(every, split, whole_split, "evaluation")
@@ -90,6 +121,8 @@ def eval_command(
         samples=samples,
         temperature=temperature,
         baselines=baselines,
+        reference=reference,
+        skip_agreement=settings.consensus,
     )
     out = out or settings.runs_dir / "eval" / f"{bench.name}-{split}-{config_digest(config)}"
     check_out_dir(out, config, resume)  # before any work: a wrong folder is one line, nothing else
@@ -98,25 +131,53 @@ def eval_command(
         f"{f' (stratified sample, seed {seed})' if limit and limit < len(part) else ''}; output {out}",
         file=sys.stderr,
     )
-    with LiveProgress() as display, Orchestrator(settings, progress=display) as coe:
-        greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
-        if samples > 1 and greedy:
-            print(
-                f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
-                "--temperature sets another",
-                file=sys.stderr,
+    command = shlex.join(["coe", *sys.argv[1:]])
+    try:
+        with LiveProgress() as display, Orchestrator(settings, pool=the_pool, progress=display) as coe:
+            greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
+            if samples > 1 and greedy:
+                print(
+                    f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
+                    "--temperature sets another",
+                    file=sys.stderr,
+                )
+            evaluate(
+                coe,
+                bench,
+                questions,
+                config,
+                out,
+                resume=resume,
+                questions_in_split=len(every),
+                command=command,
             )
-        evaluate(
-            coe,
-            bench,
-            questions,
-            config,
-            out,
-            resume=resume,
-            questions_in_split=len(every),
-            command=shlex.join(["coe", *sys.argv[1:]]),
-        )
+    except KeyboardInterrupt:
+        interrupted(out, command, resume)
     paths = write_report(out)
     print(render_methods_table(Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))))
     for path in paths:
         print(f"wrote {path}")
+
+
+def interrupted(out: Path, command: str, resume: bool) -> None:
+    """Ctrl-C: what finished is kept in the run store; say how to go on, exit 130 at once (an
+    engine call still in flight is not waited for: its process was unloaded). A run that had
+    stored nothing leaves nothing behind."""
+    from batching.runstore import SQLiteRunStore
+    from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, discard_if_unused
+
+    kept = 0
+    if (out / STORE_FILE).is_file():
+        with SQLiteRunStore(out / STORE_FILE) as store:
+            kept = store.count(STORE_RUN_ID)
+            discard_if_unused(out, store, created=False, resume=resume)
+    again = command
+    if not resume:
+        again += ("" if "--out" in sys.argv else f" --out {shlex.quote(str(out))}") + " --resume"
+    if kept:
+        print(f"coe: interrupted: {kept} generation(s) kept in {out}; resume with: {again}", file=sys.stderr)
+    else:
+        print("coe: interrupted before any generation was stored; nothing to resume", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)

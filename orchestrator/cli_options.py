@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from common.vocabulary import CacheMode, ScorerKind
+
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
@@ -40,8 +42,14 @@ StoreOpt = Annotated[
         help="Generation cache and batch jobs: a redis:// URL or an SQLite file (default: settings.store).",
     ),
 ]
+NoSkipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-skip", help="Always call the aggregator, even when the experts agree (default: skip on consensus)."
+    ),
+]
 CacheModeOpt = Annotated[
-    str | None,
+    CacheMode | None,
     typer.Option("--cache", help="use, refresh (write only) or off (default: settings.cache)."),
 ]
 BenchmarkOpt = Annotated[
@@ -52,5 +60,5 @@ SplitOpt = Annotated[str | None, typer.Option("--split", help="Benchmark split (
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the question sample.")]
 LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=1, help="How many questions.")]
 ScorerOpt = Annotated[
-    str, typer.Option("--scorer", help="classifier (the pool's skill classifier) or keywords (LLM annotation).")
+    ScorerKind, typer.Option("--scorer", help="classifier (the pool's skill classifier) or keywords (LLM annotation).")
 ]

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_options import CacheModeOpt, DataOpt, PolicyOpt, PoolOpt, StoreOpt, command_settings
-from orchestrator.cli_worker import HeartbeatOpt, ReclaimOpt, job_settings
+from orchestrator.cli_options import CacheModeOpt, DataOpt, NoSkipOpt, PolicyOpt, PoolOpt, StoreOpt, command_settings
+from orchestrator.cli_worker import BenchmarkSpecOpt, HeartbeatOpt, ReclaimOpt, job_settings
 
 
 def serve_command(
@@ -54,24 +54,41 @@ def serve_command(
     data_dir: DataOpt = None,
     store: StoreOpt = None,
     cache: CacheModeOpt = None,
-    log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="Server log level: critical, error, warning, info, debug or trace.")
+    ] = "info",
     job_workers: Annotated[
         int | None, typer.Option(min=0, max=64, help="Batch job worker threads per process (default: settings).")
     ] = None,
     job_reclaim_s: ReclaimOpt = None,
     job_heartbeat_s: HeartbeatOpt = None,
+    benchmark: BenchmarkSpecOpt = None,
+    no_skip: NoSkipOpt = False,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
-    GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics."""
+    GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
+    benchmarks: the built-ins and each spec file given with --benchmark (by its spec's name).
+    Everything is checked before the port is bound: each problem is one line, exit status 2."""
     import uvicorn
     from pydantic import ValidationError
 
-    from common.errors import config_error
+    from common.errors import BadInput, config_error
+    from orchestrator.sdk import Orchestrator
     from orchestrator.service.app import create_app
+    from orchestrator.service.state import Service
     from orchestrator.settings import SERVICE_ENV, ServiceSettings
 
+    if log_level.lower() not in LOG_LEVELS:
+        raise BadInput(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+
     core = command_settings(
-        pool=pool, data_dir=data_dir, policy=policy, memory_budget_mb=memory_budget_mb, store=store, cache=cache
+        pool=pool,
+        data_dir=data_dir,
+        policy=policy,
+        memory_budget_mb=memory_budget_mb,
+        store=store,
+        cache=cache,
+        aggregator_skip=False if no_skip else None,
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
     given = {"max_queue": max_queue, "queue_timeout_s": queue_timeout_s}
@@ -88,6 +105,7 @@ def serve_command(
             gather_ms=gather_ms,
             lazy=lazy,
             jobs=jobs,
+            benchmarks=tuple(benchmark or ()),
             **{k: v for k, v in given.items() if v is not None},
         )
     except ValidationError as exc:
@@ -96,9 +114,16 @@ def serve_command(
         from orchestrator.service.security import ApiKeys
 
         ApiKeys.from_file(api_keys)  # a bad key file is one line now, not a crash in each worker
+    from eval import registered_benchmarks
+
+    registered_benchmarks(settings.benchmarks)  # so is a bad spec file, or a name given twice
+    coe = Orchestrator(core)  # the pool file, then the default policy's router (profile, classifier)
+    coe.router()
+    free_to_listen(host, port)
     print(f"serving pool {core.pool} on http://{host}:{port} ({workers} worker(s))", file=sys.stderr)
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        app = create_app(settings, service=Service(settings, coe))
+        uvicorn.run(app, host=host, port=port, log_level=log_level.lower())
         return
     os.environ[SERVICE_ENV] = settings.model_dump_json()
     uvicorn.run(
@@ -107,5 +132,27 @@ def serve_command(
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level,
+        log_level=log_level.lower(),
     )
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def free_to_listen(host: str, port: int) -> None:
+    """BadInput when ``host:port`` cannot be bound now (in use, no such address)."""
+    import socket
+
+    from common.errors import BadInput
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BadInput(f"--host {host!r} is not an address of this machine: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc

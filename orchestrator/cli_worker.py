@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli_options import DataOpt, PoolOpt, StoreOpt, command_settings
+from orchestrator.cli_options import DataOpt, NoSkipOpt, PoolOpt, StoreOpt, command_settings
 
 if TYPE_CHECKING:
     from orchestrator.settings import JobSettings
@@ -20,6 +21,14 @@ ReclaimOpt = Annotated[
 ]
 HeartbeatOpt = Annotated[
     float | None, typer.Option(help="How often a worker reports on its job, s (default: settings).")
+]
+BenchmarkSpecOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--benchmark",
+        metavar="SPEC",
+        help="A benchmark spec file jobs may name (by its spec's name) beside the built-ins; repeat for more.",
+    ),
 ]
 
 
@@ -47,23 +56,35 @@ def worker_command(
         float | None,
         typer.Option("--memory-budget-mb", min=1, help="Memory models may hold at once (default: measured)."),
     ] = None,
+    benchmark: BenchmarkSpecOpt = None,
+    no_skip: NoSkipOpt = False,
 ) -> None:
     """Run batch jobs (POST /v1/batches) from the job store until SIGTERM or Ctrl-C: each job's
     questions through the batch planner, a step at a time, its generations checkpointed under
     the job's id. Stopped, it finishes its step and hands the job back; killed, its job is
-    taken over by another worker (or by this one started again) without regenerating anything."""
+    taken over by another worker (or by this one started again) without regenerating anything.
+    Jobs name benchmarks: give the same --benchmark spec files as the service."""
+    from eval import registered_benchmarks
     from orchestrator.jobs_worker import JobWorker
     from orchestrator.sdk import Orchestrator
-    from orchestrator.stores.jobs import open_job_store, store_location
+    from orchestrator.stores.jobs_open import open_job_store
+    from orchestrator.stores.target import store_location
 
-    settings = command_settings(pool=pool, data_dir=data_dir, store=store, memory_budget_mb=memory_budget_mb)
+    settings = command_settings(
+        pool=pool,
+        data_dir=data_dir,
+        store=store,
+        memory_budget_mb=memory_budget_mb,
+        aggregator_skip=False if no_skip else None,
+    )
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)
+    benchmarks = registered_benchmarks(benchmark or ())
     where = store_location(settings.store, settings.runs_dir)
     job_store = open_job_store(where, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts)
     try:
         with Orchestrator(settings) as coe:
             coe.router()  # the router's artefacts load now, not with the first job
-            worker = JobWorker(coe, job_store, jobs)
+            worker = JobWorker(coe, job_store, jobs, benchmarks=benchmarks)
 
             def stop(signum: int, frame: object) -> None:
                 print(f"coe worker: stopping after the current step ({signal.Signals(signum).name})", file=sys.stderr)

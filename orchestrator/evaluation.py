@@ -26,16 +26,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from batching.executor import ProgressEvent
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
+from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
-from orchestrator.pipeline import Asked, Pipeline
+from orchestrator.asked import Asked
+from orchestrator.eval_out import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
+from orchestrator.items import check_recordings
+from orchestrator.pipeline import Pipeline
 from orchestrator.pool import Pool
 from orchestrator.result_rows import ORACLE, Scoring, question_result
 from orchestrator.sdk import Orchestrator
@@ -43,10 +46,7 @@ from orchestrator.trace import Answer
 
 log = logging.getLogger(__name__)
 
-Aggregation = Literal["synthesis", "majority", "weighted"]
-CONFIG_FILE = "config.json"
-STORE_FILE = "generations.sqlite"
-STORE_RUN_ID = "eval"
+Aggregation = EvalAggregation
 BASELINE_K = 3
 """k of the random and symbolic baselines when the run's own policy sets none."""
 
@@ -67,6 +67,10 @@ class EvalConfig(BaseModel):
     samples: int = Field(1, ge=1, le=64)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     baselines: bool = False
+    reference: str | None = Field(None, description="The expert ratios are against (None: the pool's costliest).")
+    skip_agreement: float | None = Field(
+        1.0, description="Agreement that skips the aggregator (None: --no-skip, always aggregate)."
+    )
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,9 @@ def methods(config: EvalConfig, default_k: int) -> tuple[list[Method], dict[str,
     return [Method(info) for info in chosen], skipped
 
 
-AS_PIPELINE = {"synthesis": "synthesis", "majority": "majority", "weighted": "weighted", "single": "majority"}
-"""A method's aggregation as the pipeline runs it (the oracle is read from every expert's answer)."""
+AS_PIPELINE: dict[str, Vote | None] = {"synthesis": None, "majority": "majority", "weighted": "weighted"}
+"""A method's aggregation as the pipeline runs it: the aggregator model (None) or a vote (a single
+expert and the oracle, read from every expert's answer, are majorities)."""
 
 
 def route(
@@ -184,9 +189,7 @@ def route(
         vote = AS_PIPELINE.get(method.info.aggregation, "majority")
         for one in decided[key]:
             for sample in range(config.samples):
-                asked.append(
-                    replace(one, vote=None if vote == "synthesis" else vote, sample=sample, method=method.name)  # type: ignore[arg-type]
-                )
+                asked.append(replace(one, vote=vote, sample=sample, method=method.name))
     return Routed(chosen, asked, skipped)
 
 
@@ -219,25 +222,6 @@ def score(routed: Routed, answers: Sequence[Answer], bench: Benchmark, pool: Poo
     return out
 
 
-def check_out_dir(out: Path, config: EvalConfig, resume: bool) -> None:
-    """A new run needs an empty folder; ``--resume`` needs the same run's folder."""
-    stored = out / CONFIG_FILE
-    if resume:
-        if not stored.is_file():
-            raise BadInput(f"--resume: {out} holds no evaluation run to continue (no {CONFIG_FILE})")
-        try:
-            before = EvalConfig.model_validate_json(stored.read_text(encoding="utf-8"))
-        except (ValidationError, ValueError, OSError) as exc:
-            raise BadInput(f"--resume: {stored} is not a run configuration: {str(exc).splitlines()[0]}") from exc
-        changed = [k for k, v in config.model_dump().items() if before.model_dump()[k] != v]
-        if changed:
-            was = ", ".join(f"{k}={before.model_dump()[k]!r} (now {config.model_dump()[k]!r})" for k in changed)
-            raise BadInput(f"--resume: {out} holds a different run: {was}; repeat its command exactly")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise BadInput(f"{out} is not empty: use --resume to continue the run there, or choose another --out")
-
-
 @dataclass(frozen=True)
 class Outcome:
     info: RunInfo
@@ -256,34 +240,38 @@ def evaluate(
     questions_in_split: int | None = None,
     command: str = "",
 ) -> Outcome:
-    """Run ``config`` on ``questions`` into ``out`` (``run.json``, ``results.jsonl``)."""
+    """Run ``config`` on ``questions`` into ``out`` (``run.json``, ``results.jsonl``). The folder
+    is checked first and written only once routing is done; a run that fails before it stored any
+    generation leaves nothing behind."""
     if not questions:
         raise BadInput("no questions to evaluate")
+    check_recordings(coe.pool, bench.item_benchmark)
+    if config.reference is not None and config.reference not in coe.pool.expert_names:
+        raise BadInput(
+            f"reference {config.reference!r} is not one of the pool's experts ({', '.join(coe.pool.expert_names)})"
+        )
     out = Path(out)
     check_out_dir(out, config, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        from common.artefacts import replace_file
-
-        replace_file(out / CONFIG_FILE, config.model_dump_json(indent=1) + "\n")
     started_at = _now()
     started = time.perf_counter()
+    base = coe.pipeline(config.policy, config.k)
+    synthesis = base.synthesis.model_copy(update={"skip_agreement": config.skip_agreement})
+    base = replace(base, whole_ladders=True, temperature=config.temperature, synthesis=synthesis)
+    _emit(coe, ProgressEvent(kind="route_start", total=len(questions)))
+    routed = route(base, coe, questions, bench, config)
+    routed_s = time.perf_counter() - started
+    _emit(coe, ProgressEvent(kind="route_done", done=len(questions), total=len(questions), seconds=routed_s))
+    created = open_out_dir(out, config, resume)
     store = SQLiteRunStore(out / STORE_FILE)
+    generated = time.perf_counter()
     try:
-        base = replace(
-            coe.pipeline(config.policy, config.k, store=store),
-            whole_ladders=True,
-            temperature=config.temperature,
-        )
-        _emit(coe, ProgressEvent(kind="route_start", total=len(questions)))
-        routed = route(base, coe, questions, bench, config)
-        routed_s = time.perf_counter() - started
-        _emit(coe, ProgressEvent(kind="route_done", done=len(questions), total=len(questions), seconds=routed_s))
-        generated = time.perf_counter()
-        answered = base.answer(routed.asked, run_id=STORE_RUN_ID)
-        generate_s = time.perf_counter() - generated
+        answered = replace(base, store=store).answer(routed.asked, run_id=STORE_RUN_ID)
+    except Exception:
+        discard_if_unused(out, store, created, resume)
+        raise
     finally:
         store.close()
+    generate_s = time.perf_counter() - generated
     scoring = time.perf_counter()
     results = score(routed, answered.answers, bench, coe.pool)
     score_s = time.perf_counter() - scoring
@@ -317,12 +305,13 @@ def evaluate(
         generations=answered.tasks - metrics.resumed - metrics.failed - metrics.cache_hits,
         reused=metrics.resumed,
         cached=metrics.cache_hits,
+        aggregations_skipped=metrics.skipped,
         started=started_at,
         finished=_now(),
         command=command,
         cost_unit=coe.pool.cost_unit,
         costs=coe.pool.costs,
-        cost_reference=coe.pool.costliest,
+        cost_reference=config.reference or coe.pool.costliest,
     )
     write_results(out, info, results)
     return Outcome(info, results, out)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from aggregators import SynthesisJob
 from common.requests import Generation, Request
 from common.tasks import Compose, Composed, Task
+from orchestrator.answering import play
+from orchestrator.asked import Asked
+from orchestrator.items import ItemRef
 from orchestrator.task_ids import expert_task_id
-
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Asked
 
 
 def expert_task(
@@ -33,14 +32,18 @@ def expert_task(
     sample: int = 0,
     logprobs: bool = False,
     temperature: float | None = None,
+    item: ItemRef | None = None,
 ) -> Task:
     """One expert answering one question. A later sample draws with its own seed (sample 0
-    keeps the expert's own sampling)."""
+    keeps the expert's own sampling). Its request names the benchmark item it asks (``item``;
+    default: the question's own id, no benchmark)."""
     task_id = expert_task_id(question_id, expert, sample)
+    item = item if item is not None else ItemRef(question_id)
     request = Request.user(
         task_id,
         prompt,
-        question_id=question_id,
+        question_id=item.question_id,
+        benchmark=item.benchmark,
         seed=sample or None,
         temperature=temperature,
         logprobs=logprobs,
@@ -85,7 +88,13 @@ def task_graph(
         after = []
         for name in experts:
             task = expert_task(
-                qid, name, one.prompting.prompt, sample=one.sample, logprobs=logprobs, temperature=temperature
+                qid,
+                name,
+                one.prompting.prompt,
+                sample=one.sample,
+                logprobs=logprobs,
+                temperature=temperature,
+                item=one.asks,
             )
             tasks.setdefault(task.id, task)
             after.append(task.id)
@@ -104,7 +113,10 @@ def synthesis_job(one: Asked) -> SynthesisJob:
         question_text=one.prompting.shown_question,
         answer_format=one.prompting.answer_format,
         competence=one.competence,
-        question_id=one.query.id,
+        question_id=one.asks.question_id,
+        benchmark=one.asks.benchmark,
+        extract=one.prompting.extract,
+        judge=one.prompting.judge,
     )
 
 
@@ -113,7 +125,6 @@ def voters_only(compose: Compose, ladders: Mapping[str, Asked]) -> Compose:
     the voters their cascade reaches on the generations they wait on; other tasks unchanged."""
     if not ladders:
         return compose
-    from orchestrator.answering import play
 
     def composed(task: Task, inputs: Mapping[str, Generation]) -> Composed:
         one = ladders.get(task.id)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from common.errors import BadInput
 from common.query import MAX_OPTIONS, Query
 
 FREE_FORMAT = 'End with a line "Final answer: ..." giving the answer in a few words.'
 
 
-def check_question(text: object, max_chars: int, *, field: str = "question") -> str:
+def check_question(text: object, max_chars: int, *, field: str = "question", controls: bool = True) -> str:
+    """``text`` stripped, or BadInput naming what is wrong. ``controls``: refuse control characters
+    (typed or sent text; benchmark items and ``Query`` records are data and keep theirs)."""
     if not isinstance(text, str):
         raise BadInput(f"{field} must be a string, got {type(text).__name__}")
     text = text.strip()
@@ -20,6 +24,9 @@ def check_question(text: object, max_chars: int, *, field: str = "question") -> 
         raise BadInput(f"{field} is not valid UTF-8 text") from None
     if len(text) > max_chars:
         raise BadInput(f"{field} is {len(text)} characters long; the limit is {max_chars}")
+    found = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cc" and c not in "\n\r\t"})
+    if controls and found:
+        raise BadInput(f"{field} holds control characters ({', '.join(found[:3])}); send plain text")
     return text
 
 
@@ -42,7 +49,7 @@ def check_policy(policy: object, default: str) -> str:
     return policy
 
 
-def check_options(options: object, *, field: str = "options") -> tuple[str, ...]:
+def check_options(options: object, *, field: str = "options", controls: bool = True) -> tuple[str, ...]:
     if options is None:
         return ()
     if isinstance(options, str) or not isinstance(options, list | tuple):
@@ -53,7 +60,7 @@ def check_options(options: object, *, field: str = "options") -> tuple[str, ...]
     for i, option in enumerate(options):
         if not isinstance(option, str) or not option.strip():
             raise BadInput(f"{field}[{i}] must be a non-empty string")
-        out.append(check_question(option, 10_000, field=f"{field}[{i}]"))
+        out.append(check_question(option, 10_000, field=f"{field}[{i}]", controls=controls))
     if len(out) == 1:
         raise BadInput(f"{field} needs at least two choices")
     return tuple(out)
@@ -65,8 +72,8 @@ def as_query(item: object, max_chars: int, *, options: object = None, field: str
     if isinstance(item, Query):
         if options is not None:
             raise BadInput(f"{field}: give options inside the Query, not beside it")
-        check_question(item.text, max_chars, field=field)
-        check_options(item.options or None, field=f"{field}.options")
+        check_question(item.text, max_chars, field=field, controls=False)
+        check_options(item.options or None, field=f"{field}.options", controls=False)
         return item
     if not isinstance(item, str):
         raise BadInput(f"{field} must be a string, got {type(item).__name__} (or give a Query)")

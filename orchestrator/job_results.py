@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from batching import Cost
 from common.errors import BadInput
 from common.query import Query
-from eval import load_benchmark, stratified_sample
+from eval import BENCHMARKS, named_benchmark, stratified_sample
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo
 from orchestrator.inputs import as_query
 from orchestrator.pool import Pool
 from orchestrator.result_rows import Scoring, question_result
 from orchestrator.settings import Settings
-from orchestrator.stores.jobs import Job, JobQuestion, JobRequest
+from orchestrator.stores.jobs import MAX_JOB_QUESTIONS, Job, JobQuestion, JobRequest
 from orchestrator.trace import Answer
 
 INLINE = "inline"
@@ -39,15 +39,23 @@ class JobQuestions:
     in_split: int
 
 
-def job_questions(request: JobRequest, settings: Settings) -> JobQuestions:
-    """The questions ``request`` asks, checked (length, ids unique); the same on every call."""
+def job_questions(request: JobRequest, settings: Settings, known: Mapping[str, Benchmark] = BENCHMARKS) -> JobQuestions:
+    """The questions ``request`` asks, checked (length, ids unique, at most ``MAX_JOB_QUESTIONS``);
+    the same on every call. A benchmark is one of ``known`` by name, never a path: the built-ins
+    and the spec files the operator registered (``eval.registered_benchmarks``)."""
     if request.benchmark is not None:
-        bench = load_benchmark(request.benchmark)
+        bench = named_benchmark(request.benchmark, known)
         split = request.split or bench.default_split
         every = bench.questions(settings.data_dir, split)
         chosen = stratified_sample(every, request.limit, request.seed) if request.limit else every
         if not chosen:
             raise BadInput(f"benchmark {bench.name} split {split} has no questions", param="split")
+        if len(chosen) > MAX_JOB_QUESTIONS:
+            raise BadInput(
+                f"benchmark {bench.name} split {split} has {len(chosen)} questions; a job holds at most"
+                f" {MAX_JOB_QUESTIONS}: give limit",
+                param="limit",
+            )
         return JobQuestions(list(chosen), bench, split, len(every))
     queries = [_inline(item, i, settings.max_question_chars) for i, item in enumerate(request.questions or [])]
     repeated = [qid for qid, n in Counter(q.id for q in queries).items() if n > 1]
@@ -83,13 +91,13 @@ def run_info(
     answers: Sequence[Answer],
     *,
     pool: Pool,
-    pool_dir: str,
     policy: str,
     stage_seconds: dict[str, float],
     model_loads: int,
     started: str,
 ) -> RunInfo:
-    """``run.json`` of a job: how it was asked and what it cost."""
+    """``run.json`` of a job: how it was asked and what it cost. Its ``pool_dir`` is the pool's
+    name: a client is shown no server path."""
     request = job.request
     bench = asked.benchmark
     described = f"policy {policy}" + (f", k={request.k}" if request.k else "") + f", {request.aggregation}"
@@ -100,7 +108,7 @@ def run_info(
         split=asked.split,
         answer_kind=str(bench.answer_kind) if bench is not None else INLINE,
         pool=pool.name,
-        pool_dir=pool_dir,
+        pool_dir=pool.name,
         policy=policy,
         k=request.k,
         aggregator=request.aggregation,

@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 
 from common.errors import CoeError, Unavailable
+from eval import BENCHMARKS, Benchmark
 from orchestrator.job_results import job_questions, job_result, now_text, run_info
 from orchestrator.sdk import Orchestrator
 from orchestrator.settings import JobSettings
@@ -62,10 +64,20 @@ class JobWorker:
     """Runs jobs from ``store`` on ``coe`` (a warm one in ``coe serve``: the engines are shared
     with the service's requests, one batch at a time)."""
 
-    def __init__(self, coe: Orchestrator, store: JobStore, settings: JobSettings, *, label: str = "w0") -> None:
+    def __init__(
+        self,
+        coe: Orchestrator,
+        store: JobStore,
+        settings: JobSettings,
+        *,
+        benchmarks: Mapping[str, Benchmark] = BENCHMARKS,
+        label: str = "w0",
+    ) -> None:
         self.coe = coe
         self.store = store
         self.settings = settings
+        self.benchmarks = benchmarks
+        """The benchmarks a job may name (``eval.registered_benchmarks``)."""
         self.me = WorkerId.here(label)
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,7 +159,7 @@ class JobWorker:
     def _work(self, job: Job, beat: _Beat) -> str:
         started, began = now_text(), time.perf_counter()
         request = job.request
-        asked = job_questions(request, self.coe.settings)
+        asked = job_questions(request, self.coe.settings, self.benchmarks)
         questions = asked.questions
         answers: list[Answer] = []
         loads = 0
@@ -184,7 +196,6 @@ class JobWorker:
             asked,
             answers,
             pool=self.coe.pool,
-            pool_dir=str(self.coe.settings.pool.resolve()),
             policy=request.policy or self.coe.settings.policy,
             stage_seconds={"generate": round(generated, 3), "total": round(time.perf_counter() - began, 3)},
             model_loads=loads,

@@ -21,111 +21,30 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
 
 from aggregators import AggregatorChoice, SynthesisOptions, compose
-from batching import EngineFactory, ReplaySource, WarmEngines
+from batching import EngineFactory, WarmEngines
 from batching.cache import GenerationCache
 from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResult
 from batching.plan import Plan, make_plan
 from batching.results import RunMetrics
 from batching.runstore import RunStore
-from common.answers import AnswerKind, Judge
-from common.errors import BadInput, GenerationFailed
+from common.errors import BadInput
 from common.query import Query
-from common.recordings import replay_book
 from common.requests import Generation
 from common.tasks import Task
-from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
-from eval.extract import Extractor, final_line_extractor, letter_extractor
+from common.vocabulary import EvalAggregation
+from eval.benchmarks import Benchmark
 from orchestrator.answering import build_answer, climbed, heard
+from orchestrator.asked import Asked, prompting
 from orchestrator.graph import limited, synthesis_job, task_graph, voters_only
-from orchestrator.inputs import FREE_FORMAT
+from orchestrator.items import ItemIndex, item_of
 from orchestrator.pool import Pool
 from orchestrator.rounds import Climb, Rounds, merge
-from orchestrator.task_ids import aggregate_task_id, expert_task_id
 from orchestrator.trace import Answer
-from router import Escalation, Heard, RouteDecision, Router, expected_accuracy
+from router import Heard, RouteDecision, Router
 
 log = logging.getLogger(__name__)
-
-Vote = Literal["majority", "weighted"]
-"""The experts' answers are voted on instead of aggregated by a model."""
-
-
-@dataclass(frozen=True)
-class Prompting:
-    """How one query is asked, how its answers are read, and how they are judged."""
-
-    prompt: str
-    answer_format: str
-    extract: Extractor
-    shown_question: str
-    judge: Judge = Judge()
-    """Compares the query's answers (votes, agreement, the cascade) and, for benchmark items, scores them."""
-
-
-def prompting(query: Query, benchmark: Benchmark | None) -> Prompting:
-    if benchmark is not None:
-        if not isinstance(query, Question):
-            raise BadInput(f"query {query.id!r}: a benchmark prompt needs a benchmark item (eval.Question)")
-        return Prompting(
-            benchmark.prompt(query),
-            benchmark.answer_format,
-            lambda text: benchmark.extract(query, text),
-            with_options(query),
-            benchmark.judge(query),
-        )
-    if query.options:
-        return Prompting(
-            choice_prompt(query),
-            LETTER_FORMAT,
-            letter_extractor(len(query.options)),
-            with_options(query),
-            Judge(AnswerKind.LETTER, tuple(query.options)),
-        )
-    return Prompting(
-        f"{query.text}\n\nThink it through briefly. {FREE_FORMAT}",
-        FREE_FORMAT,
-        final_line_extractor,
-        query.text,
-    )
-
-
-@dataclass(frozen=True)
-class Asked:
-    """One query as the pipeline asks it, decided once: used by the task graph and the answer."""
-
-    query: Query
-    decision: RouteDecision
-    prompting: Prompting
-    aggregator: str
-    competence: dict[str, float] = field(default_factory=dict)
-    """Each expert's expected accuracy on the query's skills, by weight (``router.expected_accuracy``;
-    experts the profile knows; a cascade's whole ladder)."""
-    voters: tuple[str, ...] | None = None
-    """The experts whose answers the vote and the aggregator read (None: every one asked; a
-    cascade that escalated to a strong expert: that expert alone)."""
-    escalations: tuple[Escalation, ...] = ()
-    """A cascade's decisions after each round."""
-    vote: Vote | None = None
-    """None: the aggregator model writes the answer; else the experts' vote is it."""
-    sample: int = 0
-    """Which draw of the query this is (an evaluation's ``--samples``; 0 otherwise)."""
-    method: str | None = None
-    """The evaluation method it belongs to, when several decide the same query."""
-    router: Router | None = None
-    """The router that decided it (a cascade climbs by its escalation)."""
-
-    @property
-    def expert_tasks(self) -> dict[str, str]:
-        """Chosen expert -> the id of its task."""
-        return {name: expert_task_id(self.query.id, name, self.sample) for name in self.decision.expert_names}
-
-    @property
-    def aggregate_task(self) -> str:
-        return aggregate_task_id(self.query.id, self.sample, self.method)
 
 
 @dataclass(frozen=True)
@@ -152,7 +71,7 @@ class Pipeline:
     choice: AggregatorChoice | None = None
     warm: WarmEngines | None = None
     cores: tuple[int, ...] | None = None
-    aggregation: Literal["synthesis", "majority", "weighted"] = "synthesis"
+    aggregation: EvalAggregation = "synthesis"
     """The aggregator model writes each answer, or the experts' vote is it."""
     max_tokens: int | None = None
     """Most tokens the aggregator may write (its own setting when None)."""
@@ -171,6 +90,8 @@ class Pipeline:
     whole_ladders: bool = False
     """Ask a cascade's every rung at once and climb it afterwards (an evaluation, whose methods
     share generations), instead of in rounds."""
+    items: ItemIndex | None = None
+    """Finds the benchmark item a free-text query is, for a pool with replay models."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -200,14 +121,13 @@ class Pipeline:
             decisions = self.router.route([q.text for q in queries], ids)
         else:
             decisions = self.router.route_weights(weights, ids)
-        profile = self.router.profile
         vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
         for query, decision in zip(queries, decisions, strict=True):
             names = [c.expert for c in decision.all_experts]
             for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
-            expected = expected_accuracy(profile, decision.skills)
+            expected = self.router.competence(decision)  # through the router's memoised profile
             competence = {e: expected[e] for e in names if e in expected}
             asked.append(
                 Asked(
@@ -220,6 +140,7 @@ class Pipeline:
                     sample=sample,
                     method=method,
                     router=self.router,
+                    item=item_of(query, self.items),
                 )
             )
         return asked
@@ -265,22 +186,10 @@ class Pipeline:
             len(plan.phases),
             plan.predicted_loads,
         )
-        self.index_recordings({t.model for t in graph.tasks})
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
         result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
         answers = [self._answer(one, result, route_seconds) for one in asked]
         return Answered(answers, result.metrics, len(graph.tasks))
-
-    def index_recordings(self, experts: set[str]) -> None:
-        """Index the recordings of the recorded experts in one pass per file (each replay engine
-        would otherwise read the whole file for its own model)."""
-        by_file: dict[str, list[str]] = {}
-        for name in sorted(experts):
-            source = self.pool.spec(name).source
-            if isinstance(source, ReplaySource):
-                by_file.setdefault(str(source.path), []).append(source.model)
-        for path, models in by_file.items():
-            replay_book(Path(path)).load(models)
 
     def executor(self) -> Executor:
         return Executor(
@@ -358,5 +267,5 @@ def _run_id(ids: Sequence[str]) -> str:
 
 def require_answer(answer: Answer) -> Answer:
     if answer.error:
-        raise GenerationFailed(answer.error)
+        raise answer.failure()
     return answer

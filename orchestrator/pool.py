@@ -10,7 +10,7 @@
     [pool]
     name = "default"
     version = 1
-    aggregator = "smollm2"          # a model below
+    aggregator = "smollm2"          # a model below that generates (vllm or http, not replay)
     experts = ["smollm2", "gemma3"] # optional; default: every model but the aggregator
 
     [[models]]
@@ -20,7 +20,9 @@
     kind = "vllm"                   # vllm | http | replay
     model = "packaged:smollm2-135m-instruct"
 
-Paths in replay sources may use ``{data_dir}``; relative paths are read from the pool directory.
+A replay source names the benchmark its recordings answer (``benchmark = "mmlu_pro"``): question
+ids of different benchmarks collide, so a pool never guesses it. Paths in replay sources may use
+``{data_dir}``; relative paths are read from the pool directory.
 """
 
 from __future__ import annotations
@@ -31,16 +33,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from batching.engines.kinds import KINDS, engine_kind
 from batching.spec import NAME_PATTERN, ExpertSpec, ReplaySource
 from common.errors import ConfigError, NotFound, config_error
 from common.names import unknown_name
+from eval.benchmarks import item_benchmark
 from orchestrator.artefacts import PoolArtefacts
 from orchestrator.settings import shipped_pool
 
 log = logging.getLogger(__name__)
 
 POOL_FILE = "pool.toml"
-SOURCE_KINDS = ("vllm", "http", "replay")  # the tags pydantic puts in the location of a source's error
+SOURCE_KINDS = tuple(KINDS)  # the tags pydantic puts in the location of a source's error
 
 
 class PoolHeader(BaseModel):
@@ -73,6 +77,13 @@ class Pool(BaseModel):
         for name in (self.pool.aggregator, *(self.pool.experts or ())):
             if name not in names:
                 raise ValueError(f"{name!r} is not one of the pool's models ({', '.join(names)})")
+        aggregator = self.specs[self.pool.aggregator]
+        if engine_kind(aggregator).recorded:  # it would return its own recorded answer as the synthesis
+            writers = " or ".join(k for k, kind in KINDS.items() if not kind.recorded)
+            raise ValueError(
+                f"the aggregator {self.pool.aggregator!r} replays recorded answers of {aggregator.source.model!r} "
+                f"and cannot write new text: the aggregator must be a model that generates (kind {writers})"
+            )
         declared = {m.name: m.cost.kind for m in self.models if m.cost is not None and m.name in self.expert_names}
         if declared and len(declared) != len(self.expert_names):
             lacking = ", ".join(e for e in self.expert_names if e not in declared)
@@ -163,6 +174,7 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text") from exc
     raw = _expand(raw, file.parent, data_dir)
+    _replay_benchmarks_named(raw, file)
     try:
         pool = Pool(**raw, directory=file.parent)
     except ValidationError as exc:  # "models[1].source.kind", without the union's "vllm" tag
@@ -172,6 +184,23 @@ def load_pool(path: Path, data_dir: Path) -> Pool:
     for pickled in pool.artefacts.pickles():
         log.warning("%s is a pickle: pools store none, and it is never read (delete it)", pickled)
     return pool
+
+
+def _replay_benchmarks_named(raw: dict, file: Path) -> None:
+    """Every replay source names a benchmark, and the one whose items it asks (one line naming
+    the field otherwise; the types are checked by the model)."""
+    models = raw.get("models")
+    for i, model in enumerate(models if isinstance(models, list) else []):
+        source = model.get("source") if isinstance(model, dict) else None
+        if not isinstance(source, dict) or source.get("kind") != "replay":
+            continue
+        where = f"{file}: models[{i}].source.benchmark"
+        named = source.get("benchmark")
+        if named is None:
+            example = 'benchmark = "mmlu_pro"'
+            raise ConfigError(f"{where}: missing; name the benchmark the recordings answer, e.g. {example}")
+        if isinstance(named, str) and (asked := item_benchmark(named)) != named:
+            raise ConfigError(f"{where}: {named} asks the items of {asked}; name {asked}")
 
 
 def recorded_models(pool: Pool) -> dict[str, str]:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from batching import ReplaySource
 from common.errors import BadInput
+from common.recordings import replay_book, require_models
 from eval import splits
 from eval.benchmarks import Benchmark, Question, get_benchmark
-from orchestrator.pool import recorded_models
+from orchestrator.items import check_questions
 from orchestrator.sdk import Orchestrator
 from router import train_router
 from skills import CachedEmbedder, Verdict, build_profile, build_profile_from_replay, make_embedder
@@ -70,7 +71,14 @@ def profile_pool(
     skill classifier (one category or more) and topics on them, and profile the experts on those
     finer skills too. Embeddings are cached in the settings' ``embeddings_dir``."""
     pool = coe.pool
+    check_questions(pool, questions)  # recordings of another benchmark would score its questions
     specs = [pool.spec(name) for name in pool.expert_names]
+    recorded: dict[Path, dict[str, str]] = {}  # replay file -> expert -> recorded model
+    for spec in specs:
+        if isinstance(spec.source, ReplaySource):
+            recorded.setdefault(spec.source.path, {})[spec.name] = spec.source.model
+    for path, wanted in recorded.items():  # before any work: an expert the file never recorded
+        require_models(path, wanted, replay_book(path).models())
     artefacts = None
     if classifier:
         unlabelled = sum(1 for q in questions if not q.category)
@@ -86,12 +94,9 @@ def profile_pool(
         )
         artefacts = train_router(questions, encoder, n_topics=topic_count(len(questions)))
     skills_of = artefacts.skills_of if artefacts is not None else None
-    replays = {s.source.path for s in specs if isinstance(s.source, ReplaySource)}
-    if len(replays) == 1 and all(isinstance(s.source, ReplaySource) for s in specs):
-        experts = recorded_models(pool)
-        profile = build_profile_from_replay(
-            next(iter(replays)), questions, experts, skills_of=skills_of, benchmark=benchmark
-        )
+    if len(recorded) == 1 and all(isinstance(s.source, ReplaySource) for s in specs):
+        replay, experts = next(iter(recorded.items()))
+        profile = build_profile_from_replay(replay, questions, experts, skills_of=skills_of, benchmark=benchmark)
         source = "replay"
     else:
         profile = build_profile(
@@ -121,7 +126,9 @@ def profile_pool(
             topics=new.get("router/topics"),
         )
     elif stored.active() is None:  # never pinned: pin what it routed with (0: none), so nothing switches
-        stored.activate(**{kind: version or 0 for kind, version in before.items()})
+        stored.activate(
+            profile=before["profile"] or 0, classifier=before["classifier"] or 0, topics=before["topics"] or 0
+        )
     return ProfileReport(
         profile_path, router_paths, len(questions), source, active=activate or first, relabelled=profile.relabelled
     )

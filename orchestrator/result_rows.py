@@ -60,6 +60,7 @@ def method_result(answer: Answer, aggregation: str, scoring: Scoring) -> MethodR
         tokens_out=tokens_out,
         seconds=round(seconds, 4),
         fallback=outcome.fallback if outcome is not None else None,
+        skipped=outcome.skipped if outcome is not None else None,
         cost=round(trace.cost, 6),
         voters=trace.voters,
         escalations=tuple(Climbed.model_validate(step.model_dump()) for step in trace.escalations),

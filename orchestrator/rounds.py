@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from batching.executor import Executor, RunResult
 from batching.plan import Plan
@@ -27,12 +26,10 @@ from batching.spec import ExpertSpec
 from common.errors import CoeError
 from common.requests import Generation
 from common.tasks import Compose, Composed, Task
+from orchestrator.asked import Asked
 from orchestrator.graph import expert_task
 from orchestrator.task_ids import expert_task_id
 from router import Escalation, Heard, RouteDecision
-
-if TYPE_CHECKING:
-    from orchestrator.pipeline import Asked
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +57,7 @@ class Climb:
 
     def task(self, expert: str) -> Task:
         one = self.one
-        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True)
+        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True, item=one.asks)
 
 
 def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:
@@ -72,14 +69,30 @@ def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:
     return first.predicted_loads + later
 
 
+SUMMED = (
+    "loads",
+    "load_seconds",
+    "generate_seconds",
+    "unload_seconds",
+    "engine_seconds",
+    "tokens_in",
+    "tokens_out",
+    "generate_calls",
+    "phases_run",
+    "phases_skipped",
+    "resumed",
+    "cache_hits",
+    "skipped",
+)
+"""The run metrics that rounds add up."""
+
+
 def merge(results: Sequence[RunResult], run_id: str) -> RunResult:
     """The rounds' results as one (generations by task, metrics added up)."""
     metrics = RunMetrics()
     for result in results:
         m = result.metrics
-        for name in ("loads", "load_seconds", "generate_seconds", "unload_seconds", "engine_seconds", "tokens_in"):
-            setattr(metrics, name, getattr(metrics, name) + getattr(m, name))
-        for name in ("tokens_out", "generate_calls", "phases_run", "phases_skipped", "resumed", "cache_hits"):
+        for name in SUMMED:
             setattr(metrics, name, getattr(metrics, name) + getattr(m, name))
         metrics.cache_misses += m.cache_misses
         metrics.failed += m.failed
@@ -165,8 +178,9 @@ class Rounds:
         run_id: str,
     ) -> tuple[RunResult, dict[str, Composed]]:
         """The aggregation round: each task's request composed (by ``composer``) from its voters'
-        generations of earlier rounds; a task with nothing to compose from fails, named."""
-        tasks, composed, failed = [], {}, {}
+        generations of earlier rounds; a task with nothing to compose from fails, named; one whose
+        voters agree is not run (its ``Composed`` record says so, and their answer stands)."""
+        tasks, composed, failed, agreed = [], {}, {}, 0
         for task_id, given in inputs.items():
             try:
                 made = composer(Task(id=task_id, model=models[task_id], after=tuple(given)), given)
@@ -174,10 +188,15 @@ class Rounds:
                 failed[task_id] = str(exc)
                 continue
             composed[task_id] = made
+            if made.skipped is not None:
+                agreed += 1
+                continue
             tasks.append(Task(id=task_id, model=models[task_id], request=made.request))
         if not tasks:
-            return RunResult(run_id=run_id, generations={}, failed=failed, metrics=RunMetrics()), composed
+            result = RunResult(run_id=run_id, generations={}, failed=failed, metrics=RunMetrics(skipped=agreed))
+            return result, composed
         result = self.executor.run(self.plan(tasks), tasks, self.specs, _no_compose, run_id=f"{run_id}-agg")
+        result.metrics.skipped += agreed
         return replace_failed(result, failed), composed
 
 

@@ -4,29 +4,16 @@ classifier, aggregator selection)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from aggregators import AggregatorChoice
+from batching.engines.kinds import engine_kind
 from orchestrator.pool import Pool
 from router import Router, get_policy
-from router.scorers import Scorer
+from router.scorers import NoSkillScorer, Scorer
 from skills import Profile, ProfileBuilder
 
 log = logging.getLogger(__name__)
-
-
-class NoSkillScorer:
-    """The scorer of a pool with no trained classifier: it knows no skills.
-
-    Policies then choose from the profile's global prior alone (or, with no profile,
-    treat every expert alike); ``all`` needs nothing more.
-    """
-
-    name = "none"
-
-    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        return [{} for _ in texts]
 
 
 def pool_profile(pool: Pool) -> Profile:
@@ -84,7 +71,7 @@ def pool_router(
         selection=selection,
         costs=pool.costs,
         confidence=calibration.confidence if calibration is not None else None,
-        token_experts=[e for e in pool.expert_names if pool.spec(e).source.kind != "replay"],
+        token_experts=[e for e in pool.expert_names if engine_kind(pool.spec(e)).logprobs],
     )
 
 

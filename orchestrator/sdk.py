@@ -19,10 +19,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
-from aggregators import SynthesisJob
+from aggregators import SynthesisJob, SynthesisOptions
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
+from batching.engines.replay import index_recordings
 from batching.executor import Executor, ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore, SQLiteRunStore
@@ -30,10 +31,12 @@ from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Composed, Task
+from common.vocabulary import MAX_NEW_TOKENS, Aggregation
+from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
 from orchestrator.graph import task_graph
 from orchestrator.inputs import as_query, check_k, check_policy
-from orchestrator.keywords import keyword_scorer
+from orchestrator.items import item_index
 from orchestrator.pipeline import Pipeline, require_answer
 from orchestrator.pool import Pool, load_pool
 from orchestrator.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
@@ -44,13 +47,8 @@ from orchestrator.stores import GenerationStore, open_generation_store
 from orchestrator.trace import Answer
 from router import RouteDecision, Router, load_scorer
 from router import Scorer as SkillScorer
+from router.scorers import keyword_scorer
 from skills import make_embedder
-
-Scorer = Literal["classifier", "keywords"]
-"""Where routing takes a question's skills from."""
-
-Aggregation = Literal["synthesis", "majority"]
-"""How the experts' answers become one: the aggregator model writes it, or their majority vote."""
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +94,8 @@ class Orchestrator:
         self._building = threading.RLock()  # guards the routers' cache (a keyword router runs tasks)
         self._store: GenerationStore | None = None
         self._store_lock = threading.Lock()
+        # which benchmark item a free-text question is, for replay models: read on first use
+        self._items = item_index(self.pool, self.settings.data_dir)
 
     @classmethod
     def from_pool(cls, pool: str | Path, **settings: object) -> Orchestrator:
@@ -120,14 +120,14 @@ class Orchestrator:
         warm session (``with``), the engines of the experts and then the aggregator, each that fits
         the memory budget beside those before it, bound to cores as one phase holding them would
         bind them. Returns the models whose engines are loaded."""
-        router = self.router()
-        load_scorer(router.scorer)
-        names = list(dict.fromkeys([*self.pool.expert_names, self.pool.aggregator.name]))
-        self._pipeline(router, None).index_recordings(set(names))
+        load_scorer(self.router().scorer)
+        names = dict.fromkeys([*self.pool.expert_names, self.pool.aggregator.name])
+        specs = [self.pool.spec(name) for name in names]
         if self._warm is None:
+            index_recordings(specs)
             return []
         with self._busy:
-            return self._warm.preload([self.pool.spec(n) for n in names], self.engine_factory, self._split_cores())
+            return self._warm.preload(specs, self.engine_factory, self._split_cores())
 
     def close(self) -> None:
         """Unload the engines a warm session kept, and close the generation store if it was opened."""
@@ -182,7 +182,7 @@ class Orchestrator:
         ``scorer``: ``classifier`` (the pool's trained skill classifier) or ``keywords`` (the
         pool's aggregator annotates each question with keywords, mapped onto the profile's
         skills: Symbolic-MoE's way; it runs the annotator model)."""
-        if scorer not in ("classifier", "keywords"):
+        if scorer not in get_args(Scorer):
             raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
         key = (
             check_policy(policy, self.settings.policy),
@@ -228,13 +228,16 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
     ) -> Answer:
         """Answer one question (multiple-choice when ``options`` are given). Raises if no expert answered.
 
         ``aggregation``: the aggregator model writes the answer (``synthesis``) or the experts'
         majority is it (``majority``). ``max_tokens``: most tokens the aggregator may write."""
         query = as_query(question, self.settings.max_question_chars, options=options)
-        pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
         return require_answer(self._run([query], None, pipeline, None)[0])
 
     def answer_batch(
@@ -247,6 +250,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
         run_id: str | None = None,
         logprobs: bool = False,
     ) -> list[Answer]:
@@ -257,7 +261,9 @@ class Orchestrator:
         ``logprobs``: the experts are asked for their tokens' log-probabilities (each expert
         answer's ``logprob``, where the engine gives them; a cascade always asks)."""
         queries = self._queries(questions)
-        pipeline = self.pipeline(policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens)
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
         return self._run(queries, benchmark, replace(pipeline, logprobs=bool(logprobs)), run_id)
 
     async def aanswer(
@@ -270,6 +276,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
     ) -> Answer:
         """``answer`` in a worker thread, for async code."""
         return await asyncio.to_thread(
@@ -281,6 +288,7 @@ class Orchestrator:
             scorer=scorer,
             aggregation=aggregation,
             max_tokens=max_tokens,
+            skip_consensus=skip_consensus,
         )
 
     async def aanswer_batch(
@@ -293,7 +301,9 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
         run_id: str | None = None,
+        logprobs: bool = False,
     ) -> list[Answer]:
         """``answer_batch`` in a worker thread, for async code."""
         return await asyncio.to_thread(
@@ -305,7 +315,9 @@ class Orchestrator:
             scorer=scorer,
             aggregation=aggregation,
             max_tokens=max_tokens,
+            skip_consensus=skip_consensus,
             run_id=run_id,
+            logprobs=logprobs,
         )
 
     def plan(
@@ -396,6 +408,7 @@ class Orchestrator:
         scorer: Scorer = "classifier",
         aggregation: Aggregation = "synthesis",
         max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
         progress: ProgressCallback | None = None,
         on_delta: Callable[[str, str], None] | None = None,
         skip: Callable[[Task], str | None] | None = None,
@@ -404,15 +417,18 @@ class Orchestrator:
         """The pipeline ``answer_batch`` runs, for callers that schedule batches themselves (the
         service, evaluations): ``on_delta(task_id, text)`` receives generated text as it arrives
         where the engine streams, ``skip(task)`` names why a task should not run (a cancelled
-        request), and ``store`` checkpoints every generation (a run to resume). Run it while
+        request), and ``store`` checkpoints every generation (a run to resume). ``skip_consensus``:
+        False always calls the aggregator; None follows ``settings.skip_agreement``. Run it while
         holding ``busy``: calls share the engines."""
-        if aggregation not in ("synthesis", "majority"):
+        if aggregation not in get_args(Aggregation):
             raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
             raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
-        if max_tokens is not None and not 1 <= max_tokens <= 32768:
-            raise BadInput(f"max_tokens must be from 1 to 32768, got {max_tokens}")
+        if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
+            raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
         pipeline = self._pipeline(self.router(policy, k, scorer=scorer), store)
+        if skip_consensus is False:
+            pipeline = replace(pipeline, synthesis=pipeline.synthesis.model_copy(update={"skip_agreement": None}))
         return replace(
             pipeline,
             aggregation=aggregation,
@@ -446,7 +462,9 @@ class Orchestrator:
             store=store,
             progress=self.progress,
             choice=pool_aggregator_choice(self.pool),
+            synthesis=SynthesisOptions(order="competence", skip_agreement=self.settings.consensus),
             warm=self._warm,
+            items=self._items,
         )
 
 

@@ -15,14 +15,30 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError, config_error
+from common.vocabulary import CacheMode
 from orchestrator.stores.target import store_kind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DISTRIBUTION = "symbolic-coe"
 
 
 def shipped_pool(name: str) -> Path:
     """The folder of a pool shipped with the project (``pools/<name>``)."""
     return PROJECT_ROOT / "pools" / name
+
+
+def project_version() -> str:
+    """The version of the installed ``symbolic-coe`` distribution; where it is not installed
+    (a source checkout on the path), the one ``pyproject.toml`` declares."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        import tomllib
+
+        with (PROJECT_ROOT / "pyproject.toml").open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
 
 
 class Settings(BaseModel):
@@ -48,7 +64,7 @@ class Settings(BaseModel):
         description="Where generations (the cache) and batch jobs are kept: a redis:// or rediss:// URL "
         "(replicas share it) or an SQLite file; None: runs_dir/store.sqlite.",
     )
-    cache: Literal["use", "refresh", "off"] = Field(
+    cache: CacheMode = Field(
         "use",
         description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
         "still write it; off: neither.",
@@ -62,6 +78,21 @@ class Settings(BaseModel):
         description="Most generations an SQLite cache keeps; the oldest over it are deleted as new ones are "
         "written. None: no bound but the expiry. (Redis is bounded by the expiry and its own maxmemory policy.)",
     )
+    aggregator_skip: bool = Field(
+        True, description="Skip the aggregator when the experts agree (skip_agreement); False: always call it."
+    )
+    skip_agreement: float = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="The share of the experts' answers that must agree (by the judge; two at least) for the "
+        "aggregator to be skipped: 1 = unanimous.",
+    )
+
+    @property
+    def consensus(self) -> float | None:
+        """The agreement that skips the aggregator (``SynthesisOptions.skip_agreement``); None: never."""
+        return self.skip_agreement if self.aggregator_skip else None
 
     @field_validator("pool", "data_dir", "cache_dir", "runs_dir", mode="after")
     @classmethod
@@ -193,6 +224,12 @@ class ServiceSettings(BaseModel):
         "False: they are loaded at start (a warm-up) and /readyz says ready only when it is done.",
     )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
+    benchmarks: tuple[Path, ...] = Field(
+        (),
+        max_length=1_000,
+        description="Benchmark spec files a job may name (each by its spec's name) beside the built-ins; "
+        "clients name benchmarks, never paths.",
+    )
 
     @field_validator("api_keys_file", mode="after")
     @classmethod
@@ -207,6 +244,11 @@ class ServiceSettings(BaseModel):
                 "a full batch request could never be queued"
             )
         return self
+
+    @field_validator("benchmarks", mode="after")
+    @classmethod
+    def _expand_all(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(path.expanduser() for path in paths)
 
 
 SERVICE_ENV = "COE_SERVICE_SETTINGS"

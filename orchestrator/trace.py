@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
+from common.errors import CoeError, GenerationFailed, ReplayMiss
 from router import Escalation, RouteDecision
 
 
@@ -68,6 +69,19 @@ class Answer(BaseModel):
     choice: str | None = None
     error: str | None = Field(None, description="Why no answer could be given (every expert failed).")
     trace: Trace
+
+    def failure(self) -> CoeError:
+        """The error an answer that could not be given raises: ``ReplayMiss`` when every expert
+        asked failed for want of a recorded answer, else ``GenerationFailed``."""
+        message = self.error or f"no answer to question {self.question_id!r}"
+        kinds = {e.error_type for e in self.trace.experts if e.error != "not run"}
+        if self.trace.experts and kinds == {ReplayMiss.__name__}:
+            asked = ", ".join(e.expert for e in self.trace.experts if e.error != "not run")
+            return ReplayMiss(
+                f"no recorded answer to question {self.question_id!r} from its experts ({asked}): replay experts "
+                "answer only the items of their recordings' benchmark, asked by id or by the item's text"
+            )
+        return GenerationFailed(message)
 
     def summary(self) -> str:
         """A short human-readable account: experts asked, their answers, aggregator, costs."""

@@ -27,16 +27,75 @@ thresholds live in ``Selection``; they read the profile through a memoised ``Pro
 ``Router.route_weights`` routes from known skill weights.
 """
 
-from router.artefacts import TOPIC_SHARE, RouterArtefacts, train_router
-from router.cascade import ConfidenceModel, Escalation, Heard, LinearModel
-from router.classifier import ClassifierMeta, ClassifierPayload, LinearMember, SkillClassifier, train_classifier
-from router.decision import ExpertChoice, RouteDecision, Rung
-from router.lookup import ProfileLookup
-from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
-from router.router import Router
-from router.scorers import ClassifierScorer, KeywordScorer, MixtureScorer, Scorer, annotator_keywords, load_scorer
-from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
-from router.vote_model import vote_accuracies, vote_accuracy
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from common.lazy import lazy
+
+if TYPE_CHECKING:
+    from router.artefacts import TOPIC_SHARE, RouterArtefacts, train_router
+    from router.cascade import ConfidenceModel, Escalation, Heard, LinearModel
+    from router.classifier import ClassifierMeta, ClassifierPayload, LinearMember, SkillClassifier, train_classifier
+    from router.decision import ExpertChoice, RouteDecision, Rung
+    from router.lookup import ProfileLookup
+    from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
+    from router.router import Router
+    from router.scorers import (
+        ClassifierScorer,
+        KeywordScorer,
+        MixtureScorer,
+        NoSkillScorer,
+        Scorer,
+        annotator_keywords,
+        keyword_scorer,
+        load_scorer,
+    )
+    from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
+    from router.vote_model import vote_accuracies, vote_accuracy
+
+__getattr__, __dir__ = lazy(
+    __name__,
+    {
+        "TOPIC_SHARE": "router.artefacts",
+        "RouterArtefacts": "router.artefacts",
+        "train_router": "router.artefacts",
+        "ConfidenceModel": "router.cascade",
+        "Escalation": "router.cascade",
+        "Heard": "router.cascade",
+        "LinearModel": "router.cascade",
+        "ClassifierMeta": "router.classifier",
+        "ClassifierPayload": "router.classifier",
+        "LinearMember": "router.classifier",
+        "SkillClassifier": "router.classifier",
+        "train_classifier": "router.classifier",
+        "ExpertChoice": "router.decision",
+        "RouteDecision": "router.decision",
+        "Rung": "router.decision",
+        "ProfileLookup": "router.lookup",
+        "POLICIES": "router.policies",
+        "Selection": "router.policies",
+        "expected_accuracy": "router.policies",
+        "get_policy": "router.policies",
+        "symbolic_scores": "router.policies",
+        "Router": "router.router",
+        "ClassifierScorer": "router.scorers",
+        "KeywordScorer": "router.scorers",
+        "MixtureScorer": "router.scorers",
+        "NoSkillScorer": "router.scorers",
+        "Scorer": "router.scorers",
+        "annotator_keywords": "router.scorers",
+        "keyword_scorer": "router.scorers",
+        "load_scorer": "router.scorers",
+        "TopicMeta": "router.topics",
+        "TopicModel": "router.topics",
+        "TopicPayload": "router.topics",
+        "TopicScorer": "router.topics",
+        "train_topics": "router.topics",
+        "vote_accuracies": "router.vote_model",
+        "vote_accuracy": "router.vote_model",
+    },
+)
 
 __all__ = [
     "Rung",
@@ -51,6 +110,7 @@ __all__ = [
     "ClassifierScorer",
     "ExpertChoice",
     "KeywordScorer",
+    "NoSkillScorer",
     "LinearMember",
     "MixtureScorer",
     "ProfileLookup",
@@ -65,6 +125,7 @@ __all__ = [
     "TopicPayload",
     "TopicScorer",
     "annotator_keywords",
+    "keyword_scorer",
     "expected_accuracy",
     "get_policy",
     "load_scorer",

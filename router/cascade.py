@@ -33,6 +33,7 @@ from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from common.answers import plurality
 from router.decision import RouteDecision
 
 FEATURES = (
@@ -120,17 +121,9 @@ class Escalation(BaseModel):
 
 
 def leader(heard: Sequence[Heard], competence: Mapping[str, float]) -> str | None:
-    """The answer with most votes; ties to the larger summed competence, then the smaller string
-    (the rule of ``aggregators.majority``, so the cascade and the final vote agree)."""
-    counts: dict[str, int] = {}
-    weight: dict[str, float] = {}
-    for h in heard:
-        if h.choice is not None:
-            counts[h.choice] = counts.get(h.choice, 0) + 1
-            weight[h.choice] = weight.get(h.choice, 0.0) + competence.get(h.expert, 0.0)
-    if not counts:
-        return None
-    return max(sorted(counts), key=lambda c: (counts[c], weight[c]))
+    """The leading answer: ``common.answers.plurality``, the rule ``aggregators.majority`` counts
+    by, so the cascade and the final vote agree."""
+    return plurality([h.choice for h in heard], [competence.get(h.expert, 0.0) for h in heard])
 
 
 def vote_posterior(

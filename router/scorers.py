@@ -15,8 +15,10 @@ from common.errors import BadInput, ConfigError
 from common.query import Query
 from common.tasks import RunTasks
 from router.classifier import SkillClassifier
+from router.topics import TOPIC_PREFIX
 from skills.annotate import SkillMapper, annotate
 from skills.embed import Embedder
+from skills.profile import Profile
 
 
 @runtime_checkable
@@ -152,6 +154,31 @@ class MixtureScorer:
             assert embedder is not None
             return self.weights_from_vectors(embedder.embed(texts)) if texts else []
         return self._mix([(scorer.skill_weights(texts), share) for scorer, share in self.parts])
+
+
+class NoSkillScorer:
+    """The scorer of a pool with no trained classifier: it knows no skills.
+
+    Policies then choose from the profile's global prior alone (or, with no profile,
+    treat every expert alike); ``all`` needs nothing more.
+    """
+
+    name = "none"
+
+    def skill_weights(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        return [{} for _ in texts]
+
+
+def keyword_scorer(profile: Profile, run: RunTasks, annotator: str, embedder: Embedder) -> KeywordScorer:
+    """Symbolic-MoE's way: keywords from the LLM ``annotator`` (run through ``run``), each mapped
+    onto the nearest named skill of the profile."""
+    skills = [s for s in profile.skills if not s.startswith(TOPIC_PREFIX)]
+    if not skills:
+        raise BadInput(
+            "the keyword scorer maps keywords onto the skills of the pool's profile, and this "
+            "pool's profile has none (build one with 'coe profile')"
+        )
+    return KeywordScorer(SkillMapper(skills, embedder), annotator_keywords(run, annotator))
 
 
 def load_scorer(scorer: Scorer) -> None:

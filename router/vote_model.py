@@ -41,14 +41,6 @@ def _add_expert(dist: list[Chance], p: Chance) -> list[Chance]:
     return [dist[0] * q, *(dist[r - 1] * p + dist[r] * q for r in range(1, len(dist))), dist[-1] * p]
 
 
-def _count_distribution(accuracies: Sequence[float]) -> list[float]:
-    """P(exactly r of these experts are right), r = 0..len, experts independent."""
-    dist = [1.0]
-    for p in accuracies:
-        dist = _add_expert(dist, p)
-    return dist
-
-
 def _biggest_wrong(n_wrong: int, n_options: int) -> int:
     """Largest group of wrong votes when they spread as evenly as possible over the wrong letters."""
     return 0 if n_wrong == 0 else -(-n_wrong // (n_options - 1))
@@ -88,11 +80,6 @@ def _prefix_votes(chances: Sequence[Chance], n_options: int) -> list[Chance]:
             dist = _add_expert(dist, chances[size - 1])
         out.append(_vote(chances[0], dist, n_options))
     return out
-
-
-def independent_vote_accuracy(accuracies: Sequence[float], n_options: int) -> float:
-    """Vote accuracy of independent experts (best-ranked first)."""
-    return _vote(accuracies[0], _count_distribution(accuracies[1:]), n_options)
 
 
 def _sigmoid(x: float) -> float:

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from common.errors import BadInput
-from common.recordings import iter_records
+from common.recordings import iter_records, require_models
 from common.requests import stated_answer
 from eval.benchmarks import Benchmark, Question, get_benchmark
 from skills.names import question_skills
@@ -69,7 +69,8 @@ def build_profile_from_replay(
     states (its ``pred``, else the answer extracted from its text: ``stated_answer``, the rule
     the replay engine and the pipeline follow), so a profile labels answers as ``coe eval``
     scores them. Records whose own ``correct`` field the judge overrules are counted in the
-    profile's ``relabelled``.
+    profile's ``relabelled``. A recorded model the file does not hold at all is ``NotFound``
+    (naming the models it does hold).
     """
     started = time.perf_counter()
     table = _index(questions)
@@ -80,9 +81,11 @@ def build_profile_from_replay(
     skills = _skills_lookup(skills_of)
     builder = ProfileBuilder(mapping, name=name, source=f"replay:{Path(replay).name}", prior_strength=prior_strength)
     seen = relabelled = 0
-    for record in iter_records(Path(replay), by_model):
+    recorded: set[str] = set()
+    for record in iter_records(Path(replay)):
+        recorded.add(record.model)
         question = table.get(record.question_id)
-        if question is None:
+        if question is None or record.model not in by_model:
             continue
         bench = benchmark or get_benchmark(question.benchmark)
         right = bench.check(question, stated_answer(record.pred, record.text, partial(bench.extract, question)))
@@ -90,6 +93,7 @@ def build_profile_from_replay(
         for expert in by_model[record.model]:
             builder.add(expert, skills(question), right)
         seen += 1
+    require_models(Path(replay), mapping, recorded)
     if seen == 0:
         raise BadInput(f"replay file {replay} holds no answers of {', '.join(by_model)} to the given questions")
     log.info(

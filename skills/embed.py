@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from common.errors import BadInput, ConfigError, NotFound
+from skills.texts import check_texts
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,6 @@ class Embedder(Protocol):
 def _normalise_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-
-
-def check_texts(texts: Sequence[str]) -> list[str]:
-    """``texts`` as a list, each checked to be a string (one string alone is refused)."""
-    if isinstance(texts, str):
-        raise BadInput("embed() takes a list of texts, not one string")
-    out = list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise BadInput(f"text {i} to embed is {type(text).__name__}, not str")
-    return out
 
 
 class HashingEmbedder:

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from skills.embed import Embedder, check_texts
+from skills.embed import Embedder
+from skills.texts import check_texts
 
 log = logging.getLogger(__name__)
 

@@ -302,7 +302,7 @@ class OnnxEmbedder:
             return self._loaded
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        from skills.embed import check_texts
+        from skills.texts import check_texts
 
         texts = check_texts(texts)
         session, tokenizer, _, inputs = self._load()

@@ -35,10 +35,11 @@ def replay_file(data_dir: Path) -> Path:
 
 @pytest.fixture
 def replay_spec():
-    """Make a replay ExpertSpec for one recorded model of a given file."""
+    """Make a replay ExpertSpec for one recorded model of a given file (recordings of ``benchmark``)."""
 
-    def make(path: Path, model: str, name: str | None = None) -> ExpertSpec:
-        return ExpertSpec(name=name or model.lower(), source={"kind": "replay", "path": path, "model": model})
+    def make(path: Path, model: str, name: str | None = None, benchmark: str = "mmlu_pro") -> ExpertSpec:
+        source = {"kind": "replay", "path": path, "model": model, "benchmark": benchmark}
+        return ExpertSpec(name=name or model.lower(), source=source)
 
     return make
 

@@ -161,3 +161,18 @@ def test_the_private_check_catches_a_planted_reach(tmp_path, line, caught):
     (tmp_path / "eval" / "planted.py").write_text(line + "\n", encoding="utf-8")
     found = private_reaches(tmp_path)
     assert bool(found) is caught, found
+
+
+def test_task_ids_are_built_in_one_place():
+    """``orchestrator.task_ids`` alone spells a task id: a second copy of the format (a literal
+    "/expert/" or "/aggregate" elsewhere) would drift from it."""
+    spelled = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "task_ids.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    if "/expert/" in node.value or node.value.endswith("/aggregate"):
+                        spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert spelled == []

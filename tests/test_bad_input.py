@@ -42,9 +42,27 @@ def dead_pool(tmp_path_factory) -> Path:
     return pool
 
 
+@pytest.fixture(scope="module")
+def lost_pool(tmp_path_factory) -> Path:
+    """A pool whose one expert's recordings file is not there."""
+    pool = tmp_path_factory.mktemp("lost") / "pool"
+    pool.mkdir()
+    (pool / "pool.toml").write_text(
+        '[pool]\nname = "lost"\naggregator = "b"\nexperts = ["a"]\n'
+        '[[models]]\nname = "a"\n[models.source]\nkind = "replay"\npath = "gone.jsonl"\nmodel = "m"\n'
+        'benchmark = "mmlu_pro"\n'
+        '[[models]]\nname = "b"\nmemory_mb = 100\n[models.source]\nkind = "vllm"\nmodel = "packaged:x"\n',
+        encoding="utf-8",
+    )
+    return pool
+
+
 @pytest.mark.parametrize("case", TABLE["cli"], ids=lambda c: " ".join(c["args"])[:40] or "(none)")
-def test_cli(case, bad_pool, dead_pool):
-    args = [a.replace("{bad_pool}", str(bad_pool)).replace("{dead_pool}", str(dead_pool)) for a in case["args"]]
+def test_cli(case, bad_pool, dead_pool, lost_pool):
+    paths = {"{bad_pool}": bad_pool, "{dead_pool}": dead_pool, "{lost_pool}": lost_pool}
+    args = list(case["args"])
+    for mark, path in paths.items():
+        args = [a.replace(mark, str(path)) for a in args]
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120
     )
@@ -84,3 +102,22 @@ def test_sdk(case, tmp_path):
         getattr(coe, case["call"])(case["question"], **kwargs)
     assert not made  # refused before any model was touched
     assert not (tmp_path / "runs").exists()  # and nothing was stored
+
+
+def test_serve_refuses_a_port_in_use_before_loading_anything():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "serve", "--pool", "pools/replay-small", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"coe: error: cannot listen on 127.0.0.1:{port}: Address already in use"

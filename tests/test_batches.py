@@ -19,6 +19,7 @@ from tests.live_server import serving
 from tests.redis_server import RedisServer
 
 KEY = "batch-test-key"
+OTHER_KEY = "another-batch-test-key"
 CASES = tomllib.loads((Path(__file__).parent / "data" / "batch_bad_requests.toml").read_text())["case"]
 SUM = re.compile(r"What is (\d+) \+ (\d+)\?")
 PRODUCT = re.compile(r"What is (\d+) times (\d+)\?")
@@ -41,25 +42,46 @@ def arithmetic_engines(delay: float = 0.0) -> service_tests.Engines:
     return service_tests.Engines(delay, answer=arithmetic, per_request=True)
 
 
-def make_app(tmp_path: Path, engines: service_tests.Engines, store: str | None = None, **jobs):
+def make_app(
+    tmp_path: Path,
+    engines: service_tests.Engines,
+    store: str | None = None,
+    *,
+    benchmarks=(),
+    keys=True,
+    rate_limit_per_minute: int | None = None,
+    **jobs,
+):
+    """A service on ``store`` with two keys (``KEY``, ``OTHER_KEY``; none if not ``keys``), the
+    benchmark spec files ``benchmarks`` registered, and ``jobs`` settings."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    keys = tmp_path / "keys.txt"
-    keys.write_text(KEY + "\n")
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{KEY}\n{OTHER_KEY}\n")
     job_settings = JobSettings(**{"chunk": 2, "heartbeat_s": 0.2, "reclaim_s": 1.0, "poll_s": 0.2, **jobs})
-    return service_tests.make_app(tmp_path, engines, store=store, api_keys_file=keys, jobs=job_settings)
+    return service_tests.make_app(
+        tmp_path,
+        engines,
+        store=store,
+        api_keys_file=key_file if keys else None,
+        jobs=job_settings,
+        benchmarks=tuple(benchmarks),
+        rate_limit_per_minute=rate_limit_per_minute,
+    )
 
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-def call(url: str, method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, url + path, headers=AUTH, timeout=30, **kwargs)
+def call(url: str, method: str, path: str, *, key: str = KEY, **kwargs) -> httpx.Response:
+    return httpx.request(method, url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs)
 
 
-def wait_for(url: str, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 60) -> dict:
+def wait_for(
+    url: str, job_id: str, states=("done", "failed", "cancelled"), timeout: float = 60, key: str = KEY
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        job = call(url, "GET", f"/v1/batches/{job_id}").json()
+        job = call(url, "GET", f"/v1/batches/{job_id}", key=key).json()
         if job["state"] in states:
             return job
         assert time.monotonic() < deadline, f"job still {job['state']}: {job}"
@@ -72,13 +94,14 @@ def spec(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
-def served(request, tmp_path_factory):
-    """A live server on SQLite or on a real Redis; yields (url, engines)."""
+def served(request, tmp_path_factory, spec):
+    """A live server on SQLite or on a real Redis, the user benchmark ``arith`` registered;
+    yields (url, engines)."""
     tmp = tmp_path_factory.mktemp(f"batches-{request.param}")
     redis = RedisServer(tmp / "redis").start() if request.param == "redis" else None
     engines = arithmetic_engines()
     try:
-        with serving(make_app(tmp, engines, redis.url if redis else None)) as url:
+        with serving(make_app(tmp, engines, redis.url if redis else None, benchmarks=[spec])) as url:
             yield url, engines
     finally:
         if redis is not None:
@@ -97,6 +120,7 @@ def test_inline_job_runs_and_gives_unscored_results(served):
     body = call(url, "GET", f"/v1/batches/{job['id']}/results").json()
     run, results = body["run"], body["results"]
     assert run["run_id"] == job["id"] and run["benchmark"] == "inline" and run["questions"] == 3
+    assert run["pool_dir"] == run["pool"] == "default"  # the pool's name: no server path
     assert run["aggregator"] == "majority" and [m["name"] for m in run["methods"]] == ["ours"]
     assert [r["question_id"] for r in results][1] == "prod"
     for row in results:
@@ -108,9 +132,9 @@ def test_inline_job_runs_and_gives_unscored_results(served):
 
 def test_benchmark_job_is_scored_with_the_benchmark(served, spec):
     url, _ = served
-    body = {"benchmark": str(spec), "limit": 6, "seed": 1, "aggregation": "majority"}
+    body = {"benchmark": "arith", "limit": 6, "seed": 1, "aggregation": "majority"}
     job = call(url, "POST", "/v1/batches", json=body).json()
-    assert job["total"] == 6 and job["request"]["benchmark"] == str(spec)
+    assert job["total"] == 6 and job["request"]["benchmark"] == "arith"
     assert wait_for(url, job["id"])["state"] == "done"
     results = call(url, "GET", f"/v1/batches/{job['id']}/results").json()
     assert results["run"]["benchmark"] == "arith" and results["run"]["split"] == "test"
@@ -164,7 +188,7 @@ def test_bad_requests_get_their_status_and_one_json_error(served, spec, case):
         head, unit, times, tail = case["body_repeat"]
         content = head + unit * times + tail
     else:
-        content = case.get("body", "").replace("{spec}", str(spec))
+        content = case.get("body", "").replace("{spec}", str(spec)).replace("{spec_folder}", str(spec.parent))
     headers = {"Content-Type": "application/json"} | ({} if case.get("key") == "none" else AUTH)
     reply = httpx.request(case["method"], url + case["path"], content=content.encode(), headers=headers, timeout=30)
     assert reply.status_code == case["status"], reply.text
@@ -175,6 +199,8 @@ def test_bad_requests_get_their_status_and_one_json_error(served, spec, case):
         assert error["param"] == case["param"]
     if "message" in case:
         assert case["message"] in error["message"]
+    if "absent" in case:
+        assert case["absent"] not in error["message"]
 
 
 def test_redis_down_is_503_and_readyz_says_so_then_it_comes_back(tmp_path):
@@ -184,7 +210,7 @@ def test_redis_down_is_503_and_readyz_says_so_then_it_comes_back(tmp_path):
         with serving(make_app(tmp_path, engines, redis.url)) as url:
             first = call(url, "POST", "/v1/batches", json={"questions": ["What is 1 + 2?"]}).json()
             assert wait_for(url, first["id"])["state"] == "done"
-            assert httpx.get(f"{url}/readyz").status_code == 200
+            assert call(url, "GET", "/readyz").status_code == 200
             runs = tmp_path / "runs"
 
             def stored() -> dict[str, tuple[int, int]]:
@@ -202,15 +228,18 @@ def test_redis_down_is_503_and_readyz_says_so_then_it_comes_back(tmp_path):
                 assert reply.status_code == 503, reply.text
                 error = reply.json()["error"]
                 assert error["type"] == "unavailable" and "is unreachable" in error["message"]
-            ready = httpx.get(f"{url}/readyz")
+                assert f":{redis.port}" not in reply.text and "127.0.0.1" not in reply.text  # no host, no port
+                assert "<the store>" in error["message"]
+            ready = call(url, "GET", "/readyz")
             assert ready.status_code == 503 and "is unreachable" in ready.json()["problems"]["jobs"]
+            assert str(redis.port) not in ready.text and ready.json()["jobs"]["store"] == "redis"
             sync = call(url, "POST", "/v1/answer", json={"question": "What is 3 + 4?", "aggregation": "majority"})
             assert sync.status_code == 503  # the generation cache lives in the same Redis
             assert "is unreachable" in sync.json()["error"]["message"]
             assert "is unreachable" in ready.json()["problems"]["cache"]
             assert stored() == before  # no SQLite file was touched, none made
             redis.start()
-            assert httpx.get(f"{url}/readyz").status_code == 200
+            assert call(url, "GET", "/readyz").status_code == 200
             assert call(url, "GET", f"/v1/batches/{first['id']}").json()["state"] == "done"
             again = call(url, "POST", "/v1/batches", json={"questions": ["What is 5 + 6?"]})
             assert again.status_code == 202

@@ -186,7 +186,7 @@ def coe_with(tmp_path, **settings) -> tuple[Orchestrator, Engines]:
         runs_dir=tmp_path / "runs",
         memory_budget_mb=20_000,
         policy="all",
-        **settings,
+        **{"aggregator_skip": False, **settings},  # the aggregation is cached too: it must run
     )
     return Orchestrator(core, engine_factory=engines), engines
 

@@ -1,6 +1,7 @@
 """``coe calibrate`` as a user runs it, on a copy of the shipped replay-mixed pool: the target is
 met on the calibration questions, the calibration is stored as a new version, and the pool's
-router routes with it from then on. Bad input is in tests/data/bad_input.toml."""
+router routes with it once it is activated (``--activate`` or ``coe activate --policy``); a
+calibration not activated changes nothing. Bad input is in tests/data/bad_input.toml."""
 
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ def test_calibrate_stores_a_version_the_router_reads(tmp_path: Path) -> None:
     pool = tmp_path / "mixed"
     shutil.copytree(PROJECT_ROOT / "pools" / "replay-mixed", pool)
     before = sorted(p.name for p in (pool / "policies").glob("cascade.v*.json"))
-    done = coe("calibrate", "--pool", str(pool), "--max-cost", "0.8", "-n", "400", "--json")
+    shipped = pool_router(load_pool(pool, DATA), "cascade", None).selection
+    done = coe("calibrate", "--pool", str(pool), "--max-cost", "0.8", "-n", "400", "--json", "--activate")
     assert done.returncode == 0, done.stderr[-2000:]
     stored = json.loads(done.stdout)
+    assert stored["active"] and stored["selection"]["cascade_gain"] != shipped.cascade_gain
     assert stored["policy"] == "cascade" and stored["target"]["max_cost"] == 0.8
     assert stored["achieved"]["cost_ratio"] <= 0.8 and stored["met"]
     assert stored["confidence"]["fitted_on"] > 0  # the cascade's confidence model was fitted
@@ -41,15 +44,28 @@ def test_calibrate_stores_a_version_the_router_reads(tmp_path: Path) -> None:
     # uncalibrated, the router falls back to the constants in Selection
     plain = pool_router(load_pool(pool, DATA), "cascade", None, calibrated=False)
     assert plain.confidence.fitted_on == 0
+    # roll back to the shipped version, then to none (uncalibrated), by name
+    version = int(Path(stored["path"]).name.split(".v")[1].split(".")[0])
+    assert coe("activate", "--pool", str(pool), "--policy", f"cascade={version - 1}").returncode == 0
+    assert pool_router(load_pool(pool, DATA), "cascade", None).selection == shipped
+    assert coe("activate", "--pool", str(pool), "--policy", "cascade=0").returncode == 0
+    assert pool_router(load_pool(pool, DATA), "cascade", None).confidence.fitted_on == 0
+    listed = coe("activate", "--pool", str(pool))
+    assert f"policy cascade: v1, v{version}" in listed.stdout and "'policies': {'cascade': 0}" in listed.stdout
+    wrong = coe("activate", "--pool", str(pool), "--policy", "cascade=9")
+    assert wrong.returncode == 2 and "no calibration v9 of cascade (it has: v1, v2)" in wrong.stderr
 
 
 def test_calibrate_to_an_accuracy_floor_prints_the_curve(tmp_path: Path) -> None:
     pool = tmp_path / "mixed"
     shutil.copytree(PROJECT_ROOT / "pools" / "replay-mixed", pool)
+    routed = pool_router(load_pool(pool, DATA), "routellm", None).selection
     done = coe("calibrate", "--pool", str(pool), "--policy", "routellm", "--min-accuracy", "0.9", "-n", "300")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "routellm: win_threshold = " in done.stdout and "<- chosen" in done.stdout
+    assert "not active: route with it by 'coe activate --policy routellm=1'" in done.stdout
     assert (pool / "policies" / "routellm.v1.json").is_file()
+    assert pool_router(load_pool(pool, DATA), "routellm", None).selection == routed  # nothing switched
 
 
 def test_route_shows_a_cascades_ladder() -> None:

@@ -108,7 +108,8 @@ def test_a_cascade_asks_the_strong_expert_only_where_the_cheap_ones_split(settin
 
 def test_the_aggregator_reads_only_the_voters(settings):
     engines = Engines()
-    answers = Orchestrator(settings, engine_factory=engines).answer_batch(QUESTIONS, policy="cascade")
+    coe = Orchestrator(settings, engine_factory=engines)
+    answers = coe.answer_batch(QUESTIONS, policy="cascade", skip_consensus=False)
     by_id = {a.question_id: a for a in answers}
     assert by_id["q0"].trace.aggregation.inputs == ("tiny", "small")
     assert by_id["q1"].trace.aggregation.inputs == ("big",)
@@ -116,6 +117,16 @@ def test_the_aggregator_reads_only_the_voters(settings):
     batches = engines.made["big"].batches
     assert batches[0] == [f"{q}/expert/big" for q in ("q1", "q3", "q4")]
     assert batches[1] == [f"{q.id}/aggregate" for q in QUESTIONS]  # one aggregation round, last
+
+
+def test_voters_that_agree_end_the_cascade_without_the_aggregator(settings):
+    engines = Engines()
+    answers = Orchestrator(settings, engine_factory=engines).answer_batch(QUESTIONS, policy="cascade")
+    agreed = [a for a in answers if a.trace.aggregation.method == "consensus"]
+    assert agreed and all(a.trace.aggregation.skipped for a in agreed)
+    assert all(len(a.trace.aggregation.inputs) >= 2 for a in agreed)  # a consensus of the voters
+    asked = [t for batch in engines.made["big"].batches for t in batch if t.endswith("/aggregate")]
+    assert sorted(asked) == sorted(f"{a.question_id}/aggregate" for a in answers if a not in agreed)
 
 
 def test_a_rerun_with_the_run_id_resumes_every_round(settings):

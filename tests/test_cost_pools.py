@@ -158,6 +158,7 @@ name = "a"
 kind = "replay"
 path = "r.jsonl"
 model = "A"
+benchmark = "mmlu_pro"
 
 [[models]]
 name = "b"
@@ -166,6 +167,7 @@ name = "b"
 kind = "replay"
 path = "r.jsonl"
 model = "B"
+benchmark = "mmlu_pro"
 """
 
 

@@ -66,8 +66,16 @@ def test_every_method_costs_its_experts_declared_costs(run: Path) -> None:
         assert m.cost_ratio == pytest.approx(expected / 70.0)
         assert m.experts_per_question == sum(len(r.methods[m.name].experts) for r in results) / len(results)
     assert summary.method("all-majority").cost_ratio == pytest.approx(sum(COSTS.values()) / 70.0)
+    assert {e.name: (e.answered, e.cost_per_answer) for e in summary.experts} == {
+        name: (QUESTIONS, cost) for name, cost in sorted(COSTS.items())
+    }
+    strong = {r.question_id: next(e.correct for e in r.experts if e.expert == STRONG) for r in results}
+    for m in summary.methods:  # every answer paired: all-majority and the oracle asked the reference everywhere
+        right = sum(r.methods[m.name].correct for r in results)
+        assert m.accuracy_ratio == pytest.approx(right / sum(strong.values()))
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     assert report["cost_reference"] == STRONG and "cost_ratio" in report["methods"][0]
+    assert report["reference_choice"] == "costliest" and "accuracy_ratio" in report["methods"][0]
 
 
 @pytest.mark.data
@@ -103,6 +111,11 @@ def test_the_report_shows_accuracy_against_cost(run: Path) -> None:
     text = (run / "report.md").read_text(encoding="utf-8")
     assert "| cost/question | cost ratio |" in text
     assert f"Cost ratio: against the pool's costliest expert alone, {STRONG} (70 per answer)" in text
+    assert (
+        f"Reference expert: {STRONG}, the pool's costliest expert; it gave {QUESTIONS} of the {QUESTIONS} answers"
+        in text
+    )
+    assert "| cost/question | cost ratio | accuracy ratio |" in text
     assert "Cascades climbed past their first rung on: ours" in text
     assert (run / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -127,7 +140,9 @@ def test_a_cascade_synthesis_reads_its_voters_only(tmp_path: Path) -> None:
 
     bench = load_benchmark("mmlu_pro")
     questions = stratified_sample(bench.questions(settings.data_dir, "test")[:400], 12, 0)
-    config = EvalConfig(benchmark="mmlu_pro", split="test", limit=12, pool_dir=str(POOL), policy="cascade")
+    config = EvalConfig(
+        benchmark="mmlu_pro", split="test", limit=12, pool_dir=str(POOL), policy="cascade", skip_agreement=None
+    )
     with Orchestrator(settings, engine_factory=engines) as coe:
         done = evaluate(coe, bench, questions, config, tmp_path / "out")
     replaced = 0

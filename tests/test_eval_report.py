@@ -22,19 +22,24 @@ PNG = b"\x89PNG\r\n\x1a\n"
 EXPERTS = ("e1", "e2", "e3")
 # method -> (experts consulted, tokens in, tokens out, seconds); ours' experts come from the row
 COSTS = {"ours": (None, 100, 50, 2.0), "single-best": (("e1",), 40, 20, 1.0), "oracle": (EXPERTS, 120, 60, 3.0)}
+PRICES = {"e1": 10.0, "e2": 4.0, "e3": 2.0}
+"""Declared costs (active parameters) for the runs that have them: ours costs 66 / 6 = 11 per answer in run A."""
 
 
-def result(row: dict) -> QuestionResult:
+def result(row: dict, prices: dict[str, float] | None = None) -> QuestionResult:
+    prices = prices or {}
     methods = {}
     for name, (experts, tokens_in, tokens_out, seconds) in COSTS.items():
+        consulted = tuple(row["ours"]) if experts is None else experts
         methods[name] = MethodResult(
-            experts=tuple(row["ours"]) if experts is None else experts,
+            experts=consulted,
             final="A" if name in row["right"] else "B",
             correct=name in row["right"],
             aggregation={"ours": "synthesis", "single-best": "single", "oracle": "oracle"}[name],
             tokens_in=row.get("ours_in", tokens_in) if name == "ours" else tokens_in,
             tokens_out=tokens_out,
             seconds=seconds,
+            cost=sum(prices.get(e, 0.0) for e in consulted),
         )
     return QuestionResult(
         question_id=row["id"],
@@ -42,14 +47,21 @@ def result(row: dict) -> QuestionResult:
         benchmark="mmlu_pro",
         category=row["category"],
         gold="A",
-        experts=tuple(ExpertResult(expert=e, answer="A", correct="oracle" in row["right"]) for e in EXPERTS),
+        experts=tuple(expert_row(row, e, prices.get(e, 0.0)) for e in EXPERTS),
         methods=methods,
     )
 
 
-def make_run(directory: Path, which: str = "a", **changes) -> Path:
+def expert_row(row: dict, expert: str, cost: float) -> ExpertResult:
+    if expert in row.get("failed", ()):
+        return ExpertResult(expert=expert, error="timed out", correct=False, cost=cost)
+    right = expert in row.get("experts_right", EXPERTS if "oracle" in row["right"] else ())
+    return ExpertResult(expert=expert, answer="A" if right else "B", correct=right, cost=cost)
+
+
+def make_run(directory: Path, which: str = "a", prices: dict[str, float] | None = None, **changes) -> Path:
     info = RunInfo.model_validate({**DATA["run"], **changes})
-    write_results(directory, info, [result(row) for row in DATA[which]["rows"]])
+    write_results(directory, info, [result(row, prices) for row in DATA[which]["rows"]])
     return directory
 
 
@@ -81,6 +93,27 @@ def test_summary_numbers_by_hand(run_a):
     assert summary.usage["math"] == {"e1": 1.0, "e2": 0.75, "e3": 0.25}
     assert summary.usage["law"] == {"e1": 0.0, "e2": 1.0, "e3": 1.0}
     assert (summary.cost.model_loads, summary.cost.generations, summary.cost.reused) == (4, 30, 6)
+
+
+def test_each_expert_alone_by_hand(run_a, tmp_path):
+    """Each expert over its own answers (a failed call is none), from the expert rows alone."""
+    summary = summarise(read_run(run_a), read_results(run_a))
+    got = {e.name: (e.answered, e.failed, e.correct, e.n) for e in summary.experts}
+    assert got == {"e1": (6, 0, 3, 6), "e2": (6, 0, 3, 6), "e3": (5, 1, 2, 5)}
+    e3 = summary.experts[2]
+    assert e3.accuracy == pytest.approx(0.4) and e3.ci95 == wilson_interval(2, 5) and e3.cost_per_answer is None
+    text = render_markdown(summary)
+    assert "| expert | answers | accuracy | 95% interval |" in text
+    assert (
+        "| e1 | 6 | 50.0% (3/6) | 18.8–81.2% |" in text and "| e3 | 5 (1 failed) | 40.0% (2/5) | 11.8–76.9% |" in text
+    )
+    report = json.loads(summary.model_dump_json())
+    assert [(e["name"], e["correct"], e["n"]) for e in report["experts"]] == [("e1", 3, 6), ("e2", 3, 6), ("e3", 2, 5)]
+    priced = make_run(tmp_path / "p", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e1")
+    summary = summarise(read_run(priced), read_results(priced))
+    assert [e.cost_per_answer for e in summary.experts] == [10.0, 4.0, 2.0]
+    assert "| expert | answers | accuracy | 95% interval | cost/answer |" in render_markdown(summary)
+    assert "| e3 | 5 (1 failed) | 40.0% (2/5) | 11.8–76.9% | 2 |" in render_markdown(summary)
 
 
 def test_samples_give_mean_and_standard_error(run_a):
@@ -162,6 +195,80 @@ def test_an_empty_run_still_has_a_report(tmp_path):
     assert (
         "0 of 3 questions evaluated" in text and "| **ours** | routed top-2 experts, synthesised | 0.0% (0/0) |" in text
     )
+
+
+def test_declared_costs_have_their_columns_note_and_plot(tmp_path):
+    run = make_run(tmp_path / "p", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e1")
+    summary = summarise(read_run(run), read_results(run))
+    assert summary.reference_cost == 10.0
+    ours, single, oracle = summary.methods
+    assert (ours.cost_per_question, single.cost_per_question, oracle.cost_per_question) == (11.0, 10.0, 16.0)
+    assert (ours.cost_ratio, single.cost_ratio, oracle.cost_ratio) == pytest.approx((1.1, 1.0, 1.6))
+    text = render_markdown(summary)
+    assert "| experts/question | tokens/question (in / out) | cost/question | cost ratio |" in text
+    assert "| 120 / 50 | 11 | 1.10 |" in text
+    assert "Cost ratio: against the pool's costliest expert alone, e1 (10 per answer)." in text
+    assert "cost.png" in [p.name for p in write_report(run)]
+
+
+def test_accuracy_and_cost_ratios_are_against_the_reference(run_a, tmp_path):
+    """The reference: the pool's costliest expert by default, or the one named with --reference;
+    a method's accuracy ratio is over the reference's on the answers both gave (e3's call on q3
+    sample 1 failed: 5 answers paired, e3 right on 2 of them, ours on 3, the oracle on 5)."""
+    costliest = make_run(tmp_path / "c", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e1")
+    summary = summarise(read_run(costliest), read_results(costliest))
+    assert summary.reference_choice == "costliest"
+    assert [m.accuracy_ratio for m in summary.methods] == pytest.approx([1.0, 1.0, 5 / 3])
+    text = render_markdown(summary)
+    assert "| cost/question | cost ratio | accuracy ratio |" in text and "| 11 | 1.10 | 1.00 |" in text
+    assert "Reference expert: e1, the pool's costliest expert; it gave 6 of the 6 answers, 50.0% of them right." in text
+    assert "| e1 (reference) | 6 | 50.0% (3/6) |" in text
+
+    given = make_run(tmp_path / "g", prices=PRICES, cost_unit="active_params_b", costs=PRICES, cost_reference="e3")
+    summary = summarise(read_run(given), read_results(given))
+    assert (summary.reference_choice, summary.reference_cost) == ("given", 2.0)
+    assert [m.accuracy_ratio for m in summary.methods] == pytest.approx([1.5, 1.5, 2.5])
+    assert [m.cost_ratio for m in summary.methods] == pytest.approx([5.5, 5.0, 8.0])
+    text = render_markdown(summary)
+    assert "Reference expert: e3, named with --reference; it gave 5 of the 6 answers, 40.0% of them right." in text
+    assert "Cost ratio: against the reference alone, e3 (2 per answer)." in text
+    assert "| e3 (reference) | 5 (1 failed) |" in text
+
+    ones = dict.fromkeys(EXPERTS, 1.0)
+    calls = make_run(tmp_path / "n", prices=ones, cost_unit="calls", costs=ones, cost_reference="e3")
+    summary = summarise(read_run(calls), read_results(calls))
+    assert summary.reference_choice == "given" and summary.reference_cost is None
+    assert [m.accuracy_ratio for m in summary.methods] == pytest.approx([1.5, 1.5, 2.5])
+    assert [m.cost_ratio for m in summary.methods] == [None, None, None]
+    text = render_markdown(summary)
+    assert "| tokens/question (in / out) | accuracy ratio |" in text and "| 120 / 50 | 1.50 |" in text
+    assert "cost ratio" not in text and "Cost:" not in text
+
+    summary = summarise(read_run(run_a), read_results(run_a))
+    assert summary.reference_choice is None and all(m.accuracy_ratio is None for m in summary.methods)
+    text = render_markdown(summary)
+    assert "accuracy ratio" not in text
+    assert "Reference expert: none (the run recorded no costs, and none was named with --reference)" in text
+
+
+@pytest.mark.parametrize("unit", ["calls", None])
+def test_no_cost_columns_where_the_pool_declares_no_costs(tmp_path, unit):
+    """A pool without declared costs counts calls (1 each): that is no cost, so the methods table
+    has no cost columns, no cost note, no cost.png; report.json has its cost fields null. A run
+    made before costs were recorded (unit None) reads the same."""
+    ones = dict.fromkeys(EXPERTS, 1.0)
+    run = make_run(tmp_path / "c", prices=ones if unit else None, cost_unit=unit, costs=ones if unit else {})
+    assert read_results(run)[0].methods["oracle"].cost == (3.0 if unit else 0.0)
+    summary = summarise(read_run(run), read_results(run))
+    assert summary.reference_cost is None and not summary.costs_declared
+    assert all(m.cost_per_question is None and m.cost_ratio is None for m in summary.methods)
+    text = render_markdown(summary)
+    assert "| **ours** | routed top-2 experts, synthesised | 50.0% (3/6) | 18.8–81.2% | 2.00 | 120 / 50 |" in text
+    assert "cost/question" not in text and "cost ratio" not in text and "Cost:" not in text
+    assert [p.name for p in write_report(run)] == ["report.md", "report.json", "frontier.png", "usage.png"]
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["cost_unit"] == unit and report["reference_cost"] is None
+    assert all(m["cost_per_question"] is None and m["cost_ratio"] is None for m in report["methods"])
 
 
 def test_cost_frontier():

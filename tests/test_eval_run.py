@@ -72,6 +72,25 @@ def test_every_method_scores_what_the_experts_deserve(made: dict[str, Path]) -> 
     accuracy = {m["name"]: m["accuracy"] for m in report["methods"]}
     assert accuracy["oracle"] == accuracy["category"] == 1.0
     assert all(0.0 <= a <= accuracy["oracle"] for a in accuracy.values())
+    # each expert alone, over its own answers (every one answered every question: all-majority asked it)
+    experts = {e["name"]: e for e in report["experts"]}
+    assert list(experts) == sorted(userbench.EXPERTS)
+    for name in userbench.EXPERTS:
+        rights = [
+            userbench.answer_value(name, rows[r.question_id]) == userbench.truth(rows[r.question_id]) for r in results
+        ]
+        assert (experts[name]["correct"], experts[name]["n"], experts[name]["answered"]) == (
+            sum(rights),
+            len(rights),
+            len(rights),
+        )
+        assert experts[name]["cost_per_answer"] is None
+    assert 0 < experts["adder"]["correct"] < len(results)
+    # the pool declares no costs: no cost columns, no cost note, no cost plot
+    assert report["cost_unit"] == "calls" and all(m["cost_ratio"] is None for m in report["methods"])
+    text = (made["out"] / "report.md").read_text()
+    assert "## Experts" in text and "cost/question" not in text and "Cost:" not in text
+    assert not (made["out"] / "cost.png").exists()
 
 
 def test_the_router_works_on_one_category(made: dict[str, Path]) -> None:
@@ -132,6 +151,8 @@ def test_the_same_run_resumed_reuses_everything(made: dict[str, Path]) -> None:
         (("--resume", "--seed", "3"), "holds a different run: seed=0 (now 3)"),
         (("--aggregator", "vote"), "--aggregator must be synthesis, majority or weighted"),
         (("--split", "nope"), "unknown arith split 'nope'"),
+        (("--reference", "nope"), "--reference 'nope' is not one of the pool's experts (adder, multiplier, guesser)"),
+        (("--resume", "--reference", "guesser"), "holds a different run: reference=None (now 'guesser')"),
     ],
 )
 def test_bad_eval_input_is_one_line(
@@ -148,3 +169,34 @@ def test_bad_eval_input_is_one_line(
     assert done.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("coe: error: ") and message in err[0], err
+
+
+def test_a_named_reference_is_what_ratios_are_against(made: dict[str, Path]) -> None:
+    """--reference names the expert accuracy ratios are against (the pool declares no costs: no
+    default reference, no cost columns); a name not in the pool is one line, nothing written."""
+    base = ["eval", str(made["spec"]), "--pool", str(made["pool"]), "--aggregator", "majority"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COE_RUNS_DIR", str(made["tmp"] / "runs"))
+        env.setenv("COE_CACHE_DIR", str(made["tmp"] / "cache"))
+        wrong = made["tmp"] / "wrong"
+        with pytest.raises(SystemExit) as done:
+            main([*base, "--reference", "Adder", "--out", str(wrong)])
+        assert done.value.code == 2 and not wrong.exists()
+        out = made["tmp"] / "named"
+        coe(*base, "--reference", "multiplier", "--out", str(out))
+    assert read_run(out).cost_reference == "multiplier"
+    results = read_results(out)
+    report = json.loads((out / "report.json").read_text())
+    assert (report["cost_reference"], report["reference_choice"]) == ("multiplier", "given")
+    by_expert = [{e.expert: e for e in r.experts} for r in results]
+    paired = [
+        (r.methods["ours"].correct, own["multiplier"].correct)
+        for r, own in zip(results, by_expert)
+        if "multiplier" in own
+    ]
+    assert paired and sum(ref for _, ref in paired)
+    ours = next(m for m in report["methods"] if m["name"] == "ours")
+    assert ours["accuracy_ratio"] == pytest.approx(sum(hit for hit, _ in paired) / sum(ref for _, ref in paired))
+    text = (out / "report.md").read_text()
+    assert "Reference expert: multiplier, named with --reference;" in text
+    assert "| accuracy ratio |" in text and "cost ratio" not in text

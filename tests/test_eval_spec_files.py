@@ -147,6 +147,24 @@ def test_default_prompts_per_kind(tmp_path, kind):
     assert bench.answer_format
 
 
+def test_literal_braces_in_a_template_are_doubled(tmp_path):
+    """As the README says: the template is a format string, so a literal brace is written twice,
+    in a TOML literal string ('...') as in a basic one ("...", where backslashes escape)."""
+    write(tmp_path / "d.jsonl", json.dumps({"q": "What is {1+1}?", "a": "2"}))
+    spec = tmp_path / "s.toml"
+    head = '[benchmark]\nname = "k"\nanswer_kind = "math"\ndata = "d.jsonl"\n'
+    fields = '[benchmark.fields]\nquestion = "q"\nanswer = "a"\n'
+    literal = r"""prompt = 'Reply with {{"answer": ...}}. {question} Put it in \boxed{{}}.'"""
+    basic = r"""prompt = "Reply with {{\"answer\": ...}}. {question} Put it in \\boxed{{}}." """
+    for prompt in (literal, basic):
+        bench = load_benchmark(write(spec, head + prompt + "\n" + fields))
+        (item,) = bench.questions(tmp_path)
+        assert bench.prompt(item) == r'Reply with {"answer": ...}. What is {1+1}? Put it in \boxed{}.', prompt
+    for single in (r"prompt = '{question} in \boxed{}'", "prompt = '{question} with a } alone'"):
+        with pytest.raises(errors.ConfigError, match=r"benchmark\.prompt: .*\(write literal braces as \{\{ and \}\}\)"):
+            load_benchmark(write(spec, head + single + "\n" + fields))
+
+
 def test_missing_spec_file(tmp_path):
     with pytest.raises(NotFound, match="benchmark spec .*nope.toml does not exist"):
         load_benchmark(tmp_path / "nope.toml")
@@ -171,3 +189,23 @@ def test_broken_spec(tmp_path, case):
     assert "\n" not in message
     for name in case["names"]:
         assert name in message
+
+
+def test_registered_benchmarks_are_known_by_name_only(tmp_path):
+    from eval import named_benchmark, registered_benchmarks
+    from tests import userbench
+
+    spec = userbench.write_benchmark(tmp_path / "arith", 4)
+    known = registered_benchmarks([spec])
+    assert named_benchmark("arith", known).name == "arith" and named_benchmark("gpqa", known).name == "gpqa"
+    for given in (str(spec), "arith.toml", "/etc/passwd", str(tmp_path)):
+        with pytest.raises(NotFound, match="the benchmarks known here are aime, arith, gpqa") as caught:
+            named_benchmark(given, known)
+        assert "TOML" not in str(caught.value) and "folder" not in str(caught.value)
+    with pytest.raises(NotFound, match=r"\(did you mean 'arith'\?\)"):
+        named_benchmark("arit", known)
+    with pytest.raises(errors.ConfigError, match="the name 'arith' is taken"):
+        registered_benchmarks([spec, spec])
+    clash = write(tmp_path / "arith" / "gpqa.toml", spec.read_text().replace('name = "arith"', 'name = "gpqa"'))
+    with pytest.raises(errors.ConfigError, match="'gpqa' is a built-in benchmark"):
+        registered_benchmarks([clash])

@@ -341,15 +341,35 @@ def workloads(draw):
     return names, tasks, draw(st.sampled_from([1000, 2000, 4000])), draw(st.integers(1, 3))
 
 
+def _mutual_groups(tasks: list[Task]) -> list[set[str]]:
+    """The models that reach each other through task inputs (each model reaches itself)."""
+    model = {t.id: t.model for t in tasks}
+    reach = {m: {m} for m in model.values()}
+    for task in tasks:
+        for dep in task.after:
+            reach[model[dep]].add(task.model)
+    changed = True
+    while changed:
+        changed = False
+        for out in reach.values():
+            more = set().union(*(reach[x] for x in out)) - out
+            if more:
+                out |= more
+                changed = True
+    return [{n for n in reach if m in reach[n] and n in reach[m]} for m in reach]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(workloads())
 def test_any_plan_runs_every_task_once_with_one_load_per_model(workload):
     names, tasks, budget, devices = workload
     specs = {n: spec(n) for n in names}
-    try:
-        plan = make_plan(tasks, specs, budget_mb=budget, devices=devices)
-    except BadInput:
-        return  # models that need each other do not fit together: refused by the planner
+    if max(len(group) for group in _mutual_groups(tasks)) * 1000 > budget:
+        # models that need each other's output must be resident together: refused, and said so
+        with pytest.raises(BadInput, match="must be resident together"):
+            make_plan(tasks, specs, budget_mb=budget, devices=devices)
+        return
+    plan = make_plan(tasks, specs, budget_mb=budget, devices=devices)
     factory = Factory()
     result = Executor(factory).run(plan, tasks, specs, compose)
     assert not result.failed and set(result.generations) == {t.id for t in tasks}

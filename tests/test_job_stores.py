@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common.errors import BadInput, Conflict, NotFound, Unavailable
+from common.errors import BadInput, ConfigError, Conflict, NotFound, Unavailable
 from eval.results import ExpertResult, MethodInfo, MethodResult, QuestionResult, RunInfo
 from orchestrator.stores import JobRequest, JobResults, JobStore, WorkerId, open_job_store
 from orchestrator.stores.jobs_redis import RedisJobStore
@@ -241,7 +241,7 @@ def test_sqlite_takes_over_from_a_dead_process_at_once(tmp_path):
 
 
 def test_bad_locations(tmp_path):
-    with pytest.raises(BadInput, match="not a Redis URL or a file path"):
+    with pytest.raises(ConfigError, match=r"scheme 'http' is not redis:// or rediss://"):  # the one URL rule
         open_job_store("http://example.org/store")
     with pytest.raises(BadInput, match="is a directory"):
         open_job_store(tmp_path)
@@ -293,7 +293,7 @@ def test_redis_that_lost_everything_makes_its_queue_again(tmp_path):
 
 
 def test_store_location_defaults_to_runs_dir(tmp_path: Path):
-    from orchestrator.stores.jobs import store_location
+    from orchestrator.stores.target import store_location
 
     assert store_location(None, tmp_path) == str(tmp_path / "store.sqlite")
     assert store_location("redis://h:1/0", tmp_path) == "redis://h:1/0"

@@ -13,6 +13,7 @@ import pytest
 
 from batching import FakeEngine
 from common.errors import ConfigError, Unavailable
+from eval import registered_benchmarks
 from orchestrator import Orchestrator, load_settings
 from orchestrator.jobs_worker import JobWorker
 from orchestrator.settings import PROJECT_ROOT, JobSettings
@@ -78,12 +79,27 @@ def test_a_stopped_worker_hands_back_its_job_after_its_step(tmp_path):
 def test_a_job_whose_benchmark_went_away_fails_with_one_line(tmp_path):
     spec = userbench.write_benchmark(tmp_path / "bench", 4)
     store = open_job_store(tmp_path / "store.sqlite")
-    job = store.create(JobRequest(benchmark=str(spec)), total=4)
+    job = store.create(JobRequest(benchmark="arith"), total=4)
+    known = registered_benchmarks([spec])
     (tmp_path / "bench" / "arith.jsonl.gz").unlink()
-    worker = JobWorker(orchestrator(tmp_path, Engines()), store, SETTINGS)
+    worker = JobWorker(orchestrator(tmp_path, Engines()), store, SETTINGS, benchmarks=known)
     assert worker.run_one() == "failed"
     failed = store.get(job.id)
     assert failed.state == "failed" and "arith.jsonl.gz" in (failed.error or "") and "\n" not in failed.error
+
+
+def test_a_worker_knows_benchmarks_by_name_only(tmp_path):
+    """A job naming a spec file by its path, or a benchmark the worker was not given, fails
+    naming the benchmarks it knows; the file is never read."""
+    spec = userbench.write_benchmark(tmp_path / "bench", 4)
+    store = open_job_store(tmp_path / "store.sqlite")
+    by_path = store.create(JobRequest(benchmark=str(spec)), total=4)
+    unknown = store.create(JobRequest(benchmark="arith"), total=4)
+    worker = JobWorker(orchestrator(tmp_path, Engines()), store, SETTINGS)  # the built-ins only
+    assert worker.run_one() == worker.run_one() == "failed"
+    for job in (by_path, unknown):
+        error = store.get(job.id).error or ""
+        assert error.startswith("unknown benchmark") and "mmlu_pro" in error and "arith, " not in error
 
 
 class Flaky:

@@ -109,7 +109,10 @@ def test_split_and_sample_errors(call, message):
 
 
 def test_routing_benchmark_votes_with_aggregators_majority():
+    from _replay import Ballot
+
     from benchmarks import routing
+    from common.answers import AnswerKind, Judge
     from router import ExpertChoice, RouteDecision
 
     # a 2-2 tie: the old benchmark gave it to the single most competent expert ("a": A);
@@ -120,9 +123,14 @@ def test_routing_benchmark_votes_with_aggregators_majority():
         Question(id="q1", benchmark="t", text="one?", answer="B", category="x"),
         Question(id="q2", benchmark="t", text="two?", answer="C", category="y"),
     ]
+    judge = Judge(AnswerKind.LETTER)
     book = {
-        qid: {e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in row.items()}
-        for qid, row in said.items()
+        q.id: Ballot(
+            judge,
+            q.answer,
+            {e: ExpertAnswer(expert=e, choice=c, competence=competence[e]) for e, c in said[q.id].items()},
+        )
+        for q in questions
     }
     decisions = [
         RouteDecision(
@@ -135,7 +143,8 @@ def test_routing_benchmark_votes_with_aggregators_majority():
         for q in questions
     ]
     for q in questions:
-        assert routing.vote(book[q.id], list("adbc")) == majority(list(book[q.id].values())).choice
+        votes = list(book[q.id].votes.values())
+        assert book[q.id].majority(list("adbc")).choice == majority(votes, judge=judge).choice
     result = routing.score(decisions, questions, book)
     assert result.accuracy == 1.0 and result.per_category == {"x": 1.0, "y": 1.0}
     assert result.ci95 == tuple(round(v, 4) for v in wilson_interval(2, 2))

@@ -67,7 +67,7 @@ def write_case(folder: Path) -> tuple[Path, Path]:
     pool.mkdir()
     models = "".join(
         f'\n[[models]]\nname = "{m}"\n[models.source]\nkind = "replay"\n'
-        f'path = "{folder / "recordings.jsonl"}"\nmodel = "{m}"\n'
+        f'path = "{folder / "recordings.jsonl"}"\nmodel = "{m}"\nbenchmark = "money"\n'
         for m in EXPERTS
     )
     (pool / "pool.toml").write_text(

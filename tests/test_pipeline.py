@@ -94,7 +94,7 @@ def test_aggregator_failure_falls_back_to_vote(settings):
             engine = FakeEngine(spec, answer=fine, fail_on=agg_fails)
             return self.made.setdefault(spec.name, engine)
 
-    answer = Orchestrator(settings, engine_factory=Factory()).answer("Pick.", options=["a", "b"])
+    answer = Orchestrator(settings, engine_factory=Factory()).answer("Pick.", options=["a", "b"], skip_consensus=False)
     assert answer.choice == "B"
     assert answer.trace.aggregation.method == "majority"
     assert answer.trace.aggregation.fallback
@@ -305,6 +305,8 @@ def test_a_reused_run_id_regenerates_what_the_changed_pool_changed(tmp_path):
         engine_factory=changed,
     ).answer_batch(questions(4), run_id="same")
     assert [len(b) for b in changed.made["gemma3"].batches] == [4]  # gemma3's sampling changed: asked again
-    smollm2 = [x for b in changed.made["smollm2"].batches for x in b]
+    smollm2 = [x for e in [changed.made.get("smollm2")] if e is not None for b in e.batches for x in b]
     assert not any("/expert/" in x for x in smollm2)  # smollm2's own expert answers were reused
+    # (the fake's answers ignore max_tokens: the aggregations are asked alike and come from the
+    # cache, so smollm2 is not even loaded)
     assert all(a.error is None for a in answers)

@@ -18,7 +18,7 @@ from common.tasks import Task
 def spec(name: str, memory_mb: float | None = 1000, kind: str = "vllm") -> ExpertSpec:
     source = {"kind": "vllm", "model": "packaged:smollm2-135m-instruct"}
     if kind == "replay":
-        source = {"kind": "replay", "path": "/nowhere.jsonl", "model": name}
+        source = {"kind": "replay", "path": "/nowhere.jsonl", "model": name, "benchmark": "mmlu_pro"}
     return ExpertSpec(name=name, source=source, memory_mb=memory_mb)
 
 

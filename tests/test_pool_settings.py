@@ -62,6 +62,14 @@ def test_good_pool(tmp_path):
         (('prompt_mode = "completion"', 'prompt_mode = "poetry"'), "models[1].prompt_mode"),
         (('name = "p"', 'name = "p"\ncolour = "red"'), "pool.colour"),
         (("[pool]", "[pool"), "not valid TOML"),
+        (
+            (
+                'kind = "vllm"\nmodel = "packaged:smollm2-135m-instruct"',
+                'kind = "replay"\npath = "r.jsonl"\nmodel = "L-70B"\nbenchmark = "mmlu_pro"',
+            ),
+            "the aggregator 'a' replays recorded answers of 'L-70B' and cannot write new text: "
+            "the aggregator must be a model that generates (kind vllm or http)",
+        ),
     ],
 )
 def test_malformed_pool_names_file_and_field(tmp_path, change, expected):

@@ -169,6 +169,18 @@ def test_build_from_replay_without_matching_answers_is_bad_input(tmp_path):
         build_profile_from_replay(tmp_path / "missing.jsonl", _questions(), ["M1"])
 
 
+def test_build_from_replay_refuses_a_model_the_file_never_recorded(tmp_path):
+    replay = tmp_path / "r.jsonl"
+    replay.write_text(
+        "".join(json.dumps({"model": m, "question_id": "1", "text": "", "pred": "A"}) + "\n" for m in ("M1", "M2"))
+    )
+    with pytest.raises(NotFound) as info:
+        build_profile_from_replay(replay, _questions(), {"one": "M1", "big": "M70B", "old": "M0"})
+    assert str(info.value) == (
+        f"replay file {replay} has no records of 'M70B' (expert big), 'M0' (expert old); it records: M1, M2"
+    )
+
+
 def test_build_from_verdicts_counts_each_under_its_skills():
     verdicts = [("1", "good", True), ("2", "good", True), ("3", "good", True), ("1", "bad", False), ("2", "bad", True)]
     p = build_profile(_questions(), ["good", "bad"], verdicts)

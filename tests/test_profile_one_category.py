@@ -57,7 +57,7 @@ def write_pool(folder, items: list[Question]):
                 out.write(json.dumps({"model": model, "question_id": q.id, "text": text, "correct": int(right)}) + "\n")
     models = "".join(
         f'[[models]]\nname = "{model.lower()}"\n[models.source]\nkind = "replay"\n'
-        f'path = "{replay}"\nmodel = "{model}"\n'
+        f'path = "{replay}"\nmodel = "{model}"\nbenchmark = "gsm8k"\n'
         for model in RIGHT
     )
     aggregator = '[[models]]\nname = "agg"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'

@@ -48,6 +48,15 @@ def test_unknown_key_is_an_error(recordings, replay_spec):
         engine.generate([Request.user("a", "q")])
 
 
+def test_a_question_of_another_benchmark_is_a_miss(recordings, replay_spec):
+    """Ids of different benchmarks collide: item 2 of AIME is not item 2 of the recordings' MMLU-Pro."""
+    engine = ReplayEngine(replay_spec(recordings, "m1", benchmark="mmlu_pro"))
+    with pytest.raises(ReplayMiss, match="to aime question '2': its recordings are of mmlu_pro"):
+        engine.generate([Request.user("a", "q", question_id="2", benchmark="aime")])
+    asked = [Request.user("a", "q", question_id="2", benchmark="mmlu_pro"), Request.user("b", "q", question_id="2")]
+    assert [g.text for g in engine.generate(asked)] == ["The answer is (C)."] * 2  # its own, or named by id alone
+
+
 def test_unknown_model_and_file(recordings, replay_spec, tmp_path):
     with pytest.raises(NotFound, match="no records for model"):
         ReplayEngine(replay_spec(recordings, "m9")).load()

@@ -117,6 +117,24 @@ def test_directory_and_wrong_version(tmp_path):
         SQLiteRunStore(path)
 
 
+def test_request_key_names_a_benchmark_only_for_replay_and_only_when_set():
+    from batching import ExpertSpec
+    from batching.runstore import request_key
+    from common.requests import Request
+
+    replay = ExpertSpec(
+        name="m1", source={"kind": "replay", "path": "/r.jsonl", "model": "m1", "benchmark": "mmlu_pro"}
+    )
+    live = ExpertSpec(name="m", source={"kind": "vllm", "model": "packaged:smollm2-135m-instruct"})
+    ask = Request.user("t1", "What is 2+2?", question_id="q1")
+    # a request without a benchmark keeps the key it had before requests named one
+    assert request_key(replay, ask) == "93c85e6f76108f9657a1d734ccebad6ebac01d28057f64f743c2f19621a69a16"
+    assert request_key(live, ask) == "ec85f52268018787f3580eb5fa4f1344fde049f4c7c72bffe07233a27c06d0fa"
+    named = [ask.model_copy(update={"benchmark": b}) for b in ("mmlu_pro", "aime")]
+    assert len({request_key(replay, r) for r in (ask, *named)}) == 3  # a recording is of one benchmark's item
+    assert {request_key(live, r) for r in named} == {request_key(live, ask)}  # a live model reads the messages
+
+
 def test_request_key_changes_with_what_was_asked():
     from batching import ExpertSpec
     from batching.runstore import request_key

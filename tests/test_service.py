@@ -131,18 +131,23 @@ def test_bad_requests_get_their_status_and_one_json_error(server, case):
 
 
 def test_health_readiness_models_and_metrics(server):
+    """/healthz is open (a liveness probe learns only "ok"); /readyz and /metrics need a key."""
     url, _ = server
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{url}/readyz")
+    for path in ("/readyz", "/metrics"):
+        refused = httpx.get(f"{url}{path}")
+        assert refused.status_code == 401 and refused.json()["error"]["type"] == "unauthorized"
+    ready = httpx.get(f"{url}/readyz", headers=auth())
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert set(ready.json()["experts"]) == {"smollm2", "gemma3"}
+    assert ready.json()["jobs"]["store"] == "sqlite"  # what kind of store, not where
     models = httpx.get(f"{url}/v1/models", headers=auth()).json()
     ids = [m["id"] for m in models["data"]]
     assert ids[0] == "default" and "default/topk" in ids and "default/adaptive" in ids
     httpx.post(f"{url}/v1/answer", json={"question": "Is ice cold?"}, headers=auth(), timeout=30)
     httpx.post(f"{url}/v1/answer", content=b"{" + b" " * 5_000 + b"}", headers=auth(), timeout=30)  # 413
     httpx.post(f"{url}/v1/answer", json={"question": "Hi?"}, headers=auth("wrong"), timeout=30)  # 401
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx.get(f"{url}/metrics", headers=auth()).text
     for name in (
         'coe_requests_total{route="/v1/answer",status="200"}',
         'coe_model_loads_total{model="smollm2"}',

@@ -230,7 +230,11 @@ def test_skip_is_asked_again_as_each_wave_builds_its_requests() -> None:
 
 def test_pipeline_streams_expert_and_aggregate_tasks_and_skips_cancelled_questions(tmp_path) -> None:
     settings = load_settings(
-        pool=PROJECT_ROOT / "pools" / "default", runs_dir=tmp_path / "runs", memory_budget_mb=8000, policy="all"
+        pool=PROJECT_ROOT / "pools" / "default",
+        runs_dir=tmp_path / "runs",
+        memory_budget_mb=8000,
+        policy="all",
+        aggregator_skip=False,  # the fake experts agree: the aggregation must still run to stream
     )
     made: dict[str, FakeEngine] = {}
 

@@ -77,7 +77,8 @@ def write_benchmark(folder: Path, n: int = 40) -> Path:
 
 def write_replay_pool(folder: Path, n: int = 40) -> Path:
     """A pool of the three experts answering from recordings (``adder`` with its pred, the
-    others from their text only); the aggregator is a recorded expert too."""
+    others from their text only). Replay cannot write new text, so the aggregator is an HTTP
+    model nobody serves: the tests aggregate by vote and never call it."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "recordings.jsonl").open("w", encoding="utf-8") as out:
         for row in questions(n):
@@ -88,11 +89,13 @@ def write_replay_pool(folder: Path, n: int = 40) -> Path:
                 out.write(json.dumps(record) + "\n")
     models = "".join(
         f'\n[[models]]\nname = "{m}"\n[models.source]\nkind = "replay"\npath = "{folder / "recordings.jsonl"}"\n'
-        f'model = "{m}"\n'
+        f'model = "{m}"\nbenchmark = "arith"\n'
         for m in EXPERTS
     )
+    models += '\n[[models]]\nname = "writer"\n[models.source]\nkind = "http"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    models += 'model = "writer"\n'
     (folder / "pool.toml").write_text(
-        f'[pool]\nname = "arith-replay"\nversion = 1\naggregator = "adder"\nexperts = {list(EXPERTS)}\n' + models
+        f'[pool]\nname = "arith-replay"\nversion = 1\naggregator = "writer"\nexperts = {list(EXPERTS)}\n' + models
     )
     return folder
 

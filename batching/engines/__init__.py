@@ -1,7 +1,8 @@
 """Engines: one contract (``Engine``), one implementation per way a model is served.
 
-``make_engine`` picks the implementation from the expert's ``source.kind``; heavy imports
-(vLLM, httpx) happen only when an engine of that kind is made.
+``make_engine`` builds the engine of the expert's kind (``batching.engines.kinds``, the one
+registry of kinds and what each can do); heavy imports (vLLM, httpx) happen only when an engine
+of that kind is made.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from batching.engines.base import (
     Engine,
     EngineFactory,
     ResultCallback,
+    Sleeper,
     chat_messages,
     completion_prompt,
 )
 from batching.engines.fake import FakeEngine
+from batching.engines.kinds import KINDS, EngineKind, engine_kind
 from batching.engines.replay import ReplayEngine
 from batching.spec import ExpertSpec
 
@@ -24,11 +27,15 @@ __all__ = [
     "DeltaCallback",
     "Engine",
     "EngineFactory",
+    "KINDS",
+    "EngineKind",
     "FakeEngine",
     "ReplayEngine",
     "ResultCallback",
+    "Sleeper",
     "chat_messages",
     "completion_prompt",
+    "engine_kind",
     "make_engine",
 ]
 
@@ -39,15 +46,4 @@ def make_engine(spec: ExpertSpec, *, cache_dir: Path, cpus: tuple[int, ...] | No
     ``cpus``: the cores a vLLM engine on the CPU build is bound to (None: all); engines of the
     other kinds compute elsewhere and take no cores.
     """
-    kind = spec.source.kind
-    if kind == "replay":
-        return ReplayEngine(spec)
-    if kind == "http":
-        from batching.engines.http import HTTPEngine
-
-        return HTTPEngine(spec)
-    if kind == "vllm":
-        from batching.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(spec, cache_dir=cache_dir, cpus=cpus)
-    raise AssertionError(f"unhandled engine kind {kind!r}")  # the Source union is closed
+    return engine_kind(spec).build(spec, cache_dir, cpus)

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-__all__ = ["guard_group", "kill_group", "main"]
+__all__ = ["guard_group", "kill_group", "main", "wait_group_gone"]
 
 POLL_S = 0.25
 
@@ -46,6 +46,17 @@ def guard_group(owner_pid: int, poll_s: float = POLL_S) -> None:
             time.sleep(poll_s)
 
     threading.Thread(target=watch, name="owner-watchdog", daemon=True).start()
+
+
+def wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` until no process of group ``pgid`` is left."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

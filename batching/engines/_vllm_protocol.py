@@ -1,10 +1,11 @@
 """The messages between ``VLLMEngine`` (parent) and its worker child, over a multiprocessing pipe.
 
-    parent -> child   Generate(jobs, stream) | Stop()
+    parent -> child   Generate(jobs, stream) | Sleep(level) | Wake() | Stop()
     child -> parent   Ready(...) | Failed(kind, message)                 after start
                       Partial(texts) per engine step, if stream is set,
                       Finished(index, ...) per request, as each ends,
                       then BatchDone(count) | Failed(kind, message)      after Generate
+                      Switched(sleeping) | Failed(SLEEP, message)        after Sleep or Wake
 
 Plain frozen dataclasses of this project (pickled by the pipe), so both sides agree on the
 fields and an error's kind is an enum member, not a class name in a string.
@@ -24,6 +25,12 @@ class ErrorKind(enum.Enum):
     LOAD = "load"  # vLLM could not build the engine
     GENERATE = "generate"  # a batch failed; the engine is still usable
     ENGINE_DEAD = "engine_dead"  # vLLM's engine process died; the child exits non-zero
+    SLEEP = "sleep"  # a sleep or wake failed; the parent stops the child
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a ``Failed`` message."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,29 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Sleep:
+    """Park the model: level 1 offloads the weights to host memory and drops the KV cache."""
+
+    level: int = 1
+
+
+@dataclass(frozen=True)
+class Wake:
+    pass
+
+
+@dataclass(frozen=True)
+class Switched:
+    """The engine now sleeps (after Sleep) or is awake (after Wake)."""
+
+    sleeping: bool
+
+
+@dataclass(frozen=True)
 class Ready:
     model: str
     device: str
+    sleep_mode: bool = False  # started with vLLM's sleep mode (the platform has it)
 
 
 @dataclass(frozen=True)
@@ -107,5 +134,5 @@ class BatchDone:
     count: int
 
 
-ToChild = Generate | Stop
-FromChild = Ready | Failed | Partial | Finished | BatchDone
+ToChild = Generate | Sleep | Wake | Stop
+FromChild = Ready | Failed | Partial | Finished | BatchDone | Switched

@@ -31,9 +31,13 @@ from batching.engines._vllm_protocol import (
     Job,
     Partial,
     Ready,
+    Sleep,
     Stop,
+    Wake,
     WorkerConfig,
+    describe,
 )
+from batching.engines._vllm_sleep import available, switch
 from batching.engines.base import mean_logprob
 from batching.engines.vllm_options import engine_args
 from common.errors import NotFound
@@ -48,10 +52,6 @@ def _redirect_output(log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def _describe(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
-
-
 def build_llm(config: WorkerConfig):
     """Make the ``vllm.LLM`` for ``config``; returns (llm, ready message)."""
     from batching.models import resolve_model
@@ -63,8 +63,15 @@ def build_llm(config: WorkerConfig):
     from vllm.platforms import current_platform
 
     on_cpu = current_platform.is_cpu()
+    sleep_mode = config.source.sleep_mode and available()
     args = engine_args(
-        config.source, model, cpu=on_cpu, seed=config.seed, chat_template=config.chat_template, cpus=config.cpus
+        config.source,
+        model,
+        cpu=on_cpu,
+        seed=config.seed,
+        chat_template=config.chat_template,
+        cpus=config.cpus,
+        sleep_mode=sleep_mode,
     )
     os.environ.update(args.environment())
     if args.kv_cache_bytes is not None:
@@ -73,7 +80,8 @@ def build_llm(config: WorkerConfig):
     from vllm import LLM
 
     llm = LLM(**args.llm_kwargs())
-    return llm, Ready(model=model, device="cpu" if on_cpu else str(current_platform.device_type))
+    device = "cpu" if on_cpu else str(current_platform.device_type)
+    return llm, Ready(model=model, device=device, sleep_mode=sleep_mode)
 
 
 def _sampling(job: Job, max_tokens: int):
@@ -129,7 +137,7 @@ def screen(
         try:
             count = _prompt_tokens(tokenizer, job, chat_template)
         except Exception as exc:  # noqa: BLE001 - e.g. a base model without a chat template
-            errors[i] = f"cannot build the prompt: {_describe(exc)}"
+            errors[i] = f"cannot build the prompt: {describe(exc)}"
             continue
         if count >= max_model_len:
             errors[i] = f"prompt has {count} tokens; the model's context (max_model_len) is {max_model_len}"
@@ -327,7 +335,7 @@ def serve(conn, config: WorkerConfig) -> None:
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as one line
         traceback.print_exc()
         kind = ErrorKind.NOT_FOUND if isinstance(exc, NotFound) else ErrorKind.LOAD
-        pipe.send(Failed(kind=kind, message=str(exc) if kind is ErrorKind.NOT_FOUND else _describe(exc)))
+        pipe.send(Failed(kind=kind, message=str(exc) if kind is ErrorKind.NOT_FOUND else describe(exc)))
         _exit(1)
     stopping = threading.Event()
     _watch_engine(pipe, stopping)
@@ -340,6 +348,9 @@ def serve(conn, config: WorkerConfig) -> None:
             break
         if isinstance(message, Stop):
             break
+        if isinstance(message, Sleep | Wake):
+            pipe.send(switch(llm, message, ready.sleep_mode))
+            continue
         if not isinstance(message, Generate):
             pipe.send(Failed(kind=ErrorKind.GENERATE, message=f"unknown command {type(message).__name__}"))
             continue
@@ -348,10 +359,10 @@ def serve(conn, config: WorkerConfig) -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             traceback.print_exc()
             if _engine_dead(exc):
-                pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=_describe(exc)))
+                pipe.send(Failed(kind=ErrorKind.ENGINE_DEAD, message=describe(exc)))
                 code = 1
                 break
-            pipe.send(Failed(kind=ErrorKind.GENERATE, message=_describe(exc)))
+            pipe.send(Failed(kind=ErrorKind.GENERATE, message=describe(exc)))
     stopping.set()
     _shutdown(llm)
     conn.close()

@@ -9,6 +9,11 @@ HTTP endpoints and the fake do; replay has nothing to stream and never calls it.
 that asks for log-probabilities (``Request.logprobs``) gets their mean per generated token in
 ``Generation.logprob`` where the engine has them (vLLM, servers that return them, the fake's
 stand-in); replay's recordings have none, so it leaves None.
+
+Sleep mode is optional (``Sleeper``): an engine that has it can park its loaded model, freeing
+the accelerator's memory but for what the mode keeps, and wake it far faster than a load.
+Only kinds whose registry entry says ``sleep`` (``batching.engines.kinds``) are asked to, and
+only when the engine reports ``can_sleep`` at runtime (vLLM: once loaded, on a GPU).
 """
 
 from __future__ import annotations
@@ -67,6 +72,37 @@ class Engine(Protocol):
 
     def footprint_mb(self) -> float | None:
         """Memory the loaded model holds, measured if possible, else declared, else None."""
+
+
+@runtime_checkable
+class Sleeper(Protocol):
+    """The optional sleep mode of an engine. A sleeping engine is still ``loaded`` (it holds its
+    model, e.g. in host memory) but does not generate until woken."""
+
+    @property
+    def can_sleep(self) -> bool:
+        """True when ``sleep()`` would park the model now (loaded, and the platform has the mode)."""
+
+    @property
+    def sleeping(self) -> bool: ...
+
+    def sleep(self) -> bool:
+        """Park the loaded model; True if it sleeps now, False if it cannot (it is left as it was).
+        Raises EngineError if parking failed: the engine is then unusable, unload it."""
+
+    def wake(self) -> None:
+        """Make a sleeping model ready to generate again (nothing to do when awake). Raises
+        EngineError if it failed: the engine is then unusable, unload it and load afresh."""
+
+
+def can_sleep(engine: object) -> bool:
+    """Whether ``engine`` reports that it can sleep now (engines without the mode cannot)."""
+    return getattr(engine, "can_sleep", False) is True
+
+
+def asleep(engine: object) -> bool:
+    """Whether ``engine`` sleeps now."""
+    return getattr(engine, "sleeping", False) is True
 
 
 def completion_prompt(request: Request, system_prompt: str | None = None) -> str:

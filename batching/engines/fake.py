@@ -5,6 +5,8 @@ the prompt), counts its loads and calls so tests can assert on them, and can be 
 Asked to stream, it hands each answer out word by word (each word with the spaces after it),
 so the deltas join to the exact text. Asked for log-probabilities (``Request.logprobs``), it
 gives ``fake_logprob`` of the answer's text: a stable value in [-2, -0.05] from the text's hash.
+Made with ``sleeps=True`` it has a sleep mode (``batching.engines.base.Sleeper``) whose wake can
+be told to fail (``wake_fails``); it refuses to generate while asleep, as vLLM would.
 It stands for a real engine in tests only; every behaviour it stands for is also tested
 against vLLM and a live HTTP server in the real tier.
 """
@@ -51,19 +53,53 @@ class FakeEngine:
         answer: Callable[[ExpertSpec, Request], str] = letter_answer,
         fail_on: Callable[[Request], bool] | None = None,
         memory_mb: float = 100.0,
+        *,
+        sleeps: bool = False,
+        wake_fails: bool = False,
     ) -> None:
         self.spec = spec
         self._answer = answer
         self._fail_on = fail_on
         self._memory_mb = spec.memory_mb or memory_mb
         self._loaded = False
+        self._sleeps = sleeps
+        self._sleeping = False
+        self.wake_fails = wake_fails
+        """The next wakes raise EngineError (the engine must then be unloaded)."""
         self.loads = 0
         self.unloads = 0
+        self.sleeps = 0
+        self.wakes = 0
         self.batches: list[list[str]] = []
 
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    @property
+    def can_sleep(self) -> bool:
+        return self._sleeps and self._loaded
+
+    @property
+    def sleeping(self) -> bool:
+        return self._sleeping
+
+    def sleep(self) -> bool:
+        if self._sleeping:
+            return True
+        if not self.can_sleep:
+            return False
+        self._sleeping = True
+        self.sleeps += 1
+        return True
+
+    def wake(self) -> None:
+        if not self._sleeping:
+            return
+        if self.wake_fails:
+            raise EngineError(f"engine {self.spec.name!r} could not wake")
+        self._sleeping = False
+        self.wakes += 1
 
     def load(self) -> None:
         if not self._loaded:
@@ -81,6 +117,8 @@ class FakeEngine:
         EngineError after the earlier ones were reported."""
         if not self._loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
+        if self._sleeping:
+            raise EngineError(f"engine {self.spec.name!r} asked to generate while asleep; wake() it first")
         self.batches.append([r.id for r in requests])
         out = []
         for i, request in enumerate(requests):
@@ -105,6 +143,7 @@ class FakeEngine:
         return out
 
     def unload(self) -> None:
+        self._sleeping = False
         if self._loaded:
             self._loaded = False
             self.unloads += 1

@@ -9,6 +9,9 @@ to stop and kills its process group if it does not. The messages are the typed r
 
 The child leads its own process group, which holds vLLM's engine and worker processes too;
 it kills that group when this process dies, and this process kills it when the child dies.
+
+On a GPU the engine starts with vLLM's sleep mode and can be parked and woken (``sleep``,
+``wake``: ``_vllm_sleep``); on the CPU build ``can_sleep`` is False.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from batching.engines._orphans import wait_group_gone
 from batching.engines._vllm_protocol import (
     BatchDone,
     ErrorKind,
@@ -36,6 +40,7 @@ from batching.engines._vllm_protocol import (
     Stop,
     WorkerConfig,
 )
+from batching.engines._vllm_sleep import SleepMode
 from batching.engines.base import DeltaCallback, ResultCallback, chat_messages, completion_prompt
 from batching.models import check_ref
 from batching.spec import ExpertSpec, VLLMSource
@@ -51,7 +56,7 @@ _ERROR_LINE = re.compile(r"\b[A-Z]\w*(Error|Exception|Exit)\b: |^coe error: ")  
 _VLLM_PREFIX = re.compile(r"^(\(\w+ pid=\d+\) )?(ERROR|WARNING|INFO) \d\d-\d\d [\d:]+ \[[^\]]*\] ")
 
 
-class VLLMEngine:
+class VLLMEngine(SleepMode):
     """Serves one ``ExpertSpec`` whose source is a ``VLLMSource``, from a child process.
 
     ``cpus``: on the CPU build, the cores this engine's model worker is bound to (give
@@ -67,6 +72,7 @@ class VLLMEngine:
         load_timeout_s: float = 900.0,
         generate_timeout_s: float | None = None,
         stop_timeout_s: float = 30.0,
+        switch_timeout_s: float = 300.0,
     ) -> None:
         if not isinstance(spec.source, VLLMSource):
             raise EngineLoadError(f"expert {spec.name!r} is not a vllm source (kind={spec.source.kind!r})")
@@ -79,6 +85,8 @@ class VLLMEngine:
         self.load_timeout_s = load_timeout_s
         self.generate_timeout_s = generate_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.switch_timeout_s = switch_timeout_s  # the most a sleep or a wake may take
+        self._sleeping = False
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
         self._ready: Ready | None = None
@@ -172,6 +180,7 @@ class VLLMEngine:
             time.monotonic() - started,
             self.footprint_mb() or 0.0,
         )
+        self._say_if_no_sleep_mode()
 
     def unload(self) -> None:
         if self._process is None:
@@ -217,6 +226,8 @@ class VLLMEngine:
             )
         if not self.loaded:
             raise EngineError(f"engine {self.spec.name!r} asked to generate before load()")
+        if self._sleeping:
+            raise EngineError(f"engine {self.spec.name!r} asked to generate while asleep; wake() it first")
         if not requests:
             return []
         jobs = tuple(self._job(request) for request in requests)
@@ -358,7 +369,7 @@ class VLLMEngine:
     def _cleanup(self) -> None:
         """Stop the child and every process it started (its process group); forget them."""
         process, conn = self._process, self._conn
-        self._process, self._conn, self._ready = None, None, None
+        self._process, self._conn, self._ready, self._sleeping = None, None, None, False
         if conn is not None:
             conn.close()
         if process is None:
@@ -375,7 +386,7 @@ class VLLMEngine:
             process.kill()  # killed before it could make its group
         process.join(10)  # reap it first: a zombie still counts as a member of the group
         if pid is not None and pid != os.getpgrp():
-            _wait_group_gone(pid, 10.0)
+            wait_group_gone(pid, 10.0)
         if not process.is_alive():
             process.close()
 
@@ -384,13 +395,3 @@ class VLLMEngine:
             self._cleanup()
         except Exception:  # noqa: BLE001, S110 - interpreter shutdown may have torn modules down
             pass
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.1)

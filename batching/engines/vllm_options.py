@@ -54,6 +54,7 @@ class VLLMArgs:
     # GPU only
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    enable_sleep_mode: bool | None = None
 
     @property
     def kv_cache_bytes(self) -> int | None:
@@ -78,6 +79,7 @@ class VLLMArgs:
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "tensor_parallel_size": self.tensor_parallel_size,
+            "enable_sleep_mode": self.enable_sleep_mode,
         }
         kwargs.update({key: value for key, value in optional.items() if value is not None})
         return kwargs
@@ -123,8 +125,11 @@ def engine_args(
     seed: int = 0,
     chat_template: str | None = None,
     cpus: tuple[int, ...] | None = None,
+    sleep_mode: bool = False,
 ) -> VLLMArgs:
-    """The options of ``source``'s engine; ``cpus=None`` on a CPU means every allowed core."""
+    """The options of ``source``'s engine; ``cpus=None`` on a CPU means every allowed core.
+    ``sleep_mode``: start vLLM with its sleep mode (say so only where the platform has it; the
+    CPU build has not, and it is never asked for there)."""
     dtype = "float32" if source.dtype == "auto" and cpu else source.dtype
     common: dict[str, Any] = {
         "model": model_path,
@@ -141,6 +146,7 @@ def engine_args(
             **common,
             gpu_memory_utilization=source.gpu_memory_utilization,
             tensor_parallel_size=source.tensor_parallel_size,
+            enable_sleep_mode=True if sleep_mode else None,
         )
     bound = tuple(sorted(set(cpus))) if cpus else tuple(sorted(os.sched_getaffinity(0)))
     _bind_mask(bound, source.tensor_parallel_size)  # fail here, not in the child, if the cores are too few

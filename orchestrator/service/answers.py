@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import BadInput, GenerationFailed, TooLarge
+from common.errors import BadInput, TooLarge
 from common.query import Query
 from orchestrator.inputs import as_query
 from orchestrator.service.dispatch import Ticket
@@ -25,13 +25,14 @@ _POLL_S = 0.25
 
 @router.post("/answer")
 async def answer(body: AnswerRequest, request: Request) -> Answer:
-    """One question: its answer and trace. 502 when no expert answered."""
+    """One question: its answer and trace. 502 when no expert answered (404 ``replay_miss`` when
+    none holds a recording of it)."""
     service: Service = request.app.state.service
     query = checked_query(service, body.question, body.options, body.id, "question")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
     (found,) = await wait_for(request, service, [service.submit(query, asking)])
     if found.error:
-        raise GenerationFailed(found.error)
+        raise found.failure()
     return found
 
 

@@ -3,9 +3,11 @@
 Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completions`` and
 ``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), batch jobs under
 ``/v1/batches`` (``orchestrator.service.batches``), ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``. ``/v1`` routes need an API key when keys are configured and
-count against the rate limit. Every error is one JSON body, from the table in
-``orchestrator.service.errors``.
+``GET /readyz``, ``GET /metrics``. Every route but ``/healthz`` (the liveness probe, which says
+nothing but "ok") needs an API key when keys are configured and counts against the rate limit
+(``orchestrator.service.guard``). Every error is one JSON body, from the table in
+``orchestrator.service.errors``; its message is shown without the server's paths, hosts or
+ports (``orchestrator.service.redact``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from orchestrator.service.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.service.guard import guard
 from orchestrator.service.state import Service
 from orchestrator.service.wire import ErrorBody, ErrorResponse
-from orchestrator.settings import ServiceSettings, load_settings, service_settings_from_env
+from orchestrator.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
         finally:
             await run_in_threadpool(state.stop)
 
-    app = FastAPI(title="symbolic-coe", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="symbolic-coe", version=project_version(), lifespan=lifespan)
     # the last added runs first: the body limit inside the measurement, so a 413 is counted
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_Measured)
@@ -66,7 +68,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
         """Alive: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", dependencies=protected)
     async def readyz(request: Request) -> JSONResponse:
         """Ready: the dispatcher runs, every expert is loaded or loadable, the store is writable."""
         ready, details = await run_in_threadpool(request.app.state.service.readiness)
@@ -76,7 +78,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
         body = _error_body(f"not ready: {problems}", "unavailable")
         return JSONResponse({**body, **details}, status_code=503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=protected)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics (text format)."""
         return Response(generate_latest(request.app.state.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -96,16 +98,27 @@ def _error_body(message: str, kind: str, param: str | None = None) -> dict[str, 
     return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param)).model_dump(mode="json")
 
 
+def _union_branch(part: object) -> bool:
+    """Whether a part of a validation error's location names a branch of a union (``str``, a
+    model's class), not a field: the body's fields are lower-case."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool") or part[:1].isupper())
+
+
 def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
     """The JSON response of one of the project's errors (the table decides the status); the
-    error's type is left in ``scope`` for the metrics."""
+    error's type is left in ``scope`` for the metrics, and its message is redacted by the
+    service's redactor (found through ``scope``; no scope, no service: the message as it is)."""
     status, kind = status_of(exc)
+    message = str(exc)
     if scope is not None:
         scope["coe_error"] = kind
+        service = getattr(scope["app"].state, "service", None) if "app" in scope else None
+        if service is not None:
+            message = service.redact.shown(message, f"{status} {kind}") or message
     headers = {}
     if isinstance(exc, (RateLimited, Overloaded)) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    body = _error_body(str(exc), kind, exc.param)
+    body = _error_body(message, kind, exc.param)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -121,13 +134,14 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
+        # a value of the wrong type for one branch of a union says least: a broken limit comes first
+        errors = sorted(exc.errors(), key=lambda e: str(e.get("type", "")).endswith("_type"))
         first = errors[0] if errors else {}
         request.scope["coe_error"] = "bad_input"
         if first.get("type") == "json_invalid":
             request.scope["coe_error"] = INVALID_JSON[1]
             return JSONResponse(_error_body("the body is not valid JSON", INVALID_JSON[1]), status_code=INVALID_JSON[0])
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not _union_branch(p)) or "body"
         message = f"{where}: {first.get('msg', 'invalid')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

@@ -77,7 +77,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
         )
     (found,) = await wait_for(request, service, [service.submit(query, asking)])
     if found.error:
-        raise GenerationFailed(found.error)
+        raise found.failure()
     return _completion(found, body.model, completion_id)
 
 
@@ -169,12 +169,12 @@ async def _stream(
         try:
             answer = done.result()
             if answer.error:
-                raise GenerationFailed(answer.error)
+                raise answer.failure()
             if not answer.text.startswith(sent):  # e.g. the aggregator failed midway and a vote stands in
                 raise GenerationFailed("the streamed text is not the final answer (the aggregator failed midway)")
         except Exception as exc:  # noqa: BLE001 - the stream has begun: the error goes in it, as one event
             status, kind = status_of(exc) if isinstance(exc, CoeError) else INTERNAL
-            message = str(exc) if isinstance(exc, CoeError) else "internal error"
+            message = service.redact(str(exc)) if isinstance(exc, CoeError) else "internal error"
             param = exc.param if isinstance(exc, CoeError) else None
             error = ErrorBody(message=message, type=kind, param=param, code=str(status))
             yield f"data: {json.dumps({'error': error.model_dump(mode='json')})}\n\n"

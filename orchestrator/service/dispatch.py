@@ -35,6 +35,7 @@ from common.errors import CoeError, Overloaded, Unavailable
 from common.query import Query
 from common.tasks import Task
 from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle
+from orchestrator.task_ids import is_aggregate, question_of
 
 log = logging.getLogger(__name__)
 
@@ -308,13 +309,12 @@ class Dispatcher:
                 self._on_refuse(reason)
 
     def _tickets_of(self, task_id: str) -> list[Ticket]:
-        suffix = "/aggregate"
-        qid = task_id[: -len(suffix)] if task_id.endswith(suffix) else task_id.rsplit("/expert/", 1)[0]
+        qid = question_of(task_id)
         with self._cond:
             return list(self._running.get(qid, ()))
 
     def _delta(self, task_id: str, text: str) -> None:
-        if not task_id.endswith("/aggregate"):
+        if not is_aggregate(task_id):
             return
         for ticket in self._tickets_of(task_id):
             if ticket.on_delta is not None and ticket.cancelled is None:

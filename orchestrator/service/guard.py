@@ -1,21 +1,46 @@
-"""Who may ask, and how often: the API key check and the rate limit of every ``/v1`` route."""
+"""Who may ask, and how often: the API key check and the rate limit of every route but
+``/healthz`` (the ``/v1`` routes, ``/readyz`` and ``/metrics``).
+
+With keys, a request is the key's: it spends the key's rate limit, and the key's id (never the
+key) is the request's ``caller``, the owner of the jobs it makes. A request with a missing or
+wrong key spends its client address's limit before it is refused, so keys cannot be guessed
+faster than the limit allows. Without keys every request spends its client address's limit and
+its caller is None (everyone's).
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
 
 from common.errors import Unauthorized
+from orchestrator.service.security import WRONG_KEY
 
 
 async def guard(request: Request) -> None:
-    """Checks the bearer key (when the service has keys) and takes one request from the key's
-    rate limit (the client's address stands for the key when there are none)."""
+    """Checks the bearer key (when the service has keys) and takes one request from the rate
+    limit of the key, or of the client's address when there is no good key."""
     service = request.app.state.service
-    key_id = request.client.host if request.client is not None else "unknown"
+    address = f"address {request.client.host if request.client is not None else 'unknown'}"
+    caller: str | None = None
     if service.keys is not None:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing or wrong API key")
-        key_id = service.keys.check(token.strip())
+        try:
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized(WRONG_KEY)
+            caller = service.keys.check(token.strip())
+        except Unauthorized:
+            if service.limiter is not None:
+                service.limiter.take(address)  # a refused key costs its address one request
+            raise
+    request.state.caller = caller
     if service.limiter is not None:
-        service.limiter.take(key_id)
+        service.limiter.take(f"key {caller}" if caller is not None else address)
+
+
+def caller_of(request: Request) -> str | None:
+    """The id of the key the request came with; None on a service without keys. Only a route
+    behind ``guard`` has one (anything else is a bug, and fails)."""
+    return request.state.caller
+
+
+__all__ = ["caller_of", "guard"]

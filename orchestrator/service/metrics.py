@@ -1,9 +1,10 @@
 """What ``GET /metrics`` shows, with prometheus-client: one registry per app (tests run several).
 
 Requests and errors by route and kind, refusals by reason, latency per route and per stage of an
-answer, tokens, model loads and swaps (an unload to make room for another model), requests waiting, the
-work each expert still has in the batch in flight, and the generation cache's hits, misses and
-bad entries (read from the store's own counters when /metrics is asked).
+answer, tokens, model loads and swaps (an unload to make room for another model), models
+sleeping, requests waiting, the work each expert still has in the batch in flight, and the
+generation cache's hits, misses and bad entries (read from the store's own counters when /metrics
+is asked).
 """
 
 from __future__ import annotations
@@ -40,12 +41,21 @@ class Metrics:
         self.swaps = Counter(
             "coe_model_swaps", "Models unloaded to make room for another while serving.", ["model"], registry=r
         )
-        self.loaded = Gauge("coe_models_loaded", "Models loaded now.", registry=r)
+        self.loaded = Gauge("coe_models_loaded", "Models loaded now (sleeping ones included).", registry=r)
+        self.sleeping = Gauge(
+            "coe_models_sleeping", "Models parked in sleep mode now: woken instead of loaded.", registry=r
+        )
         self.queue = Gauge("coe_queue_depth", "Requests waiting for a batch.", registry=r)
         self.expert_queue = Gauge(
             "coe_expert_queue_depth", "Generations each expert still owes the batch in flight.", ["expert"], registry=r
         )
         self.batches = Counter("coe_batches", "Batches run.", registry=r)
+        self.aggregations = Counter(
+            "coe_aggregations",
+            "Answers by how they were combined: the aggregator called, skipped (the experts agreed), or a vote.",
+            ["outcome"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "coe_batch_questions",
             "Questions per batch.",

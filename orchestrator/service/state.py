@@ -1,5 +1,6 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
-runs requests in batches, the keys, the rate limiter and the metrics.
+runs requests in batches, the keys, the rate limiter, the metrics, the benchmarks a job may
+name and the redactor that keeps the server's paths and addresses out of what clients see.
 
 Unless ``lazy``, the dispatcher's first work is the warm-up (``Orchestrator.warm_up``): the
 encoder, every recording the pool's experts answer from and every engine that stays warm are
@@ -14,11 +15,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from batching import ExpertSpec, ProgressEvent
+from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
 from common.errors import CoeError, NotFound, RateLimited, Unavailable
 from common.query import Query
+from common.vocabulary import Aggregation
+from eval import registered_benchmarks
 from orchestrator.inputs import check_k, check_policy
 from orchestrator.jobs_worker import JobWorker
 from orchestrator.sdk import Orchestrator
@@ -26,9 +29,12 @@ from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
 from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
+from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
-from orchestrator.settings import ServiceSettings
-from orchestrator.stores.jobs import JobStore, open_job_store, store_location
+from orchestrator.settings import PROJECT_ROOT, ServiceSettings
+from orchestrator.stores.jobs import JobStore
+from orchestrator.stores.jobs_open import open_job_store
+from orchestrator.stores.target import store_kind, store_location
 from orchestrator.trace import Answer
 from router import POLICIES
 
@@ -45,6 +51,9 @@ class Service:
         self.coe = orchestrator or Orchestrator(settings.core)
         self._serving = [True]
         self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
+        made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
+        self.coe.engine_factory = made.factory
+        self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.freed = FreedMemory()  # freed memory goes back to the system after each batch
         per_minute = settings.rate_limit_per_minute
@@ -62,10 +71,47 @@ class Service:
             prepare=None if settings.lazy else self._warm_up,
             after_batch=self.freed.release,
         )
+        self.benchmarks = registered_benchmarks(settings.benchmarks)
+        """The benchmarks a job may name: the built-ins and the spec files registered at start."""
         jobs = settings.jobs
-        location = store_location(settings.core.store, settings.core.runs_dir)
-        self.jobs: JobStore = open_job_store(location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts)
-        self.job_workers = [JobWorker(self.coe, self.jobs, jobs, label=f"w{i}") for i in range(jobs.workers)]
+        self.store_location = store_location(settings.core.store, settings.core.runs_dir)
+        self.jobs: JobStore = open_job_store(
+            self.store_location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts
+        )
+        self.job_workers = [
+            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}") for i in range(jobs.workers)
+        ]
+        self.redact = Redactor(self._places())
+        """Takes the server's paths, hosts and ports out of text bound for a client."""
+
+    def _places(self) -> dict[str, str]:
+        """The server's places a message may name -> what a client is shown instead."""
+        core = self.coe.settings
+        folders = [
+            (core.data_dir, "data folder"),
+            (core.runs_dir, "runs folder"),
+            (core.cache_dir, "cache folder"),
+            (core.pool, f"pool {self.pool}"),
+            (PROJECT_ROOT, "the service's folder"),
+            (Path.home(), "home"),
+        ]
+        for file in self.settings.benchmarks:
+            folders += [(file, "a benchmark spec"), (file.parent, "a benchmark's folder")]
+        places = path_names(folders)
+        if store_kind(self.store_location) == "redis":
+            places.update(url_names(self.store_location, "the store"))
+        else:
+            places.update(path_names([(self.store_location, "the store")]))
+        sources: dict[str, list[str]] = {}  # each place an expert's model lives -> its experts
+        for name, spec in self.coe.pool.specs.items():
+            for text in source_names(name, spec.source):
+                sources.setdefault(text, []).append(name)
+        for name, spec in self.coe.pool.specs.items():
+            for text, shown in source_names(name, spec.source).items():
+                if len(sources[text]) > 1:  # e.g. experts behind one endpoint, or in one recordings file
+                    shown = source_names("several experts", spec.source)[text]
+                places[text] = shown
+        return places
 
     @property
     def pool(self) -> str:
@@ -95,7 +141,7 @@ class Service:
     # -- asking ---------------------------------------------------------------------------------
 
     def asking(
-        self, policy: str | None, k: int | None, aggregation: str = "synthesis", max_tokens: int | None = None
+        self, policy: str | None, k: int | None, aggregation: Aggregation = "synthesis", max_tokens: int | None = None
     ) -> Asking:
         """How a request is answered, checked now so that a bad request fails alone."""
         name = check_policy(policy, self.coe.settings.policy)
@@ -147,7 +193,7 @@ class Service:
             pipeline = self.coe.pipeline(
                 asking.policy,
                 asking.k,
-                aggregation=asking.aggregation,  # type: ignore[arg-type]
+                aggregation=asking.aggregation,
                 max_tokens=asking.max_tokens,
                 progress=progress,
                 on_delta=hooks.on_delta,
@@ -159,7 +205,7 @@ class Service:
                 for model in owed:
                     self.metrics.expert_queue.labels(model).set(0)
         self._observe(answers)
-        return answers
+        return [self.redact.answer(answer) for answer in answers]
 
     def _observe(self, answers: Sequence[Answer]) -> None:
         m = self.metrics
@@ -170,9 +216,12 @@ class Service:
             for expert in answer.trace.experts:
                 m.tokens.labels("expert", "in").inc(expert.tokens_in)
                 m.tokens.labels("expert", "out").inc(expert.tokens_out)
-            if answer.trace.aggregation is not None:
-                m.tokens.labels("aggregator", "in").inc(answer.trace.aggregation.tokens_in)
-                m.tokens.labels("aggregator", "out").inc(answer.trace.aggregation.tokens_out)
+            aggregation = answer.trace.aggregation
+            if aggregation is not None:
+                m.tokens.labels("aggregator", "in").inc(aggregation.tokens_in)
+                m.tokens.labels("aggregator", "out").inc(aggregation.tokens_out)
+                called = aggregation.method.startswith("synthesis")
+                m.aggregations.labels("skipped" if aggregation.skipped else "called" if called else "vote").inc()
         if answers:
             m.stage.labels("load").observe(answers[0].trace.timings.load)
 
@@ -180,7 +229,8 @@ class Service:
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready when the dispatcher runs, every expert is loaded or loadable, the runs folder is
-        writable and the generation store answers; the details say which part is not."""
+        writable and the generation store answers; the details say which part is not, in words a
+        client may see (no server path, host or port)."""
         problems: dict[str, str] = {}
         if not self.dispatcher.alive:
             problems["dispatcher"] = "not running"
@@ -195,9 +245,8 @@ class Service:
             experts[name] = "loaded" if name in loaded else reason or "loadable"
             if reason:
                 problems[f"expert {name}"] = reason
-        runs = self.coe.settings.runs_dir
-        if not _writable(runs):
-            problems["store"] = f"cannot write to {runs}"
+        if not _writable(self.coe.settings.runs_dir):
+            problems["store"] = "cannot write to the runs folder"
         cache = self.coe.cache
         if cache is not None:
             try:
@@ -211,10 +260,11 @@ class Service:
         working = sum(w.alive for w in self.job_workers)
         if working < len(self.job_workers):
             problems["job workers"] = f"{len(self.job_workers) - working} of {len(self.job_workers)} stopped"
+        experts = {name: self.redact(state) for name, state in experts.items()}
         details: dict[str, object] = {"pool": self.pool, "experts": experts, "queue": self.dispatcher.depth}
-        details["jobs"] = {"store": self.jobs.location, "workers": working}
+        details["jobs"] = {"store": store_kind(self.store_location), "workers": working}
         if problems:
-            details["problems"] = problems
+            details["problems"] = {part: self.redact.shown(why, f"readiness: {part}") for part, why in problems.items()}
         return not problems, details
 
 

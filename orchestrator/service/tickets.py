@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from common.errors import CoeError
 from common.query import Query
 from common.tasks import Task
+from common.vocabulary import Aggregation
 from orchestrator.trace import Answer
 
 
@@ -20,7 +21,7 @@ class Asking:
 
     policy: str
     k: int
-    aggregation: str = "synthesis"
+    aggregation: Aggregation = "synthesis"
     max_tokens: int | None = None
 
 

@@ -11,10 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.query import MAX_OPTIONS
+from common.query import MAX_NAME_CHARS, MAX_OPTIONS
+from common.vocabulary import Aggregation
 from orchestrator.trace import Answer, Trace
 
-Aggregation = Literal["synthesis", "majority"]
 """How a question's expert answers become one: the aggregator model writes it, or a vote."""
 
 
@@ -23,7 +23,9 @@ class AskOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    policy: str | None = Field(None, min_length=1, description="Routing policy; the service's default when absent.")
+    policy: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_CHARS, description="Routing policy; the service's default when absent."
+    )
     k: int | None = Field(None, ge=1, le=64, description="Experts per question for policies that take k.")
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Most tokens the final answer may have.")
     aggregation: Aggregation = Field("synthesis", description="Aggregator model or majority vote.")
@@ -35,7 +37,10 @@ class AnswerRequest(AskOptions):
     question: str = Field(..., min_length=1, description="The question.")
     options: list[str] | None = Field(None, max_length=MAX_OPTIONS, description="Choices, lettered A, B, ...")
     id: str | None = Field(
-        None, min_length=1, max_length=200, description="The question's id (replay experts need it)."
+        None,
+        min_length=1,
+        max_length=200,
+        description="The question's id (replay experts find a question by its text, else by this id).",
     )
 
 
@@ -88,7 +93,7 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(..., min_length=1)
+    model: str = Field(..., min_length=1, max_length=2 * MAX_NAME_CHARS + 1, description="POOL or POOL/POLICY.")
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=8192)

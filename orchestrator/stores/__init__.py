@@ -8,7 +8,8 @@ to share it between replicas: the generation cache and batch jobs.
 """
 
 from orchestrator.stores.base import GenerationStore, StoreStats
-from orchestrator.stores.jobs import Job, JobRequest, JobResults, JobStore, WorkerId, open_job_store
+from orchestrator.stores.jobs import Job, JobRequest, JobResults, JobStore, WorkerId
+from orchestrator.stores.jobs_open import open_job_store
 from orchestrator.stores.open import open_generation_store
 from orchestrator.stores.redis_store import RedisGenerationStore
 from orchestrator.stores.sqlite_store import SQLiteGenerationStore

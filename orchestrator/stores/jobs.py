@@ -17,6 +17,11 @@ job (``heartbeat``/``finish`` answer ``lost``) stops without writing anything.
 The run store is the SQLite file under ``runs_dir``: workers share its checkpoints when they
 share that folder (one machine). A worker on another machine taking over a job regenerates
 what the dead one had made, until the generations are kept in a store the machines share.
+
+Owners: a job made on a service with API keys keeps the id of the key that made it (the first
+hex digits of the key's SHA-256 digest, never the key), and only that key sees it (``visible``).
+Jobs stored before owners were kept have none: a service with keys shows them to nobody, one
+without keys to everyone. A job holds at most ``MAX_JOB_QUESTIONS`` questions.
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.errors import BadInput
-from common.query import MAX_OPTIONS
+from common.errors import BadInput, NotFound
+from common.query import MAX_NAME_CHARS, MAX_OPTIONS
+from common.vocabulary import Aggregation
 from eval.results import QuestionResult, RunInfo
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -55,25 +60,45 @@ class JobQuestion(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=200, description="The question's id (unique in the job).")
 
 
-class JobRequest(BaseModel):
-    """What a job asks: its questions (inline, or a benchmark's split with a seeded sample of
-    ``limit``) and how to answer them. Results of a benchmark job are scored with its check."""
+MAX_JOB_QUESTIONS = 10_000
+"""Most questions one job may hold: inline, a benchmark's sample (``limit``) or its whole split."""
+
+MAX_SEED = 2**63 - 1
+
+
+class JobOptions(BaseModel):
+    """How a job asks, without its questions: what the service shows of a job."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    questions: list[str | JobQuestion] | None = Field(
-        None, min_length=1, description="The questions, inline (plain or with options); or give benchmark."
-    )
     benchmark: str | None = Field(
-        None, min_length=1, description="A built-in benchmark or the path of a spec file on the server."
+        None, min_length=1, max_length=MAX_NAME_CHARS, description="A benchmark the service names (never a path)."
     )
-    split: str | None = Field(None, min_length=1, description="The benchmark's split (default: its own).")
-    limit: int | None = Field(None, ge=1, description="A sample of this many (stratified by category, seeded).")
-    seed: int = Field(0, ge=0, description="Seed of the sample.")
-    policy: str | None = Field(None, min_length=1, description="Routing policy; the service's default when absent.")
+    split: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_CHARS, description="The benchmark's split (default: its own)."
+    )
+    limit: int | None = Field(
+        None, ge=1, le=MAX_JOB_QUESTIONS, description="A sample of this many (stratified by category, seeded)."
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the sample.")
+    policy: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME_CHARS, description="Routing policy; the service's default when absent."
+    )
     k: int | None = Field(None, ge=1, le=64, description="Experts per question for policies that take k.")
-    aggregation: Literal["synthesis", "majority"] = Field("synthesis", description="Aggregator model or majority vote.")
+    aggregation: Aggregation = Field("synthesis", description="Aggregator model or majority vote.")
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Most tokens the final answer may have.")
+
+
+class JobRequest(JobOptions):
+    """What a job asks: its questions (inline, or a benchmark's split with a seeded sample of
+    ``limit``) and how to answer them. Results of a benchmark job are scored with its check."""
+
+    questions: list[str | JobQuestion] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_JOB_QUESTIONS,
+        description="The questions, inline (plain or with options); or give benchmark.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JobRequest:
@@ -85,15 +110,42 @@ class JobRequest(BaseModel):
                 raise ValueError(f"{' and '.join(extra)} apply to a benchmark, not to inline questions")
         return self
 
+    @property
+    def without_questions(self) -> JobOptions:
+        """How the job asks, its questions left out."""
+        return JobOptions.model_validate(self.model_dump(exclude={"questions"}))
+
+
+class JobSummary(BaseModel):
+    """What the service shows of a job (``GET /v1/batches``, ``GET /v1/batches/{id}``): its state and
+    how it asks, never its question texts, its owner or its worker's host."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    state: JobState
+    request: JobOptions = Field(..., description="How the job asks; its questions are not repeated.")
+    total: int = Field(..., ge=0, description="Questions in the job.")
+    done: int = Field(0, ge=0, description="Questions answered so far by the worker running it.")
+    created: datetime
+    updated: datetime
+    started: datetime | None = Field(None, description="When a worker first took it.")
+    finished: datetime | None = None
+    error: str | None = Field(None, description="Why it failed.")
+    attempts: int = Field(0, ge=0, description="Times a worker took it (more than one: taken over).")
+
 
 class Job(BaseModel):
-    """One batch job as the store keeps it and ``GET /v1/batches/{id}`` shows it."""
+    """One batch job as the store keeps it (its whole request; its owner and worker)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     state: JobState
     request: JobRequest
+    owner: str | None = Field(
+        None, description="The id of the API key that made it (see visible); None: made without keys, or before owners."
+    )
     total: int = Field(..., ge=0, description="Questions in the job.")
     done: int = Field(0, ge=0, description="Questions answered so far by the worker running it.")
     created: datetime
@@ -103,6 +155,23 @@ class Job(BaseModel):
     error: str | None = Field(None, description="Why it failed.")
     worker: str | None = Field(None, description="The worker running it, or that ran it last.")
     attempts: int = Field(0, ge=0, description="Times a worker took it (more than one: taken over).")
+
+    def summary(self) -> JobSummary:
+        shown = self.model_dump(exclude={"request", "owner", "worker"})
+        return JobSummary.model_validate({**shown, "request": self.request.without_questions})
+
+
+def visible(owner: str | None, caller: str | None) -> bool:
+    """Whether ``caller`` (an API key's id; None on a service without keys) may see a job of
+    ``owner``: without keys every job is everyone's; with keys a caller sees only the jobs its key
+    made, so a job made before owners were kept (owner None) is seen only without keys."""
+    return caller is None or owner == caller
+
+
+def no_such_job(job_id: str) -> NotFound:
+    """The one answer for a job that does not exist or is another key's (the two look the same)."""
+    shown = job_id if len(job_id) <= 100 else job_id[:100] + "..."
+    return NotFound(f"batch job {shown!r} does not exist")
 
 
 class JobResults(BaseModel):
@@ -166,14 +235,17 @@ class JobStore(Protocol):
     location: str
     """Where the store is, for messages (a Redis URL without its password, or a file path)."""
 
-    def create(self, request: JobRequest, total: int) -> Job:
-        """A new queued job."""
+    def create(self, request: JobRequest, total: int, owner: str | None = None) -> Job:
+        """A new queued job of ``owner`` (an API key's id; None: a service without keys)."""
         ...
 
-    def get(self, job_id: str) -> Job: ...
+    def get(self, job_id: str) -> Job:
+        """Any job, whoever owns it (the service checks ``visible`` before it shows one)."""
+        ...
 
-    def list(self, limit: int = 100) -> list[Job]:
-        """The newest jobs first."""
+    def list(self, limit: int = 100, *, caller: str | None = None, after: str | None = None) -> list[JobSummary]:
+        """The newest ``limit`` jobs ``caller`` may see (``visible``; None: every job), after the job
+        ``after`` when given (``NotFound`` if that is not one of them): read without their questions."""
         ...
 
     def cancel(self, job_id: str) -> Job:
@@ -217,50 +289,28 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-DEFAULT_FILE = "store.sqlite"
-
-
-def store_location(store: str | None, runs_dir: Path) -> str:
-    """The store a setting names: the setting itself, or ``runs_dir/store.sqlite`` when None."""
-    return store if store else str(runs_dir / DEFAULT_FILE)
-
-
-def open_job_store(location: str | Path, *, reclaim_s: float = 60.0, max_attempts: int = 5) -> JobStore:
-    """The job store at ``location``: Redis for a ``redis://`` URL, else an SQLite file path.
-
-    ``reclaim_s``: a running job whose worker has been silent this long is taken over.
-    ``max_attempts``: a job taken this many times (its workers kept dying) is failed."""
-    text = str(location)
-    if text.startswith(REDIS_SCHEMES):
-        from orchestrator.stores.jobs_redis import RedisJobStore
-
-        return RedisJobStore(text, reclaim_s=reclaim_s, max_attempts=max_attempts)
-    if "://" in text:
-        raise BadInput(f"store {text.split('://')[0]}://... is not a Redis URL or a file path")
-    from orchestrator.stores.jobs_sqlite import SQLiteJobStore
-
-    return SQLiteJobStore(Path(text), reclaim_s=reclaim_s, max_attempts=max_attempts)
-
-
 def abandoned(attempts: int, max_attempts: int) -> str:
     return f"abandoned: taken {attempts} times (max_attempts {max_attempts}); its workers died or stopped"
 
 
 __all__ = [
     "FINAL_STATES",
+    "MAX_JOB_QUESTIONS",
+    "MAX_NAME_CHARS",
     "Job",
+    "JobOptions",
     "JobQuestion",
     "JobRequest",
     "JobResults",
     "JobState",
     "JobStore",
+    "JobSummary",
     "Lease",
     "WorkerId",
     "abandoned",
     "is_job_id",
     "new_job_id",
-    "open_job_store",
+    "no_such_job",
     "process_alive",
-    "store_location",
+    "visible",
 ]

@@ -3,14 +3,20 @@
     coe:{jobs}:job:<id>       hash: the job's fields, and ``entry``, its queue entry's id
     coe:{jobs}:results:<id>   the done job's results (gzip'd JSON)
     coe:{jobs}:index          sorted set: job id by creation time (listing)
+    coe:{jobs}:owner:<key id> sorted set: the jobs of one API key by creation time (its listing)
     coe:{jobs}:queue          stream: one entry per queued job, read by the group ``workers``
+
+A job's hash keeps its request whole (``request``, for the worker) and without its questions
+(``options``, for listings); ``owner`` is the id of the key that made it. Jobs stored before
+owners and ``options`` were kept have neither: they are in no owner's index, so only a service
+without keys lists them, and their ``options`` are read from ``request``.
 
 Workers read the queue with ``XREADGROUP`` (each entry goes to one consumer and stays pending
 until ``XACK``): first entries left idle over ``reclaim_s`` (``XAUTOCLAIM``: their worker died,
 or let its job go while Redis was away), then new ones. A running worker keeps its entry's
 idle time low with ``XCLAIM ... JUSTID`` to itself in each heartbeat. Every transition that
 must see and change the job and its entry together (start, heartbeat, finish, release,
-cancel) is one Lua script, so it is atomic; each first checks, with ``XPENDING``, that the
+cancel) is one Lua script (``jobs_redis_scripts``), so it is atomic; each first checks, with ``XPENDING``, that the
 entry is still pending to this worker.
 
 The reclaim race: a worker stalled (not dead) past ``reclaim_s`` loses its entry to another;
@@ -34,121 +40,37 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common.errors import BadInput, Conflict, NotFound, Unavailable
-from orchestrator.stores.jobs import Job, JobRequest, JobResults, Lease, WorkerId, abandoned, new_job_id
+from orchestrator.stores import jobs_redis_scripts as lua
+from orchestrator.stores.jobs import (
+    Job,
+    JobOptions,
+    JobRequest,
+    JobResults,
+    JobSummary,
+    Lease,
+    WorkerId,
+    abandoned,
+    new_job_id,
+    no_such_job,
+)
 
 log = logging.getLogger(__name__)
 
 PREFIX = "coe:{jobs}:"
 GROUP = "workers"
 
-_OWNED = """
-local function owned(queue, group, entry, consumer)
-  if not entry then return false end
-  local p = redis.call('XPENDING', queue, group, entry, entry, 1)
-  return #p > 0 and p[1][2] == consumer
-end
-local function drop(queue, group, entry)
-  redis.call('XACK', queue, group, entry)
-  redis.call('XDEL', queue, entry)
-end
-"""
-
-_CREATE = """
-local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'queued', 'request', ARGV[2], 'total', ARGV[3],
-           'done', 0, 'created', ARGV[4], 'updated', ARGV[4], 'attempts', 0, 'entry', entry)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-return entry
-"""
-
-_START = (
-    _OWNED
-    + """
-local job, queue = KEYS[1], KEYS[2]
-local group, consumer, entry, now, max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local state = redis.call('HGET', job, 'state')
-if not state or redis.call('HGET', job, 'entry') ~= entry then drop(queue, group, entry); return 'gone' end
-if not owned(queue, group, entry, consumer) then return 'taken' end
-if state ~= 'queued' and state ~= 'running' then drop(queue, group, entry); return state end
-local attempts = redis.call('HINCRBY', job, 'attempts', 1)
-if attempts > max then
-  redis.call('HSET', job, 'state', 'failed', 'error', ARGV[6], 'updated', now, 'finished', now, 'attempts', max)
-  drop(queue, group, entry)
-  return 'failed'
-end
-redis.call('HSET', job, 'state', 'running', 'worker', consumer, 'updated', now, 'done', 0)
-redis.call('HSETNX', job, 'started', now)
-return 'running'
-"""
-)
-
-_HEARTBEAT = (
-    _OWNED
-    + """
-local job, queue = KEYS[1], KEYS[2]
-local group, consumer, done, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local entry = redis.call('HGET', job, 'entry')
-if not owned(queue, group, entry, consumer) then return 'lost' end
-local state = redis.call('HGET', job, 'state')
-if state ~= 'running' and state ~= 'cancelled' then return 'lost' end
-redis.call('XCLAIM', queue, group, consumer, 0, entry, 'JUSTID')
-redis.call('HSET', job, 'done', done, 'updated', now)
-return state
-"""
-)
-
-_END = (
-    _OWNED
-    + """
-local job, queue, results = KEYS[1], KEYS[2], KEYS[3]
-local group, consumer, now, outcome, err, blob, done = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local entry = redis.call('HGET', job, 'entry')
-if not owned(queue, group, entry, consumer) then return 'lost' end
-local state = redis.call('HGET', job, 'state')
-local answer = 'lost'
-if state == 'running' then
-  if outcome == 'done' then redis.call('SET', results, blob) end
-  redis.call('HSET', job, 'state', outcome, 'updated', now, 'finished', now)
-  if err ~= '' then redis.call('HSET', job, 'error', err) end
-  if done ~= '' then redis.call('HSET', job, 'done', done) end
-  answer = 'running'
-elseif state == 'cancelled' then
-  answer = 'cancelled'
-end
-drop(queue, group, entry)
-return answer
-"""
-)
-
-_RELEASE = (
-    _OWNED
-    + """
-local job, queue = KEYS[1], KEYS[2]
-local group, consumer, now, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local entry = redis.call('HGET', job, 'entry')
-if not owned(queue, group, entry, consumer) then return 'lost' end
-if redis.call('HGET', job, 'state') == 'running' then
-  local fresh = redis.call('XADD', queue, '*', 'job', id)
-  redis.call('HSET', job, 'entry', fresh, 'state', 'queued', 'updated', now)
-  if tonumber(redis.call('HGET', job, 'attempts')) > 0 then redis.call('HINCRBY', job, 'attempts', -1) end
-end
-drop(queue, group, entry)
-return 'released'
-"""
-)
-
-_CANCEL = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if state == 'queued' or state == 'running' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated', ARGV[1], 'finished', ARGV[1])
-  return 'cancelled'
-end
-return state
-"""
-
 _FLOATS = ("created", "updated", "started", "finished")
 _INTS = ("total", "done", "attempts")
+_SUMMARY_FIELDS = ("id", "state", "options", "error", *_FLOATS, *_INTS)
+
+
+def _values(raw: dict[str, str], texts: tuple[str, ...]) -> dict[str, Any]:
+    """A job's stored fields as the model reads them (numbers parsed, empty ones left out)."""
+    values: dict[str, Any] = {k: raw[k] for k in ("id", "state") if k in raw}
+    values.update({k: float(raw[k]) for k in _FLOATS if raw.get(k)})
+    values.update({k: int(raw[k]) for k in _INTS if raw.get(k)})
+    values.update({k: raw[k] for k in texts if raw.get(k)})
+    return values
 
 
 def redacted(url: str) -> str:
@@ -176,12 +98,13 @@ class RedisJobStore:
         self._queue = PREFIX + "queue"
         self._index = PREFIX + "index"
         self._group_ready = False
-        self._create = self._r.register_script(_CREATE)
-        self._start = self._r.register_script(_START)
-        self._heartbeat = self._r.register_script(_HEARTBEAT)
-        self._end = self._r.register_script(_END)
-        self._release = self._r.register_script(_RELEASE)
-        self._cancel = self._r.register_script(_CANCEL)
+        self._create = self._r.register_script(lua.CREATE)
+        self._page = self._r.register_script(lua.PAGE)
+        self._start = self._r.register_script(lua.START)
+        self._heartbeat = self._r.register_script(lua.HEARTBEAT)
+        self._end = self._r.register_script(lua.END)
+        self._release = self._r.register_script(lua.RELEASE)
+        self._cancel = self._r.register_script(lua.CANCEL)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -201,6 +124,9 @@ class RedisJobStore:
     def _results_key(self, job_id: str) -> str:
         return f"{PREFIX}results:{job_id}"
 
+    def _owner_key(self, owner: str) -> str:
+        return f"{PREFIX}owner:{owner}"
+
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
@@ -213,49 +139,63 @@ class RedisJobStore:
 
     def _job(self, job_id: str, fields: dict[bytes, bytes]) -> Job:
         if not fields:
-            raise NotFound(f"batch job {job_id!r} does not exist")
+            raise no_such_job(job_id)
         raw = {k.decode(): v.decode() for k, v in fields.items()}
-        values: dict[str, Any] = {k: raw[k] for k in ("id", "state") if k in raw}
-        values.update({k: float(raw[k]) for k in _FLOATS if raw.get(k)})
-        values.update({k: int(raw[k]) for k in _INTS if raw.get(k)})
-        values.update({k: raw[k] for k in ("error", "worker") if raw.get(k)})
+        values = _values(raw, ("error", "worker", "owner"))
         try:
             values["request"] = JobRequest.model_validate_json(raw.get("request", ""))
             return Job.model_validate(values)
         except ValidationError as exc:
             raise BadInput(f"job store {self.location}: job {job_id} is unreadable: {exc.errors()[0]['msg']}") from exc
 
+    def _summary(self, job_id: str, fields: list[bytes | None]) -> JobSummary:
+        raw = {k: v.decode() for k, v in zip(_SUMMARY_FIELDS, fields, strict=True) if v is not None}
+        values = _values(raw, ("error",))
+        try:
+            if "options" in raw:
+                values["request"] = JobOptions.model_validate_json(raw["options"])
+            else:  # a job stored before options were kept
+                request = cast(bytes, self._r.hget(self._key(job_id), "request") or b"")
+                values["request"] = JobRequest.model_validate_json(request).without_questions
+            return JobSummary.model_validate(values)
+        except ValidationError as exc:
+            raise BadInput(f"job store {self.location}: job {job_id} is unreadable: {exc.errors()[0]['msg']}") from exc
+
     # -- the API's side ------------------------------------------------------------------------------
 
-    def create(self, request: JobRequest, total: int) -> Job:
+    def create(self, request: JobRequest, total: int, owner: str | None = None) -> Job:
         job_id, now = new_job_id(), time.time()
         with self._guard():
             self._ensure_group()
-            keys = [self._key(job_id), self._queue, self._index]
-            self._create(keys=keys, args=[job_id, request.model_dump_json(), total, now])
+            keys = [self._key(job_id), self._queue, self._index, self._owner_key(owner or "")]
+            options = request.without_questions.model_dump_json()
+            self._create(keys=keys, args=[job_id, request.model_dump_json(), total, now, options, owner or ""])
         # as made: a worker may have taken it already
-        return Job.model_validate(
-            {"id": job_id, "state": "queued", "request": request, "total": total, "created": now, "updated": now}
-        )
+        made = {"id": job_id, "state": "queued", "request": request, "total": total, "created": now, "updated": now}
+        return Job.model_validate({**made, "owner": owner})
 
     def get(self, job_id: str) -> Job:
         with self._guard():
             return self._job(job_id, cast(dict, self._r.hgetall(self._key(job_id))))
 
-    def list(self, limit: int = 100) -> list[Job]:
+    def list(self, limit: int = 100, *, caller: str | None = None, after: str | None = None) -> list[JobSummary]:
+        index = self._index if caller is None else self._owner_key(caller)
         with self._guard():
-            ids = [i.decode() for i in cast(list, self._r.zrevrange(self._index, 0, limit - 1))]
+            page = self._page(keys=[index], args=[limit, after or ""])
+            if page is None:
+                raise no_such_job(after or "")
+            ids = [i.decode() for i in cast(list, page)]
             pipe = self._r.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hgetall(self._key(job_id))
+                pipe.hmget(self._key(job_id), list(_SUMMARY_FIELDS))
             found = pipe.execute()
-        return [self._job(job_id, fields) for job_id, fields in zip(ids, found, strict=True) if fields]
+            return [self._summary(job_id, fields) for job_id, fields in zip(ids, found, strict=True) if fields[0]]
 
     def cancel(self, job_id: str) -> Job:
         with self._guard():
             state = _text(self._cancel(keys=[self._key(job_id)], args=[time.time()]))
         if state == "missing":
-            raise NotFound(f"batch job {job_id!r} does not exist")
+            raise no_such_job(job_id)
         if state in ("done", "failed"):
             raise Conflict(f"batch job {job_id} is already {state}; only a queued or running job is cancelled")
         return self.get(job_id)

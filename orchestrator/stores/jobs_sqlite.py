@@ -5,7 +5,9 @@ so two workers never take the same job. Each running job records its worker's na
 and process start time and a heartbeat the worker refreshes; a running job is taken over when
 its worker's process is dead (same host) or its heartbeat is older than ``reclaim_s``.
 
-The tables (``jobs``, ``job_results``) may share their file with other stores' tables.
+The tables (``jobs``, ``job_results``) may share their file with other stores' tables. A file
+made before jobs had owners gets the ``owner`` column when it is opened (``ALTER TABLE``, once);
+its old jobs keep no owner.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ from pydantic import ValidationError
 from common.errors import BadInput, Conflict, NotFound, Unavailable
 from orchestrator.stores.jobs import (
     Job,
+    JobOptions,
     JobRequest,
     JobResults,
+    JobSummary,
     Lease,
     WorkerId,
     abandoned,
     new_job_id,
+    no_such_job,
     process_alive,
+    visible,
 )
 
 log = logging.getLogger(__name__)
@@ -54,12 +60,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     pid_started REAL,
     heartbeat REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS job_results (id TEXT PRIMARY KEY, body BLOB NOT NULL)
 """
-_FIELDS = "id, state, request, total, done, created, updated, started, finished, error, worker, attempts"
+_OWNERS = "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, seq)"
+_FIELDS = "id, state, request, total, done, created, updated, started, finished, error, worker, attempts, owner"
+_SUMMARY_NAMES: tuple[str, ...] = ("id", "state", "request", "total", "done", "created", "updated", "started")
+_SUMMARY_NAMES += ("finished", "error", "attempts")
+_SUMMARY = ", ".join(("id", "state", "json_remove(request, '$.questions')", *_SUMMARY_NAMES[3:]))
 
 
 class SQLiteJobStore:
@@ -79,8 +90,24 @@ class SQLiteJobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._add_owners()
         except (OSError, sqlite3.Error) as exc:
             raise Unavailable(f"job store {self.path} cannot be opened: {exc}") from exc
+
+    def _add_owners(self) -> None:
+        """The migration of a file made before jobs had owners: the column, and its index."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "owner" not in columns:
+            try:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+                log.info("job store %s: jobs have owners now (its %s old job(s) have none)", self.path, self._count())
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
+        self._db.execute(_OWNERS)
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -117,31 +144,55 @@ class SQLiteJobStore:
                 f"job store {self.path}: job {values['id']} is unreadable: {exc.errors()[0]['msg']}"
             ) from exc
 
+    def _summary(self, row: tuple) -> JobSummary:
+        values = dict(zip(_SUMMARY_NAMES, row, strict=True))
+        try:
+            values["request"] = JobOptions.model_validate_json(values["request"])
+            return JobSummary.model_validate({k: v for k, v in values.items() if v is not None})
+        except ValidationError as exc:
+            raise BadInput(
+                f"job store {self.path}: job {values['id']} is unreadable: {exc.errors()[0]['msg']}"
+            ) from exc
+
     def _row(self, db: sqlite3.Connection, job_id: str) -> tuple:
         row = db.execute(f"SELECT {_FIELDS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise NotFound(f"batch job {job_id!r} does not exist")
+            raise no_such_job(job_id)
         return row
 
     # -- the API's side --------------------------------------------------------------------------
 
-    def create(self, request: JobRequest, total: int) -> Job:
+    def create(self, request: JobRequest, total: int, owner: str | None = None) -> Job:
         job_id, now = new_job_id(), time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (id, state, request, total, created, updated) VALUES (?, 'queued', ?, ?, ?, ?)",
-                (job_id, request.model_dump_json(), total, now, now),
+                "INSERT INTO jobs (id, state, request, total, created, updated, owner)"
+                " VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                (job_id, request.model_dump_json(), total, now, now, owner),
             )
             return self._job(self._row(db, job_id))
 
     def get(self, job_id: str) -> Job:
         rows = self._read(f"SELECT {_FIELDS} FROM jobs WHERE id = ?", (job_id,))
         if not rows:
-            raise NotFound(f"batch job {job_id!r} does not exist")
+            raise no_such_job(job_id)
         return self._job(rows[0])
 
-    def list(self, limit: int = 100) -> list[Job]:
-        return [self._job(r) for r in self._read(f"SELECT {_FIELDS} FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
+    def list(self, limit: int = 100, *, caller: str | None = None, after: str | None = None) -> list[JobSummary]:
+        where: list[str] = []
+        args: list[object] = []
+        if caller is not None:
+            where.append("owner = ?")
+            args.append(caller)
+        if after is not None:
+            found = self._read("SELECT seq, owner FROM jobs WHERE id = ?", (after,))
+            if not found or not visible(found[0][1], caller):
+                raise no_such_job(after)
+            where.append("seq < ?")
+            args.append(found[0][0])
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(f"SELECT {_SUMMARY} FROM jobs {condition} ORDER BY seq DESC LIMIT ?", (*args, limit))
+        return [self._summary(row) for row in rows]
 
     def cancel(self, job_id: str) -> Job:
         with self._tx() as db:
@@ -225,7 +276,7 @@ class SQLiteJobStore:
     def _owner(self, db: sqlite3.Connection, job_id: str) -> tuple[str, str | None]:
         row = db.execute("SELECT state, worker FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise NotFound(f"batch job {job_id!r} does not exist")
+            raise no_such_job(job_id)
         return row[0], row[1]
 
     def finish(self, job_id: str, worker: WorkerId, results: JobResults) -> Lease:

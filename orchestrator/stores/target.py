@@ -3,14 +3,22 @@ to an SQLite file. Checked without importing redis (settings use it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from common.errors import ConfigError
 
-__all__ = ["redacted", "store_kind"]
+__all__ = ["DEFAULT_FILE", "redacted", "store_kind", "store_location"]
 
 _REDIS = ("redis", "rediss")
+
+DEFAULT_FILE = "store.sqlite"
+
+
+def store_location(store: str | None, runs_dir: Path) -> str:
+    """The store a setting names: the setting itself, or ``runs_dir/store.sqlite`` when None."""
+    return store if store else str(runs_dir / DEFAULT_FILE)
 
 
 def store_kind(target: str) -> Literal["redis", "sqlite"]:

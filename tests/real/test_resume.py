@@ -59,7 +59,9 @@ def workload(replay_file: Path, chosen: list[str], with_vllm: bool, max_tokens: 
 
     specs = {
         m.lower(): ExpertSpec(
-            name=m.lower(), source={"kind": "replay", "path": replay_file, "model": m}, memory_mb=1500
+            name=m.lower(),
+            source={"kind": "replay", "path": replay_file, "model": m, "benchmark": "mmlu_pro"},
+            memory_mb=1500,
         )
         for m in REPLAY_MODELS
     }

@@ -34,6 +34,7 @@ def test_coe_serve_answers_openai_clients_and_stops_cleanly(tmp_path: Path) -> N
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    command.append("--no-skip")  # the aggregator writes (and streams) every answer, even where the experts agree
     env = {"COE_RUNS_DIR": str(tmp_path / "runs"), "COE_POOL": str(ROOT / "pools" / "default")}
     proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
     children: list[psutil.Process] = []

@@ -237,3 +237,17 @@ def test_seeded_sampling_with_long_prompts_completes_and_honours_seeds(loaded: V
     assert all(g.ok and g.tokens_out > 0 for g in out), [g.error for g in out]
     again = loaded.generate(requests[:3])
     assert [g.text for g in again] == [g.text for g in out[:3]]  # the same seed gives the same text
+
+
+def test_on_this_cpu_the_engine_cannot_sleep_and_keeps_serving(loaded: VLLMEngine) -> None:
+    """vLLM's CPU build has no sleep mode: the engine says so, a sleep asks nothing of the child,
+    and a warm session would unload it instead (it is not sleepable)."""
+    from batching.engines._vllm_sleep import available
+    from batching.warm import sleepable
+
+    assert loaded.device == "cpu" and not available()
+    assert not loaded.can_sleep and not sleepable(loaded)
+    assert not loaded.sleep() and not loaded.sleeping and loaded.loaded
+    loaded.wake()  # nothing to wake
+    out = loaded.generate([Request.user("after-sleep", "Say hello.", max_tokens=4)])
+    assert out[0].ok and out[0].text.strip()
