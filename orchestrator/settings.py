@@ -236,15 +236,6 @@ class ServiceSettings(BaseModel):
     def _expand(cls, path: Path | None) -> Path | None:
         return path.expanduser() if path is not None else None
 
-    @model_validator(mode="after")
-    def _batch_fits_queue(self) -> ServiceSettings:
-        if self.max_batch_questions > self.max_queue:
-            raise ValueError(
-                f"max_batch_questions ({self.max_batch_questions}) is over max_queue ({self.max_queue}): "
-                "a full batch request could never be queued"
-            )
-        return self
-
     @field_validator("benchmarks", mode="after")
     @classmethod
     def _expand_all(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from common.errors import BadInput, Overloaded, Unavailable
+from common.errors import BadInput, Overloaded, TooLarge, Unavailable
 from common.query import Query
 from orchestrator.service.dispatch import Asking, Dispatcher
 from orchestrator.trace import Answer
@@ -170,6 +170,8 @@ def test_a_full_queue_takes_a_request_whole_or_not_at_all():
             dispatcher.submit_all([q(4), q(5)], TOPK)  # one would fit: neither is queued
         assert caught.value.param == "max_queue" and caught.value.retry_after >= 1
         assert dispatcher.depth == 2
+        with pytest.raises(TooLarge):  # more than the queue could ever hold
+            dispatcher.submit_all([q(7), q(8), q(9), q(10)], TOPK)
         queued.append(dispatcher.submit(q(6), TOPK))
         answers = [t.future.result(timeout=10) for t in [running, *queued]]
     finally:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from common.errors import CoeError, Overloaded, Unavailable
+from common.errors import CoeError, Overloaded, TooLarge, Unavailable
 from common.query import Query
 from common.tasks import Task
 from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle
@@ -91,9 +91,15 @@ class Dispatcher:
     def submit_all(
         self, queries: Sequence[Query], asking: Asking, on_delta: Callable[[str], None] | None = None
     ) -> list[Ticket]:
-        """Queue one ticket per query, all or none: ``Overloaded`` when they would not fit."""
+        """Queue one ticket per query, all or none: ``Overloaded`` when they would not fit now,
+        ``TooLarge`` when they never could."""
         now = time.monotonic()
         tickets = [Ticket(query, asking, on_delta, arrived=now) for query in queries]
+        if self.max_queue is not None and len(tickets) > self.max_queue:
+            raise TooLarge(
+                f"{len(tickets)} questions in one request; the queue holds at most {self.max_queue} (max_queue)",
+                param="max_queue",
+            )
         with self._cond:
             if self._stopping:
                 raise Unavailable("the service is shutting down")
