@@ -246,8 +246,9 @@ class Service:
         loaded = set(self.coe.loaded_models)
         experts: dict[str, str] = {}
         for name, spec in self.coe.pool.specs.items():
-            reason = None if name in loaded else _unloadable(spec, self.coe.settings.cache_dir)
-            experts[name] = "loaded" if name in loaded else reason or "loadable"
+            # asked of loaded experts too: one warmed from recordings since deleted would not load again
+            reason = _unloadable(spec, self.coe.settings.cache_dir)
+            experts[name] = reason or ("loaded" if name in loaded else "loadable")
             if reason:
                 problems[f"expert {name}"] = reason
         if not _writable(self.coe.settings.runs_dir):
