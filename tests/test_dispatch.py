@@ -201,3 +201,27 @@ def test_the_warm_up_runs_before_the_first_batch_and_late_tickets_never_run():
         release.set()
         dispatcher.stop(timeout=10)
     assert recorder.batches == [(TOPK, ["q2"])]
+
+
+def test_after_each_batch_and_once_idle_the_housekeeping_runs():
+    steps: list[str] = []
+    recorder = Recorder()
+    dispatcher = Dispatcher(
+        recorder,
+        gather_s=0,
+        after_batch=lambda: steps.append("batch"),
+        on_idle=lambda: steps.append("idle"),
+        idle_s=0.2,
+    )
+    dispatcher.start()
+    try:
+        time.sleep(0.5)
+        assert steps == []  # idle from the start: nothing ran, nothing to do
+        dispatcher.submit(q(1), TOPK).future.result(timeout=5)
+        time.sleep(0.8)
+        assert steps == ["batch", "idle"]  # once, not again while it stays idle
+        dispatcher.submit(q(2), TOPK).future.result(timeout=5)
+        time.sleep(0.5)
+    finally:
+        dispatcher.stop(timeout=10)
+    assert steps == ["batch", "idle", "batch", "idle"]

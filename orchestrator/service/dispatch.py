@@ -21,7 +21,8 @@ batch holds the dispatcher. Each refusal is reported to ``on_refuse`` with its r
 
 ``prepare`` (the service's warm-up) runs in the dispatcher thread before the first batch, so the
 engines have one owner from the start; requests that arrive meanwhile wait in the queue.
-``after_batch`` runs once each batch's tickets are settled (the service gives freed memory back).
+``after_batch`` runs once each batch's tickets are settled, and ``on_idle`` once no request has
+come for ``idle_s`` after a batch (the service gives freed memory back in both).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from common.errors import CoeError, Overloaded, TooLarge, Unavailable
 from common.query import Query
@@ -57,6 +59,8 @@ class Dispatcher:
         on_refuse: Callable[[str], None] | None = None,
         prepare: Callable[[], None] | None = None,
         after_batch: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
+        idle_s: float = 0.25,
     ) -> None:
         self._run_batch = run_batch
         self.grouping = grouping
@@ -69,6 +73,9 @@ class Dispatcher:
         self._on_refuse = on_refuse
         self._prepare = prepare
         self._after_batch = after_batch
+        self._on_idle = on_idle
+        self.idle_s = idle_s
+        self._idle_due = False  # a batch ran since the dispatcher was last idle
         self._waiting: list[Ticket] = []  # in arrival order
         self._running: dict[str, list[Ticket]] = {}  # query id -> tickets of the batch in flight
         self._cond = threading.Condition()
@@ -182,22 +189,36 @@ class Dispatcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            if batch == "idle":
+                self._housekeeping(self._on_idle)
+                continue
             try:
                 self._run(batch)
             except Exception:  # noqa: BLE001 - the thread every request waits on must live on
                 log.exception("the dispatcher could not settle a batch")
                 for ticket in batch:
                     settle(ticket, error=CoeError("the service failed to finish this request"))
-            if batch and self._after_batch is not None:
-                try:
-                    self._after_batch()
-                except Exception:  # noqa: BLE001 - housekeeping must not stop the dispatcher
-                    log.exception("the dispatcher's after-batch step failed")
+            if batch:
+                self._idle_due = self._on_idle is not None
+                self._housekeeping(self._after_batch)
 
-    def _next_batch(self) -> list[Ticket] | None:
+    def _housekeeping(self, step: Callable[[], None] | None) -> None:
+        if step is None:
+            return
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - housekeeping must not stop the dispatcher
+            log.exception("the dispatcher's housekeeping failed")
+
+    def _next_batch(self) -> list[Ticket] | Literal["idle"] | None:
+        """The next batch; None when stopping; "idle" once no work came for ``idle_s`` after a batch."""
         with self._cond:
             while not self._waiting and not self._stopping:
-                self._cond.wait()
+                if not self._idle_due:
+                    self._cond.wait()
+                elif not self._cond.wait(self.idle_s) and not self._waiting:
+                    self._idle_due = False
+                    return "idle"
             if self._stopping:
                 return None
             if self.grouping and self.gather_s > 0:

@@ -9,7 +9,8 @@ its top. The encoder allocates and frees large buffers of ever different sizes (
 batches of varied lengths), and it ran them in two new threads per call: each new thread took an
 arena in turn, so the fragmentation spread over one arena after another. The encoder now keeps
 its threads (``skills.embed``); what is still freed inside the heaps goes back with
-``malloc_trim(0)`` after a batch (at once when no request waits, else at most once a second).
+``malloc_trim(0)`` after a batch (at most once a second while busy) and once the service has
+been idle for a moment (the last responses sent).
 
 Measured on replay-small (policy topk, k=3, majority vote), RSS over 1,000 distinct questions
 after the first 300: as it was, +453 MB (memory in use by malloc flat at 201-206 MB, memory free

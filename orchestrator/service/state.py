@@ -69,7 +69,8 @@ class Service:
             on_wait=self.metrics.stage.labels("queue").observe,
             on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
             prepare=None if settings.lazy else self._warm_up,
-            after_batch=self._after_batch,
+            after_batch=self.freed.release,  # at most once a second while busy
+            on_idle=lambda: self.freed.release(now=True),  # and once the last responses are sent
         )
         self.benchmarks = registered_benchmarks(settings.benchmarks)
         """The benchmarks a job may name: the built-ins and the spec files registered at start."""
@@ -156,11 +157,6 @@ class Service:
     def submit_all(self, queries: Sequence[Query], asking: Asking) -> list[Ticket]:
         """One ticket per query, all queued or all refused (``Overloaded``)."""
         return self.dispatcher.submit_all(queries, asking)
-
-    def _after_batch(self) -> None:
-        """Freed memory back to the system: at once when no request waits (nobody waits for the
-        trim), else at most once a second."""
-        self.freed.release(now=self.dispatcher.depth == 0)
 
     def _warm_up(self) -> None:
         started = time.perf_counter()
