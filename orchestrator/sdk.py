@@ -23,6 +23,7 @@ from typing import get_args
 
 from aggregators import SynthesisJob, SynthesisOptions
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
+from batching.engines.replay import index_recordings
 from batching.executor import ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore, SQLiteRunStore
@@ -42,10 +43,11 @@ from orchestrator.pipeline.rounds import predicted_loads
 from orchestrator.pipeline.trace import Answer
 from orchestrator.pools.pool import Pool, load_pool
 from orchestrator.pools.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
-from orchestrator.pools.routing import pool_aggregator_choice, pool_router
+from orchestrator.pools.routing import pool_aggregator_choice, pool_router, pool_scorer
 from orchestrator.pools.settings import Settings, load_settings
 from orchestrator.stores import GenerationStore, open_generation_store
-from router import RouteDecision, Router
+from router import RouteDecision, Router, load_scorer
+from router import Scorer as SkillScorer
 from router.scorers import keyword_scorer
 from skills import make_embedder
 
@@ -85,6 +87,7 @@ class Orchestrator:
         self._cores = None if engine_factory is not None else tuple(sorted(os.sched_getaffinity(0)))
         self.progress = progress
         self._routers: dict[tuple[str, int, str], Router] = {}
+        self._scorer: SkillScorer | None = None  # one for every router: the encoder is loaded once
         self._memory: tuple[float, dict[str, float]] | None = None
         self._gpu = False
         self._warm: WarmEngines | None = None
@@ -112,6 +115,21 @@ class Orchestrator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def warm_up(self) -> list[str]:
+        """Load now what answering would load on first use: the default router and its encoder (which
+        every router shares); the recordings of every recorded expert (one pass per file); and, in a
+        warm session (``with``), the engines of the experts and then the aggregator, each that fits
+        the memory budget beside those before it, bound to cores as one phase holding them would
+        bind them. Returns the models whose engines are loaded."""
+        load_scorer(self.router().scorer)
+        names = dict.fromkeys([*self.pool.expert_names, self.pool.aggregator.name])
+        specs = [self.pool.spec(name) for name in names]
+        if self._warm is None:
+            index_recordings(specs)
+            return []
+        with self._busy:
+            return self._warm.preload(specs, self.engine_factory, self._split_cores())
+
     def close(self) -> None:
         """Unload the engines a warm session kept, and close the generation store if it was opened."""
         if self._warm is not None:
@@ -128,7 +146,10 @@ class Orchestrator:
         on first use and kept until ``close``. A Redis store connects when it is first asked."""
         with self._store_lock:
             if self._store is None:
-                self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
+                settings = self.settings
+                self._store = open_generation_store(
+                    settings.store_target, settings.cache_ttl_s, settings.cache_max_entries
+                )
                 log.info("generation cache: %s (%s)", self._store.name, self.settings.cache)
             return self._store
 
@@ -174,13 +195,9 @@ class Orchestrator:
 
     def _router(self, key: tuple[str, int, str], scorer: Scorer) -> Router:
         if key not in self._routers:
-            router = pool_router(
-                self.pool,
-                key[0],
-                key[1],
-                embeddings_dir=self.settings.embeddings_dir,
-                encoders_dir=self.settings.encoders_dir,
-            )
+            if self._scorer is None:
+                self._scorer = pool_scorer(self.pool, self.settings.embeddings_dir, self.settings.encoders_dir)
+            router = pool_router(self.pool, key[0], key[1], scorer=self._scorer)
             if scorer == "keywords":
                 keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
                 router = Router(

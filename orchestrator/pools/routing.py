@@ -50,11 +50,13 @@ def pool_router(
     embeddings_dir: Path | None = None,
     encoders_dir: Path | None = None,
     calibrated: bool = True,
+    scorer: Scorer | None = None,
 ) -> Router:
     """The router for ``pool``: its profile, its experts' costs, the policy's calibrated
     thresholds when ``coe calibrate`` stored some (and ``calibrated``), and, if trained, its
     skill classifier (its embeddings cached in ``embeddings_dir``; None: not cached; an exported
-    encoder kept in ``encoders_dir``, the settings' ``encoders_dir``)."""
+    encoder kept in ``encoders_dir``, the settings' ``encoders_dir``). ``scorer``: the pool's scorer
+    made before (``pool_scorer``), so that several routers share one encoder."""
     get_policy(policy)  # an unknown name is one line, before any artefact is read
     calibration = pool.artefacts.latest_calibration(policy) if calibrated else None
     selection = calibration.apply() if calibration is not None else None
@@ -62,7 +64,7 @@ def pool_router(
         log.info("pool %s: %s calibrated (v%d): %s", pool.name, policy, calibration.revision, calibration.selection)
     return Router(
         pool_profile(pool),
-        pool_scorer(pool, embeddings_dir, encoders_dir),
+        scorer if scorer is not None else pool_scorer(pool, embeddings_dir, encoders_dir),
         policy,
         k=k,
         seed=seed,
