@@ -50,9 +50,9 @@ class Service:
         self.metrics = Metrics()
         self.coe = orchestrator or Orchestrator(settings.core)
         self._serving = [True]
-        self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
+        self.coe.wrap_engines(lambda factory: metered(factory, self.metrics, self._serving))
         made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
-        self.coe.engine_factory = made.factory
+        self.coe.wrap_engines(lambda _metered: made.factory)
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.freed = FreedMemory()  # freed memory goes back to the system after each batch
@@ -119,7 +119,7 @@ class Service:
         return self.coe.pool.name
 
     def start(self) -> None:
-        self.coe.__enter__()
+        self.coe.open()
         self.coe.router()  # the default router's artefacts load now: a broken pool stops the start
         cache = self.coe.cache  # opened now: a file that is not a store stops the start, not a request
         if cache is not None:
