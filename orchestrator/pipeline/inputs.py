@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
 from typing import get_args
 
 from common.errors import BadInput
 from common.query import MAX_OPTIONS, Query
-from common.vocabulary import MAX_NEW_TOKENS, Aggregation
+from common.vocabulary import MAX_NEW_TOKENS, Aggregation, ScorerKind
 
 FREE_FORMAT = 'End with a line "Final answer: ..." giving the answer in a few words.'
 
@@ -52,6 +51,21 @@ def check_policy(policy: object, default: str) -> str:
     return policy
 
 
+def check_answering(aggregation: object, max_tokens: object) -> None:
+    """How the answer is written: ``synthesis`` or ``majority``, and at most ``MAX_NEW_TOKENS``."""
+    if aggregation not in get_args(Aggregation):
+        raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
+        raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
+
+
+def check_scorer(scorer: object) -> None:
+    if scorer not in get_args(ScorerKind):
+        raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
+
+
 def check_options(options: object, *, field: str = "options", controls: bool = True) -> tuple[str, ...]:
     if options is None:
         return ()
@@ -81,20 +95,3 @@ def as_query(item: object, max_chars: int, *, options: object = None, field: str
     if not isinstance(item, str):
         raise BadInput(f"{field} must be a string, got {type(item).__name__} (or give a Query)")
     return Query(text=check_question(item, max_chars, field=field), options=check_options(options))
-
-
-def as_queries(questions: object, max_chars: int) -> list[Query]:
-    """A batch checked once: a list of strings or ``Query`` records (``as_query`` each)."""
-    if isinstance(questions, str) or not isinstance(questions, Sequence):
-        raise BadInput("a batch takes a list of questions")
-    return [as_query(q, max_chars, field=f"questions[{i}]") for i, q in enumerate(questions)]
-
-
-def check_answering(aggregation: object, max_tokens: object) -> None:
-    """How answers are made: a known aggregation, and ``max_tokens`` None or an int in range."""
-    if aggregation not in get_args(Aggregation):
-        raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-        raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
-    if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
-        raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")

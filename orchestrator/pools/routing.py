@@ -1,22 +1,20 @@
 """Builds the pool's router and aggregator choice from its stored artefacts (profile, skill
-classifier, aggregator selection), and keeps the routers a caller asked for (``PoolRouters``)."""
+classifier, aggregator selection)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from pathlib import Path
-from typing import get_args
 
 from aggregators import AggregatorChoice
 from batching.engines.kinds import engine_kind
-from common.errors import BadInput
 from common.tasks import RunTasks
 from common.vocabulary import ScorerKind
 from orchestrator.pools.pool import Pool
 from router import Router, get_policy
 from router.scorers import NoSkillScorer, Scorer, keyword_scorer
-from skills import Profile, ProfileBuilder, make_embedder
+from skills import Profile, ProfileBuilder
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +53,13 @@ def pool_router(
     embeddings_dir: Path | None = None,
     encoders_dir: Path | None = None,
     calibrated: bool = True,
+    scorer: Scorer | None = None,
 ) -> Router:
     """The router for ``pool``: its profile, its experts' costs, the policy's calibrated
     thresholds when ``coe calibrate`` stored some (and ``calibrated``), and, if trained, its
     skill classifier (its embeddings cached in ``embeddings_dir``; None: not cached; an exported
-    encoder kept in ``encoders_dir``, the settings' ``encoders_dir``)."""
+    encoder kept in ``encoders_dir``, the settings' ``encoders_dir``). ``scorer``: the pool's scorer
+    made before (``pool_scorer``), so that several routers share one encoder."""
     get_policy(policy)  # an unknown name is one line, before any artefact is read
     calibration = pool.artefacts.latest_calibration(policy) if calibrated else None
     selection = calibration.apply() if calibration is not None else None
@@ -67,7 +67,7 @@ def pool_router(
         log.info("pool %s: %s calibrated (v%d): %s", pool.name, policy, calibration.revision, calibration.selection)
     return Router(
         pool_profile(pool),
-        pool_scorer(pool, embeddings_dir, encoders_dir),
+        scorer if scorer is not None else pool_scorer(pool, embeddings_dir, encoders_dir),
         policy,
         k=k,
         seed=seed,
@@ -102,33 +102,42 @@ def pool_aggregator_choice(pool: Pool) -> AggregatorChoice | None:
     return choice
 
 
-class PoolRouters:
-    """The pool's routers, each built once per (policy, k, scorer) and shared by the threads that
-    ask (request threads, job workers, the dispatcher). A ``keywords`` scorer has the pool's
-    aggregator annotate each question with keywords (``run_tasks`` runs it)."""
+class Routers:
+    """A pool's routers, each (policy, k, scorer kind) built once and all sharing one scorer (the
+    encoder is loaded once). Safe to share between request threads, job workers and a dispatcher.
+    ``run_tasks`` runs the annotator model for the ``keywords`` scorer (Symbolic-MoE's way)."""
 
-    def __init__(self, pool: Pool, run_tasks: RunTasks, embeddings_dir: Path, encoders_dir: Path) -> None:
-        self.pool = pool
-        self.run_tasks = run_tasks
-        self.embeddings_dir = embeddings_dir
-        self.encoders_dir = encoders_dir
+    def __init__(
+        self,
+        pool: Pool,
+        run_tasks: RunTasks,
+        *,
+        embeddings_dir: Path | None = None,
+        encoders_dir: Path | None = None,
+    ) -> None:
+        self._pool = pool
+        self._run_tasks = run_tasks
+        self._dirs = (embeddings_dir, encoders_dir)
         self._built: dict[tuple[str, int, str], Router] = {}
-        self._lock = threading.RLock()  # reentrant: a keyword router's annotator runs tasks
+        self._scorer: Scorer | None = None
+        self._lock = threading.RLock()  # a keyword router runs tasks while it is built
 
-    def get(self, policy: str, k: int, scorer: ScorerKind = "classifier") -> Router:
-        if scorer not in get_args(ScorerKind):
-            raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
+    def get(self, policy: str, k: int, scorer: ScorerKind) -> Router:
         key = (policy, k, scorer)
         with self._lock:
             if key not in self._built:
                 self._built[key] = self._build(policy, k, scorer)
             return self._built[key]
 
-    def _build(self, policy: str, k: int, scorer: ScorerKind) -> Router:
-        router = pool_router(self.pool, policy, k, embeddings_dir=self.embeddings_dir, encoders_dir=self.encoders_dir)
-        if scorer != "keywords":
+    def _build(self, policy: str, k: int, kind: ScorerKind) -> Router:
+        if self._scorer is None:
+            self._scorer = pool_scorer(self._pool, *self._dirs)
+        router = pool_router(self._pool, policy, k, scorer=self._scorer)
+        if kind != "keywords":
             return router
-        keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
+        from skills import make_embedder  # the keyword scorer's own encoder, on first use
+
+        keywords = keyword_scorer(router.profile, self._run_tasks, self._pool.aggregator.name, make_embedder())
         return Router(
             router.profile,
             keywords,

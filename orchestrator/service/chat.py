@@ -8,10 +8,12 @@ conversation keeps its experts from turn to turn (session affinity); it is named
 ``X-Session-Id`` header, else by ``user``, else recognised by its earlier turns. Tools, function
 calls, content parts other than text and response formats other than text are refused (400,
 ``unsupported``); a malformed conversation is one error naming the field (``messages[2].role``).
-The answer's trace rides in the extension field ``trace``. With ``stream: true`` the
-aggregator's tokens arrive as server-sent events as it writes them (where its engine streams;
-otherwise, and for a majority vote, the answer comes as one piece), then a last chunk with the
-finish reason and the trace, then ``data: [DONE]``. ``usage`` counts every model's tokens.
+The answer's trace rides in the extension field ``trace``. With ``stream: true`` the response
+starts once the request has left the queue for its batch (a refusal is a status code, never an
+event of a begun stream); the aggregator's tokens arrive as server-sent events as it writes them
+(where its engine streams; otherwise, and for a majority vote, the answer comes as one piece),
+then a last chunk with the finish reason and the trace, then ``data: [DONE]``. ``usage`` counts
+every model's tokens.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from orchestrator.remote.wire import (
     ModelList,
     Usage,
 )
-from orchestrator.service.answers import cancel, conversation_query, wait_for
+from orchestrator.service.answers import ClientGone, cancel, conversation_query, wait_for
 from orchestrator.service.dispatch import Ticket
 from orchestrator.service.guard import caller_of
 from orchestrator.service.state import Service
@@ -48,6 +50,9 @@ from orchestrator.service.state import Service
 router = APIRouter(prefix="/v1")
 
 _STARTED = int(time.time())
+
+_POLL_S = 0.25
+"""How often a streamed request waiting for its batch looks whether its client went away."""
 
 
 @router.get("/models")
@@ -70,8 +75,10 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     if body.stream:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
-        # submitted before the stream starts, so a refusal (shutting down) is still a status code
+        # the stream starts only once the request has left the queue for its batch: a refusal (a full
+        # queue, a deadline passed while waiting, shutting down) is still a status code
         ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        await _until_begun(request, service, ticket)
         return StreamingResponse(
             _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
@@ -98,6 +105,24 @@ def _supported(body: ChatRequest) -> None:
     kind = (body.response_format or {}).get("type", "text")
     if kind != "text":
         raise Unsupported(f"response_format: {kind!r} is not supported; answers are text", param="response_format")
+
+
+async def _until_begun(request: Request, service: Service, ticket: Ticket) -> None:
+    """Wait until the ticket's batch takes it; its refusal is raised. A client that goes away
+    meanwhile cancels it."""
+    begun = asyncio.wrap_future(ticket.begun)
+    try:
+        while True:
+            done, _ = await asyncio.wait({begun}, timeout=_POLL_S)
+            if done:
+                begun.result()
+                return
+            if await request.is_disconnected():
+                cancel(service, [ticket])
+                raise ClientGone()
+    except asyncio.CancelledError:
+        cancel(service, [ticket])
+        raise
 
 
 def _usage(answer: Answer) -> Usage:

@@ -7,27 +7,33 @@ share it between replicas; one opener (``open_generation_store``) and one reader
     cache.put_many({key: generation}); cache.get_many([key])
 
 Session state (``sessions``: what session affinity remembers of a conversation) is kept in the
-same place, with an expiry: ``open_session_store(target, ttl_s)``.
+same place, with an expiry: ``open_session_store(target, ttl_s)``; ``SessionSlot`` opens it on
+first use.
 """
 
 from orchestrator.stores.base import GenerationStore, StoreStats
-from orchestrator.stores.deferred import CacheOnFirstUse, HeldStores, SessionsOnFirstUse
 from orchestrator.stores.open import open_generation_store
 from orchestrator.stores.redis_store import RedisGenerationStore
-from orchestrator.stores.sessions import RedisSessionStore, SessionStore, SQLiteSessionStore, open_session_store
+from orchestrator.stores.sessions import (
+    RedisSessionStore,
+    SessionSlot,
+    SessionStore,
+    SQLiteSessionStore,
+    open_session_store,
+)
+from orchestrator.stores.slot import StoreSlot
 from orchestrator.stores.sqlite_store import SQLiteGenerationStore
 from orchestrator.stores.target import store_kind, store_location
 
 __all__ = [
-    "CacheOnFirstUse",
     "GenerationStore",
-    "HeldStores",
     "RedisGenerationStore",
     "RedisSessionStore",
     "SQLiteGenerationStore",
     "SQLiteSessionStore",
+    "SessionSlot",
     "SessionStore",
-    "SessionsOnFirstUse",
+    "StoreSlot",
     "StoreStats",
     "open_generation_store",
     "open_session_store",

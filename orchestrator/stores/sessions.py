@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from common.errors import ConfigError, Unavailable
 from orchestrator.stores.target import redacted, store_kind
 
-__all__ = ["RedisSessionStore", "SQLiteSessionStore", "SessionStore", "open_session_store"]
+__all__ = ["RedisSessionStore", "SQLiteSessionStore", "SessionSlot", "SessionStore", "open_session_store"]
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +170,34 @@ def open_session_store(url_or_path: str | Path, ttl_s: float) -> SessionStore:
     if not isinstance(url_or_path, Path) and store_kind(url_or_path) == "redis":
         return RedisSessionStore(url_or_path, ttl_s)
     return SQLiteSessionStore(url_or_path, ttl_s)
+
+
+class SessionSlot:
+    """A session store opened at its first read or write (by ``open_store``) and kept until
+    ``close``: a session's state store, nothing opened while no conversation is asked. Thread-safe."""
+
+    name = "session store"
+
+    def __init__(self, open_store: Callable[[], SessionStore], ttl_s: float) -> None:
+        self._open = open_store
+        self.ttl_s = ttl_s
+        self._store: SessionStore | None = None
+        self._lock = threading.Lock()
+
+    def opened(self) -> SessionStore:
+        with self._lock:
+            if self._store is None:
+                self._store = self._open()
+            return self._store
+
+    def get(self, key: str) -> str | None:
+        return self.opened().get(key)
+
+    def put(self, key: str, value: str) -> None:
+        self.opened().put(key, value)
+
+    def close(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
