@@ -7,6 +7,8 @@ serves aggregation and the trace.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
@@ -24,6 +26,18 @@ class Timings(BaseModel):
     experts: float = Field(0.0, description="The slowest of this question's expert generations.")
     aggregate: float = Field(0.0, description="This question's aggregation.")
     run: float = Field(0.0, description="The batch run, loads and generations included.")
+
+
+class SemanticNote(BaseModel):
+    """What the semantic cache did for one answer (``orchestrator.pipeline.semantic``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Literal["hit", "miss", "refused"] = Field(
+        ..., description="hit: an earlier answer was reused; miss: none was close enough; refused: the request said no."
+    )
+    similarity: float | None = Field(None, description="A hit's cosine similarity to the question it reused.")
+    threshold: float = Field(..., description="The least similarity a hit needs.")
 
 
 class Trace(BaseModel):
@@ -45,10 +59,16 @@ class Trace(BaseModel):
     cost: float = Field(
         0.0, ge=0.0, description="What the experts' calls cost, in the pool's unit (calls when it declares none)."
     )
+    semantic_cache: SemanticNote | None = Field(None, description="The semantic cache's part, where it is on.")
 
     @property
     def policy(self) -> str:
         return self.route.policy
+
+    @property
+    def reused(self) -> bool:
+        """Whether this answer is an earlier one the semantic cache reused (it cost nothing now)."""
+        return self.semantic_cache is not None and self.semantic_cache.outcome == "hit"
 
     @property
     def tokens(self) -> tuple[int, int]:

@@ -37,6 +37,7 @@ from orchestrator.remote.wire import (
 from orchestrator.service.answers import cancel, checked_query, wait_for
 from orchestrator.service.dispatch import Ticket
 from orchestrator.service.state import Service
+from orchestrator.service.tickets import submit
 
 router = APIRouter(prefix="/v1")
 
@@ -61,14 +62,16 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     if body.stream:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
-        # submitted before the stream starts, so a refusal (shutting down) is still a status code
-        ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        # submitted before the stream starts, so a refusal (a spent budget, shutting down) is still a status code
+        (ticket,) = await submit(
+            request, service, [query], asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
+        )
         return StreamingResponse(
             _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    (found,) = await wait_for(request, service, [service.submit(query, asking)])
+    (found,) = await wait_for(request, service, await submit(request, service, [query], asking))
     if found.error:
         raise found.failure()
     return _completion(found, body.model, completion_id)
@@ -87,7 +90,8 @@ def _question(body: ChatRequest) -> str:
 
 
 def _usage(answer: Answer) -> Usage:
-    tokens_in, tokens_out = answer.trace.tokens
+    """The tokens this answer spent: none for an answer the semantic cache reused."""
+    tokens_in, tokens_out = (0, 0) if answer.trace.reused else answer.trace.tokens
     return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from common.errors import CoeError, Unavailable
 from common.query import Query
 from common.tasks import Task
-from common.vocabulary import Aggregation
+from common.vocabulary import Aggregation, SemanticMode
 from orchestrator.pipeline.task_ids import is_aggregate, question_of
 from orchestrator.pipeline.trace import Answer
 
@@ -40,6 +40,8 @@ class Asking:
     k: int
     aggregation: Aggregation = "synthesis"
     max_tokens: int | None = None
+    semantic: SemanticMode = "off"
+    """How the request uses the semantic cache (``orchestrator.service.semantic``)."""
 
 
 @dataclass(eq=False)

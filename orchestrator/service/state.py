@@ -1,13 +1,15 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
-runs requests in batches, the keys, the rate limiter, the metrics, the benchmarks a job may
-name and the redactor that keeps the server's paths and addresses out of what clients see."""
+runs requests in batches, the keys, the rate limiter, the keys' budgets and use, the semantic
+cache, the metrics, the benchmarks a job may name and the redactor that keeps the server's
+paths and addresses out of what clients see."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from batching import ExpertSpec, MadeEngines, ProgressEvent
@@ -29,7 +31,10 @@ from orchestrator.service.engines import metered
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
+from orchestrator.service.semantic import ServiceCache
+from orchestrator.service.tenants import Tenants
 from orchestrator.stores.target import store_kind, store_location
+from orchestrator.stores.usage import open_usage_store
 from router import POLICIES
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,14 @@ class Service:
     """Everything the routes use. ``start()`` loads the router; ``stop()`` lets the batch in
     flight finish and unloads every engine."""
 
-    def __init__(self, settings: ServiceSettings, orchestrator: Orchestrator | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        orchestrator: Orchestrator | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: the time budgets' days and months are read from (tests move it)."""
         self.settings = settings
         self.metrics = Metrics()
         self.coe = orchestrator or Orchestrator(settings.core)
@@ -49,7 +61,8 @@ class Service:
         self.coe.engine_factory = made.factory
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
-        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        rated = settings.rate_limit_per_minute is not None or (self.keys is not None and self.keys.rated)
+        self.limiter = RateLimiter(settings.rate_limit_per_minute) if rated else None
         self.dispatcher = Dispatcher(
             self._run_batch,
             grouping=settings.grouping,
@@ -65,8 +78,23 @@ class Service:
         self.jobs: JobStore = open_job_store(
             self.store_location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts
         )
+        semantic = settings.semantic_cache
+        scope = f"{self.pool}@{self.coe.pool.pool.version}"  # a new version of the pool answers anew
+        self.semantic = (
+            ServiceCache(semantic, self.store_location, scope, self.metrics, self.coe.settings.encoders_dir)
+            if semantic.enabled
+            else None
+        )
+        """The semantic cache; None unless enabled."""
+        self.tenants = (
+            Tenants(self.keys, open_usage_store(self.store_location), self.metrics, clock=clock)
+            if self.keys is not None
+            else None
+        )
+        """The keys' budgets and use, kept in the store; None without keys."""
         self.job_workers = [
-            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}") for i in range(jobs.workers)
+            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}", meter=self.tenants)
+            for i in range(jobs.workers)
         ]
         self.redact = Redactor(self._places())
         """Takes the server's paths, hosts and ports out of text bound for a client."""
@@ -107,6 +135,8 @@ class Service:
     def start(self) -> None:
         self.coe.__enter__()
         self.coe.router()  # the default router's artefacts (classifier, encoder) load now, not on a request
+        if self.semantic is not None:
+            self.semantic.warm()
         cache = self.coe.cache  # opened now: a file that is not a store stops the start, not a request
         if cache is not None:
             self.metrics.cache.source = cache.stats.snapshot
@@ -124,6 +154,10 @@ class Service:
         self._serving[0] = False
         self.coe.close()
         self.jobs.close()
+        if self.tenants is not None:
+            self.tenants.store.close()
+        if self.semantic is not None:
+            self.semantic.close()
 
     # -- asking ---------------------------------------------------------------------------------
 
@@ -181,7 +215,8 @@ class Service:
                 for model in owed:
                     self.metrics.expert_queue.labels(model).set(0)
         self._observe(answers)
-        return [self.redact.answer(answer) for answer in answers]
+        shown = [self.redact.answer(answer) for answer in answers]
+        return self.semantic.after(asking, queries, shown) if self.semantic is not None else shown
 
     def _observe(self, answers: Sequence[Answer]) -> None:
         m = self.metrics
@@ -229,6 +264,11 @@ class Service:
             self.jobs.check()
         except Unavailable as exc:
             problems["jobs"] = str(exc)
+        if self.tenants is not None:
+            try:
+                self.tenants.store.ping()
+            except CoeError as exc:
+                problems["usage"] = str(exc)
         working = sum(w.alive for w in self.job_workers)
         if working < len(self.job_workers):
             problems["job workers"] = f"{len(self.job_workers) - working} of {len(self.job_workers)} stopped"
