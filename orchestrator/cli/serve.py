@@ -59,15 +59,27 @@ def serve_command(
     job_heartbeat_s: HeartbeatOpt = None,
     benchmark: BenchmarkSpecOpt = None,
     no_skip: NoSkipOpt = False,
+    semantic_cache: Annotated[
+        bool,
+        typer.Option(
+            "--semantic-cache/--no-semantic-cache",
+            help="Reuse an earlier answer for a question that means the same (same facts, close embeddings).",
+        ),
+    ] = False,
+    semantic_threshold: Annotated[
+        float | None,
+        typer.Option(max=1.0, help="The least cosine similarity of two questions for a reuse, over 0 (default 0.9)."),
+    ] = None,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
     benchmarks: the built-ins and each spec file given with --benchmark (by its spec's name).
     Everything is checked before the port is bound: each problem is one line, exit status 2."""
     import uvicorn
+    from pydantic import ValidationError
 
-    from common.errors import BadInput
-    from orchestrator.pools.settings import SERVICE_ENV, ServiceSettings
+    from common.errors import BadInput, config_error
+    from orchestrator.pools.settings import SERVICE_ENV, SemanticCacheSettings, ServiceSettings
     from orchestrator.sdk import Orchestrator
     from orchestrator.service.app import create_app
     from orchestrator.service.state import Service
@@ -85,6 +97,11 @@ def serve_command(
         aggregator_skip=False if no_skip else None,
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
+    given = {"enabled": semantic_cache, "threshold": semantic_threshold}
+    try:
+        semantic = SemanticCacheSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise config_error(exc, "--semantic-threshold") from exc
     settings = ServiceSettings(
         core=core,
         host=host,
@@ -97,6 +114,7 @@ def serve_command(
         gather_ms=gather_ms,
         jobs=jobs,
         benchmarks=tuple(benchmark or ()),
+        semantic_cache=semantic,
     )
     if api_keys is not None:
         from orchestrator.service.security import ApiKeys
