@@ -26,7 +26,16 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from common.errors import BadInput, BudgetExceeded, CoeError, EndpointError, EngineTimeout, RateLimited, field_path
+from common.errors import (
+    BadInput,
+    BudgetExceeded,
+    CoeError,
+    EndpointError,
+    EngineTimeout,
+    Overloaded,
+    RateLimited,
+    field_path,
+)
 from common.query import Query
 from orchestrator.pipeline.inputs import as_query
 from orchestrator.pipeline.trace import Answer
@@ -354,7 +363,7 @@ def _error(response: httpx.Response) -> CoeError:
     cls = error_class(kind)
     if issubclass(cls, BudgetExceeded):
         return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")), param=error.get("param"))
-    if issubclass(cls, RateLimited):
+    if issubclass(cls, (RateLimited, Overloaded)):
         return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")))
     return cls(message)
 

@@ -15,8 +15,8 @@ from orchestrator.pipeline.inputs import as_query
 from orchestrator.pipeline.trace import Answer
 from orchestrator.remote.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
 from orchestrator.service.dispatch import Ticket
+from orchestrator.service.intake import submit
 from orchestrator.service.state import Service
-from orchestrator.service.tickets import submit
 
 router = APIRouter(prefix="/v1")
 
@@ -52,7 +52,7 @@ async def answer_batch(body: AnswerBatchRequest, request: Request) -> AnswerBatc
     if repeated:
         raise BadInput(f"question ids must be unique in a batch; repeated: {repeated[0]!r}")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
-    tickets = await submit(request, service, queries, asking)
+    tickets = await submit(request, service, queries, asking)  # all queued, or all refused (503 overloaded)
     return AnswerBatchResponse(answers=await wait_for(request, service, tickets))
 
 

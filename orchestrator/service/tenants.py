@@ -86,6 +86,7 @@ class Tenants:
             return
         end, limit, amount, value = max(spent)
         self.metrics.key_refused.labels(key, limit).inc()
+        self.metrics.refused.labels("budget").inc()
         unit = "tokens" if limit.startswith("tokens") else "in cost"
         raise BudgetExceeded(
             f"budget exceeded: {limit} is {amount:g} {unit} and this key has spent {value:g}; it resets at {iso(end)}",

@@ -1,76 +1,104 @@
-"""How a route hands its questions to the service: ``submit``.
-
-In order: the caller's budgets are checked (429 ``budget_exceeded`` when one is spent); the
-semantic cache, where it is on and the request did not refuse it, answers what it can; the rest
-go to the dispatcher (the one pipeline). Every answer is counted against the caller's key: a
-reused one at once, the others when their batch settles them (even if their client left).
-"""
+"""What waits in the dispatcher's queue: a ``Ticket`` per request, asked some way (``Asking``), and
+how a ticket is settled with its answer or error."""
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import replace
-from functools import partial
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
 
-from fastapi import Request
-from starlette.concurrency import run_in_threadpool
-
+from common.errors import CoeError
 from common.query import Query
+from common.tasks import Task
+from common.vocabulary import Aggregation, SemanticMode
 from orchestrator.pipeline.trace import Answer
-from orchestrator.service.dispatch import Asking, Ticket
-from orchestrator.service.guard import caller_of
-from orchestrator.service.semantic import semantic_mode
-from orchestrator.service.state import Service
-from orchestrator.service.tenants import Tenants
-
-log = logging.getLogger(__name__)
 
 
-async def submit(
-    request: Request,
-    service: Service,
-    queries: Sequence[Query],
-    asking: Asking,
-    on_delta: Callable[[str], object] | None = None,
-) -> list[Ticket]:
-    """One ticket per query, in order (see the module); a reused answer's ticket is settled."""
-    caller = caller_of(request)
-    tenants = service.tenants
-    if tenants is not None:
-        await run_in_threadpool(tenants.check, caller)
-    cache = service.semantic
-    asking = replace(asking, semantic=semantic_mode(request.headers, cache is not None))
-    reused: list[Answer | None] = [None] * len(queries)
-    if cache is not None and asking.semantic == "use":
-        reused = await run_in_threadpool(cache.look, queries, asking)
-    elif cache is not None:
-        cache.refused(len(queries))
-    hits = [answer for answer in reused if answer is not None]
-    if tenants is not None and hits:
-        await run_in_threadpool(tenants.charge, caller, hits)
-    tickets = []
-    for query, answer in zip(queries, reused, strict=True):
-        if answer is not None:
-            ticket = Ticket(query, asking)
-            ticket.future.set_result(answer)
-        else:
-            ticket = service.submit(query, asking, on_delta)
-            if tenants is not None and caller is not None:
-                ticket.future.add_done_callback(partial(_charge, tenants, caller))
-        tickets.append(ticket)
-    return tickets
+@dataclass(frozen=True)
+class Asking:
+    """How a request is to be answered; requests asked the same way can share a batch."""
+
+    policy: str
+    k: int
+    aggregation: Aggregation = "synthesis"
+    max_tokens: int | None = None
+    semantic: SemanticMode = "off"
+    """How the request uses the semantic cache (``orchestrator.service.semantic``)."""
 
 
-def _charge(tenants: Tenants, caller: str, future: Future[Answer]) -> None:
-    """Count a settled ticket's answer (none for a cancelled or failed one)."""
-    if future.cancelled() or future.exception() is not None:
-        return
+@dataclass(eq=False)
+class Ticket:
+    """One request waiting for its answer."""
+
+    query: Query
+    asking: Asking
+    on_delta: Callable[[str], None] | None = None
+    """Called with the aggregator's text as it is generated (from the dispatcher thread)."""
+    arrived: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    future: Future[Answer] = field(default_factory=Future)
+    begun: Future[None] = field(default_factory=Future)
+    """Done when the ticket leaves the queue for its batch; failed like ``future`` when it never
+    does (refused past its deadline, the service stopping)."""
+    cancelled: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchHooks:
+    """What the dispatcher hands the code that runs a batch."""
+
+    on_delta: Callable[[str, str], None]
+    """(task id, text) from engines that stream."""
+    skip: Callable[[Task], str | None]
+    """Why a task should not run (its requests were all cancelled), or None."""
+
+
+RunBatch = Callable[[Asking, Sequence[Query], BatchHooks], list[Answer]]
+"""Answers a batch of distinct queries asked one way, in order."""
+
+
+def distinct(tickets: list[Ticket], limit: int) -> list[Ticket]:
+    """Tickets (oldest first) whose queries can share a batch: at most ``limit`` distinct
+    queries; a ticket whose id is taken by a different query waits for a later batch."""
+    chosen: list[Ticket] = []
+    seen: dict[str, Query] = {}
+    for ticket in tickets:
+        same = seen.get(ticket.query.id)
+        if same is None:
+            if len(seen) == limit:
+                continue
+            seen[ticket.query.id] = ticket.query
+        elif same != ticket.query:
+            continue
+        chosen.append(ticket)
+    return chosen
+
+
+def begin(ticket: Ticket) -> None:
+    """The ticket has left the queue for its batch (``Ticket.begun``)."""
     try:
-        tenants.charge(caller, [future.result()])
-    except Exception:  # noqa: BLE001 - a callback of the dispatcher's thread must not raise
-        log.exception("key %s: an answer was not counted", caller)
+        ticket.begun.set_result(None)
+    except InvalidStateError:  # cancelled by its client meanwhile
+        pass
 
 
-__all__ = ["submit"]
+def settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
+    """Give the ticket its answer or error, unless it has one or was cancelled (even just now)."""
+    if error is None and answer is None:
+        error = CoeError(f"the batch returned no answer for question {ticket.query.id!r}")
+    if error is not None and not ticket.begun.done():  # it never left the queue
+        try:
+            ticket.begun.set_exception(error)
+        except InvalidStateError:
+            pass
+    try:
+        if error is not None:
+            ticket.future.set_exception(error)
+        else:
+            ticket.future.set_result(answer)  # type: ignore[arg-type]
+    except InvalidStateError:  # cancelled by its client, or settled, meanwhile
+        pass
+
+
+__all__ = ["Asking", "BatchHooks", "RunBatch", "Ticket", "begin", "distinct", "settle"]
