@@ -20,6 +20,7 @@ from orchestrator.cli.options import (
     ReclaimOpt,
     StoreOpt,
     command_settings,
+    free_to_listen,
     job_settings,
 )
 
@@ -161,25 +162,6 @@ def serve_command(
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-
-
-def free_to_listen(host: str, port: int) -> None:
-    """BadInput when ``host:port`` cannot be bound now (in use, no such address)."""
-    import socket
-
-    from common.errors import BadInput
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise BadInput(f"--host {host!r} is not an address of this machine: {exc.strerror}") from exc
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def register(app: typer.Typer) -> None:
