@@ -1,7 +1,7 @@
 """Conversations on the recorded MMLU-Pro answers of pools/replay-small's six experts: routing a
 follow-up with and without its earlier turns, and expert switches with and without session
-affinity. Each part is one function returning its figures (``PARTS``), so a part can be added
-(e.g. a cache's) without touching the others.
+affinity; and the semantic cache's figures (``benchmarks/semantic_cache.py``). Each part is one
+function returning its figures (``PARTS``).
 
 The conversations are made from the evaluation half of MMLU-Pro's test split (``eval.partition``:
 the shipped router was profiled on the other half), a sample stratified by category of questions
@@ -228,7 +228,15 @@ def _anything(spec, request) -> str:
     return "Final answer: A"
 
 
-PARTS: dict[str, Callable[[Setup], dict]] = {"routing": routing_part, "affinity": affinity_part}
+def cache_part(setup: Setup) -> dict:
+    """The semantic cache's figures (``benchmarks/semantic_cache.py``'s ``cache_figures``, on its own
+    sample of 200 questions): hit rate on repeats, false hits on changed numbers, lookup latency."""
+    from semantic_cache import cache_figures
+
+    return cache_figures(200)
+
+
+PARTS: dict[str, Callable[[Setup], dict]] = {"routing": routing_part, "affinity": affinity_part, "cache": cache_part}
 
 
 def setup(n: int, seed: int) -> Setup:

@@ -7,6 +7,8 @@ serves aggregation and the trace.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
@@ -46,6 +48,18 @@ class ConversationTrace(BaseModel):
     affinity: Affinity | None = Field(None, description="Whether the conversation kept its experts, and why.")
 
 
+class SemanticNote(BaseModel):
+    """What the semantic cache did for one answer (``orchestrator.pipeline.semantic``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Literal["hit", "miss", "refused"] = Field(
+        ..., description="hit: an earlier answer was reused; miss: none was close enough; refused: the request said no."
+    )
+    similarity: float | None = Field(None, description="A hit's cosine similarity to the question it reused.")
+    threshold: float = Field(..., description="The least similarity a hit needs.")
+
+
 class Trace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,10 +82,16 @@ class Trace(BaseModel):
     conversation: ConversationTrace | None = Field(
         None, description="A chat turn's conversation; None: a plain question."
     )
+    semantic_cache: SemanticNote | None = Field(None, description="The semantic cache's part, where it is on.")
 
     @property
     def policy(self) -> str:
         return self.route.policy
+
+    @property
+    def reused(self) -> bool:
+        """Whether this answer is an earlier one the semantic cache reused (it cost nothing now)."""
+        return self.semantic_cache is not None and self.semantic_cache.outcome == "hit"
 
     @property
     def tokens(self) -> tuple[int, int]:

@@ -25,13 +25,22 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from common.errors import BadInput, CoeError, EndpointError, EngineTimeout, Overloaded, RateLimited, field_path
+from common.errors import (
+    BadInput,
+    BudgetExceeded,
+    CoeError,
+    EndpointError,
+    EngineTimeout,
+    Overloaded,
+    RateLimited,
+    field_path,
+)
 from common.query import Query
 from orchestrator.pipeline.trace import Answer
 from orchestrator.remote.bodies import answer_body, batch_body, chat_body, service_root
 from orchestrator.remote.errors import error_class
 from orchestrator.remote.wire import Aggregation as Aggregation
-from orchestrator.remote.wire import AnswerBatchResponse, ModelList
+from orchestrator.remote.wire import AnswerBatchResponse, ModelList, UsageReport
 
 _Body = TypeVar("_Body", bound=BaseModel)
 _CONNECT_S = 10.0  # a server that does not accept a connection in this long is down
@@ -169,6 +178,10 @@ class Client:
         """The model ids the service offers (``GET /v1/models``)."""
         return [card.id for card in _read(self._send("GET", "/v1/models"), ModelList).data]
 
+    def usage(self) -> UsageReport:
+        """What this client's key spent this UTC day and month, and its limits (``GET /v1/usage``)."""
+        return _read(self._send("GET", "/v1/usage"), UsageReport)
+
     def ready(self) -> bool:
         """Whether the service takes work now (``GET /readyz``): False while it says it cannot
         (503) or does not answer at all, so a caller can wait for it to start."""
@@ -223,6 +236,10 @@ class Client:
     async def amodels(self) -> list[str]:
         """``models``, awaited."""
         return [card.id for card in _read(await self._asend("GET", "/v1/models"), ModelList).data]
+
+    async def ausage(self) -> UsageReport:
+        """``usage``, awaited."""
+        return _read(await self._asend("GET", "/v1/usage"), UsageReport)
 
     async def aready(self) -> bool:
         """``ready``, awaited."""
@@ -293,6 +310,8 @@ def _error(response: httpx.Response) -> CoeError:
             f"{response.request.url} answered HTTP {response.status_code} {response.reason_phrase}: {text or '(empty)'}"
         )
     cls = error_class(kind)
+    if issubclass(cls, BudgetExceeded):
+        return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")), param=error.get("param"))
     if issubclass(cls, (RateLimited, Overloaded)):
         return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")))
     return cls(message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from common.errors import (
     BadInput,
+    BudgetExceeded,
     CoeError,
     ConfigError,
     Conflict,
@@ -34,6 +35,7 @@ ERROR_TABLE: tuple[tuple[type[CoeError], int, str], ...] = (
     (Unsupported, 400, "unsupported"),
     (BadInput, 422, "bad_input"),
     (Unauthorized, 401, "unauthorized"),
+    (BudgetExceeded, 429, "budget_exceeded"),
     (RateLimited, 429, "rate_limited"),
     (Overloaded, 503, "overloaded"),
     (Unavailable, 503, "unavailable"),

@@ -20,6 +20,7 @@ from orchestrator.pipeline.turns import check_session, read_messages
 from orchestrator.remote.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
 from orchestrator.service.dispatch import Ticket
 from orchestrator.service.guard import caller_of
+from orchestrator.service.intake import submit
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
@@ -44,7 +45,7 @@ async def answer(body: AnswerRequest, request: Request) -> Answer:
     else:
         raise BadInput("question: give a question, or messages (a conversation)", param="question")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
-    (found,) = await wait_for(request, service, [service.submit(query, asking)])
+    (found,) = await wait_for(request, service, await submit(request, service, [query], asking))
     if found.error:
         raise found.failure()
     return found
@@ -65,7 +66,7 @@ async def answer_batch(body: AnswerBatchRequest, request: Request) -> AnswerBatc
     if repeated:
         raise BadInput(f"question ids must be unique in a batch; repeated: {repeated[0]!r}")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
-    tickets = service.submit_all(queries, asking)  # all queued, or all refused (503 overloaded)
+    tickets = await submit(request, service, queries, asking)  # all queued, or all refused (503 overloaded)
     return AnswerBatchResponse(answers=await wait_for(request, service, tickets))
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from common.errors import CoeError
 from common.query import Query
 from common.tasks import Task
-from common.vocabulary import Aggregation
+from common.vocabulary import Aggregation, SemanticMode
 from orchestrator.pipeline.trace import Answer
 
 
@@ -23,6 +23,8 @@ class Asking:
     k: int
     aggregation: Aggregation = "synthesis"
     max_tokens: int | None = None
+    semantic: SemanticMode = "off"
+    """How the request uses the semantic cache (``orchestrator.service.semantic``)."""
 
 
 @dataclass(eq=False)
