@@ -17,7 +17,7 @@ from batching import FakeEngine
 from batching.engines.base import chat_messages, completion_prompt
 from common.conversation import estimate_tokens
 from orchestrator import Client, Orchestrator, load_pool, load_settings
-from orchestrator.pools.settings import shipped_pool
+from orchestrator.pools.settings import SemanticCacheSettings, shipped_pool
 from orchestrator.service import ServiceSettings, create_app
 from orchestrator.service.state import Service
 from tests.live_server import serving
@@ -71,7 +71,7 @@ def default_pool(data_dir, **changes):
     return pool.model_copy(update={"models": tuple(models)})
 
 
-def app_of(tmp_path, engines, pool="default", *, keys=True, **core):
+def app_of(tmp_path, engines, pool="default", *, keys=True, service=None, **core):
     """The service on ``pool`` (a shipped pool's name, or a ``Pool``) with ``engines``; ``core``
     overrides settings (policy ``all`` unless given)."""
     name = pool if isinstance(pool, str) else "default"
@@ -82,7 +82,7 @@ def app_of(tmp_path, engines, pool="default", *, keys=True, **core):
         keys_file = tmp_path / "keys.txt"
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         keys_file.write_text(KEY + "\n")
-    service_settings = ServiceSettings(core=settings, api_keys_file=keys_file)
+    service_settings = ServiceSettings(core=settings, api_keys_file=keys_file, **(service or {}))
     coe = Orchestrator(settings, pool=None if isinstance(pool, str) else pool, engine_factory=engines)
     return create_app(service_settings, service=Service(service_settings, coe))
 
@@ -287,3 +287,24 @@ def test_bad_conversations_are_one_json_error_naming_the_field_and_change_nothin
         with Client(url, api_key=KEY) as sdk:
             with pytest.raises(Exception, match=r"messages\[0\]\.role"):
                 sdk.chat([{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Hi?"}])
+
+
+def test_the_semantic_cache_answers_a_follow_up_only_within_its_own_conversation(tmp_path):
+    """The same last message in another conversation is another question: a miss; the same
+    conversation again is a hit."""
+    engines = Recorder()
+    on = {"semantic_cache": SemanticCacheSettings(enabled=True)}
+    with serving(app_of(tmp_path, engines, cache="off", service=on)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+
+        def ask(pet: str) -> dict:
+            messages = [
+                {"role": "user", "content": f"My pet is called {pet}."},
+                {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": "What is my pet called?"},
+            ]
+            return client.chat.completions.create(model="default", messages=messages).model_extra["trace"]
+
+        assert ask("Turnip")["semantic_cache"]["outcome"] == "miss"
+        assert ask("Biscuit")["semantic_cache"]["outcome"] == "miss"
+        assert ask("Turnip")["semantic_cache"]["outcome"] == "hit"
