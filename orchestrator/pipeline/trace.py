@@ -7,11 +7,15 @@ serves aggregation and the trace.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
 from common.errors import CoeError, GenerationFailed, ReplayMiss
 from router import Escalation, RouteDecision
+
+Outcome = Literal["called", "skipped", "vote", "none"]
 
 
 class Timings(BaseModel):
@@ -45,10 +49,25 @@ class Trace(BaseModel):
     cost: float = Field(
         0.0, ge=0.0, description="What the experts' calls cost, in the pool's unit (calls when it declares none)."
     )
+    trace_id: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{32}$",
+        description="The OpenTelemetry trace this answer was made in (its request's, in the service); None "
+        "while nothing traces.",
+    )
 
     @property
     def policy(self) -> str:
         return self.route.policy
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the experts' answers became one: the aggregator ``called``, ``skipped`` (the
+        experts agreed), a ``vote``, or ``none`` (no expert answered)."""
+        a = self.aggregation
+        if a is None:
+            return "none"
+        return "skipped" if a.skipped else "called" if a.method.startswith("synthesis") else "vote"
 
     @property
     def tokens(self) -> tuple[int, int]:
@@ -69,6 +88,12 @@ class Answer(BaseModel):
     choice: str | None = None
     error: str | None = Field(None, description="Why no answer could be given (every expert failed).")
     trace: Trace
+
+    def traced(self, trace_id: str | None) -> Answer:
+        """This answer, made in the trace ``trace_id`` (None: as it is)."""
+        if trace_id is None or trace_id == self.trace.trace_id:
+            return self
+        return self.model_copy(update={"trace": self.trace.model_copy(update={"trace_id": trace_id})})
 
     def failure(self) -> CoeError:
         """The error an answer that could not be given raises: ``ReplayMiss`` when every expert

@@ -3,7 +3,8 @@
 Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completions`` and
 ``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), batch jobs under
 ``/v1/batches`` (``orchestrator.service.batches``), ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``. Every route but ``/healthz`` (the liveness probe, which says
+``GET /readyz``, ``GET /metrics``. Each ``/v1`` request is a span when something traces
+(``orchestrator.service.traced``). Every route but ``/healthz`` (the liveness probe, which says
 nothing but "ok") needs an API key when keys are configured and counts against the rate limit
 (``orchestrator.service.guard``). Every error is one JSON body, from the table in
 ``orchestrator.remote.errors``; its message is shown without the server's paths, hosts or
@@ -26,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common import tracing
 from common.errors import CoeError, RateLimited, TooLarge
 from orchestrator.pools.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 from orchestrator.remote.errors import INTERNAL, INVALID_JSON, status_of
@@ -34,6 +36,7 @@ from orchestrator.service import answers, batches, chat
 from orchestrator.service.answers import ClientGone
 from orchestrator.service.guard import guard
 from orchestrator.service.state import Service
+from orchestrator.service.traced import Traced
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     # the last added runs first: the body limit inside the measurement, so a 413 is counted
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_Measured)
+    app.add_middleware(Traced)  # outermost: the request's span holds everything else
     _handle_errors(app)
     protected = [Depends(guard)]
     app.include_router(answers.router, dependencies=protected)
@@ -87,7 +91,9 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
 
 
 def app_from_env() -> FastAPI:
-    """The app of one worker process of ``coe serve --workers N`` (settings from the environment)."""
+    """The app of one worker process of ``coe serve --workers N`` (settings from the environment;
+    traces exported as the ``OTEL_*`` variables say, ``common.tracing.configure``)."""
+    tracing.configure()
     return create_app(service_settings_from_env())
 
 

@@ -11,6 +11,11 @@ and for the batches of older requests. Before a batch starts, the dispatcher wai
 
 Identical requests in one batch are answered once. A cancelled ticket (its client went away)
 leaves the queue, or, inside a running batch, its tasks are skipped before they reach an engine.
+
+Traces (``common.tracing``, when something traces): a ticket's wait is a ``coe.queue`` span in
+its request's trace; a batch is one ``coe.batch`` span, a child of its oldest ticket's request
+and linked to every other ticket's (whose request spans link back to it), so each request's
+trace leads to the work that answered it; each answer carries its own request's trace id.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from common import tracing
 from common.errors import CoeError, Unavailable
 from common.query import Query
 from common.tasks import Task
 from common.vocabulary import Aggregation
 from orchestrator.pipeline.task_ids import is_aggregate, question_of
 from orchestrator.pipeline.trace import Answer
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,17 @@ class Ticket:
     started: float | None = None
     future: Future[Answer] = field(default_factory=Future)
     cancelled: str | None = None
+    context: Context | None = None
+    """The trace context it was submitted in (None while nothing traces)."""
+    asker: Span | None = None
+    """The span that submitted it (its request's), linked to the batch that answers it."""
+    waiting: Span | None = None
+    """Its ``coe.queue`` span, ended when its batch starts."""
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace of the request that submitted it (None while nothing traces)."""
+        return tracing.trace_id(self.asker) if self.asker is not None else None
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,9 @@ class Dispatcher:
 
     def submit(self, query: Query, asking: Asking, on_delta: Callable[[str], None] | None = None) -> Ticket:
         ticket = Ticket(query, asking, on_delta)
+        if tracing.tracer() is not None:
+            ticket.context, ticket.asker = tracing.here(), tracing.current_span()
+            ticket.waiting = tracing.start("coe.queue", {"coe.question_id": query.id})
         with self._cond:
             if self._stopping:
                 raise Unavailable("the service is shutting down")
@@ -118,6 +143,7 @@ class Dispatcher:
             if ticket in self._waiting:
                 self._waiting.remove(ticket)
                 self._queue_changed()
+                tracing.end(ticket.waiting, {"coe.cancelled": reason})
             ticket.future.cancel()
             return True
 
@@ -142,6 +168,7 @@ class Dispatcher:
             self._queue_changed()
             self._cond.notify_all()
         for ticket in waiting:
+            tracing.end(ticket.waiting, {"coe.cancelled": "the service shut down"})
             _settle(ticket, error=Unavailable("the service shut down before this request ran"))
         if self._thread is not None:
             self._thread.join(timeout)
@@ -181,6 +208,7 @@ class Dispatcher:
             now = time.monotonic()
             for ticket in batch:
                 self._waiting.remove(ticket)
+                tracing.end(ticket.waiting, {"coe.batch_questions": len(batch)})
                 ticket.started = now
                 self.max_wait_s = max(self.max_wait_s, now - ticket.arrived)
                 if self._on_wait is not None:
@@ -196,8 +224,15 @@ class Dispatcher:
             return
         queries = list({t.query.id: t.query for t in batch}.values())
         hooks = BatchHooks(on_delta=self._delta, skip=self._skip)
+        asking = batch[0].asking
+        traced = {"coe.questions": len(queries), "coe.requests": len(batch), "coe.policy": asking.policy}
         try:
-            answers = self._run_batch(batch[0].asking, queries, hooks)
+            with tracing.span(
+                "coe.batch", traced, parent=batch[0].context, links=[t.context for t in batch[1:]]
+            ) as span:
+                for ticket in batch[1:]:
+                    tracing.link(ticket.asker, span)
+                answers = self._run_batch(asking, queries, hooks)
         except CoeError as exc:
             for ticket in batch:
                 _settle(ticket, error=exc)
@@ -208,7 +243,8 @@ class Dispatcher:
         else:
             by_id = {a.question_id: a for a in answers}
             for ticket in batch:
-                _settle(ticket, answer=by_id.get(ticket.query.id))
+                found = by_id.get(ticket.query.id)
+                _settle(ticket, answer=found.traced(ticket.trace_id) if found is not None else None)
         finally:
             with self._cond:
                 self._running = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
+from common import tracing
 from common.errors import CoeError, NotFound, Unavailable
 from common.query import Query
 from common.vocabulary import Aggregation
@@ -138,6 +139,9 @@ class Service:
         return Asking(name, chosen, aggregation, max_tokens)
 
     def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
+        """Queue a question; the request's span (when something traces) learns how it is asked."""
+        traced = {"coe.pool": self.pool, "coe.policy": asking.policy, "coe.k": asking.k}
+        tracing.note(tracing.current_span(), {**traced, "coe.aggregation": asking.aggregation})
         return self.dispatcher.submit(query, asking, on_delta)
 
     def model_names(self) -> list[str]:
@@ -196,8 +200,7 @@ class Service:
             if aggregation is not None:
                 m.tokens.labels("aggregator", "in").inc(aggregation.tokens_in)
                 m.tokens.labels("aggregator", "out").inc(aggregation.tokens_out)
-                called = aggregation.method.startswith("synthesis")
-                m.aggregations.labels("skipped" if aggregation.skipped else "called" if called else "vote").inc()
+                m.aggregations.labels(answer.trace.outcome).inc()
         if answers:
             m.stage.labels("load").observe(answers[0].trace.timings.load)
 
