@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         Scorer,
         annotator_keywords,
         keyword_scorer,
+        load_scorer,
     )
     from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
     from router.vote_model import vote_accuracies, vote_accuracy
@@ -85,6 +86,7 @@ __getattr__, __dir__ = lazy(
         "Scorer": "router.scorers",
         "annotator_keywords": "router.scorers",
         "keyword_scorer": "router.scorers",
+        "load_scorer": "router.scorers",
         "TopicMeta": "router.topics",
         "TopicModel": "router.topics",
         "TopicPayload": "router.topics",
@@ -126,6 +128,7 @@ __all__ = [
     "keyword_scorer",
     "expected_accuracy",
     "get_policy",
+    "load_scorer",
     "symbolic_scores",
     "train_classifier",
     "train_router",
