@@ -280,7 +280,7 @@ class WarmEngines:
 
 
 class MadeEngines:
-    """The engines ``factory`` made, while they live: how many sleep now (a service's gauge)."""
+    """The engines ``factory`` made, while they live: which sleep now (a service's gauge, its live page)."""
 
     def __init__(self, factory: EngineFactory) -> None:
         self._factory = factory
@@ -294,6 +294,10 @@ class MadeEngines:
 
     def sleeping(self) -> int:
         return sum(asleep(engine) for engine in list(self._made))
+
+    def asleep(self) -> list[str]:
+        """The experts whose engines sleep now."""
+        return sorted({engine.spec.name for engine in list(self._made) if asleep(engine)})
 
 
 def split_cores(cores: tuple[int, ...] | None, local: Sequence[str]) -> dict[str, tuple[int, ...]]:

@@ -2,13 +2,14 @@
 
 Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completions`` and
 ``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), batch jobs under
-``/v1/batches`` (``orchestrator.service.batches``), ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``. Each ``/v1`` request is a span when something traces
-(``orchestrator.service.traced``). Every route but ``/healthz`` (the liveness probe, which says
-nothing but "ok") needs an API key when keys are configured and counts against the rate limit
-(``orchestrator.service.guard``). Every error is one JSON body, from the table in
-``orchestrator.remote.errors``; its message is shown without the server's paths, hosts or
-ports (``orchestrator.service.redact``).
+``/v1/batches`` (``orchestrator.service.batches``), ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``, and the live page under ``/ui`` (``orchestrator.service.ui``). Each ``/v1``
+request is a span when something traces (``orchestrator.service.traced``). Every route but
+``/healthz`` (the liveness probe, which says nothing but "ok") needs an API key when keys are
+configured and counts against the rate limit (``orchestrator.service.guard``; the live page's
+data and assets need the key but spend no request). Every error is one JSON body, from the
+table in ``orchestrator.remote.errors``; its message is shown without the server's paths, hosts
+or ports (``orchestrator.service.redact``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import tracing
-from common.errors import CoeError, Overloaded, RateLimited, TooLarge
+from common.errors import CoeError, Overloaded, RateLimited, TooLarge, Unauthorized
 from orchestrator.pools.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 from orchestrator.remote.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.remote.wire import ErrorBody, ErrorResponse
-from orchestrator.service import answers, batches, chat
+from orchestrator.service import answers, batches, chat, ui
 from orchestrator.service.answers import ClientGone
 from orchestrator.service.guard import guard
+from orchestrator.service.live import ANSWERING
 from orchestrator.service.state import Service
 from orchestrator.service.traced import Traced
 
@@ -66,6 +68,7 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     app.include_router(answers.router, dependencies=protected)
     app.include_router(chat.router, dependencies=protected)
     app.include_router(batches.router, dependencies=protected)
+    app.include_router(ui.router)  # each of its routes has its own guard (its data spends no rate limit)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -122,6 +125,9 @@ def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
         if service is not None:
             message = service.redact.shown(message, f"{status} {kind}") or message
     headers = {}
+    if isinstance(exc, Unauthorized):  # on the live page, the challenge makes a browser ask for the key
+        page = scope is not None and str(scope.get("path", "")).startswith("/ui")
+        headers["WWW-Authenticate"] = 'Basic realm="symbolic-coe", charset="UTF-8"' if page else "Bearer"
     if isinstance(exc, (RateLimited, Overloaded)) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     body = _error_body(message, kind, exc.param)
@@ -243,8 +249,11 @@ class _Measured:
             service = getattr(scope["app"].state, "service", None) if "app" in scope else None
             if service is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
+                seconds = time.perf_counter() - started
                 service.metrics.requests.labels(route, str(status[0])).inc()
-                service.metrics.latency.labels(route).observe(time.perf_counter() - started)
+                service.metrics.latency.labels(route).observe(seconds)
+                if route.startswith("/v1/") or route in ANSWERING:  # the work, not the probes or the page
+                    service.live.request(route, status[0], seconds)
                 if status[0] >= 400:
                     service.metrics.errors.labels(scope.get("coe_error", f"http_{status[0]}")).inc()
 

@@ -38,6 +38,7 @@ from orchestrator.remote.wire import (
 )
 from orchestrator.service.answers import ClientGone, cancel, checked_query, wait_for
 from orchestrator.service.dispatch import Ticket
+from orchestrator.service.guard import caller_of
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
@@ -66,16 +67,20 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     if body.stream:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
+
         # the stream starts only once the request has left the queue for its batch: a refusal (a full
         # queue, a deadline passed while waiting, shutting down) is still a status code
-        ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        def deltas(text: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        ticket = service.submit(query, asking, deltas, caller=caller_of(request))
         await _until_begun(request, service, ticket)
         return StreamingResponse(
             _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    (found,) = await wait_for(request, service, [service.submit(query, asking)])
+    (found,) = await wait_for(request, service, [service.submit(query, asking, caller=caller_of(request))])
     if found.error:
         raise found.failure()
     return _completion(found, body.model, completion_id)

@@ -24,10 +24,8 @@ engines have one owner from the start; requests that arrive meanwhile wait in th
 ``after_batch`` runs once each batch's tickets are settled, and ``on_idle`` once no request has
 come for ``idle_s`` after a batch (the service gives freed memory back in both).
 
-Traces (``common.tracing``, when something traces): a ticket's wait is a ``coe.queue`` span in
-its request's trace; a batch is one ``coe.batch`` span, a child of its oldest ticket's request
-and linked to every other ticket's (whose request spans link back to it), so each request's
-trace leads to the work that answered it; each answer carries its own request's trace id.
+Traces (``common.tracing``): a batch is one ``coe.batch`` span, a child of its oldest ticket's
+request and linked to the others' (each ticket's own trace: ``orchestrator.service.tickets``).
 """
 
 from __future__ import annotations
@@ -38,12 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from batching.results import ProgressEvent
 from common import tracing
 from common.errors import CoeError, Overloaded, TooLarge, Unavailable
 from common.query import Query
 from common.tasks import Task
 from orchestrator.pipeline.task_ids import is_aggregate, question_of
-from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle
+from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle, tell
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +97,26 @@ class Dispatcher:
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def submit(self, query: Query, asking: Asking, on_delta: Callable[[str], None] | None = None) -> Ticket:
-        return self.submit_all([query], asking, on_delta)[0]
+    def submit(
+        self,
+        query: Query,
+        asking: Asking,
+        on_delta: Callable[[str], None] | None = None,
+        on_step: Callable[[ProgressEvent], None] | None = None,
+    ) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step)[0]
 
     def submit_all(
-        self, queries: Sequence[Query], asking: Asking, on_delta: Callable[[str], None] | None = None
+        self,
+        queries: Sequence[Query],
+        asking: Asking,
+        on_delta: Callable[[str], None] | None = None,
+        on_step: Callable[[ProgressEvent], None] | None = None,
     ) -> list[Ticket]:
         """Queue one ticket per query, all or none: ``Overloaded`` when they would not fit now,
         ``TooLarge`` when they never could."""
         now = time.monotonic()
-        tickets = [Ticket(query, asking, on_delta, arrived=now) for query in queries]
+        tickets = [Ticket(query, asking, on_delta, arrived=now, on_step=on_step) for query in queries]
         if self.max_queue is not None and len(tickets) > self.max_queue:
             raise TooLarge(
                 f"{len(tickets)} questions in one request; the queue holds at most {self.max_queue} (max_queue)",
@@ -272,7 +281,7 @@ class Dispatcher:
         if not batch:
             return
         queries = list({t.query.id: t.query for t in batch}.values())
-        hooks = BatchHooks(on_delta=self._delta, skip=self._skip)
+        hooks = BatchHooks(on_delta=self._delta, skip=self._skip, on_step=self._step)
         asking = batch[0].asking
         traced = {"coe.questions": len(queries), "coe.requests": len(batch), "coe.policy": asking.policy}
         started = time.monotonic()
@@ -369,6 +378,11 @@ class Dispatcher:
                     ticket.on_delta(text)
                 except Exception:  # noqa: BLE001 - one listener's failure is not the batch's
                     log.exception("a stream listener failed")
+
+    def _step(self, event: ProgressEvent) -> None:
+        with self._cond:
+            running = [ticket for tickets in self._running.values() for ticket in tickets]
+        tell(running, event)
 
     def _skip(self, task: Task) -> str | None:
         tickets = self._tickets_of(task.id)

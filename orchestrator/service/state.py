@@ -32,6 +32,7 @@ from orchestrator.pools.settings import PROJECT_ROOT, ServiceSettings
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
+from orchestrator.service.live import Live
 from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
@@ -54,6 +55,7 @@ class Service:
         self.coe.wrap_engines(lambda factory: metered(factory, self.metrics, self._serving))
         made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
         self.coe.wrap_engines(lambda _metered: made.factory)
+        self.made = made
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.freed = FreedMemory()  # freed memory goes back to the system after each batch
@@ -85,6 +87,8 @@ class Service:
         ]
         self.redact = Redactor(self._places())
         """Takes the server's paths, hosts and ports out of text bound for a client."""
+        self.live = Live(lambda text: self.redact(text))
+        """The recent requests and answers, and the batch's progress, for the live page."""
 
     def _places(self) -> dict[str, str]:
         """The server's places a message may name -> what a client is shown instead."""
@@ -152,15 +156,20 @@ class Service:
         chosen = check_k(k, self.coe.settings.k, len(self.coe.pool.expert_names))
         return Asking(name, chosen, aggregation, max_tokens)
 
-    def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
-        return self.submit_all([query], asking, on_delta)[0]
+    def submit(self, query: Query, asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step=on_step, caller=caller)[0]
 
-    def submit_all(self, queries: Sequence[Query], asking: Asking, on_delta=None) -> list[Ticket]:
+    def submit_all(
+        self, queries: Sequence[Query], asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None
+    ) -> list[Ticket]:
         """One ticket per query, all queued or all refused (``Overloaded``); the request's span
-        (when something traces) learns how they are asked."""
+        (when something traces) learns how they are asked, and the live page keeps their answers
+        as ``caller``'s (the asking key's id)."""
         traced = {"coe.pool": self.pool, "coe.policy": asking.policy, "coe.k": asking.k}
         tracing.note(tracing.current_span(), {**traced, "coe.aggregation": asking.aggregation})
-        return self.dispatcher.submit_all(queries, asking, on_delta)
+        tickets = self.dispatcher.submit_all(queries, asking, on_delta, on_step)
+        self.live.watch(tickets, caller)
+        return tickets
 
     def _warm_up(self) -> None:
         started = time.perf_counter()
@@ -184,6 +193,7 @@ class Service:
         owed: dict[str, int] = {}
 
         def progress(event: ProgressEvent) -> None:
+            hooks.on_step(event)
             if event.model is None:
                 return
             if event.kind == "model_loading":

@@ -4,12 +4,14 @@ something traces): its wait is a ``coe.queue`` span there, and its answer carrie
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from batching.results import ProgressEvent
 from common import tracing
 from common.errors import CoeError
 from common.query import Query
@@ -20,6 +22,8 @@ from orchestrator.pipeline.trace import Answer
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Ticket:
     """Done when the ticket leaves the queue for its batch; failed like ``future`` when it never
     does (refused past its deadline, the service stopping)."""
     cancelled: str | None = None
+    on_step: Callable[[ProgressEvent], None] | None = None
+    """Hears each step of its batch (from the dispatcher thread): the live page's playground."""
     context: Context | None = None
     """The trace context it was submitted in (None while nothing traces)."""
     asker: Span | None = None
@@ -80,6 +86,8 @@ class BatchHooks:
     """(task id, text) from engines that stream."""
     skip: Callable[[Task], str | None]
     """Why a task should not run (its requests were all cancelled), or None."""
+    on_step: Callable[[ProgressEvent], None] = lambda event: None
+    """Each step of the batch (routing, loads, generations), told to the tickets that listen."""
 
 
 RunBatch = Callable[[Asking, Sequence[Query], BatchHooks], list[Answer]]
@@ -101,6 +109,16 @@ def distinct(tickets: list[Ticket], limit: int) -> list[Ticket]:
             continue
         chosen.append(ticket)
     return chosen
+
+
+def tell(tickets: Sequence[Ticket], event: ProgressEvent) -> None:
+    """Tell a step of their batch to the tickets that listen (``Ticket.on_step``)."""
+    for ticket in tickets:
+        if ticket.on_step is not None and ticket.cancelled is None:
+            try:
+                ticket.on_step(event)
+            except Exception:  # noqa: BLE001 - one listener's failure is not the batch's
+                log.exception("a step listener failed")
 
 
 def begin(ticket: Ticket) -> None:
@@ -134,4 +152,4 @@ def settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException
         pass
 
 
-__all__ = ["Asking", "BatchHooks", "RunBatch", "Ticket", "begin", "distinct", "settle"]
+__all__ = ["Asking", "BatchHooks", "RunBatch", "Ticket", "begin", "distinct", "settle", "tell"]
