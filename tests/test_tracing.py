@@ -284,3 +284,15 @@ def test_otlp_export_reaches_a_collector(tmp_path):
 
 def _chat(question: str) -> dict[str, object]:
     return {"model": "default", "messages": [{"role": "user", "content": question}]}
+
+
+def test_a_bad_exporter_is_one_line_from_the_cli(monkeypatch, capsys):
+    from orchestrator.cli.main import main
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "coe: error: OTEL_TRACES_EXPORTER: unknown exporter 'zipkin'; known here: otlp, console, none\n"
+    )
