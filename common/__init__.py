@@ -3,6 +3,7 @@ generations, tasks, the "run these tasks" callable, recordings)."""
 
 from common.errors import (
     BadInput,
+    BudgetExceeded,
     CoeError,
     ConfigError,
     Conflict,
@@ -26,6 +27,7 @@ from common.tasks import Compose, Composed, RunTasks, Task
 
 __all__ = [
     "BadInput",
+    "BudgetExceeded",
     "CoeError",
     "Compose",
     "Composed",

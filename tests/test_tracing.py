@@ -172,6 +172,21 @@ def test_a_skipped_aggregation_is_a_skip_span(tmp_path, spans):
     assert sorted(roles) == ["expert", "expert"]  # the aggregator was not called
 
 
+def test_an_answer_the_semantic_cache_reuses_is_given_in_its_own_requests_trace(tmp_path, spans):
+    from orchestrator.pools.settings import SemanticCacheSettings
+
+    asked = "A farmer has 12 apples and sells 5 of them. How many apples does the farmer have left?"
+    again = "A farmer has 12 apples and sells 5 of them. How many apples does he have left?"
+    with serving(service_app(tmp_path, semantic_cache=SemanticCacheSettings(enabled=True))) as url:
+        first, second = (httpx.post(f"{url}/v1/answer", json={"question": q}, timeout=60) for q in (asked, again))
+    assert second.json()["trace"]["semantic_cache"]["outcome"] == "hit"
+    ids = [reply.headers["traceresponse"].split("-")[1] for reply in (first, second)]
+    assert ids[0] != ids[1] and [r.json()["trace"]["trace_id"] for r in (first, second)] == ids
+    assert not [
+        s for s in spans.get_finished_spans() if s.name == "coe.queue" and f"{s.context.trace_id:032x}" == ids[1]
+    ]
+
+
 def test_sdk_answers_join_the_callers_trace(tmp_path, spans):
     with Orchestrator(core_settings(tmp_path), engine_factory=lambda spec, cpus=None: FakeEngine(spec)) as coe:
         with tracing.tracer().start_as_current_span("my work") as mine:  # type: ignore[union-attr]

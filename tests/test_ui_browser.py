@@ -4,7 +4,7 @@ the page opened with the key (HTTP Basic, as a browser sends it) shows a request
 test, its trace, the models and the traffic; the playground answers a question of the replay pool
 as ``POST /v1/answer`` does, showing its steps as they come; the page logs no console error; and
 without the key, or with a wrong one, the page shows nothing. The screenshot in the README is
-this test's (``COE_SCREENSHOTS=1`` writes it to docs/)."""
+this test's (``COE_SCREENSHOTS=docs`` writes it there)."""
 
 from __future__ import annotations
 

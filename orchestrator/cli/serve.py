@@ -20,6 +20,7 @@ from orchestrator.cli.options import (
     ReclaimOpt,
     StoreOpt,
     command_settings,
+    free_to_listen,
     job_settings,
 )
 
@@ -75,6 +76,17 @@ def serve_command(
     job_heartbeat_s: HeartbeatOpt = None,
     benchmark: BenchmarkSpecOpt = None,
     no_skip: NoSkipOpt = False,
+    semantic_cache: Annotated[
+        bool,
+        typer.Option(
+            "--semantic-cache/--no-semantic-cache",
+            help="Reuse an earlier answer for a question that means the same (same facts, close embeddings).",
+        ),
+    ] = False,
+    semantic_threshold: Annotated[
+        float | None,
+        typer.Option(max=1.0, help="The least cosine similarity of two questions for a reuse, over 0 (default 0.9)."),
+    ] = None,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
@@ -84,7 +96,7 @@ def serve_command(
     from pydantic import ValidationError
 
     from common.errors import BadInput, config_error
-    from orchestrator.pools.settings import SERVICE_ENV, ServiceSettings
+    from orchestrator.pools.settings import SERVICE_ENV, SemanticCacheSettings, ServiceSettings
     from orchestrator.sdk import Orchestrator
     from orchestrator.service.app import create_app
     from orchestrator.service.state import Service
@@ -103,6 +115,7 @@ def serve_command(
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
     given = {"max_queue": max_queue, "queue_timeout_s": queue_timeout_s}
+    semantic = {"enabled": semantic_cache, "threshold": semantic_threshold}
     try:
         settings = ServiceSettings(
             core=core,
@@ -117,6 +130,7 @@ def serve_command(
             lazy=lazy,
             jobs=jobs,
             benchmarks=tuple(benchmark or ()),
+            semantic_cache=SemanticCacheSettings.model_validate({k: v for k, v in semantic.items() if v is not None}),
             **{k: v for k, v in given.items() if v is not None},
         )
     except ValidationError as exc:
@@ -148,25 +162,6 @@ def serve_command(
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-
-
-def free_to_listen(host: str, port: int) -> None:
-    """BadInput when ``host:port`` cannot be bound now (in use, no such address)."""
-    import socket
-
-    from common.errors import BadInput
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise BadInput(f"--host {host!r} is not an address of this machine: {exc.strerror}") from exc
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,18 @@ class Timings(BaseModel):
     run: float = Field(0.0, description="The batch run, loads and generations included.")
 
 
+class SemanticNote(BaseModel):
+    """What the semantic cache did for one answer (``orchestrator.pipeline.semantic``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Literal["hit", "miss", "refused"] = Field(
+        ..., description="hit: an earlier answer was reused; miss: none was close enough; refused: the request said no."
+    )
+    similarity: float | None = Field(None, description="A hit's cosine similarity to the question it reused.")
+    threshold: float = Field(..., description="The least similarity a hit needs.")
+
+
 class Trace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -55,6 +67,7 @@ class Trace(BaseModel):
         description="The OpenTelemetry trace this answer was made in (its request's, in the service); None "
         "while nothing traces.",
     )
+    semantic_cache: SemanticNote | None = Field(None, description="The semantic cache's part, where it is on.")
 
     @property
     def policy(self) -> str:
@@ -68,6 +81,11 @@ class Trace(BaseModel):
         if a is None:
             return "none"
         return "skipped" if a.skipped else "called" if a.method.startswith("synthesis") else "vote"
+
+    @property
+    def reused(self) -> bool:
+        """Whether this answer is an earlier one the semantic cache reused (it cost nothing now)."""
+        return self.semantic_cache is not None and self.semantic_cache.outcome == "hit"
 
     @property
     def tokens(self) -> tuple[int, int]:
@@ -90,8 +108,8 @@ class Answer(BaseModel):
     trace: Trace
 
     def traced(self, trace_id: str | None) -> Answer:
-        """This answer, made in the trace ``trace_id`` (None: as it is)."""
-        if trace_id is None or trace_id == self.trace.trace_id:
+        """This answer, as given in the trace ``trace_id`` (None: in none)."""
+        if trace_id == self.trace.trace_id:
             return self
         return self.model_copy(update={"trace": self.trace.model_copy(update={"trace_id": trace_id})})
 

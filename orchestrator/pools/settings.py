@@ -215,6 +215,22 @@ class JobSettings(BaseModel):
         return self
 
 
+class SemanticCacheSettings(BaseModel):
+    """The service's semantic cache (``orchestrator.pipeline.semantic``): off unless enabled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="Reuse an earlier answer for a question that means the same.")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="The least cosine similarity of two questions' embeddings for a reuse."
+    )
+    encoder: str = Field(
+        "all-MiniLM-L6-v2-onnx", min_length=1, description="The encoder of the questions (skills.make_embedder)."
+    )
+    ttl_s: float | None = Field(7 * 86_400.0, gt=0, description="Seconds an answer is kept; None: for good.")
+    keep: int = Field(32, ge=1, le=10_000, description="Answers kept per scope and facts (the newest).")
+
+
 class ServiceSettings(BaseModel):
     """``coe serve``: the core settings, where it listens, and its limits."""
 
@@ -255,6 +271,9 @@ class ServiceSettings(BaseModel):
         "False: they are loaded at start (a warm-up) and /readyz says ready only when it is done.",
     )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
+    semantic_cache: SemanticCacheSettings = Field(
+        default_factory=SemanticCacheSettings, description="Answers reused for questions that mean the same."
+    )
     benchmarks: tuple[Path, ...] = Field(
         (),
         max_length=1_000,

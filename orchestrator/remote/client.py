@@ -26,7 +26,16 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from common.errors import BadInput, CoeError, EndpointError, EngineTimeout, Overloaded, RateLimited, field_path
+from common.errors import (
+    BadInput,
+    BudgetExceeded,
+    CoeError,
+    EndpointError,
+    EngineTimeout,
+    Overloaded,
+    RateLimited,
+    field_path,
+)
 from common.query import Query
 from orchestrator.pipeline.inputs import as_query
 from orchestrator.pipeline.trace import Answer
@@ -38,6 +47,7 @@ from orchestrator.remote.wire import (
     AnswerRequest,
     BatchItem,
     ModelList,
+    UsageReport,
 )
 
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -161,6 +171,10 @@ class Client:
         """The model ids the service offers (``GET /v1/models``)."""
         return [card.id for card in _read(self._send("GET", "/v1/models"), ModelList).data]
 
+    def usage(self) -> UsageReport:
+        """What this client's key spent this UTC day and month, and its limits (``GET /v1/usage``)."""
+        return _read(self._send("GET", "/v1/usage"), UsageReport)
+
     def ready(self) -> bool:
         """Whether the service takes work now (``GET /readyz``): False while it says it cannot
         (503) or does not answer at all, so a caller can wait for it to start."""
@@ -201,6 +215,10 @@ class Client:
     async def amodels(self) -> list[str]:
         """``models``, awaited."""
         return [card.id for card in _read(await self._asend("GET", "/v1/models"), ModelList).data]
+
+    async def ausage(self) -> UsageReport:
+        """``usage``, awaited."""
+        return _read(await self._asend("GET", "/v1/usage"), UsageReport)
 
     async def aready(self) -> bool:
         """``ready``, awaited."""
@@ -343,6 +361,8 @@ def _error(response: httpx.Response) -> CoeError:
             f"{response.request.url} answered HTTP {response.status_code} {response.reason_phrase}: {text or '(empty)'}"
         )
     cls = error_class(kind)
+    if issubclass(cls, BudgetExceeded):
+        return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")), param=error.get("param"))
     if issubclass(cls, (RateLimited, Overloaded)):
         return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")))
     return cls(message)

@@ -71,6 +71,9 @@ class ErrorBody(BaseModel):
     type: str = Field(..., description="The kind of error, from the service's one table.")
     param: str | None = Field(None, description="The field or limit at fault, when there is one.")
     code: str | None = None
+    resets_at: str | None = Field(
+        None, description="When a spent budget comes back (ISO 8601, UTC): budget_exceeded errors only."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -138,3 +141,27 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+
+class UsageWindow(BaseModel):
+    """What a key spent in one UTC day or month."""
+
+    period: Literal["day", "month"]
+    start: str = Field(..., description="When the window began (ISO 8601, UTC).")
+    resets_at: str = Field(..., description="When it ends and its budgets come back (ISO 8601, UTC).")
+    requests: int
+    tokens_in: int
+    tokens_out: int
+    tokens: int
+    cost: float = Field(..., description="In the pool's unit (what trace.cost counts).")
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: the calling key's own use (never another key's) and its limits."""
+
+    key: str = Field(..., description="The key's id: the first hex digits of its SHA-256, never the key.")
+    limits: dict[str, float] = Field(..., description="The key's limits (tokens_per_day, cost_per_month, ...).")
+    windows: list[UsageWindow]

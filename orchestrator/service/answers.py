@@ -15,7 +15,7 @@ from orchestrator.pipeline.inputs import as_query
 from orchestrator.pipeline.trace import Answer
 from orchestrator.remote.wire import AnswerBatchRequest, AnswerBatchResponse, AnswerRequest, BatchItem
 from orchestrator.service.dispatch import Ticket
-from orchestrator.service.guard import caller_of
+from orchestrator.service.intake import submit
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
@@ -31,7 +31,7 @@ async def answer(body: AnswerRequest, request: Request) -> Answer:
     service: Service = request.app.state.service
     query = checked_query(service, body.question, body.options, body.id, "question")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
-    (found,) = await wait_for(request, service, [service.submit(query, asking, caller=caller_of(request))])
+    (found,) = await wait_for(request, service, await submit(request, service, [query], asking))
     if found.error:
         raise found.failure()
     return found
@@ -52,7 +52,7 @@ async def answer_batch(body: AnswerBatchRequest, request: Request) -> AnswerBatc
     if repeated:
         raise BadInput(f"question ids must be unique in a batch; repeated: {repeated[0]!r}")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
-    tickets = service.submit_all(queries, asking, caller=caller_of(request))  # all queued, or all refused (503)
+    tickets = await submit(request, service, queries, asking)  # all queued, or all refused (503 overloaded)
     return AnswerBatchResponse(answers=await wait_for(request, service, tickets))
 
 

@@ -38,7 +38,7 @@ from orchestrator.remote.wire import (
 )
 from orchestrator.service.answers import ClientGone, cancel, checked_query, wait_for
 from orchestrator.service.dispatch import Ticket
-from orchestrator.service.guard import caller_of
+from orchestrator.service.intake import submit
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
@@ -67,20 +67,18 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     if body.stream:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
-
-        # the stream starts only once the request has left the queue for its batch: a refusal (a full
-        # queue, a deadline passed while waiting, shutting down) is still a status code
-        def deltas(text: str) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, text)
-
-        ticket = service.submit(query, asking, deltas, caller=caller_of(request))
+        # the stream starts only once the request has left the queue for its batch: a refusal (a spent
+        # budget, a full queue, a deadline passed while waiting, shutting down) is still a status code
+        (ticket,) = await submit(
+            request, service, [query], asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
+        )
         await _until_begun(request, service, ticket)
         return StreamingResponse(
             _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    (found,) = await wait_for(request, service, [service.submit(query, asking, caller=caller_of(request))])
+    (found,) = await wait_for(request, service, await submit(request, service, [query], asking))
     if found.error:
         raise found.failure()
     return _completion(found, body.model, completion_id)
@@ -117,7 +115,8 @@ def _question(body: ChatRequest) -> str:
 
 
 def _usage(answer: Answer) -> Usage:
-    tokens_in, tokens_out = answer.trace.tokens
+    """The tokens this answer spent: none for an answer the semantic cache reused."""
+    tokens_in, tokens_out = (0, 0) if answer.trace.reused else answer.trace.tokens
     return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
 
 

@@ -3,8 +3,9 @@
 comes as ``Authorization: Bearer KEY``, or as the password of HTTP Basic (a browser's way: the
 live page's 401 asks for it).
 
-With keys, a request is the key's: it spends the key's rate limit, and the key's id (never the
-key) is the request's ``caller``, the owner of the jobs it makes. A request with a missing or
+With keys, a request is the key's: it spends the key's rate limit (its own, where the key file
+gives it one), and the key's id (never the key) is the request's ``caller``, the owner of the
+jobs it makes and the one its budgets and use are counted for. A request with a missing or
 wrong key spends its client address's limit before it is refused, so keys cannot be guessed
 faster than the limit allows. Without keys every request spends its client address's limit and
 its caller is None (everyone's).
@@ -66,7 +67,10 @@ def _admit(request: Request, *, spend: bool) -> None:
             raise
     request.state.caller = caller
     if service.limiter is not None and spend:
-        service.limiter.take(f"key {caller}" if caller is not None else address)
+        if caller is None:
+            service.limiter.take(address)
+        else:  # the key's own rate where it has one, else the service's
+            service.limiter.take(f"key {caller}", service.keys.limits(caller).requests_per_minute)
 
 
 def caller_of(request: Request) -> str | None:

@@ -1,10 +1,12 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
-runs requests in batches, the keys, the rate limiter, the metrics, the benchmarks a job may
-name and the redactor that keeps the server's paths and addresses out of what clients see.
+runs requests in batches, the keys, the rate limiter, the keys' budgets and use, the semantic
+cache, the metrics, the benchmarks a job may name and the redactor that keeps the server's
+paths and addresses out of what clients see.
 
 Unless ``lazy``, the dispatcher's first work is the warm-up (``Orchestrator.warm_up``): the
-encoder, every recording the pool's experts answer from and every engine that stays warm are
-loaded before the first batch, and ``/readyz`` says ready only once that is done."""
+encoder, every recording the pool's experts answer from, every engine that stays warm and the
+semantic cache's encoder are loaded before the first batch, and ``/readyz`` says ready only
+once that is done."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from batching import ExpertSpec, MadeEngines, ProgressEvent
@@ -37,7 +39,10 @@ from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
+from orchestrator.service.semantic import ServiceCache
+from orchestrator.service.tenants import Tenants
 from orchestrator.stores.target import store_kind, store_location
+from orchestrator.stores.usage import open_usage_store
 from router import POLICIES
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,14 @@ class Service:
     """Everything the routes use. ``start()`` loads the router; ``stop()`` lets the batch in
     flight finish and unloads every engine."""
 
-    def __init__(self, settings: ServiceSettings, orchestrator: Orchestrator | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        orchestrator: Orchestrator | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: the time budgets' days and months are read from (tests move it)."""
         self.settings = settings
         self.metrics = Metrics()
         self.coe = orchestrator or Orchestrator(settings.core)
@@ -60,7 +72,8 @@ class Service:
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.freed = FreedMemory()  # freed memory goes back to the system after each batch
         per_minute = settings.rate_limit_per_minute
-        self.limiter = _CountedLimiter(per_minute, self.metrics) if per_minute else None
+        rated = per_minute is not None or (self.keys is not None and self.keys.rated)
+        self.limiter = _CountedLimiter(per_minute, self.metrics) if rated else None
         self.dispatcher = Dispatcher(
             self._run_batch,
             grouping=settings.grouping,
@@ -82,8 +95,23 @@ class Service:
         self.jobs: JobStore = open_job_store(
             self.store_location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts
         )
+        semantic = settings.semantic_cache
+        scope = f"{self.pool}@{self.coe.pool.pool.version}"  # a new version of the pool answers anew
+        self.semantic = (
+            ServiceCache(semantic, self.store_location, scope, self.metrics, self.coe.settings.encoders_dir)
+            if semantic.enabled
+            else None
+        )
+        """The semantic cache; None unless enabled."""
+        self.tenants = (
+            Tenants(self.keys, open_usage_store(self.store_location), self.metrics, clock=clock)
+            if self.keys is not None
+            else None
+        )
+        """The keys' budgets and use, kept in the store; None without keys."""
         self.job_workers = [
-            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}") for i in range(jobs.workers)
+            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}", meter=self.tenants)
+            for i in range(jobs.workers)
         ]
         self.redact = Redactor(self._places())
         """Takes the server's paths, hosts and ports out of text bound for a client."""
@@ -143,6 +171,10 @@ class Service:
         self._serving[0] = False
         self.coe.close()
         self.jobs.close()
+        if self.tenants is not None:
+            self.tenants.store.close()
+        if self.semantic is not None:
+            self.semantic.close()
 
     # -- asking ---------------------------------------------------------------------------------
 
@@ -175,6 +207,8 @@ class Service:
         started = time.perf_counter()
         with self.coe.busy:
             loaded = self.coe.warm_up()
+        if self.semantic is not None:
+            self.semantic.warm()
         self.freed.release(now=True)  # reading the recordings freed what other models recorded
         log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, ", ".join(loaded) or "no engine")
 
@@ -220,7 +254,8 @@ class Service:
                 for model in owed:
                     self.metrics.expert_queue.labels(model).set(0)
         self._observe(answers)
-        return [self.redact.answer(answer) for answer in answers]
+        shown = [self.redact.answer(answer) for answer in answers]
+        return self.semantic.after(asking, queries, shown) if self.semantic is not None else shown
 
     def _observe(self, answers: Sequence[Answer]) -> None:
         m = self.metrics
@@ -272,6 +307,11 @@ class Service:
             self.jobs.check()
         except Unavailable as exc:
             problems["jobs"] = str(exc)
+        if self.tenants is not None:
+            try:
+                self.tenants.store.ping()
+            except CoeError as exc:
+                problems["usage"] = str(exc)
         working = sum(w.alive for w in self.job_workers)
         if working < len(self.job_workers):
             problems["job workers"] = f"{len(self.job_workers) - working} of {len(self.job_workers)} stopped"
@@ -286,13 +326,13 @@ class Service:
 class _CountedLimiter(RateLimiter):
     """The rate limit, each refusal counted in ``coe_refused_total{reason="rate_limit"}``."""
 
-    def __init__(self, per_minute: int, metrics: Metrics) -> None:
+    def __init__(self, per_minute: int | None, metrics: Metrics) -> None:
         super().__init__(per_minute)
         self._metrics = metrics
 
-    def take(self, key_id: str) -> None:
+    def take(self, key_id: str, per_minute: int | None = None) -> None:
         try:
-            super().take(key_id)
+            super().take(key_id, per_minute)
         except RateLimited:
             self._metrics.refused.labels("rate_limit").inc()
             raise

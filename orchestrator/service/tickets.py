@@ -16,7 +16,7 @@ from common import tracing
 from common.errors import CoeError
 from common.query import Query
 from common.tasks import Task
-from common.vocabulary import Aggregation
+from common.vocabulary import Aggregation, SemanticMode
 from orchestrator.pipeline.trace import Answer
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ class Asking:
     k: int
     aggregation: Aggregation = "synthesis"
     max_tokens: int | None = None
+    semantic: SemanticMode = "off"
+    """How the request uses the semantic cache (``orchestrator.service.semantic``)."""
 
 
 @dataclass(eq=False)
@@ -60,12 +62,13 @@ class Ticket:
     waiting: Span | None = None
     """Its ``coe.queue`` span, from ``trace()`` until it leaves the queue."""
 
-    def trace(self) -> None:
-        """Remember the request's trace, and start the ticket's ``coe.queue`` span in it (call
-        it in the submitting request's context, once the ticket is queued)."""
+    def trace(self, queued: bool = True) -> None:
+        """Remember the request's trace (call it in the submitting request's context), and start
+        the ticket's ``coe.queue`` span in it when it is ``queued``."""
         if tracing.tracer() is not None:
             self.context, self.asker = tracing.here(), tracing.current_span()
-            self.waiting = tracing.start("coe.queue", {"coe.question_id": self.query.id})
+            if queued:
+                self.waiting = tracing.start("coe.queue", {"coe.question_id": self.query.id})
 
     @property
     def trace_id(self) -> str | None:
@@ -136,7 +139,7 @@ def settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException
         error = CoeError(f"the batch returned no answer for question {ticket.query.id!r}")
     if ticket.waiting is not None:
         ticket.left_queue(type(error).__name__ if error is not None else None)
-    if answer is not None:
+    if answer is not None and ticket.trace_id is not None:  # given in its request's trace
         answer = answer.traced(ticket.trace_id)
     if error is not None and not ticket.begun.done():  # it never left the queue
         try:

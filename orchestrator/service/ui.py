@@ -38,6 +38,7 @@ from orchestrator.remote.errors import INTERNAL, status_of
 from orchestrator.remote.wire import AnswerRequest, ErrorBody
 from orchestrator.service.answers import cancel, checked_query
 from orchestrator.service.guard import caller_of, guard, key_guard
+from orchestrator.service.intake import submit
 from orchestrator.service.state import Service
 from orchestrator.service.tickets import Ticket
 from router import POLICIES
@@ -140,7 +141,8 @@ def _samples(service: Service) -> dict[tuple[str, str], float]:
 
 @router.post("/api/ask", dependencies=[Depends(guard)])
 async def ask(body: AnswerRequest, request: Request) -> StreamingResponse:
-    """The playground: the question asked as ``POST /v1/answer`` asks it, answered as server-sent
+    """The playground: the question asked as ``POST /v1/answer`` asks it (the caller's budgets, the
+    semantic cache, then the dispatcher: ``orchestrator.service.intake``), answered as server-sent
     events: ``queued`` (the requests ahead), ``started`` (its batch began), ``step`` (each step of
     the batch: routing done, a model loading or loaded, a model's generations so far), ``delta``
     (the aggregator's text as it is written), then ``answer`` (the answer and its trace) or
@@ -166,7 +168,7 @@ async def ask(body: AnswerRequest, request: Request) -> StreamingResponse:
         put("delta", {"text": text})
 
     ahead = service.dispatcher.depth
-    ticket = service.submit(query, asking, delta, on_step=step, caller=caller_of(request))
+    (ticket,) = await submit(request, service, [query], asking, delta, step)
     return StreamingResponse(
         _events(service, ticket, events, ahead),
         media_type="text/event-stream",
