@@ -302,8 +302,9 @@ class MadeEngines:
 
 def split_cores(cores: tuple[int, ...] | None, local: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Disjoint core sets for co-resident local models (none to give when one is alone, or when
-    ``cores`` is None: binding is then left to the engines)."""
+    ``cores`` is None: binding is then left to the engines). A model's cores depend on the set of
+    models, not their order: a warm-up binds them as any phase holding the same models will."""
     if cores is None or len(local) < 2:
         return {}
     share = max(1, len(cores) // len(local))
-    return {m: tuple(cores[(i * share + c) % len(cores)] for c in range(share)) for i, m in enumerate(local)}
+    return {m: tuple(cores[(i * share + c) % len(cores)] for c in range(share)) for i, m in enumerate(sorted(local))}
