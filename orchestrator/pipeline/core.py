@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from batching.executor import Executor, ProgressCallback, ProgressEvent, RunResu
 from batching.plan import Plan, make_plan
 from batching.results import RunMetrics
 from batching.runstore import RunStore
+from common import tracing
 from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
@@ -123,6 +125,21 @@ class Pipeline:
             raise BadInput("no questions to answer")
         if len(set(ids)) != len(ids):
             raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
+        with tracing.span("coe.route", {**self._traced(), "coe.questions": len(queries)}) as span:
+            asked = self._ask(queries, benchmark, weights, sample, method)
+            chosen = dict.fromkeys(e for one in asked for e in one.decision.expert_names)
+            tracing.note(span, {"coe.experts": list(chosen)})
+        return asked
+
+    def _ask(
+        self,
+        queries: Sequence[Query],
+        benchmark: Benchmark | None,
+        weights: Sequence[Mapping[str, float]] | None,
+        sample: int,
+        method: str | None,
+    ) -> list[Asked]:
+        ids = [q.id for q in queries]
         earlier = contexts(queries)
         if weights is not None:
             decisions = self.router.route_weights(weights, ids)
@@ -163,7 +180,22 @@ class Pipeline:
             )
         return asked
 
+    def _traced(self) -> dict[str, object]:
+        """The attributes every stage's span carries: the pool and how it is asked."""
+        return {
+            "coe.pool": self.pool.name,
+            "coe.policy": self.router.policy_name,
+            "coe.k": self.router.selection.k,
+            "coe.aggregation": self.aggregation,
+        }
+
     def plan(self, tasks: Sequence[Task]) -> Plan:
+        with tracing.span("coe.plan", {"coe.tasks": len(tasks)}) as span:
+            made = self._plan(tasks)
+            tracing.note(span, {"coe.phases": len(made.phases), "coe.loads_planned": made.predicted_loads})
+        return made
+
+    def _plan(self, tasks: Sequence[Task]) -> Plan:
         return make_plan(
             tasks,
             self.pool.specs,
@@ -177,13 +209,14 @@ class Pipeline:
         self, queries: Sequence[Query], benchmark: Benchmark | None = None, *, run_id: str | None = None
     ) -> list[Answer]:
         """Answer every query: route, then ``answer``. One whose experts all failed gets ``error`` set."""
-        started = time.perf_counter()
-        self._emit(ProgressEvent(kind="route_start", total=len(queries)))
-        asked = self.ask(queries, benchmark)
-        routed = time.perf_counter() - started
-        self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
-        run_id = run_id or _run_id([q.id for q in queries])
-        return self.answer(asked, run_id=run_id, route_seconds=routed / len(asked)).answers
+        with tracing.span("coe.pipeline", {**self._traced(), "coe.questions": len(queries)}):
+            started = time.perf_counter()
+            self._emit(ProgressEvent(kind="route_start", total=len(queries)))
+            asked = self.ask(queries, benchmark)
+            routed = time.perf_counter() - started
+            self._emit(ProgressEvent(kind="route_done", done=len(asked), total=len(queries), seconds=routed))
+            run_id = run_id or _run_id([q.id for q in queries])
+            return self.answer(asked, run_id=run_id, route_seconds=routed / len(asked)).answers
 
     def answer(self, asked: Sequence[Asked], *, run_id: str, route_seconds: float = 0.0) -> Answered:
         """Generate and aggregate decided records, one answer each, in order: plan the task graph
@@ -210,8 +243,9 @@ class Pipeline:
             plan.predicted_loads,
         )
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
-        result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
-        answers = [self._answer(one, result, route_seconds) for one in asked]
+        with tracing.span("coe.run", {"coe.tasks": len(graph.tasks), "coe.phases": len(plan.phases)}):
+            result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
+        answers = self._answers(asked, result, route_seconds)
         return Answered(answers, result.metrics, len(graph.tasks))
 
     def _remember(self, asked: Sequence[Asked], answers: Sequence[Answer]) -> None:
@@ -221,6 +255,19 @@ class Pipeline:
         for one, answer in zip(asked, answers, strict=True):
             if one.anchor is not None and answer.error is None:
                 self.sessions.remember(one.query, answer.text, one.anchor)
+
+    def _answers(self, asked: Sequence[Asked], result: RunResult, route_seconds: float) -> list[Answer]:
+        """Each record's answer from the run's result, under one span: ``coe.aggregate`` with
+        how many answers the aggregator wrote, were skipped (the experts agreed) or voted, or
+        ``coe.skip`` when every aggregation was skipped."""
+        with tracing.span("coe.aggregate", {"coe.questions": len(asked)}) as span:
+            answers = [self._answer(one, result, route_seconds) for one in asked]
+            if span is not None:
+                outcomes = Counter(answer.trace.outcome for answer in answers)
+                tracing.note(span, {f"coe.aggregations.{name}": n for name, n in outcomes.items()})
+                if outcomes and set(outcomes) == {"skipped"}:
+                    span.update_name("coe.skip")
+        return answers
 
     def executor(self) -> Executor:
         return self.placement.executor(
@@ -237,7 +284,9 @@ class Pipeline:
 
     def _answer(self, one: Asked, result: RunResult, route_seconds: float) -> Answer:
         costs = {name: spec.cost for name, spec in self.pool.specs.items()}
-        return build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
+        made = build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
+        found = tracing.trace_id()
+        return made if found is None else made.traced(found)
 
     def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
         """A batch with cascades in rounds (``orchestrator.pipeline.rounds``), then its votes or aggregations."""
@@ -274,9 +323,7 @@ class Pipeline:
             )
             result = merge([result, aggregated], run_id)
             result.composed.update(composed)
-        return Answered(
-            [self._answer(one, result, route_seconds) for one in done], result.metrics, len(result.generations)
-        )
+        return Answered(self._answers(done, result, route_seconds), result.metrics, len(result.generations))
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:

@@ -15,6 +15,8 @@ from aggregators import AggregationResult, ExpertAnswer
 from common.errors import CoeError, GenerationFailed, ReplayMiss
 from router import Affinity, Escalation, RouteDecision
 
+Outcome = Literal["called", "skipped", "vote", "none"]
+
 
 class Timings(BaseModel):
     """Seconds per stage of one answer. Batch stages are shared by every question of the batch."""
@@ -82,11 +84,26 @@ class Trace(BaseModel):
     conversation: ConversationTrace | None = Field(
         None, description="A chat turn's conversation; None: a plain question."
     )
+    trace_id: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{32}$",
+        description="The OpenTelemetry trace this answer was made in (its request's, in the service); None "
+        "while nothing traces.",
+    )
     semantic_cache: SemanticNote | None = Field(None, description="The semantic cache's part, where it is on.")
 
     @property
     def policy(self) -> str:
         return self.route.policy
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the experts' answers became one: the aggregator ``called``, ``skipped`` (the
+        experts agreed), a ``vote``, or ``none`` (no expert answered)."""
+        a = self.aggregation
+        if a is None:
+            return "none"
+        return "skipped" if a.skipped else "called" if a.method.startswith("synthesis") else "vote"
 
     @property
     def reused(self) -> bool:
@@ -112,6 +129,12 @@ class Answer(BaseModel):
     choice: str | None = None
     error: str | None = Field(None, description="Why no answer could be given (every expert failed).")
     trace: Trace
+
+    def traced(self, trace_id: str | None) -> Answer:
+        """This answer, as given in the trace ``trace_id`` (None: in none)."""
+        if trace_id == self.trace.trace_id:
+            return self
+        return self.model_copy(update={"trace": self.trace.model_copy(update={"trace_id": trace_id})})
 
     def failure(self) -> CoeError:
         """The error an answer that could not be given raises: ``ReplayMiss`` when every expert

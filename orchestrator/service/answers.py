@@ -34,16 +34,7 @@ async def answer(body: AnswerRequest, request: Request) -> Answer:
     """One question: its answer and trace. 502 when no expert answered (404 ``replay_miss`` when
     none holds a recording of it)."""
     service: Service = request.app.state.service
-    if body.messages is not None:
-        if body.question is not None or body.options is not None:
-            what = "question" if body.question is not None else "options"
-            raise BadInput(f"{what}: give a question (with options) or messages, not both", param=what)
-        query = conversation_query(service, body.messages, body.session, caller_of(request))
-        query = query.model_copy(update={"id": body.id}) if body.id else query
-    elif body.question is not None:
-        query = checked_query(service, body.question, body.options, body.id, "question")
-    else:
-        raise BadInput("question: give a question, or messages (a conversation)", param="question")
+    query = answer_query(service, body, caller_of(request))
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
     (found,) = await wait_for(request, service, await submit(request, service, [query], asking))
     if found.error:
@@ -80,6 +71,19 @@ def checked_query(service: Service, text: str, options: Sequence[str] | None, qi
         )
     query = as_query(text, limit, options=options, field=field)
     return query.model_copy(update={"id": qid}) if qid else query
+
+
+def answer_query(service: Service, body: AnswerRequest, caller: str | None) -> Query:
+    """What ``POST /v1/answer`` asks: its question (with options), or its conversation (``messages``)."""
+    if body.messages is not None:
+        if body.question is not None or body.options is not None:
+            what = "question" if body.question is not None else "options"
+            raise BadInput(f"{what}: give a question (with options) or messages, not both", param=what)
+        query = conversation_query(service, body.messages, body.session, caller)
+        return query.model_copy(update={"id": body.id}) if body.id else query
+    if body.question is None:
+        raise BadInput("question: give a question, or messages (a conversation)", param="question")
+    return checked_query(service, body.question, body.options, body.id, "question")
 
 
 def conversation_query(service: Service, messages: Sequence[object], session: str | None, caller: str | None) -> Query:
@@ -129,4 +133,4 @@ def cancel(service: Service, tickets: list[Ticket]) -> None:
             service.metrics.cancelled.inc()
 
 
-__all__ = ["ClientGone", "cancel", "checked_query", "conversation_query", "router", "wait_for"]
+__all__ = ["ClientGone", "answer_query", "cancel", "checked_query", "conversation_query", "router", "wait_for"]

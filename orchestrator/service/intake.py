@@ -18,6 +18,7 @@ from functools import partial
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from batching.results import ProgressEvent
 from common.query import Query
 from orchestrator.pipeline.trace import Answer
 from orchestrator.service.guard import caller_of
@@ -35,8 +36,11 @@ async def submit(
     queries: Sequence[Query],
     asking: Asking,
     on_delta: Callable[[str], object] | None = None,
+    on_step: Callable[[ProgressEvent], None] | None = None,
 ) -> list[Ticket]:
-    """One ticket per query, in order (see the module); a reused answer's ticket is settled."""
+    """One ticket per query, in order (see the module); a reused answer's ticket is settled.
+    ``on_delta`` and ``on_step`` (a lone question's) hear the aggregator's text and its batch's
+    steps; the live page keeps every answer as the caller's."""
     caller = caller_of(request)
     tenants = service.tenants
     if tenants is not None:
@@ -52,17 +56,19 @@ async def submit(
     if tenants is not None and hits:
         await run_in_threadpool(tenants.charge, caller, hits)
     missed = [query for query, answer in zip(queries, reused, strict=True) if answer is None]
-    if on_delta is not None and len(missed) == 1:
-        queued = [service.submit(missed[0], asking, on_delta)]
+    if (on_delta is not None or on_step is not None) and len(missed) == 1:
+        queued = [service.submit(missed[0], asking, on_delta, on_step=on_step, caller=caller)]
     else:
-        queued = service.submit_all(missed, asking) if missed else []
+        queued = service.submit_all(missed, asking, caller=caller) if missed else []
     waiting = iter(queued)
     tickets = []
     for query, answer in zip(queries, reused, strict=True):
         if answer is not None:
             ticket = Ticket(query, asking)
+            ticket.trace(queued=False)
+            service.live.watch([ticket], caller)
             begin(ticket)
-            settle(ticket, answer=answer)
+            settle(ticket, answer=answer.traced(ticket.trace_id))  # made in another request's trace
         else:
             ticket = next(waiting)
             if tenants is not None and caller is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
+from common import tracing
 from common.errors import CoeError, NotFound, RateLimited, Unavailable
 from common.query import Query
 from common.vocabulary import Aggregation
@@ -33,6 +34,7 @@ from orchestrator.pools.settings import PROJECT_ROOT, ServiceSettings
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
+from orchestrator.service.live import Live
 from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
@@ -65,6 +67,7 @@ class Service:
         self.coe.wrap_engines(lambda factory: metered(factory, self.metrics, self._serving))
         made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
         self.coe.wrap_engines(lambda _metered: made.factory)
+        self.made = made
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.freed = FreedMemory()  # freed memory goes back to the system after each batch
@@ -112,6 +115,8 @@ class Service:
         ]
         self.redact = Redactor(self._places())
         """Takes the server's paths, hosts and ports out of text bound for a client."""
+        self.live = Live(lambda text: self.redact(text))
+        """The recent requests and answers, and the batch's progress, for the live page."""
 
     def _places(self) -> dict[str, str]:
         """The server's places a message may name -> what a client is shown instead."""
@@ -183,12 +188,20 @@ class Service:
         chosen = check_k(k, self.coe.settings.k, len(self.coe.pool.expert_names))
         return Asking(name, chosen, aggregation, max_tokens)
 
-    def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
-        return self.dispatcher.submit(query, asking, on_delta)
+    def submit(self, query: Query, asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step=on_step, caller=caller)[0]
 
-    def submit_all(self, queries: Sequence[Query], asking: Asking) -> list[Ticket]:
-        """One ticket per query, all queued or all refused (``Overloaded``)."""
-        return self.dispatcher.submit_all(queries, asking)
+    def submit_all(
+        self, queries: Sequence[Query], asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None
+    ) -> list[Ticket]:
+        """One ticket per query, all queued or all refused (``Overloaded``); the request's span
+        (when something traces) learns how they are asked, and the live page keeps their answers
+        as ``caller``'s (the asking key's id)."""
+        traced = {"coe.pool": self.pool, "coe.policy": asking.policy, "coe.k": asking.k}
+        tracing.note(tracing.current_span(), {**traced, "coe.aggregation": asking.aggregation})
+        tickets = self.dispatcher.submit_all(queries, asking, on_delta, on_step)
+        self.live.watch(tickets, caller)
+        return tickets
 
     def _warm_up(self) -> None:
         started = time.perf_counter()
@@ -214,6 +227,7 @@ class Service:
         owed: dict[str, int] = {}
 
         def progress(event: ProgressEvent) -> None:
+            hooks.on_step(event)
             if event.model is None:
                 return
             if event.kind == "model_loading":
@@ -256,8 +270,7 @@ class Service:
             if aggregation is not None:
                 m.tokens.labels("aggregator", "in").inc(aggregation.tokens_in)
                 m.tokens.labels("aggregator", "out").inc(aggregation.tokens_out)
-                called = aggregation.method.startswith("synthesis")
-                m.aggregations.labels("skipped" if aggregation.skipped else "called" if called else "vote").inc()
+                m.aggregations.labels(answer.trace.outcome).inc()
         if answers:
             m.stage.labels("load").observe(answers[0].trace.timings.load)
 
