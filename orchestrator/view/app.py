@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import fields
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +46,7 @@ from orchestrator.view.runs import Catalogue
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(str(resources.files("orchestrator.view") / "static"))  # shipped in the package
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
