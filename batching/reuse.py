@@ -12,6 +12,7 @@ from batching.cache import GenerationCache, cacheable
 from batching.run_state import RunState
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
+from common.pause_gc import paused_gc
 from common.requests import Generation, Request
 from common.tasks import Compose, Task
 
@@ -30,6 +31,7 @@ class Reuse:
     def _reading(self) -> bool:
         return self.cache is not None and self.cache_reads
 
+    @paused_gc()  # bulk lookups, CPU-bound
     def _from_store(
         self, pending: list[str], state: RunState, specs: Mapping[str, ExpertSpec], compose: Compose
     ) -> None:

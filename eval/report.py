@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aggregators import wilson_interval
 from common.errors import BadInput, NotFound
+from common.pause_gc import paused_gc
 from eval.report_experts import (
     Answer,
     accuracy_ratio,
@@ -193,6 +194,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
     )
 
 
+@paused_gc()
 def write_report(directory: Path) -> list[Path]:
     """Rebuild a run's report from its ``run.json`` and ``results.jsonl``: write ``report.md``,
     ``report.json`` and the plots into the folder; return the paths written."""

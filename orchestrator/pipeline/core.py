@@ -30,6 +30,7 @@ from batching.plan import Plan, make_plan
 from batching.results import RunMetrics
 from batching.runstore import RunStore
 from common.errors import BadInput
+from common.pause_gc import paused_gc
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Task
@@ -100,6 +101,7 @@ class Pipeline:
         name = self.choice.for_skill(decision.top_skill)
         return name if name in self.pool.specs else self.pool.aggregator.name
 
+    @paused_gc()
     def ask(
         self,
         queries: Sequence[Query],
@@ -175,10 +177,11 @@ class Pipeline:
             return Answered([], RunMetrics())
         if not self.whole_ladders and any(one.decision.later for one in asked):
             return self._climb(asked, run_id, route_seconds)
-        graph = task_graph(
-            asked, whole_ladders=self.whole_ladders, logprobs=self.logprobs, temperature=self.temperature
-        )
-        plan = self.plan(graph.tasks)
+        with paused_gc():  # bulk, CPU-bound: no engine is waited on here (nor below, building answers)
+            graph = task_graph(
+                asked, whole_ladders=self.whole_ladders, logprobs=self.logprobs, temperature=self.temperature
+            )
+            plan = self.plan(graph.tasks)
         log.info(
             "pipeline: %d record(s), %d task(s), %d phase(s), %d load(s) planned",
             len(asked),
@@ -188,7 +191,8 @@ class Pipeline:
         )
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
         result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
-        answers = [self._answer(one, result, route_seconds) for one in asked]
+        with paused_gc():
+            answers = [self._answer(one, result, route_seconds) for one in asked]
         return Answered(answers, result.metrics, len(graph.tasks))
 
     def executor(self) -> Executor:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from batching.executor import ProgressEvent
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
+from common.pause_gc import paused_gc
 from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
@@ -229,6 +230,7 @@ class Outcome:
     out: Path
 
 
+@paused_gc()  # a batch job of millions of small acyclic objects: collected once, at the end
 def evaluate(
     coe: Orchestrator,
     bench: Benchmark,
