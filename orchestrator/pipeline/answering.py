@@ -14,7 +14,7 @@ aggregator's, the trace and the cost. Every door's answers are made here, by one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from aggregators import AggregationResult, ExpertAnswer, majority, synthesis_outcome, weighted
@@ -41,8 +41,12 @@ def expert_cost(cost: Cost | None, answer: ExpertAnswer) -> float:
 
 def expert_answer(one: Asked, name: str, generation: Generation | None) -> ExpertAnswer:
     """One expert's answer to ``one`` (``not run`` when it has no generation)."""
-    competence = one.competence.get(name)
     score = next((c.score for c in one.decision.all_experts if c.expert == name), None)
+    return _expert_answer(one, name, generation, score)
+
+
+def _expert_answer(one: Asked, name: str, generation: Generation | None, score: float | None) -> ExpertAnswer:
+    competence = one.competence.get(name)
     if generation is None:
         return ExpertAnswer(expert=name, score=score, competence=competence, error=NOT_RUN)
     return ExpertAnswer.from_generation(generation, one.prompting.extract, competence, score=score)
@@ -79,6 +83,27 @@ def climbed(one: Asked, asked: list[str], voters: list[str], escalations: tuple)
     )
 
 
+ExpertKey = tuple[str, float | None, float | None]
+"""An expert answer as records share it: (its task id, the expert's competence, its score)."""
+
+
+def build_answers(
+    asked: Sequence[Asked],
+    result: RunResult,
+    *,
+    pool: str,
+    route_seconds: float,
+    costs: Mapping[str, Cost | None] | None = None,
+) -> list[Answer]:
+    """``build_answer`` of each record, in order; records that read the same generation with the
+    same competence and score (the methods of an evaluation, a question's samples) share one
+    ``ExpertAnswer``, read once."""
+    shared: dict[ExpertKey, ExpertAnswer] = {}
+    return [
+        build_answer(one, result, pool=pool, route_seconds=route_seconds, costs=costs, shared=shared) for one in asked
+    ]
+
+
 def build_answer(
     one: Asked,
     result: RunResult,
@@ -86,15 +111,23 @@ def build_answer(
     pool: str,
     route_seconds: float,
     costs: Mapping[str, Cost | None] | None = None,
+    shared: dict[ExpertKey, ExpertAnswer] | None = None,
 ) -> Answer:
     """The answer to one record from the run's result (nothing is composed again). ``costs``:
-    the pool's declared costs, for the trace's ``cost`` (one per call when none)."""
+    the pool's declared costs, for the trace's ``cost`` (one per call when none); ``shared``:
+    expert answers already read, by ``ExpertKey`` (``build_answers``)."""
     if one.decision.later and one.voters is None:  # a cascade asked whole: climb it now
         outcome = play(one, result.generations)
         one = climbed(one, list(outcome.asked), list(outcome.voters), outcome.escalations)
     costs = costs or {}
     judge = one.prompting.judge
-    experts = tuple(expert_answer(one, name, result.generations.get(t)) for name, t in one.expert_tasks.items())
+    scores: dict[str, float] = {}
+    for choice in one.decision.all_experts:
+        scores.setdefault(choice.expert, choice.score)  # the first, as ``expert_answer`` reads it
+    experts = tuple(
+        _shared(one, name, task, result.generations.get(task), scores.get(name), shared)
+        for name, task in one.expert_tasks.items()
+    )
     by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
     arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
     aggregation: AggregationResult | None = None
@@ -143,6 +176,23 @@ def build_answer(
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
 
 
+def _shared(
+    one: Asked,
+    name: str,
+    task: str,
+    generation: Generation | None,
+    score: float | None,
+    shared: dict[ExpertKey, ExpertAnswer] | None,
+) -> ExpertAnswer:
+    if shared is None:
+        return _expert_answer(one, name, generation, score)
+    key = (task, one.competence.get(name), score)
+    found = shared.get(key)
+    if found is None:
+        found = shared[key] = _expert_answer(one, name, generation, score)
+    return found
+
+
 def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
     judge = one.prompting.judge
     if one.vote == "weighted" and all(one.competence.get(a.expert) is not None for a in arrived):
@@ -151,4 +201,4 @@ def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
     return majority(arrived, competence=one.competence, judge=judge)
 
 
-__all__ = ["NOT_RUN", "build_answer", "climbed", "expert_answer", "expert_cost", "heard", "play"]
+__all__ = ["NOT_RUN", "build_answer", "build_answers", "climbed", "expert_answer", "expert_cost", "heard", "play"]

@@ -36,7 +36,7 @@ from common.requests import Generation
 from common.tasks import Task
 from common.vocabulary import EvalAggregation
 from eval.benchmarks import Benchmark
-from orchestrator.pipeline.answering import build_answer, climbed, heard
+from orchestrator.pipeline.answering import build_answers, climbed, heard
 from orchestrator.pipeline.asked import Asked, prompting
 from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.pipeline.items import ItemIndex, item_of
@@ -192,7 +192,7 @@ class Pipeline:
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
         result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
         with paused_gc():
-            answers = [self._answer(one, result, route_seconds) for one in asked]
+            answers = self._answers(asked, result, route_seconds)
         return Answered(answers, result.metrics, len(graph.tasks))
 
     def executor(self) -> Executor:
@@ -208,9 +208,9 @@ class Pipeline:
             cache_reads=self.cache_reads,
         )
 
-    def _answer(self, one: Asked, result: RunResult, route_seconds: float) -> Answer:
+    def _answers(self, asked: Sequence[Asked], result: RunResult, route_seconds: float) -> list[Answer]:
         costs = {name: spec.cost for name, spec in self.pool.specs.items()}
-        return build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
+        return build_answers(asked, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
 
     def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
         """A batch with cascades in rounds (``orchestrator.pipeline.rounds``), then its votes or aggregations."""
@@ -247,9 +247,7 @@ class Pipeline:
             )
             result = merge([result, aggregated], run_id)
             result.composed.update(composed)
-        return Answered(
-            [self._answer(one, result, route_seconds) for one in done], result.metrics, len(result.generations)
-        )
+        return Answered(self._answers(done, result, route_seconds), result.metrics, len(result.generations))
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
