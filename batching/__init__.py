@@ -12,11 +12,14 @@ from batching.engines import (
 )
 from batching.executor import Executor, ProgressEvent, RunMetrics, RunResult
 from batching.plan import DEFAULT_COSTS, ModelCost, Phase, Placement, Plan, make_plan, model_footprint, task_order
+from batching.ray_engine import ActorPolicy
+from batching.ray_executor import RayExecutor
 from batching.runstore import RunStore, SQLiteRunStore
 from batching.spec import Cost, ExpertSpec, HTTPSource, ReplaySource, VLLMSource
 from batching.warm import MadeEngines, WarmEngines
 
 __all__ = [
+    "ActorPolicy",
     "DEFAULT_COSTS",
     "DeltaCallback",
     "Engine",
@@ -31,6 +34,7 @@ __all__ = [
     "Phase",
     "Placement",
     "Plan",
+    "RayExecutor",
     "ProgressEvent",
     "ReplayEngine",
     "ReplaySource",

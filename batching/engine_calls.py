@@ -5,6 +5,7 @@ retry when its engine dies and isolation of the requests that still fail."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -23,6 +24,13 @@ from common.recordings import replay_book
 from common.requests import Generation, Request
 
 log = logging.getLogger("batching.executor")  # a part of the executor: its log
+
+_loading = threading.local()
+
+
+def loading_phase() -> Phase | None:
+    """The phase the current thread is loading an engine for (None outside a load)."""
+    return getattr(_loading, "phase", None)
 
 
 class EngineCalls:
@@ -66,23 +74,15 @@ class EngineCalls:
         state: RunState,
         specs: Mapping[str, ExpertSpec],
     ) -> None:
-        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``.
-        Recorded models of one file are indexed in one pass over it first (each replay engine
-        would otherwise read the whole file for its own model)."""
-        by_file: dict[Path, list[str]] = {}
-        for model in models:
-            source = specs[model].source
-            if isinstance(source, ReplaySource):
-                by_file.setdefault(Path(source.path), []).append(source.model)
-        for path, recorded in by_file.items():
-            replay_book(path).load(recorded)
+        """Load ``models`` side by side into ``engines``; one that cannot load goes to ``broken``."""
+        self._prepare_loads(models, phase, specs)
         for model in models:
             self._emit(
                 ProgressEvent(
                     kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
                 )
             )
-        loads = [pool.submit(self._load, m, specs[m], state, cpus.get(m)) for m in models]
+        loads = [pool.submit(self._load_for, phase, m, specs[m], state, cpus.get(m)) for m in models]
         wait(loads)  # every engine that did load is registered (and so released) before any error is raised
         loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
         engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
@@ -103,6 +103,28 @@ class EngineCalls:
                     seconds=seconds,
                 )
             )
+
+    def _load_for(
+        self, phase: Phase, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None
+    ) -> tuple[Engine | None, str | None, float]:
+        """``_load`` in a loading thread that knows the phase it loads for (``loading_phase``: a
+        replica's engine is made for its own device's phase)."""
+        _loading.phase = phase
+        try:
+            return self._load(model, spec, state, cpus)
+        finally:
+            _loading.phase = None
+
+    def _prepare_loads(self, models: list[str], phase: Phase, specs: Mapping[str, ExpertSpec]) -> None:
+        """Before ``models`` of ``phase`` load: recorded models of one file are indexed in one pass
+        over it (each replay engine would otherwise read the whole file for its own model)."""
+        by_file: dict[Path, list[str]] = {}
+        for model in models:
+            source = specs[model].source
+            if isinstance(source, ReplaySource):
+                by_file.setdefault(Path(source.path), []).append(source.model)
+        for path, recorded in by_file.items():
+            replay_book(path).load(recorded)
 
     def _load(
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None
@@ -191,6 +213,7 @@ class EngineCalls:
                     with state.lock:
                         state.metrics.loads += 1
                         state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
+                        state.metrics.retried += len(items)
                     out = self._call(engine, items, state)
                 except CoeError as again:
                     failure = again

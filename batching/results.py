@@ -65,6 +65,9 @@ class RunMetrics(BaseModel):
     cache_hits: int = Field(0, description="Tasks answered from the generation cache (no load, no engine call).")
     cache_misses: int = Field(0, description="Tasks looked up in the generation cache and not found there.")
     failed: int = 0
+    retried: int = Field(
+        0, description="Requests sent again after their engine died or its Ray actor or node was lost."
+    )
     skipped: int = Field(0, description="Composed tasks not run: their inputs agreed (an aggregation's consensus).")
     wall_seconds: float = 0.0
     overhead_seconds: float = Field(0.0, description="wall_seconds - engine_seconds: time spent outside engines.")

@@ -20,7 +20,10 @@ ScorerKind = Literal["classifier", "keywords"]
 CacheMode = Literal["use", "refresh", "off"]
 """The generation cache: read and write, write only, or neither."""
 
+ExecutorKind = Literal["local", "ray"]
+"""Where planned groups run: in this process, or as actors on a Ray cluster."""
+
 MAX_NEW_TOKENS = 32768
 """The most tokens any one generation may ask for."""
 
-__all__ = ["MAX_NEW_TOKENS", "Aggregation", "CacheMode", "EvalAggregation", "ScorerKind", "Vote"]
+__all__ = ["MAX_NEW_TOKENS", "Aggregation", "CacheMode", "EvalAggregation", "ExecutorKind", "ScorerKind", "Vote"]

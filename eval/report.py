@@ -181,6 +181,7 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
             model_loads=info.model_loads,
             generations=info.generations,
             reused=info.reused,
+            retried=info.retried,
             stage_seconds=dict(info.stage_seconds),
             run_id=info.run_id,
             started=info.started,

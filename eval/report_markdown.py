@@ -187,6 +187,7 @@ def _cost_section(summary: Summary) -> list[str]:
         "",
         f"- model loads: {cost.model_loads}",
         f"- generations: {cost.generations} made, {cost.reused} reused from the run's store",
+        *([f"- requests sent again after a lost engine or Ray actor: {cost.retried}"] if cost.retried else []),
         f"- wall time per stage: {stages}",
         f"- generation seconds per question: {seconds}",
     ]

@@ -141,6 +141,7 @@ class RunInfo(BaseModel):
     generations: int = Field(0, description="Generations made by engines in this invocation.")
     reused: int = Field(0, description="Generations read back from the run's store (--resume).")
     cached: int = Field(0, description="Generations answered from the generation cache (earlier runs).")
+    retried: int = Field(0, description="Requests sent again after their engine died or its Ray actor was lost.")
     aggregations_skipped: int = Field(0, description="Aggregator calls saved: the experts agreed (consensus).")
     started: str = ""
     finished: str = ""

@@ -76,6 +76,7 @@ class RunCost(BaseModel):
     model_loads: int
     generations: int
     reused: int
+    retried: int = 0
     stage_seconds: dict[str, float]
     run_id: str
     started: str

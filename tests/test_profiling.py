@@ -19,7 +19,9 @@ pytestmark = pytest.mark.data
 def pool_copy(tmp_path):
     target = tmp_path / "pool"
     shutil.copytree(
-        PROJECT_ROOT / "pools" / "replay-small", target, ignore=shutil.ignore_patterns("profiles", "router")
+        PROJECT_ROOT / "pools" / "replay-small",
+        target,
+        ignore=shutil.ignore_patterns("profiles", "router", "active.json"),
     )
     return target
 

@@ -35,7 +35,7 @@ def test_imports_are_light():
         "import sys; import orchestrator, router, skills, aggregators, batching, eval;"
         "from orchestrator import Orchestrator, load_settings;"
         "Orchestrator(load_settings(memory_budget_mb=None)).memory();"
-        "heavy = [m for m in ('vllm', 'torch', 'sentence_transformers', 'sklearn', 'transformers') "
+        "heavy = [m for m in ('vllm', 'torch', 'sentence_transformers', 'sklearn', 'transformers', 'ray') "
         "if m in sys.modules];"
         "print(','.join(heavy))"
     )

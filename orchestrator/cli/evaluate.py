@@ -10,7 +10,20 @@ from typing import Annotated, get_args
 
 import typer
 
-from orchestrator.cli.options import DataOpt, JsonOpt, KOpt, NoSkipOpt, PolicyOpt, PoolOpt, command_settings, pick_part
+from orchestrator.cli.options import (
+    DataOpt,
+    DevicesOpt,
+    ExecutorOpt,
+    JsonOpt,
+    KOpt,
+    NoSkipOpt,
+    PolicyOpt,
+    PoolOpt,
+    RayAddressOpt,
+    StoreOpt,
+    command_settings,
+    pick_part,
+)
 
 AggregatorOpt = Annotated[
     str,
@@ -56,6 +69,10 @@ def eval_command(
     ] = False,
     reference: ReferenceOpt = None,
     data_dir: DataOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    store: StoreOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Evaluate a pool and a routing policy on a benchmark, with baselines on the same questions:
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
@@ -80,6 +97,10 @@ def eval_command(
         data_dir=data_dir,
         cache="off" if no_cache else None,
         aggregator_skip=False if no_skip else None,
+        executor=executor,
+        ray_address=ray_address,
+        store=store,
+        devices=devices,
     )
     the_pool = load_pool(settings.pool, settings.data_dir)
     if reference is not None and reference not in the_pool.expert_names:

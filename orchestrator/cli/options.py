@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from common.vocabulary import CacheMode, ScorerKind
+from common.vocabulary import CacheMode, ExecutorKind, ScorerKind
 
 if TYPE_CHECKING:
     from orchestrator.pools.settings import JobSettings, Settings
@@ -110,3 +110,27 @@ def job_settings(**given: object) -> JobSettings:
         return JobSettings.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         raise config_error(exc, "job settings") from exc
+
+
+ExecutorOpt = Annotated[
+    ExecutorKind | None,
+    typer.Option(
+        "--executor",
+        help="Where planned groups run: local (this process) or ray (actors on a Ray cluster; "
+        "pip install 'symbolic-coe[ray]') (default: settings.executor).",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="The Ray cluster to join with --executor ray: auto (the one this machine belongs to) or "
+        "HOST:6379 (default: RAY_ADDRESS, else a Ray started on this machine).",
+    ),
+]
+DevicesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--devices", min=1, max=64, help="Devices (GPUs) the plan spreads phases over (default: settings.devices)."
+    ),
+]

@@ -12,9 +12,12 @@ import typer
 from orchestrator.cli.options import (
     BenchmarkSpecOpt,
     DataOpt,
+    DevicesOpt,
+    ExecutorOpt,
     HeartbeatOpt,
     NoSkipOpt,
     PoolOpt,
+    RayAddressOpt,
     ReclaimOpt,
     StoreOpt,
     command_settings,
@@ -35,6 +38,9 @@ def worker_command(
     ] = None,
     benchmark: BenchmarkSpecOpt = None,
     no_skip: NoSkipOpt = False,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Run batch jobs (POST /v1/batches) from the job store until SIGTERM or Ctrl-C: each job's
     questions through the batch planner, a step at a time, its generations checkpointed under
@@ -53,6 +59,9 @@ def worker_command(
         store=store,
         memory_budget_mb=memory_budget_mb,
         aggregator_skip=False if no_skip else None,
+        executor=executor,
+        ray_address=ray_address,
+        devices=devices,
     )
     jobs = job_settings(chunk=chunk, reclaim_s=reclaim_s, heartbeat_s=heartbeat_s)
     benchmarks = registered_benchmarks(benchmark or ())

@@ -36,6 +36,7 @@ from common.requests import Generation
 from common.tasks import Task
 from common.vocabulary import EvalAggregation
 from eval.benchmarks import Benchmark
+from orchestrator.executors import ExecutorChoice
 from orchestrator.pipeline.answering import build_answers, climbed, heard
 from orchestrator.pipeline.asked import Asked, prompting
 from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
@@ -93,6 +94,8 @@ class Pipeline:
     share generations), instead of in rounds."""
     items: ItemIndex | None = None
     """Finds the benchmark item a free-text query is, for a pool with replay models."""
+    placement: ExecutorChoice = ExecutorChoice()
+    """Where the planned groups run: this process, or a Ray cluster (``orchestrator.executors``)."""
 
     def aggregator_for(self, decision: RouteDecision) -> str:
         """The stored selection's best aggregator for the query's top skill, else the pool's."""
@@ -196,7 +199,7 @@ class Pipeline:
         return Answered(answers, result.metrics, len(graph.tasks))
 
     def executor(self) -> Executor:
-        return Executor(
+        return self.placement.executor(
             self.engine_factory,
             self.store,
             self.progress,

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError, config_error
-from common.vocabulary import CacheMode
+from common.vocabulary import CacheMode, ExecutorKind
 from orchestrator.stores.target import store_kind
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # orchestrator/pools/settings.py
@@ -81,6 +81,35 @@ class Settings(BaseModel):
         "aggregator to be skipped: 1 = unanimous.",
     )
 
+    # -- scale-out (orchestrator.executors) --
+    executor: ExecutorKind = Field(
+        "local",
+        description="Where planned groups run: local (in this process) or ray (as actors on a Ray cluster; "
+        "pip install 'symbolic-coe[ray]').",
+    )
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        description="The Ray cluster the ray executor joins ('auto': the one this machine belongs to, or "
+        "'HOST:6379'); None: RAY_ADDRESS, else a Ray started on this machine for the process.",
+    )
+
+    @field_validator("executor", mode="after")
+    @classmethod
+    def _ray_installed(cls, executor: ExecutorKind) -> ExecutorKind:
+        if executor == "ray":
+            from batching.ray_cluster import INSTALL, ray_installed
+
+            if not ray_installed():
+                raise ConfigError(f"executor 'ray' needs Ray, which is not installed: {INSTALL}")
+        return executor
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> Settings:
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError(f"ray_address is {self.ray_address!r} but executor is {self.executor!r}: set executor ray")
+        return self
+
     @property
     def consensus(self) -> float | None:
         """The agreement that skips the aggregator (``SynthesisOptions.skip_agreement``); None: never."""
@@ -131,6 +160,8 @@ _ENV = {
     "store": "COE_STORE",
     "cache": "COE_CACHE",
     "cache_ttl_s": "COE_CACHE_TTL_S",
+    "executor": "COE_EXECUTOR",
+    "ray_address": "COE_RAY_ADDRESS",
 }
 
 

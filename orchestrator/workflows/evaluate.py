@@ -307,6 +307,7 @@ def evaluate(
         generations=answered.tasks - metrics.resumed - metrics.failed - metrics.cache_hits,
         reused=metrics.resumed,
         cached=metrics.cache_hits,
+        retried=metrics.retried,
         aggregations_skipped=metrics.skipped,
         started=started_at,
         finished=_now(),
