@@ -44,7 +44,7 @@ from orchestrator.pipeline.items import ItemIndex, item_of
 from orchestrator.pipeline.rounds import Climb, Rounds, merge
 from orchestrator.pipeline.trace import Answer
 from orchestrator.pools.pool import Pool
-from router import Heard, RouteDecision, Router
+from router import Heard, RouteDecision, Router, SkillRows
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,14 @@ class Pipeline:
         queries: Sequence[Query],
         benchmark: Benchmark | None = None,
         *,
-        weights: Sequence[Mapping[str, float]] | None = None,
+        weights: Sequence[Mapping[str, float]] | SkillRows | None = None,
         sample: int = 0,
         method: str | None = None,
     ) -> list[Asked]:
         """Route the batch and decide, once per query, everything its answer depends on.
         ``weights``: the queries' skill weights when the caller already has them (several
-        routers over one scorer), else the router's scorer reads them."""
+        routers over one scorer: ``SkillRows`` normalises them once for all), else the router's
+        scorer reads them."""
         ids = [q.id for q in queries]
         if not queries:
             raise BadInput("no questions to answer")
@@ -128,11 +129,11 @@ class Pipeline:
             decisions = self.router.route_weights(weights, ids)
         vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
-        for query, decision in zip(queries, decisions, strict=True):
+        competences = self.router.competences(decisions)  # the whole batch at once
+        for query, decision, expected in zip(queries, decisions, competences, strict=True):
             names = [c.expert for c in decision.all_experts]
             for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
-            expected = self.router.competence(decision)  # through the router's memoised profile
             competence = {e: expected[e] for e in names if e in expected}
             asked.append(
                 Asked(

@@ -44,6 +44,7 @@ from orchestrator.pipeline.trace import Answer
 from orchestrator.pools.pool import Pool
 from orchestrator.sdk import Orchestrator
 from orchestrator.workflows.out_dir import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
+from router import SkillRows
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,10 @@ def route(
     base: Pipeline, coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, config: EvalConfig
 ) -> Routed:
     """Every method's decided records, for every sample (methods in order, then questions, then
-    samples). The questions' skill weights are read once (every router of a pool shares its
-    scorer) and each distinct (policy, k) routes once."""
+    samples). The questions' skill weights are read and normalised once (every router of a pool
+    shares its scorer) and each distinct (policy, k) routes once."""
     chosen, skipped = methods(config, BASELINE_K)
-    weights = coe.router(config.policy, config.k).scorer.skill_weights([q.text for q in questions])
+    weights = SkillRows(coe.router(config.policy, config.k).scorer.skill_weights([q.text for q in questions]))
     decided: dict[tuple[str | None, int | None], list[Asked]] = {}
     asked: list[Asked] = []
     for method in chosen:
