@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.names import unknown_name
 from router.decision import ExpertChoice, Rung
 from router.lookup import ProfileLookup, lookup_of
-from router.skill_rows import SkillRows, category_weights, expected_accuracies, symbolic_score_rows
+from router.skill_rows import SkillRows, expected_accuracies, symbolic_score_rows
 from router.vote_model import vote_accuracies
 from skills.profile import Profile
 
@@ -117,6 +117,11 @@ class Asking:
         return self.rows.rows[self.index]
 
     @property
+    def categories(self) -> dict[str, float]:
+        """The named skills renormalised (``category_weights``)."""
+        return self.rows.categories[self.index]
+
+    @property
     def expected(self) -> dict[str, float]:
         """Every expert's expected accuracy (``expected_accuracy``)."""
         return self.rows.expected(self.lookup)[self.index]
@@ -170,8 +175,9 @@ def _symbolic(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
                 break
         picked.append(expert)
         pool.remove(expert)
-    picked += [e for e in _ranked(scores, profile) if e not in picked][: k - len(picked)]
-    return Chosen(_choices(sorted(picked, key=_ranked(scores, profile).index), scores), False)
+    ranked = _ranked(scores, profile)
+    picked += [e for e in ranked if e not in picked][: k - len(picked)]
+    return Chosen(_choices(sorted(picked, key=ranked.index), scores), False)
 
 
 def _topk(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
@@ -180,7 +186,7 @@ def _topk(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
 
 
 def _category(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
-    categories = category_weights(query.skills)
+    categories = query.categories
     top = max(categories, key=categories.__getitem__) if categories else None
     if top is not None and categories[top] >= sel.threshold:
         scores = {e: profile.accuracy(e, top) for e in profile.experts}

@@ -116,9 +116,13 @@ class Router:
         """Every expert's expected accuracy on the decision's skills."""
         return self.competences([decision])[0]
 
-    def competences(self, decisions: Sequence[RouteDecision]) -> list[dict[str, float]]:
-        """``competence`` of each decision, made for them all at once."""
-        return SkillRows([d.skills for d in decisions], normalise=False).expected(self._lookup)
+    def competences(self, decisions: Sequence[RouteDecision] | SkillRows) -> list[dict[str, float]]:
+        """``competence`` of each decision, made for them all at once; or of each row of the
+        ``SkillRows`` the decisions were routed from (the same skills)."""
+        rows = (
+            decisions if isinstance(decisions, SkillRows) else SkillRows([d.skills for d in decisions], normalise=False)
+        )
+        return rows.expected(self._lookup)
 
     def escalate(self, decision: RouteDecision, heard: Sequence[Heard], answered: int) -> Escalation:
         """For a cascade: after ``answered`` rounds whose answers are ``heard``, ask the next rung?"""

@@ -108,21 +108,32 @@ def symbolic_score_rows(profile: Profile | ProfileLookup, rows: Sequence[Mapping
 
 
 class SkillRows:
-    """Queries' skill weights, normalised once (``rows``); their confidence (the top named skill's
-    renormalised weight) and, per profile, the matrices policies read, each made on first use."""
+    """Queries' skill weights, normalised once (``rows``); their named skills renormalised
+    (``categories``) and confidence (the top one's weight); and, per profile, the matrices
+    policies read, each made on first use (a profile's numbers do not change once it is built,
+    so every router of one profile shares them)."""
 
     def __init__(self, weights: Sequence[Mapping[str, float]], *, normalise: bool = True) -> None:
         self.rows: list[dict[str, float]] = [normalised(w) if normalise else dict(w) for w in weights]
+        self._categories: list[dict[str, float]] | None = None
         self._confidences: list[float] | None = None
-        self._made: dict[tuple[str, int], tuple[ProfileLookup, list[dict[str, float]]]] = {}
+        self._made: dict[tuple[str, int], tuple[Profile, list[dict[str, float]]]] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
+    def categories(self) -> list[dict[str, float]]:
+        """Each row's ``category_weights``."""
+        if self._categories is None:
+            self._categories = [category_weights(row) for row in self.rows]
+        return self._categories
+
+    @property
     def confidences(self) -> list[float]:
+        """Each row's top named skill's weight, at most 1 (0 when it has no skill)."""
         if self._confidences is None:
-            self._confidences = [min(1.0, max(category_weights(row).values(), default=0.0)) for row in self.rows]
+            self._confidences = [min(1.0, max(row.values(), default=0.0)) for row in self.categories]
         return self._confidences
 
     def expected(self, lookup: ProfileLookup) -> list[dict[str, float]]:
@@ -134,11 +145,12 @@ class SkillRows:
         return self._by_expert("symbolic", lookup)
 
     def _by_expert(self, what: str, lookup: ProfileLookup) -> list[dict[str, float]]:
-        made = self._made.get((what, id(lookup)))
-        if made is None or made[0] is not lookup:
+        made = self._made.get((what, id(lookup.profile)))
+        if made is None or made[0] is not lookup.profile:
             matrix = (expected_accuracies if what == "expected" else symbolic_score_rows)(lookup, self.rows)
             experts = lookup.experts
-            made = self._made[what, id(lookup)] = (lookup, [dict(zip(experts, row)) for row in matrix.tolist()])
+            by_expert = [dict(zip(experts, row)) for row in matrix.tolist()]
+            made = self._made[what, id(lookup.profile)] = (lookup.profile, by_expert)
         return made[1]
 
 

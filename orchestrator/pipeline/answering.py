@@ -83,8 +83,43 @@ def climbed(one: Asked, asked: list[str], voters: list[str], escalations: tuple)
     )
 
 
-ExpertKey = tuple[str, float | None, float | None]
-"""An expert answer as records share it: (its task id, the expert's competence, its score)."""
+class Shared:
+    """What the records of one batch share as their answers are built (``build_answers``): each
+    task's expert answer, read from its generation once and copied for every other competence
+    and score a record gives it; and each vote, counted once for all the records whose voters'
+    answers are the very same (an evaluation's methods that chose the same experts)."""
+
+    def __init__(self) -> None:
+        self.read: dict[str, ExpertAnswer] = {}
+        self.answers: dict[tuple[str, float | None, float | None], ExpertAnswer] = {}
+        self.votes: dict[tuple, AggregationResult] = {}
+
+    def expert(
+        self, one: Asked, name: str, task: str, generation: Generation | None, score: float | None
+    ) -> ExpertAnswer:
+        """``one``'s answer of expert ``name`` (its task's ``generation``, None: not run)."""
+        competence = one.competence.get(name)
+        key = (task, competence, score)
+        found = self.answers.get(key)
+        if found is None:
+            first = self.read.get(task)
+            if first is None:
+                found = self.read[task] = _expert_answer(one, name, generation, score)
+            elif first.competence == competence and first.score == score:
+                found = first
+            else:  # the same generation, read once: only the router's numbers differ
+                found = first.model_copy(update={"competence": competence, "score": score})
+            self.answers[key] = found
+        return found
+
+    def vote(self, one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
+        """``one``'s vote. Answers shared by ``expert`` carry the record's own competence, so
+        the same answers, vote and judge make the same result."""
+        key = (one.vote, one.prompting.judge, len(one.query.options), *map(id, arrived))
+        found = self.votes.get(key)
+        if found is None:
+            found = self.votes[key] = _vote(one, arrived)
+        return found
 
 
 def build_answers(
@@ -95,10 +130,8 @@ def build_answers(
     route_seconds: float,
     costs: Mapping[str, Cost | None] | None = None,
 ) -> list[Answer]:
-    """``build_answer`` of each record, in order; records that read the same generation with the
-    same competence and score (the methods of an evaluation, a question's samples) share one
-    ``ExpertAnswer``, read once."""
-    shared: dict[ExpertKey, ExpertAnswer] = {}
+    """``build_answer`` of each record, in order, sharing what they have in common (``Shared``)."""
+    shared = Shared()
     return [
         build_answer(one, result, pool=pool, route_seconds=route_seconds, costs=costs, shared=shared) for one in asked
     ]
@@ -111,29 +144,29 @@ def build_answer(
     pool: str,
     route_seconds: float,
     costs: Mapping[str, Cost | None] | None = None,
-    shared: dict[ExpertKey, ExpertAnswer] | None = None,
+    shared: Shared | None = None,
 ) -> Answer:
     """The answer to one record from the run's result (nothing is composed again). ``costs``:
     the pool's declared costs, for the trace's ``cost`` (one per call when none); ``shared``:
-    expert answers already read, by ``ExpertKey`` (``build_answers``)."""
+    what the batch's records share (``build_answers``)."""
     if one.decision.later and one.voters is None:  # a cascade asked whole: climb it now
         outcome = play(one, result.generations)
         one = climbed(one, list(outcome.asked), list(outcome.voters), outcome.escalations)
+    shared = shared if shared is not None else Shared()
     costs = costs or {}
     judge = one.prompting.judge
     scores: dict[str, float] = {}
     for choice in one.decision.all_experts:
         scores.setdefault(choice.expert, choice.score)  # the first, as ``expert_answer`` reads it
+    tasks = one.expert_tasks
     experts = tuple(
-        _shared(one, name, task, result.generations.get(task), scores.get(name), shared)
-        for name, task in one.expert_tasks.items()
+        shared.expert(one, name, task, result.generations.get(task), scores.get(name)) for name, task in tasks.items()
     )
-    by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
     arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
     aggregation: AggregationResult | None = None
     error = None
     if one.vote is not None:
-        aggregation = _vote(one, arrived) if arrived else None
+        aggregation = shared.vote(one, arrived) if arrived else None
     else:
         generation = result.generations.get(one.aggregate_task)
         composed = result.composed.get(one.aggregate_task)
@@ -141,6 +174,7 @@ def build_answer(
             agreed = majority(arrived, competence=one.competence, judge=judge)
             aggregation = agreed.model_copy(update={"method": "consensus", "skipped": composed.skipped})
         elif generation is not None and generation.ok and composed is not None:
+            by_task = dict(zip(tasks.values(), experts, strict=True))
             aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract, judge)
         elif arrived:
             reason = (generation.error if generation is not None else None) or "aggregator did not run"
@@ -150,7 +184,7 @@ def build_answer(
     if aggregation is None:
         causes = "; ".join(dict.fromkeys(f"{e.expert}: {e.error}" for e in experts if e.error))
         error = f"no expert answer arrived for question {one.query.id!r} ({causes or 'none asked'})"
-    task_ids = (*one.expert_tasks.values(), *(() if one.vote is not None else (one.aggregate_task,)))
+    task_ids = (*tasks.values(), *(() if one.vote is not None else (one.aggregate_task,)))
     trace = Trace(
         question_id=one.query.id,
         pool=pool,
@@ -176,23 +210,6 @@ def build_answer(
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
 
 
-def _shared(
-    one: Asked,
-    name: str,
-    task: str,
-    generation: Generation | None,
-    score: float | None,
-    shared: dict[ExpertKey, ExpertAnswer] | None,
-) -> ExpertAnswer:
-    if shared is None:
-        return _expert_answer(one, name, generation, score)
-    key = (task, one.competence.get(name), score)
-    found = shared.get(key)
-    if found is None:
-        found = shared[key] = _expert_answer(one, name, generation, score)
-    return found
-
-
 def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
     judge = one.prompting.judge
     if one.vote == "weighted" and all(one.competence.get(a.expert) is not None for a in arrived):
@@ -201,4 +218,14 @@ def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
     return majority(arrived, competence=one.competence, judge=judge)
 
 
-__all__ = ["NOT_RUN", "build_answer", "build_answers", "climbed", "expert_answer", "expert_cost", "heard", "play"]
+__all__ = [
+    "NOT_RUN",
+    "Shared",
+    "build_answer",
+    "build_answers",
+    "climbed",
+    "expert_answer",
+    "expert_cost",
+    "heard",
+    "play",
+]

@@ -38,7 +38,7 @@ from common.vocabulary import EvalAggregation
 from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
 from orchestrator.pipeline.answering import build_answers, climbed, heard
-from orchestrator.pipeline.asked import Asked, prompting
+from orchestrator.pipeline.asked import Asked, Prompting, prompting
 from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.pipeline.items import ItemIndex, item_of
 from orchestrator.pipeline.rounds import Climb, Rounds, merge
@@ -111,26 +111,32 @@ class Pipeline:
         benchmark: Benchmark | None = None,
         *,
         weights: Sequence[Mapping[str, float]] | SkillRows | None = None,
+        promptings: Sequence[Prompting] | None = None,
         sample: int = 0,
         method: str | None = None,
     ) -> list[Asked]:
         """Route the batch and decide, once per query, everything its answer depends on.
         ``weights``: the queries' skill weights when the caller already has them (several
         routers over one scorer: ``SkillRows`` normalises them once for all), else the router's
-        scorer reads them."""
+        scorer reads them. ``promptings``: each query's ``prompting(query, benchmark)``, when
+        the caller asks the same queries of several routers."""
         ids = [q.id for q in queries]
         if not queries:
             raise BadInput("no questions to answer")
         if len(set(ids)) != len(ids):
             raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
         if weights is None:
-            decisions = self.router.route([q.text for q in queries], ids)
-        else:
-            decisions = self.router.route_weights(weights, ids)
+            weights = self.router.scorer.skill_weights([q.text for q in queries])
+        rows = weights if isinstance(weights, SkillRows) else SkillRows(weights)
+        decisions = self.router.route_weights(rows, ids)
+        competences = self.router.competences(rows)  # the whole batch at once
+        if promptings is None:
+            promptings = [prompting(query, benchmark) for query in queries]
+        elif len(promptings) != len(queries):
+            raise BadInput(f"{len(promptings)} promptings for {len(queries)} queries")
         vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
-        competences = self.router.competences(decisions)  # the whole batch at once
-        for query, decision, expected in zip(queries, decisions, competences, strict=True):
+        for query, decision, expected, prompted in zip(queries, decisions, competences, promptings, strict=True):
             names = [c.expert for c in decision.all_experts]
             for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
@@ -139,7 +145,7 @@ class Pipeline:
                 Asked(
                     query,
                     decision,
-                    prompting(query, benchmark),
+                    prompted,
                     self.aggregator_for(decision),
                     competence,
                     vote=vote,

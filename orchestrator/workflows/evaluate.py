@@ -37,7 +37,7 @@ from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
 from orchestrator.jobs.results import ORACLE, Scoring, question_result
-from orchestrator.pipeline.asked import Asked
+from orchestrator.pipeline.asked import Asked, prompting
 from orchestrator.pipeline.core import Pipeline
 from orchestrator.pipeline.items import check_recordings
 from orchestrator.pipeline.trace import Answer
@@ -178,16 +178,17 @@ def route(
 ) -> Routed:
     """Every method's decided records, for every sample (methods in order, then questions, then
     samples). The questions' skill weights are read and normalised once (every router of a pool
-    shares its scorer) and each distinct (policy, k) routes once."""
+    shares its scorer), their prompts made once, and each distinct (policy, k) routes once."""
     chosen, skipped = methods(config, BASELINE_K)
     weights = SkillRows(coe.router(config.policy, config.k).scorer.skill_weights([q.text for q in questions]))
+    promptings = [prompting(q, bench) for q in questions]
     decided: dict[tuple[str | None, int | None], list[Asked]] = {}
     asked: list[Asked] = []
     for method in chosen:
         key = (method.info.policy, method.info.k)
         if key not in decided:
             router = coe.router(method.info.policy, method.info.k)
-            decided[key] = replace(base, router=router).ask(questions, bench, weights=weights)
+            decided[key] = replace(base, router=router).ask(questions, bench, weights=weights, promptings=promptings)
         vote = AS_PIPELINE.get(method.info.aggregation, "majority")
         for one in decided[key]:
             for sample in range(config.samples):
