@@ -10,17 +10,16 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from pathlib import Path
 
 from batching.engines.base import Engine, EngineFactory
+from batching.engines.replay import index_recordings
 from batching.plan import Phase
 from batching.results import ProgressEvent
 from batching.run_state import RunState, StoreFailed
 from batching.runstore import RunStore, request_key
-from batching.spec import ExpertSpec, ReplaySource
-from batching.warm import WarmEngines
+from batching.spec import ExpertSpec
+from batching.warm import WarmEngines, split_cores
 from common.errors import CoeError, EngineError
-from common.recordings import replay_book
 from common.requests import Generation, Request
 
 log = logging.getLogger("batching.executor")  # a part of the executor: its log
@@ -56,11 +55,7 @@ class EngineCalls:
 
     def _split_cores(self, local: list[str]) -> dict[str, tuple[int, ...]]:
         """Disjoint core sets for co-resident local models (none to give when one is alone)."""
-        if self.cores is None or len(local) < 2:
-            return {}
-        allowed = self.cores
-        share = max(1, len(allowed) // len(local))
-        return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
+        return split_cores(self.cores, local)
 
     def _load_models(
         self,
@@ -118,13 +113,7 @@ class EngineCalls:
     def _prepare_loads(self, models: list[str], phase: Phase, specs: Mapping[str, ExpertSpec]) -> None:
         """Before ``models`` of ``phase`` load: recorded models of one file are indexed in one pass
         over it (each replay engine would otherwise read the whole file for its own model)."""
-        by_file: dict[Path, list[str]] = {}
-        for model in models:
-            source = specs[model].source
-            if isinstance(source, ReplaySource):
-                by_file.setdefault(Path(source.path), []).append(source.model)
-        for path, recorded in by_file.items():
-            replay_book(path).load(recorded)
+        index_recordings([specs[m] for m in models])
 
     def _load(
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None

@@ -13,6 +13,8 @@ the weights in host memory and a little on the GPU), and ``take`` wakes it inste
 A wake that fails unloads the engine and ``take`` gives None: the caller loads it afresh.
 Engines that cannot sleep are unloaded as before. ``asleep_budget_mb`` bounds the host memory
 the parked models take (their full footprints): past it the longest-parked one is unloaded.
+
+``preload`` fills the set before any run (a service's warm-up).
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from batching.engines.base import Engine, EngineFactory, Sleeper, asleep, can_sleep
-from batching.engines.kinds import KINDS
+from batching.engines.kinds import KINDS, engine_kind
+from batching.engines.replay import index_recordings
 from batching.spec import ExpertSpec
-from common.errors import CoeError, EngineError
+from common.errors import CoeError, EngineError, EngineLoadError
 
-__all__ = ["Claim", "MadeEngines", "SleepCounts", "WarmEngines"]
+__all__ = ["Claim", "MadeEngines", "SleepCounts", "WarmEngines", "split_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,44 @@ class WarmEngines:
             log.info("warm session: unloading %s to make room", engine.spec.name)
             engine.unload()
 
+    def preload(
+        self, specs: Sequence[ExpertSpec], factory: EngineFactory, cores: tuple[int, ...] | None = None
+    ) -> list[str]:
+        """Load the engines of ``specs``, in order, that fit the budget awake beside those held
+        before them, and keep them; recorded models of one file are indexed in one pass over it,
+        and local models are bound to ``cores`` as the executor binds the models of one phase
+        (``split_cores``). Returns the names kept. Models that could not be loaded are named in
+        one ``EngineLoadError`` once the others are loaded."""
+        chosen: list[ExpertSpec] = []
+        with self._lock:
+            held = self._held()
+            for spec in specs:
+                size = self._size(spec.name)
+                if spec.name in self._engines or held + size > self.budget_mb:
+                    continue
+                chosen.append(spec)
+                held += size
+        index_recordings(chosen)
+        bound = split_cores(cores, [s.name for s in chosen if engine_kind(s).local])
+        kept: list[str] = []
+        failed: list[str] = []
+        for spec in chosen:
+            cpus = bound.get(spec.name)
+            try:
+                engine = factory(spec) if cpus is None else factory(spec, cpus=cpus)
+                engine.load()
+            except CoeError as exc:
+                log.warning("warm-up: could not load %s: %s", spec.name, exc)
+                failed.append(f"{spec.name} ({exc})")
+                continue
+            if self.give_back(engine):
+                kept.append(spec.name)
+            else:
+                engine.unload()
+        if failed:
+            raise EngineLoadError(f"could not load {'; '.join(failed)}")
+        return kept
+
     def _park(self, engine: Engine, why: str) -> bool:
         """Put ``engine`` (held by no one) to sleep and keep it; False if it cannot sleep, does not
         fit, or failed to (the caller unloads it)."""
@@ -253,3 +294,12 @@ class MadeEngines:
 
     def sleeping(self) -> int:
         return sum(asleep(engine) for engine in list(self._made))
+
+
+def split_cores(cores: tuple[int, ...] | None, local: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Disjoint core sets for co-resident local models (none to give when one is alone, or when
+    ``cores`` is None: binding is then left to the engines)."""
+    if cores is None or len(local) < 2:
+        return {}
+    share = max(1, len(cores) // len(local))
+    return {m: tuple(cores[(i * share + c) % len(cores)] for c in range(share)) for i, m in enumerate(local)}

@@ -6,6 +6,7 @@
     ├── Unauthorized              no API key, or one the service does not know
     ├── RateLimited               a key asked more often than its limit allows
     ├── Unavailable               the service cannot take this work now (starting, stopping, a store down)
+    │   └── Overloaded            its queue is full, or the request waited past its deadline
     ├── ConfigError               a settings or pool file is malformed (names file and field)
     ├── NotFound                  a named thing does not exist (expert, policy, data file)
     │   └── ReplayMiss            no recorded answer for (model, question id)
@@ -68,6 +69,15 @@ class RateLimited(CoeError):
 
 class Unavailable(CoeError):
     """The service cannot take this work now: it is starting or stopping, or a store is down."""
+
+
+class Overloaded(Unavailable):
+    """The service has more work than it takes: its queue is full, or the request waited longer
+    than its deadline and was never run. ``retry_after`` as ``RateLimited``'s."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
 
 
 class ConfigError(CoeError, ValueError):

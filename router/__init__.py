@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         Scorer,
         annotator_keywords,
         keyword_scorer,
+        load_scorer,
     )
     from router.skill_rows import SkillRows
     from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
@@ -87,6 +88,7 @@ __getattr__, __dir__ = lazy(
         "Scorer": "router.scorers",
         "annotator_keywords": "router.scorers",
         "keyword_scorer": "router.scorers",
+        "load_scorer": "router.scorers",
         "SkillRows": "router.skill_rows",
         "TopicMeta": "router.topics",
         "TopicModel": "router.topics",
@@ -130,6 +132,7 @@ __all__ = [
     "keyword_scorer",
     "expected_accuracy",
     "get_policy",
+    "load_scorer",
     "symbolic_scores",
     "train_classifier",
     "train_router",

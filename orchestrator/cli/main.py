@@ -45,6 +45,7 @@ COMMANDS = (
     "orchestrator.cli.calibrate",
     "orchestrator.cli.serve",
     "orchestrator.cli.worker",
+    "orchestrator.cli.view",
 )
 """Each command group's module; it registers its commands (``register(app)``) and imports nothing
 heavy until one of them runs."""

@@ -69,7 +69,15 @@ class Settings(BaseModel):
         description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
         "still write it; off: neither.",
     )
-    cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
+    cache_ttl_s: float | None = Field(
+        604_800.0, gt=0, description="Seconds a cached generation is kept (default a week); None: for good."
+    )
+    cache_max_entries: int | None = Field(
+        100_000,
+        ge=1,
+        description="Most generations an SQLite cache keeps; the oldest over it are deleted as new ones are "
+        "written. None: no bound but the expiry. (Redis is bounded by the expiry and its own maxmemory policy.)",
+    )
     aggregator_skip: bool = Field(
         True, description="Skip the aggregator when the experts agree (skip_agreement); False: always call it."
     )
@@ -162,6 +170,7 @@ _ENV = {
     "cache_ttl_s": "COE_CACHE_TTL_S",
     "executor": "COE_EXECUTOR",
     "ray_address": "COE_RAY_ADDRESS",
+    "cache_max_entries": "COE_CACHE_MAX_ENTRIES",
 }
 
 
@@ -226,6 +235,25 @@ class ServiceSettings(BaseModel):
     grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
     max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
     gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+    max_queue: int = Field(
+        4_096,
+        ge=1,
+        le=1_000_000,
+        description="Most questions waiting for a batch; a request that would go over it is refused at once "
+        "(503 overloaded, with Retry-After).",
+    )
+    queue_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Longest a question may wait for its batch to start; past it the request is answered "
+        "503 overloaded (with Retry-After) and never run.",
+    )
+    lazy: bool = Field(
+        False,
+        description="Ready once the router is loaded; engines, the encoder and recordings load on first use. "
+        "False: they are loaded at start (a warm-up) and /readyz says ready only when it is done.",
+    )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
     benchmarks: tuple[Path, ...] = Field(
         (),

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from common.errors import BadInput, CoeError, EndpointError, EngineTimeout, RateLimited, field_path
+from common.errors import BadInput, CoeError, EndpointError, EngineTimeout, Overloaded, RateLimited, field_path
 from common.query import Query
 from orchestrator.pipeline.inputs import as_query
 from orchestrator.pipeline.trace import Answer
@@ -343,7 +343,7 @@ def _error(response: httpx.Response) -> CoeError:
             f"{response.request.url} answered HTTP {response.status_code} {response.reason_phrase}: {text or '(empty)'}"
         )
     cls = error_class(kind)
-    if issubclass(cls, RateLimited):
+    if issubclass(cls, (RateLimited, Overloaded)):
         return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")))
     return cls(message)
 

@@ -51,7 +51,7 @@ async def answer_batch(body: AnswerBatchRequest, request: Request) -> AnswerBatc
     if repeated:
         raise BadInput(f"question ids must be unique in a batch; repeated: {repeated[0]!r}")
     asking = await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
-    tickets = [service.submit(query, asking) for query in queries]
+    tickets = service.submit_all(queries, asking)  # all queued, or all refused (503 overloaded)
     return AnswerBatchResponse(answers=await wait_for(request, service, tickets))
 
 

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import CoeError, RateLimited, TooLarge
+from common.errors import CoeError, Overloaded, RateLimited, TooLarge
 from orchestrator.pools.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 from orchestrator.remote.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.remote.wire import ErrorBody, ErrorResponse
@@ -116,7 +116,7 @@ def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
         if service is not None:
             message = service.redact.shown(message, f"{status} {kind}") or message
     headers = {}
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+    if isinstance(exc, (RateLimited, Overloaded)) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     body = _error_body(message, kind, exc.param)
     return JSONResponse(body, status_code=status, headers=headers)

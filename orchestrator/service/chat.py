@@ -2,10 +2,12 @@
 
 ``model`` is the pool's name (its default policy) or ``POOL/POLICY``; the last user message is
 the question (earlier messages and system prompts are not used: the experts have their own).
-The answer's trace rides in the extension field ``trace``. With ``stream: true`` the
-aggregator's tokens arrive as server-sent events as it writes them (where its engine streams;
-otherwise, and for a majority vote, the answer comes as one piece), then a last chunk with the
-finish reason and the trace, then ``data: [DONE]``. ``usage`` counts every model's tokens.
+The answer's trace rides in the extension field ``trace``. With ``stream: true`` the response
+starts once the request has left the queue for its batch (a refusal is a status code, never an
+event of a begun stream); the aggregator's tokens arrive as server-sent events as it writes them
+(where its engine streams; otherwise, and for a majority vote, the answer comes as one piece),
+then a last chunk with the finish reason and the trace, then ``data: [DONE]``. ``usage`` counts
+every model's tokens.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ from orchestrator.remote.wire import (
     ModelList,
     Usage,
 )
-from orchestrator.service.answers import cancel, checked_query, wait_for
+from orchestrator.service.answers import ClientGone, cancel, checked_query, wait_for
 from orchestrator.service.dispatch import Ticket
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
 
 _STARTED = int(time.time())
+
+_POLL_S = 0.25
+"""How often a streamed request waiting for its batch looks whether its client went away."""
 
 
 @router.get("/models")
@@ -61,8 +66,10 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     if body.stream:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
-        # submitted before the stream starts, so a refusal (shutting down) is still a status code
+        # the stream starts only once the request has left the queue for its batch: a refusal (a full
+        # queue, a deadline passed while waiting, shutting down) is still a status code
         ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        await _until_begun(request, service, ticket)
         return StreamingResponse(
             _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
@@ -72,6 +79,24 @@ async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletio
     if found.error:
         raise found.failure()
     return _completion(found, body.model, completion_id)
+
+
+async def _until_begun(request: Request, service: Service, ticket: Ticket) -> None:
+    """Wait until the ticket's batch takes it; its refusal is raised. A client that goes away
+    meanwhile cancels it."""
+    begun = asyncio.wrap_future(ticket.begun)
+    try:
+        while True:
+            done, _ = await asyncio.wait({begun}, timeout=_POLL_S)
+            if done:
+                begun.result()
+                return
+            if await request.is_disconnected():
+                cancel(service, [ticket])
+                raise ClientGone()
+    except asyncio.CancelledError:
+        cancel(service, [ticket])
+        raise
 
 
 def _question(body: ChatRequest) -> str:

@@ -1,9 +1,10 @@
 """What ``GET /metrics`` shows, with prometheus-client: one registry per app (tests run several).
 
-Requests and errors by route and kind, latency per route and per stage of an answer, tokens,
-model loads and swaps (an unload to make room for another model), models sleeping, requests waiting, the
-work each expert still has in the batch in flight, and the generation cache's hits, misses and
-bad entries (read from the store's own counters when /metrics is asked).
+Requests and errors by route and kind, refusals by reason, latency per route and per stage of an
+answer, tokens, model loads and swaps (an unload to make room for another model), models
+sleeping, requests waiting, the work each expert still has in the batch in flight, and the
+generation cache's hits, misses and bad entries (read from the store's own counters when /metrics
+is asked).
 """
 
 from __future__ import annotations
@@ -62,6 +63,16 @@ class Metrics:
             registry=r,
         )
         self.cancelled = Counter("coe_cancelled", "Requests whose client went away before the answer.", registry=r)
+        self.refused = Counter(
+            "coe_refused",
+            "Refused before running, by reason: queue_full (a request the queue had no room for, 503), "
+            "deadline (a question that waited past queue_timeout_s, 503), rate_limit (a request over its key's "
+            "limit, 429).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("queue_full", "deadline", "rate_limit"):
+            self.refused.labels(reason)  # shown as 0 before the first refusal
         self.cache = _CacheCounts()
         r.register(self.cache)
 

@@ -1,19 +1,24 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
 runs requests in batches, the keys, the rate limiter, the metrics, the benchmarks a job may
-name and the redactor that keeps the server's paths and addresses out of what clients see."""
+name and the redactor that keeps the server's paths and addresses out of what clients see.
+
+Unless ``lazy``, the dispatcher's first work is the warm-up (``Orchestrator.warm_up``): the
+encoder, every recording the pool's experts answer from and every engine that stays warm are
+loaded before the first batch, and ``/readyz`` says ready only once that is done."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
-from common.errors import CoeError, NotFound, Unavailable
+from common.errors import CoeError, NotFound, RateLimited, Unavailable
 from common.query import Query
 from common.vocabulary import Aggregation
 from eval import registered_benchmarks
@@ -26,6 +31,7 @@ from orchestrator.pools.settings import PROJECT_ROOT, ServiceSettings
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
+from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
@@ -44,19 +50,27 @@ class Service:
         self.metrics = Metrics()
         self.coe = orchestrator or Orchestrator(settings.core)
         self._serving = [True]
-        self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
+        self.coe.wrap_engines(lambda factory: metered(factory, self.metrics, self._serving))
         made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
-        self.coe.engine_factory = made.factory
+        self.coe.wrap_engines(lambda _metered: made.factory)
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
-        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        self.freed = FreedMemory()  # freed memory goes back to the system after each batch
+        per_minute = settings.rate_limit_per_minute
+        self.limiter = _CountedLimiter(per_minute, self.metrics) if per_minute else None
         self.dispatcher = Dispatcher(
             self._run_batch,
             grouping=settings.grouping,
             max_batch=settings.max_batch,
             gather_s=settings.gather_ms / 1000,
+            max_queue=settings.max_queue,
+            queue_timeout_s=settings.queue_timeout_s,
             on_queue=self.metrics.queue.set,
             on_wait=self.metrics.stage.labels("queue").observe,
+            on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
+            prepare=None if settings.lazy else self._warm_up,
+            after_batch=self.freed.release,  # at most once a second while busy
+            on_idle=lambda: self.freed.release(now=True),  # and once the last responses are sent
         )
         self.benchmarks = registered_benchmarks(settings.benchmarks)
         """The benchmarks a job may name: the built-ins and the spec files registered at start."""
@@ -105,8 +119,8 @@ class Service:
         return self.coe.pool.name
 
     def start(self) -> None:
-        self.coe.__enter__()
-        self.coe.router()  # the default router's artefacts (classifier, encoder) load now, not on a request
+        self.coe.open()
+        self.coe.router()  # the default router's artefacts load now: a broken pool stops the start
         cache = self.coe.cache  # opened now: a file that is not a store stops the start, not a request
         if cache is not None:
             self.metrics.cache.source = cache.stats.snapshot
@@ -139,6 +153,17 @@ class Service:
 
     def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
         return self.dispatcher.submit(query, asking, on_delta)
+
+    def submit_all(self, queries: Sequence[Query], asking: Asking) -> list[Ticket]:
+        """One ticket per query, all queued or all refused (``Overloaded``)."""
+        return self.dispatcher.submit_all(queries, asking)
+
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        with self.coe.busy:
+            loaded = self.coe.warm_up()
+        self.freed.release(now=True)  # reading the recordings freed what other models recorded
+        log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, ", ".join(loaded) or "no engine")
 
     def model_names(self) -> list[str]:
         """The virtual models of ``/v1/models``: the pool (default policy) and POOL/POLICY."""
@@ -210,11 +235,16 @@ class Service:
         problems: dict[str, str] = {}
         if not self.dispatcher.alive:
             problems["dispatcher"] = "not running"
+        elif not self.dispatcher.prepared.is_set():
+            problems["warm-up"] = "loading the encoder, the recordings and the engines that stay warm"
+        elif self.dispatcher.prepare_error is not None:
+            problems["warm-up"] = f"failed: {self.dispatcher.prepare_error}"
         loaded = set(self.coe.loaded_models)
         experts: dict[str, str] = {}
         for name, spec in self.coe.pool.specs.items():
-            reason = None if name in loaded else _unloadable(spec, self.coe.settings.cache_dir)
-            experts[name] = "loaded" if name in loaded else reason or "loadable"
+            # asked of loaded experts too: one warmed from recordings since deleted would not load again
+            reason = _unloadable(spec, self.coe.settings.cache_dir)
+            experts[name] = reason or ("loaded" if name in loaded else "loadable")
             if reason:
                 problems[f"expert {name}"] = reason
         if not _writable(self.coe.settings.runs_dir):
@@ -238,6 +268,21 @@ class Service:
         if problems:
             details["problems"] = {part: self.redact.shown(why, f"readiness: {part}") for part, why in problems.items()}
         return not problems, details
+
+
+class _CountedLimiter(RateLimiter):
+    """The rate limit, each refusal counted in ``coe_refused_total{reason="rate_limit"}``."""
+
+    def __init__(self, per_minute: int, metrics: Metrics) -> None:
+        super().__init__(per_minute)
+        self._metrics = metrics
+
+    def take(self, key_id: str) -> None:
+        try:
+            super().take(key_id)
+        except RateLimited:
+            self._metrics.refused.labels("rate_limit").inc()
+            raise
 
 
 def _unloadable(spec: ExpertSpec, cache_dir: Path) -> str | None:

@@ -10,6 +10,7 @@ share it between replicas; one opener (``open_generation_store``) and one reader
 from orchestrator.stores.base import GenerationStore, StoreStats
 from orchestrator.stores.open import open_generation_store
 from orchestrator.stores.redis_store import RedisGenerationStore
+from orchestrator.stores.slot import StoreSlot
 from orchestrator.stores.sqlite_store import SQLiteGenerationStore
 from orchestrator.stores.target import store_kind, store_location
 
@@ -17,6 +18,7 @@ __all__ = [
     "GenerationStore",
     "RedisGenerationStore",
     "SQLiteGenerationStore",
+    "StoreSlot",
     "StoreStats",
     "open_generation_store",
     "store_kind",
