@@ -116,12 +116,10 @@ def resolve_competence(answers: Iterable[ExpertAnswer], competence: Competence |
     answers = list(answers)
     if competence is None:
         return answers
+    read = competence.get if isinstance(competence, Mapping) else competence
     out = []
     for answer in answers:
-        if isinstance(competence, Mapping):
-            value = competence.get(answer.expert)
-        else:
-            value = competence(answer.expert)
+        value = read(answer.expert)
         if value is not None and not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
             raise BadInput(f"competence of expert {answer.expert!r} must be in [0, 1], got {value!r}")
         value = None if value is None else float(value)

@@ -99,9 +99,13 @@ def request_keys(asked: Iterable[tuple[ExpertSpec, Request]]) -> list[str]:
     return out
 
 
+_SORTED = json.JSONEncoder(sort_keys=True)
+"""What ``json.dumps(value, sort_keys=True)`` makes for each call, made once."""
+
+
 def _json(value: object) -> str:
     """``value`` as ``json.dumps(..., sort_keys=True)`` writes it inside a larger object."""
-    return json.dumps(value, sort_keys=True)
+    return _SORTED.encode(value)
 
 
 @runtime_checkable

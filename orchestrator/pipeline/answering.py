@@ -86,13 +86,25 @@ def climbed(one: Asked, asked: list[str], voters: list[str], escalations: tuple)
 class Shared:
     """What the records of one batch share as their answers are built (``build_answers``): each
     task's expert answer, read from its generation once and copied for every other competence
-    and score a record gives it; and each vote, counted once for all the records whose voters'
-    answers are the very same (an evaluation's methods that chose the same experts)."""
+    and score a record gives it; each vote, counted once for all the records whose voters'
+    answers are the very same; and the whole answer of records that differ only in their method
+    (an evaluation's ours, all-majority and oracle vote on one decision)."""
 
     def __init__(self) -> None:
         self.read: dict[str, ExpertAnswer] = {}
         self.answers: dict[tuple[str, float | None, float | None], ExpertAnswer] = {}
         self.votes: dict[tuple, AggregationResult] = {}
+        self.records: dict[tuple, Answer] = {}
+
+    @staticmethod
+    def record_key(one: Asked) -> tuple | None:
+        """What a voting record's answer depends on, its parts by identity (the method names only
+        an aggregation task, which a vote has not); None for a record not shared so (a cascade
+        climbs per record, an aggregator writes per method)."""
+        if one.vote is None or one.decision.later:
+            return None
+        parts = (one.query, one.decision, one.prompting, one.competence)
+        return (one.vote, one.sample, one.aggregator, one.voters, one.escalations, *map(id, parts))
 
     def expert(
         self, one: Asked, name: str, task: str, generation: Generation | None, score: float | None
@@ -132,9 +144,16 @@ def build_answers(
 ) -> list[Answer]:
     """``build_answer`` of each record, in order, sharing what they have in common (``Shared``)."""
     shared = Shared()
-    return [
-        build_answer(one, result, pool=pool, route_seconds=route_seconds, costs=costs, shared=shared) for one in asked
-    ]
+    answers = []
+    for one in asked:
+        key = shared.record_key(one)
+        answer = shared.records.get(key) if key is not None else None
+        if answer is None:
+            answer = build_answer(one, result, pool=pool, route_seconds=route_seconds, costs=costs, shared=shared)
+            if key is not None:
+                shared.records[key] = answer
+        answers.append(answer)
+    return answers
 
 
 def build_answer(

@@ -5,6 +5,7 @@ its requests ask. The task graph, the rounds and the answers are built from thes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from common.answers import AnswerKind, Judge
 from common.errors import BadInput
@@ -89,9 +90,9 @@ class Asked:
         """``item``, else the query's own id with no benchmark."""
         return self.item if self.item is not None else ItemRef(self.query.id)
 
-    @property
+    @cached_property
     def expert_tasks(self) -> dict[str, str]:
-        """Chosen expert -> the id of its task."""
+        """Chosen expert -> the id of its task (made once per record; not to be changed)."""
         return {name: expert_task_id(self.query.id, name, self.sample) for name in self.decision.expert_names}
 
     @property

@@ -186,13 +186,14 @@ def route(
     asked: list[Asked] = []
     for method in chosen:
         key = (method.info.policy, method.info.k)
-        if key not in decided:
-            router = coe.router(method.info.policy, method.info.k)
-            decided[key] = replace(base, router=router).ask(questions, bench, weights=weights, promptings=promptings)
         vote = AS_PIPELINE.get(method.info.aggregation, "majority")
+        if key not in decided:  # decided as the first method of this (policy, k) asks them
+            pipeline = replace(base, router=coe.router(*key), aggregation=vote or "synthesis")
+            decided[key] = pipeline.ask(questions, bench, weights=weights, promptings=promptings, method=method.name)
         for one in decided[key]:
             for sample in range(config.samples):
-                asked.append(replace(one, vote=vote, sample=sample, method=method.name))
+                same = one.vote == vote and one.sample == sample and one.method == method.name
+                asked.append(one if same else replace(one, vote=vote, sample=sample, method=method.name))
     return Routed(chosen, asked, skipped)
 
 
