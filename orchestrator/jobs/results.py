@@ -122,10 +122,16 @@ def question_result(
     each method's ``aggregations`` kind; ``oracle`` names the oracle method, if any, whose answer
     (every expert asked) is read for its experts alone."""
     experts = expert_results(answers, scoring)
-    methods = {
-        name: oracle_result(experts) if name == oracle else method_result(answer, aggregations[name], scoring)
-        for name, answer in answers.items()
-    }
+    rows: dict[tuple[int, str], MethodResult] = {}  # methods that share one answer (one vote) share its row
+    methods = {}
+    for name, answer in answers.items():
+        if name == oracle:
+            methods[name] = oracle_result(experts)
+            continue
+        key = (id(answer), aggregations[name])
+        if key not in rows:
+            rows[key] = method_result(answer, aggregations[name], scoring)
+        methods[name] = rows[key]
     route = next(iter(answers.values())).trace.route
     top = dict(sorted(route.skills.items(), key=lambda kv: -kv[1])[:3])
     return QuestionResult(
