@@ -19,6 +19,7 @@ from batching.run_state import RunState, StoreFailed
 from batching.runstore import RunStore, request_key
 from batching.spec import ExpertSpec
 from batching.warm import WarmEngines, split_cores
+from common import tracing
 from common.errors import CoeError, EngineError
 from common.requests import Generation, Request
 
@@ -77,7 +78,7 @@ class EngineCalls:
                     kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
                 )
             )
-        loads = [pool.submit(self._load_for, phase, m, specs[m], state, cpus.get(m)) for m in models]
+        loads = [pool.submit(tracing.carried(self._load_for, phase, m, specs[m], state, cpus.get(m))) for m in models]
         wait(loads)  # every engine that did load is registered (and so released) before any error is raised
         loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
         engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
@@ -121,7 +122,9 @@ class EngineCalls:
         """Load the model's engine (or take it warm); a failed load is tried once more. Returns the
         engine, the error if it could not be loaded, and the seconds it took."""
         started = time.perf_counter()
-        engine, error = self._load_once_or_twice(model, spec, state, cpus)
+        with tracing.span("coe.load", {"coe.model": model}) as span:
+            engine, error = self._load_once_or_twice(model, spec, state, cpus)
+            tracing.note(span, {"coe.error": error})
         return engine, error, time.perf_counter() - started
 
     def _load_once_or_twice(
@@ -137,6 +140,7 @@ class EngineCalls:
                     state.metrics.wakes += int(claim.how == "woken")
                     state.metrics.failed_wakes += int(claim.how == "wake_failed")
             if claim.engine is not None:
+                tracing.note(tracing.current_span(), {"coe.load": "woken" if claim.how == "woken" else "warm"})
                 how = "woken from sleep" if claim.how == "woken" else "still loaded from the session's last run"
                 log.info("%s: %s", model, how)
                 return claim.engine, None
@@ -159,6 +163,7 @@ class EngineCalls:
             with state.lock:
                 state.metrics.loads += 1
                 state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
+            tracing.note(tracing.current_span(), {"coe.load": "loaded", "coe.attempts": attempt})
             return engine, None
         return engine, error
 
@@ -176,7 +181,28 @@ class EngineCalls:
     def _batch(
         self, model: str, engine: Engine, items: list[tuple[str, Request]], state: RunState, reloaded: set[str]
     ) -> str:
-        """Run one model's whole ready batch and store what finished; returns the model."""
+        """Run one model's whole ready batch and store what finished; returns the model. Its span,
+        ``coe.generate``, says whose (``coe.role``: an aggregator's requests are composed from
+        other answers), how many requests, how many failed, and the tokens read and written."""
+        role = "aggregator" if any(state.tasks[tid].after for tid, _ in items) else "expert"
+        with tracing.span("coe.generate", {"coe.model": model, "coe.role": role, "coe.requests": len(items)}) as span:
+            out = self._generated(model, engine, items, state, reloaded)
+            if span is not None:
+                ok = [g for g in out.values() if g.ok]
+                tracing.note(
+                    span,
+                    {
+                        "coe.failed": len(out) - len(ok),
+                        "gen_ai.usage.input_tokens": sum(g.tokens_in for g in ok),
+                        "gen_ai.usage.output_tokens": sum(g.tokens_out for g in ok),
+                    },
+                )
+        return model
+
+    def _generated(
+        self, model: str, engine: Engine, items: list[tuple[str, Request]], state: RunState, reloaded: set[str]
+    ) -> dict[str, Generation]:
+        """``_batch``'s work: every request's generation (or failure), stored and recorded."""
         log.info("%s: generating %d request(s)", model, len(items))
         out: dict[str, Generation] | None
         try:
@@ -226,7 +252,7 @@ class EngineCalls:
         for tid, generation in out.items():
             if not generation.ok:
                 log.info("task %s failed on %s: %s", tid, model, generation.error)
-        return model
+        return out
 
     def _call(self, engine: Engine, items: list[tuple[str, Request]], state: RunState) -> dict[str, Generation]:
         requests = [request for _, request in items]

@@ -50,6 +50,7 @@ from batching.run_state import RunState, union
 from batching.runstore import RunStore
 from batching.spec import ExpertSpec
 from batching.warm import WarmEngines
+from common import tracing
 from common.errors import BadInput, CoeError
 from common.names import unknown_name
 from common.requests import Generation, Request
@@ -127,7 +128,9 @@ class Executor(EngineCalls, Reuse):
                 self._phase(phase, state, specs, compose)
         else:
             threads = [
-                threading.Thread(target=self._device, args=(phases, state, specs, compose), name=f"device-{d}")
+                threading.Thread(
+                    target=tracing.carried(self._device, phases, state, specs, compose), name=f"device-{d}"
+                )
                 for d, phases in sorted(per_device.items())
             ]
             for thread in threads:
@@ -189,23 +192,14 @@ class Executor(EngineCalls, Reuse):
                 len(pending),
             )
             self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending)))
-            engines: dict[str, Engine] = {}
-            pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}")
-            interrupted = False
-            try:
-                self._waves(phase, pending, models, engines, pool, state, specs, compose)
-            except KeyboardInterrupt:
-                interrupted = True
-                raise
-            finally:
-                if interrupted:  # stop now: unload from here, wait for no batch in flight
-                    log.warning("phase %d interrupted: unloading %s", phase.index, ", ".join(engines) or "nothing")
-                    for engine in engines.values():
-                        engine.unload()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                else:
-                    list(pool.map(lambda e: self._release(e, state), list(engines.values())))
-                    pool.shutdown()
+            traced = {
+                "coe.phase": phase.index,
+                "coe.device": phase.device,
+                "coe.models": models,
+                "coe.tasks": len(pending),
+            }
+            with tracing.span("coe.phase", traced):
+                self._phase_run(phase, pending, models, state, specs, compose)
             seconds = time.perf_counter() - started
             with state.lock:
                 state.metrics.phases_run += 1
@@ -224,6 +218,34 @@ class Executor(EngineCalls, Reuse):
             )
         finally:
             state.done[phase.index].set()
+
+    def _phase_run(
+        self,
+        phase: Phase,
+        pending: list[str],
+        models: list[str],
+        state: RunState,
+        specs: Mapping[str, ExpertSpec],
+        compose: Compose,
+    ) -> None:
+        """Load the phase's models, run its waves, and release its engines (unloaded at once on Ctrl-C)."""
+        engines: dict[str, Engine] = {}
+        pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}")
+        interrupted = False
+        try:
+            self._waves(phase, pending, models, engines, pool, state, specs, compose)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            if interrupted:  # stop now: unload from here, wait for no batch in flight
+                log.warning("phase %d interrupted: unloading %s", phase.index, ", ".join(engines) or "nothing")
+                for engine in engines.values():
+                    engine.unload()
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                list(pool.map(lambda e: self._release(e, state), list(engines.values())))
+                pool.shutdown()
 
     def _waves(
         self,
@@ -279,7 +301,7 @@ class Executor(EngineCalls, Reuse):
                     for tid, _ in batches.pop(model):
                         self._fail(state.tasks[tid], broken[model], state)
             jobs = [
-                pool.submit(self._batch, model, engines[model], items, state, reloaded)
+                pool.submit(tracing.carried(self._batch, model, engines[model], items, state, reloaded))
                 for model, items in batches.items()
             ]
             for batch in jobs:

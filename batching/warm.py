@@ -280,7 +280,7 @@ class WarmEngines:
 
 
 class MadeEngines:
-    """The engines ``factory`` made, while they live: how many sleep now (a service's gauge)."""
+    """The engines ``factory`` made, while they live: which sleep now (a service's gauge, its live page)."""
 
     def __init__(self, factory: EngineFactory) -> None:
         self._factory = factory
@@ -295,11 +295,16 @@ class MadeEngines:
     def sleeping(self) -> int:
         return sum(asleep(engine) for engine in list(self._made))
 
+    def asleep(self) -> list[str]:
+        """The experts whose engines sleep now."""
+        return sorted({engine.spec.name for engine in list(self._made) if asleep(engine)})
+
 
 def split_cores(cores: tuple[int, ...] | None, local: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Disjoint core sets for co-resident local models (none to give when one is alone, or when
-    ``cores`` is None: binding is then left to the engines)."""
+    ``cores`` is None: binding is then left to the engines). A model's cores depend on the set of
+    models, not their order: a warm-up binds them as any phase holding the same models will."""
     if cores is None or len(local) < 2:
         return {}
     share = max(1, len(cores) // len(local))
-    return {m: tuple(cores[(i * share + c) % len(cores)] for c in range(share)) for i, m in enumerate(local)}
+    return {m: tuple(cores[(i * share + c) % len(cores)] for c in range(share)) for i, m in enumerate(sorted(local))}

@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING
 from common.lazy import lazy
 
 if TYPE_CHECKING:
+    from router.affinity import Affinity, Anchor, keep_or_move, skill_shift
     from router.artefacts import TOPIC_SHARE, RouterArtefacts, train_router
     from router.cascade import ConfidenceModel, Escalation, Heard, LinearModel
     from router.classifier import ClassifierMeta, ClassifierPayload, LinearMember, SkillClassifier, train_classifier
     from router.decision import ExpertChoice, RouteDecision, Rung
     from router.lookup import ProfileLookup
     from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
-    from router.router import Router
+    from router.router import CONTEXT_WEIGHT, Router, in_context
     from router.scorers import (
         ClassifierScorer,
         KeywordScorer,
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy(
     __name__,
     {
+        "Affinity": "router.affinity",
+        "Anchor": "router.affinity",
+        "keep_or_move": "router.affinity",
+        "skill_shift": "router.affinity",
         "TOPIC_SHARE": "router.artefacts",
         "RouterArtefacts": "router.artefacts",
         "train_router": "router.artefacts",
@@ -80,7 +85,9 @@ __getattr__, __dir__ = lazy(
         "expected_accuracy": "router.policies",
         "get_policy": "router.policies",
         "symbolic_scores": "router.policies",
+        "CONTEXT_WEIGHT": "router.router",
         "Router": "router.router",
+        "in_context": "router.router",
         "ClassifierScorer": "router.scorers",
         "KeywordScorer": "router.scorers",
         "MixtureScorer": "router.scorers",
@@ -101,6 +108,12 @@ __getattr__, __dir__ = lazy(
 )
 
 __all__ = [
+    "CONTEXT_WEIGHT",
+    "Affinity",
+    "Anchor",
+    "in_context",
+    "keep_or_move",
+    "skill_shift",
     "Rung",
     "LinearModel",
     "Heard",

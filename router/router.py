@@ -11,7 +11,7 @@ from router.decision import RouteDecision
 from router.lookup import ProfileLookup
 from router.policies import Asking, Selection, get_policy
 from router.scorers import Scorer
-from router.skill_rows import SkillRows
+from router.skill_rows import SkillRows, normalised
 from skills.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,31 @@ class Router:
         self.selection = selection
         self.seed = seed
 
-    def route(self, texts: Sequence[str], question_ids: Sequence[str] | None = None) -> list[RouteDecision]:
-        """One decision per query text, in order."""
+    def route(
+        self,
+        texts: Sequence[str],
+        question_ids: Sequence[str] | None = None,
+        *,
+        contexts: Sequence[Sequence[str]] | None = None,
+        context_weight: float | None = None,
+    ) -> list[RouteDecision]:
+        """One decision per query text, in order. ``contexts``: per query, the questions it
+        follows (a conversation's earlier ones, oldest first; empty for none): its skills are
+        ``in_context`` of its own and theirs, each earlier question counting ``context_weight``
+        (default ``CONTEXT_WEIGHT``) as much as the one after it."""
         if isinstance(texts, str):
             raise BadInput("route() takes a list of queries, not one string")
         texts = list(texts)
-        return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+        if contexts is None or not any(contexts):
+            return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+        if len(contexts) != len(texts):
+            raise BadInput(f"{len(contexts)} contexts for {len(texts)} queries")
+        earlier = [text for context in contexts for text in context]
+        scored = self.scorer.skill_weights([*texts, *earlier])
+        weights, rest = scored[: len(texts)], iter(scored[len(texts) :])
+        for i, context in enumerate(contexts):
+            weights[i] = in_context(weights[i], [next(rest) for _ in context], context_weight)
+        return self.route_weights(weights, question_ids)
 
     def route_weights(
         self,
@@ -135,3 +154,29 @@ class Router:
             gain=self.selection.cascade_gain,
             n_options=self.selection.n_options,
         )
+
+
+CONTEXT_WEIGHT = 0.5
+"""How much the questions before a conversation's turn count in its skills: the turn before it
+this share, the one before that this share of the rest, and so on (benchmarks/conversations.py)."""
+
+
+def in_context(
+    own: Mapping[str, float], earlier: Sequence[Mapping[str, float]], weight: float | None = None
+) -> dict[str, float]:
+    """The skills of a question read in the context of the questions before it (``earlier``, oldest
+    first, each its skill weights): an exponential smoothing, each question mixed with the reading
+    of those before it, ``weight`` (default ``CONTEXT_WEIGHT``) of the earlier reading. A question
+    or context without skills leaves the other as it is."""
+    weight = CONTEXT_WEIGHT if weight is None else weight
+    if not 0.0 <= weight < 1.0:
+        raise BadInput(f"context weight must be from 0 to below 1, got {weight}")
+    reading: dict[str, float] = {}
+    for skills in [*earlier, own]:
+        now = normalised(skills)
+        if not reading or not now:
+            reading = now or reading
+            continue
+        keys = now.keys() | reading.keys()
+        reading = normalised({s: (1 - weight) * now.get(s, 0.0) + weight * reading.get(s, 0.0) for s in keys})
+    return reading

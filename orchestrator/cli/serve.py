@@ -76,6 +76,17 @@ def serve_command(
     job_heartbeat_s: HeartbeatOpt = None,
     benchmark: BenchmarkSpecOpt = None,
     no_skip: NoSkipOpt = False,
+    semantic_cache: Annotated[
+        bool,
+        typer.Option(
+            "--semantic-cache/--no-semantic-cache",
+            help="Reuse an earlier answer for a question that means the same (same facts, close embeddings).",
+        ),
+    ] = False,
+    semantic_threshold: Annotated[
+        float | None,
+        typer.Option(max=1.0, help="The least cosine similarity of two questions for a reuse, over 0 (default 0.9)."),
+    ] = None,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
@@ -85,7 +96,7 @@ def serve_command(
     from pydantic import ValidationError
 
     from common.errors import BadInput, config_error
-    from orchestrator.pools.settings import SERVICE_ENV, ServiceSettings
+    from orchestrator.pools.settings import SERVICE_ENV, SemanticCacheSettings, ServiceSettings
     from orchestrator.sdk import Orchestrator
     from orchestrator.service.app import create_app
     from orchestrator.service.state import Service
@@ -104,6 +115,7 @@ def serve_command(
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
     given = {"max_queue": max_queue, "queue_timeout_s": queue_timeout_s}
+    semantic = {"enabled": semantic_cache, "threshold": semantic_threshold}
     try:
         settings = ServiceSettings(
             core=core,
@@ -118,6 +130,7 @@ def serve_command(
             lazy=lazy,
             jobs=jobs,
             benchmarks=tuple(benchmark or ()),
+            semantic_cache=SemanticCacheSettings.model_validate({k: v for k, v in semantic.items() if v is not None}),
             **{k: v for k, v in given.items() if v is not None},
         )
     except ValidationError as exc:

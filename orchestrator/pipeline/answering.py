@@ -22,8 +22,9 @@ from batching import Cost
 from batching.executor import RunResult
 from common.requests import Generation
 from orchestrator.pipeline.asked import Asked
+from orchestrator.pipeline.conversation import cut_counts
 from orchestrator.pipeline.task_ids import expert_task_id
-from orchestrator.pipeline.trace import Answer, Timings, Trace
+from orchestrator.pipeline.trace import Answer, ConversationTrace, Timings, Trace
 from router import Heard
 from router.calibration import Outcome
 from router.calibration import play as play_policy
@@ -103,7 +104,7 @@ class Shared:
         climbs per record, an aggregator writes per method)."""
         if one.vote is None or one.decision.later:
             return None
-        parts = (one.query, one.decision, one.prompting, one.competence)
+        parts = (one.query, one.decision, one.prompting, one.competence, one.history, one.affinity)
         return (one.vote, one.sample, one.aggregator, one.voters, one.escalations, *map(id, parts))
 
     def expert(
@@ -215,6 +216,7 @@ def build_answer(
         escalations=one.escalations,
         voters=one.voters,
         cost=sum(expert_cost(costs.get(e.expert), e) for e in experts),
+        conversation=_conversation(one, result),
         cache_hits=sum(1 for t in task_ids if t in result.cached),
         timings=Timings(
             route=route_seconds,
@@ -227,6 +229,23 @@ def build_answer(
     if aggregation is None:
         return Answer(question_id=one.query.id, text="", error=error, trace=trace)
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
+
+
+def _conversation(one: Asked, result: RunResult) -> ConversationTrace | None:
+    """A chat turn's conversation record: its length, what each model asked was not shown (the
+    aggregator's as its prompt was written), affinity."""
+    conversation = one.query.conversation
+    if conversation is None:
+        return None
+    whole = len(conversation.history)
+    composed = result.composed.get(one.aggregate_task) if one.vote is None else None
+    sent = composed is not None and composed.skipped is None  # the aggregator's request went out
+    return ConversationTrace(
+        messages=whole + 1,
+        cut=cut_counts(one.query, {e: len(one.shown_to(e)) for e in one.expert_tasks}),
+        aggregator_cut=whole - (len(composed.request.messages) - 1) if composed is not None and sent else 0,
+        affinity=one.affinity,
+    )
 
 
 def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:

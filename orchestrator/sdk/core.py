@@ -5,9 +5,12 @@ with Orchestrator.from_pool("pools/default") as coe:   # engines stay loaded ins
     answer = coe.answer("Which planet is largest?")
     print(answer.text); print(answer.summary())
     answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
+    answer = coe.chat([{"role": "user", "content": "Which planet is largest?"},
+                       {"role": "assistant", "content": "Jupiter."},
+                       {"role": "user", "content": "And its largest moon?"}])
 
-Every method has an async twin (``aanswer``, ``aanswer_batch``) that runs it in a worker
-thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
+Every method has an async twin (``aanswer``, ``aanswer_batch``, ``achat``) that runs it in a
+worker thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from aggregators import SynthesisJob, SynthesisOptions
+from aggregators import SynthesisOptions
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
 from batching.engines.replay import index_recordings
 from batching.executor import ProgressCallback
-from batching.plan import Plan, make_plan
+from batching.plan import make_plan
 from batching.runstore import RunStore, SQLiteRunStore
 from common.errors import BadInput
 from common.query import Query
@@ -32,24 +35,32 @@ from common.vocabulary import Aggregation
 from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
+from orchestrator.pipeline.conversation import Sessions
 from orchestrator.pipeline.core import Pipeline, require_answer
-from orchestrator.pipeline.graph import task_graph
 from orchestrator.pipeline.inputs import as_query, check_answering, check_k, check_policy, check_scorer
 from orchestrator.pipeline.items import item_index
-from orchestrator.pipeline.rounds import predicted_loads
 from orchestrator.pipeline.trace import Answer
+from orchestrator.pipeline.turns import check_session, read_messages
 from orchestrator.pools.pool import Pool, load_pool
 from orchestrator.pools.resources import Machine
 from orchestrator.pools.routing import Routers, pool_aggregator_choice
 from orchestrator.pools.settings import Settings, load_settings
+from orchestrator.sdk.planning import Planning
 from orchestrator.sdk.twins import AsyncTwins
-from orchestrator.stores import GenerationStore, StoreSlot, open_generation_store
+from orchestrator.stores import (
+    GenerationStore,
+    SessionSlot,
+    SessionStore,
+    StoreSlot,
+    open_generation_store,
+    open_session_store,
+)
 from router import RouteDecision, Router, load_scorer
 
 log = logging.getLogger(__name__)
 
 
-class Orchestrator(AsyncTwins):
+class Orchestrator(AsyncTwins, Planning):
     """Routes questions to a pool's experts, runs them in batches and aggregates their answers.
 
     ``engine_factory`` replaces how engines are made (tests pass fakes); by default each
@@ -90,6 +101,10 @@ class Orchestrator(AsyncTwins):
         self._warm: WarmEngines | None = None
         self._busy = threading.RLock()  # one call at a time: calls share the engines
         self._store = StoreSlot(self._open_store)
+        self._sessions = SessionSlot(
+            lambda: open_session_store(self.settings.store_target, self.settings.session_ttl_s),
+            self.settings.session_ttl_s,
+        )
         # which benchmark item a free-text question is, for replay models: read on first use
         self._items = item_index(self.pool, self.settings.data_dir)
 
@@ -131,11 +146,12 @@ class Orchestrator(AsyncTwins):
             return self._warm.preload(specs, self.engine_factory, self.machine.split_cores())
 
     def close(self) -> None:
-        """Unload the engines a warm session kept, and close the generation store if it was opened."""
+        """Unload the engines a warm session kept, and close the stores that were opened."""
         if self._warm is not None:
             warm, self._warm = self._warm, None
             warm.close()
         self._store.close()
+        self._sessions.close()
 
     def wrap_engines(self, wrap: Callable[[EngineFactory], EngineFactory]) -> None:
         """Make every engine from now on through ``wrap(factory)`` (the service meters and counts
@@ -153,6 +169,12 @@ class Orchestrator(AsyncTwins):
         """The generation cache's store (``settings.store``, else ``runs_dir/store.sqlite``), opened
         on first use and kept until ``close``. A Redis store connects when it is first asked."""
         return self._store.get()
+
+    @property
+    def session_store(self) -> SessionStore:
+        """Where conversations' session state lives (the generation store's place), each entry
+        expiring ``settings.session_ttl_s`` after its last turn; opened on first use."""
+        return self._sessions.opened()
 
     @property
     def cache(self) -> GenerationStore | None:
@@ -207,6 +229,33 @@ class Orchestrator(AsyncTwins):
         )
         return require_answer(self._run([query], None, pipeline, None)[0])
 
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
+    ) -> Answer:
+        """Answer a conversation's last user message (``{"role", "content"}`` messages, as OpenAI's
+        chat): each model reads it in its own template, cut to its context; it keeps its experts
+        while its skills stay within the pool's ``sessions.shift`` (``session`` names it, else its
+        earlier turns do). Other options as in ``answer``."""
+        query = read_messages(
+            messages,
+            max_question_chars=self.settings.max_question_chars,
+            max_conversation_chars=self.settings.max_conversation_chars,
+            session=check_session(session),
+        )
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
+        return require_answer(self._run([query], None, pipeline, None)[0])
+
     def answer_batch(
         self,
         questions: Sequence[str | Query],
@@ -232,46 +281,6 @@ class Orchestrator(AsyncTwins):
             policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
         )
         return self._run(queries, benchmark, replace(pipeline, logprobs=bool(logprobs)), run_id)
-
-    def plan(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-    ) -> Plan:
-        """The batch plan ``answer_batch`` would run (routing included), without running it."""
-        tasks, _ = self.tasks(questions, benchmark=benchmark, policy=policy, k=k)
-        return self._pipeline(self.router(policy, k), None).plan(tasks)
-
-    def predicted_loads(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-    ) -> int:
-        """The model loads ``answer_batch`` would take: its plan's, or for a cascade, at most its
-        first round's plus one per model of each later round (``orchestrator.pipeline.rounds``)."""
-        pipeline = self._pipeline(self.router(policy, k), None)
-        asked = pipeline.ask(self._queries(questions), benchmark)
-        first = pipeline.plan(task_graph(asked).tasks)
-        return predicted_loads(first, [one.decision for one in asked])
-
-    def tasks(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-    ) -> tuple[list[Task], dict[str, SynthesisJob]]:
-        """The expert and aggregation tasks ``answer_batch`` would run (routing included), with each
-        aggregation task's synthesis job, without running them."""
-        graph = task_graph(self._pipeline(self.router(policy, k), None).ask(self._queries(questions), benchmark))
-        return graph.tasks, graph.jobs
 
     def _queries(self, questions: object) -> list[Query]:
         """A batch checked once: a list of strings or ``Query`` records."""
@@ -374,6 +383,7 @@ class Orchestrator(AsyncTwins):
             warm=self._warm,
             items=self._items,
             placement=self.placement,
+            sessions=Sessions(self._sessions, self.pool.name, self.pool.pool.sessions.shift, self.pool.expert_names),
         )
 
     @property

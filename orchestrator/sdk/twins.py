@@ -4,7 +4,7 @@ code (calls on one ``Orchestrator`` still run one at a time, since they share it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from common.query import Query
 from common.vocabulary import Aggregation
@@ -16,13 +16,27 @@ __all__ = ["AsyncTwins"]
 
 
 class AsyncTwins:
-    """``aanswer`` and ``aanswer_batch`` over the host's ``answer`` and ``answer_batch``."""
+    """``aanswer``, ``aanswer_batch`` and ``achat`` over the host's ``answer``, ``answer_batch`` and ``chat``."""
 
     def answer(
         self,
         question: str | Query,
         *,
         options: Sequence[str] | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
+    ) -> Answer:
+        raise NotImplementedError
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
         policy: str | None = None,
         k: int | None = None,
         scorer: Scorer = "classifier",
@@ -100,4 +114,29 @@ class AsyncTwins:
             skip_consensus=skip_consensus,
             run_id=run_id,
             logprobs=logprobs,
+        )
+
+    async def achat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
+    ) -> Answer:
+        """``chat`` in a worker thread, for async code."""
+        return await asyncio.to_thread(
+            self.chat,
+            messages,
+            session=session,
+            policy=policy,
+            k=k,
+            scorer=scorer,
+            aggregation=aggregation,
+            max_tokens=max_tokens,
+            skip_consensus=skip_consensus,
         )

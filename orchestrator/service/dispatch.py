@@ -23,6 +23,9 @@ batch holds the dispatcher. Each refusal is reported to ``on_refuse`` with its r
 engines have one owner from the start; requests that arrive meanwhile wait in the queue.
 ``after_batch`` runs once each batch's tickets are settled, and ``on_idle`` once no request has
 come for ``idle_s`` after a batch (the service gives freed memory back in both).
+
+Traces (``common.tracing``): a batch is one ``coe.batch`` span, a child of its oldest ticket's
+request and linked to the others' (each ticket's own trace: ``orchestrator.service.tickets``).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from batching.results import ProgressEvent
+from common import tracing
 from common.errors import CoeError, Overloaded, TooLarge, Unavailable
 from common.query import Query
 from common.tasks import Task
 from orchestrator.pipeline.task_ids import is_aggregate, question_of
-from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle
+from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle, tell
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +97,37 @@ class Dispatcher:
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def submit(self, query: Query, asking: Asking, on_delta: Callable[[str], None] | None = None) -> Ticket:
-        return self.submit_all([query], asking, on_delta)[0]
+    def submit(
+        self,
+        query: Query,
+        asking: Asking,
+        on_delta: Callable[[str], None] | None = None,
+        on_step: Callable[[ProgressEvent], None] | None = None,
+    ) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step)[0]
 
     def submit_all(
-        self, queries: Sequence[Query], asking: Asking, on_delta: Callable[[str], None] | None = None
+        self,
+        queries: Sequence[Query],
+        asking: Asking,
+        on_delta: Callable[[str], None] | None = None,
+        on_step: Callable[[ProgressEvent], None] | None = None,
     ) -> list[Ticket]:
         """Queue one ticket per query, all or none: ``Overloaded`` when they would not fit now,
         ``TooLarge`` when they never could."""
         now = time.monotonic()
-        tickets = [Ticket(query, asking, on_delta, arrived=now) for query in queries]
+        tickets = [Ticket(query, asking, on_delta, arrived=now, on_step=on_step) for query in queries]
         if self.max_queue is not None and len(tickets) > self.max_queue:
             raise TooLarge(
                 f"{len(tickets)} questions in one request; the queue holds at most {self.max_queue} (max_queue)",
                 param="max_queue",
             )
+        for ticket in tickets:
+            ticket.trace()  # here, in the request's context
         with self._cond:
             if self._stopping:
+                for ticket in tickets:
+                    ticket.left_queue("stopping")
                 raise Unavailable("the service is shutting down")
             if self.max_queue is not None and len(self._waiting) + len(tickets) > self.max_queue:
                 refused = Overloaded(
@@ -123,6 +142,8 @@ class Dispatcher:
                 self._queue_changed()
                 self._cond.notify_all()
         if refused is not None:
+            for ticket in tickets:
+                ticket.left_queue("queue_full")
             self._refused("queue_full", 1)
             raise refused
         return tickets
@@ -136,6 +157,7 @@ class Dispatcher:
             if ticket in self._waiting:
                 self._waiting.remove(ticket)
                 self._queue_changed()
+                ticket.left_queue("cancelled")
             ticket.future.cancel()
             ticket.begun.cancel()
             return True
@@ -259,10 +281,17 @@ class Dispatcher:
         if not batch:
             return
         queries = list({t.query.id: t.query for t in batch}.values())
-        hooks = BatchHooks(on_delta=self._delta, skip=self._skip)
+        hooks = BatchHooks(on_delta=self._delta, skip=self._skip, on_step=self._step)
+        asking = batch[0].asking
+        traced = {"coe.questions": len(queries), "coe.requests": len(batch), "coe.policy": asking.policy}
         started = time.monotonic()
         try:
-            answers = self._run_batch(batch[0].asking, queries, hooks)
+            with tracing.span(
+                "coe.batch", traced, parent=batch[0].context, links=[t.context for t in batch[1:]]
+            ) as span:
+                for ticket in batch[1:]:
+                    tracing.link(ticket.asker, span)
+                answers = self._run_batch(asking, queries, hooks)
         except CoeError as exc:
             for ticket in batch:
                 settle(ticket, error=exc)
@@ -349,6 +378,11 @@ class Dispatcher:
                     ticket.on_delta(text)
                 except Exception:  # noqa: BLE001 - one listener's failure is not the batch's
                     log.exception("a stream listener failed")
+
+    def _step(self, event: ProgressEvent) -> None:
+        with self._cond:
+            running = [ticket for tickets in self._running.values() for ticket in tickets]
+        tell(running, event)
 
     def _skip(self, task: Task) -> str | None:
         tickets = self._tickets_of(task.id)

@@ -1,10 +1,12 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
-runs requests in batches, the keys, the rate limiter, the metrics, the benchmarks a job may
-name and the redactor that keeps the server's paths and addresses out of what clients see.
+runs requests in batches, the keys, the rate limiter, the keys' budgets and use, the semantic
+cache, the metrics, the benchmarks a job may name and the redactor that keeps the server's
+paths and addresses out of what clients see.
 
 Unless ``lazy``, the dispatcher's first work is the warm-up (``Orchestrator.warm_up``): the
-encoder, every recording the pool's experts answer from and every engine that stays warm are
-loaded before the first batch, and ``/readyz`` says ready only once that is done."""
+encoder, every recording the pool's experts answer from, every engine that stays warm and the
+semantic cache's encoder are loaded before the first batch, and ``/readyz`` says ready only
+once that is done."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
+from common import tracing
 from common.errors import CoeError, NotFound, RateLimited, Unavailable
 from common.query import Query
 from common.vocabulary import Aggregation
@@ -31,11 +34,15 @@ from orchestrator.pools.settings import PROJECT_ROOT, ServiceSettings
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
+from orchestrator.service.live import Live
 from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
+from orchestrator.service.semantic import ServiceCache
+from orchestrator.service.tenants import Tenants
 from orchestrator.stores.target import store_kind, store_location
+from orchestrator.stores.usage import open_usage_store
 from router import POLICIES
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,14 @@ class Service:
     """Everything the routes use. ``start()`` loads the router; ``stop()`` lets the batch in
     flight finish and unloads every engine."""
 
-    def __init__(self, settings: ServiceSettings, orchestrator: Orchestrator | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        orchestrator: Orchestrator | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: the time budgets' days and months are read from (tests move it)."""
         self.settings = settings
         self.metrics = Metrics()
         self.coe = orchestrator or Orchestrator(settings.core)
@@ -53,11 +67,13 @@ class Service:
         self.coe.wrap_engines(lambda factory: metered(factory, self.metrics, self._serving))
         made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
         self.coe.wrap_engines(lambda _metered: made.factory)
+        self.made = made
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
         self.freed = FreedMemory()  # freed memory goes back to the system after each batch
         per_minute = settings.rate_limit_per_minute
-        self.limiter = _CountedLimiter(per_minute, self.metrics) if per_minute else None
+        rated = per_minute is not None or (self.keys is not None and self.keys.rated)
+        self.limiter = _CountedLimiter(per_minute, self.metrics) if rated else None
         self.dispatcher = Dispatcher(
             self._run_batch,
             grouping=settings.grouping,
@@ -79,11 +95,28 @@ class Service:
         self.jobs: JobStore = open_job_store(
             self.store_location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts
         )
+        semantic = settings.semantic_cache
+        scope = f"{self.pool}@{self.coe.pool.pool.version}"  # a new version of the pool answers anew
+        self.semantic = (
+            ServiceCache(semantic, self.store_location, scope, self.metrics, self.coe.settings.encoders_dir)
+            if semantic.enabled
+            else None
+        )
+        """The semantic cache; None unless enabled."""
+        self.tenants = (
+            Tenants(self.keys, open_usage_store(self.store_location), self.metrics, clock=clock)
+            if self.keys is not None
+            else None
+        )
+        """The keys' budgets and use, kept in the store; None without keys."""
         self.job_workers = [
-            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}") for i in range(jobs.workers)
+            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}", meter=self.tenants)
+            for i in range(jobs.workers)
         ]
         self.redact = Redactor(self._places())
         """Takes the server's paths, hosts and ports out of text bound for a client."""
+        self.live = Live(lambda text: self.redact(text))
+        """The recent requests and answers, and the batch's progress, for the live page."""
 
     def _places(self) -> dict[str, str]:
         """The server's places a message may name -> what a client is shown instead."""
@@ -138,6 +171,10 @@ class Service:
         self._serving[0] = False
         self.coe.close()
         self.jobs.close()
+        if self.tenants is not None:
+            self.tenants.store.close()
+        if self.semantic is not None:
+            self.semantic.close()
 
     # -- asking ---------------------------------------------------------------------------------
 
@@ -151,17 +188,27 @@ class Service:
         chosen = check_k(k, self.coe.settings.k, len(self.coe.pool.expert_names))
         return Asking(name, chosen, aggregation, max_tokens)
 
-    def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
-        return self.dispatcher.submit(query, asking, on_delta)
+    def submit(self, query: Query, asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step=on_step, caller=caller)[0]
 
-    def submit_all(self, queries: Sequence[Query], asking: Asking) -> list[Ticket]:
-        """One ticket per query, all queued or all refused (``Overloaded``)."""
-        return self.dispatcher.submit_all(queries, asking)
+    def submit_all(
+        self, queries: Sequence[Query], asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None
+    ) -> list[Ticket]:
+        """One ticket per query, all queued or all refused (``Overloaded``); the request's span
+        (when something traces) learns how they are asked, and the live page keeps their answers
+        as ``caller``'s (the asking key's id)."""
+        traced = {"coe.pool": self.pool, "coe.policy": asking.policy, "coe.k": asking.k}
+        tracing.note(tracing.current_span(), {**traced, "coe.aggregation": asking.aggregation})
+        tickets = self.dispatcher.submit_all(queries, asking, on_delta, on_step)
+        self.live.watch(tickets, caller)
+        return tickets
 
     def _warm_up(self) -> None:
         started = time.perf_counter()
         with self.coe.busy:
             loaded = self.coe.warm_up()
+        if self.semantic is not None:
+            self.semantic.warm()
         self.freed.release(now=True)  # reading the recordings freed what other models recorded
         log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, ", ".join(loaded) or "no engine")
 
@@ -180,6 +227,7 @@ class Service:
         owed: dict[str, int] = {}
 
         def progress(event: ProgressEvent) -> None:
+            hooks.on_step(event)
             if event.model is None:
                 return
             if event.kind == "model_loading":
@@ -206,7 +254,8 @@ class Service:
                 for model in owed:
                     self.metrics.expert_queue.labels(model).set(0)
         self._observe(answers)
-        return [self.redact.answer(answer) for answer in answers]
+        shown = [self.redact.answer(answer) for answer in answers]
+        return self.semantic.after(asking, queries, shown) if self.semantic is not None else shown
 
     def _observe(self, answers: Sequence[Answer]) -> None:
         m = self.metrics
@@ -221,8 +270,7 @@ class Service:
             if aggregation is not None:
                 m.tokens.labels("aggregator", "in").inc(aggregation.tokens_in)
                 m.tokens.labels("aggregator", "out").inc(aggregation.tokens_out)
-                called = aggregation.method.startswith("synthesis")
-                m.aggregations.labels("skipped" if aggregation.skipped else "called" if called else "vote").inc()
+                m.aggregations.labels(answer.trace.outcome).inc()
         if answers:
             m.stage.labels("load").observe(answers[0].trace.timings.load)
 
@@ -259,6 +307,11 @@ class Service:
             self.jobs.check()
         except Unavailable as exc:
             problems["jobs"] = str(exc)
+        if self.tenants is not None:
+            try:
+                self.tenants.store.ping()
+            except CoeError as exc:
+                problems["usage"] = str(exc)
         working = sum(w.alive for w in self.job_workers)
         if working < len(self.job_workers):
             problems["job workers"] = f"{len(self.job_workers) - working} of {len(self.job_workers)} stopped"
@@ -273,13 +326,13 @@ class Service:
 class _CountedLimiter(RateLimiter):
     """The rate limit, each refusal counted in ``coe_refused_total{reason="rate_limit"}``."""
 
-    def __init__(self, per_minute: int, metrics: Metrics) -> None:
+    def __init__(self, per_minute: int | None, metrics: Metrics) -> None:
         super().__init__(per_minute)
         self._metrics = metrics
 
-    def take(self, key_id: str) -> None:
+    def take(self, key_id: str, per_minute: int | None = None) -> None:
         try:
-            super().take(key_id)
+            super().take(key_id, per_minute)
         except RateLimited:
             self._metrics.refused.labels("rate_limit").inc()
             raise

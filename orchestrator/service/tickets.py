@@ -1,18 +1,29 @@
 """What waits in the dispatcher's queue: a ``Ticket`` per request, asked some way (``Asking``), and
-how a ticket is settled with its answer or error."""
+how a ticket is settled with its answer or error. A ticket keeps its request's trace (when
+something traces): its wait is a ``coe.queue`` span there, and its answer carries that trace's id."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from batching.results import ProgressEvent
+from common import tracing
 from common.errors import CoeError
 from common.query import Query
 from common.tasks import Task
-from common.vocabulary import Aggregation
+from common.vocabulary import Aggregation, SemanticMode
 from orchestrator.pipeline.trace import Answer
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,8 @@ class Asking:
     k: int
     aggregation: Aggregation = "synthesis"
     max_tokens: int | None = None
+    semantic: SemanticMode = "off"
+    """How the request uses the semantic cache (``orchestrator.service.semantic``)."""
 
 
 @dataclass(eq=False)
@@ -40,6 +53,32 @@ class Ticket:
     """Done when the ticket leaves the queue for its batch; failed like ``future`` when it never
     does (refused past its deadline, the service stopping)."""
     cancelled: str | None = None
+    on_step: Callable[[ProgressEvent], None] | None = None
+    """Hears each step of its batch (from the dispatcher thread): the live page's playground."""
+    context: Context | None = None
+    """The trace context it was submitted in (None while nothing traces)."""
+    asker: Span | None = None
+    """The span that submitted it (its request's), linked to the batch that answers it."""
+    waiting: Span | None = None
+    """Its ``coe.queue`` span, from ``trace()`` until it leaves the queue."""
+
+    def trace(self, queued: bool = True) -> None:
+        """Remember the request's trace (call it in the submitting request's context), and start
+        the ticket's ``coe.queue`` span in it when it is ``queued``."""
+        if tracing.tracer() is not None:
+            self.context, self.asker = tracing.here(), tracing.current_span()
+            if queued:
+                self.waiting = tracing.start("coe.queue", {"coe.question_id": self.query.id})
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace of the request that submitted it (None while nothing traces)."""
+        return tracing.trace_id(self.asker) if self.asker is not None else None
+
+    def left_queue(self, why: str | None = None) -> None:
+        """End its ``coe.queue`` span (``why``: it left without running)."""
+        waiting, self.waiting = self.waiting, None
+        tracing.end(waiting, {"coe.refused": why})
 
 
 @dataclass(frozen=True)
@@ -50,6 +89,8 @@ class BatchHooks:
     """(task id, text) from engines that stream."""
     skip: Callable[[Task], str | None]
     """Why a task should not run (its requests were all cancelled), or None."""
+    on_step: Callable[[ProgressEvent], None] = lambda event: None
+    """Each step of the batch (routing, loads, generations), told to the tickets that listen."""
 
 
 RunBatch = Callable[[Asking, Sequence[Query], BatchHooks], list[Answer]]
@@ -73,8 +114,19 @@ def distinct(tickets: list[Ticket], limit: int) -> list[Ticket]:
     return chosen
 
 
+def tell(tickets: Sequence[Ticket], event: ProgressEvent) -> None:
+    """Tell a step of their batch to the tickets that listen (``Ticket.on_step``)."""
+    for ticket in tickets:
+        if ticket.on_step is not None and ticket.cancelled is None:
+            try:
+                ticket.on_step(event)
+            except Exception:  # noqa: BLE001 - one listener's failure is not the batch's
+                log.exception("a step listener failed")
+
+
 def begin(ticket: Ticket) -> None:
     """The ticket has left the queue for its batch (``Ticket.begun``)."""
+    ticket.left_queue()
     try:
         ticket.begun.set_result(None)
     except InvalidStateError:  # cancelled by its client meanwhile
@@ -85,6 +137,10 @@ def settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException
     """Give the ticket its answer or error, unless it has one or was cancelled (even just now)."""
     if error is None and answer is None:
         error = CoeError(f"the batch returned no answer for question {ticket.query.id!r}")
+    if ticket.waiting is not None:
+        ticket.left_queue(type(error).__name__ if error is not None else None)
+    if answer is not None and ticket.trace_id is not None:  # given in its request's trace
+        answer = answer.traced(ticket.trace_id)
     if error is not None and not ticket.begun.done():  # it never left the queue
         try:
             ticket.begun.set_exception(error)
@@ -99,4 +155,4 @@ def settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException
         pass
 
 
-__all__ = ["Asking", "BatchHooks", "RunBatch", "Ticket", "begin", "distinct", "settle"]
+__all__ = ["Asking", "BatchHooks", "RunBatch", "Ticket", "begin", "distinct", "settle", "tell"]

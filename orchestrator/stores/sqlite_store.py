@@ -21,12 +21,15 @@ from pathlib import Path
 from common.errors import ConfigError, Unavailable
 from common.requests import Generation
 from orchestrator.stores.base import StoreStats, check_max_entries, check_ttl, encode_entry, read_entries
+from orchestrator.stores.sessions import SESSION_TABLE
 
 __all__ = ["SQLiteGenerationStore"]
 
-JOB_TABLES = frozenset({"jobs", "job_results", "sqlite_sequence"})
-"""Tables the job store keeps in the same file (``jobs_sqlite``; SQLite adds ``sqlite_sequence``
-for its AUTOINCREMENT): a file holding only those is still ours to create the cache's tables in."""
+SHARED_TABLES = frozenset({"jobs", "job_results", "sqlite_sequence", "usage", "semantic_answers", SESSION_TABLE})
+"""Tables other stores keep in the same file (the job store, ``jobs_sqlite``, whose AUTOINCREMENT
+makes SQLite add ``sqlite_sequence``; the keys' usage, ``stores.usage``; the semantic cache,
+``stores.semantic``; conversations' session state, ``stores.sessions``): a file holding only those
+is still ours to create the cache's tables in."""
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,10 @@ class SQLiteGenerationStore:
 
     def _check_or_create(self) -> None:
         db = self._db
-        if not self._tables() - JOB_TABLES:  # empty, or only the job store's tables (they share the file)
+        if not self._tables() - SHARED_TABLES:  # empty, or only other stores' tables (they share the file)
             db.execute("BEGIN IMMEDIATE")  # another process may be creating it too: one does
             try:
-                if not self._tables() - JOB_TABLES:
+                if not self._tables() - SHARED_TABLES:
                     for statement in _SCHEMA:
                         db.execute(statement)
                     db.execute("INSERT INTO meta VALUES ('format', ?), ('version', ?)", (_FORMAT, _VERSION))
