@@ -230,11 +230,11 @@ def test_two_replicas_sharing_redis_agree_on_a_sessions_experts(tmp_path, redis_
 
 BAD = [
     ("roles out of order", {"messages": [{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Hi?"}]},
-     422, "bad_input", "messages[0].role"),
+     400, "bad_input", "messages[0].role"),
     ("two user messages in a row", {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
-     422, "bad_input", "messages[1].role"),
+     400, "bad_input", "messages[1].role"),
     ("an empty message", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": " "},
-                                       {"role": "user", "content": "b"}]}, 422, "bad_input", "messages[1].content"),
+                                       {"role": "user", "content": "b"}]}, 400, "bad_input", "messages[1].content"),
     ("an image", {"messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}]},
      400, "unsupported", "messages[0].content[1].type"),
@@ -250,7 +250,7 @@ BAD = [
     ("an oversized conversation", {"messages": [{"role": "user", "content": "a" * 900},
                                                 {"role": "assistant", "content": "b" * 900},
                                                 {"role": "user", "content": "c"}]},
-     413, "too_large", "messages"),
+     400, "too_large", "messages"),
 ]  # fmt: skip
 
 

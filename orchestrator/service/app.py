@@ -138,7 +138,15 @@ def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
     if isinstance(exc, BudgetExceeded) and exc.resets_at is not None:
         resets_at = datetime.fromtimestamp(exc.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body = _error_body(message, kind, exc.param, resets_at)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=_openai_status(scope, status), headers=headers)
+
+
+def _openai_status(scope: Scope | None, status: int) -> int:
+    """The OpenAI-compatible chat route answers a request it cannot take as OpenAI's API does:
+    400, whatever is wrong with it (the body's ``type`` still says what: bad_input, too_large,
+    unsupported)."""
+    chat = scope is not None and str(scope.get("path", "")).startswith("/v1/chat/")
+    return 400 if chat and status in (413, 422) else status
 
 
 def _handle_errors(app: FastAPI) -> None:
@@ -164,7 +172,7 @@ def _handle_errors(app: FastAPI) -> None:
         message = f"{where}: {first.get('msg', 'invalid')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return JSONResponse(_error_body(message, "bad_input", where), status_code=422)
+        return JSONResponse(_error_body(message, "bad_input", where), status_code=_openai_status(request.scope, 422))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
