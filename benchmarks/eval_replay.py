@@ -12,6 +12,10 @@ runs as a user runs it: a child process each time, its output in a fresh folder.
   ``embed_cold_s``, the exported encoder included);
 - warm: the same command again into a new output folder, the generations and embeddings cached.
 
+Each kind of run is made ``--repeat`` times (default 3); the figures are the median run's (by
+wall time), every run's wall and CPU seconds kept beside them (the machine is shared: a run's
+wall time depends on what else runs; its CPU time much less).
+
 ``whole`` is the whole test split (``--whole-split``, 12,032 questions), ``evaluation_half``
 the questions the routing benchmark reports on (the default run). Goal: the whole split in
 <= 90 s cold and <= 15 s warm on the 2-core machine; the evaluation half's accuracies should
@@ -129,38 +133,42 @@ def prepare(workdir: Path, code: Path, from_scratch: bool) -> tuple[Path, dict]:
     return cache, {"embeddings": f"copied from {users} (the user's embedding cache)"}
 
 
-def measure(workdir: Path, baseline: Path | None, from_scratch: bool) -> dict:
+def measure(workdir: Path, baseline: Path | None, from_scratch: bool, repeat: int) -> dict:
     cache, how = prepare(workdir, ROOT, from_scratch)
-    figures: dict = {"command": "coe " + " ".join(COMMAND), **how}
+    figures: dict = {"command": "coe " + " ".join(COMMAND), "repeat": repeat, **how}
     sides = {"ours": ROOT, **({"baseline": baseline} if baseline is not None else {})}
     for part, extra in PARTS.items():
-        outs: dict[str, dict[str, Path]] = {}
-        timings: dict[str, dict] = {side: {} for side in sides}
+        outs: dict[tuple[str, str, int], Path] = {}
+        timings: dict[tuple[str, str], list[dict]] = {}
         for phase in ("cold", "warm"):
-            for side, code in sides.items():  # side by side: each phase of the baseline beside ours
-                runs = workdir / f"runs-{part}-{side}"  # the cold run's store and cache serve the warm run
-                out = outs.setdefault(side, {})[phase] = workdir / f"{part}-{side}-{phase}"
-                timings[side][phase] = run(code, extra, out, cache, runs)
-                print(f"{part} {side} {phase}: {timings[side][phase]}", flush=True)
+            for n in range(repeat):
+                for side, code in sides.items():  # side by side: each run of the baseline beside ours
+                    # a cold run starts a new runs folder (no store, no cache); the warm runs read the last one's
+                    runs = workdir / f"runs-{part}-{side}-{n if phase == 'cold' else repeat - 1}"
+                    out = outs[side, phase, n] = workdir / f"{part}-{side}-{phase}-{n}"
+                    timed = run(code, extra, out, cache, runs)
+                    timings.setdefault((side, phase), []).append(timed)
+                    print(f"{part} {side} {phase} {n + 1}/{repeat}: {timed}", flush=True)
         for side in sides:
-            cold, warm = timings[side]["cold"], timings[side]["warm"]
-            entry = {
-                "questions": json.loads((outs[side]["warm"] / "run.json").read_text())["questions"],
-                "cold_s": cold["s"],
-                "warm_s": warm["s"],
-                "cold_cpu_s": cold["cpu_s"],
-                "warm_cpu_s": warm["cpu_s"],
-                "cold_stage_seconds": cold["stage_seconds"],
-                "warm_stage_seconds": warm["stage_seconds"],
-                "methods": accuracies(outs[side]["warm"]),
-            }
+            entry: dict = {"questions": json.loads((outs[side, "warm", 0] / "run.json").read_text())["questions"]}
+            for phase in ("cold", "warm"):
+                runs_of = sorted(timings[side, phase], key=lambda t: t["s"])
+                middle = runs_of[len(runs_of) // 2]  # the median run, by wall time
+                entry[f"{phase}_s"] = middle["s"]
+                entry[f"{phase}_cpu_s"] = middle["cpu_s"]
+                entry[f"{phase}_stage_seconds"] = middle["stage_seconds"]
+                entry[f"{phase}_runs_s"] = [t["s"] for t in timings[side, phase]]
+                entry[f"{phase}_runs_cpu_s"] = [t["cpu_s"] for t in timings[side, phase]]
+            entry["methods"] = accuracies(outs[side, "warm", 0])
             if side == "ours":
                 figures[part] = entry
             else:
                 figures.setdefault("baseline", {"root": str(baseline)})[part] = entry
         if baseline is not None:
             figures["baseline"][f"{part}_same_results"] = all(
-                same_results(outs["ours"][phase], outs["baseline"][phase]) for phase in ("cold", "warm")
+                same_results(outs["ours", phase, n], outs["baseline", phase, n])
+                for phase in ("cold", "warm")
+                for n in range(repeat)
             )
     if ROUTING.is_file():
         routing = json.loads(ROUTING.read_text())["policies"]
@@ -180,7 +188,7 @@ def show(figures: dict) -> None:
         r = figures[part]
         print(
             f"\n{part}: {r['questions']} questions; cold {r['cold_s']} s ({r['cold_cpu_s']} s CPU), "
-            f"warm {r['warm_s']} s ({r['warm_cpu_s']} s CPU)"
+            f"warm {r['warm_s']} s ({r['warm_cpu_s']} s CPU); medians of {r['cold_runs_s']} and {r['warm_runs_s']}"
         )
         print(f"  cold stages {r['cold_stage_seconds']}\n  warm stages {r['warm_stage_seconds']}")
         print(f"  {'method':<14} {'accuracy':>8}  {'95% interval':<18} experts/q")
@@ -204,9 +212,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--write", action="store_true", help=f"Write {RESULTS.relative_to(ROOT)}.")
     parser.add_argument("--baseline", type=Path, help="Another checkout, measured beside this one.")
     parser.add_argument("--from-scratch", action="store_true", help="Embed the questions first, timed apart.")
+    parser.add_argument("--repeat", type=int, default=3, help="Runs of each kind; the median is reported.")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="eval-replay-") as workdir:
-        figures = measure(Path(workdir), args.baseline.resolve() if args.baseline else None, args.from_scratch)
+        figures = measure(
+            Path(workdir), args.baseline.resolve() if args.baseline else None, args.from_scratch, args.repeat
+        )
     show(figures)
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
