@@ -24,7 +24,8 @@ named ``topic:<i>``), ``KeywordScorer`` (annotator keywords -> nearest skills), 
 Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive, and the
 cost-aware top-p, routellm and cascade (``router.cascade``: rounds, escalation on low confidence); their
 thresholds live in ``Selection``; they read the profile through a memoised ``ProfileLookup``.
-``Router.route_weights`` routes from known skill weights.
+``Router.route_weights`` routes from known skill weights, or from ``SkillRows`` (weights
+normalised once, with the expected-accuracy and score matrices of the batch) shared by routers.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         keyword_scorer,
         load_scorer,
     )
+    from router.skill_rows import SkillRows
     from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
     from router.vote_model import vote_accuracies, vote_accuracy
 
@@ -94,6 +96,7 @@ __getattr__, __dir__ = lazy(
         "annotator_keywords": "router.scorers",
         "keyword_scorer": "router.scorers",
         "load_scorer": "router.scorers",
+        "SkillRows": "router.skill_rows",
         "TopicMeta": "router.topics",
         "TopicModel": "router.topics",
         "TopicPayload": "router.topics",
@@ -133,6 +136,7 @@ __all__ = [
     "Scorer",
     "Selection",
     "SkillClassifier",
+    "SkillRows",
     "TopicMeta",
     "TopicModel",
     "TopicPayload",

@@ -102,7 +102,7 @@ def keep_or_move(
 
 def _change(before: RouteDecision, after: RouteDecision) -> str:
     """The named skill (a category, not a topic) that rose most, in words; topics when none is named."""
-    from router.policies import category_weights  # numpy: not for the light client, which reads Affinity
+    from router.skill_rows import category_weights  # numpy: not for the light client, which reads Affinity
 
     was, now = category_weights(before.skills), category_weights(after.skills)
     if not now:

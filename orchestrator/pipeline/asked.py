@@ -5,6 +5,7 @@ its requests ask. The task graph, the rounds and the answers are built from thes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from common.answers import AnswerKind, Judge
 from common.errors import BadInput
@@ -104,9 +105,9 @@ class Asked:
         """The earlier turns ``expert`` is shown (none for a plain question)."""
         return self.history.get(expert, ())
 
-    @property
+    @cached_property
     def expert_tasks(self) -> dict[str, str]:
-        """Chosen expert -> the id of its task."""
+        """Chosen expert -> the id of its task (made once per record; not to be changed)."""
         return {name: expert_task_id(self.query.id, name, self.sample) for name in self.decision.expert_names}
 
     @property

@@ -32,21 +32,22 @@ from batching.results import RunMetrics
 from batching.runstore import RunStore
 from common import tracing
 from common.errors import BadInput
+from common.pause_gc import paused_gc
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Task
 from common.vocabulary import EvalAggregation
 from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
-from orchestrator.pipeline.answering import build_answer, climbed, heard
-from orchestrator.pipeline.asked import Asked, prompting
+from orchestrator.pipeline.answering import build_answers, climbed, heard
+from orchestrator.pipeline.asked import Asked, Prompting, prompting
 from orchestrator.pipeline.conversation import Sessions, aggregator_context, contexts, shown
 from orchestrator.pipeline.graph import limited, synthesis_job, task_graph, voters_only
 from orchestrator.pipeline.items import ItemIndex, item_of
 from orchestrator.pipeline.rounds import Climb, Rounds, merge
 from orchestrator.pipeline.trace import Answer
 from orchestrator.pools.pool import Pool
-from router import Heard, RouteDecision, Router
+from router import Heard, RouteDecision, Router, SkillRows
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +109,29 @@ class Pipeline:
         name = self.choice.for_skill(decision.top_skill)
         return name if name in self.pool.specs else self.pool.aggregator.name
 
+    @paused_gc()
     def ask(
         self,
         queries: Sequence[Query],
         benchmark: Benchmark | None = None,
         *,
-        weights: Sequence[Mapping[str, float]] | None = None,
+        weights: Sequence[Mapping[str, float]] | SkillRows | None = None,
+        promptings: Sequence[Prompting] | None = None,
         sample: int = 0,
         method: str | None = None,
     ) -> list[Asked]:
         """Route the batch and decide, once per query, everything its answer depends on.
         ``weights``: the queries' skill weights when the caller already has them (several
-        routers over one scorer), else the router's scorer reads them."""
+        routers over one scorer: ``SkillRows`` normalises them once for all), else the router's
+        scorer reads them. ``promptings``: each query's ``prompting(query, benchmark)``, when
+        the caller asks the same queries of several routers."""
         ids = [q.id for q in queries]
         if not queries:
             raise BadInput("no questions to answer")
         if len(set(ids)) != len(ids):
             raise BadInput(f"question ids must be unique in a batch; repeated: {_first_repeat(ids)!r}")
         with tracing.span("coe.route", {**self._traced(), "coe.questions": len(queries)}) as span:
-            asked = self._ask(queries, benchmark, weights, sample, method)
+            asked = self._ask(queries, benchmark, weights, promptings, sample, method)
             chosen = dict.fromkeys(e for one in asked for e in one.decision.expert_names)
             tracing.note(span, {"coe.experts": list(chosen)})
         return asked
@@ -135,30 +140,38 @@ class Pipeline:
         self,
         queries: Sequence[Query],
         benchmark: Benchmark | None,
-        weights: Sequence[Mapping[str, float]] | None,
+        weights: Sequence[Mapping[str, float]] | SkillRows | None,
+        promptings: Sequence[Prompting] | None,
         sample: int,
         method: str | None,
     ) -> list[Asked]:
         ids = [q.id for q in queries]
         earlier = contexts(queries)
-        if weights is not None:
-            decisions = self.router.route_weights(weights, ids)
-        elif any(earlier):  # chat turns: each read in the context of its earlier questions
+        if weights is None and any(earlier):  # chat turns: each read in the context of its earlier questions
             decisions = self.router.route([q.text for q in queries], ids, contexts=earlier)
+            competences = self.router.competences(decisions)
         else:
-            decisions = self.router.route([q.text for q in queries], ids)
+            if weights is None:
+                weights = self.router.scorer.skill_weights([q.text for q in queries])
+            rows = weights if isinstance(weights, SkillRows) else SkillRows(weights)
+            decisions = self.router.route_weights(rows, ids)
+            competences = self.router.competences(rows)  # the whole batch at once
+        if promptings is None:
+            promptings = [prompting(query, benchmark) for query in queries]
+        elif len(promptings) != len(queries):
+            raise BadInput(f"{len(promptings)} promptings for {len(queries)} queries")
         vote = None if self.aggregation == "synthesis" else self.aggregation
         asked = []
-        for query, routed in zip(queries, decisions, strict=True):
+        for query, routed, expected, how in zip(queries, decisions, competences, promptings, strict=True):
             decision, affinity, anchor = routed, None, None
             if self.sessions is not None:
                 decision, affinity, anchor = self.sessions.decide(query, routed, self.router.selection.k)
+                if decision.skills != routed.skills:
+                    expected = self.router.competence(decision)
             names = [c.expert for c in decision.all_experts]
             for name in names:
                 self.pool.spec(name)  # an unknown expert is an error, named
-            expected = self.router.competence(decision)  # through the router's memoised profile
             competence = {e: expected[e] for e in names if e in expected}
-            how = prompting(query, benchmark)
             aggregator = self.aggregator_for(decision)
             asked.append(
                 Asked(
@@ -231,10 +244,11 @@ class Pipeline:
     def _answer_all(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
         if not self.whole_ladders and any(one.decision.later for one in asked):
             return self._climb(asked, run_id, route_seconds)
-        graph = task_graph(
-            asked, whole_ladders=self.whole_ladders, logprobs=self.logprobs, temperature=self.temperature
-        )
-        plan = self.plan(graph.tasks)
+        with paused_gc():  # bulk, CPU-bound: no engine is waited on here (nor below, building answers)
+            graph = task_graph(
+                asked, whole_ladders=self.whole_ladders, logprobs=self.logprobs, temperature=self.temperature
+            )
+            plan = self.plan(graph.tasks)
         log.info(
             "pipeline: %d record(s), %d task(s), %d phase(s), %d load(s) planned",
             len(asked),
@@ -260,8 +274,12 @@ class Pipeline:
         """Each record's answer from the run's result, under one span: ``coe.aggregate`` with
         how many answers the aggregator wrote, were skipped (the experts agreed) or voted, or
         ``coe.skip`` when every aggregation was skipped."""
-        with tracing.span("coe.aggregate", {"coe.questions": len(asked)}) as span:
-            answers = [self._answer(one, result, route_seconds) for one in asked]
+        costs = {name: spec.cost for name, spec in self.pool.specs.items()}
+        with paused_gc(), tracing.span("coe.aggregate", {"coe.questions": len(asked)}) as span:
+            answers = build_answers(asked, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
+            found = tracing.trace_id()
+            if found is not None:
+                answers = [answer.traced(found) for answer in answers]
             if span is not None:
                 outcomes = Counter(answer.trace.outcome for answer in answers)
                 tracing.note(span, {f"coe.aggregations.{name}": n for name, n in outcomes.items()})
@@ -281,12 +299,6 @@ class Pipeline:
             cache=self.cache,
             cache_reads=self.cache_reads,
         )
-
-    def _answer(self, one: Asked, result: RunResult, route_seconds: float) -> Answer:
-        costs = {name: spec.cost for name, spec in self.pool.specs.items()}
-        made = build_answer(one, result, pool=self.pool.name, route_seconds=route_seconds, costs=costs)
-        found = tracing.trace_id()
-        return made if found is None else made.traced(found)
 
     def _climb(self, asked: Sequence[Asked], run_id: str, route_seconds: float) -> Answered:
         """A batch with cascades in rounds (``orchestrator.pipeline.rounds``), then its votes or aggregations."""

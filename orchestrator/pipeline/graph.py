@@ -89,18 +89,19 @@ def task_graph(
         experts = ladder(one) if whole_ladders else one.decision.expert_names
         after = []
         for name in experts:
-            task = expert_task(
-                qid,
-                name,
-                one.prompting.prompt,
-                sample=one.sample,
-                logprobs=logprobs,
-                temperature=temperature,
-                item=one.asks,
-                history=one.shown_to(name),
-            )
-            tasks.setdefault(task.id, task)
-            after.append(task.id)
+            task_id = expert_task_id(qid, name, one.sample)
+            if task_id not in tasks:  # the first record asking it makes it; later ones share it
+                tasks[task_id] = expert_task(
+                    qid,
+                    name,
+                    one.prompting.prompt,
+                    sample=one.sample,
+                    logprobs=logprobs,
+                    temperature=temperature,
+                    item=one.asks,
+                    history=one.shown_to(name),
+                )
+            after.append(task_id)
         if one.vote is not None:
             continue
         aggregate = one.aggregate_task
