@@ -111,19 +111,20 @@ class AggregationResult(BaseModel):
 
 
 def resolve_competence(answers: Iterable[ExpertAnswer], competence: Competence | None) -> list[ExpertAnswer]:
-    """The answers with ``competence`` (if given) written into each; it overrides their own."""
+    """The answers with ``competence`` (if given) written into each; it overrides their own (an
+    answer that already holds that very value is kept as it is, not copied)."""
     answers = list(answers)
     if competence is None:
         return answers
+    read = competence.get if isinstance(competence, Mapping) else competence
     out = []
     for answer in answers:
-        if isinstance(competence, Mapping):
-            value = competence.get(answer.expert)
-        else:
-            value = competence(answer.expert)
+        value = read(answer.expert)
         if value is not None and not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
             raise BadInput(f"competence of expert {answer.expert!r} must be in [0, 1], got {value!r}")
-        out.append(answer.model_copy(update={"competence": None if value is None else float(value)}))
+        value = None if value is None else float(value)
+        same = answer.competence == value and type(answer.competence) is type(value)
+        out.append(answer if same else answer.model_copy(update={"competence": value}))
     return out
 
 

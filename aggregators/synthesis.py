@@ -3,7 +3,9 @@
 The prompt holds the question and the experts' answers, anonymised as "Answer 1..k", each
 stripped of ``<think>`` blocks and cut to a bound from the front (the end, where the answer
 is, is kept); the order is seeded-random, by competence, or as given. It ends with the
-benchmark's answer-format instruction, which the caller supplies.
+benchmark's answer-format instruction, which the caller supplies. When the question is the last
+turn of a conversation, the earlier turns come before the prompt as messages of their own (the
+aggregator reads them in its chat template) and the instructions say so.
 
 ``synthesis_request`` builds one request; ``compose`` makes the executor's (pure) ``Compose``
 function for aggregation tasks whose inputs are the experts' generations.
@@ -27,8 +29,9 @@ from aggregators.result import (
 )
 from aggregators.skip import agreement_of, skips
 from common.answers import Judge
+from common.conversation import PER_MESSAGE, estimate_tokens, fit
 from common.errors import BadInput, GenerationFailed
-from common.requests import Generation, Request
+from common.requests import Generation, Message, Request
 from common.tasks import Compose, Composed, Task
 from common.text import strip_thinking
 from common.vocabulary import MAX_NEW_TOKENS
@@ -44,6 +47,13 @@ INSTRUCTIONS = (
     "Several assistants were each given the question below and wrote an answer. Their answers "
     "may disagree, and any of them may be wrong, even when most agree. Check each line of "
     "reasoning against the question, decide which final answer is correct, and give it yourself."
+)
+
+IN_CONVERSATION = (
+    "The question below is the last message of the conversation above. Several assistants were each "
+    "given that conversation and wrote an answer to it. Their answers may disagree, and any of them may "
+    "be wrong, even when most agree. Check each line of reasoning against the conversation, decide which "
+    "final answer is correct, and give it yourself."
 )
 
 
@@ -108,10 +118,16 @@ def order_answers(answers: Sequence[ExpertAnswer], order: str, *, seed: int = 0,
 
 
 def synthesis_prompt(
-    question_text: str, answers: Sequence[ExpertAnswer], answer_format: str, options: SynthesisOptions
+    question_text: str,
+    answers: Sequence[ExpertAnswer],
+    answer_format: str,
+    options: SynthesisOptions,
+    *,
+    in_conversation: bool = False,
 ) -> str:
-    """The aggregator's prompt for answers already in display order."""
-    parts = [INSTRUCTIONS, f"Question:\n{question_text.strip()}"]
+    """The aggregator's prompt for answers already in display order (``in_conversation``: the
+    question is the last turn of the messages before it)."""
+    parts = [IN_CONVERSATION if in_conversation else INSTRUCTIONS, f"Question:\n{question_text.strip()}"]
     for number, answer in enumerate(answers, 1):
         parts.append(f"Answer {number}:\n{bound_text(answer.text, options.answer_chars)}")
     parts.append("Now write your own short reasoning, then the final answer. " + answer_format.strip())
@@ -127,9 +143,14 @@ def synthesis_request(
     *,
     question_id: str | None = None,
     benchmark: str | None = None,
+    history: Sequence[Message] = (),
+    context: tuple[int | None, int] = (None, 0),
 ) -> Request:
     """The request that asks the aggregator to synthesise ``answers`` into one (``question_id``
-    and ``benchmark``: the item it answers, for an aggregator that answers from recordings)."""
+    and ``benchmark``: the item it answers, for an aggregator that answers from recordings;
+    ``history``: the conversation's earlier turns, sent before the prompt, as many of the newest
+    as fit ``context``: the aggregator's context in tokens (None: no limit) and the tokens its
+    call needs besides the prompt and the turns (its instructions, its answer))."""
     options = options or SynthesisOptions()
     if not question_text.strip():
         raise BadInput(f"aggregation {task_id!r}: question_text is empty")
@@ -139,8 +160,14 @@ def synthesis_request(
     if not usable:
         raise BadInput(f"aggregation {task_id!r}: no expert answer with any text to synthesise")
     shown = order_answers(usable, options.order, seed=options.seed, key=task_id)
-    prompt = synthesis_prompt(question_text, shown, answer_format, options)
-    return Request.user(task_id, prompt, question_id=question_id, benchmark=benchmark, max_tokens=options.max_tokens)
+    prompt = synthesis_prompt(question_text, shown, answer_format, options, in_conversation=bool(history))
+    if history:
+        fixed = estimate_tokens(prompt) + PER_MESSAGE + context[1]
+        history = fit(history, fixed, context[0])[0]
+    messages = (*history, Message(role="user", content=prompt))
+    return Request(
+        id=task_id, messages=messages, question_id=question_id, benchmark=benchmark, max_tokens=options.max_tokens
+    )
 
 
 def synthesis_result(
@@ -206,6 +233,11 @@ class SynthesisJob:
     """Reads an answer out of an expert's text (the consensus check)."""
     judge: Judge | None = None
     """Compares the answers (the consensus check); None: the text judge."""
+    history: tuple[Message, ...] = ()
+    """The conversation's earlier turns, oldest first: the aggregator is shown the newest that fit."""
+    context: tuple[int | None, int] = (None, 0)
+    """The aggregator's context in tokens (None: no limit) and what its call needs besides the
+    prompt and the earlier turns (its instructions and the answer it writes)."""
 
 
 def consensus(
@@ -278,6 +310,8 @@ def compose(jobs: Mapping[str, SynthesisJob], options: SynthesisOptions | None =
             options,
             question_id=job.question_id,
             benchmark=job.benchmark,
+            history=job.history,
+            context=job.context,
         )
         agreed = (
             consensus(answers, used, options.skip_agreement, job.judge, options.skip_competence)

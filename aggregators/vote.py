@@ -32,7 +32,7 @@ def _check(answers: Sequence[ExpertAnswer]) -> list[ExpertAnswer]:
     if not answers:
         raise BadInput("a vote needs at least one expert answer; got none")
     names = [a.expert for a in answers]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) < len(names) else []
     if repeated:
         raise BadInput(f"each expert may vote once; repeated: {', '.join(repeated)}")
     return answers
@@ -43,8 +43,13 @@ def _keys(answers: Sequence[ExpertAnswer], judge: Judge | None) -> list[str | No
     return (judge or TEXT_JUDGE).keys([a.choice for a in answers])
 
 
-def _supporters(answers: Sequence[ExpertAnswer], keys: Sequence[str | None], key: str | None) -> list[ExpertAnswer]:
-    return [a for a, k in zip(answers, keys) if key is not None and k == key]
+def _supporters(answers: Sequence[ExpertAnswer], keys: Sequence[str | None]) -> dict[str, list[ExpertAnswer]]:
+    """Each key's answers, in the answers' order (abstentions have none)."""
+    out: dict[str, list[ExpertAnswer]] = {}
+    for answer, key in zip(answers, keys, strict=True):
+        if key is not None:
+            out.setdefault(key, []).append(answer)
+    return out
 
 
 def _voice(backers: Sequence[ExpertAnswer]) -> ExpertAnswer | None:
@@ -63,9 +68,10 @@ def _result(
     scores: dict[str, float],
     started: float,
 ) -> AggregationResult:
-    backers = _supporters(answers, keys, key)
+    supporters = _supporters(answers, keys)
+    backers = supporters.get(key, []) if key is not None else []
     voice = _voice(backers)
-    written = {k: _voice(_supporters(answers, keys, k)) for k in scores}  # each answer as its voice wrote it
+    written = {k: _voice(supporters.get(k, [])) for k in scores}  # each answer as its voice wrote it
     scores = {(w.choice or k) if (w := written[k]) is not None else k: v for k, v in scores.items()}
     return AggregationResult(
         method=method,

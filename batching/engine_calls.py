@@ -11,19 +11,19 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from pathlib import Path
 from typing import cast
 
 from batching.engines.base import Binder, Engine, EngineFactory, can_bind
 from batching.engines.kinds import engine_kind
+from batching.engines.replay import index_recordings
 from batching.plan import Phase
 from batching.results import ProgressEvent
 from batching.run_state import RunState, StoreFailed
 from batching.runstore import RunStore, request_key
-from batching.spec import ExpertSpec, ReplaySource
-from batching.warm import WarmEngines
+from batching.spec import ExpertSpec
+from batching.warm import WarmEngines, split_cores
+from common import tracing
 from common.errors import CoeError, EngineError
-from common.recordings import replay_book
 from common.requests import Generation, Request
 
 log = logging.getLogger("batching.executor")  # a part of the executor: its log
@@ -59,11 +59,7 @@ class EngineCalls:
 
     def _split_cores(self, local: list[str]) -> dict[str, tuple[int, ...]]:
         """Disjoint core sets for co-resident local models (none to give when one is alone)."""
-        if self.cores is None or len(local) < 2:
-            return {}
-        allowed = self.cores
-        share = max(1, len(allowed) // len(local))
-        return {m: tuple(allowed[(i * share + c) % len(allowed)] for c in range(share)) for i, m in enumerate(local)}
+        return split_cores(self.cores, local)
 
     def _bind_wave(self, running: list[str], engines: Mapping[str, Engine], specs: Mapping[str, ExpertSpec]) -> None:
         """Before a wave: the local engines that generate in it share the cores, a lone one takes
@@ -82,6 +78,26 @@ class EngineCalls:
                 cast(Binder, engine).bind(cpus)
             except CoeError as exc:
                 log.warning("%s: could not move it to cores %s (%s)", model, list(cpus), exc)
+
+    def _batch_done(self, phase: Phase, model: str, to_run: list[str], state: RunState) -> None:
+        """Say how far ``model``'s tasks of the phase are, now that a batch of it ended."""
+        mine = [t for t in to_run if state.tasks[t].model == model]
+        with state.lock:
+            done = sum(1 for t in mine if state.resolved(t))
+            failed = sum(1 for t in mine if t in state.failed)
+            tokens = sum(state.results[t].tokens_out for t in mine if t in state.results)
+        self._emit(
+            ProgressEvent(
+                kind="generated",
+                phase=phase.index,
+                device=phase.device,
+                model=model,
+                done=done,
+                total=len(mine),
+                failed=failed,
+                tokens=tokens,
+            )
+        )
 
     def _lone_cores(self, engine: Engine) -> tuple[int, ...]:
         """The cores a local engine generating alone computes on: every core but one, which is
@@ -116,7 +132,7 @@ class EngineCalls:
                     kind="model_loading", phase=phase.index, device=phase.device, model=model, total=totals[model]
                 )
             )
-        loads = [pool.submit(self._load_for, phase, m, specs[m], state, cpus.get(m)) for m in models]
+        loads = [pool.submit(tracing.carried(self._load_for, phase, m, specs[m], state, cpus.get(m))) for m in models]
         wait(loads)  # every engine that did load is registered (and so released) before any error is raised
         loaded = {m: job.result() for m, job in zip(models, loads, strict=True) if job.exception() is None}
         engines.update({m: engine for m, (engine, _, _) in loaded.items() if engine is not None})
@@ -152,13 +168,7 @@ class EngineCalls:
     def _prepare_loads(self, models: list[str], phase: Phase, specs: Mapping[str, ExpertSpec]) -> None:
         """Before ``models`` of ``phase`` load: recorded models of one file are indexed in one pass
         over it (each replay engine would otherwise read the whole file for its own model)."""
-        by_file: dict[Path, list[str]] = {}
-        for model in models:
-            source = specs[model].source
-            if isinstance(source, ReplaySource):
-                by_file.setdefault(Path(source.path), []).append(source.model)
-        for path, recorded in by_file.items():
-            replay_book(path).load(recorded)
+        index_recordings([specs[m] for m in models])
 
     def _load(
         self, model: str, spec: ExpertSpec, state: RunState, cpus: tuple[int, ...] | None = None
@@ -166,7 +176,9 @@ class EngineCalls:
         """Load the model's engine (or take it warm); a failed load is tried once more. Returns the
         engine, the error if it could not be loaded, and the seconds it took."""
         started = time.perf_counter()
-        engine, error = self._load_once_or_twice(model, spec, state, cpus)
+        with tracing.span("coe.load", {"coe.model": model}) as span:
+            engine, error = self._load_once_or_twice(model, spec, state, cpus)
+            tracing.note(span, {"coe.error": error})
         return engine, error, time.perf_counter() - started
 
     def _load_once_or_twice(
@@ -182,6 +194,7 @@ class EngineCalls:
                     state.metrics.wakes += int(claim.how == "woken")
                     state.metrics.failed_wakes += int(claim.how == "wake_failed")
             if claim.engine is not None:
+                tracing.note(tracing.current_span(), {"coe.load": "woken" if claim.how == "woken" else "warm"})
                 how = "woken from sleep" if claim.how == "woken" else "still loaded from the session's last run"
                 log.info("%s: %s", model, how)
                 return claim.engine, None
@@ -204,6 +217,7 @@ class EngineCalls:
             with state.lock:
                 state.metrics.loads += 1
                 state.metrics.loads_per_model[model] = state.metrics.loads_per_model.get(model, 0) + 1
+            tracing.note(tracing.current_span(), {"coe.load": "loaded", "coe.attempts": attempt})
             return engine, None
         return engine, error
 
@@ -221,7 +235,28 @@ class EngineCalls:
     def _batch(
         self, model: str, engine: Engine, items: list[tuple[str, Request]], state: RunState, reloaded: set[str]
     ) -> str:
-        """Run one model's whole ready batch and store what finished; returns the model."""
+        """Run one model's whole ready batch and store what finished; returns the model. Its span,
+        ``coe.generate``, says whose (``coe.role``: an aggregator's requests are composed from
+        other answers), how many requests, how many failed, and the tokens read and written."""
+        role = "aggregator" if any(state.tasks[tid].after for tid, _ in items) else "expert"
+        with tracing.span("coe.generate", {"coe.model": model, "coe.role": role, "coe.requests": len(items)}) as span:
+            out = self._generated(model, engine, items, state, reloaded)
+            if span is not None:
+                ok = [g for g in out.values() if g.ok]
+                tracing.note(
+                    span,
+                    {
+                        "coe.failed": len(out) - len(ok),
+                        "gen_ai.usage.input_tokens": sum(g.tokens_in for g in ok),
+                        "gen_ai.usage.output_tokens": sum(g.tokens_out for g in ok),
+                    },
+                )
+        return model
+
+    def _generated(
+        self, model: str, engine: Engine, items: list[tuple[str, Request]], state: RunState, reloaded: set[str]
+    ) -> dict[str, Generation]:
+        """``_batch``'s work: every request's generation (or failure), stored and recorded."""
         log.info("%s: generating %d request(s)", model, len(items))
         out: dict[str, Generation] | None
         try:
@@ -271,7 +306,7 @@ class EngineCalls:
         for tid, generation in out.items():
             if not generation.ok:
                 log.info("task %s failed on %s: %s", tid, model, generation.error)
-        return model
+        return out
 
     def _call(self, engine: Engine, items: list[tuple[str, Request]], state: RunState) -> dict[str, Generation]:
         requests = [request for _, request in items]

@@ -3,8 +3,8 @@
 Per phase: load its models (co-resident ones in parallel threads), then in waves hand each
 model the whole list of its ready requests in one ``engine.generate`` call (with ``cores``, the
 local engines of a wave share them, and a batch that ends hands its cores to those still
-running: a model generating alone gets every core but one, left to vLLM's engine process); tasks composed
-from inputs (aggregation) become ready once their inputs are resolved. Each generation goes
+running: a model generating alone gets every core but one, left to vLLM's engine process);
+tasks composed from inputs (aggregation) become ready once their inputs are resolved. Each generation goes
 to the run store the moment its engine reports it finished, keyed by what was asked
 (``request_key``); before a phase loads anything, its tasks whose request is already stored
 are resolved from the store (resume). A store that cannot be written stops the run. An engine
@@ -52,6 +52,7 @@ from batching.run_state import RunState, union
 from batching.runstore import RunStore
 from batching.spec import ExpertSpec
 from batching.warm import WarmEngines
+from common import tracing
 from common.errors import BadInput, CoeError
 from common.names import unknown_name
 from common.requests import Generation, Request
@@ -130,7 +131,9 @@ class Executor(EngineCalls, Reuse):
                 self._phase(phase, state, specs, compose)
         else:
             threads = [
-                threading.Thread(target=self._device, args=(phases, state, specs, compose), name=f"device-{d}")
+                threading.Thread(
+                    target=tracing.carried(self._device, phases, state, specs, compose), name=f"device-{d}"
+                )
                 for d, phases in sorted(per_device.items())
             ]
             for thread in threads:
@@ -192,23 +195,14 @@ class Executor(EngineCalls, Reuse):
                 len(pending),
             )
             self._emit(ProgressEvent(kind="phase_start", phase=phase.index, device=phase.device, total=len(pending)))
-            engines: dict[str, Engine] = {}
-            pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}")
-            interrupted = False
-            try:
-                self._waves(phase, pending, models, engines, pool, state, specs, compose)
-            except KeyboardInterrupt:
-                interrupted = True
-                raise
-            finally:
-                if interrupted:  # stop now: unload from here, wait for no batch in flight
-                    log.warning("phase %d interrupted: unloading %s", phase.index, ", ".join(engines) or "nothing")
-                    for engine in engines.values():
-                        engine.unload()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                else:
-                    list(pool.map(lambda e: self._release(e, state), list(engines.values())))
-                    pool.shutdown()
+            traced = {
+                "coe.phase": phase.index,
+                "coe.device": phase.device,
+                "coe.models": models,
+                "coe.tasks": len(pending),
+            }
+            with tracing.span("coe.phase", traced):
+                self._phase_run(phase, pending, models, state, specs, compose)
             seconds = time.perf_counter() - started
             with state.lock:
                 state.metrics.phases_run += 1
@@ -227,6 +221,34 @@ class Executor(EngineCalls, Reuse):
             )
         finally:
             state.done[phase.index].set()
+
+    def _phase_run(
+        self,
+        phase: Phase,
+        pending: list[str],
+        models: list[str],
+        state: RunState,
+        specs: Mapping[str, ExpertSpec],
+        compose: Compose,
+    ) -> None:
+        """Load the phase's models, run its waves, and release its engines (unloaded at once on Ctrl-C)."""
+        engines: dict[str, Engine] = {}
+        pool = ThreadPoolExecutor(max_workers=len(models), thread_name_prefix=f"phase{phase.index}")
+        interrupted = False
+        try:
+            self._waves(phase, pending, models, engines, pool, state, specs, compose)
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            if interrupted:  # stop now: unload from here, wait for no batch in flight
+                log.warning("phase %d interrupted: unloading %s", phase.index, ", ".join(engines) or "nothing")
+                for engine in engines.values():
+                    engine.unload()
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                list(pool.map(lambda e: self._release(e, state), list(engines.values())))
+                pool.shutdown()
 
     def _waves(
         self,
@@ -283,7 +305,7 @@ class Executor(EngineCalls, Reuse):
                         self._fail(state.tasks[tid], broken[model], state)
             self._bind_wave(list(batches), engines, specs)
             jobs = {
-                pool.submit(self._batch, model, engines[model], items, state, reloaded): model
+                pool.submit(tracing.carried(self._batch, model, engines[model], items, state, reloaded)): model
                 for model, items in batches.items()
             }
             running = set(jobs.values())
@@ -292,23 +314,7 @@ class Executor(EngineCalls, Reuse):
                 running.discard(model)
                 if running:  # its cores go to the batches still running, from their next step
                     self._bind_wave(sorted(running, key=list(batches).index), engines, specs)
-                mine = [t for t in to_run if state.tasks[t].model == model]
-                with state.lock:
-                    done = sum(1 for t in mine if state.resolved(t))
-                    failed = sum(1 for t in mine if t in state.failed)
-                    tokens = sum(state.results[t].tokens_out for t in mine if t in state.results)
-                self._emit(
-                    ProgressEvent(
-                        kind="generated",
-                        phase=phase.index,
-                        device=phase.device,
-                        model=model,
-                        done=done,
-                        total=len(mine),
-                        failed=failed,
-                        tokens=tokens,
-                    )
-                )
+                self._batch_done(phase, model, to_run, state)
             finished = set(ready)
             pending = [tid for tid in pending if tid not in finished]
 

@@ -240,11 +240,12 @@ def make_plan(
 
     seconds, task_seconds = _model_seconds(ordered, models, specs, costs, measured)
     graph = group_graph(ordered, models, size, seconds, aggs, budget_mb)
-    drafts, finish = list_schedule(graph, devices, budget_mb)
-    makespan = max(finish.values(), default=0.0)
+    drafts, _ = list_schedule(graph, devices, budget_mb)
+    makespan = _settle(drafts)
     if placement == "work" and devices > 1:
         load = [sum(_cost(m, specs, costs).load_seconds for m in group) for group in graph.groups]
-        placed, predicted = work_schedule(graph, ordered, task_seconds, load, devices, budget_mb)
+        placed, _ = work_schedule(graph, ordered, task_seconds, load, devices, budget_mb)
+        predicted = _settle(placed)
         if predicted < makespan * (1 - 1e-9):
             drafts, makespan = placed, predicted
     out = _phases(drafts, graph, ordered)
@@ -317,3 +318,16 @@ def _phases(drafts: list[Draft], graph: GroupGraph, ordered: Sequence[Task]) -> 
             )
         )
     return out
+
+
+def _settle(drafts: list[Draft]) -> float:
+    """Move each draft's start to when every phase it waits for has ended whole and its device is
+    free (a phase drafted beside an input's group may see that input's phase grow afterwards);
+    returns the makespan. Drafts are taken by start, creation breaking ties: inputs come first."""
+    free: dict[int, float] = {}
+    for i in sorted(range(len(drafts)), key=lambda i: (drafts[i].start, i)):
+        draft = drafts[i]
+        ends = [drafts[a].start + drafts[a].seconds for a in draft.after]
+        draft.start = max([draft.start, free.get(draft.device, 0.0), *ends])
+        free[draft.device] = draft.start + draft.seconds
+    return max(free.values(), default=0.0)

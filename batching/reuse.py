@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 
 from batching.cache import GenerationCache, cacheable
 from batching.run_state import RunState
-from batching.runstore import RunStore, request_key
+from batching.runstore import RunStore, request_key, request_keys
 from batching.spec import ExpertSpec
+from common.pause_gc import paused_gc
 from common.requests import Generation, Request
 from common.tasks import Compose, Task
 
@@ -30,6 +31,7 @@ class Reuse:
     def _reading(self) -> bool:
         return self.cache is not None and self.cache_reads
 
+    @paused_gc()  # bulk lookups, CPU-bound
     def _from_store(
         self, pending: list[str], state: RunState, specs: Mapping[str, ExpertSpec], compose: Compose
     ) -> None:
@@ -53,8 +55,8 @@ class Reuse:
             with state.lock:
                 state.looked.update(ready)
             found: dict[str, Generation] = {}
+            keys = dict(zip(asked, request_keys((spec, request) for request, spec in asked.values()), strict=True))
             if self.store is not None:
-                keys = {tid: request_key(spec, request) for tid, (request, spec) in asked.items()}
                 stored = self.store.get_many(state.run_id, keys.values())
                 found = {tid: stored[key] for tid, key in keys.items() if key in stored}
                 with state.lock:
@@ -63,22 +65,26 @@ class Reuse:
                     state.metrics.resumed += len(found)
                 if found:
                     log.info("run %s: %d task(s) found finished in the store", state.run_id, len(found))
-            hits = self._from_cache({tid: one for tid, one in asked.items() if tid not in found}, state)
+            hits = self._from_cache({tid: one for tid, one in asked.items() if tid not in found}, state, keys)
             left = [tid for tid in left if not state.resolved(tid)]
             if not found and not hits:
                 return
 
-    def _from_cache(self, asked: Mapping[str, tuple[Request, ExpertSpec]], state: RunState) -> set[str]:
+    def _from_cache(
+        self,
+        asked: Mapping[str, tuple[Request, ExpertSpec]],
+        state: RunState,
+        known: Mapping[str, str] | None = None,
+    ) -> set[str]:
         """Resolve the tasks whose request the cache has answered before; returns them. Requests
-        that ask for a fresh sample are not looked up."""
+        that ask for a fresh sample are not looked up. ``known``: request keys already made."""
         if not self._reading or not asked:
             return set()
         assert self.cache is not None
-        keys = {
-            tid: request_key(spec, request)
-            for tid, (request, spec) in asked.items()
-            if cacheable(request.sampling(spec.sampling))
-        }
+        looked = {tid: one for tid, one in asked.items() if cacheable(one[0].sampling(one[1].sampling))}
+        missing = [tid for tid in looked if known is None or tid not in known]
+        made = dict(zip(missing, request_keys((looked[tid][1], looked[tid][0]) for tid in missing), strict=True))
+        keys = {tid: known[tid] if known is not None and tid in known else made[tid] for tid in looked}
         if not keys:
             return set()
         cached = self.cache.get_many(keys.values())

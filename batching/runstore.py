@@ -30,7 +30,7 @@ from batching.spec import ExpertSpec
 from common.errors import BadInput, CoeError
 from common.requests import Generation, Request
 
-__all__ = ["RunStore", "SQLiteRunStore", "request_key"]
+__all__ = ["RunStore", "SQLiteRunStore", "request_key", "request_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,58 @@ def request_key(spec: ExpertSpec, request: Request) -> str:
     """A digest of everything that decides a generation: the expert (its name, model source and
     prompting), the request's messages and question id (replay answers by it), and the sampling
     in effect, and ``logprobs`` when the request asks for them (a generation made without them
-    lacks ``Generation.logprob``). The request's own id is not part of it."""
-    asked: dict[str, object] = {
-        "expert": spec.name,
-        "source": spec.source.model_dump(mode="json", include=set(engine_kind(spec).deciding)),
-        "prompt_mode": spec.prompt_mode,
-        "chat_template": spec.chat_template,
-        "system_prompt": spec.system_prompt,
-        "messages": [m.model_dump(mode="json") for m in request.messages],
-        "question_id": request.question_id,
-        "sampling": request.sampling(spec.sampling).model_dump(mode="json"),
-    }
-    if request.logprobs:  # only when asked, so the keys of every other request stay as they were
-        asked["logprobs"] = True
-    if request.benchmark is not None and engine_kind(spec).recorded:  # only where it decides: the recording
-        asked["benchmark"] = request.benchmark
-    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+    lacks ``Generation.logprob``). The request's own id is not part of it.
+
+    It is the SHA-256 of the JSON object of those fields (keys sorted, ``json.dumps``' default
+    separators); ``request_keys`` writes that text field by field, the expert's fields and each
+    sampling once per batch."""
+    return request_keys([(spec, request)])[0]
+
+
+def request_keys(asked: Iterable[tuple[ExpertSpec, Request]]) -> list[str]:
+    """``request_key`` of each (expert, request), in order."""
+    experts: dict[int, tuple[ExpertSpec, dict[str, str], bool]] = {}  # id(spec) -> (spec, its fields, recorded)
+    samplings: dict[tuple[int, int | None, float | None, int | None], str] = {}
+    out = []
+    for spec, request in asked:
+        known = experts.get(id(spec))
+        if known is None or known[0] is not spec:
+            kind = engine_kind(spec)
+            described: dict[str, object] = {
+                "expert": spec.name,
+                "source": spec.source.model_dump(mode="json", include=set(kind.deciding)),
+                "prompt_mode": spec.prompt_mode,
+                "chat_template": spec.chat_template,
+                "system_prompt": spec.system_prompt,
+            }
+            known = experts[id(spec)] = (spec, {k: _json(v) for k, v in described.items()}, kind.recorded)
+        _, fields, recorded = known
+        overrides = (id(spec), request.max_tokens, request.temperature, request.seed)
+        sampling = samplings.get(overrides)
+        if sampling is None:
+            sampling = samplings[overrides] = _json(request.sampling(spec.sampling).model_dump(mode="json"))
+        encoded = {
+            **fields,
+            "messages": _json([m.model_dump(mode="json") for m in request.messages]),
+            "question_id": _json(request.question_id),
+            "sampling": sampling,
+        }
+        if request.logprobs:  # only when asked, so the keys of every other request stay as they were
+            encoded["logprobs"] = "true"
+        if request.benchmark is not None and recorded:  # only where it decides: the recording
+            encoded["benchmark"] = _json(request.benchmark)
+        text = "{" + ", ".join(f'"{k}": {encoded[k]}' for k in sorted(encoded)) + "}"  # names need no escaping
+        out.append(hashlib.sha256(text.encode()).hexdigest())
+    return out
+
+
+_SORTED = json.JSONEncoder(sort_keys=True)
+"""What ``json.dumps(value, sort_keys=True)`` makes for each call, made once."""
+
+
+def _json(value: object) -> str:
+    """``value`` as ``json.dumps(..., sort_keys=True)`` writes it inside a larger object."""
+    return _SORTED.encode(value)
 
 
 @runtime_checkable

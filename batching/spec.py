@@ -131,3 +131,19 @@ class ExpertSpec(_Strict):
     )
     description: str = Field("", description="Free text shown in listings.")
     cost: Cost | None = Field(None, description="What an answer costs; none: every call counts 1.")
+    context_tokens: int | None = Field(
+        None,
+        ge=128,
+        le=1_048_576,
+        description="Tokens the model reads and writes at most in one call (prompt and answer): a "
+        "conversation's earlier turns are cut to fit. None: a vLLM model's max_model_len; no limit for an "
+        "endpoint or a recording.",
+    )
+
+    @property
+    def context(self) -> int | None:
+        """The context a conversation must fit in (``context_tokens``, at most a vLLM model's
+        ``max_model_len``); None: no limit known."""
+        limits = [self.context_tokens, getattr(self.source, "max_model_len", None)]
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else None

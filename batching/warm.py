@@ -13,6 +13,8 @@ the weights in host memory and a little on the GPU), and ``take`` wakes it inste
 A wake that fails unloads the engine and ``take`` gives None: the caller loads it afresh.
 Engines that cannot sleep are unloaded as before. ``asleep_budget_mb`` bounds the host memory
 the parked models take (their full footprints): past it the longest-parked one is unloaded.
+
+``preload`` fills the set before any run (a service's warm-up).
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
 from batching.engines.base import Engine, EngineFactory, Sleeper, asleep, can_bind, can_sleep
-from batching.engines.kinds import KINDS
+from batching.engines.kinds import KINDS, engine_kind
+from batching.engines.replay import index_recordings
 from batching.spec import ExpertSpec
-from common.errors import CoeError, EngineError
+from common.errors import CoeError, EngineError, EngineLoadError
 
-__all__ = ["Claim", "MadeEngines", "SleepCounts", "WarmEngines"]
+__all__ = ["Claim", "MadeEngines", "SleepCounts", "WarmEngines", "split_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +196,44 @@ class WarmEngines:
             log.info("warm session: unloading %s to make room", engine.spec.name)
             engine.unload()
 
+    def preload(
+        self, specs: Sequence[ExpertSpec], factory: EngineFactory, cores: tuple[int, ...] | None = None
+    ) -> list[str]:
+        """Load the engines of ``specs``, in order, that fit the budget awake beside those held
+        before them, and keep them; recorded models of one file are indexed in one pass over it,
+        and local models are bound to ``cores`` as the executor binds the models of one phase
+        (``split_cores``). Returns the names kept. Models that could not be loaded are named in
+        one ``EngineLoadError`` once the others are loaded."""
+        chosen: list[ExpertSpec] = []
+        with self._lock:
+            held = self._held()
+            for spec in specs:
+                size = self._size(spec.name)
+                if spec.name in self._engines or held + size > self.budget_mb:
+                    continue
+                chosen.append(spec)
+                held += size
+        index_recordings(chosen)
+        bound = split_cores(cores, [s.name for s in chosen if engine_kind(s).local])
+        kept: list[str] = []
+        failed: list[str] = []
+        for spec in chosen:
+            cpus = bound.get(spec.name)
+            try:
+                engine = factory(spec) if cpus is None else factory(spec, cpus=cpus)
+                engine.load()
+            except CoeError as exc:
+                log.warning("warm-up: could not load %s: %s", spec.name, exc)
+                failed.append(f"{spec.name} ({exc})")
+                continue
+            if self.give_back(engine):
+                kept.append(spec.name)
+            else:
+                engine.unload()
+        if failed:
+            raise EngineLoadError(f"could not load {'; '.join(failed)}")
+        return kept
+
     def _park(self, engine: Engine, why: str) -> bool:
         """Put ``engine`` (held by no one) to sleep and keep it; False if it cannot sleep, does not
         fit, or failed to (the caller unloads it)."""
@@ -241,7 +282,7 @@ class WarmEngines:
 
 
 class MadeEngines:
-    """The engines ``factory`` made, while they live: how many sleep now (a service's gauge)."""
+    """The engines ``factory`` made, while they live: which sleep now (a service's gauge, its live page)."""
 
     def __init__(self, factory: EngineFactory) -> None:
         self._factory = factory
@@ -255,3 +296,17 @@ class MadeEngines:
 
     def sleeping(self) -> int:
         return sum(asleep(engine) for engine in list(self._made))
+
+    def asleep(self) -> list[str]:
+        """The experts whose engines sleep now."""
+        return sorted({engine.spec.name for engine in list(self._made) if asleep(engine)})
+
+
+def split_cores(cores: tuple[int, ...] | None, local: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Disjoint core sets for co-resident local models (none to give when one is alone, or when
+    ``cores`` is None: binding is then left to the engines). A model's cores depend on the set of
+    models, not their order: a warm-up binds them as any phase holding the same models will."""
+    if cores is None or len(local) < 2:
+        return {}
+    share = max(1, len(cores) // len(local))
+    return {m: tuple(cores[(i * share + c) % len(cores)] for c in range(share)) for i, m in enumerate(sorted(local))}

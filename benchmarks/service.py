@@ -2,18 +2,30 @@
 
     python benchmarks/service.py                 # print the figures
     python benchmarks/service.py --write         # also write benchmarks/results/service.json
-    python benchmarks/service.py --skip-swaps    # only the replay-pool part (no vLLM; with
+    python benchmarks/service.py --skip-swaps    # only the replay-pool parts (no vLLM; with
                                                  # --write, the swap figures already written stay)
 
 1. The replay pool (recorded answers of six real models; votes, so no live model): the same
    MMLU-Pro questions asked one at a time in-process (``Orchestrator.answer``) and over HTTP to
    ``coe serve`` started as its own process; the service's added latency is the difference of
-   the two at p50 and p99. Then 200 requests at once: every one must come back answered.
-2. The default pool (real vLLM models) with a memory budget for one model: a mixed stream of
+   the two at p50 and p99. Then 200 requests at once; then ``--concurrent`` (2,000) new
+   questions asked in batches (the rate of new questions, each embedded anew: the service runs
+   with empty caches), and the same questions again as that many single requests at once, within
+   the queue's bound: every one must come back answered.
+2. Over capacity (``_service_load.overload_part``): new questions at twice the rate of new
+   questions measured in (1), from two API keys, for ``--overload-s``: 429 over a key's rate limit, 503
+   beyond capacity, counted by reason, the answered requests' p99 bounded by the deadline.
+3. Memory (``_service_load.memory_part``): the service's RSS over ``--memory-questions`` (20,000)
+   distinct questions; flat (within 10%) after the first 2,000.
+4. The default pool (real vLLM models) with a memory budget for one model: a mixed stream of
    requests whose routed expert alternates, sent at a steady rate, served with grouping and in
    arrival order (``--fifo``); model swaps counted by the service's /metrics, and the longest
    time a request waited. FIFO swaps once per request, so it is run on the first
-   ``--fifo-requests`` of the stream (each swap reloads a model: about 30 s here).
+   ``--fifo-requests`` of the stream (each swap reloads a model: about 30 s here). These runs
+   wait for minutes by design: their queue deadline is an hour.
+
+Every service is started as ``coe serve`` and used once ``/readyz`` says ready; the replay ones
+with a memory budget for the recorded experts alone (their vLLM aggregator is unused by votes).
 """
 
 from __future__ import annotations
@@ -23,78 +35,20 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
-from pathlib import Path
 
 import httpx
+from _served import ROOT, Served, mmlu_questions, quantile
+from _service_load import REPLAY, VOTES_ONLY, concurrent_part, fresh, memory_part, overload_part
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "service.json"
 REPLAY_POOL = ROOT / "pools" / "replay-small"
 DEFAULT_POOL = ROOT / "pools" / "default"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Served:
-    """``coe serve`` as a child process, stopped with SIGTERM (engines unloaded) at the end."""
-
-    def __init__(self, *args: str, ready_timeout: float = 600) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        coe = Path(sys.executable).with_name("coe")
-        command = [str(coe), "serve", "--port", str(self.port), "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"coe serve exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("coe serve did not start")
-            time.sleep(0.2)
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def mmlu_questions(n: int, offset: int = 0) -> list[dict]:
-    from eval import load_benchmark
-    from orchestrator import load_settings
-
-    settings = load_settings()
-    items = load_benchmark("mmlu_pro").questions(settings.data_dir, "test")[offset : offset + n]
-    return [{"question": q.text, "options": list(q.options), "id": q.id} for q in items]
-
-
-def replay_part(sequential: int, concurrent: int) -> dict:
+def replay_part(sequential: int, burst_n: int, concurrent: int) -> dict:
     from orchestrator import Orchestrator, Query
 
     asked = dict(policy="topk", k=3, aggregation="majority")
@@ -108,7 +62,8 @@ def replay_part(sequential: int, concurrent: int) -> dict:
             started = time.perf_counter()
             coe.answer(query, **asked)
             sdk.append(time.perf_counter() - started)
-    served = Served("--pool", str(REPLAY_POOL), "--gather-ms", "0")
+    cache = tempfile.TemporaryDirectory()
+    served = Served(*REPLAY, *VOTES_ONLY, "--gather-ms", "0", env=fresh(cache.name))
     try:
         http: list[float] = []
         with httpx.Client(base_url=served.url, timeout=120) as client:
@@ -122,12 +77,16 @@ def replay_part(sequential: int, concurrent: int) -> dict:
                 started = time.perf_counter()
                 client.post("/v1/answer", json={**q, **asked}).raise_for_status()
                 http.append(time.perf_counter() - started)
-        burst = mmlu_questions(concurrent, offset=sequential)
+        burst = mmlu_questions(burst_n, offset=sequential)
         before = served.metric("coe_batches_total")
         statuses, wall = asyncio.run(_burst(served.url, [{**q, **asked} for q in burst]))
         batches = served.metric("coe_batches_total") - before
+        many = concurrent_part(served, concurrent, offset=sequential + burst_n)
+        print("concurrent:", json.dumps(many), flush=True)
+        ready_s = served.ready_s
     finally:
         served.stop()
+        cache.cleanup()
     errors = sum(1 for s in statuses if s != 200)
     return {
         "pool": "replay-small",
@@ -143,6 +102,8 @@ def replay_part(sequential: int, concurrent: int) -> dict:
         "errors": errors,
         "concurrent_wall_s": round(wall, 2),
         "concurrent_batches": int(batches),
+        "ready_s": round(ready_s, 1),
+        "many_at_once": many,
     }
 
 
@@ -180,6 +141,8 @@ def swaps_part(stream: list[str], grouping: bool, budget_mb: float, every_s: flo
         "--grouping" if grouping else "--fifo",
         "--gather-ms",
         "200",
+        "--queue-timeout-s",
+        "3600",
     )
     body = {"policy": "random", "k": 1, "aggregation": "majority"}
     try:
@@ -217,16 +180,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/service.json")
     parser.add_argument("--sequential", type=int, default=200, help="questions asked one at a time")
-    parser.add_argument("--concurrent", type=int, default=200, help="requests sent at once")
+    parser.add_argument("--burst", type=int, default=200, help="requests sent at once (answered questions)")
+    parser.add_argument("--concurrent", type=int, default=2000, help="requests of new questions sent at once")
+    parser.add_argument("--overload-s", type=float, default=60, help="seconds of the over-capacity stream")
+    parser.add_argument("--overload-queue", type=int, default=256, help="max_queue of the over-capacity run")
+    parser.add_argument("--overload-timeout-s", type=float, default=10, help="queue_timeout_s of that run")
+    parser.add_argument("--memory-questions", type=int, default=20_000, help="distinct questions for the RSS")
     parser.add_argument("--stream", type=int, default=60, help="requests of the mixed stream (grouped)")
     parser.add_argument("--fifo-requests", type=int, default=12, help="first requests of the stream run FIFO")
     parser.add_argument("--every", type=float, default=0.5, help="seconds between requests of the stream")
-    parser.add_argument("--skip-swaps", action="store_true", help="only the replay part")
+    parser.add_argument("--skip-swaps", action="store_true", help="only the replay-pool parts")
     args = parser.parse_args()
+    started = time.perf_counter()
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-    result["replay"] = replay = replay_part(args.sequential, args.concurrent)
-    print(json.dumps(replay, indent=2))
+    result["replay"] = replay = replay_part(args.sequential, args.burst, args.concurrent)
+    print(json.dumps(replay, indent=2), flush=True)
     result.update({k: replay[k] for k in ("requests", "errors", "added_p50_ms", "added_p99_ms")})
+    many = replay["many_at_once"]
+    result.update({"concurrent_requests": many["requests"], "concurrent_errors": many["errors"]})
+    offset = args.sequential + args.burst + args.concurrent
+    capacity = many["new_questions_per_s"]
+    result["overload"] = over = overload_part(
+        capacity, args.overload_s, offset, max_queue=args.overload_queue, timeout_s=args.overload_timeout_s
+    )
+    print("overload:", json.dumps(over), flush=True)
+    refused = over["refused_by_reason"]
+    result.update(
+        {
+            "overload_refused_503": refused["queue_full"] + refused["deadline"],
+            "overload_refused_429": refused["rate_limit"],
+            "overload_answered_p99_s": over["answered_p99_s"],
+        }
+    )
+    result["memory"] = memory = memory_part(args.memory_questions, every=1000, warm=2000)
+    print("memory:", json.dumps(memory), flush=True)
+    result.update(
+        {
+            "memory_questions": memory["questions"],
+            "rss_growth_after_warmup_pct": memory["growth_after_warmup_pct"],
+            "rss_final_mb": memory["rss_final_mb"],
+        }
+    )
+    result["replay_parts_wall_s"] = round(time.perf_counter() - started, 1)
     if not args.skip_swaps:
         budget = 7500.0  # the larger default model (7,200 MB declared) fits, never both
         stream = mixed_stream(args.stream)

@@ -3,6 +3,7 @@ generations, tasks, the "run these tasks" callable, recordings)."""
 
 from common.errors import (
     BadInput,
+    BudgetExceeded,
     CoeError,
     ConfigError,
     Conflict,
@@ -12,11 +13,13 @@ from common.errors import (
     EngineTimeout,
     GenerationFailed,
     NotFound,
+    Overloaded,
     RateLimited,
     ReplayMiss,
     TooLarge,
     Unauthorized,
     Unavailable,
+    Unsupported,
 )
 from common.query import Query, query_id
 from common.recordings import Record, ReplayBook, iter_records, replay_book
@@ -25,6 +28,7 @@ from common.tasks import Compose, Composed, RunTasks, Task
 
 __all__ = [
     "BadInput",
+    "BudgetExceeded",
     "CoeError",
     "Compose",
     "Composed",
@@ -38,6 +42,7 @@ __all__ = [
     "GenerationFailed",
     "Message",
     "NotFound",
+    "Overloaded",
     "Query",
     "RateLimited",
     "Record",
@@ -50,6 +55,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "Unsupported",
     "iter_records",
     "query_id",
     "replay_book",

@@ -109,6 +109,7 @@ DEFAULT_TOLERANCE = 1e-12
 """Relative and absolute: float noise passes (0.1 + 0.2 == 0.3); 9,999,999.96 is not 9,999,999.97."""
 
 _LETTER = re.compile(r"^\(?\s*([A-Ja-j])\s*\)?(?:[.:)]|\s|$)")
+_LETTER_CHARS = frozenset(LETTERS + LETTERS.lower())
 _LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\s+")
 _NUMBER_KEY_DIGITS = 12
 """Significant digits a numeric key keeps (finer differences are left to the tolerance)."""
@@ -218,6 +219,8 @@ class Judge:
     def _letter(self, answer: str) -> str | None:
         letters = LETTERS[: len(self.options) or len(LETTERS)]
         text = answer.strip().strip("*").strip()
+        if len(text) == 1 and text in _LETTER_CHARS and text.upper() in letters:
+            return text.upper()  # the common case, a bare letter: what the match below finds
         found = _LETTER.match(text)
         if found and found.group(1).upper() in letters:
             rest = text[found.end() :].strip()

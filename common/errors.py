@@ -2,10 +2,13 @@
 
     CoeError                      every error this project raises on purpose
     ├── BadInput                  a caller gave something unusable (empty, too long, wrong type)
-    │   └── TooLarge              a body or question over one of the service's size limits
+    │   ├── TooLarge              a body or question over one of the service's size limits
+    │   └── Unsupported           asks for what this project does not do (images, tools, a response format)
     ├── Unauthorized              no API key, or one the service does not know
     ├── RateLimited               a key asked more often than its limit allows
+    │   └── BudgetExceeded        a key spent its budget (tokens or cost per day or month)
     ├── Unavailable               the service cannot take this work now (starting, stopping, a store down)
+    │   └── Overloaded            its queue is full, or the request waited past its deadline
     ├── ConfigError               a settings or pool file is malformed (names file and field)
     ├── NotFound                  a named thing does not exist (expert, policy, data file)
     │   └── ReplayMiss            no recorded answer for (model, question id)
@@ -50,6 +53,11 @@ class TooLarge(BadInput):
     """A request body or a question is over one of the service's size limits."""
 
 
+class Unsupported(BadInput):
+    """The request asks for something this project does not do: content parts other than text
+    (images, audio, files), tools and function calls, a response format other than text."""
+
+
 class Unauthorized(CoeError):
     """No API key was given, or one the service does not know (the message says no more)."""
 
@@ -66,8 +74,34 @@ class RateLimited(CoeError):
         self.retry_after = retry_after
 
 
+class BudgetExceeded(RateLimited):
+    """A key has spent a budget of its own (tokens or cost per day or month); ``param`` names
+    the limit, ``retry_after`` the seconds until its window resets and ``resets_at`` that time
+    (seconds since the epoch)."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+        param: str | None = None,
+        resets_at: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, param=param)
+        self.resets_at = resets_at
+
+
 class Unavailable(CoeError):
     """The service cannot take this work now: it is starting or stopping, or a store is down."""
+
+
+class Overloaded(Unavailable):
+    """The service has more work than it takes: its queue is full, or the request waited longer
+    than its deadline and was never run. ``retry_after`` as ``RateLimited``'s."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
 
 
 class ConfigError(CoeError, ValueError):

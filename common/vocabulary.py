@@ -20,10 +20,23 @@ ScorerKind = Literal["classifier", "keywords"]
 CacheMode = Literal["use", "refresh", "off"]
 """The generation cache: read and write, write only, or neither."""
 
+SemanticMode = Literal["off", "use", "refresh", "skip"]
+"""A request and the semantic cache: the cache is off; read and write; write only (the request
+said no-cache); neither (no-store)."""
+
 ExecutorKind = Literal["local", "ray"]
 """Where planned groups run: in this process, or as actors on a Ray cluster."""
 
 MAX_NEW_TOKENS = 32768
 """The most tokens any one generation may ask for."""
 
-__all__ = ["MAX_NEW_TOKENS", "Aggregation", "CacheMode", "EvalAggregation", "ExecutorKind", "ScorerKind", "Vote"]
+__all__ = [
+    "MAX_NEW_TOKENS",
+    "Aggregation",
+    "CacheMode",
+    "EvalAggregation",
+    "ExecutorKind",
+    "ScorerKind",
+    "SemanticMode",
+    "Vote",
+]

@@ -12,7 +12,7 @@ from eval.benchmarks import (
     named_benchmark,
     registered_benchmarks,
 )
-from eval.compare import Comparison, PairedScore, compare, render_comparison
+from eval.compare import Comparison, PairedScore, change, compare, compare_scored, render_comparison, run_label
 from eval.data import replay_path
 from eval.extract import (
     final_line_extractor,
@@ -63,6 +63,9 @@ __all__ = [
     "Comparison",
     "PairedScore",
     "compare",
+    "compare_scored",
+    "change",
+    "run_label",
     "render_comparison",
     "plot_cost",
     "plot_frontier",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import BadInput, NotFound
-from eval.report import category_of, method_order
+from eval.report import NO_CATEGORY, method_order
 from eval.report_markdown import pct
 from eval.results import QuestionResult, RunInfo, read_results, read_run
 
@@ -108,7 +108,8 @@ def _load(directory: Path, which: str, method: str) -> tuple[RunInfo, dict[tuple
     return info, keyed
 
 
-def _label(directory: Path, info: RunInfo, answers: int) -> RunLabel:
+def run_label(directory: Path, info: RunInfo, answers: int) -> RunLabel:
+    """How a comparison names a run: its folder and what was run (``answers``: those it scored)."""
     return RunLabel(
         directory=str(directory),
         benchmark=info.benchmark,
@@ -121,30 +122,62 @@ def _label(directory: Path, info: RunInfo, answers: int) -> RunLabel:
     )
 
 
+Scored = tuple[str | None, bool]
+"""One answer of a method, as a comparison reads it: the question's category (None: none) and
+whether the method got it right."""
+
+
+def change(a_right: bool, b_right: bool) -> str:
+    """Which way one paired answer moved from A to B: gained (only B right), lost (only A
+    right), both right or both wrong."""
+    if a_right != b_right:
+        return "gained" if b_right else "lost"
+    return "both right" if a_right else "both wrong"
+
+
 def compare(a_dir: Path, b_dir: Path, method: str = "ours") -> Comparison:
     """Pair the two runs' answers of ``method`` on the (question id, sample) both hold and
-    compare them: accuracies, the paired difference B − A with its 95% interval (see
-    ``paired_score``), and the answers only one run got right; overall and per category
-    (A's category, or B's where A has none)."""
+    compare them (``compare_scored``)."""
     a_info, a = _load(a_dir, "A", method)
     b_info, b = _load(b_dir, "B", method)
+    return compare_scored(
+        method,
+        run_label(a_dir, a_info, len(a)),
+        run_label(b_dir, b_info, len(b)),
+        {key: (r.category, bool(r.methods[method].correct)) for key, r in a.items()},
+        {key: (r.category, bool(r.methods[method].correct)) for key, r in b.items()},
+    )
+
+
+def compare_scored(
+    method: str,
+    a_label: RunLabel,
+    b_label: RunLabel,
+    a: Mapping[tuple[str, int], Scored],
+    b: Mapping[tuple[str, int], Scored],
+) -> Comparison:
+    """Compare two runs' scored answers of ``method``, keyed by (question id, sample): the
+    accuracies on the keys both hold, the paired difference B − A with its 95% interval (see
+    ``paired_score``), and the answers only one run got right; overall and per category (A's
+    category, or B's where A has none). Every door that compares runs (``coe report A B``, the
+    viewer) pairs answers here."""
     shared = sorted(a.keys() & b.keys())
     if not shared:
         raise BadInput(
-            f"runs A ({a_dir}) and B ({b_dir}) share no question answered by {method!r} "
-            f"(A: {a_info.benchmark} {a_info.split}, B: {b_info.benchmark} {b_info.split})"
+            f"runs A ({a_label.directory}) and B ({b_label.directory}) share no question answered by {method!r} "
+            f"(A: {a_label.benchmark} {a_label.split}, B: {b_label.benchmark} {b_label.split})"
         )
     pairs: list[tuple[bool, bool]] = []
     by_category: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for key in shared:
-        pair = (bool(a[key].methods[method].correct), bool(b[key].methods[method].correct))
+        (a_category, a_right), (b_category, b_right) = a[key], b[key]
+        pair = (a_right, b_right)
         pairs.append(pair)
-        category = category_of(a[key]) if a[key].category else category_of(b[key])
-        by_category[category].append(pair)
+        by_category[a_category or b_category or NO_CATEGORY].append(pair)
     return Comparison(
         method=method,
-        a=_label(a_dir, a_info, len(a)),
-        b=_label(b_dir, b_info, len(b)),
+        a=a_label,
+        b=b_label,
         only_in_a=len(a) - len(shared),
         only_in_b=len(b) - len(shared),
         overall=paired_score(pairs),

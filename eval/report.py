@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aggregators import wilson_interval
 from common.errors import BadInput, NotFound
+from common.pause_gc import paused_gc
 from eval.report_experts import (
     Answer,
     accuracy_ratio,
@@ -194,16 +195,24 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
     )
 
 
-def write_report(directory: Path) -> list[Path]:
+@paused_gc()
+def write_report(
+    directory: Path, info: RunInfo | None = None, results: Sequence[QuestionResult] | None = None
+) -> list[Path]:
     """Rebuild a run's report from its ``run.json`` and ``results.jsonl``: write ``report.md``,
-    ``report.json`` and the plots into the folder; return the paths written."""
+    ``report.json`` and the plots into the folder; return the paths written. ``info`` and
+    ``results``: what those files hold, when the caller has just written them (not read again)."""
     from common.artefacts import replace_file
     from eval.plots import write_plots
 
     directory = Path(directory)
     if not directory.is_dir():
         raise NotFound(f"{directory} does not exist or is not a folder")
-    summary = summarise(read_run(directory), read_results(directory))
+    if (info is None) != (results is None):
+        raise BadInput("write_report takes the run's info and results together, or neither")
+    if info is None or results is None:
+        info, results = read_run(directory), read_results(directory)
+    summary = summarise(info, results)
     written = [
         replace_file(directory / REPORT_MD, render_markdown(summary)),
         replace_file(directory / REPORT_JSON, summary.model_dump_json(indent=1) + "\n"),

@@ -11,7 +11,6 @@ Field names are a stable contract: the service's batch results use the same form
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -186,7 +185,7 @@ def iter_results(directory: Path) -> Iterator[QuestionResult]:
             if not line.strip():
                 continue
             try:
-                yield QuestionResult.model_validate(json.loads(line))
+                yield QuestionResult.model_validate_json(line)
             except (ValidationError, ValueError) as exc:
                 raise BadInput(f"{path}:{number}: not a question result: {_first_error(exc)}") from exc
 

@@ -24,7 +24,8 @@ named ``topic:<i>``), ``KeywordScorer`` (annotator keywords -> nearest skills), 
 Policies (``POLICIES``): symbolic, topk, category, single-best, random, all, adaptive, and the
 cost-aware top-p, routellm and cascade (``router.cascade``: rounds, escalation on low confidence); their
 thresholds live in ``Selection``; they read the profile through a memoised ``ProfileLookup``.
-``Router.route_weights`` routes from known skill weights.
+``Router.route_weights`` routes from known skill weights, or from ``SkillRows`` (weights
+normalised once, with the expected-accuracy and score matrices of the batch) shared by routers.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from typing import TYPE_CHECKING
 from common.lazy import lazy
 
 if TYPE_CHECKING:
+    from router.affinity import Affinity, Anchor, keep_or_move, skill_shift
     from router.artefacts import TOPIC_SHARE, RouterArtefacts, train_router
     from router.cascade import ConfidenceModel, Escalation, Heard, LinearModel
     from router.classifier import ClassifierMeta, ClassifierPayload, LinearMember, SkillClassifier, train_classifier
     from router.decision import ExpertChoice, RouteDecision, Rung
     from router.lookup import ProfileLookup
     from router.policies import POLICIES, Selection, expected_accuracy, get_policy, symbolic_scores
-    from router.router import Router
+    from router.router import CONTEXT_WEIGHT, Router, in_context
     from router.scorers import (
         ClassifierScorer,
         KeywordScorer,
@@ -49,13 +51,19 @@ if TYPE_CHECKING:
         Scorer,
         annotator_keywords,
         keyword_scorer,
+        load_scorer,
     )
+    from router.skill_rows import SkillRows
     from router.topics import TopicMeta, TopicModel, TopicPayload, TopicScorer, train_topics
     from router.vote_model import vote_accuracies, vote_accuracy
 
 __getattr__, __dir__ = lazy(
     __name__,
     {
+        "Affinity": "router.affinity",
+        "Anchor": "router.affinity",
+        "keep_or_move": "router.affinity",
+        "skill_shift": "router.affinity",
         "TOPIC_SHARE": "router.artefacts",
         "RouterArtefacts": "router.artefacts",
         "train_router": "router.artefacts",
@@ -77,7 +85,9 @@ __getattr__, __dir__ = lazy(
         "expected_accuracy": "router.policies",
         "get_policy": "router.policies",
         "symbolic_scores": "router.policies",
+        "CONTEXT_WEIGHT": "router.router",
         "Router": "router.router",
+        "in_context": "router.router",
         "ClassifierScorer": "router.scorers",
         "KeywordScorer": "router.scorers",
         "MixtureScorer": "router.scorers",
@@ -85,6 +95,8 @@ __getattr__, __dir__ = lazy(
         "Scorer": "router.scorers",
         "annotator_keywords": "router.scorers",
         "keyword_scorer": "router.scorers",
+        "load_scorer": "router.scorers",
+        "SkillRows": "router.skill_rows",
         "TopicMeta": "router.topics",
         "TopicModel": "router.topics",
         "TopicPayload": "router.topics",
@@ -96,6 +108,12 @@ __getattr__, __dir__ = lazy(
 )
 
 __all__ = [
+    "CONTEXT_WEIGHT",
+    "Affinity",
+    "Anchor",
+    "in_context",
+    "keep_or_move",
+    "skill_shift",
     "Rung",
     "LinearModel",
     "Heard",
@@ -118,6 +136,7 @@ __all__ = [
     "Scorer",
     "Selection",
     "SkillClassifier",
+    "SkillRows",
     "TopicMeta",
     "TopicModel",
     "TopicPayload",
@@ -126,6 +145,7 @@ __all__ = [
     "keyword_scorer",
     "expected_accuracy",
     "get_policy",
+    "load_scorer",
     "symbolic_scores",
     "train_classifier",
     "train_router",

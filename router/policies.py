@@ -1,7 +1,9 @@
 """Expert selection: the named policies, in one registry, and the settings they share.
 
-Every policy sees the profile, one query's skill weights, the selection settings and a
-seeded random generator, and returns the chosen experts (best first) with their scores.
+Every policy sees the profile, one query (``Asking``: its skill weights, every expert's
+expected accuracy and Symbolic-MoE score on them, made for the router's whole batch at once,
+and its own seeded random generator) and the selection settings, and returns the chosen
+experts (best first) with their scores.
 
 - ``symbolic``: Symbolic-MoE. Expert score = global competence x sum over the query's skills
   of weight x local score (+1 right, -1 wrong); k experts drawn without replacement with
@@ -38,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.names import unknown_name
 from router.decision import ExpertChoice, Rung
 from router.lookup import ProfileLookup, lookup_of
-from router.topics import TOPIC_PREFIX
+from router.skill_rows import SkillRows, expected_accuracies, symbolic_score_rows
 from router.vote_model import vote_accuracies
 from skills.profile import Profile
 
@@ -91,25 +93,59 @@ class Chosen(NamedTuple):
     later: tuple[Rung, ...] = ()
 
 
-Policy = Callable[[ProfileLookup, Mapping[str, float], Selection, random.Random], Chosen]
+class Asking:
+    """One query as a policy reads it: its (normalised) skill weights, every expert's expected
+    accuracy and Symbolic-MoE score on them (read from its batch's matrices), and a random
+    generator seeded by ``seed``."""
+
+    __slots__ = ("_rng", "index", "lookup", "rows", "seed")
+
+    def __init__(self, rows: SkillRows, index: int, lookup: ProfileLookup, seed: str) -> None:
+        self.rows, self.index, self.lookup, self.seed = rows, index, lookup, seed
+        self._rng: random.Random | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """``random.Random(seed)``, made on first use: most policies draw nothing, and seeding
+        costs more than the rest of routing a query."""
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
+
+    @property
+    def skills(self) -> dict[str, float]:
+        return self.rows.rows[self.index]
+
+    @property
+    def categories(self) -> dict[str, float]:
+        """The named skills renormalised (``category_weights``)."""
+        return self.rows.categories[self.index]
+
+    @property
+    def expected(self) -> dict[str, float]:
+        """Every expert's expected accuracy (``expected_accuracy``)."""
+        return self.rows.expected(self.lookup)[self.index]
+
+    @property
+    def symbolic(self) -> dict[str, float]:
+        """Every expert's Symbolic-MoE score (``symbolic_scores``)."""
+        return self.rows.symbolic(self.lookup)[self.index]
+
+
+Policy = Callable[[ProfileLookup, Asking, Selection], Chosen]
 """A policy reads the profile through a ``ProfileLookup`` (the router keeps one per profile)."""
 
 
 def symbolic_scores(profile: Profile | ProfileLookup, skills: Mapping[str, float]) -> dict[str, float]:
     """Symbolic-MoE score of every expert for a query with these skill weights."""
     lookup = lookup_of(profile)
-    columns = [(lookup.score_column(s), w) for s, w in skills.items()]
-    return {e: lookup.competence(e) * sum(w * column[e] for column, w in columns) for e in lookup.experts}
+    return dict(zip(lookup.experts, symbolic_score_rows(lookup, [skills])[0].tolist()))
 
 
 def expected_accuracy(profile: Profile | ProfileLookup, skills: Mapping[str, float]) -> dict[str, float]:
     """Each expert's smoothed accuracy, averaged over the query's skills by weight (overall when none)."""
     lookup = lookup_of(profile)
-    total = sum(skills.values())
-    if total <= 0:
-        return {e: lookup.accuracy(e) for e in lookup.experts}
-    columns = [(lookup.accuracy_column(s), w) for s, w in skills.items()]
-    return {e: sum(w * column[e] for column, w in columns) / total for e in lookup.experts}
+    return dict(zip(lookup.experts, expected_accuracies(lookup, [skills])[0].tolist()))
 
 
 def _ranked(scores: Mapping[str, float], profile: ProfileLookup) -> list[str]:
@@ -122,8 +158,8 @@ def _choices(experts: list[str], scores: Mapping[str, float]) -> list[ExpertChoi
     return [ExpertChoice(expert=e, score=float(scores[e])) for e in experts]
 
 
-def _symbolic(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    scores = symbolic_scores(profile, skills)
+def _symbolic(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    scores = query.symbolic
     weights = {e: max(s, 0.0) for e, s in scores.items()}
     if not any(weights.values()):
         weights = {e: profile.competence(e) for e in profile.experts}
@@ -132,31 +168,25 @@ def _symbolic(profile: ProfileLookup, skills: Mapping[str, float], sel: Selectio
     picked: list[str] = []
     while pool and len(picked) < k:
         total = sum(weights[e] for e in pool)
-        point, upto = rng.random() * total, 0.0
+        point, upto = query.rng.random() * total, 0.0
         for expert in pool:
             upto += weights[expert]
             if point < upto:
                 break
         picked.append(expert)
         pool.remove(expert)
-    picked += [e for e in _ranked(scores, profile) if e not in picked][: k - len(picked)]
-    return Chosen(_choices(sorted(picked, key=_ranked(scores, profile).index), scores), False)
+    ranked = _ranked(scores, profile)
+    picked += [e for e in ranked if e not in picked][: k - len(picked)]
+    return Chosen(_choices(sorted(picked, key=ranked.index), scores), False)
 
 
-def _topk(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    scores = symbolic_scores(profile, skills)
+def _topk(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    scores = query.symbolic
     return Chosen(_choices(_ranked(scores, profile)[: sel.k], scores), False)
 
 
-def category_weights(skills: Mapping[str, float]) -> dict[str, float]:
-    """The named skills (not clustering topics), renormalised; all skills when there are only topics."""
-    named = {s: w for s, w in skills.items() if not s.startswith(TOPIC_PREFIX)}
-    total = sum(named.values())
-    return {s: w / total for s, w in named.items()} if total > 0 else dict(skills)
-
-
-def _category(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    categories = category_weights(skills)
+def _category(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    categories = query.categories
     top = max(categories, key=categories.__getitem__) if categories else None
     if top is not None and categories[top] >= sel.threshold:
         scores = {e: profile.accuracy(e, top) for e in profile.experts}
@@ -165,23 +195,23 @@ def _category(profile: ProfileLookup, skills: Mapping[str, float], sel: Selectio
     return Chosen(_choices(_ranked(scores, profile)[: sel.k], scores), True)
 
 
-def _single_best(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _single_best(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
     scores = {e: profile.accuracy(e) for e in profile.experts}
     return Chosen(_choices(_ranked(scores, profile)[:1], scores), False)
 
 
-def _random(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    picked = rng.sample(profile.experts, min(sel.k, len(profile.experts)))
+def _random(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    picked = query.rng.sample(profile.experts, min(sel.k, len(profile.experts)))
     return Chosen(_choices(picked, {e: 0.0 for e in picked}), False)
 
 
-def _all(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    scores = expected_accuracy(profile, skills)
+def _all(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    scores = query.expected
     return Chosen(_choices(_ranked(scores, profile), scores), False)
 
 
-def _adaptive(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    scores = expected_accuracy(profile, skills)
+def _adaptive(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    scores = query.expected
     ranked = _ranked(scores, profile)[: sel.max_k]
     best_j, best_value = 1, float("-inf")
     votes = vote_accuracies([scores[e] for e in ranked], sel.n_options, sel.spread)  # of the first j, j = 1...
@@ -192,8 +222,8 @@ def _adaptive(profile: ProfileLookup, skills: Mapping[str, float], sel: Selectio
     return Chosen(_choices(ranked[:best_j], scores), False)
 
 
-def _top_p(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
-    scores = expected_accuracy(profile, skills)
+def _top_p(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
+    scores = query.expected
     ranked = _ranked(scores, profile)
     top = max(scores.values())
     raw = {e: math.exp((scores[e] - top) / sel.temperature) for e in ranked}
@@ -221,19 +251,22 @@ def strong_and_weak(profile: ProfileLookup) -> tuple[str, str]:
 def win_probability(profile: ProfileLookup, skills: Mapping[str, float], strong: str, weak: str) -> float:
     """Predicted chance that the strong expert is right where the weak one is wrong, from their
     accuracies on the query's skills (taken as independent)."""
-    accuracy = expected_accuracy(profile, skills)
+    return _win(expected_accuracy(profile, skills), strong, weak)
+
+
+def _win(accuracy: Mapping[str, float], strong: str, weak: str) -> float:
     return accuracy[strong] * (1.0 - accuracy[weak])
 
 
-def _routellm(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _routellm(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
     strong, weak = strong_and_weak(profile)
-    win = win_probability(profile, skills, strong, weak)
+    win = _win(query.expected, strong, weak)
     return Chosen([ExpertChoice(expert=strong if win >= sel.win_threshold else weak, score=win)])
 
 
-def _cascade(profile: ProfileLookup, skills: Mapping[str, float], sel: Selection, rng: random.Random) -> Chosen:
+def _cascade(profile: ProfileLookup, query: Asking, sel: Selection) -> Chosen:
     """The ladder of ``router.cascade``: cheap experts first, the strong one (or more) on escalation."""
-    scores = expected_accuracy(profile, skills)
+    scores = query.expected
     ranked = _ranked(scores, profile)
     tied = [e for e in ranked if scores[e] == scores[ranked[0]]]
     if any(profile.measured(e) for e in tied):  # equally good on the evidence: the cheaper

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Collection, Mapping, Sequence
 
 from common.errors import BadInput
 from router.cascade import ConfidenceModel, Escalation, Heard, escalation
 from router.decision import RouteDecision
 from router.lookup import ProfileLookup
-from router.policies import Selection, category_weights, expected_accuracy, get_policy
+from router.policies import Asking, Selection, get_policy
 from router.scorers import Scorer
+from router.skill_rows import SkillRows, normalised
 from skills.profile import Profile
 
 log = logging.getLogger(__name__)
@@ -53,36 +53,56 @@ class Router:
         self.selection = selection
         self.seed = seed
 
-    def route(self, texts: Sequence[str], question_ids: Sequence[str] | None = None) -> list[RouteDecision]:
-        """One decision per query text, in order."""
+    def route(
+        self,
+        texts: Sequence[str],
+        question_ids: Sequence[str] | None = None,
+        *,
+        contexts: Sequence[Sequence[str]] | None = None,
+        context_weight: float | None = None,
+    ) -> list[RouteDecision]:
+        """One decision per query text, in order. ``contexts``: per query, the questions it
+        follows (a conversation's earlier ones, oldest first; empty for none): its skills are
+        ``in_context`` of its own and theirs, each earlier question counting ``context_weight``
+        (default ``CONTEXT_WEIGHT``) as much as the one after it."""
         if isinstance(texts, str):
             raise BadInput("route() takes a list of queries, not one string")
         texts = list(texts)
-        return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+        if contexts is None or not any(contexts):
+            return self.route_weights(self.scorer.skill_weights(texts), question_ids)
+        if len(contexts) != len(texts):
+            raise BadInput(f"{len(contexts)} contexts for {len(texts)} queries")
+        earlier = [text for context in contexts for text in context]
+        scored = self.scorer.skill_weights([*texts, *earlier])
+        weights, rest = scored[: len(texts)], iter(scored[len(texts) :])
+        for i, context in enumerate(contexts):
+            weights[i] = in_context(weights[i], [next(rest) for _ in context], context_weight)
+        return self.route_weights(weights, question_ids)
 
     def route_weights(
         self,
-        weights: Sequence[Mapping[str, float]],
+        weights: Sequence[Mapping[str, float]] | SkillRows,
         question_ids: Sequence[str] | None = None,
         *,
         whole_ladder: bool = False,
     ) -> list[RouteDecision]:
-        """Decisions for queries whose skill weights are already known (e.g. dataset labels).
+        """Decisions for queries whose skill weights are already known (e.g. dataset labels), or
+        already normalised into ``SkillRows`` (which several routers of a pool may share).
         ``whole_ladder``: a cascade keeps every rung, even one it would skip (for calibration)."""
         if question_ids is not None and len(question_ids) != len(weights):
             raise BadInput(f"{len(question_ids)} question ids for {len(weights)} queries")
+        rows = weights if isinstance(weights, SkillRows) else SkillRows(weights)
         decisions = []
-        for index, skills in enumerate(weights):
+        for index, skills in enumerate(rows.rows):
             qid = None if question_ids is None else str(question_ids[index])
-            skills = _normalised(skills)
-            rng = random.Random(f"{self.seed}:{qid if qid is not None else index}")
-            chosen = self.policy(self._lookup, skills, self.selection, rng)
+            seed = f"{self.seed}:{qid if qid is not None else index}"
+            chosen = self.policy(self._lookup, Asking(rows, index, self._lookup, seed), self.selection)
             every = [*chosen.experts, *(c for rung in chosen.later for c in rung.experts)]
             decision = RouteDecision(
                 question_id=qid,
                 skills=skills,
                 experts=tuple(chosen.experts),
-                confidence=min(1.0, max(category_weights(skills).values(), default=0.0)),
+                confidence=rows.confidences[index],
                 policy=self.policy_name,
                 fallback=chosen.fallback,
                 unmeasured=tuple(c.expert for c in every if not self._lookup.measured(c.expert)),
@@ -113,7 +133,15 @@ class Router:
 
     def competence(self, decision: RouteDecision) -> dict[str, float]:
         """Every expert's expected accuracy on the decision's skills."""
-        return expected_accuracy(self._lookup, decision.skills)
+        return self.competences([decision])[0]
+
+    def competences(self, decisions: Sequence[RouteDecision] | SkillRows) -> list[dict[str, float]]:
+        """``competence`` of each decision, made for them all at once; or of each row of the
+        ``SkillRows`` the decisions were routed from (the same skills)."""
+        rows = (
+            decisions if isinstance(decisions, SkillRows) else SkillRows([d.skills for d in decisions], normalise=False)
+        )
+        return rows.expected(self._lookup)
 
     def escalate(self, decision: RouteDecision, heard: Sequence[Heard], answered: int) -> Escalation:
         """For a cascade: after ``answered`` rounds whose answers are ``heard``, ask the next rung?"""
@@ -128,11 +156,27 @@ class Router:
         )
 
 
-def _normalised(skills: Mapping[str, float]) -> dict[str, float]:
-    for skill, weight in skills.items():
-        if not weight >= 0.0:  # also catches NaN
-            raise BadInput(f"skill {skill!r} has weight {weight}; weights must be >= 0")
-    total = sum(skills.values())
-    if total <= 0:
-        return {}
-    return {s: min(1.0, w / total) for s, w in sorted(skills.items(), key=lambda kv: -kv[1]) if w > 0}
+CONTEXT_WEIGHT = 0.5
+"""How much the questions before a conversation's turn count in its skills: the turn before it
+this share, the one before that this share of the rest, and so on (benchmarks/conversations.py)."""
+
+
+def in_context(
+    own: Mapping[str, float], earlier: Sequence[Mapping[str, float]], weight: float | None = None
+) -> dict[str, float]:
+    """The skills of a question read in the context of the questions before it (``earlier``, oldest
+    first, each its skill weights): an exponential smoothing, each question mixed with the reading
+    of those before it, ``weight`` (default ``CONTEXT_WEIGHT``) of the earlier reading. A question
+    or context without skills leaves the other as it is."""
+    weight = CONTEXT_WEIGHT if weight is None else weight
+    if not 0.0 <= weight < 1.0:
+        raise BadInput(f"context weight must be from 0 to below 1, got {weight}")
+    reading: dict[str, float] = {}
+    for skills in [*earlier, own]:
+        now = normalised(skills)
+        if not reading or not now:
+            reading = now or reading
+            continue
+        keys = now.keys() | reading.keys()
+        reading = normalised({s: (1 - weight) * now.get(s, 0.0) + weight * reading.get(s, 0.0) for s in keys})
+    return reading

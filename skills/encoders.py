@@ -255,6 +255,20 @@ class OnnxEmbedder:
         self._loaded: tuple[Any, Any, int, frozenset[str]] | None = None
         """The session, the tokenizer, the most tokens read of a text, and the session's inputs."""
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The threads that encode, kept for the encoder's life (new threads per call fragment
+        malloc's arenas one after another: ``skills.embed.SentenceEmbedder._workers``)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="encode")
+            return self._pool
+
+    def load(self) -> None:
+        """Load the session now, exporting the encoder if it was never exported (``embed`` loads it
+        on first use otherwise)."""
+        self._load()
 
     def _load(self) -> tuple[Any, Any, int, frozenset[str]]:
         with self._lock:
@@ -308,8 +322,7 @@ class OnnxEmbedder:
             for index in range(len(batches)):
                 encode(index)
         else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="encode") as pool:
-                list(pool.map(encode, range(len(batches))))
+            list(self._workers().map(encode, range(len(batches))))
         width = rows[0].shape[1]  # type: ignore[union-attr]
         out = np.zeros((len(texts), width), dtype=np.float32)
         for batch, vectors in zip(batches, rows):

@@ -60,3 +60,12 @@ def _own_runs_dir(tmp_path, monkeypatch):
     generation cache (``runs_dir/store.sqlite``): no test is answered from another's generations,
     and nothing is written to the working folder. Settings given ``runs_dir`` or ``store`` keep theirs."""
     monkeypatch.setenv("COE_RUNS_DIR", str(tmp_path / "coe-runs"))
+
+
+@pytest.fixture(scope="session")
+def view_runs(replay_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Runs for ``coe view``'s tests (tests/view_runs.py): two replay runs of ``coe eval`` and a
+    hand-written synthesis run, by name."""
+    from view_runs import make_runs
+
+    return make_runs(tmp_path_factory.mktemp("view-runs"))

@@ -103,3 +103,14 @@ def serving(app: FastAPI, *, start_timeout: float = 120.0) -> Iterator[str]:
         sock.close()
     leaks = watched.leaks(port)  # reached only when the block ended without an error of its own
     assert not leaks, "responses showed the server's paths, hosts or ports:\n" + "\n".join(leaks)
+
+
+def wait_ready(url: str, timeout: float = 600.0) -> None:
+    """Wait until ``/readyz`` says ready (a service warms its engines, encoder and recordings first)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/readyz", timeout=30).status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} was not ready within {timeout} s")
+        time.sleep(0.1)

@@ -188,6 +188,7 @@ ROOMS = {
     "jobs": 5,
     "workflows": 6,
     "service": 7,
+    "view": 7,
     "cli": 8,
 }
 """orchestrator's rooms, lowest first: a room imports only rooms below it (and the packages)."""

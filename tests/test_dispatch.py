@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from common.errors import BadInput, Unavailable
+from common.errors import BadInput, Overloaded, TooLarge, Unavailable
 from common.query import Query
 from orchestrator.pipeline.trace import Answer
 from orchestrator.service.dispatch import Asking, Dispatcher
@@ -155,3 +155,73 @@ def test_one_of_two_identical_requests_cancelled_the_other_still_gets_its_answer
         assert first.future.cancelled()
     finally:
         dispatcher.stop(timeout=10)
+
+
+def test_a_full_queue_takes_a_request_whole_or_not_at_all():
+    recorder = Recorder(seconds=0.5)
+    refused: list[str] = []
+    dispatcher = Dispatcher(recorder, gather_s=0, max_queue=3, on_refuse=refused.append)
+    dispatcher.start()
+    try:
+        running = dispatcher.submit(q(1), TOPK)
+        recorder.started.wait(5)
+        queued = dispatcher.submit_all([q(2), q(3)], TOPK)
+        with pytest.raises(Overloaded) as caught:
+            dispatcher.submit_all([q(4), q(5)], TOPK)  # one would fit: neither is queued
+        assert caught.value.param == "max_queue" and caught.value.retry_after >= 1
+        assert dispatcher.depth == 2
+        with pytest.raises(TooLarge):  # more than the queue could ever hold
+            dispatcher.submit_all([q(7), q(8), q(9), q(10)], TOPK)
+        queued.append(dispatcher.submit(q(6), TOPK))
+        answers = [t.future.result(timeout=10) for t in [running, *queued]]
+    finally:
+        dispatcher.stop(timeout=10)
+    assert [a.question_id for a in answers] == ["q1", "q2", "q3", "q6"]
+    assert refused == ["queue_full"]
+    assert "q4" not in [i for _, ids in recorder.batches for i in ids]
+
+
+def test_the_warm_up_runs_before_the_first_batch_and_late_tickets_never_run():
+    recorder = Recorder()
+    release = threading.Event()
+    dispatcher = Dispatcher(recorder, gather_s=0, queue_timeout_s=0.2, prepare=lambda: release.wait(10))
+    dispatcher.start()
+    try:
+        late = dispatcher.submit(q(1), TOPK)  # waits behind the warm-up, past its deadline
+        with pytest.raises(Overloaded) as caught:
+            late.future.result(timeout=5)
+        assert caught.value.param == "queue_timeout_s"
+        with pytest.raises(Overloaded):
+            late.begun.result(timeout=1)
+        assert not dispatcher.prepared.is_set()
+        release.set()
+        assert dispatcher.prepared.wait(5)
+        assert dispatcher.submit(q(2), TOPK).future.result(timeout=5).question_id == "q2"
+    finally:
+        release.set()
+        dispatcher.stop(timeout=10)
+    assert recorder.batches == [(TOPK, ["q2"])]
+
+
+def test_after_each_batch_and_once_idle_the_housekeeping_runs():
+    steps: list[str] = []
+    recorder = Recorder()
+    dispatcher = Dispatcher(
+        recorder,
+        gather_s=0,
+        after_batch=lambda: steps.append("batch"),
+        on_idle=lambda: steps.append("idle"),
+        idle_s=0.2,
+    )
+    dispatcher.start()
+    try:
+        time.sleep(0.5)
+        assert steps == []  # idle from the start: nothing ran, nothing to do
+        dispatcher.submit(q(1), TOPK).future.result(timeout=5)
+        time.sleep(0.8)
+        assert steps == ["batch", "idle"]  # once, not again while it stays idle
+        dispatcher.submit(q(2), TOPK).future.result(timeout=5)
+        time.sleep(0.5)
+    finally:
+        dispatcher.stop(timeout=10)
+    assert steps == ["batch", "idle", "batch", "idle"]

@@ -176,6 +176,15 @@ def test_write_report_writes_markdown_json_and_pngs(run_a):
     assert not [p for p in run_a.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_a_report_from_the_results_in_hand_equals_one_rebuilt_from_the_files(run_a):
+    write_report(run_a)
+    rebuilt = {name: (run_a / name).read_text(encoding="utf-8") for name in ("report.md", "report.json")}
+    write_report(run_a, read_run(run_a), read_results(run_a))
+    assert {name: (run_a / name).read_text(encoding="utf-8") for name in rebuilt} == rebuilt
+    with pytest.raises(BadInput, match="info and results together"):
+        write_report(run_a, read_run(run_a))
+
+
 def test_a_run_without_ours_has_no_usage_plot(tmp_path):
     directory = make_run(tmp_path / "x", methods=DATA["run"]["methods"][1:])
     rows = [

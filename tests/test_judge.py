@@ -79,6 +79,19 @@ def test_an_option_text_is_its_letter(options, data):
     assert judge.correct(f"({letter.lower()})", letter)
 
 
+@pytest.mark.parametrize("n_options", [0, 4, 10])
+def test_one_character_answers_are_letters_of_the_options_only(n_options):
+    """A bare letter is read at once: exactly the letters A-J (either case) within the options;
+    any other character, even one whose capital is such a letter (dotless i), is no letter."""
+    options = tuple(f"option {i}" for i in range(n_options))
+    judge = Judge(AnswerKind.LETTER, options)
+    letters = "ABCDEFGHIJ"[: n_options or 10]
+    for char in [chr(c) for c in range(32, 0x250)] + ["\u0131", "\u017f", "\uff23"]:
+        expected = char.upper() if char.isascii() and char.upper() in letters and len(char.strip()) == 1 else None
+        assert judge.key(char) == expected, repr(char)
+        assert judge.key(f" *{char}* ") == expected, repr(char)
+
+
 def test_letters_beyond_the_options_and_other_text_are_unreadable():
     judge = Judge(AnswerKind.LETTER, ("Oxygen", "Carbon dioxide", "Nitrogen"))
     assert judge.key("carbon dioxide") == "B" and judge.key("B) Carbon dioxide") == "B"

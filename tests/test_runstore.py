@@ -152,3 +152,60 @@ def test_request_key_changes_with_what_was_asked():
         request_key(ExpertSpec(name="m", source={"kind": "vllm", "model": "other/model"}), ask),  # model
     ]
     assert len({key, *changed}) == 6
+
+
+def _whole_object_key(spec, request) -> str:
+    """The definition ``request_key`` keeps: the SHA-256 of the whole object, dumped at once."""
+    import hashlib
+    import json
+
+    from batching.engines.kinds import engine_kind
+
+    asked: dict[str, object] = {
+        "expert": spec.name,
+        "source": spec.source.model_dump(mode="json", include=set(engine_kind(spec).deciding)),
+        "prompt_mode": spec.prompt_mode,
+        "chat_template": spec.chat_template,
+        "system_prompt": spec.system_prompt,
+        "messages": [m.model_dump(mode="json") for m in request.messages],
+        "question_id": request.question_id,
+        "sampling": request.sampling(spec.sampling).model_dump(mode="json"),
+    }
+    if request.logprobs:
+        asked["logprobs"] = True
+    if request.benchmark is not None and engine_kind(spec).recorded:
+        asked["benchmark"] = request.benchmark
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def test_request_keys_of_a_batch_are_the_whole_object_digests():
+    """``request_keys`` writes the JSON field by field (each expert's fields once): the same
+    digests as dumping each whole object, across experts, samplings, texts and flags."""
+    import itertools
+
+    from batching import ExpertSpec
+    from batching.runstore import request_key, request_keys
+    from common.requests import Request
+
+    specs = [
+        ExpertSpec(name="m1", source={"kind": "replay", "path": "/r.jsonl", "model": "m1", "benchmark": "mmlu_pro"}),
+        ExpertSpec(
+            name="m2",
+            source={"kind": "vllm", "model": "packaged:smollm2-135m-instruct"},
+            system_prompt='Be "brief"',
+            sampling={"temperature": 0.7, "seed": 3, "stop": ["\n\n"]},
+        ),
+    ]
+    texts = ["What is 2+2?", 'Quote "this" \\ and é \u4e2d\n{}', ""]
+    asked = []
+    for spec, text, qid, bench, seed, temperature, logprobs in itertools.product(
+        specs, texts, [None, "q1"], [None, "mmlu_pro"], [None, 2], [None, 0.0], [False, True]
+    ):
+        request = Request.user(
+            "t", text or " ", question_id=qid, benchmark=bench, seed=seed, temperature=temperature, logprobs=logprobs
+        )
+        asked.append((spec, request))
+    keys = request_keys(asked)
+    assert keys == [_whole_object_key(spec, request) for spec, request in asked]
+    assert keys == [request_key(spec, request) for spec, request in asked]
+    assert len(set(keys)) == 96  # half of these differ only where it decides nothing (benchmark of a live model...)

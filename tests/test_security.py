@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import ConfigError, RateLimited, Unauthorized
 from orchestrator.service import security
-from orchestrator.service.security import ApiKeys, RateLimiter, hash_key
+from orchestrator.service.security import NO_LIMITS, ApiKeys, KeyLimits, RateLimiter, hash_key
 
 BAD_FILES = tomllib.loads((Path(__file__).parent / "data" / "api_key_files.toml").read_text(encoding="utf-8"))["bad"]
 
@@ -159,3 +159,44 @@ def test_rate_limit_holds_across_threads():
 def test_rate_limit_must_be_a_positive_whole_number(bad):
     with pytest.raises(ConfigError, match="rate limit must be a whole number"):
         RateLimiter(bad)
+
+
+def test_a_key_line_carries_its_limits(tmp_path):
+    path = tmp_path / "keys"
+    digest = hash_key("beta")
+    path.write_text(
+        "# key   limits\n"
+        "alpha   tokens_per_day=1000 cost_per_month=2.5 requests_per_minute=30\n"
+        f"{digest} tokens_per_month=5000000\n"
+        "gamma\n"
+        "alpha   tokens_per_day=1000 cost_per_month=2.5 requests_per_minute=30\n"  # the same line again: one key
+    )
+    keys = ApiKeys.from_file(path)
+    assert len(keys) == 3 and keys.rated
+    alpha = keys.limits(keys.check("alpha"))
+    assert alpha == KeyLimits(tokens_per_day=1000, cost_per_month=2.5, requests_per_minute=30)
+    assert alpha.budgets == {"tokens_per_day": 1000, "cost_per_month": 2.5}  # the rate is not a budget
+    assert keys.limits(keys.check("beta")).budgets == {"tokens_per_month": 5_000_000}
+    assert keys.limits(keys.check("gamma")) == NO_LIMITS and NO_LIMITS.budgets == {}
+    assert keys.limits(None) == NO_LIMITS and keys.limits("not-an-id") == NO_LIMITS
+    assert not ApiKeys([hash_key("plain")]).rated
+
+
+def test_a_key_of_its_own_rate_is_limited_by_it_and_the_others_by_the_service():
+    clock = Clock()
+    limiter = RateLimiter(None, clock=clock)
+    for _ in range(10):
+        limiter.take("key unlimited")  # no service-wide rate: only keys with their own are limited
+    limiter.take("key a", 1)
+    with pytest.raises(RateLimited, match="^rate limit: 1 requests per minute for this key$") as caught:
+        limiter.take("key a", 1)
+    assert caught.value.param == "requests_per_minute" and caught.value.retry_after == pytest.approx(60.0)
+    shared = RateLimiter(2, clock=clock)
+    shared.take("key b", 5)
+    shared.take("key b", 5)
+    shared.take("key b", 5)  # its own five, not the service's two
+    shared.take("key c")
+    shared.take("key c")
+    with pytest.raises(RateLimited, match="per key$") as caught:
+        shared.take("key c")
+    assert caught.value.param == "rate_limit_per_minute"

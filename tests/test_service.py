@@ -213,7 +213,7 @@ def test_grouping_swaps_less_than_fifo_with_room_for_one_model(tmp_path):
     swaps = {}
     for grouping in (True, False):
         engines = Engines(delay=0.05)
-        app = make_app(tmp_path / str(grouping), engines, budget=9_000, grouping=grouping, gather_ms=1_000)
+        app = make_app(tmp_path / str(grouping), engines, budget=9_000, grouping=grouping, gather_ms=2_500)
         with serving(app) as url:
 
             def ask(i: int) -> None:

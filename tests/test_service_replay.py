@@ -21,14 +21,17 @@ from orchestrator.pools.pool import recorded_models
 from orchestrator.pools.settings import shipped_pool
 from orchestrator.service import ServiceSettings, create_app
 from orchestrator.service.state import Service
-from tests.live_server import serving
+from tests.live_server import serving, wait_ready
 
 ASKED = {"policy": "topk", "k": 3, "aggregation": "majority"}
 
 
 @pytest.mark.data
 def test_the_service_answers_as_the_sdk_does_under_concurrent_load(data_dir, tmp_path):
-    core = load_settings(pool=shipped_pool("replay-small"), data_dir=data_dir, runs_dir=tmp_path / "runs")
+    # votes only: a budget for the recorded experts, so the vLLM aggregator is not warmed at start
+    core = load_settings(
+        pool=shipped_pool("replay-small"), data_dir=data_dir, runs_dir=tmp_path / "runs", memory_budget_mb=1_000
+    )
     items = load_benchmark("mmlu_pro").questions(data_dir, "test")[:60]
     queries = [Query(id=q.id, text=q.text, options=q.options) for q in items]
     with Orchestrator(core) as coe:
@@ -36,6 +39,7 @@ def test_the_service_answers_as_the_sdk_does_under_concurrent_load(data_dir, tmp
     assert sum(c is not None for c in expected.values()) > 50
 
     with serving(create_app(ServiceSettings(core=core))) as url:
+        wait_ready(url)
 
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=120) as client:
@@ -71,7 +75,9 @@ def test_a_cascade_served_over_http_climbs_as_the_sdk_does(data_dir, tmp_path):
     """The calibrated cascade of replay-mixed through ``coe serve``: the same answers, escalations
     and costs as the SDK's rounds, and the trace says which questions climbed."""
     asked = {"policy": "cascade", "aggregation": "majority"}
-    core = load_settings(pool=shipped_pool("replay-mixed"), data_dir=data_dir, runs_dir=tmp_path / "runs")
+    core = load_settings(
+        pool=shipped_pool("replay-mixed"), data_dir=data_dir, runs_dir=tmp_path / "runs", memory_budget_mb=1_000
+    )
     items = load_benchmark("mmlu_pro").questions(data_dir, "test")[:40]
     queries = [Query(id=q.id, text=q.text, options=q.options) for q in items]
     with Orchestrator(core) as coe:
@@ -79,6 +85,7 @@ def test_a_cascade_served_over_http_climbs_as_the_sdk_does(data_dir, tmp_path):
     climbed = [a for a in expected.values() if len(a.trace.escalations) > 1]
     assert climbed and len(climbed) < len(queries)  # some questions climbed, not all
     with serving(create_app(ServiceSettings(core=core))) as url, Client(url) as client:
+        wait_ready(url)
         served = client.answer_batch(queries, **asked)
     for answer in served:
         sdk = expected[answer.question_id]

@@ -294,6 +294,32 @@ def test_expired_entries_are_deleted_as_new_ones_are_written(tmp_path):
         assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
 
 
+def test_max_entries_keeps_the_newest_and_files_made_before_it_get_its_index(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with SQLiteGenerationStore(path) as unbounded:  # no bound: nothing is dropped
+        unbounded.put_many({key(f"q{i}"): gen(f"q{i}") for i in range(3)})
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DROP INDEX entries_age")  # as a file made before the bound was
+    with SQLiteGenerationStore(path, max_entries=4) as store:
+        for i in range(3, 7):
+            store.put_many({key(f"q{i}"): gen(f"q{i}")})
+        found = store.get_many([key(f"q{i}") for i in range(7)])
+    assert sorted(found) == sorted(key(f"q{i}") for i in range(3, 7))  # the 4 newest
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == 4
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'entries_age'").fetchone()
+
+
+def test_the_cache_is_bounded_and_expires_by_default(tmp_path):
+    settings = load_settings(runs_dir=tmp_path)
+    assert (settings.cache_ttl_s, settings.cache_max_entries) == (604_800, 100_000)
+    with open_generation_store(settings.store_target, settings.cache_ttl_s, settings.cache_max_entries) as store:
+        assert (store.ttl_s, store.max_entries) == (604_800, 100_000)
+    for bad in (0, -3, True, 1.5):
+        with pytest.raises(ConfigError, match="cache_max_entries must be a whole number"):
+            SQLiteGenerationStore(tmp_path / "t.sqlite", max_entries=bad)
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 

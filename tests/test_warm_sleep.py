@@ -256,3 +256,14 @@ def test_the_service_parks_models_and_shows_them_in_its_metrics(tmp_path) -> Non
     assert not any(v for k, v in metrics.items() if k.startswith("coe_model_swaps_total"))  # no unload to make room
     assert sorted(e.spec.name for e in made) == ["gemma3", "smollm2"]  # each loaded once, woken after
     assert sum(e.wakes for e in made) >= 1
+
+
+def test_a_models_cores_follow_the_set_of_models_not_their_order():
+    """The service's warm-up binds its engines as the first phase will (found by the real tier:
+    a warm-up in the pool's order and a phase in the plan's order bound them to each other's
+    cores, so the first request reloaded both)."""
+    from batching.warm import split_cores
+
+    cores = (0, 1, 2, 3)
+    assert split_cores(cores, ["b", "a"]) == split_cores(cores, ["a", "b"]) == {"a": (0, 1), "b": (2, 3)}
+    assert split_cores(cores, ["a"]) == {} and split_cores(None, ["a", "b"]) == {}

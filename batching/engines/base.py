@@ -147,9 +147,15 @@ def completion_prompt(request: Request, system_prompt: str | None = None) -> str
 
 
 def chat_messages(request: Request, system_prompt: str | None = None) -> list[dict[str, str]]:
-    """The OpenAI-style message list, with the expert's system prompt first if it has one."""
+    """The OpenAI-style message list, with the expert's system prompt first if it has one. When
+    the request brings a system message of its own (a user's, in a conversation), the two are one
+    system message: the expert's instructions, then the user's (chat templates take one, first)."""
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
-    if system_prompt and not any(m["role"] == "system" for m in messages):
+    if not system_prompt:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        messages[0] = {"role": "system", "content": f"{system_prompt.strip()}\n\n{messages[0]['content']}"}
+    else:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
 

@@ -17,20 +17,29 @@ per-token values the reply or its chunks carry; a server that sends none gives N
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
 from batching.engines.base import DeltaCallback, ResultCallback, chat_messages, completion_prompt, mean_logprob
+from batching.engines.http_replies import (
+    StreamFailed,
+    announce,
+    chunks,
+    describe,
+    error_text,
+    json_body,
+    preview,
+    read_chunk,
+    token_logprobs,
+)
 from batching.spec import ExpertSpec, HTTPSource
 from common.errors import EndpointError, EngineError
 from common.requests import Generation, Request
@@ -46,10 +55,6 @@ _RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolE
 
 class _Unreachable(Exception):
     """Every attempt failed before the server answered."""
-
-
-class _StreamFailed(Exception):
-    """A stream the server had accepted broke off or reported an error."""
 
 
 class HTTPEngine:
@@ -127,18 +132,18 @@ class HTTPEngine:
         except _Unreachable as exc:
             raise EndpointError(f"cannot reach {url}: {exc}") from exc
         except httpx.HTTPError as exc:  # timeouts, dropped writes: no usable answer
-            raise EndpointError(f"cannot reach {url}: {_describe(exc)}") from exc
+            raise EndpointError(f"cannot reach {url}: {describe(exc)}") from exc
         if response.status_code == 404:
             raise EndpointError(f"{url} answered 404 Not Found: is base_url right? (it usually ends in /v1)")
         if response.status_code in (401, 403):
             hint = f"check {self.source.api_key_env}" if self.source.api_key_env else "set api_key_env"
             raise EndpointError(f"{url} refused access (HTTP {response.status_code}): {hint}")
         if response.status_code != 200:
-            raise EndpointError(f"{url} answered HTTP {response.status_code}: {_error_text(response)}")
-        body = _json(response, url)
+            raise EndpointError(f"{url} answered HTTP {response.status_code}: {error_text(response)}")
+        body = json_body(response, url)
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
-            raise EndpointError(f"{url} answered JSON without a 'data' list of models with ids: {_preview(response)}")
+            raise EndpointError(f"{url} answered JSON without a 'data' list of models with ids: {preview(response)}")
         served = [m["id"] for m in data]
         if self.source.model not in served:
             raise EndpointError(
@@ -183,7 +188,7 @@ class HTTPEngine:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{self.spec.name}") as pool:
             futures = [pool.submit(one, i, request) for i, request in enumerate(requests)]
             for i, future in enumerate(futures):
-                future.add_done_callback(_announce(events, i))  # queued after the request's deltas
+                future.add_done_callback(announce(events, i))  # queued after the request's deltas
             try:
                 left = len(requests)
                 while left:
@@ -221,22 +226,22 @@ class HTTPEngine:
         except httpx.TimeoutException as exc:
             return failed(f"timed out after {self.source.timeout_s:.0f}s on {path} ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            return failed(f"{path} failed: {_describe(exc)}")
+            return failed(f"{path} failed: {describe(exc)}")
         if response.status_code != 200:
-            return failed(f"{path} answered HTTP {response.status_code}: {_error_text(response)}")
+            return failed(f"{path} answered HTTP {response.status_code}: {error_text(response)}")
         try:
-            reply = _json(response, path)
+            reply = json_body(response, path)
             choice = reply["choices"][0]
             text = choice["message"]["content"] if chat else choice["text"]
             if not isinstance(text, str):
                 raise TypeError(f"text is {type(text).__name__}")
             usage = reply.get("usage") or {}
             tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-            logprob = mean_logprob(_token_logprobs(choice, chat)) if request.logprobs else None
+            logprob = mean_logprob(token_logprobs(choice, chat)) if request.logprobs else None
         except EndpointError as exc:
             return failed(str(exc))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            return failed(f"malformed reply from {path} ({type(exc).__name__}: {exc}): {_preview(response)}")
+            return failed(f"malformed reply from {path} ({type(exc).__name__}: {exc}): {preview(response)}")
         return Generation(
             request_id=request.id,
             model=self.spec.name,
@@ -271,14 +276,14 @@ class HTTPEngine:
             try:
                 if response.status_code != 200:
                     response.read()
-                    return failed(f"{path} answered HTTP {response.status_code}: {_error_text(response)}")
+                    return failed(f"{path} answered HTTP {response.status_code}: {error_text(response)}")
                 finish, usage = None, None
-                for chunk in _chunks(response, path):
+                for chunk in chunks(response, path):
                     if stop.is_set():
                         return failed("abandoned: the batch ended before the stream did")
                     if chunk is None:  # [DONE]
                         break
-                    text, reason, counts, values = _read_chunk(chunk, chat, path)
+                    text, reason, counts, values = read_chunk(chunk, chat, path)
                     if text:
                         parts.append(text)
                         emit(text)
@@ -286,14 +291,14 @@ class HTTPEngine:
                     finish, usage = reason or finish, counts or usage
                 else:
                     if finish is None:
-                        raise _StreamFailed(f"the stream from {path} ended before the answer was finished")
+                        raise StreamFailed(f"the stream from {path} ended before the answer was finished")
             finally:
                 response.close()
         except httpx.TimeoutException as exc:
             return failed(f"timed out after {self.source.timeout_s:.0f}s on {path} ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            return failed(f"{path} failed: {_describe(exc)}")
-        except _StreamFailed as exc:
+            return failed(f"{path} failed: {describe(exc)}")
+        except StreamFailed as exc:
             return failed(str(exc))
         tokens_in, tokens_out = usage or (0, 0)
         return Generation(
@@ -346,7 +351,7 @@ class HTTPEngine:
                     response = client.request(method, path, **kwargs)
             except _RETRY_ERRORS as exc:
                 if last:
-                    raise _Unreachable(_describe(exc)) from exc
+                    raise _Unreachable(describe(exc)) from exc
                 logger.debug("%s %s failed (%s); retrying", method, path, exc)
                 self._sleep(self._delay(attempt, None))
                 continue
@@ -366,113 +371,3 @@ class HTTPEngine:
             except ValueError:
                 pass  # an HTTP date: keep the exponential delay
         return min(delay, self._max_backoff_s)
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
-        return "connection refused"
-    return f"{type(exc).__name__}: {text}"
-
-
-def _preview(response: httpx.Response) -> str:
-    text = " ".join(response.text.split())
-    return repr(text[:120]) if text else "an empty body"
-
-
-def _json(response: httpx.Response, where: str) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise EndpointError(f"{where} answered something that is not JSON: {_preview(response)}") from exc
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The server's own error message if it sent one in JSON, else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return _preview(response)
-    if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        if error:
-            return " ".join(str(error).split())[:300]
-    return _preview(response)
-
-
-def _announce(events: queue.SimpleQueue[tuple[int, str | None]], index: int) -> Callable[[Future[Generation]], None]:
-    """A future's done callback that queues (index, None): the request is finished."""
-    return lambda _future: events.put((index, None))
-
-
-def _chunks(response: httpx.Response, where: str) -> Iterator[dict[str, Any] | None]:
-    """The JSON objects of a server-sent event stream as they arrive, None for ``[DONE]``.
-
-    An event's ``data:`` lines joined by newlines are its data; comments and other fields are
-    skipped (OpenAI-style streams only use ``data:``)."""
-    data: list[str] = []
-    for line in itertools.chain(response.iter_lines(), [""]):  # a last blank line ends an open event
-        if line:
-            name, _, value = line.partition(":")
-            if name == "data":
-                data.append(value[1:] if value.startswith(" ") else value)
-            continue
-        if not data:
-            continue
-        event, data = "\n".join(data), []
-        if event.strip() == "[DONE]":
-            yield None
-            return
-        try:
-            chunk = json.loads(event)
-        except ValueError as exc:
-            raise _StreamFailed(f"{where} streamed something that is not JSON: {event[:120]!r}") from exc
-        if not isinstance(chunk, dict):
-            raise _StreamFailed(f"{where} streamed JSON that is not an object: {event[:120]!r}")
-        yield chunk
-
-
-def _token_logprobs(choice: dict[str, Any], chat: bool) -> list[float | None]:
-    """The per-token log-probabilities a choice (of a reply or a streamed chunk) carries: chat's
-    ``logprobs.content[*].logprob``, completions' ``logprobs.token_logprobs``; [] if none. What is
-    not a number stays in as None, so ``mean_logprob`` gives None rather than a partial mean."""
-    block = choice.get("logprobs")
-    if not isinstance(block, dict):
-        return []
-    items = block.get("content" if chat else "token_logprobs")
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        return [None]
-    if chat:
-        items = [item.get("logprob") if isinstance(item, dict) else None for item in items]
-    return [v if isinstance(v, int | float) and not isinstance(v, bool) else None for v in items]
-
-
-def _read_chunk(
-    chunk: dict[str, Any], chat: bool, where: str
-) -> tuple[str, str | None, tuple[int, int] | None, list[float | None]]:
-    """(text, finish reason, (prompt, completion) tokens, per-token log-probabilities) of one
-    streamed chunk; an error the server reported mid-stream is _StreamFailed."""
-    error = chunk.get("error")
-    if error is not None:
-        message = error.get("message", error) if isinstance(error, dict) else error
-        raise _StreamFailed(f"{where} reported an error mid-stream: {' '.join(str(message).split())[:300]}")
-    try:
-        text, finish, logprobs = "", None, []
-        choices = chunk.get("choices") or []
-        if choices:
-            choice = choices[0]
-            piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-            if piece is not None and not isinstance(piece, str):
-                raise TypeError(f"text is {type(piece).__name__}")
-            text, finish, logprobs = piece or "", choice.get("finish_reason"), _token_logprobs(choice, chat)
-        usage = chunk.get("usage")
-        counts = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)) if usage else None
-    except (AttributeError, IndexError, TypeError, ValueError) as exc:
-        raise _StreamFailed(
-            f"malformed chunk from {where} ({type(exc).__name__}: {exc}): {json.dumps(chunk)[:120]!r}"
-        ) from exc
-    return text, finish, counts, logprobs

@@ -7,7 +7,8 @@ benchmark than the source's, raises ``ReplayMiss``. A recording has nothing to s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from batching.engines.base import DeltaCallback, ResultCallback
 from batching.spec import ExpertSpec, ReplaySource
@@ -77,3 +78,14 @@ class ReplayEngine:
 
     def footprint_mb(self) -> float | None:
         return self.spec.memory_mb or 0.0
+
+
+def index_recordings(specs: Iterable[ExpertSpec]) -> None:
+    """Index the recordings of the recorded experts among ``specs`` in one pass per file (each
+    replay engine's ``load`` would otherwise read the whole file for its own model)."""
+    by_file: dict[Path, list[str]] = {}
+    for spec in specs:
+        if isinstance(spec.source, ReplaySource):
+            by_file.setdefault(Path(spec.source.path), []).append(spec.source.model)
+    for path, models in by_file.items():
+        replay_book(path).load(models)

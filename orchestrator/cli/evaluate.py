@@ -147,7 +147,7 @@ def eval_command(
                     "--temperature sets another",
                     file=sys.stderr,
                 )
-            evaluate(
+            outcome = evaluate(
                 coe,
                 bench,
                 questions,
@@ -159,7 +159,7 @@ def eval_command(
             )
     except KeyboardInterrupt:
         interrupted(out, command, resume)
-    paths = write_report(out)
+    paths = write_report(out, outcome.info, outcome.results)
     print(render_methods_table(Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))))
     for path in paths:
         print(f"wrote {path}")

@@ -45,6 +45,7 @@ COMMANDS = (
     "orchestrator.cli.calibrate",
     "orchestrator.cli.serve",
     "orchestrator.cli.worker",
+    "orchestrator.cli.view",
 )
 """Each command group's module; it registers its commands (``register(app)``) and imports nothing
 heavy until one of them runs."""
@@ -62,6 +63,9 @@ def fail(message: str) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: usage errors and the project's errors become one line on stderr, exit status 2."""
     try:
+        from common import tracing
+
+        tracing.configure()  # traces exported as the OTEL_* variables say; nothing when they say nothing
         code = app(args=argv, standalone_mode=False)
     except CoeError as exc:
         fail(str(exc))

@@ -134,3 +134,26 @@ DevicesOpt = Annotated[
         "--devices", min=1, max=64, help="Devices (GPUs) the plan spreads phases over (default: settings.devices)."
     ),
 ]
+
+
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")]
+
+
+def free_to_listen(host: str, port: int) -> None:
+    """BadInput when ``host:port`` cannot be bound now (in use, no such address)."""
+    import socket
+
+    from common.errors import BadInput
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BadInput(f"--host {host!r} is not an address of this machine: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc

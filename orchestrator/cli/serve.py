@@ -20,6 +20,7 @@ from orchestrator.cli.options import (
     ReclaimOpt,
     StoreOpt,
     command_settings,
+    free_to_listen,
     job_settings,
 )
 
@@ -46,6 +47,22 @@ def serve_command(
         bool, typer.Option("--grouping/--fifo", help="Run waiting requests in groups per model, or one at a time.")
     ] = True,
     gather_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for requests to join it.")] = 20.0,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most questions waiting; over it a request is refused (503). Default: settings."),
+    ] = None,
+    queue_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Longest a question waits for its batch; then 503, never run. Default: settings."),
+    ] = None,
+    lazy: Annotated[
+        bool,
+        typer.Option(
+            "--lazy",
+            help="Ready once the router is loaded; engines, encoder and recordings load on first use "
+            "(default: loaded at start, /readyz 503 until then).",
+        ),
+    ] = False,
     data_dir: DataOpt = None,
     store: StoreOpt = None,
     cache: CacheModeOpt = None,
@@ -59,15 +76,27 @@ def serve_command(
     job_heartbeat_s: HeartbeatOpt = None,
     benchmark: BenchmarkSpecOpt = None,
     no_skip: NoSkipOpt = False,
+    semantic_cache: Annotated[
+        bool,
+        typer.Option(
+            "--semantic-cache/--no-semantic-cache",
+            help="Reuse an earlier answer for a question that means the same (same facts, close embeddings).",
+        ),
+    ] = False,
+    semantic_threshold: Annotated[
+        float | None,
+        typer.Option(max=1.0, help="The least cosine similarity of two questions for a reuse, over 0 (default 0.9)."),
+    ] = None,
 ) -> None:
     """Serve a pool over HTTP: POST /v1/answer, OpenAI-compatible POST /v1/chat/completions and
     GET /v1/models, batch jobs under /v1/batches, GET /healthz, /readyz and /metrics. Jobs name
     benchmarks: the built-ins and each spec file given with --benchmark (by its spec's name).
     Everything is checked before the port is bound: each problem is one line, exit status 2."""
     import uvicorn
+    from pydantic import ValidationError
 
-    from common.errors import BadInput
-    from orchestrator.pools.settings import SERVICE_ENV, ServiceSettings
+    from common.errors import BadInput, config_error
+    from orchestrator.pools.settings import SERVICE_ENV, SemanticCacheSettings, ServiceSettings
     from orchestrator.sdk import Orchestrator
     from orchestrator.service.app import create_app
     from orchestrator.service.state import Service
@@ -85,19 +114,27 @@ def serve_command(
         aggregator_skip=False if no_skip else None,
     )
     jobs = job_settings(workers=job_workers, reclaim_s=job_reclaim_s, heartbeat_s=job_heartbeat_s)
-    settings = ServiceSettings(
-        core=core,
-        host=host,
-        port=port,
-        workers=workers,
-        api_keys_file=api_keys,
-        rate_limit_per_minute=rate_limit,
-        max_body_bytes=max_body_bytes,
-        grouping=grouping,
-        gather_ms=gather_ms,
-        jobs=jobs,
-        benchmarks=tuple(benchmark or ()),
-    )
+    given = {"max_queue": max_queue, "queue_timeout_s": queue_timeout_s}
+    semantic = {"enabled": semantic_cache, "threshold": semantic_threshold}
+    try:
+        settings = ServiceSettings(
+            core=core,
+            host=host,
+            port=port,
+            workers=workers,
+            api_keys_file=api_keys,
+            rate_limit_per_minute=rate_limit,
+            max_body_bytes=max_body_bytes,
+            grouping=grouping,
+            gather_ms=gather_ms,
+            lazy=lazy,
+            jobs=jobs,
+            benchmarks=tuple(benchmark or ()),
+            semantic_cache=SemanticCacheSettings.model_validate({k: v for k, v in semantic.items() if v is not None}),
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    except ValidationError as exc:
+        raise config_error(exc, "service settings") from exc
     if api_keys is not None:
         from orchestrator.service.security import ApiKeys
 
@@ -125,25 +162,6 @@ def serve_command(
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-
-
-def free_to_listen(host: str, port: int) -> None:
-    """BadInput when ``host:port`` cannot be bound now (in use, no such address)."""
-    import socket
-
-    from common.errors import BadInput
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise BadInput(f"--host {host!r} is not an address of this machine: {exc.strerror}") from exc
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def register(app: typer.Typer) -> None:

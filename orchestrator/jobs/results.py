@@ -11,7 +11,7 @@ The oracle (right when any expert was right) is a row of the scoring, not of the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batching import Cost
 from common.answers import Judge
@@ -34,11 +34,16 @@ class Scoring:
     category: str | None = None
     costs: Mapping[str, Cost | None] | None = None
     """The pool's declared cost of each expert (one call each when None)."""
+    _verdicts: dict[str | None, bool] = field(default_factory=dict, compare=False, repr=False)
+    """Each answer judged so far: the question's methods and experts state few distinct ones."""
 
     def correct(self, answer: str | None) -> bool | None:
         if self.gold is None or self.judge is None:
             return None
-        return self.judge.correct(answer, self.gold)
+        verdict = self._verdicts.get(answer)
+        if verdict is None:
+            verdict = self._verdicts[answer] = self.judge.correct(answer, self.gold)
+        return verdict
 
 
 def method_result(answer: Answer, aggregation: str, scoring: Scoring) -> MethodResult:
@@ -117,10 +122,16 @@ def question_result(
     each method's ``aggregations`` kind; ``oracle`` names the oracle method, if any, whose answer
     (every expert asked) is read for its experts alone."""
     experts = expert_results(answers, scoring)
-    methods = {
-        name: oracle_result(experts) if name == oracle else method_result(answer, aggregations[name], scoring)
-        for name, answer in answers.items()
-    }
+    rows: dict[tuple[int, str], MethodResult] = {}  # methods that share one answer (one vote) share its row
+    methods = {}
+    for name, answer in answers.items():
+        if name == oracle:
+            methods[name] = oracle_result(experts)
+            continue
+        key = (id(answer), aggregations[name])
+        if key not in rows:
+            rows[key] = method_result(answer, aggregations[name], scoring)
+        methods[name] = rows[key]
     route = next(iter(answers.values())).trace.route
     top = dict(sorted(route.skills.items(), key=lambda kv: -kv[1])[:3])
     return QuestionResult(

@@ -11,6 +11,11 @@ or taken over; a heartbeat thread reports every ``heartbeat_s`` while a step run
 store that goes away mid-job (Redis down) makes the worker let the job go as it is: it is taken
 over (by this worker or another) once the store is back and the job has been silent
 ``reclaim_s``; nothing generated is lost.
+
+With a ``meter`` (the service's keys' budgets), the job's owner is checked before each step (a
+spent budget fails the job, naming the limit; what was generated stays in the run store for a
+new job after the reset) and charged for each step's answers. A step run again after a
+takeover is charged again.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from common.errors import CoeError, Unavailable
 from eval import BENCHMARKS, Benchmark
@@ -29,6 +35,16 @@ from orchestrator.pools.settings import JobSettings
 from orchestrator.sdk import Orchestrator
 
 log = logging.getLogger(__name__)
+
+
+class Meter(Protocol):
+    """What a job's owner may spend and has spent (``orchestrator.service.tenants.Tenants``)."""
+
+    def check(self, key: str | None) -> None:
+        """Raise (a ``CoeError``) when ``key`` may not spend more now."""
+
+    def charge(self, key: str | None, answers: Sequence[Answer]) -> None:
+        """Count ``answers`` against ``key``."""
 
 
 class _Beat:
@@ -72,12 +88,15 @@ class JobWorker:
         *,
         benchmarks: Mapping[str, Benchmark] = BENCHMARKS,
         label: str = "w0",
+        meter: Meter | None = None,
     ) -> None:
         self.coe = coe
         self.store = store
         self.settings = settings
         self.benchmarks = benchmarks
         """The benchmarks a job may name (``eval.registered_benchmarks``)."""
+        self.meter = meter
+        """The owners' budgets (None: nobody's are counted)."""
         self.me = WorkerId.here(label)
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,6 +189,8 @@ class JobWorker:
             if self.stopping.is_set():
                 self.store.release(job.id, self.me)
                 return "released"
+            if self.meter is not None:
+                self.meter.check(job.owner)
             part = self.coe.answer_batch(
                 questions[start : start + step],
                 benchmark=asked.benchmark,
@@ -179,6 +200,8 @@ class JobWorker:
                 max_tokens=request.max_tokens,
                 run_id=job.id,
             )
+            if self.meter is not None:
+                self.meter.charge(job.owner, part)
             loads += part[0].trace.loads if part else 0
             answers += part
             beat.done = len(answers)

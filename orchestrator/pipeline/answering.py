@@ -14,7 +14,7 @@ aggregator's, the trace and the cost. Every door's answers are made here, by one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from aggregators import AggregationResult, ExpertAnswer, majority, synthesis_outcome, weighted
@@ -22,8 +22,9 @@ from batching import Cost
 from batching.executor import RunResult
 from common.requests import Generation
 from orchestrator.pipeline.asked import Asked
+from orchestrator.pipeline.conversation import cut_counts
 from orchestrator.pipeline.task_ids import expert_task_id
-from orchestrator.pipeline.trace import Answer, Timings, Trace
+from orchestrator.pipeline.trace import Answer, ConversationTrace, Timings, Trace
 from router import Heard
 from router.calibration import Outcome
 from router.calibration import play as play_policy
@@ -41,8 +42,12 @@ def expert_cost(cost: Cost | None, answer: ExpertAnswer) -> float:
 
 def expert_answer(one: Asked, name: str, generation: Generation | None) -> ExpertAnswer:
     """One expert's answer to ``one`` (``not run`` when it has no generation)."""
-    competence = one.competence.get(name)
     score = next((c.score for c in one.decision.all_experts if c.expert == name), None)
+    return _expert_answer(one, name, generation, score)
+
+
+def _expert_answer(one: Asked, name: str, generation: Generation | None, score: float | None) -> ExpertAnswer:
+    competence = one.competence.get(name)
     if generation is None:
         return ExpertAnswer(expert=name, score=score, competence=competence, error=NOT_RUN)
     return ExpertAnswer.from_generation(generation, one.prompting.extract, competence, score=score)
@@ -79,6 +84,79 @@ def climbed(one: Asked, asked: list[str], voters: list[str], escalations: tuple)
     )
 
 
+class Shared:
+    """What the records of one batch share as their answers are built (``build_answers``): each
+    task's expert answer, read from its generation once and copied for every other competence
+    and score a record gives it; each vote, counted once for all the records whose voters'
+    answers are the very same; and the whole answer of records that differ only in their method
+    (an evaluation's ours, all-majority and oracle vote on one decision)."""
+
+    def __init__(self) -> None:
+        self.read: dict[str, ExpertAnswer] = {}
+        self.answers: dict[tuple[str, float | None, float | None], ExpertAnswer] = {}
+        self.votes: dict[tuple, AggregationResult] = {}
+        self.records: dict[tuple, Answer] = {}
+
+    @staticmethod
+    def record_key(one: Asked) -> tuple | None:
+        """What a voting record's answer depends on, its parts by identity (the method names only
+        an aggregation task, which a vote has not); None for a record not shared so (a cascade
+        climbs per record, an aggregator writes per method)."""
+        if one.vote is None or one.decision.later:
+            return None
+        parts = (one.query, one.decision, one.prompting, one.competence, one.history, one.affinity)
+        return (one.vote, one.sample, one.aggregator, one.voters, one.escalations, *map(id, parts))
+
+    def expert(
+        self, one: Asked, name: str, task: str, generation: Generation | None, score: float | None
+    ) -> ExpertAnswer:
+        """``one``'s answer of expert ``name`` (its task's ``generation``, None: not run)."""
+        competence = one.competence.get(name)
+        key = (task, competence, score)
+        found = self.answers.get(key)
+        if found is None:
+            first = self.read.get(task)
+            if first is None:
+                found = self.read[task] = _expert_answer(one, name, generation, score)
+            elif first.competence == competence and first.score == score:
+                found = first
+            else:  # the same generation, read once: only the router's numbers differ
+                found = first.model_copy(update={"competence": competence, "score": score})
+            self.answers[key] = found
+        return found
+
+    def vote(self, one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
+        """``one``'s vote. Answers shared by ``expert`` carry the record's own competence, so
+        the same answers, vote and judge make the same result."""
+        key = (one.vote, one.prompting.judge, len(one.query.options), *map(id, arrived))
+        found = self.votes.get(key)
+        if found is None:
+            found = self.votes[key] = _vote(one, arrived)
+        return found
+
+
+def build_answers(
+    asked: Sequence[Asked],
+    result: RunResult,
+    *,
+    pool: str,
+    route_seconds: float,
+    costs: Mapping[str, Cost | None] | None = None,
+) -> list[Answer]:
+    """``build_answer`` of each record, in order, sharing what they have in common (``Shared``)."""
+    shared = Shared()
+    answers = []
+    for one in asked:
+        key = shared.record_key(one)
+        answer = shared.records.get(key) if key is not None else None
+        if answer is None:
+            answer = build_answer(one, result, pool=pool, route_seconds=route_seconds, costs=costs, shared=shared)
+            if key is not None:
+                shared.records[key] = answer
+        answers.append(answer)
+    return answers
+
+
 def build_answer(
     one: Asked,
     result: RunResult,
@@ -86,21 +164,29 @@ def build_answer(
     pool: str,
     route_seconds: float,
     costs: Mapping[str, Cost | None] | None = None,
+    shared: Shared | None = None,
 ) -> Answer:
     """The answer to one record from the run's result (nothing is composed again). ``costs``:
-    the pool's declared costs, for the trace's ``cost`` (one per call when none)."""
+    the pool's declared costs, for the trace's ``cost`` (one per call when none); ``shared``:
+    what the batch's records share (``build_answers``)."""
     if one.decision.later and one.voters is None:  # a cascade asked whole: climb it now
         outcome = play(one, result.generations)
         one = climbed(one, list(outcome.asked), list(outcome.voters), outcome.escalations)
+    shared = shared if shared is not None else Shared()
     costs = costs or {}
     judge = one.prompting.judge
-    experts = tuple(expert_answer(one, name, result.generations.get(t)) for name, t in one.expert_tasks.items())
-    by_task = dict(zip(one.expert_tasks.values(), experts, strict=True))
+    scores: dict[str, float] = {}
+    for choice in one.decision.all_experts:
+        scores.setdefault(choice.expert, choice.score)  # the first, as ``expert_answer`` reads it
+    tasks = one.expert_tasks
+    experts = tuple(
+        shared.expert(one, name, task, result.generations.get(task), scores.get(name)) for name, task in tasks.items()
+    )
     arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
     aggregation: AggregationResult | None = None
     error = None
     if one.vote is not None:
-        aggregation = _vote(one, arrived) if arrived else None
+        aggregation = shared.vote(one, arrived) if arrived else None
     else:
         generation = result.generations.get(one.aggregate_task)
         composed = result.composed.get(one.aggregate_task)
@@ -108,6 +194,7 @@ def build_answer(
             agreed = majority(arrived, competence=one.competence, judge=judge)
             aggregation = agreed.model_copy(update={"method": "consensus", "skipped": composed.skipped})
         elif generation is not None and generation.ok and composed is not None:
+            by_task = dict(zip(tasks.values(), experts, strict=True))
             aggregation = synthesis_outcome(composed, generation, by_task, one.prompting.extract, judge)
         elif arrived:
             reason = (generation.error if generation is not None else None) or "aggregator did not run"
@@ -117,7 +204,7 @@ def build_answer(
     if aggregation is None:
         causes = "; ".join(dict.fromkeys(f"{e.expert}: {e.error}" for e in experts if e.error))
         error = f"no expert answer arrived for question {one.query.id!r} ({causes or 'none asked'})"
-    task_ids = (*one.expert_tasks.values(), *(() if one.vote is not None else (one.aggregate_task,)))
+    task_ids = (*tasks.values(), *(() if one.vote is not None else (one.aggregate_task,)))
     trace = Trace(
         question_id=one.query.id,
         pool=pool,
@@ -129,6 +216,7 @@ def build_answer(
         escalations=one.escalations,
         voters=one.voters,
         cost=sum(expert_cost(costs.get(e.expert), e) for e in experts),
+        conversation=_conversation(one, result),
         cache_hits=sum(1 for t in task_ids if t in result.cached),
         timings=Timings(
             route=route_seconds,
@@ -143,6 +231,23 @@ def build_answer(
     return Answer(question_id=one.query.id, text=aggregation.text, choice=aggregation.choice, trace=trace)
 
 
+def _conversation(one: Asked, result: RunResult) -> ConversationTrace | None:
+    """A chat turn's conversation record: its length, what each model asked was not shown (the
+    aggregator's as its prompt was written), affinity."""
+    conversation = one.query.conversation
+    if conversation is None:
+        return None
+    whole = len(conversation.history)
+    composed = result.composed.get(one.aggregate_task) if one.vote is None else None
+    sent = composed is not None and composed.skipped is None  # the aggregator's request went out
+    return ConversationTrace(
+        messages=whole + 1,
+        cut=cut_counts(one.query, {e: len(one.shown_to(e)) for e in one.expert_tasks}),
+        aggregator_cut=whole - (len(composed.request.messages) - 1) if composed is not None and sent else 0,
+        affinity=one.affinity,
+    )
+
+
 def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
     judge = one.prompting.judge
     if one.vote == "weighted" and all(one.competence.get(a.expert) is not None for a in arrived):
@@ -151,4 +256,14 @@ def _vote(one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
     return majority(arrived, competence=one.competence, judge=judge)
 
 
-__all__ = ["NOT_RUN", "build_answer", "climbed", "expert_answer", "expert_cost", "heard", "play"]
+__all__ = [
+    "NOT_RUN",
+    "Shared",
+    "build_answer",
+    "build_answers",
+    "climbed",
+    "expert_answer",
+    "expert_cost",
+    "heard",
+    "play",
+]

@@ -5,17 +5,19 @@ its requests ask. The task graph, the rounds and the answers are built from thes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from common.answers import AnswerKind, Judge
 from common.errors import BadInput
 from common.query import Query
+from common.requests import Message
 from common.vocabulary import Vote
 from eval.benchmarks import LETTER_FORMAT, Benchmark, Question, choice_prompt, with_options
 from eval.extract import Extractor, final_line_extractor, letter_extractor
 from orchestrator.pipeline.inputs import FREE_FORMAT
 from orchestrator.pipeline.items import ItemRef
 from orchestrator.pipeline.task_ids import aggregate_task_id, expert_task_id
-from router import Escalation, RouteDecision, Router
+from router import Affinity, Anchor, Escalation, RouteDecision, Router
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,29 @@ class Asked:
     """The router that decided it (a cascade climbs by its escalation)."""
     item: ItemRef | None = None
     """The benchmark item its requests ask (``orchestrator.pipeline.items``), decided by ``ask``."""
+    history: dict[str, tuple[Message, ...]] = field(default_factory=dict)
+    """A chat turn: expert -> the conversation's earlier turns it is shown, cut to its context
+    (``orchestrator.pipeline.conversation.shown``); empty for a plain question."""
+    aggregator_context: tuple[int | None, int] = (None, 0)
+    """A chat turn: the aggregator's context and what its call needs besides its prompt and the
+    earlier turns (``aggregators.SynthesisJob.context``)."""
+    affinity: Affinity | None = None
+    """A chat turn: whether it kept its conversation's experts, and why."""
+    anchor: Anchor | None = None
+    """A chat turn: the session state to keep once it is answered."""
 
     @property
     def asks(self) -> ItemRef:
         """``item``, else the query's own id with no benchmark."""
         return self.item if self.item is not None else ItemRef(self.query.id)
 
-    @property
+    def shown_to(self, expert: str) -> tuple[Message, ...]:
+        """The earlier turns ``expert`` is shown (none for a plain question)."""
+        return self.history.get(expert, ())
+
+    @cached_property
     def expert_tasks(self) -> dict[str, str]:
-        """Chosen expert -> the id of its task."""
+        """Chosen expert -> the id of its task (made once per record; not to be changed)."""
         return {name: expert_task_id(self.query.id, name, self.sample) for name in self.decision.expert_names}
 
     @property

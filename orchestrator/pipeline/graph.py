@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregators import SynthesisJob
-from common.requests import Generation, Request
+from common.requests import Generation, Message, Request
 from common.tasks import Compose, Composed, Task
 from orchestrator.pipeline.answering import play
 from orchestrator.pipeline.asked import Asked
@@ -33,15 +33,17 @@ def expert_task(
     logprobs: bool = False,
     temperature: float | None = None,
     item: ItemRef | None = None,
+    history: tuple[Message, ...] = (),
 ) -> Task:
     """One expert answering one question. A later sample draws with its own seed (sample 0
     keeps the expert's own sampling). Its request names the benchmark item it asks (``item``;
-    default: the question's own id, no benchmark)."""
+    default: the question's own id, no benchmark); a chat turn's earlier turns (``history``)
+    come before the prompt."""
     task_id = expert_task_id(question_id, expert, sample)
     item = item if item is not None else ItemRef(question_id)
-    request = Request.user(
-        task_id,
-        prompt,
+    request = Request(
+        id=task_id,
+        messages=(*history, Message(role="user", content=prompt)),
         question_id=item.question_id,
         benchmark=item.benchmark,
         seed=sample or None,
@@ -87,17 +89,19 @@ def task_graph(
         experts = ladder(one) if whole_ladders else one.decision.expert_names
         after = []
         for name in experts:
-            task = expert_task(
-                qid,
-                name,
-                one.prompting.prompt,
-                sample=one.sample,
-                logprobs=logprobs,
-                temperature=temperature,
-                item=one.asks,
-            )
-            tasks.setdefault(task.id, task)
-            after.append(task.id)
+            task_id = expert_task_id(qid, name, one.sample)
+            if task_id not in tasks:  # the first record asking it makes it; later ones share it
+                tasks[task_id] = expert_task(
+                    qid,
+                    name,
+                    one.prompting.prompt,
+                    sample=one.sample,
+                    logprobs=logprobs,
+                    temperature=temperature,
+                    item=one.asks,
+                    history=one.shown_to(name),
+                )
+            after.append(task_id)
         if one.vote is not None:
             continue
         aggregate = one.aggregate_task
@@ -117,6 +121,8 @@ def synthesis_job(one: Asked) -> SynthesisJob:
         benchmark=one.asks.benchmark,
         extract=one.prompting.extract,
         judge=one.prompting.judge,
+        history=one.query.conversation.history if one.query.conversation is not None else (),
+        context=one.aggregator_context,
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import get_args
 
 from common.errors import BadInput
 from common.query import MAX_OPTIONS, Query
+from common.vocabulary import MAX_NEW_TOKENS, Aggregation, ScorerKind
 
 FREE_FORMAT = 'End with a line "Final answer: ..." giving the answer in a few words.'
 
@@ -47,6 +49,21 @@ def check_policy(policy: object, default: str) -> str:
     if not isinstance(policy, str) or not policy.strip():
         raise BadInput(f"policy must be a policy name, got {policy!r}")
     return policy
+
+
+def check_answering(aggregation: object, max_tokens: object) -> None:
+    """How the answer is written: ``synthesis`` or ``majority``, and at most ``MAX_NEW_TOKENS``."""
+    if aggregation not in get_args(Aggregation):
+        raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
+        raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
+
+
+def check_scorer(scorer: object) -> None:
+    if scorer not in get_args(ScorerKind):
+        raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
 
 
 def check_options(options: object, *, field: str = "options", controls: bool = True) -> tuple[str, ...]:

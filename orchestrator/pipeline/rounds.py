@@ -23,6 +23,7 @@ from batching.executor import Executor, RunResult
 from batching.plan import Plan
 from batching.results import RunMetrics
 from batching.spec import ExpertSpec
+from common import tracing
 from common.errors import CoeError
 from common.requests import Generation
 from common.tasks import Compose, Composed, Task
@@ -57,7 +58,15 @@ class Climb:
 
     def task(self, expert: str) -> Task:
         one = self.one
-        return expert_task(one.query.id, expert, one.prompting.prompt, sample=one.sample, logprobs=True, item=one.asks)
+        return expert_task(
+            one.query.id,
+            expert,
+            one.prompting.prompt,
+            sample=one.sample,
+            logprobs=True,
+            item=one.asks,
+            history=one.shown_to(expert),
+        )
 
 
 def predicted_loads(first: Plan, decisions: Sequence[RouteDecision]) -> int:
@@ -142,7 +151,9 @@ class Rounds:
                 len(tasks),
                 plan.predicted_loads,
             )
-            result = self.executor.run(plan, tasks, self.specs, _no_compose, run_id=f"{run_id}-r{round_no}")
+            traced = {"coe.round": round_no, "coe.questions": len(pending), "coe.tasks": len(tasks)}
+            with tracing.span("coe.run", traced):
+                result = self.executor.run(plan, tasks, self.specs, _no_compose, run_id=f"{run_id}-r{round_no}")
             results.append(result)
             generations = {k: v for r in results for k, v in r.generations.items()}
             escalated: dict[str, tuple[str, ...]] = {}
@@ -195,7 +206,9 @@ class Rounds:
         if not tasks:
             result = RunResult(run_id=run_id, generations={}, failed=failed, metrics=RunMetrics(skipped=agreed))
             return result, composed
-        result = self.executor.run(self.plan(tasks), tasks, self.specs, _no_compose, run_id=f"{run_id}-agg")
+        plan = self.plan(tasks)
+        with tracing.span("coe.run", {"coe.role": "aggregator", "coe.tasks": len(tasks)}):
+            result = self.executor.run(plan, tasks, self.specs, _no_compose, run_id=f"{run_id}-agg")
         result.metrics.skipped += agreed
         return replace_failed(result, failed), composed
 

@@ -7,11 +7,15 @@ serves aggregation and the trace.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from aggregators import AggregationResult, ExpertAnswer
 from common.errors import CoeError, GenerationFailed, ReplayMiss
-from router import Escalation, RouteDecision
+from router import Affinity, Escalation, RouteDecision
+
+Outcome = Literal["called", "skipped", "vote", "none"]
 
 
 class Timings(BaseModel):
@@ -24,6 +28,38 @@ class Timings(BaseModel):
     experts: float = Field(0.0, description="The slowest of this question's expert generations.")
     aggregate: float = Field(0.0, description="This question's aggregation.")
     run: float = Field(0.0, description="The batch run, loads and generations included.")
+
+
+class ConversationTrace(BaseModel):
+    """What a chat turn's conversation did: its length, what each model was not shown, and
+    session affinity's decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: int = Field(
+        ..., ge=1, description="Messages of the conversation, the question and any system one included."
+    )
+    cut: dict[str, int] = Field(
+        default_factory=dict,
+        description="Expert -> how many of the oldest earlier messages it was not shown, to fit its context "
+        "(experts shown them all are left out).",
+    )
+    aggregator_cut: int = Field(
+        0, ge=0, description="How many of the oldest earlier messages the aggregator was not shown (0: none)."
+    )
+    affinity: Affinity | None = Field(None, description="Whether the conversation kept its experts, and why.")
+
+
+class SemanticNote(BaseModel):
+    """What the semantic cache did for one answer (``orchestrator.pipeline.semantic``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Literal["hit", "miss", "refused"] = Field(
+        ..., description="hit: an earlier answer was reused; miss: none was close enough; refused: the request said no."
+    )
+    similarity: float | None = Field(None, description="A hit's cosine similarity to the question it reused.")
+    threshold: float = Field(..., description="The least similarity a hit needs.")
 
 
 class Trace(BaseModel):
@@ -45,10 +81,34 @@ class Trace(BaseModel):
     cost: float = Field(
         0.0, ge=0.0, description="What the experts' calls cost, in the pool's unit (calls when it declares none)."
     )
+    conversation: ConversationTrace | None = Field(
+        None, description="A chat turn's conversation; None: a plain question."
+    )
+    trace_id: str | None = Field(
+        None,
+        pattern="^[0-9a-f]{32}$",
+        description="The OpenTelemetry trace this answer was made in (its request's, in the service); None "
+        "while nothing traces.",
+    )
+    semantic_cache: SemanticNote | None = Field(None, description="The semantic cache's part, where it is on.")
 
     @property
     def policy(self) -> str:
         return self.route.policy
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the experts' answers became one: the aggregator ``called``, ``skipped`` (the
+        experts agreed), a ``vote``, or ``none`` (no expert answered)."""
+        a = self.aggregation
+        if a is None:
+            return "none"
+        return "skipped" if a.skipped else "called" if a.method.startswith("synthesis") else "vote"
+
+    @property
+    def reused(self) -> bool:
+        """Whether this answer is an earlier one the semantic cache reused (it cost nothing now)."""
+        return self.semantic_cache is not None and self.semantic_cache.outcome == "hit"
 
     @property
     def tokens(self) -> tuple[int, int]:
@@ -69,6 +129,12 @@ class Answer(BaseModel):
     choice: str | None = None
     error: str | None = Field(None, description="Why no answer could be given (every expert failed).")
     trace: Trace
+
+    def traced(self, trace_id: str | None) -> Answer:
+        """This answer, as given in the trace ``trace_id`` (None: in none)."""
+        if trace_id == self.trace.trace_id:
+            return self
+        return self.model_copy(update={"trace": self.trace.model_copy(update={"trace_id": trace_id})})
 
     def failure(self) -> CoeError:
         """The error an answer that could not be given raises: ``ReplayMiss`` when every expert

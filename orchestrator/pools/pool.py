@@ -12,6 +12,7 @@
     version = 1
     aggregator = "smollm2"          # a model below that generates (vllm or http, not replay)
     experts = ["smollm2", "gemma3"] # optional; default: every model but the aggregator
+    sessions = { shift = 0.35 }     # optional: how far a conversation's skills move before its experts do
 
     [[models]]
     name = "smollm2"
@@ -47,6 +48,20 @@ POOL_FILE = "pool.toml"
 SOURCE_KINDS = tuple(KINDS)  # the tags pydantic puts in the location of a source's error
 
 
+class Sessions(BaseModel):
+    """How conversations keep their experts (session affinity, ``router.affinity``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shift: float = Field(
+        0.35,
+        ge=0.0,
+        le=1.0,
+        description="How far a new turn's skill estimate may move from the one its conversation's experts "
+        "were chosen on (total variation distance, 0-1) before they change; 1: never, 0: at any change.",
+    )
+
+
 class PoolHeader(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,6 +74,7 @@ class PoolHeader(BaseModel):
         min_length=1,
         description="Models used as experts; default every model but the aggregator (list it to make it one too).",
     )
+    sessions: Sessions = Field(default_factory=Sessions, description="Session affinity of conversations.")
 
 
 class Pool(BaseModel):

@@ -4,8 +4,10 @@ vLLM model takes of it. Read without importing torch (the parent stays light).""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping
 
 from batching import ExpertSpec, VLLMSource
@@ -53,3 +55,31 @@ def footprints_mb(specs: Mapping[str, ExpertSpec], gpu_mb: float | None) -> dict
         for name, spec in specs.items()
         if isinstance(spec.source, VLLMSource)
     }
+
+
+class Machine:
+    """What this machine offers a pool, measured once on first use: the planner's memory budget,
+    the footprints that override the declared ones, and the cores split between co-resident vLLM
+    models (``own_cores``: the engines are ours; on a CPU only)."""
+
+    def __init__(self, specs: Mapping[str, ExpertSpec], budget_mb: float | None, *, own_cores: bool) -> None:
+        self._specs = specs
+        self._budget_mb = budget_mb
+        self._cores = tuple(sorted(os.sched_getaffinity(0))) if own_cores else None
+        self._memory: tuple[float, dict[str, float]] | None = None
+        self._gpu = False
+        self._lock = threading.Lock()
+
+    def memory(self) -> tuple[float, dict[str, float]]:
+        """The memory budget (MB) and the measured footprints."""
+        with self._lock:
+            if self._memory is None:
+                gpu = gpu_memory_mb()
+                self._gpu = gpu is not None
+                self._memory = (self._budget_mb or memory_budget_mb(gpu), footprints_mb(self._specs, gpu))
+            return self._memory
+
+    def split_cores(self) -> tuple[int, ...] | None:
+        """The cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
+        self.memory()  # measures the machine once, GPU included
+        return self._cores if not self._gpu else None

@@ -52,6 +52,13 @@ class Settings(BaseModel):
         "WARNING", description="Logging level of the CLI (progress lines are printed regardless)."
     )
     max_question_chars: int = Field(16_000, ge=1, le=1_000_000, description="Longest question accepted, in characters.")
+    max_conversation_chars: int = Field(
+        200_000,
+        ge=1,
+        le=10_000_000,
+        description="Longest conversation a chat turn may bring, in characters (every message's, the question's "
+        "included); each model is shown the newest turns that fit its context.",
+    )
     memory_budget_mb: float | None = Field(
         None, gt=0, description="Memory models may hold at once; None measures the machine."
     )
@@ -69,7 +76,21 @@ class Settings(BaseModel):
         description="use: answer from the cache what was asked before, and fill it; refresh: never read it, "
         "still write it; off: neither.",
     )
-    cache_ttl_s: float | None = Field(None, gt=0, description="Seconds a cached generation is kept; None: for good.")
+    cache_ttl_s: float | None = Field(
+        604_800.0, gt=0, description="Seconds a cached generation is kept (default a week); None: for good."
+    )
+    cache_max_entries: int | None = Field(
+        100_000,
+        ge=1,
+        description="Most generations an SQLite cache keeps; the oldest over it are deleted as new ones are "
+        "written. None: no bound but the expiry. (Redis is bounded by the expiry and its own maxmemory policy.)",
+    )
+    session_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        le=31_536_000,
+        description="Seconds a conversation's session state (the experts affinity keeps) lives after its last turn.",
+    )
     aggregator_skip: bool = Field(
         True, description="Skip the aggregator when the experts agree (skip_agreement); False: always call it."
     )
@@ -160,8 +181,10 @@ _ENV = {
     "store": "COE_STORE",
     "cache": "COE_CACHE",
     "cache_ttl_s": "COE_CACHE_TTL_S",
+    "session_ttl_s": "COE_SESSION_TTL_S",
     "executor": "COE_EXECUTOR",
     "ray_address": "COE_RAY_ADDRESS",
+    "cache_max_entries": "COE_CACHE_MAX_ENTRIES",
 }
 
 
@@ -206,6 +229,22 @@ class JobSettings(BaseModel):
         return self
 
 
+class SemanticCacheSettings(BaseModel):
+    """The service's semantic cache (``orchestrator.pipeline.semantic``): off unless enabled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="Reuse an earlier answer for a question that means the same.")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="The least cosine similarity of two questions' embeddings for a reuse."
+    )
+    encoder: str = Field(
+        "all-MiniLM-L6-v2-onnx", min_length=1, description="The encoder of the questions (skills.make_embedder)."
+    )
+    ttl_s: float | None = Field(7 * 86_400.0, gt=0, description="Seconds an answer is kept; None: for good.")
+    keep: int = Field(32, ge=1, le=10_000, description="Answers kept per scope and facts (the newest).")
+
+
 class ServiceSettings(BaseModel):
     """``coe serve``: the core settings, where it listens, and its limits."""
 
@@ -226,7 +265,29 @@ class ServiceSettings(BaseModel):
     grouping: bool = Field(True, description="Run waiting requests together, each model loaded once per batch.")
     max_batch: int = Field(256, ge=1, le=100_000, description="Most distinct questions the dispatcher runs at once.")
     gather_ms: float = Field(20.0, ge=0, le=60_000, description="How long a batch waits for requests to join it.")
+    max_queue: int = Field(
+        4_096,
+        ge=1,
+        le=1_000_000,
+        description="Most questions waiting for a batch; a request that would go over it is refused at once "
+        "(503 overloaded, with Retry-After).",
+    )
+    queue_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Longest a question may wait for its batch to start; past it the request is answered "
+        "503 overloaded (with Retry-After) and never run.",
+    )
+    lazy: bool = Field(
+        False,
+        description="Ready once the router is loaded; engines, the encoder and recordings load on first use. "
+        "False: they are loaded at start (a warm-up) and /readyz says ready only when it is done.",
+    )
     jobs: JobSettings = Field(default_factory=JobSettings, description="Batch jobs (POST /v1/batches).")
+    semantic_cache: SemanticCacheSettings = Field(
+        default_factory=SemanticCacheSettings, description="Answers reused for questions that mean the same."
+    )
     benchmarks: tuple[Path, ...] = Field(
         (),
         max_length=1_000,

@@ -1,4 +1,4 @@
-"""A client for ``coe serve``: the SDK's ``answer`` and ``answer_batch`` over HTTP.
+"""A client for ``coe serve``: the SDK's ``answer``, ``answer_batch`` and ``chat`` over HTTP.
 
     from orchestrator import Client, Query
 
@@ -17,31 +17,32 @@ that cannot be reached raises ``EndpointError``; one that does not answer in tim
 from __future__ import annotations
 
 import email.utils
-import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from common.errors import BadInput, CoeError, EndpointError, EngineTimeout, RateLimited, field_path
-from common.query import Query
-from orchestrator.pipeline.inputs import as_query
-from orchestrator.pipeline.trace import Answer
-from orchestrator.remote.errors import error_class
-from orchestrator.remote.wire import (
-    Aggregation,
-    AnswerBatchRequest,
-    AnswerBatchResponse,
-    AnswerRequest,
-    BatchItem,
-    ModelList,
+from common.errors import (
+    BadInput,
+    BudgetExceeded,
+    CoeError,
+    EndpointError,
+    EngineTimeout,
+    Overloaded,
+    RateLimited,
+    field_path,
 )
+from common.query import Query
+from orchestrator.pipeline.trace import Answer
+from orchestrator.remote.bodies import answer_body, batch_body, chat_body, service_root
+from orchestrator.remote.errors import error_class
+from orchestrator.remote.wire import Aggregation as Aggregation
+from orchestrator.remote.wire import AnswerBatchResponse, ModelList, UsageReport
 
 _Body = TypeVar("_Body", bound=BaseModel)
-_NO_LIMIT = sys.maxsize  # the service knows its own question limit and says so (413)
 _CONNECT_S = 10.0  # a server that does not accept a connection in this long is down
 
 
@@ -63,7 +64,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = _root(base_url)
+        self.base_url = service_root(base_url)
         if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
             raise BadInput("api_key must be a non-empty string or None")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
@@ -140,7 +141,7 @@ class Client:
     ) -> Answer:
         """Answer one question (multiple-choice when ``options`` are given): ``POST /v1/answer``.
         Raises what the service raised, e.g. ``GenerationFailed`` when no expert answered."""
-        body = _answer_body(question, options, id, policy, k, max_tokens, aggregation)
+        body = answer_body(question, options, id, policy, k, max_tokens, aggregation)
         return _read(self._send("POST", "/v1/answer", body), Answer)
 
     def answer_batch(
@@ -154,12 +155,32 @@ class Client:
     ) -> list[Answer]:
         """Answer several questions together, in their order: ``POST /v1/answer/batch``.
         A question whose experts all failed comes back with ``error`` set."""
-        body = _batch_body(questions, policy, k, max_tokens, aggregation)
+        body = batch_body(questions, policy, k, max_tokens, aggregation)
         return _answers(self._send("POST", "/v1/answer/batch", body), len(body["questions"]))
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        max_tokens: int | None = None,
+        aggregation: Aggregation = "synthesis",
+    ) -> Answer:
+        """Answer the last user message of a conversation (``{"role", "content"}`` messages), as
+        the SDK's ``chat`` does: ``POST /v1/answer`` with ``messages``; ``session`` names the
+        conversation for session affinity (else the service recognises it by its earlier turns)."""
+        body = chat_body(messages, session, policy, k, max_tokens, aggregation)
+        return _read(self._send("POST", "/v1/answer", body), Answer)
 
     def models(self) -> list[str]:
         """The model ids the service offers (``GET /v1/models``)."""
         return [card.id for card in _read(self._send("GET", "/v1/models"), ModelList).data]
+
+    def usage(self) -> UsageReport:
+        """What this client's key spent this UTC day and month, and its limits (``GET /v1/usage``)."""
+        return _read(self._send("GET", "/v1/usage"), UsageReport)
 
     def ready(self) -> bool:
         """Whether the service takes work now (``GET /readyz``): False while it says it cannot
@@ -182,7 +203,7 @@ class Client:
         aggregation: Aggregation = "synthesis",
     ) -> Answer:
         """``answer``, awaited."""
-        body = _answer_body(question, options, id, policy, k, max_tokens, aggregation)
+        body = answer_body(question, options, id, policy, k, max_tokens, aggregation)
         return _read(await self._asend("POST", "/v1/answer", body), Answer)
 
     async def aanswer_batch(
@@ -195,12 +216,30 @@ class Client:
         aggregation: Aggregation = "synthesis",
     ) -> list[Answer]:
         """``answer_batch``, awaited."""
-        body = _batch_body(questions, policy, k, max_tokens, aggregation)
+        body = batch_body(questions, policy, k, max_tokens, aggregation)
         return _answers(await self._asend("POST", "/v1/answer/batch", body), len(body["questions"]))
+
+    async def achat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        max_tokens: int | None = None,
+        aggregation: Aggregation = "synthesis",
+    ) -> Answer:
+        """``chat``, awaited."""
+        body = chat_body(messages, session, policy, k, max_tokens, aggregation)
+        return _read(await self._asend("POST", "/v1/answer", body), Answer)
 
     async def amodels(self) -> list[str]:
         """``models``, awaited."""
         return [card.id for card in _read(await self._asend("GET", "/v1/models"), ModelList).data]
+
+    async def ausage(self) -> UsageReport:
+        """``usage``, awaited."""
+        return _read(await self._asend("GET", "/v1/usage"), UsageReport)
 
     async def aready(self) -> bool:
         """``ready``, awaited."""
@@ -221,78 +260,6 @@ class Client:
             return await self._aclient().request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise _unreachable(exc, method, self.base_url + path, self.timeout) from exc
-
-
-# -- bodies sent --------------------------------------------------------------------------------
-
-
-def _root(base_url: object) -> str:
-    """The service's root URL, checked: http(s), a host, no ``/v1`` at the end."""
-    if not isinstance(base_url, str) or not base_url.strip():
-        raise BadInput("base_url must be the service's URL, e.g. http://localhost:8000")
-    try:
-        url = httpx.URL(base_url.strip())
-    except httpx.InvalidURL as exc:
-        raise BadInput(f"base_url {base_url!r} is not a URL: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise BadInput(f"base_url must start with http:// or https:// and name a host, got {base_url!r}")
-    root = str(url).rstrip("/")
-    return root.removesuffix("/v1")
-
-
-def _item(question: object, options: object, id: object, field: str) -> dict[str, Any]:
-    """One question as the wire takes it, checked as the SDK checks it."""
-    if isinstance(question, Query) and (options is not None or id is not None):
-        raise BadInput(f"{field}: give options and id inside the Query, not beside it")
-    query = as_query(question, _NO_LIMIT, options=options, field=field)
-    item: dict[str, Any] = {"question": query.text, "options": list(query.options) or None}
-    item["id"] = query.id if isinstance(question, Query) else id
-    return item
-
-
-def _answer_body(
-    question: object, options: object, id: object, policy: object, k: object, max_tokens: object, aggregation: object
-) -> dict[str, Any]:
-    fields = _item(question, options, id, "question")
-    request = _checked(AnswerRequest, {**fields, **_ask(policy, k, max_tokens, aggregation)})
-    return request.model_dump(mode="json", exclude_none=True)
-
-
-def _batch_body(
-    questions: object, policy: object, k: object, max_tokens: object, aggregation: object
-) -> dict[str, Any]:
-    if isinstance(questions, str) or not isinstance(questions, Sequence):
-        raise BadInput("a batch takes a list of questions")
-    if not questions:
-        raise BadInput("a batch needs at least one question")
-    items: list[str | BatchItem] = []
-    for i, question in enumerate(questions):
-        field = f"questions[{i}]"
-        item = _item(question, None, None, field)
-        if isinstance(question, Query):
-            items.append(_checked(BatchItem, item, field))
-        else:
-            items.append(item["question"])
-    request = _checked(AnswerBatchRequest, {"questions": items, **_ask(policy, k, max_tokens, aggregation)})
-    return request.model_dump(mode="json", exclude_none=True)
-
-
-def _ask(policy: object, k: object, max_tokens: object, aggregation: object) -> dict[str, Any]:
-    if isinstance(k, bool) or isinstance(max_tokens, bool):  # pydantic would take True for 1
-        raise BadInput("k and max_tokens must be integers, not True or False")
-    return {"policy": policy, "k": k, "max_tokens": max_tokens, "aggregation": aggregation}
-
-
-def _checked(model: type[_Body], fields: dict[str, Any], where: str = "") -> _Body:
-    """The wire body the service will accept, or BadInput naming the first field it would refuse."""
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(part for part in (where, field_path(first["loc"])) if part)
-        shown = repr(first.get("input"))
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise BadInput(f"{name or 'request'}: {first['msg']}, got {shown}") from exc
 
 
 # -- replies read -------------------------------------------------------------------------------
@@ -343,7 +310,9 @@ def _error(response: httpx.Response) -> CoeError:
             f"{response.request.url} answered HTTP {response.status_code} {response.reason_phrase}: {text or '(empty)'}"
         )
     cls = error_class(kind)
-    if issubclass(cls, RateLimited):
+    if issubclass(cls, BudgetExceeded):
+        return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")), param=error.get("param"))
+    if issubclass(cls, (RateLimited, Overloaded)):
         return cls(message, retry_after=_retry_after(response.headers.get("Retry-After")))
     return cls(message)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from common.errors import (
     BadInput,
+    BudgetExceeded,
     CoeError,
     ConfigError,
     Conflict,
@@ -19,19 +20,24 @@ from common.errors import (
     EngineTimeout,
     GenerationFailed,
     NotFound,
+    Overloaded,
     RateLimited,
     ReplayMiss,
     TooLarge,
     Unauthorized,
     Unavailable,
+    Unsupported,
 )
 
 ERROR_TABLE: tuple[tuple[type[CoeError], int, str], ...] = (
     # most specific first
     (TooLarge, 413, "too_large"),
+    (Unsupported, 400, "unsupported"),
     (BadInput, 422, "bad_input"),
     (Unauthorized, 401, "unauthorized"),
+    (BudgetExceeded, 429, "budget_exceeded"),
     (RateLimited, 429, "rate_limited"),
+    (Overloaded, 503, "overloaded"),
     (Unavailable, 503, "unavailable"),
     (ConfigError, 500, "config_error"),
     (ReplayMiss, 404, "replay_miss"),

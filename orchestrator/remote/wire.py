@@ -31,10 +31,32 @@ class AskOptions(BaseModel):
     aggregation: Aggregation = Field("synthesis", description="Aggregator model or majority vote.")
 
 
-class AnswerRequest(AskOptions):
-    """``POST /v1/answer``: one question, multiple-choice when ``options`` are given."""
+class ChatMessage(BaseModel):
+    """One message as OpenAI's chat sends it; roles, content parts and tool calls are checked by
+    ``orchestrator.pipeline.turns`` (which names the field at fault)."""
 
-    question: str = Field(..., min_length=1, description="The question.")
+    model_config = ConfigDict(extra="ignore")
+
+    role: str = Field(..., min_length=1, max_length=MAX_NAME_CHARS)
+    content: str | list[dict[str, object]] | None = None
+    tool_calls: list[dict[str, object]] | None = None
+    function_call: dict[str, object] | None = None
+
+
+class AnswerRequest(AskOptions):
+    """``POST /v1/answer``: one question, multiple-choice when ``options`` are given; or the last
+    user message of a conversation (``messages``, OpenAI's shape), instead of ``question``."""
+
+    question: str | None = Field(None, min_length=1, description="The question (or give messages).")
+    messages: list[ChatMessage] | None = Field(
+        None, min_length=1, description="A conversation whose last user message is answered (or give question)."
+    )
+    session: str | None = Field(
+        None,
+        min_length=1,
+        max_length=300,
+        description="Names the conversation of messages for session affinity (else its earlier turns do).",
+    )
     options: list[str] | None = Field(None, max_length=MAX_OPTIONS, description="Choices, lettered A, B, ...")
     id: str | None = Field(
         None,
@@ -71,6 +93,9 @@ class ErrorBody(BaseModel):
     type: str = Field(..., description="The kind of error, from the service's one table.")
     param: str | None = Field(None, description="The field or limit at fault, when there is one.")
     code: str | None = None
+    resets_at: str | None = Field(
+        None, description="When a spent budget comes back (ISO 8601, UTC): budget_exceeded errors only."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -80,16 +105,11 @@ class ErrorResponse(BaseModel):
 # -- OpenAI-compatible ------------------------------------------------------------------------
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, object]] | None = None
-
-
 class ChatRequest(BaseModel):
     """``POST /v1/chat/completions``: ``model`` is ``POOL`` or ``POOL/POLICY``; the last user
-    message is the question."""
+    message is the question, asked in the context of the messages before it. ``user`` names the
+    conversation for session affinity (a session header does too). Tools, function calls and
+    response formats other than text are refused (``Unsupported``)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -99,6 +119,12 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
     n: int = Field(1, ge=1, le=1, description="One answer per request.")
+    user: str | None = Field(None, max_length=300, description="The end user: names the conversation (affinity).")
+    tools: list[dict[str, object]] | None = None
+    tool_choice: str | dict[str, object] | None = None
+    functions: list[dict[str, object]] | None = None
+    function_call: str | dict[str, object] | None = None
+    response_format: dict[str, object] | None = None
 
 
 class ChatChoiceMessage(BaseModel):
@@ -138,3 +164,27 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+
+class UsageWindow(BaseModel):
+    """What a key spent in one UTC day or month."""
+
+    period: Literal["day", "month"]
+    start: str = Field(..., description="When the window began (ISO 8601, UTC).")
+    resets_at: str = Field(..., description="When it ends and its budgets come back (ISO 8601, UTC).")
+    requests: int
+    tokens_in: int
+    tokens_out: int
+    tokens: int
+    cost: float = Field(..., description="In the pool's unit (what trace.cost counts).")
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: the calling key's own use (never another key's) and its limits."""
+
+    key: str = Field(..., description="The key's id: the first hex digits of its SHA-256, never the key.")
+    limits: dict[str, float] = Field(..., description="The key's limits (tokens_per_day, cost_per_month, ...).")
+    windows: list[UsageWindow]

@@ -2,12 +2,14 @@
 
 Routes: ``POST /v1/answer``, ``POST /v1/answer/batch``, ``POST /v1/chat/completions`` and
 ``GET /v1/models`` (OpenAI-compatible, ``orchestrator.service.chat``), batch jobs under
-``/v1/batches`` (``orchestrator.service.batches``), ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``. Every route but ``/healthz`` (the liveness probe, which says
-nothing but "ok") needs an API key when keys are configured and counts against the rate limit
-(``orchestrator.service.guard``). Every error is one JSON body, from the table in
-``orchestrator.remote.errors``; its message is shown without the server's paths, hosts or
-ports (``orchestrator.service.redact``).
+``/v1/batches`` (``orchestrator.service.batches``), ``GET /v1/usage`` (the caller's key's use,
+``orchestrator.service.usage``), ``GET /healthz``, ``GET /readyz``, ``GET /metrics``, and the live
+page under ``/ui`` (``orchestrator.service.ui``). Each ``/v1`` request is a span when something
+traces (``orchestrator.service.traced``). Every route but ``/healthz`` (the liveness probe, which
+says nothing but "ok") needs an API key when keys are configured and counts against the rate
+limit (``orchestrator.service.guard``; the live page's data and assets need the key but spend no
+request). Every error is one JSON body, from the table in ``orchestrator.remote.errors``; its
+message is shown without the server's paths, hosts or ports (``orchestrator.service.redact``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,14 +29,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import CoeError, RateLimited, TooLarge
+from common import tracing
+from common.errors import BudgetExceeded, CoeError, Overloaded, RateLimited, TooLarge, Unauthorized
 from orchestrator.pools.settings import ServiceSettings, load_settings, project_version, service_settings_from_env
 from orchestrator.remote.errors import INTERNAL, INVALID_JSON, status_of
 from orchestrator.remote.wire import ErrorBody, ErrorResponse
-from orchestrator.service import answers, batches, chat
+from orchestrator.service import answers, batches, chat, ui, usage
 from orchestrator.service.answers import ClientGone
 from orchestrator.service.guard import guard
+from orchestrator.service.live import ANSWERING
 from orchestrator.service.state import Service
+from orchestrator.service.traced import Traced
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +63,14 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
     # the last added runs first: the body limit inside the measurement, so a 413 is counted
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_Measured)
+    app.add_middleware(Traced)  # outermost: the request's span holds everything else
     _handle_errors(app)
     protected = [Depends(guard)]
     app.include_router(answers.router, dependencies=protected)
     app.include_router(chat.router, dependencies=protected)
     app.include_router(batches.router, dependencies=protected)
+    app.include_router(usage.router, dependencies=protected)
+    app.include_router(ui.router)  # each of its routes has its own guard (its data spends no rate limit)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -87,15 +96,19 @@ def create_app(settings: ServiceSettings | None = None, *, service: Service | No
 
 
 def app_from_env() -> FastAPI:
-    """The app of one worker process of ``coe serve --workers N`` (settings from the environment)."""
+    """The app of one worker process of ``coe serve --workers N`` (settings from the environment;
+    traces exported as the ``OTEL_*`` variables say, ``common.tracing.configure``)."""
+    tracing.configure()
     return create_app(service_settings_from_env())
 
 
 # -- errors ------------------------------------------------------------------------------------
 
 
-def _error_body(message: str, kind: str, param: str | None = None) -> dict[str, object]:
-    return ErrorResponse(error=ErrorBody(message=message, type=kind, param=param)).model_dump(mode="json")
+def _error_body(message: str, kind: str, param: str | None = None, resets_at: str | None = None) -> dict[str, object]:
+    body = ErrorBody(message=message, type=kind, param=param, resets_at=resets_at)
+    unused = {"error": {"resets_at"}} if resets_at is None else None  # only a spent budget has it
+    return ErrorResponse(error=body).model_dump(mode="json", exclude=unused)
 
 
 def _union_branch(part: object) -> bool:
@@ -116,10 +129,24 @@ def error_response(exc: CoeError, scope: Scope | None = None) -> JSONResponse:
         if service is not None:
             message = service.redact.shown(message, f"{status} {kind}") or message
     headers = {}
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+    if isinstance(exc, Unauthorized):  # on the live page, the challenge makes a browser ask for the key
+        page = scope is not None and str(scope.get("path", "")).startswith("/ui")
+        headers["WWW-Authenticate"] = 'Basic realm="symbolic-coe", charset="UTF-8"' if page else "Bearer"
+    if isinstance(exc, (RateLimited, Overloaded)) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    body = _error_body(message, kind, exc.param)
-    return JSONResponse(body, status_code=status, headers=headers)
+    resets_at = None
+    if isinstance(exc, BudgetExceeded) and exc.resets_at is not None:
+        resets_at = datetime.fromtimestamp(exc.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = _error_body(message, kind, exc.param, resets_at)
+    return JSONResponse(body, status_code=_openai_status(scope, status), headers=headers)
+
+
+def _openai_status(scope: Scope | None, status: int) -> int:
+    """The OpenAI-compatible chat route answers a request it cannot take as OpenAI's API does:
+    400, whatever is wrong with it (the body's ``type`` still says what: bad_input, too_large,
+    unsupported)."""
+    chat = scope is not None and str(scope.get("path", "")).startswith("/v1/chat/")
+    return 400 if chat and status in (413, 422) else status
 
 
 def _handle_errors(app: FastAPI) -> None:
@@ -145,7 +172,7 @@ def _handle_errors(app: FastAPI) -> None:
         message = f"{where}: {first.get('msg', 'invalid')}"
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return JSONResponse(_error_body(message, "bad_input", where), status_code=422)
+        return JSONResponse(_error_body(message, "bad_input", where), status_code=_openai_status(request.scope, 422))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -237,8 +264,11 @@ class _Measured:
             service = getattr(scope["app"].state, "service", None) if "app" in scope else None
             if service is not None:
                 route = getattr(scope.get("route"), "path", "unmatched")
+                seconds = time.perf_counter() - started
                 service.metrics.requests.labels(route, str(status[0])).inc()
-                service.metrics.latency.labels(route).observe(time.perf_counter() - started)
+                service.metrics.latency.labels(route).observe(seconds)
+                if route.startswith("/v1/") or route in ANSWERING:  # the work, not the probes or the page
+                    service.live.request(route, status[0], seconds)
                 if status[0] >= 400:
                     service.metrics.errors.labels(scope.get("coe_error", f"http_{status[0]}")).inc()
 

@@ -52,6 +52,8 @@ async def create_batch(body: JobRequest, request: Request) -> JobSummary:
     """Queue a job: its questions inline, or a benchmark (split, limit, seed); policy, k and aggregation."""
     service: Service = request.app.state.service
     await run_in_threadpool(service.asking, body.policy, body.k, body.aggregation, body.max_tokens)
+    if service.tenants is not None:  # a key that has spent a budget queues nothing
+        await run_in_threadpool(service.tenants.check, caller_of(request))
     asked = await run_in_threadpool(job_questions, body, service.coe.settings, service.benchmarks)
     job = await run_in_threadpool(service.jobs.create, body, len(asked.questions), caller_of(request))
     return job.summary()

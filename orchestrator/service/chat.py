@@ -1,11 +1,19 @@
 """The OpenAI-compatible routes: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
 ``model`` is the pool's name (its default policy) or ``POOL/POLICY``; the last user message is
-the question (earlier messages and system prompts are not used: the experts have their own).
-The answer's trace rides in the extension field ``trace``. With ``stream: true`` the
-aggregator's tokens arrive as server-sent events as it writes them (where its engine streams;
-otherwise, and for a majority vote, the answer comes as one piece), then a last chunk with the
-finish reason and the trace, then ``data: [DONE]``. ``usage`` counts every model's tokens.
+the question, and the messages before it its conversation: every expert and the aggregator read
+it in their own chat template, the user's system message beside their own instructions, the
+oldest turns cut to fit each model's context (``orchestrator.pipeline.conversation``). A
+conversation keeps its experts from turn to turn (session affinity); it is named by the
+``X-Session-Id`` header, else by ``user``, else recognised by its earlier turns. Tools, function
+calls, content parts other than text and response formats other than text are refused (400,
+``unsupported``); a malformed conversation is one error naming the field (``messages[2].role``).
+The answer's trace rides in the extension field ``trace``. With ``stream: true`` the response
+starts once the request has left the queue for its batch (a refusal is a status code, never an
+event of a begun stream); the aggregator's tokens arrive as server-sent events as it writes them
+(where its engine streams; otherwise, and for a majority vote, the answer comes as one piece),
+then a last chunk with the finish reason and the trace, then ``data: [DONE]``. ``usage`` counts
+every model's tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import BadInput, CoeError, GenerationFailed
+from common.errors import CoeError, GenerationFailed, Unsupported
 from orchestrator.pipeline.trace import Answer
 from orchestrator.remote.errors import INTERNAL, status_of
 from orchestrator.remote.wire import (
@@ -34,13 +42,18 @@ from orchestrator.remote.wire import (
     ModelList,
     Usage,
 )
-from orchestrator.service.answers import cancel, checked_query, wait_for
+from orchestrator.service.answers import ClientGone, cancel, conversation_query, wait_for
 from orchestrator.service.dispatch import Ticket
+from orchestrator.service.guard import caller_of
+from orchestrator.service.intake import submit
 from orchestrator.service.state import Service
 
 router = APIRouter(prefix="/v1")
 
 _STARTED = int(time.time())
+
+_POLL_S = 0.25
+"""How often a streamed request waiting for its batch looks whether its client went away."""
 
 
 @router.get("/models")
@@ -54,40 +67,70 @@ async def models(request: Request) -> ModelList:
 async def chat_completions(body: ChatRequest, request: Request) -> ChatCompletion | StreamingResponse:
     service: Service = request.app.state.service
     policy = service.policy_of(body.model)
-    query = checked_query(service, _question(body), None, None, "messages")
+    _supported(body)
+    session = request.headers.get(SESSION_HEADER) or body.user or None
+    query = conversation_query(service, body.messages, session, caller_of(request))
     max_tokens = body.max_completion_tokens or body.max_tokens
     asking = await run_in_threadpool(service.asking, policy, None, "synthesis", max_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if body.stream:
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
-        # submitted before the stream starts, so a refusal (shutting down) is still a status code
-        ticket = service.submit(query, asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        # the stream starts only once the request has left the queue for its batch: a refusal (a spent
+        # budget, a full queue, a deadline passed while waiting, shutting down) is still a status code
+        (ticket,) = await submit(
+            request, service, [query], asking, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
+        )
+        await _until_begun(request, service, ticket)
         return StreamingResponse(
             _stream(service, ticket, pieces, body.model, completion_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    (found,) = await wait_for(request, service, [service.submit(query, asking)])
+    (found,) = await wait_for(request, service, await submit(request, service, [query], asking))
     if found.error:
         raise found.failure()
     return _completion(found, body.model, completion_id)
 
 
-def _question(body: ChatRequest) -> str:
-    for message in reversed(body.messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, list):  # content parts: the text ones, joined
-                content = "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
-            if not content or not content.strip():
-                raise BadInput("messages: the last user message is empty", param="messages")
-            return content
-    raise BadInput("messages: no user message to answer", param="messages")
+SESSION_HEADER = "X-Session-Id"
+"""The header that names a conversation (before the body's ``user``)."""
+
+
+def _supported(body: ChatRequest) -> None:
+    """Refuse what this service does not do: tools and function calls, a response format other than text."""
+    for name in ("tools", "functions"):
+        if getattr(body, name):
+            raise Unsupported(f"{name}: tools are not supported (no tools are called)", param=name)
+    for name in ("tool_choice", "function_call"):
+        if getattr(body, name) not in (None, "none"):
+            raise Unsupported(f"{name}: tools are not supported (no tools are called)", param=name)
+    kind = (body.response_format or {}).get("type", "text")
+    if kind != "text":
+        raise Unsupported(f"response_format: {kind!r} is not supported; answers are text", param="response_format")
+
+
+async def _until_begun(request: Request, service: Service, ticket: Ticket) -> None:
+    """Wait until the ticket's batch takes it; its refusal is raised. A client that goes away
+    meanwhile cancels it."""
+    begun = asyncio.wrap_future(ticket.begun)
+    try:
+        while True:
+            done, _ = await asyncio.wait({begun}, timeout=_POLL_S)
+            if done:
+                begun.result()
+                return
+            if await request.is_disconnected():
+                cancel(service, [ticket])
+                raise ClientGone()
+    except asyncio.CancelledError:
+        cancel(service, [ticket])
+        raise
 
 
 def _usage(answer: Answer) -> Usage:
-    tokens_in, tokens_out = answer.trace.tokens
+    """The tokens this answer spent: none for an answer the semantic cache reused."""
+    tokens_in, tokens_out = (0, 0) if answer.trace.reused else answer.trace.tokens
     return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
 
 

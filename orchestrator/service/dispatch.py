@@ -11,6 +11,21 @@ and for the batches of older requests. Before a batch starts, the dispatcher wai
 
 Identical requests in one batch are answered once. A cancelled ticket (its client went away)
 leaves the queue, or, inside a running batch, its tasks are skipped before they reach an engine.
+
+Admission: at most ``max_queue`` tickets wait; a request that would go over it is refused at once
+(``Overloaded``, with the seconds the queue needs to drain as ``retry_after``). A ticket still
+waiting ``queue_timeout_s`` after it arrived is failed with ``Overloaded`` and never run: a
+second thread watches the deadlines, so a waiting request is answered on time even while a long
+batch holds the dispatcher. Each refusal is reported to ``on_refuse`` with its reason:
+``queue_full`` once per refused request, ``deadline`` once per late ticket.
+
+``prepare`` (the service's warm-up) runs in the dispatcher thread before the first batch, so the
+engines have one owner from the start; requests that arrive meanwhile wait in the queue.
+``after_batch`` runs once each batch's tickets are settled, and ``on_idle`` once no request has
+come for ``idle_s`` after a batch (the service gives freed memory back in both).
+
+Traces (``common.tracing``): a batch is one ``coe.batch`` span, a child of its oldest ticket's
+request and linked to the others' (each ticket's own trace: ``orchestrator.service.tickets``).
 """
 
 from __future__ import annotations
@@ -19,55 +34,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from typing import Literal
 
-from common.errors import CoeError, Unavailable
+from batching.results import ProgressEvent
+from common import tracing
+from common.errors import CoeError, Overloaded, TooLarge, Unavailable
 from common.query import Query
 from common.tasks import Task
-from common.vocabulary import Aggregation
 from orchestrator.pipeline.task_ids import is_aggregate, question_of
-from orchestrator.pipeline.trace import Answer
+from orchestrator.service.tickets import Asking, BatchHooks, RunBatch, Ticket, begin, distinct, settle, tell
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Asking:
-    """How a request is to be answered; requests asked the same way can share a batch."""
-
-    policy: str
-    k: int
-    aggregation: Aggregation = "synthesis"
-    max_tokens: int | None = None
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One request waiting for its answer."""
-
-    query: Query
-    asking: Asking
-    on_delta: Callable[[str], None] | None = None
-    """Called with the aggregator's text as it is generated (from the dispatcher thread)."""
-    arrived: float = field(default_factory=time.monotonic)
-    started: float | None = None
-    future: Future[Answer] = field(default_factory=Future)
-    cancelled: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchHooks:
-    """What the dispatcher hands the code that runs a batch."""
-
-    on_delta: Callable[[str, str], None]
-    """(task id, text) from engines that stream."""
-    skip: Callable[[Task], str | None]
-    """Why a task should not run (its requests were all cancelled), or None."""
-
-
-RunBatch = Callable[[Asking, Sequence[Query], BatchHooks], list[Answer]]
-"""Answers a batch of distinct queries asked one way, in order."""
 
 
 class Dispatcher:
@@ -80,34 +57,96 @@ class Dispatcher:
         grouping: bool = True,
         max_batch: int = 256,
         gather_s: float = 0.02,
+        max_queue: int | None = None,
+        queue_timeout_s: float | None = None,
         on_queue: Callable[[int], None] | None = None,
         on_wait: Callable[[float], None] | None = None,
+        on_refuse: Callable[[str], None] | None = None,
+        prepare: Callable[[], None] | None = None,
+        after_batch: Callable[[], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
+        idle_s: float = 0.25,
     ) -> None:
         self._run_batch = run_batch
         self.grouping = grouping
         self.max_batch = max_batch
         self.gather_s = gather_s
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
         self._on_queue = on_queue
         self._on_wait = on_wait
-        self._waiting: list[Ticket] = []
+        self._on_refuse = on_refuse
+        self._prepare = prepare
+        self._after_batch = after_batch
+        self._on_idle = on_idle
+        self.idle_s = idle_s
+        self._idle_due = False  # a batch ran since the dispatcher was last idle
+        self._waiting: list[Ticket] = []  # in arrival order
         self._running: dict[str, list[Ticket]] = {}  # query id -> tickets of the batch in flight
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._rate = 0.0  # tickets answered per second of batch, smoothed (0: not measured yet)
+        self.prepared = threading.Event()
+        """Set once ``prepare`` has run (at once when there is none)."""
+        self.prepare_error: str | None = None
+        """Why ``prepare`` failed, if it did (the dispatcher serves regardless)."""
         self.max_wait_s = 0.0
         """The longest a ticket has waited for its batch to start."""
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    def submit(self, query: Query, asking: Asking, on_delta: Callable[[str], None] | None = None) -> Ticket:
-        ticket = Ticket(query, asking, on_delta)
+    def submit(
+        self,
+        query: Query,
+        asking: Asking,
+        on_delta: Callable[[str], None] | None = None,
+        on_step: Callable[[ProgressEvent], None] | None = None,
+    ) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step)[0]
+
+    def submit_all(
+        self,
+        queries: Sequence[Query],
+        asking: Asking,
+        on_delta: Callable[[str], None] | None = None,
+        on_step: Callable[[ProgressEvent], None] | None = None,
+    ) -> list[Ticket]:
+        """Queue one ticket per query, all or none: ``Overloaded`` when they would not fit now,
+        ``TooLarge`` when they never could."""
+        now = time.monotonic()
+        tickets = [Ticket(query, asking, on_delta, arrived=now, on_step=on_step) for query in queries]
+        if self.max_queue is not None and len(tickets) > self.max_queue:
+            raise TooLarge(
+                f"{len(tickets)} questions in one request; the queue holds at most {self.max_queue} (max_queue)",
+                param="max_queue",
+            )
+        for ticket in tickets:
+            ticket.trace()  # here, in the request's context
         with self._cond:
             if self._stopping:
+                for ticket in tickets:
+                    ticket.left_queue("stopping")
                 raise Unavailable("the service is shutting down")
-            self._waiting.append(ticket)
-            self._queue_changed()
-            self._cond.notify_all()
-        return ticket
+            if self.max_queue is not None and len(self._waiting) + len(tickets) > self.max_queue:
+                refused = Overloaded(
+                    f"the service is overloaded: {len(self._waiting)} questions are waiting and the queue holds "
+                    f"{self.max_queue} (max_queue); {len(tickets)} more do not fit, retry later",
+                    retry_after=self._drain_s(),
+                    param="max_queue",
+                )
+            else:
+                refused = None
+                self._waiting.extend(tickets)
+                self._queue_changed()
+                self._cond.notify_all()
+        if refused is not None:
+            for ticket in tickets:
+                ticket.left_queue("queue_full")
+            self._refused("queue_full", 1)
+            raise refused
+        return tickets
 
     def cancel(self, ticket: Ticket, reason: str = "cancelled: the client went away") -> bool:
         """Cancel a ticket that has no answer yet; True if it was still waiting or running."""
@@ -118,7 +157,9 @@ class Dispatcher:
             if ticket in self._waiting:
                 self._waiting.remove(ticket)
                 self._queue_changed()
+                ticket.left_queue("cancelled")
             ticket.future.cancel()
+            ticket.begun.cancel()
             return True
 
     @property
@@ -133,6 +174,9 @@ class Dispatcher:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="coe-dispatcher", daemon=True)
         self._thread.start()
+        if self.queue_timeout_s is not None:
+            self._watcher = threading.Thread(target=self._watch_deadlines, name="coe-deadlines", daemon=True)
+            self._watcher.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new tickets, fail the waiting ones, and let the batch in flight finish."""
@@ -142,28 +186,61 @@ class Dispatcher:
             self._queue_changed()
             self._cond.notify_all()
         for ticket in waiting:
-            _settle(ticket, error=Unavailable("the service shut down before this request ran"))
+            settle(ticket, error=Unavailable("the service shut down before this request ran"))
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+
+    def retry_after(self) -> float:
+        """Seconds the waiting tickets need to drain, as far as the recent batches tell."""
+        with self._cond:
+            return self._drain_s()
 
     # -- the dispatcher thread -------------------------------------------------------------------
 
     def _loop(self) -> None:
+        if self._prepare is not None:
+            try:
+                self._prepare()
+            except Exception as exc:  # noqa: BLE001 - the service still serves; readiness says what failed
+                log.exception("warm-up failed")
+                self.prepare_error = f"{type(exc).__name__}: {exc}"
+        self.prepared.set()
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
+            if batch == "idle":
+                self._housekeeping(self._on_idle)
+                continue
             try:
                 self._run(batch)
             except Exception:  # noqa: BLE001 - the thread every request waits on must live on
                 log.exception("the dispatcher could not settle a batch")
                 for ticket in batch:
-                    _settle(ticket, error=CoeError("the service failed to finish this request"))
+                    settle(ticket, error=CoeError("the service failed to finish this request"))
+            if batch:
+                self._idle_due = self._on_idle is not None
+                self._housekeeping(self._after_batch)
 
-    def _next_batch(self) -> list[Ticket] | None:
+    def _housekeeping(self, step: Callable[[], None] | None) -> None:
+        if step is None:
+            return
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - housekeeping must not stop the dispatcher
+            log.exception("the dispatcher's housekeeping failed")
+
+    def _next_batch(self) -> list[Ticket] | Literal["idle"] | None:
+        """The next batch; None when stopping; "idle" once no work came for ``idle_s`` after a batch."""
         with self._cond:
             while not self._waiting and not self._stopping:
-                self._cond.wait()
+                if not self._idle_due:
+                    self._cond.wait()
+                elif not self._cond.wait(self.idle_s) and not self._waiting:
+                    self._idle_due = False
+                    return "idle"
             if self._stopping:
                 return None
             if self.grouping and self.gather_s > 0:
@@ -172,16 +249,25 @@ class Dispatcher:
                     self._cond.wait(left)
                 if self._stopping or not self._waiting:
                     return None if self._stopping else []
+            late = self._take_late(time.monotonic())
+            if late:
+                self._queue_changed()
+        if late:  # past their deadline just as the batch is chosen: refused, never run
+            self._refuse_late(late)
+        with self._cond:
+            if self._stopping or not self._waiting:
+                return None if self._stopping else []
             oldest = self._waiting[0]
             if self.grouping:
                 batch = [t for t in self._waiting if t.asking == oldest.asking]
             else:
                 batch = [oldest]
-            batch = _distinct(batch, self.max_batch)
+            batch = distinct(batch, self.max_batch)
             now = time.monotonic()
             for ticket in batch:
                 self._waiting.remove(ticket)
                 ticket.started = now
+                begin(ticket)
                 self.max_wait_s = max(self.max_wait_s, now - ticket.arrived)
                 if self._on_wait is not None:
                     self._on_wait(now - ticket.arrived)
@@ -195,23 +281,88 @@ class Dispatcher:
         if not batch:
             return
         queries = list({t.query.id: t.query for t in batch}.values())
-        hooks = BatchHooks(on_delta=self._delta, skip=self._skip)
+        hooks = BatchHooks(on_delta=self._delta, skip=self._skip, on_step=self._step)
+        asking = batch[0].asking
+        traced = {"coe.questions": len(queries), "coe.requests": len(batch), "coe.policy": asking.policy}
+        started = time.monotonic()
         try:
-            answers = self._run_batch(batch[0].asking, queries, hooks)
+            with tracing.span(
+                "coe.batch", traced, parent=batch[0].context, links=[t.context for t in batch[1:]]
+            ) as span:
+                for ticket in batch[1:]:
+                    tracing.link(ticket.asker, span)
+                answers = self._run_batch(asking, queries, hooks)
         except CoeError as exc:
             for ticket in batch:
-                _settle(ticket, error=exc)
+                settle(ticket, error=exc)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the thread every request waits on
             log.exception("batch of %d question(s) failed", len(queries))
             for ticket in batch:
-                _settle(ticket, error=exc)
+                settle(ticket, error=exc)
         else:
             by_id = {a.question_id: a for a in answers}
             for ticket in batch:
-                _settle(ticket, answer=by_id.get(ticket.query.id))
+                settle(ticket, answer=by_id.get(ticket.query.id))
         finally:
+            seconds = max(time.monotonic() - started, 1e-3)
             with self._cond:
                 self._running = {}
+                rate = len(batch) / seconds
+                self._rate = rate if self._rate == 0 else 0.7 * self._rate + 0.3 * rate
+
+    # -- deadlines ---------------------------------------------------------------------------------
+
+    def _watch_deadlines(self) -> None:
+        """Fails each waiting ticket when its deadline passes (the thread ``start`` adds)."""
+        assert self.queue_timeout_s is not None
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                late = self._take_late(now)
+                if late:
+                    self._queue_changed()
+                else:
+                    first = self._waiting[0].arrived + self.queue_timeout_s - now if self._waiting else None
+                    self._cond.wait(first)
+                    continue
+            self._refuse_late(late)
+
+    def _take_late(self, now: float) -> list[Ticket]:
+        """Waiting tickets past their deadline, taken out of the queue (hold the lock)."""
+        if self.queue_timeout_s is None:
+            return []
+        cutoff = now - self.queue_timeout_s
+        late = 0
+        while late < len(self._waiting) and self._waiting[late].arrived <= cutoff:
+            late += 1
+        taken, self._waiting[:late] = self._waiting[:late], []
+        return taken
+
+    def _refuse_late(self, late: list[Ticket]) -> None:
+        retry = self.retry_after()
+        error = Overloaded(
+            f"the service is overloaded: this request waited {self.queue_timeout_s:g} s (queue_timeout_s) "
+            "without starting and was not run; retry later",
+            retry_after=retry,
+            param="queue_timeout_s",
+        )
+        for ticket in late:
+            settle(ticket, error=error)
+        self._refused("deadline", len(late))
+
+    def _drain_s(self) -> float:
+        """``retry_after``'s estimate (hold the lock): the queue over the recent rate, 1 s to the deadline."""
+        if self._rate <= 0:
+            return 1.0
+        ceiling = self.queue_timeout_s if self.queue_timeout_s is not None else 600.0
+        return min(max(1.0, len(self._waiting) / self._rate), ceiling)
+
+    def _refused(self, reason: str, count: int) -> None:
+        if self._on_refuse is not None:
+            for _ in range(count):
+                self._on_refuse(reason)
 
     def _tickets_of(self, task_id: str) -> list[Ticket]:
         qid = question_of(task_id)
@@ -228,6 +379,11 @@ class Dispatcher:
                 except Exception:  # noqa: BLE001 - one listener's failure is not the batch's
                     log.exception("a stream listener failed")
 
+    def _step(self, event: ProgressEvent) -> None:
+        with self._cond:
+            running = [ticket for tickets in self._running.values() for ticket in tickets]
+        tell(running, event)
+
     def _skip(self, task: Task) -> str | None:
         tickets = self._tickets_of(task.id)
         if tickets and all(t.cancelled for t in tickets):
@@ -237,36 +393,6 @@ class Dispatcher:
     def _queue_changed(self) -> None:
         if self._on_queue is not None:
             self._on_queue(len(self._waiting))
-
-
-def _distinct(tickets: list[Ticket], limit: int) -> list[Ticket]:
-    """Tickets (oldest first) whose queries can share a batch: at most ``limit`` distinct
-    queries; a ticket whose id is taken by a different query waits for a later batch."""
-    chosen: list[Ticket] = []
-    seen: dict[str, Query] = {}
-    for ticket in tickets:
-        same = seen.get(ticket.query.id)
-        if same is None:
-            if len(seen) == limit:
-                continue
-            seen[ticket.query.id] = ticket.query
-        elif same != ticket.query:
-            continue
-        chosen.append(ticket)
-    return chosen
-
-
-def _settle(ticket: Ticket, *, answer: Answer | None = None, error: BaseException | None = None) -> None:
-    """Give the ticket its answer or error, unless it has one or was cancelled (even just now)."""
-    if error is None and answer is None:
-        error = CoeError(f"the batch returned no answer for question {ticket.query.id!r}")
-    try:
-        if error is not None:
-            ticket.future.set_exception(error)
-        else:
-            ticket.future.set_result(answer)  # type: ignore[arg-type]
-    except InvalidStateError:  # cancelled by its client, or settled, meanwhile
-        pass
 
 
 __all__ = ["Asking", "BatchHooks", "Dispatcher", "RunBatch", "Ticket"]

@@ -1,13 +1,17 @@
 """What ``GET /metrics`` shows, with prometheus-client: one registry per app (tests run several).
 
-Requests and errors by route and kind, latency per route and per stage of an answer, tokens,
-model loads and swaps (an unload to make room for another model), models sleeping, requests waiting, the
-work each expert still has in the batch in flight, and the generation cache's hits, misses and
-bad entries (read from the store's own counters when /metrics is asked).
+Requests and errors by route and kind, refusals by reason, latency per route and per stage of an
+answer, tokens, model loads and swaps (an unload to make room for another model), models
+sleeping, requests waiting, the work each expert still has in the batch in flight, and the
+generation cache's hits, misses and bad entries (read from the store's own counters when /metrics
+is asked); per API key (by its id, a hash, never the key) the requests, tokens and cost it spent
+and the requests its budgets refused; the semantic cache's lookups by outcome, their time, and
+its hit rate.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -62,8 +66,61 @@ class Metrics:
             registry=r,
         )
         self.cancelled = Counter("coe_cancelled", "Requests whose client went away before the answer.", registry=r)
+        self.refused = Counter(
+            "coe_refused",
+            "Refused before running, by reason: queue_full (a request the queue had no room for, 503), "
+            "deadline (a question that waited past queue_timeout_s, 503), rate_limit (a request over its key's "
+            "limit, 429), budget (a key that has spent a budget, 429).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("queue_full", "deadline", "rate_limit", "budget"):
+            self.refused.labels(reason)  # shown as 0 before the first refusal
         self.cache = _CacheCounts()
         r.register(self.cache)
+        self.key_requests = Counter(
+            "coe_key_requests", "Requests answered per API key (by its id, a hash of the key).", ["key"], registry=r
+        )
+        self.key_tokens = Counter(
+            "coe_key_tokens", "Tokens spent per API key, read (in) and written (out).", ["key", "direction"], registry=r
+        )
+        self.key_cost = Counter("coe_key_cost", "Cost spent per API key, in the pool's unit.", ["key"], registry=r)
+        self.key_refused = Counter(
+            "coe_key_budget_refusals",
+            "Requests refused because a key had spent a budget, by the limit.",
+            ["key", "limit"],
+            registry=r,
+        )
+        self.semantic = Counter(
+            "coe_semantic_cache_lookups",
+            "Questions the semantic cache was asked about, by outcome: hit, miss, refused (the request said no).",
+            ["outcome"],
+            registry=r,
+        )
+        self.semantic_seconds = Histogram(
+            "coe_semantic_cache_lookup_seconds",
+            "Seconds a lookup in the semantic cache took (the embedding included), per request.",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self._looked = {"hit": 0, "miss": 0}
+        self._looked_lock = threading.Lock()
+        self.semantic_hit_rate = Gauge(
+            "coe_semantic_cache_hit_rate", "The semantic cache's hits over hits and misses since the start.", registry=r
+        )
+        self.semantic_hit_rate.set_function(self._hit_rate)
+
+    def looked_up(self, outcome: str, count: int = 1) -> None:
+        """Count ``count`` semantic cache lookups of one outcome."""
+        self.semantic.labels(outcome).inc(count)
+        with self._looked_lock:
+            if outcome in self._looked:
+                self._looked[outcome] += count
+
+    def _hit_rate(self) -> float:
+        with self._looked_lock:
+            asked = self._looked["hit"] + self._looked["miss"]
+            return self._looked["hit"] / asked if asked else 0.0
 
 
 _CACHE_COUNTS = (

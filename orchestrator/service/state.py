@@ -1,19 +1,27 @@
 """The service's state, made in the app's lifespan: the warm orchestrator, the dispatcher that
-runs requests in batches, the keys, the rate limiter, the metrics, the benchmarks a job may
-name and the redactor that keeps the server's paths and addresses out of what clients see."""
+runs requests in batches, the keys, the rate limiter, the keys' budgets and use, the semantic
+cache, the metrics, the benchmarks a job may name and the redactor that keeps the server's
+paths and addresses out of what clients see.
+
+Unless ``lazy``, the dispatcher's first work is the warm-up (``Orchestrator.warm_up``): the
+encoder, every recording the pool's experts answer from, every engine that stays warm and the
+semantic cache's encoder are loaded before the first batch, and ``/readyz`` says ready only
+once that is done."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from batching import ExpertSpec, MadeEngines, ProgressEvent
 from batching.models import model_dir
 from batching.spec import ReplaySource, VLLMSource
-from common.errors import CoeError, NotFound, Unavailable
+from common import tracing
+from common.errors import CoeError, NotFound, RateLimited, Unavailable
 from common.query import Query
 from common.vocabulary import Aggregation
 from eval import registered_benchmarks
@@ -26,10 +34,15 @@ from orchestrator.pools.settings import PROJECT_ROOT, ServiceSettings
 from orchestrator.sdk import Orchestrator
 from orchestrator.service.dispatch import Asking, BatchHooks, Dispatcher, Ticket
 from orchestrator.service.engines import metered
+from orchestrator.service.live import Live
+from orchestrator.service.memory import FreedMemory
 from orchestrator.service.metrics import Metrics
 from orchestrator.service.redact import Redactor, path_names, source_names, url_names
 from orchestrator.service.security import ApiKeys, RateLimiter
+from orchestrator.service.semantic import ServiceCache
+from orchestrator.service.tenants import Tenants
 from orchestrator.stores.target import store_kind, store_location
+from orchestrator.stores.usage import open_usage_store
 from router import POLICIES
 
 log = logging.getLogger(__name__)
@@ -39,24 +52,41 @@ class Service:
     """Everything the routes use. ``start()`` loads the router; ``stop()`` lets the batch in
     flight finish and unloads every engine."""
 
-    def __init__(self, settings: ServiceSettings, orchestrator: Orchestrator | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        orchestrator: Orchestrator | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``clock``: the time budgets' days and months are read from (tests move it)."""
         self.settings = settings
         self.metrics = Metrics()
         self.coe = orchestrator or Orchestrator(settings.core)
         self._serving = [True]
-        self.coe.engine_factory = metered(self.coe.engine_factory, self.metrics, self._serving)
+        self.coe.wrap_engines(lambda factory: metered(factory, self.metrics, self._serving))
         made = MadeEngines(self.coe.engine_factory)  # the sleeping-models gauge counts them at each scrape
-        self.coe.engine_factory = made.factory
+        self.coe.wrap_engines(lambda _metered: made.factory)
+        self.made = made
         self.metrics.sleeping.set_function(made.sleeping)
         self.keys = ApiKeys.from_file(settings.api_keys_file) if settings.api_keys_file is not None else None
-        self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
+        self.freed = FreedMemory()  # freed memory goes back to the system after each batch
+        per_minute = settings.rate_limit_per_minute
+        rated = per_minute is not None or (self.keys is not None and self.keys.rated)
+        self.limiter = _CountedLimiter(per_minute, self.metrics) if rated else None
         self.dispatcher = Dispatcher(
             self._run_batch,
             grouping=settings.grouping,
             max_batch=settings.max_batch,
             gather_s=settings.gather_ms / 1000,
+            max_queue=settings.max_queue,
+            queue_timeout_s=settings.queue_timeout_s,
             on_queue=self.metrics.queue.set,
             on_wait=self.metrics.stage.labels("queue").observe,
+            on_refuse=lambda reason: self.metrics.refused.labels(reason).inc(),
+            prepare=None if settings.lazy else self._warm_up,
+            after_batch=self.freed.release,  # at most once a second while busy
+            on_idle=lambda: self.freed.release(now=True),  # and once the last responses are sent
         )
         self.benchmarks = registered_benchmarks(settings.benchmarks)
         """The benchmarks a job may name: the built-ins and the spec files registered at start."""
@@ -65,11 +95,28 @@ class Service:
         self.jobs: JobStore = open_job_store(
             self.store_location, reclaim_s=jobs.reclaim_s, max_attempts=jobs.max_attempts
         )
+        semantic = settings.semantic_cache
+        scope = f"{self.pool}@{self.coe.pool.pool.version}"  # a new version of the pool answers anew
+        self.semantic = (
+            ServiceCache(semantic, self.store_location, scope, self.metrics, self.coe.settings.encoders_dir)
+            if semantic.enabled
+            else None
+        )
+        """The semantic cache; None unless enabled."""
+        self.tenants = (
+            Tenants(self.keys, open_usage_store(self.store_location), self.metrics, clock=clock)
+            if self.keys is not None
+            else None
+        )
+        """The keys' budgets and use, kept in the store; None without keys."""
         self.job_workers = [
-            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}") for i in range(jobs.workers)
+            JobWorker(self.coe, self.jobs, jobs, benchmarks=self.benchmarks, label=f"w{i}", meter=self.tenants)
+            for i in range(jobs.workers)
         ]
         self.redact = Redactor(self._places())
         """Takes the server's paths, hosts and ports out of text bound for a client."""
+        self.live = Live(lambda text: self.redact(text))
+        """The recent requests and answers, and the batch's progress, for the live page."""
 
     def _places(self) -> dict[str, str]:
         """The server's places a message may name -> what a client is shown instead."""
@@ -105,8 +152,8 @@ class Service:
         return self.coe.pool.name
 
     def start(self) -> None:
-        self.coe.__enter__()
-        self.coe.router()  # the default router's artefacts (classifier, encoder) load now, not on a request
+        self.coe.open()
+        self.coe.router()  # the default router's artefacts load now: a broken pool stops the start
         cache = self.coe.cache  # opened now: a file that is not a store stops the start, not a request
         if cache is not None:
             self.metrics.cache.source = cache.stats.snapshot
@@ -124,6 +171,10 @@ class Service:
         self._serving[0] = False
         self.coe.close()
         self.jobs.close()
+        if self.tenants is not None:
+            self.tenants.store.close()
+        if self.semantic is not None:
+            self.semantic.close()
 
     # -- asking ---------------------------------------------------------------------------------
 
@@ -137,8 +188,29 @@ class Service:
         chosen = check_k(k, self.coe.settings.k, len(self.coe.pool.expert_names))
         return Asking(name, chosen, aggregation, max_tokens)
 
-    def submit(self, query: Query, asking: Asking, on_delta=None) -> Ticket:
-        return self.dispatcher.submit(query, asking, on_delta)
+    def submit(self, query: Query, asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None) -> Ticket:
+        return self.submit_all([query], asking, on_delta, on_step=on_step, caller=caller)[0]
+
+    def submit_all(
+        self, queries: Sequence[Query], asking: Asking, on_delta=None, *, on_step=None, caller: str | None = None
+    ) -> list[Ticket]:
+        """One ticket per query, all queued or all refused (``Overloaded``); the request's span
+        (when something traces) learns how they are asked, and the live page keeps their answers
+        as ``caller``'s (the asking key's id)."""
+        traced = {"coe.pool": self.pool, "coe.policy": asking.policy, "coe.k": asking.k}
+        tracing.note(tracing.current_span(), {**traced, "coe.aggregation": asking.aggregation})
+        tickets = self.dispatcher.submit_all(queries, asking, on_delta, on_step)
+        self.live.watch(tickets, caller)
+        return tickets
+
+    def _warm_up(self) -> None:
+        started = time.perf_counter()
+        with self.coe.busy:
+            loaded = self.coe.warm_up()
+        if self.semantic is not None:
+            self.semantic.warm()
+        self.freed.release(now=True)  # reading the recordings freed what other models recorded
+        log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, ", ".join(loaded) or "no engine")
 
     def model_names(self) -> list[str]:
         """The virtual models of ``/v1/models``: the pool (default policy) and POOL/POLICY."""
@@ -155,6 +227,7 @@ class Service:
         owed: dict[str, int] = {}
 
         def progress(event: ProgressEvent) -> None:
+            hooks.on_step(event)
             if event.model is None:
                 return
             if event.kind == "model_loading":
@@ -181,7 +254,8 @@ class Service:
                 for model in owed:
                     self.metrics.expert_queue.labels(model).set(0)
         self._observe(answers)
-        return [self.redact.answer(answer) for answer in answers]
+        shown = [self.redact.answer(answer) for answer in answers]
+        return self.semantic.after(asking, queries, shown) if self.semantic is not None else shown
 
     def _observe(self, answers: Sequence[Answer]) -> None:
         m = self.metrics
@@ -196,8 +270,7 @@ class Service:
             if aggregation is not None:
                 m.tokens.labels("aggregator", "in").inc(aggregation.tokens_in)
                 m.tokens.labels("aggregator", "out").inc(aggregation.tokens_out)
-                called = aggregation.method.startswith("synthesis")
-                m.aggregations.labels("skipped" if aggregation.skipped else "called" if called else "vote").inc()
+                m.aggregations.labels(answer.trace.outcome).inc()
         if answers:
             m.stage.labels("load").observe(answers[0].trace.timings.load)
 
@@ -210,11 +283,16 @@ class Service:
         problems: dict[str, str] = {}
         if not self.dispatcher.alive:
             problems["dispatcher"] = "not running"
+        elif not self.dispatcher.prepared.is_set():
+            problems["warm-up"] = "loading the encoder, the recordings and the engines that stay warm"
+        elif self.dispatcher.prepare_error is not None:
+            problems["warm-up"] = f"failed: {self.dispatcher.prepare_error}"
         loaded = set(self.coe.loaded_models)
         experts: dict[str, str] = {}
         for name, spec in self.coe.pool.specs.items():
-            reason = None if name in loaded else _unloadable(spec, self.coe.settings.cache_dir)
-            experts[name] = "loaded" if name in loaded else reason or "loadable"
+            # asked of loaded experts too: one warmed from recordings since deleted would not load again
+            reason = _unloadable(spec, self.coe.settings.cache_dir)
+            experts[name] = reason or ("loaded" if name in loaded else "loadable")
             if reason:
                 problems[f"expert {name}"] = reason
         if not _writable(self.coe.settings.runs_dir):
@@ -229,6 +307,11 @@ class Service:
             self.jobs.check()
         except Unavailable as exc:
             problems["jobs"] = str(exc)
+        if self.tenants is not None:
+            try:
+                self.tenants.store.ping()
+            except CoeError as exc:
+                problems["usage"] = str(exc)
         working = sum(w.alive for w in self.job_workers)
         if working < len(self.job_workers):
             problems["job workers"] = f"{len(self.job_workers) - working} of {len(self.job_workers)} stopped"
@@ -238,6 +321,21 @@ class Service:
         if problems:
             details["problems"] = {part: self.redact.shown(why, f"readiness: {part}") for part, why in problems.items()}
         return not problems, details
+
+
+class _CountedLimiter(RateLimiter):
+    """The rate limit, each refusal counted in ``coe_refused_total{reason="rate_limit"}``."""
+
+    def __init__(self, per_minute: int | None, metrics: Metrics) -> None:
+        super().__init__(per_minute)
+        self._metrics = metrics
+
+    def take(self, key_id: str, per_minute: int | None = None) -> None:
+        try:
+            super().take(key_id, per_minute)
+        except RateLimited:
+            self._metrics.refused.labels("rate_limit").inc()
+            raise
 
 
 def _unloadable(spec: ExpertSpec, cache_dir: Path) -> str | None:

@@ -27,6 +27,7 @@ __all__ = [
     "BadEntry",
     "GenerationStore",
     "StoreStats",
+    "check_max_entries",
     "check_ttl",
     "decode_entry",
     "encode_entry",
@@ -86,6 +87,14 @@ def check_ttl(ttl_s: float | None) -> float | None:
     if ttl_s is not None and (isinstance(ttl_s, bool) or not ttl_s > 0):
         raise ConfigError(f"cache_ttl_s must be a positive number of seconds or None, got {ttl_s!r}")
     return ttl_s
+
+
+def check_max_entries(max_entries: int | None) -> int | None:
+    if max_entries is not None and (
+        isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+    ):
+        raise ConfigError(f"cache_max_entries must be a whole number from 1 or None, got {max_entries!r}")
+    return max_entries
 
 
 def encode_entry(key: str, generation: Generation) -> str:

@@ -4,7 +4,8 @@ WAL mode and a busy timeout make it safe for several processes on one machine (s
 workers, a CLI run beside the service): readers never wait, writers queue. The file carries a
 ``meta`` table (format, version) like the run store's; a file that is not this store, or is
 corrupt, is refused with one line and left untouched. Expired entries read as missing and are
-deleted as new ones are written.
+deleted as new ones are written; with ``max_entries``, the oldest entries over it are deleted
+then too, so the file stays bounded.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from pathlib import Path
 
 from common.errors import ConfigError, Unavailable
 from common.requests import Generation
-from orchestrator.stores.base import StoreStats, check_ttl, encode_entry, read_entries
+from orchestrator.stores.base import StoreStats, check_max_entries, check_ttl, encode_entry, read_entries
+from orchestrator.stores.sessions import SESSION_TABLE
 
 __all__ = ["SQLiteGenerationStore"]
 
-JOB_TABLES = frozenset({"jobs", "job_results", "sqlite_sequence"})
-"""Tables the job store keeps in the same file (``jobs_sqlite``; SQLite adds ``sqlite_sequence``
-for its AUTOINCREMENT): a file holding only those is still ours to create the cache's tables in."""
+SHARED_TABLES = frozenset({"jobs", "job_results", "sqlite_sequence", "usage", "semantic_answers", SESSION_TABLE})
+"""Tables other stores keep in the same file (the job store, ``jobs_sqlite``, whose AUTOINCREMENT
+makes SQLite add ``sqlite_sequence``; the keys' usage, ``stores.usage``; the semantic cache,
+``stores.semantic``; conversations' session state, ``stores.sessions``): a file holding only those
+is still ours to create the cache's tables in."""
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +40,25 @@ _SCHEMA = (
     "CREATE TABLE entries (key TEXT PRIMARY KEY, entry TEXT NOT NULL, stored_at REAL NOT NULL, expires_at REAL)",
     "CREATE INDEX entries_expiry ON entries (expires_at) WHERE expires_at IS NOT NULL",
 )
+_AGE_INDEX = "CREATE INDEX IF NOT EXISTS entries_age ON entries (stored_at)"
+"""Orders entries oldest first for ``max_entries`` (added to files made before it, when opened)."""
 _CHUNK = 500  # keys per query (SQLite's limit on bound parameters is higher; this keeps queries small)
 
 
 class SQLiteGenerationStore:
     """Generations by request key in the SQLite file ``path`` (made if missing)."""
 
-    def __init__(self, path: Path | str, ttl_s: float | None = None, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        ttl_s: float | None = None,
+        *,
+        max_entries: int | None = None,
+        busy_timeout_s: float = 30.0,
+    ) -> None:
         self.path = Path(path).expanduser()
         self.ttl_s = check_ttl(ttl_s)
+        self.max_entries = check_max_entries(max_entries)
         self.name = f"generation store {self.path}"
         self.stats = StoreStats()
         self._lock = threading.Lock()
@@ -71,10 +85,10 @@ class SQLiteGenerationStore:
 
     def _check_or_create(self) -> None:
         db = self._db
-        if not self._tables() - JOB_TABLES:  # empty, or only the job store's tables (they share the file)
+        if not self._tables() - SHARED_TABLES:  # empty, or only other stores' tables (they share the file)
             db.execute("BEGIN IMMEDIATE")  # another process may be creating it too: one does
             try:
-                if not self._tables() - JOB_TABLES:
+                if not self._tables() - SHARED_TABLES:
                     for statement in _SCHEMA:
                         db.execute(statement)
                     db.execute("INSERT INTO meta VALUES ('format', ?), ('version', ?)", (_FORMAT, _VERSION))
@@ -101,6 +115,7 @@ class SQLiteGenerationStore:
             raise ConfigError(f"{self.name} is corrupt ({check}); leaving it untouched")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(_AGE_INDEX)
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -132,6 +147,8 @@ class SQLiteGenerationStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows)
                 self._db.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
+                if self.max_entries is not None:
+                    self._trim(self.max_entries)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 with suppress(sqlite3.Error):  # a closed or broken connection has nothing to roll back
@@ -139,6 +156,15 @@ class SQLiteGenerationStore:
                         self._db.execute("ROLLBACK")
                 raise Unavailable(f"{self.name} cannot be written: {exc}") from exc
         self.stats.count(written=len(rows))
+
+    def _trim(self, limit: int) -> None:
+        """Delete the oldest entries over ``limit`` (inside the writing transaction)."""
+        (count,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
+        if count > limit:
+            self._db.execute(
+                "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries ORDER BY stored_at LIMIT ?)",
+                (count - limit,),
+            )
 
     def ping(self) -> None:
         with self._lock:
@@ -158,4 +184,4 @@ class SQLiteGenerationStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SQLiteGenerationStore({str(self.path)!r}, ttl_s={self.ttl_s!r})"
+        return f"SQLiteGenerationStore({str(self.path)!r}, ttl_s={self.ttl_s!r}, max_entries={self.max_entries!r})"

@@ -32,17 +32,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from batching.executor import ProgressEvent
 from batching.runstore import SQLiteRunStore
 from common.errors import BadInput
+from common.pause_gc import paused_gc
 from common.vocabulary import EvalAggregation, Vote
 from eval.benchmarks import Benchmark, Question
 from eval.results import MethodInfo, QuestionResult, RunInfo, write_results
 from orchestrator.jobs.results import ORACLE, Scoring, question_result
-from orchestrator.pipeline.asked import Asked
+from orchestrator.pipeline.asked import Asked, prompting
 from orchestrator.pipeline.core import Pipeline
 from orchestrator.pipeline.items import check_recordings
 from orchestrator.pipeline.trace import Answer
 from orchestrator.pools.pool import Pool
 from orchestrator.sdk import Orchestrator
 from orchestrator.workflows.out_dir import STORE_FILE, STORE_RUN_ID, check_out_dir, discard_if_unused, open_out_dir
+from router import SkillRows
 
 log = logging.getLogger(__name__)
 
@@ -178,21 +180,23 @@ def route(
     base: Pipeline, coe: Orchestrator, questions: Sequence[Question], bench: Benchmark, config: EvalConfig
 ) -> Routed:
     """Every method's decided records, for every sample (methods in order, then questions, then
-    samples). The questions' skill weights are read once (every router of a pool shares its
-    scorer) and each distinct (policy, k) routes once."""
+    samples). The questions' skill weights are read and normalised once (every router of a pool
+    shares its scorer), their prompts made once, and each distinct (policy, k) routes once."""
     chosen, skipped = methods(config, BASELINE_K)
-    weights = coe.router(config.policy, config.k).scorer.skill_weights([q.text for q in questions])
+    weights = SkillRows(coe.router(config.policy, config.k).scorer.skill_weights([q.text for q in questions]))
+    promptings = [prompting(q, bench) for q in questions]
     decided: dict[tuple[str | None, int | None], list[Asked]] = {}
     asked: list[Asked] = []
     for method in chosen:
         key = (method.info.policy, method.info.k)
-        if key not in decided:
-            router = coe.router(method.info.policy, method.info.k)
-            decided[key] = replace(base, router=router).ask(questions, bench, weights=weights)
         vote = AS_PIPELINE.get(method.info.aggregation, "majority")
+        if key not in decided:  # decided as the first method of this (policy, k) asks them
+            pipeline = replace(base, router=coe.router(*key), aggregation=vote or "synthesis")
+            decided[key] = pipeline.ask(questions, bench, weights=weights, promptings=promptings, method=method.name)
         for one in decided[key]:
             for sample in range(config.samples):
-                asked.append(replace(one, vote=vote, sample=sample, method=method.name))
+                same = one.vote == vote and one.sample == sample and one.method == method.name
+                asked.append(one if same else replace(one, vote=vote, sample=sample, method=method.name))
     return Routed(chosen, asked, skipped)
 
 
@@ -232,6 +236,7 @@ class Outcome:
     out: Path
 
 
+@paused_gc()  # a batch job of millions of small acyclic objects: collected once, at the end
 def evaluate(
     coe: Orchestrator,
     bench: Benchmark,

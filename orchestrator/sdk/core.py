@@ -5,54 +5,61 @@ with Orchestrator.from_pool("pools/default") as coe:   # engines stay loaded ins
     answer = coe.answer("Which planet is largest?")
     print(answer.text); print(answer.summary())
     answers = coe.answer_batch(["Is a tomato a fruit?", Query(text="2+2?", options=("3", "4"))])
+    answer = coe.chat([{"role": "user", "content": "Which planet is largest?"},
+                       {"role": "assistant", "content": "Jupiter."},
+                       {"role": "user", "content": "And its largest moon?"}])
 
-Every method has an async twin (``aanswer``, ``aanswer_batch``) that runs it in a worker
-thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
+Every method has an async twin (``aanswer``, ``aanswer_batch``, ``achat``) that runs it in a
+worker thread; calls on one ``Orchestrator`` run one at a time, since they share its engines.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import get_args
 
-from aggregators import SynthesisJob
 from batching import EngineFactory, GenerationCache, WarmEngines, make_engine, model_footprint
+from batching.engines.replay import index_recordings
 from batching.executor import ProgressCallback
-from batching.plan import Plan, make_plan
+from batching.plan import make_plan
 from batching.runstore import RunStore, SQLiteRunStore
 from common.errors import BadInput
 from common.query import Query
 from common.requests import Generation
 from common.tasks import Composed, Task
-from common.vocabulary import MAX_NEW_TOKENS, Aggregation
+from common.vocabulary import Aggregation
 from common.vocabulary import ScorerKind as Scorer
 from eval.benchmarks import Benchmark
 from orchestrator.executors import ExecutorChoice
+from orchestrator.pipeline.conversation import Sessions
 from orchestrator.pipeline.core import Pipeline, require_answer
-from orchestrator.pipeline.graph import task_graph
-from orchestrator.pipeline.inputs import as_query, check_k, check_policy
+from orchestrator.pipeline.inputs import as_query, check_answering, check_k, check_policy, check_scorer
 from orchestrator.pipeline.items import item_index
-from orchestrator.pipeline.rounds import predicted_loads
 from orchestrator.pipeline.trace import Answer
+from orchestrator.pipeline.turns import check_session, read_messages
 from orchestrator.pools.pool import Pool, load_pool
-from orchestrator.pools.resources import footprints_mb, gpu_memory_mb, memory_budget_mb
-from orchestrator.pools.routing import pool_aggregator_choice, pool_router, pool_synthesis
+from orchestrator.pools.resources import Machine
+from orchestrator.pools.routing import Routers, pool_aggregator_choice, pool_synthesis
 from orchestrator.pools.settings import Settings, load_settings
-from orchestrator.stores import GenerationStore, open_generation_store
-from router import RouteDecision, Router
-from router.scorers import keyword_scorer
-from skills import make_embedder
+from orchestrator.sdk.planning import Planning
+from orchestrator.sdk.twins import AsyncTwins
+from orchestrator.stores import (
+    GenerationStore,
+    SessionSlot,
+    SessionStore,
+    StoreSlot,
+    open_generation_store,
+    open_session_store,
+)
+from router import RouteDecision, Router, load_scorer
 
 log = logging.getLogger(__name__)
 
 
-class Orchestrator:
+class Orchestrator(AsyncTwins, Planning):
     """Routes questions to a pool's experts, runs them in batches and aggregates their answers.
 
     ``engine_factory`` replaces how engines are made (tests pass fakes); by default each
@@ -82,16 +89,21 @@ class Orchestrator:
             lambda spec, cpus=None: make_engine(spec, cache_dir=cache_dir, cpus=cpus)
         )
         # our own engines on a CPU: co-resident vLLM models get disjoint cores
-        self._cores = None if engine_factory is not None else tuple(sorted(os.sched_getaffinity(0)))
+        self.machine = Machine(self.pool.specs, self.settings.memory_budget_mb, own_cores=engine_factory is None)
         self.progress = progress
-        self._routers: dict[tuple[str, int, str], Router] = {}
-        self._memory: tuple[float, dict[str, float]] | None = None
-        self._gpu = False
+        self._routers = Routers(
+            self.pool,
+            lambda tasks: self.run_tasks(tasks),
+            embeddings_dir=self.settings.embeddings_dir,
+            encoders_dir=self.settings.encoders_dir,
+        )
         self._warm: WarmEngines | None = None
         self._busy = threading.RLock()  # one call at a time: calls share the engines
-        self._building = threading.RLock()  # guards the routers' cache (a keyword router runs tasks)
-        self._store: GenerationStore | None = None
-        self._store_lock = threading.Lock()
+        self._store = StoreSlot(self._open_store)
+        self._sessions = SessionSlot(
+            lambda: open_session_store(self.settings.store_target, self.settings.session_ttl_s),
+            self.settings.session_ttl_s,
+        )
         # which benchmark item a free-text question is, for replay models: read on first use
         self._items = item_index(self.pool, self.settings.data_dir)
 
@@ -102,7 +114,12 @@ class Orchestrator:
         return cls(load_settings(pool=pool, **settings))
 
     def __enter__(self) -> Orchestrator:
-        """A warm session: engines stay loaded between calls while they fit the memory budget."""
+        """A warm session (``open``), closed on leaving the block."""
+        return self.open()
+
+    def open(self) -> Orchestrator:
+        """Start a warm session: engines stay loaded between calls while they fit the memory
+        budget, until ``close``."""
         if self._warm is None:
             budget, footprints = self.memory()
             sizes = {name: model_footprint(name, spec, footprints) for name, spec in self.pool.specs.items()}
@@ -112,25 +129,51 @@ class Orchestrator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def warm_up(self) -> list[str]:
+        """Load now what answering would load on first use: the default router and its encoder (which
+        every router shares); the recordings of every recorded expert (one pass per file); and, in a
+        warm session (``with``), the engines of the experts and then the aggregator, each that fits
+        the memory budget beside those before it, bound to cores as one phase holding them would
+        bind them. Returns the models whose engines are loaded."""
+        load_scorer(self.router().scorer)
+        names = dict.fromkeys([*self.pool.expert_names, self.pool.aggregator.name])
+        specs = [self.pool.spec(name) for name in names]
+        if self._warm is None:
+            index_recordings(specs)
+            return []
+        with self._busy:
+            return self._warm.preload(specs, self.engine_factory, self.machine.split_cores())
+
     def close(self) -> None:
-        """Unload the engines a warm session kept, and close the generation store if it was opened."""
+        """Unload the engines a warm session kept, and close the stores that were opened."""
         if self._warm is not None:
             warm, self._warm = self._warm, None
             warm.close()
-        with self._store_lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
+        self._store.close()
+        self._sessions.close()
+
+    def wrap_engines(self, wrap: Callable[[EngineFactory], EngineFactory]) -> None:
+        """Make every engine from now on through ``wrap(factory)`` (the service meters and counts
+        its engines so)."""
+        self.engine_factory = wrap(self.engine_factory)
+
+    def _open_store(self) -> GenerationStore:
+        settings = self.settings
+        store = open_generation_store(settings.store_target, settings.cache_ttl_s, settings.cache_max_entries)
+        log.info("generation cache: %s (%s)", store.name, settings.cache)
+        return store
 
     @property
     def generation_store(self) -> GenerationStore:
         """The generation cache's store (``settings.store``, else ``runs_dir/store.sqlite``), opened
         on first use and kept until ``close``. A Redis store connects when it is first asked."""
-        with self._store_lock:
-            if self._store is None:
-                self._store = open_generation_store(self.settings.store_target, self.settings.cache_ttl_s)
-                log.info("generation cache: %s (%s)", self._store.name, self.settings.cache)
-            return self._store
+        return self._store.get()
+
+    @property
+    def session_store(self) -> SessionStore:
+        """Where conversations' session state lives (the generation store's place), each entry
+        expiring ``settings.session_ttl_s`` after its last turn; opened on first use."""
+        return self._sessions.opened()
 
     @property
     def cache(self) -> GenerationStore | None:
@@ -140,21 +183,11 @@ class Orchestrator:
     def _cache_on_use(self) -> GenerationCache | None:
         """The cache a run is given: the store, opened when the run first reads or writes it (input
         refused before that opens nothing)."""
-        return None if self.settings.cache == "off" else _OnFirstUse(lambda: self.generation_store)
-
-    def _split_cores(self) -> tuple[int, ...] | None:
-        """Cores the executor splits between co-resident vLLM models: ours, on a CPU only."""
-        self.memory()  # measures the machine once, GPU included
-        return self._cores if self._cores is not None and not self._gpu else None
+        return None if self.settings.cache == "off" else self._store.on_use()
 
     def memory(self) -> tuple[float, dict[str, float]]:
         """The planner's memory budget (MB) and the footprints that override the declared ones."""
-        if self._memory is None:
-            gpu = gpu_memory_mb()
-            self._gpu = gpu is not None
-            budget = self.settings.memory_budget_mb or memory_budget_mb(gpu)
-            self._memory = (budget, footprints_mb(self.pool.specs, gpu))
-        return self._memory
+        return self.machine.memory()
 
     def router(self, policy: str | None = None, k: int | None = None, *, scorer: Scorer = "classifier") -> Router:
         """The pool's router for ``policy`` and ``k`` (the settings' when None), built once.
@@ -162,38 +195,9 @@ class Orchestrator:
         ``scorer``: ``classifier`` (the pool's trained skill classifier) or ``keywords`` (the
         pool's aggregator annotates each question with keywords, mapped onto the profile's
         skills: Symbolic-MoE's way; it runs the annotator model)."""
-        if scorer not in get_args(Scorer):
-            raise BadInput(f"scorer must be 'classifier' or 'keywords', got {scorer!r}")
-        key = (
-            check_policy(policy, self.settings.policy),
-            check_k(k, self.settings.k, len(self.pool.expert_names)),
-            scorer,
-        )
-        with self._building:  # request threads, job workers and the dispatcher build each router once
-            return self._router(key, scorer)
-
-    def _router(self, key: tuple[str, int, str], scorer: Scorer) -> Router:
-        if key not in self._routers:
-            router = pool_router(
-                self.pool,
-                key[0],
-                key[1],
-                embeddings_dir=self.settings.embeddings_dir,
-                encoders_dir=self.settings.encoders_dir,
-            )
-            if scorer == "keywords":
-                keywords = keyword_scorer(router.profile, self.run_tasks, self.pool.aggregator.name, make_embedder())
-                router = Router(
-                    router.profile,
-                    keywords,
-                    key[0],
-                    selection=router.selection,
-                    costs=router.costs,
-                    confidence=router.confidence,
-                    token_experts=router.token_experts,
-                )
-            self._routers[key] = router
-        return self._routers[key]
+        check_scorer(scorer)
+        policy = check_policy(policy, self.settings.policy)
+        return self._routers.get(policy, check_k(k, self.settings.k, len(self.pool.expert_names)), scorer)
 
     def route(
         self, question: str | Query, *, policy: str | None = None, k: int | None = None, scorer: Scorer = "classifier"
@@ -219,6 +223,33 @@ class Orchestrator:
         ``aggregation``: the aggregator model writes the answer (``synthesis``) or the experts'
         majority is it (``majority``). ``max_tokens``: most tokens the aggregator may write."""
         query = as_query(question, self.settings.max_question_chars, options=options)
+        pipeline = self.pipeline(
+            policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
+        )
+        return require_answer(self._run([query], None, pipeline, None)[0])
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, object]],
+        *,
+        session: str | None = None,
+        policy: str | None = None,
+        k: int | None = None,
+        scorer: Scorer = "classifier",
+        aggregation: Aggregation = "synthesis",
+        max_tokens: int | None = None,
+        skip_consensus: bool | None = None,
+    ) -> Answer:
+        """Answer a conversation's last user message (``{"role", "content"}`` messages, as OpenAI's
+        chat): each model reads it in its own template, cut to its context; it keeps its experts
+        while its skills stay within the pool's ``sessions.shift`` (``session`` names it, else its
+        earlier turns do). Other options as in ``answer``."""
+        query = read_messages(
+            messages,
+            max_question_chars=self.settings.max_question_chars,
+            max_conversation_chars=self.settings.max_conversation_chars,
+            session=check_session(session),
+        )
         pipeline = self.pipeline(
             policy, k, scorer=scorer, aggregation=aggregation, max_tokens=max_tokens, skip_consensus=skip_consensus
         )
@@ -250,100 +281,6 @@ class Orchestrator:
         )
         return self._run(queries, benchmark, replace(pipeline, logprobs=bool(logprobs)), run_id)
 
-    async def aanswer(
-        self,
-        question: str | Query,
-        *,
-        options: Sequence[str] | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-        scorer: Scorer = "classifier",
-        aggregation: Aggregation = "synthesis",
-        max_tokens: int | None = None,
-        skip_consensus: bool | None = None,
-    ) -> Answer:
-        """``answer`` in a worker thread, for async code."""
-        return await asyncio.to_thread(
-            self.answer,
-            question,
-            options=options,
-            policy=policy,
-            k=k,
-            scorer=scorer,
-            aggregation=aggregation,
-            max_tokens=max_tokens,
-            skip_consensus=skip_consensus,
-        )
-
-    async def aanswer_batch(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-        scorer: Scorer = "classifier",
-        aggregation: Aggregation = "synthesis",
-        max_tokens: int | None = None,
-        skip_consensus: bool | None = None,
-        run_id: str | None = None,
-        logprobs: bool = False,
-    ) -> list[Answer]:
-        """``answer_batch`` in a worker thread, for async code."""
-        return await asyncio.to_thread(
-            self.answer_batch,
-            questions,
-            benchmark=benchmark,
-            policy=policy,
-            k=k,
-            scorer=scorer,
-            aggregation=aggregation,
-            max_tokens=max_tokens,
-            skip_consensus=skip_consensus,
-            run_id=run_id,
-            logprobs=logprobs,
-        )
-
-    def plan(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-    ) -> Plan:
-        """The batch plan ``answer_batch`` would run (routing included), without running it."""
-        tasks, _ = self.tasks(questions, benchmark=benchmark, policy=policy, k=k)
-        return self._pipeline(self.router(policy, k), None).plan(tasks)
-
-    def predicted_loads(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-    ) -> int:
-        """The model loads ``answer_batch`` would take: its plan's, or for a cascade, at most its
-        first round's plus one per model of each later round (``orchestrator.pipeline.rounds``)."""
-        pipeline = self._pipeline(self.router(policy, k), None)
-        asked = pipeline.ask(self._queries(questions), benchmark)
-        first = pipeline.plan(task_graph(asked).tasks)
-        return predicted_loads(first, [one.decision for one in asked])
-
-    def tasks(
-        self,
-        questions: Sequence[str | Query],
-        *,
-        benchmark: Benchmark | None = None,
-        policy: str | None = None,
-        k: int | None = None,
-    ) -> tuple[list[Task], dict[str, SynthesisJob]]:
-        """The expert and aggregation tasks ``answer_batch`` would run (routing included), with each
-        aggregation task's synthesis job, without running them."""
-        graph = task_graph(self._pipeline(self.router(policy, k), None).ask(self._queries(questions), benchmark))
-        return graph.tasks, graph.jobs
-
     def _queries(self, questions: object) -> list[Query]:
         """A batch checked once: a list of strings or ``Query`` records."""
         if isinstance(questions, str) or not isinstance(questions, Sequence):
@@ -363,7 +300,7 @@ class Orchestrator:
             None,
             self.progress,
             self._warm,
-            self._split_cores(),
+            self.machine.split_cores(),
             cache=self._cache_on_use(),
             cache_reads=self.settings.cache == "use",
         )
@@ -404,12 +341,7 @@ class Orchestrator:
         request), and ``store`` checkpoints every generation (a run to resume). ``skip_consensus``:
         False always calls the aggregator; None follows ``settings.skip_agreement``. Run it while
         holding ``busy``: calls share the engines."""
-        if aggregation not in get_args(Aggregation):
-            raise BadInput(f"aggregation must be 'synthesis' or 'majority', got {aggregation!r}")
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-            raise BadInput(f"max_tokens must be an integer, got {type(max_tokens).__name__}")
-        if max_tokens is not None and not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise BadInput(f"max_tokens must be from 1 to {MAX_NEW_TOKENS}, got {max_tokens}")
+        check_answering(aggregation, max_tokens)
         pipeline = self._pipeline(self.router(policy, k, scorer=scorer), store)
         if skip_consensus is False:
             pipeline = replace(pipeline, synthesis=pipeline.synthesis.model_copy(update={"skip_agreement": None}))
@@ -439,7 +371,7 @@ class Orchestrator:
             pool=self.pool,
             router=router,
             engine_factory=self.engine_factory,
-            cores=self._split_cores(),
+            cores=self.machine.split_cores(),
             budget_mb=self.memory()[0],
             footprints=self.memory()[1],
             devices=self.settings.devices,
@@ -450,25 +382,13 @@ class Orchestrator:
             warm=self._warm,
             items=self._items,
             placement=self.placement,
+            sessions=Sessions(self._sessions, self.pool.name, self.pool.pool.sessions.shift, self.pool.expert_names),
         )
 
     @property
     def placement(self) -> ExecutorChoice:
         """Where runs execute (``settings.executor``, ``settings.ray_address``)."""
         return ExecutorChoice(self.settings.executor, self.settings.ray_address)
-
-
-class _OnFirstUse:
-    """A generation cache that opens its store on the first read or write."""
-
-    def __init__(self, store: Callable[[], GenerationStore]) -> None:
-        self._store = store
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
-        return self._store().get_many(keys)
-
-    def put_many(self, entries: Mapping[str, Generation]) -> None:
-        self._store().put_many(entries)
 
 
 def _no_compose(task: Task, inputs: Mapping[str, Generation]) -> Composed:
