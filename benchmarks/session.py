@@ -8,7 +8,8 @@ more questions, one ``answer()`` each: every one of those is a warm session's se
 (no load). Each answer's wall time is reported with its trace's split (routing, the experts'
 slowest generation, the aggregation) and tokens; the second answers' median, lowest and
 highest, and the load average before and after (the machine is shared). No generation cache
-(each question is new anyway), and a fresh runs folder.
+(each question is new anyway), a fresh runs folder, and a memory budget of 16,000 MB (the
+default pool's two models side by side, whatever other work holds when the session starts).
 
 Goal (issue 22): a warm session's second answer on the default pool in 4 s or less.
 """
@@ -57,7 +58,8 @@ def measure(pool: str | None, questions: list[str]) -> dict:
 
     out: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as runs:
-        settings = load_settings(pool=pool, runs_dir=Path(runs), cache="off")
+        # both models side by side, as on an idle 24 GiB machine, whatever other work holds now
+        settings = load_settings(pool=pool, runs_dir=Path(runs), cache="off", memory_budget_mb=16000)
         out["pool"] = settings.pool.name
         answers = []
         with Orchestrator(settings) as coe:
