@@ -267,8 +267,10 @@ class Pipeline:
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
         with tracing.span("coe.run", {"coe.tasks": len(graph.tasks), "coe.phases": len(plan.phases)}):
             result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
+        tasks = len(graph.tasks)
+        del graph, plan, composer  # the requests are done with: the answers are built in their memory
         answers = self._answers(asked, result, route_seconds)
-        return Answered(answers, result.metrics, len(graph.tasks))
+        return Answered(answers, result.metrics, tasks)
 
     def _remember(self, asked: Sequence[Asked], answers: Sequence[Answer]) -> None:
         """Keep the session state of every chat turn that was answered (a failed turn keeps none)."""
