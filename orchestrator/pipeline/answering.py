@@ -112,16 +112,17 @@ class Shared:
         return (one.vote, one.sample, one.aggregator, one.voters, one.escalations, *map(id, parts))
 
     def expert(
-        self, one: Asked, name: str, task: str, generation: Generation | None, score: float | None
+        self, one: Asked, name: str, task: str, generations: Mapping[str, Generation], score: float | None
     ) -> ExpertAnswer:
-        """``one``'s answer of expert ``name`` (its task's ``generation``, None: not run)."""
+        """``one``'s answer of expert ``name`` (its task's generation in ``generations``; none:
+        not run)."""
         competence = one.competence.get(name)
         key = (task, competence, score)
         found = self.answers.get(key)
         if found is None:
             first = self.read.get(task)
             if first is None:
-                found = self.read[task] = _expert_answer(one, name, generation, score)
+                found = self.read[task] = _expert_answer(one, name, generations.get(task), score)
             elif first.competence == competence and first.score == score:
                 found = first
             else:  # the same generation, read once: only the router's numbers differ
@@ -185,9 +186,8 @@ def build_answer(
     for choice in one.decision.all_experts:
         scores.setdefault(choice.expert, choice.score)  # the first, as ``expert_answer`` reads it
     tasks = one.expert_tasks
-    experts = tuple(
-        shared.expert(one, name, task, result.generations.get(task), scores.get(name)) for name, task in tasks.items()
-    )
+    generations = result.generations
+    experts = tuple(shared.expert(one, name, task, generations, scores.get(name)) for name, task in tasks.items())
     arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
     aggregation: AggregationResult | None = None
     error = None
