@@ -21,6 +21,7 @@ sum of its models.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
@@ -132,6 +133,8 @@ def task_order(tasks: Sequence[Task]) -> list[Task]:
                 raise BadInput(f"task {task.id!r} waits on unknown task {dep!r}")
             if dep == task.id:
                 raise BadInput(f"task {task.id!r} waits on itself")
+    if not any(task.after for task in tasks):
+        return list(tasks)  # nothing waits: the order given
     waiting = {t.id: len(set(t.after)) for t in tasks}
     users: dict[str, list[str]] = {t.id: [] for t in tasks}
     for task in tasks:
@@ -275,16 +278,17 @@ def _model_seconds(
     by_id = {t.id: t for t in ordered}
     prompt = {m: 0 for m in models}
     output = {m: 0 for m in models}
+    model_cost = {m: _cost(m, specs, costs) for m in models}
     per_task = {}
     for task in ordered:
         p, o = _tokens(task, specs[task.model], by_id, specs, measured)
         prompt[task.model] += p
         output[task.model] += o
-        cost = _cost(task.model, specs, costs)
+        cost = model_cost[task.model]
         per_task[task.id] = o / cost.tokens_per_second + p / cost.prompt_tokens_per_second
     seconds = {}
     for m in models:
-        cost = _cost(m, specs, costs)
+        cost = model_cost[m]
         seconds[m] = cost.load_seconds + output[m] / cost.tokens_per_second + prompt[m] / cost.prompt_tokens_per_second
     return seconds, per_task
 
@@ -303,6 +307,8 @@ def _phases(drafts: list[Draft], graph: GroupGraph, ordered: Sequence[Task]) -> 
             if graph.group_of[t.model] in ph.groups
             and (graph.group_of[t.model] not in ph.only or t.id in ph.only[graph.group_of[t.model]])
         ]
+        requests = Counter(t.model for t in served)
+        composed = Counter(t.model for t in served if t.request is None)
         out.append(
             Phase(
                 index=new,
@@ -310,8 +316,8 @@ def _phases(drafts: list[Draft], graph: GroupGraph, ordered: Sequence[Task]) -> 
                 models=tuple(phase_models),
                 tasks=tuple(t.id for t in served),
                 after=tuple(sorted(renumber[a] for a in ph.after)),
-                requests={m: sum(t.model == m for t in served) for m in phase_models},
-                composed={m: sum(t.model == m and t.request is None for t in served) for m in phase_models},
+                requests={m: requests[m] for m in phase_models},
+                composed={m: composed[m] for m in phase_models},
                 memory_mb=ph.memory,
                 predicted_start=round(ph.start, 3),
                 predicted_seconds=round(ph.seconds, 3),

@@ -88,11 +88,7 @@ class Reuse:
         if not keys:
             return set()
         cached = self.cache.get_many(keys.values())
-        hits = {
-            tid: cached[key].model_copy(update={"request_id": asked[tid][0].id})
-            for tid, key in keys.items()
-            if key in cached
-        }
+        hits = {tid: _answering(cached[key], asked[tid][0].id) for tid, key in keys.items() if key in cached}
         with state.lock:
             for tid, generation in hits.items():
                 state.record(tid, generation)
@@ -115,3 +111,11 @@ class Reuse:
         }
         if entries:
             self.cache.put_many(entries)
+
+
+def _answering(generation: Generation, request_id: str) -> Generation:
+    """A cached generation as the answer to request ``request_id`` (the same task of an earlier
+    run already names it: no copy)."""
+    if generation.request_id == request_id:
+        return generation
+    return generation.model_copy(update={"request_id": request_id})

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from batching.engines.kinds import engine_kind
 from batching.spec import ExpertSpec
 from common.errors import BadInput, CoeError
-from common.requests import Generation, Request
+from common.requests import Generation, Message, Request
 
 __all__ = ["RunStore", "SQLiteRunStore", "request_key", "request_keys"]
 
@@ -66,6 +66,9 @@ def request_keys(asked: Iterable[tuple[ExpertSpec, Request]]) -> list[str]:
     """``request_key`` of each (expert, request), in order."""
     experts: dict[int, tuple[ExpertSpec, dict[str, str], bool]] = {}  # id(spec) -> (spec, its fields, recorded)
     samplings: dict[tuple[int, int | None, float | None, int | None], str] = {}
+    # the messages' JSON by the ids of their objects (a batch's experts share them), each kept
+    # beside its messages so that no id is reused while the batch is encoded
+    written: dict[tuple[int, ...], tuple[tuple[Message, ...], str]] = {}
     out = []
     for spec, request in asked:
         known = experts.get(id(spec))
@@ -84,9 +87,14 @@ def request_keys(asked: Iterable[tuple[ExpertSpec, Request]]) -> list[str]:
         sampling = samplings.get(overrides)
         if sampling is None:
             sampling = samplings[overrides] = _json(request.sampling(spec.sampling).model_dump(mode="json"))
+        said = tuple(map(id, request.messages))
+        known_messages = written.get(said)
+        if known_messages is None:
+            text = _json([m.model_dump(mode="json") for m in request.messages])
+            known_messages = written[said] = (request.messages, text)
         encoded = {
             **fields,
-            "messages": _json([m.model_dump(mode="json") for m in request.messages]),
+            "messages": known_messages[1],
             "question_id": _json(request.question_id),
             "sampling": sampling,
         }

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,8 +53,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _temp_copy(folder: Path, stem: str, text: str) -> Path:
-    """``text`` in a new hidden file of ``folder`` (mode as the umask allows), flushed to disk."""
+def _temp_copy(folder: Path, stem: str, text: str | Iterable[str]) -> Path:
+    """``text`` (or its pieces, one after another) in a new hidden file of ``folder`` (mode as
+    the umask allows), flushed to disk."""
     while True:
         name = folder / f".{stem}.{secrets.token_hex(6)}.tmp"
         try:
@@ -64,7 +65,10 @@ def _temp_copy(folder: Path, stem: str, text: str) -> Path:
             continue
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+            if isinstance(text, str):
+                out.write(text)
+            else:
+                out.writelines(text)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
@@ -73,9 +77,10 @@ def _temp_copy(folder: Path, stem: str, text: str) -> Path:
     return name
 
 
-def replace_file(path: Path, text: str) -> Path:
+def replace_file(path: Path, text: str | Iterable[str]) -> Path:
     """Write ``path`` atomically, replacing what was there (readers see the old or the new file).
-    A file system error is a ConfigError naming the file."""
+    ``text``: the content, or its pieces in order (written one after another, never joined in
+    memory). A file system error is a ConfigError naming the file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -197,11 +197,16 @@ def summarise(info: RunInfo, results: Sequence[QuestionResult]) -> Summary:
 
 @paused_gc()
 def write_report(
-    directory: Path, info: RunInfo | None = None, results: Sequence[QuestionResult] | None = None
+    directory: Path,
+    info: RunInfo | None = None,
+    results: Sequence[QuestionResult] | None = None,
+    *,
+    plots: bool = True,
 ) -> list[Path]:
     """Rebuild a run's report from its ``run.json`` and ``results.jsonl``: write ``report.md``,
     ``report.json`` and the plots into the folder; return the paths written. ``info`` and
-    ``results``: what those files hold, when the caller has just written them (not read again)."""
+    ``results``: what those files hold, when the caller has just written them (not read again).
+    ``plots=False``: no plots (``eval.plots.write_plots`` draws them from ``report.json``)."""
     from common.artefacts import replace_file
     from eval.plots import write_plots
 
@@ -217,4 +222,4 @@ def write_report(
         replace_file(directory / REPORT_MD, render_markdown(summary)),
         replace_file(directory / REPORT_JSON, summary.model_dump_json(indent=1) + "\n"),
     ]
-    return written + write_plots(summary, directory)
+    return written + write_plots(summary, directory) if plots else written

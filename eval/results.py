@@ -161,8 +161,7 @@ def write_results(directory: Path, info: RunInfo, results: Iterable[QuestionResu
     from common.artefacts import replace_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    lines = "".join(r.model_dump_json() + "\n" for r in results)
-    replace_file(directory / RESULTS_FILE, lines)
+    replace_file(directory / RESULTS_FILE, (r.model_dump_json() + "\n" for r in results))  # line by line
     replace_file(directory / RUN_FILE, info.model_dump_json(indent=1) + "\n")
 
 

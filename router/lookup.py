@@ -30,6 +30,7 @@ class ProfileLookup:
         self._overall: dict[str, float] = {}
         self._scores: dict[str, dict[str, int]] = {}
         self._accuracy: dict[str, dict[str, float]] = {}
+        self._rank_parts: tuple[dict[str, bool], dict[str, float]] | None = None
 
     def cost(self, expert: str) -> float:
         return self.costs.get(expert, 1.0)
@@ -45,6 +46,16 @@ class ProfileLookup:
         if found is None:
             found = self._measured[expert] = self.profile.measured(expert)
         return found
+
+    def rank_parts(self) -> tuple[dict[str, bool], dict[str, float]]:
+        """Expert -> whether the profile has no evidence on it, and expert -> minus its
+        competence: what ranking experts reads besides their scores (made once)."""
+        if self._rank_parts is None:
+            self._rank_parts = (
+                {e: not self.measured(e) for e in self.experts},
+                {e: -self.competence(e) for e in self.experts},
+            )
+        return self._rank_parts
 
     def accuracy(self, expert: str, skill: str | None = None) -> float:
         if skill is not None:

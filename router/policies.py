@@ -151,7 +151,10 @@ def expected_accuracy(profile: Profile | ProfileLookup, skills: Mapping[str, flo
 def _ranked(scores: Mapping[str, float], profile: ProfileLookup) -> list[str]:
     """Best first; experts without evidence after every measured one, whatever their score
     (Symbolic-MoE's score is 0 for them, above any measured expert with a negative score)."""
-    return sorted(scores, key=lambda e: (not profile.measured(e), -scores[e], -profile.competence(e), e))
+    unmeasured, weaker = profile.rank_parts()
+    if not scores.keys() <= unmeasured.keys():  # an expert the profile does not list: asked one by one
+        return sorted(scores, key=lambda e: (not profile.measured(e), -scores[e], -profile.competence(e), e))
+    return sorted(scores, key=lambda e: (unmeasured[e], -scores[e], weaker[e], e))
 
 
 def _choices(experts: list[str], scores: Mapping[str, float]) -> list[ExpertChoice]:

@@ -118,3 +118,20 @@ def test_records_that_differ_only_in_their_method_share_one_answer_and_each_read
     e4 = next(e for e in ours.trace.experts if e.expert == "e4")
     assert e4.choice == "B"  # read from its text
     assert ours.trace.cache_hits == 1 and symbolic.trace.cache_hits == 0
+
+
+def test_votes_of_the_same_generations_and_competences_are_counted_once_whatever_the_router_scores():
+    prompted = prompting(QUESTION, BENCH)
+    single = decision({"e2": 0.6}, "single-best")
+    category = decision({"e2": 0.9}, "category")  # the same expert, another score
+    records = [
+        Asked(QUESTION, single, prompted, "agg", {"e2": 0.6}, vote="majority", method="single-best"),
+        Asked(QUESTION, category, prompted, "agg", {"e2": 0.6}, vote="majority", method="category"),
+        Asked(QUESTION, category, prompted, "agg", {"e2": 0.2}, vote="majority", method="other competence"),
+    ]
+    best, by_category, other = build_answers(records, result(), pool="p", route_seconds=0.1)
+    assert best.trace.aggregation is by_category.trace.aggregation  # one count
+    assert other.trace.aggregation is not best.trace.aggregation  # another competence: counted again
+    assert [e.score for e in best.trace.experts] == [0.6] and [e.score for e in by_category.trace.experts] == [0.9]
+    alone = [build_answer(one, result(), pool="p", route_seconds=0.1) for one in records]
+    assert [comparable(a) for a in (best, by_category, other)] == [comparable(a) for a in alone]

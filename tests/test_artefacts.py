@@ -13,7 +13,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from common.artefacts import latest, read_model, versions, write_new_version
+from common.artefacts import latest, read_model, replace_file, versions, write_new_version
 from common.errors import ConfigError, NotFound, config_error, field_path
 from orchestrator.pools.artefacts import PoolArtefacts
 from orchestrator.pools.settings import shipped_pool
@@ -22,6 +22,22 @@ from orchestrator.pools.settings import shipped_pool
 class Thing(BaseModel):
     name: str
     size: int
+
+
+def test_replace_file_writes_text_or_its_pieces_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "out" / "lines.jsonl"
+    replace_file(path, "old\n")
+    replace_file(path, (f"{n}\n" for n in range(3)))  # pieces, written one after another
+    assert path.read_text() == "0\n1\n2\n"
+
+    def failing():
+        yield "half\n"
+        raise OSError("disk gone")
+
+    with pytest.raises(ConfigError, match="lines.jsonl"):
+        replace_file(path, failing())
+    assert path.read_text() == "0\n1\n2\n"  # the old content stands
+    assert sorted(p.name for p in path.parent.iterdir()) == ["lines.jsonl"]
 
 
 def test_versions_grow_and_latest(tmp_path):

@@ -78,8 +78,10 @@ def eval_command(
     route, plan (each model loaded once), generate, aggregate, score; write results.jsonl, run.json,
     report.md and plots. A killed run continues with --resume without regenerating anything."""
     from common.errors import BadInput
+    from common.pause_gc import paused_gc
     from common.vocabulary import EvalAggregation
     from eval import load_benchmark, stratified_sample
+    from eval.plots import write_plots
     from eval.report import REPORT_JSON, write_report
     from eval.report_markdown import render_methods_table
     from eval.summary import Summary
@@ -138,29 +140,39 @@ def eval_command(
         file=sys.stderr,
     )
     command = shlex.join(["coe", *sys.argv[1:]])
-    try:
-        with LiveProgress() as display, Orchestrator(settings, pool=the_pool, progress=display) as coe:
-            greedy = [n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0]
-            if samples > 1 and greedy:
-                print(
-                    f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
-                    "--temperature sets another",
-                    file=sys.stderr,
+    # The run's millions of objects are acyclic: the collector waits until reference counting
+    # has freed them, instead of walking them all once more when it resumes. The plots are drawn
+    # after that, from report.json: importing matplotlib leaves frames in reference cycles, and
+    # any frame of the stack that held the rows then would keep them all for the collector.
+    with paused_gc():
+        try:
+            with LiveProgress() as display, Orchestrator(settings, pool=the_pool, progress=display) as coe:
+                greedy = [
+                    n for n in coe.pool.expert_names if (temperature or coe.pool.spec(n).sampling.temperature) == 0
+                ]
+                if samples > 1 and greedy:
+                    print(
+                        f"note: {', '.join(greedy)} decode greedily (temperature 0): their samples will agree; "
+                        "--temperature sets another",
+                        file=sys.stderr,
+                    )
+                outcome = evaluate(
+                    coe,
+                    bench,
+                    questions,
+                    config,
+                    out,
+                    resume=resume,
+                    questions_in_split=len(every),
+                    command=command,
                 )
-            outcome = evaluate(
-                coe,
-                bench,
-                questions,
-                config,
-                out,
-                resume=resume,
-                questions_in_split=len(every),
-                command=command,
-            )
-    except KeyboardInterrupt:
-        interrupted(out, command, resume)
-    paths = write_report(out, outcome.info, outcome.results)
-    print(render_methods_table(Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))))
+        except KeyboardInterrupt:
+            interrupted(out, command, resume)
+        paths = write_report(out, outcome.info, outcome.results, plots=False)
+        del outcome
+    summary = Summary.model_validate_json((out / REPORT_JSON).read_text(encoding="utf-8"))
+    paths += write_plots(summary, out)
+    print(render_methods_table(summary))
     for path in paths:
         print(f"wrote {path}")
 

@@ -88,14 +88,18 @@ class Shared:
     """What the records of one batch share as their answers are built (``build_answers``): each
     task's expert answer, read from its generation once and copied for every other competence
     and score a record gives it; each vote, counted once for all the records whose voters'
-    answers are the very same; and the whole answer of records that differ only in their method
-    (an evaluation's ours, all-majority and oracle vote on one decision)."""
+    answers are the same generations with the same competences (the router's score, which a
+    vote does not read, may differ: an evaluation's single-best and category baselines often
+    pick one expert); and the whole answer of records that differ only in their method (an
+    evaluation's ours, all-majority and oracle vote on one decision)."""
 
     def __init__(self) -> None:
         self.read: dict[str, ExpertAnswer] = {}
         self.answers: dict[tuple[str, float | None, float | None], ExpertAnswer] = {}
         self.votes: dict[tuple, AggregationResult] = {}
         self.records: dict[tuple, Answer] = {}
+        self.voted: dict[int, tuple[str, float | None]] = {}
+        """id of an answer ``expert`` made -> what a vote reads of it: its task and competence."""
 
     @staticmethod
     def record_key(one: Asked) -> tuple | None:
@@ -108,27 +112,30 @@ class Shared:
         return (one.vote, one.sample, one.aggregator, one.voters, one.escalations, *map(id, parts))
 
     def expert(
-        self, one: Asked, name: str, task: str, generation: Generation | None, score: float | None
+        self, one: Asked, name: str, task: str, generations: Mapping[str, Generation], score: float | None
     ) -> ExpertAnswer:
-        """``one``'s answer of expert ``name`` (its task's ``generation``, None: not run)."""
+        """``one``'s answer of expert ``name`` (its task's generation in ``generations``; none:
+        not run)."""
         competence = one.competence.get(name)
         key = (task, competence, score)
         found = self.answers.get(key)
         if found is None:
             first = self.read.get(task)
             if first is None:
-                found = self.read[task] = _expert_answer(one, name, generation, score)
+                found = self.read[task] = _expert_answer(one, name, generations.get(task), score)
             elif first.competence == competence and first.score == score:
                 found = first
             else:  # the same generation, read once: only the router's numbers differ
                 found = first.model_copy(update={"competence": competence, "score": score})
             self.answers[key] = found
+            self.voted[id(found)] = (task, competence)  # kept in ``answers``: the id stays its own
         return found
 
     def vote(self, one: Asked, arrived: list[ExpertAnswer]) -> AggregationResult:
-        """``one``'s vote. Answers shared by ``expert`` carry the record's own competence, so
-        the same answers, vote and judge make the same result."""
-        key = (one.vote, one.prompting.judge, len(one.query.options), *map(id, arrived))
+        """``one``'s vote of answers made by ``expert``. They carry the record's own competence,
+        so the same generations, competences, vote and judge make the same result."""
+        voted = self.voted
+        key = (one.vote, one.prompting.judge, len(one.query.options), *(voted[id(a)] for a in arrived))
         found = self.votes.get(key)
         if found is None:
             found = self.votes[key] = _vote(one, arrived)
@@ -179,9 +186,8 @@ def build_answer(
     for choice in one.decision.all_experts:
         scores.setdefault(choice.expert, choice.score)  # the first, as ``expert_answer`` reads it
     tasks = one.expert_tasks
-    experts = tuple(
-        shared.expert(one, name, task, result.generations.get(task), scores.get(name)) for name, task in tasks.items()
-    )
+    generations = result.generations
+    experts = tuple(shared.expert(one, name, task, generations, scores.get(name)) for name, task in tasks.items())
     arrived = [e for e in experts if e.ok and (one.voters is None or e.expert in one.voters)]
     aggregation: AggregationResult | None = None
     error = None

@@ -161,6 +161,8 @@ class Pipeline:
         elif len(promptings) != len(queries):
             raise BadInput(f"{len(promptings)} promptings for {len(queries)} queries")
         vote = None if self.aggregation == "synthesis" else self.aggregation
+        specs = self.pool.specs
+        contexts_of: dict[str, tuple[int | None, int]] = {}  # aggregator -> its context (one each)
         asked = []
         for query, routed, expected, how in zip(queries, decisions, competences, promptings, strict=True):
             decision, affinity, anchor = routed, None, None
@@ -170,9 +172,15 @@ class Pipeline:
                     expected = self.router.competence(decision)
             names = [c.expert for c in decision.all_experts]
             for name in names:
-                self.pool.spec(name)  # an unknown expert is an error, named
+                if name not in specs:
+                    self.pool.spec(name)  # an unknown expert is an error, named
             competence = {e: expected[e] for e in names if e in expected}
             aggregator = self.aggregator_for(decision)
+            context = contexts_of.get(aggregator)
+            if context is None:
+                context = contexts_of[aggregator] = aggregator_context(
+                    self.pool.spec(aggregator), self.max_tokens, self.synthesis
+                )
             asked.append(
                 Asked(
                     query,
@@ -185,8 +193,8 @@ class Pipeline:
                     method=method,
                     router=self.router,
                     item=item_of(query, self.items),
-                    history=shown(query, decision, how.prompt, self.pool.specs),
-                    aggregator_context=aggregator_context(self.pool.spec(aggregator), self.max_tokens, self.synthesis),
+                    history=shown(query, decision, how.prompt, specs),
+                    aggregator_context=context,
                     affinity=affinity,
                     anchor=anchor,
                 )
@@ -259,8 +267,10 @@ class Pipeline:
         composer = limited(voters_only(compose(graph.jobs, self.synthesis), graph.ladders), self.max_tokens)
         with tracing.span("coe.run", {"coe.tasks": len(graph.tasks), "coe.phases": len(plan.phases)}):
             result = self.executor().run(plan, graph.tasks, self.pool.specs, composer, run_id=run_id)
+        tasks = len(graph.tasks)
+        del graph, plan, composer  # the requests are done with: the answers are built in their memory
         answers = self._answers(asked, result, route_seconds)
-        return Answered(answers, result.metrics, len(graph.tasks))
+        return Answered(answers, result.metrics, tasks)
 
     def _remember(self, asked: Sequence[Asked], answers: Sequence[Answer]) -> None:
         """Keep the session state of every chat turn that was answered (a failed turn keeps none)."""

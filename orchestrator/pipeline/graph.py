@@ -34,16 +34,23 @@ def expert_task(
     temperature: float | None = None,
     item: ItemRef | None = None,
     history: tuple[Message, ...] = (),
+    said: dict[tuple[tuple[Message, ...], str], tuple[Message, ...]] | None = None,
 ) -> Task:
     """One expert answering one question. A later sample draws with its own seed (sample 0
     keeps the expert's own sampling). Its request names the benchmark item it asks (``item``;
     default: the question's own id, no benchmark); a chat turn's earlier turns (``history``)
-    come before the prompt."""
+    come before the prompt. ``said``: the messages already made for a (history, prompt), which
+    the tasks of a batch that ask the same share (their request keys then encode them once)."""
     task_id = expert_task_id(question_id, expert, sample)
     item = item if item is not None else ItemRef(question_id)
+    messages = said.get((history, prompt)) if said is not None else None
+    if messages is None:
+        messages = (*history, Message(role="user", content=prompt))
+        if said is not None:
+            said[history, prompt] = messages
     request = Request(
         id=task_id,
-        messages=(*history, Message(role="user", content=prompt)),
+        messages=messages,
         question_id=item.question_id,
         benchmark=item.benchmark,
         seed=sample or None,
@@ -84,6 +91,7 @@ def task_graph(
     tasks: dict[str, Task] = {}
     jobs: dict[str, SynthesisJob] = {}
     ladders: dict[str, Asked] = {}
+    said: dict[tuple[tuple[Message, ...], str], tuple[Message, ...]] = {}
     for one in asked:
         qid = one.query.id
         experts = ladder(one) if whole_ladders else one.decision.expert_names
@@ -100,6 +108,7 @@ def task_graph(
                     temperature=temperature,
                     item=one.asks,
                     history=one.shown_to(name),
+                    said=said,
                 )
             after.append(task_id)
         if one.vote is not None:

@@ -284,7 +284,8 @@ def evaluate(
     scoring = time.perf_counter()
     results = score(routed, answered.answers, bench, coe.pool)
     score_s = time.perf_counter() - scoring
-    metrics = answered.metrics
+    metrics, tasks, chosen, skipped = answered.metrics, answered.tasks, routed.methods, routed.skipped
+    del routed, answered  # the rows hold what is written: the records and answers are freed now
     info = RunInfo(
         run_id="eval-" + config_digest(config),
         benchmark=bench.name,
@@ -301,8 +302,8 @@ def evaluate(
         limit=config.limit,
         questions=len(questions),
         questions_in_split=questions_in_split or len(questions),
-        methods=[m.info for m in routed.methods],
-        skipped=routed.skipped,
+        methods=[m.info for m in chosen],
+        skipped=skipped,
         stage_seconds={
             "route": round(routed_s, 3),
             "load": round(metrics.load_seconds, 3),
@@ -311,7 +312,7 @@ def evaluate(
             "total": round(time.perf_counter() - started, 3),
         },
         model_loads=metrics.loads,
-        generations=answered.tasks - metrics.resumed - metrics.failed - metrics.cache_hits,
+        generations=tasks - metrics.resumed - metrics.failed - metrics.cache_hits,
         reused=metrics.resumed,
         cached=metrics.cache_hits,
         retried=metrics.retried,
