@@ -63,13 +63,15 @@ class EngineCalls:
 
     def _bind_wave(self, running: list[str], engines: Mapping[str, Engine], specs: Mapping[str, ExpertSpec]) -> None:
         """Before a wave: the local engines that generate in it share the cores, a lone one takes
-        all but one (``_lone_cores``); engines that sit the wave out keep their cores but use
+        them all; engines that sit the wave out keep their cores but use
         none. An engine that cannot be moved generates where it is; one that died moving is found
         by its batch."""
         if self.cores is None:
             return
         local = [m for m in running if m in engines and engine_kind(specs[m]).local]
-        shares = self._split_cores(local) or {m: self._lone_cores(engines[m]) for m in local}
+        # a lone engine gets every core: SmolLM2 alone, one request of 96 tokens, quiet machine,
+        # made 21-23 tokens/s on both cores against 19-20 on one (moved back and forth, no reload)
+        shares = self._split_cores(local) or {m: self.cores for m in local}
         for model, cpus in shares.items():
             engine = engines[model]
             if not can_bind(engine) or getattr(engine, "cpus", None) == cpus:
@@ -98,20 +100,6 @@ class EngineCalls:
                 tokens=tokens,
             )
         )
-
-    def _lone_cores(self, engine: Engine) -> tuple[int, ...]:
-        """The cores a local engine generating alone computes on: every core but one, which is
-        left to vLLM's engine process that schedules, samples and detokenises for it (vLLM's own
-        default binding does the same). Measured here on 2 cores (SmolLM2, one request, load
-        average 3-10): its worker on one core made 12-17 tokens/s, on both 2-10; on a quiet
-        machine (load 0.5-2.7, the default pool's aggregation, alternating) 13.1 and 13.5 on one
-        core against 9.2 and 6.7 on both. It keeps the cores it has when they are as many."""
-        assert self.cores is not None
-        size = max(1, len(self.cores) - 1)
-        bound = getattr(engine, "cpus", None)
-        if bound is not None and len(bound) == size and set(bound) <= set(self.cores):
-            return tuple(bound)
-        return self.cores[:size]
 
     def _load_models(
         self,

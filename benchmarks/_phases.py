@@ -27,14 +27,15 @@ from typing import Any
 from common.requests import Generation, Request
 
 OFFLINE = {
-    "auto": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": None, "OMP_WAIT_POLICY": None},
-    "every_core": {"OMP_WAIT_POLICY": None},
-    "every_core_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "auto": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": None, "GOMP_SPINCOUNT": None},
+    "every_core": {"GOMP_SPINCOUNT": None},
+    "every_core_short_spin": {},
 }
 """Offline settings: ``auto``, vLLM's own default (it binds its worker to the cores but one and
 leaves that one to its engine process); ``every_core``, the worker bound to every core, no core
-reserved, with vLLM's own OpenMP waiting (threads spin); ``every_core_passive``, the same with
-threads that wait passively, as the project's engines have."""
+reserved, with libgomp's own waiting (threads spin 300,000 times before they sleep);
+``every_core_short_spin``, the same with the environment the project's engines have (threads
+spin 3,000 times, ``GOMP_SPINCOUNT``)."""
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """Cores for local engines, wave by wave: models generating side by side split the cores, a model
-generating alone gets all but one (left to vLLM's engine process; an idle co-resident model
-holds none), a batch that ends hands its cores to the one still running, and a warm session
-moves a kept engine instead of reloading it. The real tier moves a vLLM worker
-(tests/real/test_vllm_engine.py)."""
+generating alone gets every core (an idle co-resident model holds none), a batch that ends hands
+its cores to the one still running, and a warm session moves a kept engine instead of reloading
+it. The real tier moves a vLLM worker (tests/real/test_vllm_engine.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from common.requests import Generation, Request
 from common.tasks import Composed, Task
 
 CORES = (0, 1, 2, 3)
-LONE = (0, 1, 2)  # every core but one
+LONE = CORES  # a model generating alone gets every core
 
 
 def spec(name: str) -> ExpertSpec:
@@ -106,19 +105,19 @@ def test_a_batch_that_ends_hands_its_cores_to_the_one_still_running():
     assert b.moved_during == ((2, 3), LONE)  # began on its share; a's batch ended and b got a lone one's
 
 
-def test_a_lone_model_generates_on_every_core_but_one():
+def test_a_lone_model_generates_on_every_core():
     factory = Factory()
     tasks = [Task(id="x", model="b", request=Request.user("x", "hi"))]
     run(Executor(factory, cores=CORES), tasks)
     assert factory.made["b"][0].ran_on == [(LONE, ["x"])]  # made with no cores named, moved before it ran
 
 
-def test_on_two_cores_a_lone_model_keeps_its_one_core():
+def test_on_two_cores_the_lone_aggregator_takes_both():
     factory = Factory()
     run(Executor(factory, cores=(0, 1)), question(0))
     a, b = factory.made["a"][0], factory.made["b"][0]
-    assert a.ran_on == [((0,), ["q0/a"]), ((0,), ["q0/final"])] and b.ran_on == [((1,), ["q0/b"])]
-    assert a.binds == [] and b.binds == []  # as many cores alone as in the split: nothing to move
+    assert a.ran_on == [((0,), ["q0/a"]), ((0, 1), ["q0/final"])] and b.ran_on == [((1,), ["q0/b"])]
+    assert b.binds == []  # loaded on its share of the wave: nothing to move
 
 
 def test_a_warm_session_moves_a_kept_engine_instead_of_reloading_it():
@@ -147,7 +146,7 @@ def test_an_engine_that_will_not_move_generates_where_it_is(caplog):
         result = run(Executor(factory, cores=CORES), question(0))
     assert not result.failed
     assert factory.made["a"][0].ran_on[-1] == ((0, 1), ["q0/final"])  # stayed on its share
-    assert "could not move it to cores [0, 1, 2]" in caplog.text
+    assert "a: could not move it to cores [0, 1, 2, 3]" in caplog.text
 
 
 def test_warm_sessions_keep_movable_engines_bound_elsewhere():

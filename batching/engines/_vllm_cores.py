@@ -3,13 +3,13 @@
 vLLM 0.32 binds its model worker's OpenMP threads once, as the worker starts
 (``VLLM_CPU_OMP_THREADS_BIND``). An engine that had to share the cores with a co-resident model
 then kept its share even when it ran alone, and one loaded alone kept every core when another
-joined it. So ``VLLMEngine`` starts its worker on every core
-this process may use and binds it to the cores it is given afterwards, as often as asked: the
-child hands ``Bind`` to the worker through vLLM's ``collective_rpc`` and the worker extension
-``WorkerCores`` (vLLM's ``worker_extension_cls``) sets torch's thread count to the number of
-cores and pins every thread of the worker process to them. The worker never runs more threads
-than it started with, so nothing vLLM sized at start is outgrown. Measured here: a bind takes
-25-40 ms.
+joined it. So ``VLLMEngine`` starts its worker on every core this process may use and binds it
+to the cores it is given afterwards, as often as asked: the child hands ``Bind`` to the worker
+through vLLM's ``collective_rpc`` and the worker extension ``WorkerCores`` (vLLM's
+``worker_extension_cls``) sets torch's thread count to the number of cores and lays the
+worker's threads out on them one to a core, as vLLM does at start. The worker never runs more
+threads than it started with, so nothing vLLM sized at start is outgrown. Measured here: a bind
+takes 25-40 ms.
 
 The parent's side is ``CoreBinding``, the part of ``VLLMEngine`` that sends ``Bind``. Between
 batches it waits for the child's ``Bound``. During a batch (the executor moves an engine still
@@ -38,22 +38,53 @@ WORKER_EXTENSION = f"{__name__}.WorkerCores"
 
 
 class WorkerCores:
-    """Mixed into vLLM's CPU worker class (``worker_extension_cls``); runs in the worker process."""
+    """Mixed into vLLM's CPU worker class (``worker_extension_cls``); runs in the worker process.
+
+    vLLM starts the worker with OpenMP's threads one to a core (``GOMP_CPU_AFFINITY``): the
+    worker's main thread, which is OpenMP's first, on the first core with every other thread of
+    the process, and OpenMP's i-th helper on the i-th core. A move keeps that layout on the new
+    cores. Pinning every thread to the whole set instead lets the threads wander; measured here
+    (SmolLM2 alone, one request): moved to one core and back to both it made 13-15 tokens/s,
+    against 18-21 laid out one to a core as vLLM starts it."""
+
+    _coe_team: list[int]
 
     def coe_bind(self, cpus: list[int]) -> tuple[int, list[int]]:
-        """Compute on ``cpus`` from now on: as many torch threads, every thread pinned to them.
+        """Compute on ``cpus`` from now on: as many torch threads, laid out one to a core.
         Returns (torch's thread count, the worker's cores) as they are now."""
         import torch
 
-        wanted = set(cpus)
-        torch._C.set_num_threads(len(wanted))  # the real one: vLLM replaces torch.set_num_threads with a no-op
+        if not hasattr(self, "_coe_team"):
+            self._coe_team = _openmp_helpers()
+        order = sorted(set(cpus))
+        torch._C.set_num_threads(len(order))  # the real one: vLLM replaces torch.set_num_threads with a no-op
         torch.ones(1 << 18).add_(1).sum()  # a parallel region, so OpenMP's team has its threads now
+        if len(self._coe_team) + 1 < len(order):  # started on fewer cores (not by VLLMEngine): let them share
+            layout = dict.fromkeys(map(int, os.listdir("/proc/self/task")), set(order))
+        else:
+            layout = {task: {order[(i + 1) % len(order)]} for i, task in enumerate(self._coe_team)}
         for task in os.listdir("/proc/self/task"):
             try:
-                os.sched_setaffinity(int(task), wanted)
+                os.sched_setaffinity(int(task), layout.get(int(task), {order[0]}))
             except OSError:  # a thread that ended meanwhile
                 continue
-        return torch.get_num_threads(), sorted(os.sched_getaffinity(0))
+        return torch.get_num_threads(), order
+
+
+def _openmp_helpers() -> list[int]:
+    """The threads of this process that OpenMP pinned to a core of their own as the worker
+    started (its helpers, in the order of their cores): every other thread shares the main
+    thread's core."""
+    home = os.sched_getaffinity(0)
+    helpers: list[tuple[int, int]] = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            mask = os.sched_getaffinity(int(task))
+        except OSError:
+            continue
+        if len(mask) == 1 and mask != home:
+            helpers.append((min(mask), int(task)))
+    return [task for _, task in sorted(helpers)]
 
 
 def bind(llm: Any, command: Bind) -> Bound | Failed:

@@ -15,11 +15,12 @@ Choices made for the CPU build (vLLM 0.32, measured on 2-core machines, see RUNT
 - The model worker is bound to the cores given (``cpus``; all allowed cores when None) and no
   core is reserved: a lone engine on both cores ran at 443 tokens/s against 312 with vLLM's
   default binding to one core.
-- Its OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``): they sleep at once when a
-  parallel region ends instead of spinning. These machines are shared; with other work on the
-  cores (load average 6-12), SmolLM2 on two spinning threads made 1.3-2 tokens/s for one chat
-  and 7-10 for eight, against 15-17 and 72-99 on one thread; passive, two threads made 8-16
-  and 72-86, as fast as one.
+- Its OpenMP threads spin briefly, then sleep (``GOMP_SPINCOUNT=3000``, a few microseconds),
+  between parallel regions. libgomp's default spins 100 times longer, fastest on an idle machine
+  but slow on a busy one; passive waiting (no spin) is the reverse. Measured here (SmolLM2 alone
+  on both cores, one request / a batch of 8, tokens/s): idle machine, passive 23 / 150, default
+  24-26 / 162-169, spin 3000 28 / 185; with two busy processes beside it, passive 13-18 /
+  114-127, default 7-10 / 49-58, spin 1000-3000 9-23 / 66-148 (bimodal).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = ["VLLMArgs", "cpu_build", "engine_args"]
 
 GIB = 1 << 30
 _CPU_BATCH_TOKENS = 4096  # vLLM's own default on the CPU build
+_SPIN_COUNT = "3000"  # libgomp's spins before a waiting thread sleeps (its default is 300,000)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class VLLMArgs:
         """Variables to set in the process that starts vLLM, before it starts."""
         if not self.cpu:
             return {}
-        env: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+        env: dict[str, str] = {"GOMP_SPINCOUNT": _SPIN_COUNT}
         if self.kv_cache_gib is not None and self.kv_cache_bytes is None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(int(self.kv_cache_gib))
         if self.cpus:
