@@ -26,16 +26,19 @@ from typing import Any
 
 from common.requests import Generation, Request
 
+_STOCK = {"GOMP_SPINCOUNT": None, "COE_VLLM_IDLE_WAITS": None}  # vLLM as it ships: none of the project's tuning
 OFFLINE = {
-    "auto": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": None, "GOMP_SPINCOUNT": None},
-    "every_core": {"GOMP_SPINCOUNT": None},
-    "every_core_short_spin": {},
+    "auto": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": None, **_STOCK},
+    "every_core": _STOCK,
+    "every_core_tuned": {},
 }
 """Offline settings: ``auto``, vLLM's own default (it binds its worker to the cores but one and
 leaves that one to its engine process); ``every_core``, the worker bound to every core, no core
-reserved, with libgomp's own waiting (threads spin 300,000 times before they sleep);
-``every_core_short_spin``, the same with the environment the project's engines have (threads
-spin 3,000 times, ``GOMP_SPINCOUNT``)."""
+reserved, vLLM and libgomp waiting as they ship (OpenMP threads spin 300,000 times before they
+sleep, vLLM's processes poll their queues, yielding the core, for a second after each message);
+``every_core_tuned``, the same with the environment the project's engines have (OpenMP threads
+spin 3,000 times, ``GOMP_SPINCOUNT``; vLLM's processes nap between polls,
+``batching/engines/_vllm_plugin.py``)."""
 
 
 @dataclass

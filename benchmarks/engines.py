@@ -5,8 +5,8 @@ default model's start, throughput and memory, eager against compiled.
 then a batch, ``--rounds`` times, every engine call timed (``benchmarks/_phases.py``); the same
 requests then go through vLLM's own offline ``LLM.chat``/``LLM.generate`` in one process per
 model, once per offline setting (``_phases.OFFLINE``: vLLM's own default binding, which leaves
-one core to its engine process; every core with libgomp's default OpenMP waiting; every core
-with the short spin the project's engines have). Per workload (``one`` question, a ``batch``) and phase
+one core to its engine process; every core as vLLM ships; every core with the project's
+engines' environment). Per workload (``one`` question, a ``batch``) and phase
 (``experts``: SmolLM2 and Gemma side by side; ``aggregation``: SmolLM2 alone) and round:
 
     live_tokens_per_s        the phase's new tokens over its wall time, engine calls timed here
@@ -34,7 +34,7 @@ and per model, ``break_even_tokens``: how many generated tokens (at this batch's
 the compiled mode's longer start; null when compiled is not faster.
 
     .venv/bin/python benchmarks/engines.py [--part phases] [--rounds 3] [--batch 8]
-                                           [--offline auto,every_core,every_core_short_spin] [--write]
+                                           [--offline auto,every_core,every_core_tuned] [--write]
     .venv/bin/python benchmarks/engines.py --part start [--models smollm2,gemma3]
                                            [--modes eager,compiled] [--max-tokens 128] [--write]
 
@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("phases", "start"), default="phases")
     parser.add_argument("--rounds", type=int, default=3, help="phases: rounds of one question and a batch")
     parser.add_argument("--batch", type=int, default=8, help="phases: questions of the batch")
-    parser.add_argument("--offline", default="auto,every_core,every_core_short_spin", help="phases: offline settings")
+    parser.add_argument("--offline", default="auto,every_core,every_core_tuned", help="phases: offline settings")
     parser.add_argument("--models", default=",".join(MODELS), help="start: comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--modes", default=",".join(MODES), help="start: comma-separated: " + ", ".join(MODES))
     parser.add_argument("--max-tokens", type=int, default=128)
