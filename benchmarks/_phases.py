@@ -26,7 +26,7 @@ from typing import Any
 
 from common.requests import Generation, Request
 
-_STOCK = {"GOMP_SPINCOUNT": None, "COE_VLLM_IDLE_WAITS": None}  # vLLM as it ships: none of the project's tuning
+_STOCK = {"GOMP_SPINCOUNT": None, "SYMBOLIC_COE_IDLE_WAITS": None}  # vLLM as it ships: none of the project's tuning
 OFFLINE = {
     "auto": {"VLLM_CPU_OMP_THREADS_BIND": "auto", "VLLM_CPU_NUM_OF_RESERVED_CPU": None, **_STOCK},
     "every_core": _STOCK,

@@ -105,7 +105,7 @@ def test_cpu_options_and_the_server_flags_say_the_same() -> None:
     assert "--enforce-eager" in flags and "--no-enable-chunked-prefill" in flags
     assert args.environment() == {
         "GOMP_SPINCOUNT": "3000",  # threads spin a few microseconds between parallel regions, then sleep
-        "COE_VLLM_IDLE_WAITS": "1",  # vLLM's processes nap, not spin, waiting on each other (_vllm_plugin)
+        "SYMBOLIC_COE_IDLE_WAITS": "1",  # vLLM's processes nap, not spin, waiting on each other (_vllm_plugin)
         "VLLM_CPU_KVCACHE_SPACE": "2",
         "VLLM_CPU_OMP_THREADS_BIND": "0,1",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",

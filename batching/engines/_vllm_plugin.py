@@ -6,8 +6,9 @@ for the answer by polling the queue and yielding the core (``sched_yield``) betw
 up to a second after its last read; the worker waits for the next step the same way. A yielding
 process stays runnable, so it keeps its share of a core: sampled on the default pool here
 (py-spy), the engine processes spent their whole step in that loop, 2-4 s of CPU per answer of
-6-8 s on a 2-core machine whose workers needed every cycle. With ``COE_VLLM_IDLE_WAITS=1`` (set
-by ``VLLMArgs.environment`` for the engines this project starts) a waiting reader sleeps
+6-8 s on a 2-core machine whose workers needed every cycle. With ``SYMBOLIC_COE_IDLE_WAITS=1`` (set
+by ``VLLMArgs.environment`` for the engines this project starts; a signal between two parts
+of the engine, not a setting, so not one of the ``COE_*`` variables) a waiting reader sleeps
 between looks instead, a sixteenth of how long it has waited so far (0.05-0.5 ms), so a step's
 answer is seen soon after it is written and a queue that stays empty costs almost nothing.
 After that second vLLM's own waiting (a socket poll) is unchanged, and so is anything else that
@@ -25,7 +26,7 @@ import os
 import time
 from typing import Any
 
-ENV = "COE_VLLM_IDLE_WAITS"
+ENV = "SYMBOLIC_COE_IDLE_WAITS"
 SHORTEST_NAP_S = 0.00005
 LONGEST_NAP_S = 0.0005
 

@@ -22,7 +22,7 @@ Choices made for the CPU build (vLLM 0.32, measured on 2-core machines, see RUNT
   24-26 / 162-169, spin 3000 28 / 185; with two busy processes beside it, passive 13-18 /
   114-127, default 7-10 / 49-58, spin 1000-3000 9-23 / 66-148 (bimodal).
 - vLLM's own processes nap instead of spinning while they wait on each other
-  (``COE_VLLM_IDLE_WAITS=1``, read by the plugin ``batching/engines/_vllm_plugin.py``).
+  (the plugin ``batching/engines/_vllm_plugin.py``, switched on by its ``ENV``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batching.engines._vllm_plugin import ENV as IDLE_WAITS
 from batching.spec import VLLMSource
 from common.errors import ConfigError
 
@@ -117,7 +118,7 @@ class VLLMArgs:
         """Variables to set in the process that starts vLLM, before it starts."""
         if not self.cpu:
             return {}
-        env: dict[str, str] = {"GOMP_SPINCOUNT": _SPIN_COUNT, "COE_VLLM_IDLE_WAITS": "1"}
+        env: dict[str, str] = {"GOMP_SPINCOUNT": _SPIN_COUNT, IDLE_WAITS: "1"}
         if self.kv_cache_gib is not None and self.kv_cache_bytes is None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(int(self.kv_cache_gib))
         if self.cpus:
