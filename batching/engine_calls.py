@@ -63,9 +63,8 @@ class EngineCalls:
 
     def _bind_wave(self, running: list[str], engines: Mapping[str, Engine], specs: Mapping[str, ExpertSpec]) -> None:
         """Before a wave: the local engines that generate in it share the cores, a lone one takes
-        them all; engines that sit the wave out keep their cores but use
-        none. An engine that cannot be moved generates where it is; one that died moving is found
-        by its batch."""
+        them all; engines that sit the wave out keep their cores but use none. An engine that
+        cannot be moved generates where it is; one that died moving is found by its batch."""
         if self.cores is None:
             return
         local = [m for m in running if m in engines and engine_kind(specs[m]).local]

@@ -19,7 +19,6 @@ from common.requests import Generation, Request
 from common.tasks import Composed, Task
 
 CORES = (0, 1, 2, 3)
-LONE = CORES  # a model generating alone gets every core
 
 
 def spec(name: str) -> ExpertSpec:
@@ -53,7 +52,7 @@ class Waits(Seen):
     def generate(self, requests: Sequence[Request], on_result=None, on_delta=None) -> list[Generation]:
         started = self.cpus
         deadline = time.monotonic() + 5
-        while self.cpus != LONE and time.monotonic() < deadline:
+        while self.cpus != CORES and time.monotonic() < deadline:
             time.sleep(0.01)
         self.moved_during = (started, self.cpus)
         return super().generate(requests, on_result, on_delta)
@@ -92,7 +91,7 @@ def test_experts_split_the_cores_and_the_lone_aggregator_gets_them_all():
     result = run(Executor(factory, cores=CORES), question(0))
     assert not result.failed
     a, b = factory.made["a"][0], factory.made["b"][0]
-    assert a.ran_on == [((0, 1), ["q0/a"]), (LONE, ["q0/final"])]  # the experts' wave, then alone
+    assert a.ran_on == [((0, 1), ["q0/a"]), (CORES, ["q0/final"])]  # the experts' wave, then alone
     assert b.ran_on == [((2, 3), ["q0/b"])]  # b sat the aggregation out: it held no core then
     assert a.loads == b.loads == 1  # moved, never reloaded
 
@@ -102,14 +101,14 @@ def test_a_batch_that_ends_hands_its_cores_to_the_one_still_running():
     result = run(Executor(factory, cores=CORES), question(0))
     assert not result.failed
     b = factory.made["b"][0]
-    assert b.moved_during == ((2, 3), LONE)  # began on its share; a's batch ended and b got a lone one's
+    assert b.moved_during == ((2, 3), CORES)  # began on its share; a's batch ended and b got a lone one's
 
 
 def test_a_lone_model_generates_on_every_core():
     factory = Factory()
     tasks = [Task(id="x", model="b", request=Request.user("x", "hi"))]
     run(Executor(factory, cores=CORES), tasks)
-    assert factory.made["b"][0].ran_on == [(LONE, ["x"])]  # made with no cores named, moved before it ran
+    assert factory.made["b"][0].ran_on == [(CORES, ["x"])]  # made with no cores named, moved before it ran
 
 
 def test_on_two_cores_the_lone_aggregator_takes_both():
@@ -117,7 +116,7 @@ def test_on_two_cores_the_lone_aggregator_takes_both():
     run(Executor(factory, cores=(0, 1)), question(0))
     a, b = factory.made["a"][0], factory.made["b"][0]
     assert a.ran_on == [((0,), ["q0/a"]), ((0, 1), ["q0/final"])] and b.ran_on == [((1,), ["q0/b"])]
-    assert b.binds == []  # loaded on its share of the wave: nothing to move
+    assert a.binds == [(0, 1)] and b.binds == []  # a moved to both for the aggregation; b loaded on its share
 
 
 def test_a_warm_session_moves_a_kept_engine_instead_of_reloading_it():
@@ -129,7 +128,7 @@ def test_a_warm_session_moves_a_kept_engine_instead_of_reloading_it():
     run(executor, question(1))  # both again
     a = factory.made["a"]
     assert len(a) == 1 and a[0].loads == 1
-    assert [cpus for cpus, _ in a[0].ran_on] == [(0, 1), LONE, LONE, (0, 1), LONE]
+    assert [cpus for cpus, _ in a[0].ran_on] == [(0, 1), CORES, CORES, (0, 1), CORES]
     assert [cpus for cpus, _ in factory.made["b"][0].ran_on] == [(2, 3), (2, 3)]
     warm.close()
 

@@ -59,13 +59,11 @@ class WorkerCores:
         order = sorted(set(cpus))
         torch._C.set_num_threads(len(order))  # the real one: vLLM replaces torch.set_num_threads with a no-op
         torch.ones(1 << 18).add_(1).sum()  # a parallel region, so OpenMP's team has its threads now
-        if len(self._coe_team) + 1 < len(order):  # started on fewer cores (not by VLLMEngine): let them share
-            layout = dict.fromkeys(map(int, os.listdir("/proc/self/task")), set(order))
-        else:
-            layout = {task: {order[(i + 1) % len(order)]} for i, task in enumerate(self._coe_team)}
-        for task in os.listdir("/proc/self/task"):
+        shared = len(self._coe_team) + 1 < len(order)  # started on fewer cores (not by VLLMEngine): let them share
+        layout = {task: {order[(i + 1) % len(order)]} for i, task in enumerate(self._coe_team)}
+        for task in map(int, os.listdir("/proc/self/task")):
             try:
-                os.sched_setaffinity(int(task), layout.get(int(task), {order[0]}))
+                os.sched_setaffinity(task, set(order) if shared else layout.get(task, {order[0]}))
             except OSError:  # a thread that ended meanwhile
                 continue
         return torch.get_num_threads(), order
